@@ -1,0 +1,251 @@
+"""The `distil` command line: parse, call one library function, print.
+
+Library errors are :class:`~distil.errors.DistilError`; :func:`main` prints them as one line and a
+hint on stderr and exits 2 (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from distil.errors import DistilError, RoleError
+
+app = typer.Typer(
+    name="distil",
+    help="Turn a large teacher model into a small student model you own: gate, data, train, evaluate, decide, maintain.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+gate_app = typer.Typer(help="Lock and show the success gate.", no_args_is_help=True)
+ledger_app = typer.Typer(help="Read and verify the project's ledger.", no_args_is_help=True)
+app.add_typer(gate_app, name="gate")
+app.add_typer(ledger_app, name="ledger")
+
+console = Console()
+err_console = Console(stderr=True)
+_DEBUG = {"on": False}
+
+SpecOpt = Annotated[Path | None, typer.Option("--spec", help="Path to distil.yaml (default ./distil.yaml); the project folder is its folder.")]
+AsOpt = Annotated[str | None, typer.Option("--as", help="Who is acting (default: $DISTIL_USER).")]
+
+
+def identity(name: str | None) -> str:
+    who = (name or os.environ.get("DISTIL_USER", "")).strip()
+    if not who:
+        raise RoleError("--as: no identity given", hint="pass --as NAME or set DISTIL_USER")
+    return who
+
+
+def _project(spec: Path | None):
+    from distil.spec.io import load_project
+
+    return load_project(spec)
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
+    """distil: a success gate locked first, the teacher as a data factory, a student you own."""
+    _DEBUG["on"] = debug
+
+
+# --- 0. start ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder for the new project (created if missing).")] = Path("."),
+    example: Annotated[str | None, typer.Option("--example", help="Start from a shipped example, e.g. triage.")] = None,
+    play: Annotated[str | None, typer.Option("--play", help="cost | latency | stability | specialization: writes that play's default gate.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing distil.yaml.")] = False,
+) -> None:
+    """Create a project: a commented distil.yaml (and the example's seeds).
+
+    Example: distil init demo --example triage
+    """
+    from distil.spec.templates import init_project
+
+    path = init_project(directory, example=example, play=play, force=force)
+    console.print(f"wrote [bold]{path}[/bold]")
+    console.print(f"next: cd {directory} && distil check")
+
+
+# --- 1. qualify --------------------------------------------------------------------------------------
+
+
+@app.command()
+def check(spec: SpecOpt = None) -> None:
+    """Validate the spec, show a summary, qualify the play's trigger and refuse unlicensed teachers.
+
+    Example: distil check --spec demo/distil.yaml
+    """
+    from distil.errors import LicenceError
+    from distil.spec.check import check_project
+    from distil.spec.gate import require_unchanged_gate
+
+    project = _project(spec)
+    s = project.spec
+    locked = require_unchanged_gate(project, must_be_locked=False)
+    qualification, problems = check_project(project)
+
+    table = Table(title=f"{s.name} ({project.spec_path})", show_header=False)
+    table.add_row("task", f"{s.task.kind}" + (f": {', '.join(s.task.label_names)}" if s.task.kind == "classify" else ""))
+    table.add_row("play", f"{s.play.kind}: {s.play.trigger or '(no trigger given)'}")
+    table.add_row("roles", f"sponsor {s.roles.sponsor}, driver {s.roles.driver}, validator {s.roles.validator}, operator {s.roles.operator or '-'}")
+    student = s.student.init or ("config" if s.student.config else f"path {s.student.path}")
+    table.add_row("student", student + (f", ≤ {s.student.size_max_params:,} params" if s.student.size_max_params else ""))
+    table.add_row("data", f"seeds {s.data.seeds}, gold {s.data.gold or '-'}, synthetic budget {s.data.synthetic_budget}, slices {', '.join(x.name for x in s.data.slices) or '-'}")
+    table.add_row("gate", f"locked v{locked.version} by {locked.locked_by}" if locked else "not locked yet")
+    console.print(table)
+
+    teachers = Table(title="teachers")
+    for col in ("id", "source", "licence", "distillation", "reviewed"):
+        teachers.add_column(col)
+    for t in s.teachers:
+        lic = t.licence
+        teachers.add_row(
+            t.id,
+            t.source,
+            lic.name if lic else "(missing)",
+            lic.distillation_permitted if lic else "-",
+            f"{lic.reviewed_by} {lic.reviewed_at or ''}".strip() if lic and lic.reviewed_by else "no",
+        )
+    console.print(teachers)
+
+    qual = Table(title=f"play: {qualification.play}", show_header=False)
+    for name, value in qualification.figures:
+        qual.add_row(name, value)
+    for note in qualification.notes:
+        qual.add_row("note", note)
+    console.print(qual)
+    if problems:
+        raise LicenceError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    console.print("[green]spec OK[/green]")
+
+
+# --- 2. lock the gate --------------------------------------------------------------------------------
+
+
+@gate_app.command("lock")
+def gate_lock(
+    as_: AsOpt = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why a new gate version replaces the locked one.")] = "",
+    spec: SpecOpt = None,
+) -> None:
+    """Lock the spec's gate in the ledger (sponsor only). A changed gate needs --reason.
+
+    Example: distil gate lock --as alice
+    """
+    from distil.spec.gate import lock_gate
+
+    project = _project(spec)
+    locked, new = lock_gate(project, identity(as_), reason)
+    verb = "locked" if new else "already locked, unchanged:"
+    console.print(f"gate {verb} version {locked.version} ({locked.sha256[:19]}…) by {locked.locked_by}")
+
+
+@gate_app.command("show")
+def gate_show(spec: SpecOpt = None) -> None:
+    """Print the locked gate's thresholds, who locked them and when.
+
+    Example: distil gate show
+    """
+    from distil.errors import GateError
+    from distil.spec.gate import gate_changes, locked_gate
+
+    project = _project(spec)
+    locked = locked_gate(project)
+    if locked is None:
+        raise GateError("gate: not locked yet", hint=f"run `distil gate lock --as {project.spec.roles.sponsor}`")
+    table = Table(title=f"gate v{locked.version}, locked by {locked.locked_by} at {locked.locked_at}")
+    table.add_column("threshold")
+    table.add_column("value")
+    for key, value in sorted(locked.thresholds.items()):
+        if value is not None:
+            table.add_row(key, str(value))
+    console.print(table)
+    if locked.reason:
+        console.print(f"reason: {locked.reason}")
+    changes = gate_changes(locked, project.spec.gate)
+    if changes:
+        console.print(f"[yellow]the spec's gate differs from the locked one: {'; '.join(changes)}[/yellow]")
+
+
+# --- audit -------------------------------------------------------------------------------------------
+
+
+@ledger_app.command("log")
+def ledger_log(
+    kind: Annotated[str | None, typer.Option("--kind", help="Only events of this kind, e.g. gate.locked.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Most rows to show.")] = 50,
+    spec: SpecOpt = None,
+) -> None:
+    """Print the ledger's events, newest first.
+
+    Example: distil ledger log --kind gate.locked
+    """
+    import json
+
+    project = _project(spec)
+    table = Table(title=f"ledger {project.ledger_path}")
+    for col in ("#", "time", "kind", "actor", "details"):
+        table.add_column(col, overflow="fold")
+    for e in project.ledger.events(kind=kind, newest_first=True, limit=limit):
+        details = {k: v for k, v in e.payload.items() if k != "files"}
+        table.add_row(str(e.seq), e.ts[:19], e.kind, e.actor or "-", json.dumps(details, default=str)[:120])
+    console.print(table)
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    no_files: Annotated[bool, typer.Option("--no-files", help="Skip rechecking the content hashes of recorded files.")] = False,
+    spec: SpecOpt = None,
+) -> None:
+    """Recompute the hash chain (and recorded files' hashes); exit 1 naming the first broken row.
+
+    Example: distil ledger verify
+    """
+    project = _project(spec)
+    result = project.ledger.verify(check_files=not no_files, base=project.root)
+    if result.ok:
+        console.print(f"[green]ledger OK[/green]: {result.checked} events, chain intact")
+        return
+    err_console.print(f"ledger BROKEN at {result.reason}")
+    raise typer.Exit(1)
+
+
+# --- entry point -------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except DistilError as exc:
+        if _DEBUG["on"]:
+            raise
+        err_console.print(f"error: {exc.message}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"hint: {exc.hint}", markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        err_console.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished work is kept, rerun the command to continue")
+        return 130
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return 2
+        raise
+    return code if isinstance(code, int) else 0

@@ -1,0 +1,136 @@
+"""The record: one Parquet row per example, immutable once written.
+
+Shards are written to a temporary name in the same folder and renamed, so a reader never sees a
+half-written file. Curation writes new files; it never edits a shard in place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distil.errors import DataError
+
+SOURCES = ("seed", "synthetic", "traffic", "targeted", "gold")
+
+RECORD_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),  # sha256 of the input text: same input, same id
+        pa.field("input", pa.string(), nullable=False),
+        pa.field("tags", pa.string(), nullable=False),  # JSON object: slice name -> value
+        pa.field("source", pa.string(), nullable=False),  # one of SOURCES
+        pa.field("gold_label", pa.string()),  # the label a person gave (seeds, gold set), if any
+        pa.field("teacher_text", pa.string()),  # the teacher's answer text (generate tasks, rationales' answer)
+        pa.field("label", pa.string()),  # the teacher's label (argmax of label_probs) for classify tasks
+        pa.field("label_probs", pa.list_(pa.float32())),  # teacher distribution over task.labels, in spec order
+        pa.field("topk_ids", pa.list_(pa.list_(pa.int32()))),  # per answer token: the teacher's top-k token ids
+        pa.field("topk_logprobs", pa.list_(pa.list_(pa.float32()))),  # ... and their log-probabilities
+        pa.field("rationale", pa.string()),
+        pa.field("confidence", pa.float32()),  # max label probability, or mean token probability for text
+        pa.field("teacher_id", pa.string()),
+        pa.field("teacher_fingerprint", pa.string()),  # weights hash, or API base URL + model + date
+        pa.field("prompt_hash", pa.string()),  # sha256 of the prompt template (with its shots)
+        pa.field("params_hash", pa.string()),  # sha256 of the generation / scoring parameters
+        pa.field("created_at", pa.string()),  # ISO 8601, UTC
+        pa.field("cost", pa.float64()),  # what the teacher call cost, in the spec's currency (0 for local)
+        pa.field("split", pa.string()),  # train | validation | test once curated; null in raw shards
+    ]
+)
+COLUMNS = tuple(RECORD_SCHEMA.names)
+
+
+def content_id(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Record:
+    input: str
+    source: str
+    tags: dict[str, str] = field(default_factory=dict)
+    gold_label: str | None = None
+    teacher_text: str | None = None
+    label: str | None = None
+    label_probs: list[float] | None = None
+    topk_ids: list[list[int]] | None = None
+    topk_logprobs: list[list[float]] | None = None
+    rationale: str | None = None
+    confidence: float | None = None
+    teacher_id: str | None = None
+    teacher_fingerprint: str | None = None
+    prompt_hash: str | None = None
+    params_hash: str | None = None
+    created_at: str = field(default_factory=now_iso)
+    cost: float = 0.0
+    split: str | None = None
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if not self.id:
+            self.id = content_id(self.input)
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["tags"] = json.dumps(self.tags, sort_keys=True, ensure_ascii=False)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Record:
+        data = {k: row.get(k) for k in COLUMNS}
+        data["tags"] = json.loads(data["tags"] or "{}")
+        data["cost"] = data["cost"] or 0.0
+        return cls(**data)
+
+
+def write_records(records: Sequence[Record], path: str | Path) -> Path:
+    """Write records to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist([r.to_row() for r in records], schema=RECORD_SCHEMA)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_records(paths: str | Path | Iterable[str | Path]) -> list[Record]:
+    """Read one shard, every shard in a folder (sorted, hidden temp files skipped), or a list of shards."""
+    if isinstance(paths, (str, Path)):
+        p = Path(paths)
+        files = sorted(f for f in p.glob("*.parquet") if not f.name.startswith(".")) if p.is_dir() else [p]
+    else:
+        files = [Path(p) for p in paths]
+    out: list[Record] = []
+    for f in files:
+        try:
+            table = pq.read_table(f)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise DataError(f"{f}: not a readable Parquet shard: {exc}") from None
+        missing = set(COLUMNS) - set(table.column_names)
+        if missing:
+            raise DataError(f"{f}: not a distil record shard (missing columns {', '.join(sorted(missing))})")
+        out.extend(Record.from_row(row) for row in table.to_pylist())
+    return out

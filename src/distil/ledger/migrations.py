@@ -1,0 +1,93 @@
+"""Numbered ledger migrations. Each is applied once, in order, and recorded in ``migrations``.
+
+Append new functions at the end; never edit or reorder one that has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+
+def m001_events(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL UNIQUE
+        )"""
+    )
+    conn.execute("CREATE INDEX events_kind ON events (kind)")
+
+
+def m002_typed_tables(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE teachers (
+            event_seq INTEGER NOT NULL REFERENCES events(seq),
+            teacher_id TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            licence TEXT NOT NULL
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE gates (
+            event_seq INTEGER NOT NULL REFERENCES events(seq),
+            version INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            canonical TEXT NOT NULL,
+            locked_by TEXT NOT NULL,
+            reason TEXT NOT NULL
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE datasets (
+            event_seq INTEGER NOT NULL REFERENCES events(seq),
+            dataset_hash TEXT NOT NULL,
+            stage TEXT NOT NULL,
+            path TEXT NOT NULL,
+            counts TEXT NOT NULL
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE runs (
+            event_seq INTEGER NOT NULL REFERENCES events(seq),
+            run_id TEXT NOT NULL,
+            dataset_hash TEXT NOT NULL,
+            role TEXT NOT NULL,
+            path TEXT NOT NULL,
+            metrics TEXT NOT NULL
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE evaluations (
+            event_seq INTEGER NOT NULL REFERENCES events(seq),
+            run_id TEXT NOT NULL,
+            variant TEXT NOT NULL,
+            path TEXT NOT NULL,
+            summary TEXT NOT NULL
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE decisions (
+            event_seq INTEGER NOT NULL REFERENCES events(seq),
+            run_id TEXT NOT NULL,
+            decision TEXT NOT NULL,
+            validator TEXT NOT NULL,
+            driver TEXT NOT NULL,
+            evaluation_seq INTEGER NOT NULL
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE alerts (
+            event_seq INTEGER NOT NULL REFERENCES events(seq),
+            source TEXT NOT NULL,
+            message TEXT NOT NULL
+        )"""
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_events, m002_typed_tables]

@@ -1,0 +1,102 @@
+"""`distil check`: licence gating of teachers and qualification of the play's trigger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from distil.errors import LicenceError
+from distil.spec.io import Project
+from distil.spec.models import Spec, TeacherSpec
+
+
+def licence_problem(spec: Spec, teacher: TeacherSpec) -> str:
+    """Why data may not be collected from ``teacher`` (empty when it may), naming the spec field."""
+    index = spec.teachers.index(teacher)
+    where = f"teachers[{index}].licence"
+    lic = teacher.licence
+    if lic is None:
+        return f"{where}: teacher {teacher.id!r} has no licence record; distil collects no data before its terms are recorded"
+    if lic.distillation_permitted == "no":
+        return f"{where}.distillation_permitted: teacher {teacher.id!r}'s terms do not permit distillation"
+    if lic.distillation_permitted == "unknown" and not lic.reviewed_by.strip():
+        return f"{where}.distillation_permitted is unknown and {where}.reviewed_by is empty for teacher {teacher.id!r}"
+    return ""
+
+
+def require_licence(spec: Spec, teacher: TeacherSpec) -> None:
+    """Raise LicenceError unless the teacher's recorded terms allow collecting data from it."""
+    problem = licence_problem(spec, teacher)
+    if problem:
+        raise LicenceError(problem)
+
+
+@dataclass
+class Qualification:
+    """What the spec says about the play's trigger: figures where it has them, a plain note where not."""
+
+    play: str
+    trigger: str
+    figures: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def monthly_costs(spec: Spec) -> tuple[float, float, float]:
+    """(teacher spend, student spend, savings) per month from the cost section."""
+    c = spec.cost
+    teacher = c.teacher_per_1m_requests * c.monthly_requests / 1e6
+    student = c.student_per_1m_requests * c.monthly_requests / 1e6
+    return teacher, student, teacher - student
+
+
+def qualify_play(spec: Spec) -> Qualification:
+    q = Qualification(play=spec.play.kind, trigger=spec.play.trigger.strip())
+    if not q.trigger:
+        q.notes.append("play.trigger is empty: the spec gives no evidence in words that this play is worth running")
+    c, gate, cur = spec.cost, spec.gate, spec.cost.currency
+    if spec.play.kind == "cost":
+        if c.monthly_requests == 0 or c.teacher_per_1m_requests == 0:
+            q.notes.append("cost: no monthly volume or teacher price given, so the teacher spend cannot be shown")
+        else:
+            teacher, student, savings = monthly_costs(spec)
+            q.figures.append(("monthly teacher spend", f"{teacher:,.2f} {cur}"))
+            q.figures.append(("monthly student spend", f"{student:,.2f} {cur}"))
+            q.figures.append(("monthly savings", f"{savings:,.2f} {cur}"))
+            if savings <= 0:
+                q.notes.append("cost: the student costs as much as the teacher; a cost play cannot pay back")
+            elif c.build_cost > 0:
+                months = c.build_cost / savings
+                q.figures.append(("payback of the build cost", f"{months:.1f} months"))
+                if gate.payback_months_max is not None:
+                    needed = c.build_cost / gate.payback_months_max
+                    q.figures.append(("savings the gate's payback needs", f"{needed:,.2f} {cur}/month"))
+    elif spec.play.kind == "latency":
+        if gate.p95_latency_max_vs_teacher is not None:
+            q.figures.append(("p95 latency target", f"≤ {gate.p95_latency_max_vs_teacher:.0%} of the teacher's"))
+        if gate.p95_latency_max_ms is not None:
+            q.figures.append(("p95 latency target", f"≤ {gate.p95_latency_max_ms:g} ms"))
+        if gate.p95_latency_max_vs_teacher is None and gate.p95_latency_max_ms is None:
+            q.notes.append("latency: the gate sets no latency target (gate.p95_latency_max_vs_teacher or p95_latency_max_ms)")
+        q.notes.append("latency: the teacher's own latency is measured by `distil evaluate`; none is recorded yet")
+    elif spec.play.kind == "stability":
+        if gate.retraining_path:
+            q.figures.append(("retraining path", gate.retraining_path))
+        else:
+            q.notes.append("stability: gate.retraining_path is empty; document how the student is retrained")
+    elif spec.play.kind == "specialization":
+        if spec.data.gold:
+            q.figures.append(("domain evaluation set", spec.data.gold))
+        else:
+            q.notes.append("specialization: data.gold is empty; a domain evaluation set is the evidence this play needs")
+    return q
+
+
+def check_project(project: Project) -> tuple[Qualification, list[str]]:
+    """Qualification of the play and the licence problems of every teacher (empty when all may be used)."""
+    spec = project.spec
+    problems = [p for t in spec.teachers if (p := licence_problem(spec, t))]
+    seeds = project.path(spec.data.seeds)
+    if not seeds.exists():
+        problems.append(f"data.seeds: {seeds} does not exist")
+    if spec.data.gold and not project.path(spec.data.gold).exists():
+        problems.append(f"data.gold: {project.path(spec.data.gold)} does not exist")
+    return qualify_play(spec), problems

