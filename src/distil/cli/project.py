@@ -1,60 +1,14 @@
-"""The `distil` command line: parse, call one library function, print.
-
-Library errors are :class:`~distil.errors.DistilError`; :func:`main` prints them as one line and a
-hint on stderr and exits 2 (a traceback only with ``--debug``).
-"""
+"""Commands of the first steps and the audit: init, check, gate lock/show, ledger log/verify."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from distil.errors import DistilError, RoleError
-
-app = typer.Typer(
-    name="distil",
-    help="Turn a large teacher model into a small student model you own: gate, data, train, evaluate, decide, maintain.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-gate_app = typer.Typer(help="Lock and show the success gate.", no_args_is_help=True)
-ledger_app = typer.Typer(help="Read and verify the project's ledger.", no_args_is_help=True)
-app.add_typer(gate_app, name="gate")
-app.add_typer(ledger_app, name="ledger")
-
-console = Console()
-err_console = Console(stderr=True)
-_DEBUG = {"on": False}
-
-SpecOpt = Annotated[Path | None, typer.Option("--spec", help="Path to distil.yaml (default ./distil.yaml); the project folder is its folder.")]
-AsOpt = Annotated[str | None, typer.Option("--as", help="Who is acting (default: $DISTIL_USER).")]
-
-
-def identity(name: str | None) -> str:
-    who = (name or os.environ.get("DISTIL_USER", "")).strip()
-    if not who:
-        raise RoleError("--as: no identity given", hint="pass --as NAME or set DISTIL_USER")
-    return who
-
-
-def _project(spec: Path | None):
-    from distil.spec.io import load_project
-
-    return load_project(spec)
-
-
-@app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
-    """distil: a success gate locked first, the teacher as a data factory, a student you own."""
-    _DEBUG["on"] = debug
-
+from distil.cli.app import AsOpt, SpecOpt, _project, app, console, err_console, gate_app, identity, ledger_app
 
 # --- 0. start ----------------------------------------------------------------------------------------
 
@@ -219,33 +173,3 @@ def ledger_verify(
         return
     err_console.print(f"ledger BROKEN at {result.reason}")
     raise typer.Exit(1)
-
-
-# --- entry point -------------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        code = app(args=argv, standalone_mode=False)
-    except DistilError as exc:
-        if _DEBUG["on"]:
-            raise
-        err_console.print(f"error: {exc.message}", markup=False, highlight=False, soft_wrap=True)
-        err_console.print(f"hint: {exc.hint}", markup=False, highlight=False, soft_wrap=True)
-        return exc.exit_code
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        err_console.print("aborted")
-        return 130
-    except KeyboardInterrupt:
-        err_console.print("interrupted; finished work is kept, rerun the command to continue")
-        return 130
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return 2
-        raise
-    return code if isinstance(code, int) else 0

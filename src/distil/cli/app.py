@@ -1,0 +1,51 @@
+"""The Typer application and what every command shares: options, identity, consoles."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from distil.errors import RoleError
+
+app = typer.Typer(
+    name="distil",
+    help="Turn a large teacher model into a small student model you own: gate, data, train, evaluate, decide, maintain.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+gate_app = typer.Typer(help="Lock and show the success gate.", no_args_is_help=True)
+ledger_app = typer.Typer(help="Read and verify the project's ledger.", no_args_is_help=True)
+app.add_typer(gate_app, name="gate")
+app.add_typer(ledger_app, name="ledger")
+
+console = Console()
+err_console = Console(stderr=True)
+_DEBUG = {"on": False}
+
+SpecOpt = Annotated[Path | None, typer.Option("--spec", help="Path to distil.yaml (default ./distil.yaml); the project folder is its folder.")]
+AsOpt = Annotated[str | None, typer.Option("--as", help="Who is acting (default: $DISTIL_USER).")]
+
+
+def identity(name: str | None) -> str:
+    who = (name or os.environ.get("DISTIL_USER", "")).strip()
+    if not who:
+        raise RoleError("--as: no identity given", hint="pass --as NAME or set DISTIL_USER")
+    return who
+
+
+def _project(spec: Path | None):
+    from distil.spec.io import load_project
+
+    return load_project(spec)
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
+    """distil: a success gate locked first, the teacher as a data factory, a student you own."""
+    _DEBUG["on"] = debug
