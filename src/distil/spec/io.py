@@ -36,7 +36,8 @@ def _describe(error: dict[str, Any]) -> str:
         shown = shown[:57] + "..."
     bounds = {"greater_than_equal": "≥ {ge}", "less_than_equal": "≤ {le}", "greater_than": "> {gt}", "less_than": "< {lt}"}
     if kind in bounds:
-        return f"must be {bounds[kind].format(**ctx)}, got {shown}"
+        shown_ctx = {k: f"{v:g}" if isinstance(v, (int, float)) else v for k, v in ctx.items()}
+        return f"must be {bounds[kind].format(**shown_ctx)}, got {shown}"
     if kind == "extra_forbidden":
         return "is not a known field (check its spelling or remove it)"
     if kind == "missing":
