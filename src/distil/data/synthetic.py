@@ -1,0 +1,74 @@
+"""Synthetic inputs: the teacher writes new inputs from seed examples and slice descriptions.
+
+Each synthetic slot asks for one input about a given label and with given slice values, cycling
+through them so rare combinations get asked for too. ``munge`` makes variants of the seeds without
+a teacher (word dropout and swaps), for teachers too weak to write.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+
+from distil.data.sources import InputItem
+from distil.spec.models import SliceRule, Spec
+
+
+def describe_slice_value(name: str, value: str, rule: SliceRule) -> str:
+    """A plain-words description of one slice value, e.g. 'urgent in tone (words like asap, now)'."""
+    if rule.keywords:
+        return f"{value} in {name} (using words like {', '.join(rule.keywords[:4])})"
+    if rule.min_words is not None:
+        return f"{value} ({rule.min_words} words or more)"
+    if rule.max_words is not None:
+        return f"{value} ({rule.max_words} words or fewer)"
+    return f"{value} in {name}"
+
+
+def synthetic_prompts(spec: Spec, seeds: Sequence[InputItem], budget: int, examples_per_prompt: int = 4) -> list[str]:
+    """One prompt per synthetic slot, deterministic in ``data.seed``."""
+    rng = random.Random(spec.data.seed)
+    labels = spec.task.label_names or [""]
+    prompts = []
+    for slot in range(budget):
+        label = labels[slot % len(labels)]
+        pool = [s for s in seeds if s.label == label] or list(seeds)
+        shown = rng.sample(pool, min(examples_per_prompt, len(pool)))
+        wants = []
+        for sl in spec.data.slices:
+            value = rng.choice(list(sl.values))
+            wants.append(describe_slice_value(sl.name, value, sl.values[value]))
+        lines = [spec.task.instruction.strip() or "Write inputs for this task.", "", "Examples:"]
+        lines += [f"- {s.input}" for s in shown]
+        about = f" that belongs to '{label}'" if label else ""
+        style = f", {'; '.join(wants)}" if wants else ""
+        lines += ["", f"Write one new, different example{about}{style}. Reply with the example text only."]
+        prompts.append("\n".join(lines))
+    return prompts
+
+
+def clean_synthetic(text: str) -> str:
+    """The first non-empty line of a teacher's answer, without list markers, labels or quotes."""
+    for line in text.splitlines():
+        line = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", line).strip()
+        line = re.sub(r"^(?:ticket|example|input|text)\s*:\s*", "", line, flags=re.I).strip().strip('"').strip()
+        if line:
+            return line
+    return ""
+
+
+def munge_inputs(seeds: Sequence[InputItem], budget: int, seed: int = 0, drop: float = 0.1) -> list[InputItem]:
+    """Variants of the seeds by word dropout and one adjacent swap; labels are left to the teacher."""
+    rng = random.Random(seed)
+    out: list[InputItem] = []
+    if not seeds:
+        return out
+    for _ in range(budget):
+        words = rng.choice(list(seeds)).input.split()
+        kept = [w for w in words if rng.random() > drop] or words
+        if len(kept) > 2:
+            i = rng.randrange(len(kept) - 1)
+            kept[i], kept[i + 1] = kept[i + 1], kept[i]
+        out.append(InputItem(" ".join(kept), source="synthetic"))
+    return out

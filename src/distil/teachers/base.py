@@ -1,0 +1,196 @@
+"""What every teacher is: declared capabilities, a fingerprint, and the classify prompt it is asked.
+
+A teacher says up front what it can return (full logits, top-k logprobs and their k, text only,
+hidden states) so a step that needs more is refused before any call is made. Its fingerprint names
+exactly which model answered (a weights hash, or API base URL + model + date); it goes into every
+record's provenance and into the key of the on-disk call cache.
+
+The classify prompt is the plain few-shot format, which a small instruct model follows far better
+than a chat-template zero-shot question::
+
+    {instruction}
+
+    Ticket: I was charged twice.
+    Category: billing
+
+    Ticket: {input}
+    Category:
+
+The part before the query (instruction and shots) is the same for every input, so a local teacher
+runs it once and reuses its KV cache across the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from distil.spec.models import Task
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a teacher can return. ``topk`` is the k of its top-k logprobs (0 when it gives none)."""
+
+    full_logits: bool = False
+    topk: int = 0
+    text: bool = True
+    hidden_states: bool = False
+
+    @property
+    def text_only(self) -> bool:
+        return not self.full_logits and self.topk == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"full_logits": self.full_logits, "topk": self.topk, "text": self.text, "hidden_states": self.hidden_states}
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """The methods and attributes every teacher offers; see hf_local and openai_compat."""
+
+    teacher_id: str
+    capabilities: Capabilities
+    fingerprint: str
+
+    def label_distribution(self, inputs: Sequence[str]) -> np.ndarray:
+        """Probabilities over the task's labels in spec order: float64 [len(inputs), L]."""
+        ...
+
+    def generate(self, prompts: Sequence[str], **params: Any) -> list[str]:
+        """The teacher's answer text for each prompt."""
+        ...
+
+    def classify_prompt(self, text: str) -> str:
+        """The full prompt the teacher is asked for ``text`` (used as part of the call-cache key)."""
+        ...
+
+    @property
+    def prompt_hash(self) -> str:
+        """sha256 of the prompt template with its shots (record provenance)."""
+        ...
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Scoring parameters that change the answer (record provenance and cache key)."""
+        ...
+
+
+def sha256_json(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def api_fingerprint(base_url: str, model: str, date: str) -> str:
+    """An API teacher has no weights to hash: the endpoint, the model name and the day stand in."""
+    return f"api:{base_url.rstrip('/')}#{model}@{date}"
+
+
+# --- the classify prompt ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassifyPrompt:
+    """The few-shot prompt of a classify task, split into the shared prefix and a per-input query."""
+
+    prefix: str
+    query_template: str  # the example template with the label left blank, answer position at its end
+    label_names: list[str]
+    verbalizers: list[list[str]]  # per label, the words the teacher may answer with
+    shots: list[tuple[str, str]] = field(default_factory=list)
+
+    def query(self, text: str) -> str:
+        return self.query_template.replace("{input}", text)
+
+    def full(self, text: str) -> str:
+        return self.prefix + self.query(text)
+
+    @property
+    def template_hash(self) -> str:
+        return sha256_json({"prefix": self.prefix, "query": self.query_template, "verbalizers": self.verbalizers})
+
+
+def build_classify_prompt(task: Task, shots: Sequence[tuple[str, str]] = ()) -> ClassifyPrompt:
+    """The few-shot prompt for ``task``; ``shots`` are (input, label name) pairs from the seeds.
+
+    The query is the example template with an empty label and trailing spaces removed, so the next
+    token the teacher predicts is the label word with its leading space.
+    """
+    fs = task.few_shot
+    template = fs.template
+    query_template = template.replace("{label}", "").rstrip(" ") if template.endswith("{label}") else template.replace("{label}", "")
+    names = task.label_names
+    words_by_name = {lab.name: lab.verbalizers for lab in task.labels}
+    used = list(shots) if fs.enabled else []
+    parts: list[str] = []
+    if task.instruction.strip():
+        parts.append(task.instruction.strip())
+    for text, label in used:
+        word = words_by_name.get(label, [label])[0]
+        parts.append(template.replace("{input}", text).replace("{label}", word))
+    prefix = fs.separator.join(parts) + fs.separator if parts else ""
+    return ClassifyPrompt(prefix, query_template, names, [words_by_name[n] for n in names], list(used))
+
+
+def choose_shots(task: Task, labelled: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The first ``few_shot.per_label`` labelled seeds of each label, interleaved label by label.
+
+    Interleaving keeps the last shot from always being the same label (a recency bias that
+    calibration would otherwise have to undo).
+    """
+    if task.kind != "classify" or not task.few_shot.enabled:
+        return []
+    per_label: dict[str, list[str]] = {name: [] for name in task.label_names}
+    for text, label in labelled:
+        if label in per_label and len(per_label[label]) < task.few_shot.per_label and text not in per_label[label]:
+            per_label[label].append(text)
+    out: list[tuple[str, str]] = []
+    for i in range(task.few_shot.per_label):
+        for name in task.label_names:
+            if i < len(per_label[name]):
+                out.append((per_label[name][i], name))
+    return out
+
+
+# --- label distributions ---------------------------------------------------------------------------
+
+
+def calibrate(probs: np.ndarray, content_free: np.ndarray, floor: float = 1e-12) -> np.ndarray:
+    """Contextual calibration (Zhao et al. 2021): divide by the content-free distribution, renormalise.
+
+    probs: [n, L], content_free: [L] (mean distribution on content-free inputs). Returns [n, L].
+    """
+    scaled = probs / np.maximum(content_free, floor)[None, :]
+    return scaled / np.maximum(scaled.sum(axis=1, keepdims=True), floor)
+
+
+def one_hot_from_text(text: str, verbalizers: Sequence[Sequence[str]]) -> np.ndarray | None:
+    """A one-hot label distribution for the verbalizer that appears first in ``text`` (None if none does)."""
+    import re
+
+    lowered = text.lower()
+    best: tuple[int, int] | None = None
+    for index, words in enumerate(verbalizers):
+        for word in words:
+            match = re.search(rf"(?<![a-z0-9]){re.escape(word.lower())}(?![a-z0-9])", lowered)
+            if match and (best is None or match.start() < best[0]):
+                best = (match.start(), index)
+    if best is None:
+        return None
+    out = np.zeros(len(verbalizers))
+    out[best[1]] = 1.0
+    return out
+
+
+def label_stats(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(max probability, top-1 minus top-2 margin, entropy in nats) per row of probs [n, L]."""
+    p = np.asarray(probs, dtype=np.float64)
+    top = np.sort(p, axis=1)[:, ::-1]
+    margin = top[:, 0] - (top[:, 1] if p.shape[1] > 1 else 0.0)
+    entropy = -(p * np.log(np.clip(p, 1e-12, 1.0))).sum(axis=1)
+    return top[:, 0], margin, entropy

@@ -1,0 +1,272 @@
+"""A local transformers causal LM as a teacher (``hf:`` folders and ``gguf:`` files).
+
+For classify tasks the teacher scores the first token of each label word (with its leading space)
+at the answer position of the few-shot prompt, softmaxes over just those tokens, and applies
+contextual calibration. The few-shot prefix is the same for every input, so it is run once and its
+KV cache is copied into each batch; only the short per-input query is computed per item.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from distil.errors import TeacherError
+from distil.spec.models import Task, TeacherSpec
+from distil.teachers.base import Capabilities, ClassifyPrompt, build_classify_prompt, calibrate, sha256_json
+
+
+def _label_scores(logits_at_answer, token_ids: list[list[int]]) -> np.ndarray:
+    """Per-label log-scores from answer-position logits.
+
+    logits_at_answer: float tensor [n, V]; token_ids: per label, the first token of each of its
+    words. A label with several words gets the logsumexp of their logits. Returns float64 [n, L],
+    softmaxed over the labels only.
+    """
+    import torch
+
+    logits = logits_at_answer.float()
+    scores = torch.stack([torch.logsumexp(logits[:, ids], dim=1) for ids in token_ids], dim=1)
+    return torch.softmax(scores.double(), dim=1).cpu().numpy()
+
+
+class HFLocalTeacher:
+    """A causal LM on this machine. ``model``/``tokenizer``/``fingerprint`` may be given (tests, benchmarks)."""
+
+    def __init__(
+        self,
+        teacher_spec: TeacherSpec,
+        task: Task,
+        shots: Sequence[tuple[str, str]] = (),
+        model: Any = None,
+        tokenizer: Any = None,
+        fingerprint: str | None = None,
+        batch_size: int = 16,
+    ):
+        if model is None:
+            from distil.teachers.loading import load_causal_lm
+
+            model, tokenizer, fingerprint = load_causal_lm(teacher_spec.source)
+        self.teacher_id = teacher_spec.id
+        self.teacher_spec = teacher_spec
+        self.task = task
+        self.model = model
+        self.tokenizer = tokenizer
+        self.fingerprint = fingerprint or "unknown"
+        self.batch_size = batch_size
+        self.cost_per_call = 0.0
+        self.capabilities = Capabilities(full_logits=True, topk=int(model.config.vocab_size), text=True, hidden_states=True)
+        self.prompt: ClassifyPrompt | None = None
+        self._label_token_ids: list[list[int]] = []
+        self._prefix_ids: list[int] = []
+        self._prefix_cache = None
+        self._content_free: np.ndarray | None = None
+        if task.kind == "classify":
+            self.prompt = build_classify_prompt(task, shots)
+            self._label_token_ids = self._verbalizer_token_ids()
+            self._prefix_ids = list(tokenizer(self.prompt.prefix, add_special_tokens=True).input_ids)
+
+    # --- provenance ---------------------------------------------------------------------------------
+
+    @property
+    def prompt_hash(self) -> str:
+        if self.prompt is not None:
+            return self.prompt.template_hash
+        return sha256_json({"instruction": self.task.instruction, "chat_template": getattr(self.tokenizer, "chat_template", None)})
+
+    @property
+    def params(self) -> dict[str, Any]:
+        if self.task.kind == "classify":
+            return {
+                "method": "label_distribution",
+                "calibrate": self.task.calibrate,
+                "content_free_inputs": list(self.task.content_free_inputs),
+                "label_token_ids": self._label_token_ids,
+            }
+        return {"method": "generate", "max_new_tokens": self.task.max_new_tokens, "temperature": 0.0}
+
+    def classify_prompt(self, text: str) -> str:
+        if self.prompt is None:
+            return self.task.instruction.replace("{input}", text) if "{input}" in self.task.instruction else text
+        return self.prompt.full(text)
+
+    # --- classify -----------------------------------------------------------------------------------
+
+    def _verbalizer_token_ids(self) -> list[list[int]]:
+        assert self.prompt is not None
+        out: list[list[int]] = []
+        owner: dict[int, str] = {}
+        for name, words in zip(self.prompt.label_names, self.prompt.verbalizers, strict=True):
+            ids = []
+            for word in words:
+                tokens = self.tokenizer(" " + word.strip(), add_special_tokens=False).input_ids
+                if not tokens:
+                    raise TeacherError(f"task.labels: the word {word!r} of label {name!r} tokenizes to nothing")
+                first = int(tokens[0])
+                if owner.get(first, name) != name:
+                    raise TeacherError(
+                        f"task.labels: labels {owner[first]!r} and {name!r} start with the same token for teacher {self.teacher_id!r}",
+                        hint="give the labels verbalizer words (task.labels[].words) that begin differently",
+                    )
+                owner[first] = name
+                if first not in ids:
+                    ids.append(first)
+            out.append(ids)
+        return out
+
+    def _query_ids(self, text: str) -> list[int]:
+        assert self.prompt is not None
+        return list(self.tokenizer(self.prompt.query(text), add_special_tokens=False).input_ids)
+
+    def _prefix_kv(self):
+        """The few-shot prefix's KV cache (batch 1), computed on first use and kept."""
+        import torch
+
+        if self._prefix_cache is None and self._prefix_ids:
+            with torch.inference_mode():
+                out = self.model(input_ids=torch.tensor([self._prefix_ids]), use_cache=True)
+            self._prefix_cache = out.past_key_values
+        return self._prefix_cache
+
+    def raw_label_distribution(self, inputs: Sequence[str], reuse_prefix: bool = True) -> np.ndarray:
+        """Uncalibrated label probabilities [n, L]. ``reuse_prefix=False`` scores each input alone, in full."""
+        import torch
+
+        if self.prompt is None:
+            raise TeacherError(f"teacher {self.teacher_id!r}: label_distribution needs a classify task")
+        out = np.zeros((len(inputs), len(self._label_token_ids)))
+        if not inputs:
+            return out
+        queries = [self._query_ids(t) for t in inputs]
+        if not reuse_prefix or not self._prefix_ids:
+            with torch.inference_mode():
+                for i, q in enumerate(queries):
+                    logits = self.model(input_ids=torch.tensor([self._prefix_ids + q])).logits[:, -1, :]
+                    out[i] = _label_scores(logits, self._label_token_ids)[0]
+            return out
+        prefix = self._prefix_kv()
+        width = len(self._prefix_ids)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        order = sorted(range(len(queries)), key=lambda i: len(queries[i]))  # similar lengths, less padding
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                longest = max(len(queries[i]) for i in chunk)
+                ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width + longest), dtype=torch.long)
+                mask[:, :width] = 1
+                for row, i in enumerate(chunk):  # right padding: real tokens keep positions width + j
+                    ids[row, : len(queries[i])] = torch.tensor(queries[i])
+                    mask[row, width : width + len(queries[i])] = 1
+                cache = copy.deepcopy(prefix)
+                cache.batch_repeat_interleave(len(chunk))
+                positions = (width + torch.arange(longest)).unsqueeze(0).expand(len(chunk), -1)
+                logits = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions, use_cache=True).logits
+                last = torch.tensor([len(queries[i]) - 1 for i in chunk])
+                answer = logits[torch.arange(len(chunk)), last, :]
+                out[chunk] = _label_scores(answer, self._label_token_ids)
+        return out
+
+    def content_free_distribution(self) -> np.ndarray:
+        """Mean uncalibrated distribution over the content-free inputs [L] (computed once)."""
+        if self._content_free is None:
+            self._content_free = self.raw_label_distribution(list(self.task.content_free_inputs) or ["N/A"]).mean(axis=0)
+        return self._content_free
+
+    def label_distribution(self, inputs: Sequence[str], reuse_prefix: bool = True) -> np.ndarray:
+        """Label probabilities [n, L] in spec order, calibrated when task.calibrate is on."""
+        probs = self.raw_label_distribution(inputs, reuse_prefix=reuse_prefix)
+        if self.task.calibrate and len(inputs):
+            probs = calibrate(probs, self.content_free_distribution())
+        return probs
+
+    # --- text ---------------------------------------------------------------------------------------
+
+    def _chat_text(self, prompt: str, chat: bool) -> str:
+        if chat and getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        return prompt
+
+    def generate_detailed(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int | None = None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        chat: bool = True,
+        topk: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Batched generation. Per prompt: text, and with ``topk`` the top-k ids/logprobs per answer token."""
+        import torch
+
+        tok = self.tokenizer
+        texts = [self._chat_text(p, chat) for p in prompts]
+        results: list[dict[str, Any]] = []
+        side = tok.padding_side
+        tok.padding_side = "left"  # generation appends on the right, so pad on the left
+        try:
+            for start in range(0, len(texts), self.batch_size):
+                batch = tok(texts[start : start + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=not chat)
+                torch.manual_seed(seed + start)
+                sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+                with torch.inference_mode():
+                    out = self.model.generate(
+                        **batch,
+                        max_new_tokens=max_new_tokens or self.task.max_new_tokens,
+                        pad_token_id=tok.pad_token_id,
+                        output_scores=bool(topk),
+                        return_dict_in_generate=True,
+                        **sampling,
+                    )
+                new = out.sequences[:, batch["input_ids"].shape[1] :]
+                for row in range(new.shape[0]):
+                    ids = new[row].tolist()
+                    length = next((j for j, t in enumerate(ids) if t in (tok.eos_token_id, tok.pad_token_id)), len(ids))
+                    item: dict[str, Any] = {"text": tok.decode(ids[:length], skip_special_tokens=True).strip()}
+                    if topk:
+                        steps = [torch.log_softmax(s[row].float(), dim=-1) for s in out.scores[:length]]
+                        top = [torch.topk(s, topk) for s in steps]
+                        item["topk_ids"] = [t.indices.tolist() for t in top]
+                        item["topk_logprobs"] = [t.values.tolist() for t in top]
+                        chosen = [float(s[ids[j]].exp()) for j, s in enumerate(steps)]
+                        item["confidence"] = float(np.mean(chosen)) if chosen else 0.0
+                    results.append(item)
+        finally:
+            tok.padding_side = side
+        return results
+
+    def generate(self, prompts: Sequence[str], **params: Any) -> list[str]:
+        """Answer text per prompt (chat template applied; ``temperature`` > 0 samples)."""
+        return [r["text"] for r in self.generate_detailed(prompts, **params)]
+
+    def topk_logprobs(self, prompts: Sequence[str], completions: Sequence[str], k: int = 20, chat: bool = True):
+        """For each (prompt, completion), the teacher's top-k (ids [T, k], logprobs [T, k]) at every completion token."""
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for prompt, completion in zip(prompts, completions, strict=True):
+                head = self.tokenizer(self._chat_text(prompt, chat), add_special_tokens=not chat).input_ids
+                tail = self.tokenizer(completion, add_special_tokens=False).input_ids
+                logits = self.model(input_ids=torch.tensor([head + tail])).logits[0]
+                # the token at position j is predicted by the logits at j - 1
+                steps = torch.log_softmax(logits[len(head) - 1 : len(head) + len(tail) - 1].float(), dim=-1)
+                top = torch.topk(steps, min(k, steps.shape[-1]), dim=-1)
+                out.append((top.indices.numpy(), top.values.numpy()))
+        return out
+
+    def hidden_states(self, texts: Sequence[str], layer: int = -1) -> np.ndarray:
+        """Mean-pooled hidden states of ``layer`` for each text: float32 [n, H]."""
+        import torch
+
+        rows = []
+        with torch.inference_mode():
+            for text in texts:
+                ids = self.tokenizer(text, return_tensors="pt").input_ids
+                states = self.model(input_ids=ids, output_hidden_states=True).hidden_states[layer]
+                rows.append(states[0].mean(dim=0).float().numpy())
+        return np.stack(rows) if rows else np.zeros((0, int(self.model.config.hidden_size)), dtype=np.float32)

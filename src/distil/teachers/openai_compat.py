@@ -1,0 +1,263 @@
+"""A teacher behind any OpenAI-compatible Chat Completions endpoint (vLLM, SGLang, TGI, hosted APIs).
+
+Requests go out concurrently (at most ``max_concurrency`` in flight), each with its own timeout, and
+are retried with exponential backoff and jitter on 429, 5xx and timeouts, honouring Retry-After.
+The teacher asks for ``logprobs``/``top_logprobs``; a server that returns none is used text-only.
+For classify tasks the top logprobs at the answer token become a label distribution; without
+logprobs the answer text is parsed into a one-hot label.
+
+The API key is read from the environment variable the spec names and kept only in the request
+header: it is never part of the fingerprint, a record, the ledger or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from distil.errors import TeacherError
+from distil.spec.models import Task, TeacherSpec
+from distil.teachers.base import (
+    Capabilities,
+    ClassifyPrompt,
+    api_fingerprint,
+    build_classify_prompt,
+    calibrate,
+    one_hot_from_text,
+    sha256_json,
+)
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+def parse_source(source: str) -> tuple[str, str]:
+    """``openai:<base url>#<model>`` -> (base url, model)."""
+    rest = source.split(":", 1)[1]
+    base, _, model = rest.rpartition("#")
+    if not base or not model:
+        raise TeacherError(f"teachers[].source {source!r}: expected openai:<base url>#<model>", hint="e.g. openai:http://127.0.0.1:8000/v1#my-model")
+    return base.rstrip("/"), model
+
+
+@dataclass
+class Completion:
+    """One answer: its text, and per answer token the top alternatives as {token: logprob} (None when not given)."""
+
+    text: str
+    top_logprobs: list[dict[str, float]] | None = None
+    token_logprobs: list[float] = field(default_factory=list)
+
+
+def retry_delay(attempt: int, retry_after: str | None, base: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): Retry-After when given, else full-jitter backoff."""
+    if retry_after:
+        try:
+            return min(max(float(retry_after), 0.0), cap)
+        except ValueError:
+            pass  # an HTTP date: fall back to our own backoff
+    ceiling = min(cap, base * (2**attempt))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+class OpenAICompatTeacher:
+    """Chat Completions over HTTP with bounded concurrency and retries."""
+
+    def __init__(self, teacher_spec: TeacherSpec, task: Task, shots: Sequence[tuple[str, str]] = (), max_retries: int = 5, cost_per_call: float = 0.0):
+        self.teacher_id = teacher_spec.id
+        self.teacher_spec = teacher_spec
+        self.task = task
+        self.base_url, self.model = parse_source(teacher_spec.source)
+        self.max_retries = max_retries
+        self.cost_per_call = cost_per_call
+        self.fingerprint = api_fingerprint(self.base_url, self.model, dt.date.today().isoformat())
+        self.capabilities = Capabilities(full_logits=False, topk=teacher_spec.top_logprobs, text=True, hidden_states=False)
+        self.logprobs_seen: bool | None = None  # what the server actually did, known after the first answer
+        self.calls = 0
+        self.prompt: ClassifyPrompt | None = build_classify_prompt(task, shots) if task.kind == "classify" else None
+        self._content_free: np.ndarray | None = None
+        self._api_key = ""
+        if teacher_spec.api_key_env:
+            self._api_key = os.environ.get(teacher_spec.api_key_env, "")
+            if not self._api_key:
+                raise TeacherError(
+                    f"teachers[].api_key_env: environment variable {teacher_spec.api_key_env} is not set for teacher {self.teacher_id!r}",
+                    hint=f"export {teacher_spec.api_key_env}=... (the key is never written to disk by distil)",
+                )
+
+    # --- provenance ---------------------------------------------------------------------------------
+
+    @property
+    def prompt_hash(self) -> str:
+        if self.prompt is not None:
+            return self.prompt.template_hash
+        return sha256_json({"instruction": self.task.instruction})
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {
+            "method": "label_distribution" if self.task.kind == "classify" else "generate",
+            "model": self.model,
+            "temperature": 0.0,
+            "top_logprobs": self.teacher_spec.top_logprobs,
+            "max_tokens": 1 if self.task.kind == "classify" and self.teacher_spec.top_logprobs else self.task.max_new_tokens,
+            "calibrate": self.task.calibrate,
+        }
+
+    def classify_prompt(self, text: str) -> str:
+        if self.prompt is None:
+            return self.task.instruction.replace("{input}", text) if "{input}" in self.task.instruction else text
+        words = ", ".join(w[0] for w in self.prompt.verbalizers)
+        return self.prompt.full(text) + f"\n\n(Answer with one word: {words}.)"
+
+    # --- HTTP ---------------------------------------------------------------------------------------
+
+    async def _post(self, client, body: dict[str, Any]) -> dict[str, Any]:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            retry_after = None
+            try:
+                response = await client.post(f"{self.base_url}/chat/completions", json=body, headers=headers)
+                if response.status_code < 400:
+                    self.calls += 1
+                    return response.json()
+                if response.status_code not in RETRY_STATUS:
+                    raise TeacherError(f"teacher {self.teacher_id!r}: {self.base_url} answered HTTP {response.status_code}: {response.text[:200]}")
+                retry_after = response.headers.get("retry-after")
+                last = f"HTTP {response.status_code}"
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                last = f"{type(exc).__name__}"
+            if attempt < self.max_retries:
+                await asyncio.sleep(retry_delay(attempt, retry_after))
+        raise TeacherError(f"teacher {self.teacher_id!r}: {self.base_url} failed after {self.max_retries + 1} attempts ({last})", hint="check that the server is up, or lower teachers[].max_concurrency")
+
+    async def _complete_all(self, prompts: Sequence[str], max_tokens: int, temperature: float, logprobs: bool, seed: int | None) -> list[Completion]:
+        import httpx
+
+        limit = self.teacher_spec.max_concurrency
+        gate = asyncio.Semaphore(limit)
+        limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+        timeout = httpx.Timeout(self.teacher_spec.timeout_s)
+
+        async def one(client, prompt: str) -> Completion:
+            body: dict[str, Any] = {
+                "model": self.model,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": max_tokens,
+                "temperature": temperature,
+            }
+            if seed is not None:
+                body["seed"] = seed
+            if logprobs and self.teacher_spec.top_logprobs:
+                body["logprobs"] = True
+                body["top_logprobs"] = self.teacher_spec.top_logprobs
+            async with gate:
+                data = await self._post(client, body)
+            return _completion(data)
+
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+            return list(await asyncio.gather(*(one(client, p) for p in prompts)))
+
+    def complete(self, prompts: Sequence[str], max_tokens: int = 48, temperature: float = 0.0, logprobs: bool = True, seed: int | None = None) -> list[Completion]:
+        """Send every prompt (concurrently) and return the answers in order."""
+        if not prompts:
+            return []
+        results = _run(self._complete_all(prompts, max_tokens, temperature, logprobs, seed))
+        if any(r.top_logprobs for r in results):
+            self.logprobs_seen = True
+        elif self.logprobs_seen is None and logprobs:
+            self.logprobs_seen = False
+        return results
+
+    # --- the teacher protocol -----------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int | None = None, temperature: float = 0.0, seed: int | None = None, **_: Any) -> list[str]:
+        return [c.text for c in self.complete(prompts, max_tokens=max_new_tokens or self.task.max_new_tokens, temperature=temperature, logprobs=False, seed=seed)]
+
+    def generate_detailed(self, prompts: Sequence[str], max_new_tokens: int | None = None, temperature: float = 0.0, seed: int = 0, topk: int = 0, **_: Any) -> list[dict[str, Any]]:
+        """Text per prompt, with the answer tokens' top logprobs as {token: logprob} lists when the server gives them."""
+        out = []
+        for c in self.complete(prompts, max_tokens=max_new_tokens or self.task.max_new_tokens, temperature=temperature, logprobs=bool(topk), seed=seed):
+            item: dict[str, Any] = {"text": c.text.strip()}
+            if c.top_logprobs:
+                item["top_logprobs_text"] = c.top_logprobs
+                item["confidence"] = float(np.mean(np.exp(c.token_logprobs))) if c.token_logprobs else None
+            out.append(item)
+        return out
+
+    def _distributions(self, texts: Sequence[str]) -> np.ndarray:
+        assert self.prompt is not None
+        want = bool(self.teacher_spec.top_logprobs)
+        answers = self.complete([self.classify_prompt(t) for t in texts], max_tokens=1 if want else 8, logprobs=want)
+        verbalizers = self.prompt.verbalizers
+        out = np.zeros((len(texts), len(verbalizers)))
+        for i, answer in enumerate(answers):
+            dist = _distribution_from_top_logprobs(answer.top_logprobs[0], verbalizers) if answer.top_logprobs else None
+            if dist is None:
+                dist = one_hot_from_text(answer.text, verbalizers)
+            # no label word in the answer at all: uniform, which any confidence filter then drops
+            out[i] = dist if dist is not None else np.full(len(verbalizers), 1.0 / len(verbalizers))
+        return out
+
+    def label_distribution(self, inputs: Sequence[str]) -> np.ndarray:
+        """Label probabilities [n, L] in spec order (one-hot when the server gives no logprobs)."""
+        if self.prompt is None:
+            raise TeacherError(f"teacher {self.teacher_id!r}: label_distribution needs a classify task")
+        probs = self._distributions(inputs)
+        if self.task.calibrate and self.logprobs_seen and len(inputs):
+            if self._content_free is None:
+                self._content_free = self._distributions(list(self.task.content_free_inputs) or ["N/A"]).mean(axis=0)
+            # a one-hot or absent content-free answer carries no calibration signal; smooth it
+            probs = calibrate(probs, 0.9 * self._content_free + 0.1 / probs.shape[1])
+        return probs
+
+
+def _completion(data: dict[str, Any]) -> Completion:
+    try:
+        choice = data["choices"][0]
+        text = choice["message"].get("content") or ""
+    except (KeyError, IndexError, TypeError):
+        raise TeacherError(f"teacher answered without choices[0].message: {str(data)[:200]}") from None
+    content = (choice.get("logprobs") or {}).get("content") or []
+    if not content:
+        return Completion(text)
+    tops = [{alt["token"]: float(alt["logprob"]) for alt in (tok.get("top_logprobs") or [])} or {tok["token"]: float(tok["logprob"])} for tok in content]
+    return Completion(text, tops, [float(tok["logprob"]) for tok in content])
+
+
+def _distribution_from_top_logprobs(top: dict[str, float], verbalizers: Sequence[Sequence[str]]) -> np.ndarray | None:
+    """Label distribution from the answer token's top alternatives: a token counts for a label when it is
+    a non-empty prefix of one of the label's words (case and spaces ignored). None when none match."""
+    mass = np.zeros(len(verbalizers))
+    for token, logprob in top.items():
+        piece = token.strip().lower()
+        if not piece:
+            continue
+        for index, words in enumerate(verbalizers):
+            if any(w.lower().startswith(piece) for w in words):
+                mass[index] += math.exp(logprob)
+                break
+    total = mass.sum()
+    return mass / total if total > 0 else None
+
+
+def _run(coro):
+    """Run a coroutine from sync code, also when an event loop is already running in this thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

@@ -1,0 +1,77 @@
+"""Build the teacher a spec names: licence checked first, registered in the ledger once per fingerprint."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from distil.errors import TeacherError
+from distil.spec.check import require_licence
+from distil.spec.io import Project
+from distil.spec.models import Spec, TeacherSpec
+
+
+def seed_shots(project: Project) -> list[tuple[str, str]]:
+    """The few-shot examples the spec's seeds give (empty when the seeds file is missing or unlabelled)."""
+    from distil.data.sources import read_inputs
+    from distil.teachers.base import choose_shots
+
+    seeds = project.path(project.spec.data.seeds)
+    if not seeds.is_file():
+        return []
+    labelled = [(item.input, item.label) for item in read_inputs(seeds) if item.label]
+    return choose_shots(project.spec.task, labelled)
+
+
+def register_teacher(project: Project, teacher: Any, teacher_spec: TeacherSpec, actor: str = "") -> bool:
+    """Append ``teacher.registered`` unless this teacher id + fingerprint is already in the ledger."""
+    ledger = project.ledger
+    if ledger.rows("teachers", "teacher_id = ? AND fingerprint = ?", (teacher_spec.id, teacher.fingerprint)):
+        return False
+    licence = teacher_spec.licence.model_dump(mode="json") if teacher_spec.licence else {}
+    ledger.append(
+        "teacher.registered",
+        {"teacher_id": teacher_spec.id, "source": teacher_spec.source, "fingerprint": teacher.fingerprint, "capabilities": teacher.capabilities.as_dict(), "licence": licence},
+        actor=actor,
+        table="teachers",
+        row={"teacher_id": teacher_spec.id, "fingerprint": teacher.fingerprint, "licence": licence},
+    )
+    return True
+
+
+def build_teacher(
+    spec: Spec | Project,
+    teacher_spec: TeacherSpec | None = None,
+    *,
+    project: Project | None = None,
+    shots: Sequence[tuple[str, str]] | None = None,
+    actor: str = "",
+    **options: Any,
+):
+    """The teacher for ``teacher_spec`` (default: the spec's first teacher).
+
+    Pass the :class:`Project` (as ``spec`` or ``project=``) so the few-shot examples come from the
+    project's seeds and the teacher is recorded in the ledger; with a bare Spec, give ``shots``.
+    The licence is checked before anything is loaded or called.
+    """
+    if isinstance(spec, Project):
+        project, spec = spec, spec.spec
+    teacher_spec = teacher_spec or spec.teacher()
+    require_licence(spec, teacher_spec)
+    if shots is None:
+        shots = seed_shots(project) if project is not None else []
+    scheme = teacher_spec.scheme
+    if scheme in ("hf", "gguf"):
+        from distil.teachers.hf_local import HFLocalTeacher
+
+        teacher = HFLocalTeacher(teacher_spec, spec.task, shots, **options)
+    elif scheme == "openai":
+        from distil.teachers.openai_compat import OpenAICompatTeacher
+
+        per_call = spec.cost.teacher_per_1m_requests / 1e6
+        teacher = OpenAICompatTeacher(teacher_spec, spec.task, shots, cost_per_call=per_call, **options)
+    else:
+        raise TeacherError(f"teachers[].source {teacher_spec.source!r}: {scheme}: sources cannot label data", hint="use hf:, gguf: or openai:")
+    if project is not None:
+        register_teacher(project, teacher, teacher_spec, actor=actor)
+    return teacher

@@ -1,0 +1,42 @@
+"""Small projects for data and teacher tests: the triage spec with a tiny random teacher and own seeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "triage" / "distil.yaml"
+
+SEEDS = [
+    ("I was charged twice for my subscription this month.", "billing"),
+    ("The app crashes every time I open the settings page.", "technical"),
+    ("How do I change the e-mail address on my account?", "account"),
+    ("Please refund the extra fee on my last invoice.", "billing"),
+    ("The upload button does nothing when I click it.", "technical"),
+    ("I want to delete my account and all my data.", "account"),
+    ("Why did my card get declined for the yearly plan?", "billing"),
+    ("Error 500 when I try to export my reports, urgent!!", "technical"),
+    ("hey can't log in to my profile, pls reset my password", "account"),
+    ("My invoice shows the wrong company name and VAT number.", "billing"),
+    ("The page loads forever and then shows a blank screen.", "technical"),
+    ("Can I merge two accounts that use the same e-mail?", "account"),
+]
+
+
+def make_project(root: Path, teacher_source: str, seeds=SEEDS, **data_overrides) -> Path:
+    """Write distil.yaml + seeds.jsonl into ``root``; returns the spec path."""
+    spec = yaml.safe_load(EXAMPLE.read_text())
+    spec["teachers"][0]["source"] = teacher_source
+    spec["data"]["seeds"] = "seeds.jsonl"
+    spec["data"]["gold"] = None
+    spec["data"]["synthetic_budget"] = 0
+    spec["data"].update(data_overrides)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "seeds.jsonl", "w") as f:
+        for text, label in seeds:
+            f.write(json.dumps({"input": text, "label": label}) + "\n")
+    path = root / "distil.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path

@@ -1,0 +1,181 @@
+"""`distil generate` as a library: schema and provenance, resumability, licence refusal, slices, bad rows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from distil.data.generate import generate_dataset, label_new_inputs
+from distil.data.records import COLUMNS, RECORD_SCHEMA, read_records
+from distil.errors import DataError, LicenceError
+from distil.spec.io import load_project
+from distil.teachers.hf_local import HFLocalTeacher
+from distil.teachers.registry import build_teacher
+from tests.data.helpers import SEEDS, make_project
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+class CountingTeacher(HFLocalTeacher):
+    """The real tiny teacher, counting every input it is asked to label; can crash on a chosen call."""
+
+    def __init__(self, *args, crash_on_call: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.per_input: dict[str, int] = {}
+        self.calls = 0
+        self.crash_on_call = crash_on_call
+
+    def label_distribution(self, inputs, reuse_prefix=True):
+        self.calls += 1
+        if self.crash_on_call is not None and self.calls == self.crash_on_call:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived before this batch finished
+        for text in inputs:
+            self.per_input[text] = self.per_input.get(text, 0) + 1
+        return super().label_distribution(inputs, reuse_prefix=reuse_prefix)
+
+
+def _counting(project, crash_on_call=None):
+    from distil.teachers.registry import seed_shots
+
+    spec = project.spec
+    return CountingTeacher(spec.teachers[0], spec.task, seed_shots(project), batch_size=4, fingerprint="sha256:tiny", crash_on_call=crash_on_call, **_loaded(spec))
+
+
+_MODEL_CACHE: dict = {}
+
+
+def _loaded(spec):
+    from distil.teachers.loading import load_causal_lm
+
+    source = spec.teachers[0].source
+    if source not in _MODEL_CACHE:
+        model, tokenizer, _ = load_causal_lm(source)
+        _MODEL_CACHE[source] = {"model": model, "tokenizer": tokenizer}
+    return _MODEL_CACHE[source]
+
+
+def test_raw_shards_have_the_record_schema_and_provenance(tmp_path, tiny_teacher_dir):
+    project = load_project(make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}"))
+    result = generate_dataset(project, show_progress=False)
+    assert [p.parent.name for p in result.shards] == ["raw"]
+    table = pq.read_table(result.shards[0])
+    assert table.schema.equals(RECORD_SCHEMA)
+    records = read_records(project.data_dir / "raw")
+    assert len(records) == len(SEEDS)
+    names = project.spec.task.label_names
+    for r in records:
+        assert r.source == "seed" and r.id.startswith("sha256:")
+        assert len(r.label_probs) == 3 and abs(sum(r.label_probs) - 1) < 1e-5
+        assert r.label == names[int(np.argmax(r.label_probs))]
+        assert r.teacher_fingerprint.startswith("sha256:") and r.prompt_hash.startswith("sha256:") and r.params_hash.startswith("sha256:")
+        assert set(r.tags) == {"tone", "length", "register"}
+        assert r.gold_label in names
+    urgent = next(r for r in records if "urgent" in r.input)
+    assert urgent.tags["tone"] == "urgent"
+    row = project.ledger.latest("datasets", "stage = ?", ("raw",))
+    assert json.loads(row["counts"]) == {"seed": len(SEEDS)}
+    assert project.ledger.events(kind="teacher.registered")
+    assert set(COLUMNS) == set(table.column_names)
+
+
+def test_interrupted_generation_resumes_calling_the_teacher_once_per_item(tmp_path, tiny_teacher_dir):
+    project = load_project(make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}"))
+    first = _counting(project, crash_on_call=3)  # 12 seeds, batches of 4: crash on the third batch
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset(project, teacher=first, show_progress=False, batch_size=4)
+    assert not list((project.data_dir / "raw").glob("*.parquet")) if (project.data_dir / "raw").exists() else True
+    second = _counting(project)
+    result = generate_dataset(project, teacher=second, show_progress=False, batch_size=4)
+    calls = {text: first.per_input.get(text, 0) + second.per_input.get(text, 0) for text, _ in SEEDS}
+    assert calls == {text: 1 for text, _ in SEEDS}
+    assert len(first.per_input) == 8 and len(second.per_input) == 4
+    assert result.counts == {"seed": len(SEEDS)}
+    # a third run calls nothing and writes the same shard
+    third = _counting(project)
+    again = generate_dataset(project, teacher=third, show_progress=False, batch_size=4)
+    assert third.per_input == {} and again.shards == result.shards
+
+
+def test_cached_labels_equal_fresh_ones(tmp_path, tiny_teacher_dir):
+    project = load_project(make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}"))
+    teacher = _counting(project)
+    generate_dataset(project, teacher=teacher, show_progress=False, batch_size=4)
+    fresh = teacher.label_distribution([t for t, _ in SEEDS])
+    stored = {r.input: r.label_probs for r in read_records(project.data_dir / "raw")}
+    got = np.array([stored[t] for t, _ in SEEDS])
+    assert np.abs(got - fresh).max() < 1e-6
+
+
+def test_licence_refused_before_any_teacher_call(tmp_path, tiny_teacher_dir):
+    spec_path = make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}")
+    text = spec_path.read_text().replace("distillation_permitted: 'yes'", "distillation_permitted: 'no'")
+    spec_path.write_text(text)
+    project = load_project(spec_path)
+    with pytest.raises(LicenceError) as err:
+        generate_dataset(project, show_progress=False)
+    assert "smollm2" in err.value.message and "teachers[0].licence.distillation_permitted" in err.value.message
+    assert not (project.data_dir / "raw").exists()
+    assert not project.ledger.events(kind="teacher.registered")
+
+
+def test_missing_licence_record_is_refused(tmp_path, tiny_teacher_dir):
+    import yaml
+
+    spec_path = make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}")
+    data = yaml.safe_load(spec_path.read_text())
+    del data["teachers"][0]["licence"]
+    spec_path.write_text(yaml.safe_dump(data))
+    project = load_project(spec_path)
+    with pytest.raises(LicenceError, match=r"teachers\[0\]\.licence.*smollm2"):
+        build_teacher(project)
+
+
+def test_bad_seed_row_names_file_and_line(tmp_path, tiny_teacher_dir):
+    spec_path = make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}")
+    seeds = spec_path.parent / "seeds.jsonl"
+    seeds.write_text(seeds.read_text() + '{"input": "fine", "label": "shipping"}\n')
+    with pytest.raises(DataError, match=r"seeds\.jsonl:13: label 'shipping' is not one of task.labels"):
+        generate_dataset(load_project(spec_path), show_progress=False)
+    seeds.write_text('{"input": "ok"}\n{not json\n')
+    with pytest.raises(DataError, match=r"seeds\.jsonl:2: not valid JSON"):
+        generate_dataset(load_project(spec_path), show_progress=False)
+
+
+def test_csv_seeds_traffic_window_and_synthetic_inputs(tmp_path, tiny_teacher_dir):
+    import datetime as dt
+
+    spec_path = make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}", synthetic_budget=3)
+    data = spec_path.read_text().replace("seeds: seeds.jsonl", "seeds: seeds.csv")
+    spec_path.write_text(data)
+    with open(spec_path.parent / "seeds.csv", "w") as f:
+        f.write('input,label,tags\n"Refund me, please",billing,"{""tone"": ""urgent""}"\nApp is slow,technical,\nReset password,account,\n')
+    now = dt.datetime.now(dt.UTC)
+    log = tmp_path / "traffic.jsonl"
+    log.write_text(
+        json.dumps({"input": "old request about billing", "timestamp": (now - dt.timedelta(days=200)).isoformat()}) + "\n"
+        + json.dumps({"messages": [{"role": "user", "content": "new request about login"}], "timestamp": now.timestamp()}) + "\n"
+    )
+    project = load_project(spec_path)
+    result = generate_dataset(project, traffic=log, since="90d", show_progress=False)
+    records = read_records(result.shards)
+    by_source = {s: [r for r in records if r.source == s] for s in ("seed", "traffic", "synthetic")}
+    assert [r.input for r in by_source["traffic"]] == ["new request about login"]
+    refund = next(r for r in by_source["seed"] if r.input.startswith("Refund"))
+    assert refund.tags["tone"] == "urgent"  # the record's own tag wins over the rules (which say calm)
+    assert result.counts["seed"] == 3 and result.counts["traffic"] == 1
+    assert all(r.input and r.source == "synthetic" for r in by_source["synthetic"])
+
+
+def test_label_new_inputs_writes_targeted_shard(tmp_path, tiny_teacher_dir):
+    project = load_project(make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}"))
+    records, shard = label_new_inputs(project, ["my card was charged again", "login page is broken"])
+    assert shard is not None and shard.exists()
+    assert [r.source for r in read_records(shard)] == ["targeted", "targeted"]
+    assert all(len(r.label_probs) == 3 for r in records)
