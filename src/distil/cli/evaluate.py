@@ -1,0 +1,112 @@
+"""Commands of steps 4-5 and the audit report: evaluate, decide, report."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from distil.cli.app import AsOpt, SpecOpt, _project, app, console, identity
+
+RunArg = Annotated[str | None, typer.Argument(help="Run id under .distil/runs/ (default: the latest run).")]
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+@app.command()
+def evaluate(
+    run: RunArg = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch threads for every model's timing (default: min(4, CPUs)).")] = None,
+    requests: Annotated[int, typer.Option("--requests", min=100, help="Batch-1 requests timed per model, after warm-up.")] = 100,
+    as_: AsOpt = None,
+    spec: SpecOpt = None,
+) -> None:
+    """Score teacher, student and baseline on the held-out split and gold set; time, price and gate them.
+
+    Example: distil evaluate --threads 2
+    """
+    import os
+
+    from distil.evaluate.run import evaluate_run
+
+    project = _project(spec)
+    actor = (as_ or os.environ.get("DISTIL_USER", "")).strip()
+    with console.status("evaluating teacher, student and baseline…"):
+        path, document = evaluate_run(project, run, actor=actor, threads=threads, requests=requests)
+
+    table = Table(title=f"evaluation ({path.parent.name})")
+    columns = ("accuracy", "macro_f1", "agreement", "kl", "js", "ece", "p50_ms", "p95_ms", "throughput_per_s", "params", "size_bytes", "peak_memory_bytes")
+    table.add_column("model")
+    for col in columns:
+        table.add_column(col, justify="right")
+    for name in ("teacher", "student", "baseline"):
+        block = document[name]
+        table.add_row(name, *(_fmt(block.get(col), 1 if col.endswith(("_ms", "_per_s")) else 3) for col in columns))
+    console.print(table)
+    _print_checks(document["gate"]["checks"])
+    cost = document["cost"]
+    console.print(
+        f"cost per 1M requests: teacher {cost['teacher_per_1m_requests']:,.2f} {cost['currency']}, student "
+        f"{cost['student_per_1m_requests']:,.2f}; monthly savings {cost['monthly_savings']:,.2f}; payback "
+        + (f"{cost['payback_months']:.1f} months" if cost["payback_months"] is not None else "never")
+    )
+    console.print(f"wrote [bold]{path}[/bold]")
+    console.print(f"next: distil decide --as {project.spec.roles.validator}")
+
+
+def _print_checks(checks: list[dict]) -> None:
+    table = Table(title="gate")
+    for col in ("threshold", "value", "limit", "margin", "result", "detail"):
+        table.add_column(col)
+    for c in checks:
+        result = "[green]pass[/green]" if c["passed"] else "[red]fail[/red]"
+        table.add_row(c["name"], _fmt(c["value"]), _fmt(c["threshold"]), _fmt(c["margin"]), result, c.get("detail", ""))
+    console.print(table)
+
+
+@app.command()
+def decide(
+    run: Annotated[str | None, typer.Option("--run", help="Run id to decide on (default: the latest evaluation).")] = None,
+    as_: AsOpt = None,
+    spec: SpecOpt = None,
+) -> None:
+    """Check every locked gate threshold and record ship / iterate / kill (validator only, not the driver).
+
+    Example: distil decide --as quinn
+    """
+    from dataclasses import asdict
+
+    from distil.decide import record_decision
+
+    project = _project(spec)
+    decision, target, event = record_decision(project, identity(as_), run)
+    _print_checks([asdict(c) for c in decision.checks])
+    colour = {"ship": "green", "iterate": "yellow", "kill": "red"}[decision.decision]
+    console.print(f"decision for run {target['run_id']}: [bold {colour}]{decision.decision}[/bold {colour}] — {decision.reason}")
+    console.print(f"recorded as ledger event {event.seq} (evaluation event {target['event_seq']}, validator {event.actor}, driver {project.spec.roles.driver})")
+
+
+@app.command()
+def report(
+    run: RunArg = None,
+    spec: SpecOpt = None,
+) -> None:
+    """Write the run's self-contained HTML report and a Markdown summary for a pull request.
+
+    Example: distil report
+    """
+    from distil.evaluate.report import write_report
+
+    project = _project(spec)
+    html_path, md_path = write_report(project, run)
+    console.print(f"wrote [bold]{html_path}[/bold]")
+    console.print(f"wrote [bold]{md_path}[/bold]")

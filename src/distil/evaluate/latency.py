@@ -1,0 +1,237 @@
+"""Latency, throughput, size and memory of a model, measured the same way for every model.
+
+A model is measured through a plain callable ``predict(inputs: list[str]) -> anything``: the
+teacher's callable builds its few-shot prompt inside (the prompt is part of its cost), the
+student's takes the bare input. Every model runs with the same explicitly set torch thread count.
+
+Peak memory is the growth of the process's resident set size (RSS, from ``/proc/self/statm``, or
+``psutil`` where there is no /proc) over its RSS before the model was loaded, sampled every few
+milliseconds by a background thread while the model loads and runs. tracemalloc cannot be used: it
+does not see torch's allocations. Memory freed by an earlier model and reused counts as free, so
+measure the largest model last.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MEMORY_METHOD = "peak RSS growth over the RSS before loading, sampled every 2 ms (/proc/self/statm)"
+
+
+def current_rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+
+
+class PeakRSS:
+    """Context manager sampling RSS in a thread; ``peak_growth_bytes`` after exit."""
+
+    def __init__(self, interval_s: float = 0.002):
+        self.interval_s = interval_s
+        self.baseline = 0
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, current_rss_bytes())
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> PeakRSS:
+        gc.collect()
+        self.baseline = self.peak = current_rss_bytes()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.peak = max(self.peak, current_rss_bytes())
+
+    @property
+    def peak_growth_bytes(self) -> int:
+        return max(self.peak - self.baseline, 0)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with ``torch.set_num_threads(n)``; the previous count is restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass
+class Timing:
+    p50_ms: float
+    p95_ms: float
+    mean_ms: float
+    throughput_per_s: float
+    requests: int
+    warmup: int
+    batch_size: int
+    threads: int
+    samples_ms: list[float] = field(default_factory=list)
+
+
+def time_predict(
+    predict: Callable[[list[str]], Any],
+    inputs: Sequence[str],
+    threads: int,
+    requests: int = 100,
+    warmup: int = 5,
+    batch_size: int = 32,
+    throughput_batches: int = 3,
+) -> Timing:
+    """Batch-1 latency over ``requests`` calls after ``warmup`` calls, then throughput at ``batch_size``.
+
+    Inputs are cycled when there are fewer than needed. Throughput is examples per second over
+    ``throughput_batches`` full batches (after one warm-up batch).
+    """
+    if not inputs:
+        raise ValueError("no inputs to time the model on")
+    if requests < 1:
+        raise ValueError("requests must be at least 1")
+
+    def cycled(k: int, start: int = 0) -> list[str]:
+        return [inputs[(start + i) % len(inputs)] for i in range(k)]
+
+    with torch_threads(threads):
+        for text in cycled(warmup):
+            predict([text])
+        samples = []
+        for text in cycled(requests, start=warmup):
+            t0 = time.perf_counter()
+            predict([text])
+            samples.append((time.perf_counter() - t0) * 1000)
+        predict(cycled(batch_size))
+        t0 = time.perf_counter()
+        for b in range(throughput_batches):
+            predict(cycled(batch_size, start=b * batch_size))
+        elapsed = time.perf_counter() - t0
+    arr = np.array(samples)
+    return Timing(
+        p50_ms=float(np.percentile(arr, 50)),
+        p95_ms=float(np.percentile(arr, 95)),
+        mean_ms=float(arr.mean()),
+        throughput_per_s=batch_size * throughput_batches / elapsed if elapsed > 0 else float("inf"),
+        requests=requests,
+        warmup=warmup,
+        batch_size=batch_size,
+        threads=threads,
+        samples_ms=[float(x) for x in samples],
+    )
+
+
+# --- size --------------------------------------------------------------------------------------------
+
+
+def size_on_disk(path: str | Path | None) -> int | None:
+    """Bytes of a file, or of every file under a folder; None when there is no local path."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return None
+
+
+def params_in_safetensors(folder: str | Path) -> int | None:
+    """Parameter count read from the safetensors headers in ``folder`` (no weights loaded)."""
+    import json
+    import struct
+
+    total, found = 0, False
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(length))
+        for name, info in header.items():
+            if name != "__metadata__":
+                total += int(np.prod(info["shape"])) if info["shape"] else 1
+                found = True
+    return total if found else None
+
+
+def params_of(obj: Any) -> int | None:
+    """Parameters of a loaded model, or of an object holding one in ``.model`` (unique tensors only)."""
+    for candidate in (obj, getattr(obj, "model", None)):
+        if candidate is not None and hasattr(candidate, "parameters"):
+            seen, total = set(), 0
+            for p in candidate.parameters():
+                if p.data_ptr() not in seen:  # tied embeddings count once
+                    seen.add(p.data_ptr())
+                    total += p.numel()
+            return total
+    return None
+
+
+# --- one model, end to end ---------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    """What a model returned and what it cost to run: its predictor, timing and resources."""
+
+    predictor: Any
+    timing: Timing
+    peak_memory_bytes: int
+    params: int | None
+    size_bytes: int | None
+
+
+def measure_model(
+    load: Callable[[], Any],
+    predict: Callable[[Any, list[str]], Any],
+    inputs: Sequence[str],
+    threads: int,
+    requests: int = 100,
+    warmup: int = 5,
+    batch_size: int = 32,
+    params: int | None = None,
+    size_bytes: int | None = None,
+) -> Measured:
+    """Load a model with ``load()`` and time ``predict(model, inputs)``, tracking peak RSS throughout.
+
+    ``params`` defaults to counting the loaded model's parameters.
+    """
+    with PeakRSS() as memory:
+        with torch_threads(threads):
+            model = load()
+        timing = time_predict(lambda batch: predict(model, batch), inputs, threads, requests, warmup, batch_size)
+    return Measured(
+        predictor=model,
+        timing=timing,
+        peak_memory_bytes=memory.peak_growth_bytes,
+        params=params if params is not None else params_of(model),
+        size_bytes=size_bytes,
+    )

@@ -1,0 +1,372 @@
+"""``distil evaluate``: score the teacher, the distilled student and the baseline on the held-out split
+(and the gold set), time them the same way, price them, check the locked gate, write evaluation.json.
+
+The recipe is straight: find the run and its curated dataset, describe the three models as loaders
+(:class:`ModelUnderTest`), hand them to :func:`evaluate_models`, write the file and the ledger row.
+:func:`evaluate_models` knows nothing about where models come from, so tests give it plain callables.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distil.data.records import Record, read_records
+from distil.decide import gate_checks, summarise_evaluation
+from distil.errors import DataError, EvaluationError
+from distil.evaluate.cost import cost_summary
+from distil.evaluate.latency import MEMORY_METHOD, default_threads, measure_model
+from distil.evaluate.scoring import gold_indices, score_classifier, score_generator
+from distil.spec.models import Spec
+
+EVALUATION_FILE = "evaluation.json"
+MODEL_ORDER = ("student", "baseline", "teacher")  # largest last: its memory is not hidden by reuse
+
+
+@dataclass
+class ModelUnderTest:
+    """How to get one model and how to ask it.
+
+    ``load()`` returns a predictor; ``predict(predictor, inputs)`` returns label distributions
+    ``[n, L]`` (classify) or texts (generate). The teacher's ``predict`` includes its few-shot prompt.
+    """
+
+    load: Callable[[], Any]
+    predict: Callable[[Any, list[str]], Any]
+    size_bytes: int | None = None
+    params: int | None = None
+    reference_outputs: Any = None  # teacher only: outputs recorded at labelling time for the held-out split
+
+
+@dataclass
+class EvalSet:
+    name: str  # "test" or "gold"
+    records: list[Record]
+
+
+def _batched(predict: Callable[[list[str]], Any], inputs: Sequence[str], batch_size: int = 32) -> list:
+    out: list = []
+    for start in range(0, len(inputs), batch_size):
+        out.extend(list(predict(list(inputs[start : start + batch_size]))))
+    return out
+
+
+def _latency_fields(measured: Any) -> dict[str, Any]:
+    t = measured.timing
+    return {
+        "p50_ms": t.p50_ms,
+        "p95_ms": t.p95_ms,
+        "throughput_per_s": t.throughput_per_s,
+        "params": measured.params,
+        "size_bytes": measured.size_bytes,
+        "peak_memory_bytes": measured.peak_memory_bytes,
+        "latency": {
+            "mean_ms": t.mean_ms,
+            "requests": t.requests,
+            "warmup": t.warmup,
+            "batch_size": t.batch_size,
+            "threads": t.threads,
+            "samples_ms": t.samples_ms,
+            "memory_method": MEMORY_METHOD,
+        },
+    }
+
+
+def evaluate_models(
+    spec: Spec,
+    held_out: Sequence[Record],
+    models: dict[str, ModelUnderTest],
+    gold: Sequence[Record] = (),
+    thresholds: dict[str, Any] | None = None,
+    threads: int | None = None,
+    requests: int = 100,
+    warmup: int = 5,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The evaluation document: ``teacher``, ``student``, ``baseline``, ``cost`` and ``gate``.
+
+    Every model is loaded, timed on the held-out inputs with the same thread count, and run on the
+    held-out split and the gold set. Teacher outputs recorded in the held-out records are used as the
+    reference when ``models["teacher"].reference_outputs`` is given, else the teacher is run.
+    """
+    if not held_out:
+        raise EvaluationError("evaluate: the held-out split is empty", hint="curate more data, or give data.split.test a larger share")
+    missing = {"teacher", "student", "baseline"} - set(models)
+    if missing:
+        raise EvaluationError(f"evaluate: no {', '.join(sorted(missing))} to evaluate")
+    threads = threads or default_threads()
+    classify = spec.task.kind == "classify"
+    sets = [EvalSet("test", list(held_out))] + ([EvalSet("gold", list(gold))] if gold else [])
+    timing_inputs = [r.input for r in held_out]
+
+    outputs: dict[str, dict[str, Any]] = {}
+    measured: dict[str, Any] = {}
+    for name in MODEL_ORDER:
+        model = models[name]
+        m = measure_model(model.load, model.predict, timing_inputs, threads, requests, warmup, batch_size, params=model.params, size_bytes=model.size_bytes)
+        outputs[name] = {}
+        for s in sets:
+            if name == "teacher" and s.name == "test" and model.reference_outputs is not None:
+                outputs[name][s.name] = model.reference_outputs
+            else:
+                outputs[name][s.name] = _batched(lambda batch, p=m.predictor, f=model.predict: f(p, batch), [r.input for r in s.records], batch_size)
+        m.predictor = None  # free the model before the next one is measured
+        measured[name] = m
+
+    document: dict[str, Any] = {}
+    for name in ("teacher", "student", "baseline"):
+        block: dict[str, Any] = {}
+        for s in sets:
+            tags = [r.tags for r in s.records]
+            if classify:
+                scored = score_classifier(
+                    np.asarray(outputs["teacher"][s.name], dtype=np.float64),
+                    np.asarray(outputs[name][s.name], dtype=np.float64),
+                    gold_indices([r.gold_label for r in s.records], spec.task.label_names),
+                    tags,
+                    len(spec.task.labels),
+                    seed=seed,
+                )
+            else:
+                scored = score_generator([str(x) for x in outputs["teacher"][s.name]], [str(x) for x in outputs[name][s.name]], tags, seed=seed)
+            if s.name == "test":
+                block.update(scored)
+            else:
+                block["gold"] = scored
+        block.update(_latency_fields(measured[name]))
+        document[name] = block
+
+    document["cost"] = cost_summary(spec.cost)
+    checks = gate_checks(thresholds or {}, summarise_evaluation(document))
+    document["gate"] = {"checks": [asdict(c) for c in checks], "all_pass": all(c.passed for c in checks)}
+    return document
+
+
+# --- finding the run and its data --------------------------------------------------------------------
+
+
+def latest_run_id(project: Any) -> str:
+    row = project.ledger.latest("runs")
+    if row is not None:
+        return row["run_id"]
+    folders = sorted((p for p in project.runs_dir.glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime) if project.runs_dir.is_dir() else []
+    if not folders:
+        raise EvaluationError("evaluate: no trained run found", hint="run `distil train` first")
+    return folders[-1].name
+
+
+def curated_dataset_for(project: Any, run_id: str) -> tuple[Path, str]:
+    """(folder of the curated dataset the run was trained on, its hash)."""
+    run_rows = project.ledger.rows("runs", "run_id = ?", (run_id,))
+    rows = []
+    if run_rows:
+        rows = project.ledger.rows("datasets", "dataset_hash = ? AND stage = 'curated'", (run_rows[0]["dataset_hash"],))
+    if not rows:
+        rows = project.ledger.rows("datasets", "stage = 'curated'")
+    if not rows:
+        raise EvaluationError(f"evaluate: no curated dataset found for run {run_id}", hint="run `distil curate` then `distil train`")
+    return project.path(rows[0]["path"]), rows[0]["dataset_hash"]
+
+
+def _slice_tags(text: str, spec: Spec) -> dict[str, str]:
+    """Tags for an input that carries none, by the spec's slice rules (first matching value wins)."""
+    tags: dict[str, str] = {}
+    lowered, words = text.lower(), len(text.split())
+    for sl in spec.data.slices:
+        chosen = None
+        for value, rule in sl.values.items():
+            if (
+                any(k.lower() in lowered for k in rule.keywords)
+                or (rule.min_words is not None and words >= rule.min_words)
+                or (rule.max_words is not None and words <= rule.max_words)
+            ):
+                chosen = value
+                break
+        tags[sl.name] = chosen or sl.default or list(sl.values)[-1]
+    return tags
+
+
+def read_gold(project: Any) -> list[Record]:
+    """The spec's gold set (JSONL or CSV with ``input`` and ``label``; optional ``tags``), as records."""
+    if not project.spec.data.gold:
+        return []
+    path = project.path(project.spec.data.gold)
+    if not path.is_file():
+        raise DataError(f"data.gold: {path} not found", hint="fix data.gold in distil.yaml or remove it")
+    items: list[dict[str, Any]] = []
+    try:
+        if path.suffix.lower() == ".csv":
+            with open(path, newline="", encoding="utf-8") as f:
+                items = [dict(row) for row in csv.DictReader(f)]
+        else:
+            with open(path, encoding="utf-8") as f:
+                items = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise DataError(f"data.gold: {path}: cannot read: {exc}") from None
+    out = []
+    for i, item in enumerate(items, start=1):
+        if not item.get("input") or not item.get("label"):
+            raise DataError(f"data.gold: {path} row {i} needs `input` and `label`")
+        tags = item.get("tags") or {}
+        if isinstance(tags, str):
+            tags = json.loads(tags or "{}")
+        tags = {**_slice_tags(item["input"], project.spec), **tags}
+        out.append(Record(input=item["input"], source="gold", tags=tags, gold_label=item["label"], teacher_text=item.get("label")))
+    return out
+
+
+# --- loading the real models -------------------------------------------------------------------------
+
+
+def _teacher_under_test(project: Any, held_out: Sequence[Record]) -> ModelUnderTest:
+    from distil.evaluate.latency import params_in_safetensors, size_on_disk
+
+    spec = project.spec
+    used = Counter(r.teacher_id for r in held_out if r.teacher_id)
+    teacher_spec = spec.teacher(used.most_common(1)[0][0] if used else None)
+    size = params = None
+    if teacher_spec.scheme in ("hf", "gguf"):
+        from distil.teachers.loading import local_model_folder, resolve_source
+
+        local = resolve_source(teacher_spec.source)
+        size = size_on_disk(local.gguf_path if local.scheme == "gguf" else local.folder)
+        params = params_in_safetensors(local_model_folder(teacher_spec.source)[0])
+
+    def load() -> Any:
+        from distil.teachers.registry import build_teacher
+
+        return build_teacher(project, teacher_spec)
+
+    if spec.task.kind == "classify":
+        recorded = [r.label_probs for r in held_out]
+        reference = np.asarray(recorded, dtype=np.float64) if all(p is not None for p in recorded) else None
+        return ModelUnderTest(load, lambda t, batch: t.label_distribution(batch), size, params, reference)
+    instruction = spec.task.instruction
+
+    def prompt(text: str) -> str:
+        return instruction.replace("{input}", text) if "{input}" in instruction else text
+
+    texts = [r.teacher_text for r in held_out]
+    reference = texts if all(t is not None for t in texts) else None
+    return ModelUnderTest(load, lambda t, batch: t.generate([prompt(x) for x in batch]), size, params, reference)
+
+
+def _student_under_test(folder: Path, kind: str) -> ModelUnderTest:
+    from distil.evaluate.latency import params_in_safetensors, size_on_disk
+
+    if not folder.is_dir():
+        raise EvaluationError(f"evaluate: {folder} not found", hint="run `distil train` to build the student and the baseline")
+
+    def load() -> Any:
+        from distil.train.students import load_predictor
+
+        return load_predictor(folder)
+
+    if kind == "classify":
+        return ModelUnderTest(load, lambda p, batch: p.label_distribution(batch), size_on_disk(folder), params_in_safetensors(folder))
+    return ModelUnderTest(load, lambda p, batch: p.generate(batch), size_on_disk(folder), params_in_safetensors(folder))
+
+
+def write_json_atomic(document: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(document, f, indent=2, allow_nan=False, default=_jsonable)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become null: JSON has neither."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def record_evaluation(project: Any, run_id: str, document: dict[str, Any], actor: str = "", extra: dict[str, Any] | None = None) -> tuple[Path, Any]:
+    """Write ``.distil/runs/<run_id>/evaluation.json`` atomically and append the ``evaluation`` row."""
+    path = write_json_atomic(_finite(document), project.runs_dir / run_id / EVALUATION_FILE)
+    summary = _finite(summarise_evaluation(document))
+    relative = str(path.relative_to(project.root))
+    event = project.ledger.append(
+        "evaluation",
+        {"run_id": run_id, "variant": "distilled", "path": relative, "summary": summary, "all_pass": document["gate"]["all_pass"], **(extra or {})},
+        actor=actor,
+        files=[path],
+        table="evaluations",
+        row={"run_id": run_id, "variant": "distilled", "path": relative, "summary": summary},
+    )
+    return path, event
+
+
+def evaluate_run(
+    project: Any,
+    run_id: str | None = None,
+    actor: str = "",
+    threads: int | None = None,
+    requests: int = 100,
+    models: dict[str, ModelUnderTest] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Evaluate a run (default: the latest) and record it. Returns (evaluation.json path, document).
+
+    Refuses (GateError) when the gate is not locked or changed since it was locked. ``models``
+    replaces the real teacher / student / baseline loaders (tests, other variants).
+    """
+    from distil.spec.gate import require_unchanged_gate
+
+    locked = require_unchanged_gate(project)
+    run_id = run_id or latest_run_id(project)
+    run_dir = project.runs_dir / run_id
+    if not run_dir.is_dir():
+        raise EvaluationError(f"evaluate: run {run_id} has no folder {run_dir}", hint="run `distil train`, or name an existing run")
+    dataset_dir, dataset_hash = curated_dataset_for(project, run_id)
+    test_path = dataset_dir / "test.parquet"
+    if not test_path.is_file():
+        raise EvaluationError(f"evaluate: {test_path} not found", hint="run `distil curate` to rebuild the dataset's splits")
+    held_out = read_records(test_path)
+    gold = read_gold(project)
+    kind = project.spec.task.kind
+    models = models or {
+        "teacher": _teacher_under_test(project, held_out),
+        "student": _student_under_test(run_dir / "student", kind),
+        "baseline": _student_under_test(run_dir / "baseline", kind),
+    }
+    document = evaluate_models(project.spec, held_out, models, gold, locked.thresholds, threads, requests)
+    document["gate"].update({"version": locked.version, "sha256": locked.sha256, "locked_by": locked.locked_by})
+    extra = {
+        "dataset_hash": dataset_hash,
+        "gate_version": locked.version,
+        "n_test": len(held_out),
+        "n_gold": len(gold),
+        "threads": document["student"]["latency"]["threads"],
+        "evaluated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    path, _ = record_evaluation(project, run_id, document, actor=actor, extra=extra)
+    return path, document

@@ -1,0 +1,117 @@
+"""One model's quality, fidelity and calibration block, from its outputs and the teacher's.
+
+These functions take arrays, not models: whatever ran the model (a trained student, the teacher
+with its few-shot prompt, a plain numpy function in a test) hands its outputs in here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from distil.evaluate import metrics as m
+from distil.evaluate.slices import per_slice
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if x is None or np.isnan(x) else float(x)
+
+
+def _ci(values: np.ndarray, seed: int) -> list[float | None]:
+    if values.size < 2:
+        return [None, None]
+    return list(m.mean_ci(values, seed=seed))
+
+
+def gold_indices(gold_labels: Sequence[str | None], label_names: Sequence[str]) -> np.ndarray:
+    """``[n]`` class index of each gold label, -1 where there is none (or it is not a known label)."""
+    position = {name: i for i, name in enumerate(label_names)}
+    return np.array([position.get(g, -1) if g is not None else -1 for g in gold_labels], dtype=np.int64)
+
+
+def score_classifier(
+    teacher_probs: np.ndarray,
+    model_probs: np.ndarray,
+    gold: np.ndarray,
+    tags: Sequence[Mapping[str, str]],
+    n_labels: int,
+    seed: int = 0,
+    n_bins: int = 10,
+) -> dict:
+    """Score label distributions ``model_probs [n, L]`` against ``teacher_probs [n, L]`` and ``gold [n]``.
+
+    ``gold`` holds class indices with -1 for examples without a gold label. Accuracy and macro-F1 use
+    the gold-labelled examples only (null when there are none). ECE is measured against gold labels
+    when every example has one, else against the teacher's top-1 label; ``ece_reference`` says which.
+    """
+    teacher_probs = np.asarray(teacher_probs, dtype=np.float64)
+    model_probs = np.asarray(model_probs, dtype=np.float64)
+    gold = np.asarray(gold, dtype=np.int64)
+    if teacher_probs.shape != model_probs.shape or teacher_probs.shape[0] != gold.shape[0]:
+        raise ValueError(f"shapes differ: teacher {teacher_probs.shape}, model {model_probs.shape}, gold {gold.shape}")
+    predicted = model_probs.argmax(axis=-1) if len(model_probs) else np.zeros(0, dtype=np.int64)
+    agree = m.agreement_per_example(teacher_probs, model_probs)
+    kl = m.kl_per_example(teacher_probs, model_probs)
+    js = m.js_per_example(teacher_probs, model_probs)
+    has_gold = gold >= 0
+    correct = (predicted[has_gold] == gold[has_gold]).astype(np.float64)
+
+    if has_gold.size and has_gold.all():
+        calib_reference, ece_reference = gold, "gold"
+    else:
+        calib_reference, ece_reference = teacher_probs.argmax(axis=-1), "teacher"
+    f1_ci = (
+        list(m.bootstrap_ci(lambda p, g: m.macro_f1(p, g, n_labels), predicted[has_gold], gold[has_gold], n_resamples=300, seed=seed))
+        if has_gold.sum() >= 2
+        else [None, None]
+    )
+    return {
+        "n": int(len(model_probs)),
+        "n_gold": int(has_gold.sum()),
+        "accuracy": _none_if_nan(m.accuracy(predicted[has_gold], gold[has_gold])),
+        "accuracy_ci": _ci(correct, seed),
+        "macro_f1": _none_if_nan(m.macro_f1(predicted[has_gold], gold[has_gold], n_labels)),
+        "macro_f1_ci": [_none_if_nan(x) for x in f1_ci],
+        "agreement": _none_if_nan(float(agree.mean()) if agree.size else float("nan")),
+        "agreement_ci": _ci(agree, seed),
+        "kl": _none_if_nan(float(kl.mean()) if kl.size else float("nan")),
+        "kl_ci": _ci(kl, seed),
+        "js": _none_if_nan(float(js.mean()) if js.size else float("nan")),
+        "ece": _none_if_nan(m.expected_calibration_error(model_probs, calib_reference, n_bins)),
+        "ece_reference": ece_reference,
+        "reliability": m.reliability_bins(model_probs, calib_reference, n_bins) if len(model_probs) else [],
+        "confusion_vs_teacher": m.confusion_matrix(predicted, teacher_probs.argmax(axis=-1), n_labels).tolist()
+        if len(model_probs)
+        else [],
+        "slices": per_slice(tags, agree, predicted, gold, kl, seed=seed),
+    }
+
+
+def score_generator(
+    teacher_texts: Sequence[str],
+    model_texts: Sequence[str],
+    tags: Sequence[Mapping[str, str]],
+    seed: int = 0,
+) -> dict:
+    """Score generated texts against the teacher's: exact match (the generation form of top-1
+    agreement, stored as ``agreement``) and ROUGE-L F1. KL, JS and ECE need label distributions
+    and are null for text."""
+    em = m.exact_match(model_texts, teacher_texts)
+    rouge = m.rouge_l_per_example(model_texts, teacher_texts)
+    return {
+        "n": len(model_texts),
+        "n_gold": 0,
+        "accuracy": None,
+        "macro_f1": None,
+        "agreement": _none_if_nan(float(em.mean()) if em.size else float("nan")),
+        "agreement_ci": _ci(em, seed),
+        "exact_match": _none_if_nan(float(em.mean()) if em.size else float("nan")),
+        "rouge_l": _none_if_nan(float(rouge.mean()) if rouge.size else float("nan")),
+        "rouge_l_ci": _ci(rouge, seed),
+        "kl": None,
+        "js": None,
+        "ece": None,
+        "reliability": [],
+        "slices": per_slice(tags, rouge),
+    }

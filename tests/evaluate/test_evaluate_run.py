@@ -1,0 +1,107 @@
+"""``distil evaluate`` on a tiny run: the evaluation.json contract, the ledger row, latency measured the
+same way for all three models, and a changed gate refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from distil.errors import GateError
+from distil.evaluate.latency import PeakRSS, measure_model, params_in_safetensors, params_of, size_on_disk
+from distil.evaluate.run import evaluate_run, read_gold
+from distil.spec.io import load_project
+
+from .conftest import numpy_models
+
+CONTRACT = {"accuracy", "macro_f1", "agreement", "kl", "js", "ece", "p50_ms", "p95_ms", "throughput_per_s", "params", "size_bytes", "peak_memory_bytes", "slices"}
+
+
+def test_evaluation_json_has_the_contract_and_a_ledger_row(run_project):
+    prompts: list[str] = []
+    path, document = evaluate_run(run_project, models=numpy_models(flip_student=0, flip_baseline=3, prompt_log=prompts), threads=1)
+    assert path == run_project.runs_dir / "run-1" / "evaluation.json"
+    on_disk = json.loads(path.read_text())
+    assert set(on_disk) == {"teacher", "student", "baseline", "cost", "gate"}
+    for name in ("teacher", "student", "baseline"):
+        assert CONTRACT <= set(on_disk[name]), name
+    # a student identical to the teacher
+    assert on_disk["student"]["agreement"] == 1.0 and on_disk["student"]["kl"] == pytest.approx(0.0, abs=1e-9)
+    assert on_disk["teacher"]["agreement"] == 1.0
+    # the baseline flips every third ticket (index % 3 == 1): 8 of 24
+    assert on_disk["baseline"]["agreement"] == pytest.approx(16 / 24)
+    assert on_disk["baseline"]["kl"] > 0
+    assert set(on_disk["student"]["slices"]["tone"]) == {"urgent", "calm"}
+    assert on_disk["student"]["slices"]["tone"]["urgent"]["n"] == 6
+    # the gold set of the triage example is scored too
+    gold = read_gold(run_project)
+    assert on_disk["student"]["gold"]["n"] == len(gold) > 0
+    # the teacher was timed with its prompt
+    assert prompts and all(p.startswith("Ticket: example") for p in prompts)
+    checks = {c["name"]: c for c in on_disk["gate"]["checks"]}
+    assert checks["fidelity_min"]["passed"] and checks["beat_baseline"]["passed"]
+    assert checks["size_max_vs_teacher"]["value"] == pytest.approx(0.3)
+    assert on_disk["gate"]["version"] == 1
+
+    rows = run_project.ledger.rows("evaluations")
+    assert len(rows) == 1 and rows[0]["run_id"] == "run-1" and rows[0]["path"].endswith("evaluation.json")
+    summary = json.loads(rows[0]["summary"])
+    assert summary["student"]["agreement"] == 1.0
+    assert run_project.ledger.verify(base=run_project.root).ok
+
+
+def test_latency_is_measured_for_all_three_models_the_same_way(run_project):
+    _, document = evaluate_run(run_project, models=numpy_models(), threads=1, requests=120)
+    settings = set()
+    for name in ("teacher", "student", "baseline"):
+        block = document[name]
+        lat = block["latency"]
+        assert len(lat["samples_ms"]) == lat["requests"] == 120
+        assert lat["warmup"] > 0 and lat["batch_size"] == 32
+        assert 0 < block["p50_ms"] <= block["p95_ms"] <= max(lat["samples_ms"])
+        assert block["throughput_per_s"] > 0
+        assert block["peak_memory_bytes"] >= 0
+        settings.add((lat["requests"], lat["warmup"], lat["batch_size"], lat["threads"], lat["memory_method"]))
+    assert len(settings) == 1 and next(iter(settings))[3] == 1
+
+
+def test_measure_model_sees_torch_memory_and_counts_parameters(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    def load():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Linear(32, 3))
+        model.buffer = torch.ones(16_000_000)  # 64 MB held while the model is alive
+        return model
+
+    def predict(model, batch):
+        with torch.no_grad():
+            return torch.softmax(model(torch.randn(len(batch), 64)), -1).numpy()
+
+    measured = measure_model(load, predict, ["a", "b", "c"], threads=1, requests=100)
+    assert measured.params == 64 * 32 + 32 + 32 * 3 + 3
+    assert measured.peak_memory_bytes >= 50_000_000
+    assert measured.timing.threads == 1 and len(measured.timing.samples_ms) == 100
+    save_file({k: v.contiguous() for k, v in measured.predictor.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    assert params_in_safetensors(tmp_path) == measured.params == params_of(measured.predictor)
+    assert size_on_disk(tmp_path) == (tmp_path / "model.safetensors").stat().st_size
+
+
+def test_peak_rss_tracks_a_numpy_allocation():
+    with PeakRSS() as memory:
+        block = np.ones(20_000_000)  # 160 MB
+        block[::4096] = 2.0
+        del block
+    assert memory.peak_growth_bytes >= 100_000_000
+
+
+def test_changed_gate_is_refused(run_project):
+    text = run_project.spec_path.read_text().replace("fidelity_min: 0.95", "fidelity_min: 0.5")
+    run_project.spec_path.write_text(text)
+    changed = load_project(run_project.spec_path)
+    with pytest.raises(GateError, match="changed since version 1"):
+        evaluate_run(changed, models=numpy_models(), threads=1)
+    assert not (changed.runs_dir / "run-1" / "evaluation.json").exists()
+    assert changed.ledger.rows("evaluations") == []
