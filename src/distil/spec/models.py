@@ -278,6 +278,47 @@ class Cost(_Model):
     build_cost: float = Field(0.0, ge=0, description="One-off cost of building the student (people, compute, teacher calls).")
 
 
+# --- after launch: router and maintenance ------------------------------------------------------------
+
+
+class RouterSpec(_Model):
+    """Which model answers a request: a specialist student when it is confident, else the generalist."""
+
+    specialists: list[str] = Field(
+        default_factory=list,
+        description="Run ids of the students that serve (one per task); empty: the run `distil serve` is given.",
+    )
+    generalist: str | None = Field(None, description="Teacher id that takes escalated requests (default: the first teacher).")
+    threshold: float | Literal["calibrate"] = Field(
+        "calibrate",
+        description="Student max probability at or above which the student answers; 'calibrate' picks the lowest "
+        "threshold on the validation split that keeps routed fidelity at or above target_fidelity.",
+    )
+    target_fidelity: float | None = Field(
+        None, ge=0, le=1, description="Routed fidelity floor used by 'calibrate' (default: gate.fidelity_min, else 0.95)."
+    )
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_range(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and not 0.0 <= value <= 1.0:
+            raise ValueError(f"must be in [0, 1] or 'calibrate', got {value}")
+        return value
+
+
+class Maintenance(_Model):
+    """Who runs the student after launch, how often it is refreshed and when monitoring raises an alert."""
+
+    operator: str = Field("", description="Who answers alerts and refreshes the student (default: roles.operator).")
+    refresh_days: int = Field(90, ge=1, le=3650, description="Refresh cadence: days between retrainings on fresh traffic.")
+    drift_floor: float | None = Field(
+        None, ge=0, le=1, description="Student-teacher agreement on traffic below which `distil monitor` alerts (default: gate.fidelity_min)."
+    )
+    drift_alpha: float = Field(0.01, gt=0, lt=1, description="Significance level of the embedding-drift permutation test.")
+    traffic_sample_rate: float = Field(1.0, ge=0, le=1, description="Share of served requests written to the traffic log.")
+    redact: bool = Field(True, description="Mask e-mail addresses, phone numbers and long digit runs in the traffic log.")
+
+
 # --- the whole spec --------------------------------------------------------------------------------
 
 
@@ -291,6 +332,8 @@ class Spec(_Model):
     data: DataSpec = Field(default_factory=DataSpec, description="Where inputs come from and how they are curated.")
     gate: Gate = Field(default_factory=Gate, description="Success thresholds, locked before building.")
     cost: Cost = Field(default_factory=Cost, description="Prices and volume for the payback estimate.")
+    router: RouterSpec = Field(default_factory=RouterSpec, description="Routing between the student and the teacher when serving.")
+    maintenance: Maintenance = Field(default_factory=Maintenance, description="Operating the student after launch.")
 
     @model_validator(mode="after")
     def _unique_teacher_ids(self) -> Spec:

@@ -1,0 +1,147 @@
+"""Find the run to serve and load its student and the router's teacher.
+
+The student is loaded with the training stage's ``distil.train.students.load_predictor(folder)``;
+the teacher with ``distil.teachers.registry.build_teacher``. Both are wrapped so the server's
+thread pool calls each one at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distil.errors import EvaluationError
+from distil.spec.io import Project
+
+
+def latest_run_id(project: Project) -> str:
+    """The newest run decided ``ship``; else the newest trained run; else the newest run folder."""
+    ledger = project.ledger
+    shipped = ledger.latest("decisions", "decision = ?", ("ship",))
+    if shipped:
+        return str(shipped["run_id"])
+    trained = ledger.latest("runs", "role = ?", ("student",))
+    if trained:
+        return str(trained["run_id"])
+    folders = sorted((p for p in project.runs_dir.glob("*") if (p / "student").is_dir()), key=lambda p: p.stat().st_mtime)
+    if folders:
+        return folders[-1].name
+    raise EvaluationError("no trained run to serve in .distil/runs/", hint="run `distil train` first, or pass RUN")
+
+
+def run_folder(project: Project, run_id: str | None) -> Path:
+    run_id = run_id or latest_run_id(project)
+    folder = project.runs_dir / run_id
+    if not (folder / "student").is_dir():
+        raise EvaluationError(f"run {run_id}: no student/ folder under {folder}", hint="pass a run id listed in .distil/runs/")
+    return folder
+
+
+class LockedPredictor:
+    """One model call at a time: the server calls from a thread pool, and a tokenizer is not thread-safe."""
+
+    def __init__(self, predictor: Any):
+        self.predictor = predictor
+        self.labels = list(getattr(predictor, "labels", []) or [])
+        self._lock = threading.Lock()
+
+    def label_distribution(self, inputs: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            return self.predictor.label_distribution(list(inputs))
+
+    def generate(self, inputs: Sequence[str], **params: Any) -> list[str]:
+        with self._lock:
+            return self.predictor.generate(list(inputs), **params)
+
+
+def load_student(folder: str | Path) -> LockedPredictor:
+    """The training stage's predictor for a student folder, made safe to call from several threads."""
+    from distil.train.students import load_predictor
+
+    return LockedPredictor(load_predictor(Path(folder)))
+
+
+@dataclass
+class ServedModel:
+    """Everything the server needs: the run, its student, the teacher (optional) and the threshold."""
+
+    run_id: str
+    kind: str  # classify | generate
+    labels: list[str]
+    student: Any
+    teacher: Any | None
+    threshold: float
+    teacher_id: str | None = None
+    student_per_1m: float = 0.0
+    teacher_per_1m: float = 0.0
+    calibration: dict[str, float] | None = None
+
+
+def held_out_records(project: Project, split: str = "validation") -> list[Any]:
+    """Records of ``split`` of the newest curated dataset (teacher distributions included); [] if none."""
+    from distil.data.records import read_records
+
+    row = project.ledger.latest("datasets", "stage = ?", ("curated",))
+    if row is None:
+        return []
+    path = project.path(row["path"]) / f"{split}.parquet"
+    return read_records(path) if path.is_file() else []
+
+
+def router_target(project: Project) -> float:
+    spec = project.spec
+    return spec.router.target_fidelity or spec.gate.fidelity_min or 0.95
+
+
+def calibrate_router(project: Project, student: Any, split: str = "validation"):
+    """Calibrate the threshold on ``split`` of the curated data; None when there is no labelled split."""
+    from distil.serve.router import calibrate_threshold
+
+    records = [r for r in held_out_records(project, split) if r.label_probs is not None]
+    if not records:
+        return None
+    teacher_probs = np.array([r.label_probs for r in records], dtype=np.float64)
+    student_probs = np.asarray(student.label_distribution([r.input for r in records]), dtype=np.float64)
+    return calibrate_threshold(student_probs, teacher_probs, router_target(project))
+
+
+def load_served(project: Project, run_id: str | None = None, threshold: float | None = None, with_teacher: bool = True) -> ServedModel:
+    """The run's student, the router's teacher and its threshold, ready for :func:`create_app`.
+
+    Threshold: ``threshold`` if given, else the spec's number, else calibrated on the validation
+    split (0.0 — the student answers everything — when there is nothing to calibrate on).
+    """
+    folder = run_folder(project, run_id)
+    student = load_student(folder / "student")
+    task = project.spec.task
+    labels = list(getattr(student, "labels", None) or task.label_names)
+    teacher = None
+    teacher_id = project.spec.router.generalist or project.spec.teachers[0].id
+    if with_teacher and task.kind == "classify":
+        from distil.teachers.registry import build_teacher
+
+        teacher = LockedPredictor(build_teacher(project, project.spec.teacher(teacher_id)))
+    calibration = None
+    if threshold is None and isinstance(project.spec.router.threshold, float):
+        threshold = project.spec.router.threshold
+    if threshold is None and task.kind == "classify":
+        found = calibrate_router(project, student)
+        calibration = found.as_dict() if found else None
+        threshold = found.threshold if found else 0.0
+    return ServedModel(
+        run_id=folder.name,
+        kind=task.kind,
+        labels=labels,
+        student=student,
+        teacher=teacher,
+        threshold=float(threshold or 0.0),
+        teacher_id=teacher_id if teacher is not None else None,
+        student_per_1m=project.spec.cost.student_per_1m_requests,
+        teacher_per_1m=project.spec.cost.teacher_per_1m_requests,
+        calibration=calibration,
+    )

@@ -1,0 +1,73 @@
+"""A classify project with a real run folder (tiny random student) and a tiny random local teacher,
+and a helper that runs the server on a free 127.0.0.1 port in a thread."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import EXAMPLES, build_tiny_causal_lm
+
+LABELS = ["billing", "technical", "account"]
+
+
+def write_classify_run(run_dir: Path, seed: int = 1) -> Path:
+    """A run folder per the contract: student/ (plain transformers folder + distil_task.json)."""
+    from transformers import AutoTokenizer
+
+    from distil.train.students import label_token_ids
+
+    student = build_tiny_causal_lm(run_dir / "student", layers=2, hidden=32, seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(student))
+    task = {"kind": "classify", "labels": LABELS, "label_token_ids": label_token_ids(tokenizer, LABELS),
+            "prompt_template": "Ticket: {input}\nCategory:", "max_length": 128, "max_new_tokens": 16}
+    (student / "distil_task.json").write_text(json.dumps(task))
+    return run_dir
+
+
+@pytest.fixture
+def classify_project(tmp_path, tiny_teacher_dir) -> Path:
+    """The triage example pointed at the tiny teacher, with one trained run ``r1``; returns the spec path."""
+    import shutil
+
+    root = tmp_path / "proj"
+    shutil.copytree(EXAMPLES / "triage", root)
+    spec = yaml.safe_load((root / "distil.yaml").read_text())
+    spec["teachers"][0]["source"] = f"hf:{tiny_teacher_dir}"
+    (root / "distil.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    write_classify_run(root / ".distil" / "runs" / "r1")
+    return root / "distil.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(app, graceful_timeout_s: float = 10.0):
+    """Run ``app`` with uvicorn in a thread; yields the base URL; stops gracefully on exit."""
+    from distil.serve.server import make_server
+
+    port = free_port()
+    server = make_server(app, port=port, graceful_timeout_s=graceful_timeout_s)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
