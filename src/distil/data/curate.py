@@ -1,0 +1,181 @@
+"""`distil curate`: raw shards in, a curated, split dataset out, with every removal accounted for.
+
+The recipe, in order: confidence filter, decontamination against the gold set (and any held-out
+files), exact and near-duplicate removal (MinHash LSH), optional semantic duplicates, a grouped
+train / validation / test split, oversampling of rare labels in train, and the slice coverage audit.
+Output: ``.distil/data/curated/<hash12>/{train,validation,test}.parquet`` + ``report.json`` and a
+``dataset.curated`` ledger row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from distil.data import dedupe
+from distil.data.coverage import SliceCoverage, coverage, coverage_dicts
+from distil.data.filter import confidence_reasons
+from distil.data.records import Record, read_records, write_records
+from distil.data.sources import read_inputs
+from distil.data.split import SPLITS, oversample, split_groups
+from distil.errors import DataError
+from distil.spec.io import Project
+from distil.teachers.base import sha256_json
+
+# When two records duplicate each other, the one from the more trusted source is kept.
+SOURCE_PRIORITY = {"gold": 0, "seed": 1, "traffic": 2, "targeted": 3, "synthetic": 4}
+
+
+@dataclass
+class CurateResult:
+    dataset_hash: str
+    folder: Path
+    counts: dict[str, int]
+    removed: dict[str, list[dict[str, Any]]]
+    coverage: list[SliceCoverage]
+    splits: dict[str, list[Record]] = field(default_factory=dict)
+
+    @property
+    def starved(self) -> list[SliceCoverage]:
+        return [c for c in self.coverage if c.starved]
+
+
+def _removal(record: Record, reason: str) -> dict[str, Any]:
+    return {"id": record.id, "input": record.input[:120], "source": record.source, "reason": reason}
+
+
+def reference_texts(project: Project, heldout: Sequence[str | Path] = ()) -> list[tuple[str, str]]:
+    """(text, where) of every item the training data must not contain: the gold set and held-out files."""
+    refs: list[tuple[str, str]] = []
+    files = ([project.path(project.spec.data.gold)] if project.spec.data.gold else []) + [Path(p) for p in heldout]
+    for path in files:
+        if path.suffix == ".parquet" or path.is_dir():
+            refs += [(r.input, f"{path}") for r in read_records(path)]
+        else:
+            refs += [(item.input, f"{path}") for item in read_inputs(path)]
+    return refs
+
+
+def curate_records(project: Project, records: Sequence[Record], heldout: Sequence[str | Path] = ()) -> CurateResult:
+    """The whole recipe on ``records`` (pure except for reading the gold / held-out files)."""
+    spec = project.spec
+    filters = spec.data.filters
+    removed: dict[str, list[dict[str, Any]]] = {"confidence": [], "decontamination": [], "exact_duplicate": [], "near_duplicate": [], "semantic_duplicate": []}
+    pool = sorted(records, key=lambda r: (SOURCE_PRIORITY.get(r.source, 9), r.created_at))
+
+    kept = []
+    for record, reason in zip(pool, confidence_reasons(pool, filters), strict=True):
+        if reason:
+            removed["confidence"].append(_removal(record, reason))
+        else:
+            kept.append(record)
+
+    refs = reference_texts(project, heldout)
+    hits = dedupe.contaminated([r.input for r in kept], [t for t, _ in refs], filters.near_duplicate_threshold)
+    survivors = []
+    for record, hit in zip(kept, hits, strict=True):
+        if hit is None:
+            survivors.append(record)
+        else:
+            removed["decontamination"].append(_removal(record, f"near-duplicate of held-out item {refs[hit][0][:60]!r} ({refs[hit][1]})"))
+
+    texts = [r.input for r in survivors]
+    groups = dedupe.near_duplicate_groups(texts, filters.near_duplicate_threshold)
+    unique = []
+    for i, (record, group) in enumerate(zip(survivors, groups, strict=True)):
+        if group == i:
+            unique.append(record)
+            continue
+        first = survivors[group]
+        exact = dedupe.normalise(record.input) == dedupe.normalise(first.input)
+        kind = "exact_duplicate" if exact else "near_duplicate"
+        score = 1.0 if exact else dedupe.jaccard(record.input, first.input)
+        removed[kind].append(_removal(record, f"{'same text as' if exact else f'Jaccard {score:.2f} with'} {first.id[:19]} {first.input[:60]!r}"))
+
+    if filters.semantic_duplicates and len(unique) > 1:
+        vectors = dedupe.embed([r.input for r in unique])
+        pairs = dedupe.semantic_duplicate_pairs(vectors, filters.semantic_threshold)
+        sem_groups = dedupe.near_duplicate_groups([""] * len(unique), 1.0, extra_pairs=pairs) if pairs else list(range(len(unique)))
+        semantic_kept = []
+        for i, (record, group) in enumerate(zip(unique, sem_groups, strict=True)):
+            if group == i:
+                semantic_kept.append(record)
+            else:
+                removed["semantic_duplicate"].append(_removal(record, f"cosine ≥ {filters.semantic_threshold} with {unique[group].id[:19]} {unique[group].input[:60]!r}"))
+        unique = semantic_kept
+
+    # Removal leaves one item per near-duplicate group; grouping again guards the split against
+    # chains LSH links only through items that were removed.
+    split_group_ids = dedupe.near_duplicate_groups([r.input for r in unique], filters.near_duplicate_threshold)
+    labels = [r.label or "" for r in unique]
+    assignment = split_groups(split_group_ids, labels, spec.data.split, seed=spec.data.seed)
+    splits: dict[str, list[Record]] = {name: [] for name in SPLITS}
+    for record, name in zip(unique, assignment, strict=True):
+        splits[name].append(replace(record, split=name))
+    curated = [r for name in SPLITS for r in splits[name]]
+    audit = coverage(curated, spec.data.slices, spec.task.label_names, filters.min_per_slice)
+
+    oversampled = 0
+    if filters.balance == "oversample" and splits["train"]:
+        train = splits["train"]
+        order = oversample(range(len(train)), [r.label or "" for r in train], seed=spec.data.seed)
+        oversampled = len(order) - len(train)
+        splits["train"] = [train[i] for i in order]
+
+    counts = {"raw": len(records), "curated": len(curated), **{name: len(splits[name]) for name in SPLITS}, "oversampled": oversampled}
+    counts.update({f"removed_{k}": len(v) for k, v in removed.items()})
+    digest = sha256_json([[r.split, r.id, r.label, r.label_probs, r.teacher_text] for name in SPLITS for r in splits[name]])
+    folder = project.data_dir / "curated" / digest.split(":")[1][:12]
+    return CurateResult(digest, folder, counts, removed, audit, splits)
+
+
+def curate(project: Project, heldout: Sequence[str | Path] = (), actor: str = "") -> CurateResult:
+    """Curate every raw shard; write the dataset folder and its report; record ``dataset.curated``."""
+    raw = project.data_dir / "raw"
+    records = read_records(raw) if raw.is_dir() else []
+    if not records:
+        raise DataError(f"{raw}: no raw records to curate", hint="run `distil generate` first")
+    result = curate_records(project, records, heldout)
+    if not result.splits["train"]:
+        raise DataError("curate: every record was filtered out, so there is no training data", hint="lower data.filters.min_confidence / min_margin, or generate more inputs")
+    folder = result.folder
+    for name in SPLITS:
+        write_records(result.splits[name], folder / f"{name}.parquet")
+    report = {
+        "dataset_hash": result.dataset_hash,
+        "counts": result.counts,
+        "filters": project.spec.data.filters.model_dump(mode="json"),
+        "removed": result.removed,
+        "coverage": coverage_dicts(result.coverage),
+        "starved_slices": [f"{c.slice}={c.value}" for c in result.starved],
+        "raw_shards": sorted(p.name for p in raw.glob("*.parquet")),
+    }
+    tmp = folder / ".report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    tmp.replace(folder / "report.json")
+    latest = project.ledger.latest("datasets", "stage = ?", ("curated",))
+    if latest is None or latest["dataset_hash"] != result.dataset_hash:
+        rel = str(folder.relative_to(project.root))
+        project.ledger.append(
+            "dataset.curated",
+            {"dataset_hash": result.dataset_hash, "stage": "curated", "path": rel, "counts": result.counts, "removed": {k: len(v) for k, v in result.removed.items()}, "starved_slices": report["starved_slices"]},
+            actor=actor,
+            files=[folder],
+            table="datasets",
+            row={"dataset_hash": result.dataset_hash, "stage": "curated", "path": rel, "counts": result.counts},
+        )
+    return result
+
+
+def latest_curated(project: Project) -> tuple[str, Path]:
+    """(dataset hash, folder) of the newest curated dataset; DataError when there is none."""
+    row = project.ledger.latest("datasets", "stage = ?", ("curated",))
+    if row is None:
+        raise DataError("no curated dataset yet", hint="run `distil generate` then `distil curate`")
+    folder = project.path(row["path"])
+    if not (folder / "train.parquet").is_file():
+        raise DataError(f"{folder}: the curated dataset the ledger names is missing", hint="run `distil curate` again")
+    return row["dataset_hash"], folder
