@@ -284,6 +284,7 @@ def write_json_atomic(document: dict[str, Any], path: Path) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(document, f, indent=2, allow_nan=False, default=_jsonable)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; reports are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

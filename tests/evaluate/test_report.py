@@ -1,0 +1,83 @@
+"""The report: written into the run folder, self-contained, and rendered by headless Chromium with its
+plots loaded and the verdict table present."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from distil.decide import record_decision
+from distil.evaluate.report import write_report
+from distil.evaluate.run import evaluate_run
+
+from .conftest import numpy_models
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PLOTS = ("slices", "reliability", "latency", "curves", "cost")
+
+# Appended to a copy of the report: after load, writes each image's state into the DOM that
+# --dump-dom prints, so the test sees what the browser decoded rather than what the file claims.
+RENDER_CHECK = """<script>
+window.addEventListener("load", function () {
+  var out = [];
+  document.querySelectorAll("img").forEach(function (img) {
+    out.push(img.id + " " + (img.complete ? 1 : 0) + " " + img.naturalWidth + " " + img.naturalHeight);
+  });
+  var rows = document.querySelectorAll("#verdict tbody tr").length;
+  var pre = document.createElement("pre");
+  pre.id = "render-check";
+  pre.textContent = out.join("\\n") + "\\nverdict-rows " + rows;
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+@pytest.fixture
+def reported(run_project):
+    evaluate_run(run_project, models=numpy_models(flip_student=5), threads=1)
+    record_decision(run_project, "quinn")
+    html, md = write_report(run_project)
+    return run_project, html, md
+
+
+def test_report_files_are_self_contained_and_summarised(reported):
+    project, html, md = reported
+    assert html == project.runs_dir / "run-1" / "report.html" and md.name == "report.md"
+    text = html.read_text()
+    assert len(re.findall(r'<img class="plot" id="plot-(\w+)" alt="[^"]*" src="data:image/png;base64,', text)) == len(PLOTS)
+    assert "http://" not in text and "https://" not in text.replace("https://huggingface.co", "")  # nothing fetched
+    assert "Apache-2.0" in text and "min_confidence" in text  # provenance: licence, filters
+    summary = md.read_text()
+    assert "**Decision: iterate**" in summary or "**Decision: kill**" in summary
+    assert "| fidelity_min |" in summary and "| student |" in summary
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it with scripts/ensure-chromium.sh)")
+def test_report_renders_in_headless_chromium(reported, tmp_path: Path):
+    _, html, _ = reported
+    page = tmp_path / "report-check.html"
+    page.write_text(html.read_text().replace("</body>", RENDER_CHECK + "</body>"))
+    command = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", page.as_uri(),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    match = re.search(r'<pre id="render-check">(.*?)</pre>', result.stdout, re.S)
+    assert match, "the render check did not run: " + result.stdout[-500:]
+    lines = match.group(1).strip().splitlines()
+    images = {line.split()[0]: line.split()[1:] for line in lines if line.startswith("plot-")}
+    assert set(images) == {f"plot-{p}" for p in PLOTS}
+    for name, (complete, width, height) in images.items():
+        assert complete == "1" and int(width) > 100 and int(height) > 100, name
+    assert lines[-1] == "verdict-rows 7"  # every threshold of the triage gate
+    assert 'id="verdict"' in result.stdout and ">fail<" in result.stdout
+
+    shot = tmp_path / "report.png"
+    subprocess.run([*command[:-2], f"--screenshot={shot}", "--window-size=1200,2400", html.as_uri()], capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000
