@@ -1,0 +1,97 @@
+"""Commands of the data step: generate, curate, export-data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from distil.cli.app import AsOpt, SpecOpt, _project, app, console
+
+
+@app.command()
+def generate(
+    traffic: Annotated[Path | None, typer.Option("--traffic", help="JSONL log of past requests (input or messages, timestamp) to label too.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only traffic newer than this, e.g. 90d, 12h, 2w.")] = None,
+    synthetic: Annotated[int | None, typer.Option("--synthetic", help="Synthetic inputs to write (default: data.synthetic_budget).")] = None,
+    teacher: Annotated[str | None, typer.Option("--teacher", help="Teacher id (default: the spec's first teacher).")] = None,
+    as_: AsOpt = None,
+    spec: SpecOpt = None,
+) -> None:
+    """Collect inputs (seeds, synthetic, traffic), label them with the teacher, write raw shards.
+
+    Resumable: rerun after a crash or Ctrl-C and finished teacher calls are not repeated.
+
+    Example: distil generate --traffic requests.jsonl --since 90d
+    """
+    import os
+
+    from distil.data.generate import generate_dataset
+    from distil.teachers.registry import build_teacher
+
+    project = _project(spec)
+    actor = (as_ or os.environ.get("DISTIL_USER", "")).strip()
+    chosen = build_teacher(project, project.spec.teacher(teacher), actor=actor)
+    result = generate_dataset(project, teacher=chosen, traffic=traffic, since=since, synthetic_budget=synthetic, actor=actor)
+    table = Table(title=f"raw data ({chosen.teacher_id}, {chosen.fingerprint[:23]}…)")
+    table.add_column("source")
+    table.add_column("records", justify="right")
+    table.add_column("shard")
+    for (source, count), shard in zip(result.counts.items(), result.shards, strict=True):
+        table.add_row(source, str(count), str(shard.relative_to(project.root)))
+    console.print(table)
+    console.print(f"dataset {result.dataset_hash[:19]}…; next: distil curate")
+
+
+@app.command()
+def curate(
+    heldout: Annotated[list[Path] | None, typer.Option("--heldout", help="Extra held-out files (JSONL/CSV/Parquet) to decontaminate against.")] = None,
+    as_: AsOpt = None,
+    spec: SpecOpt = None,
+) -> None:
+    """Filter, deduplicate, decontaminate, audit slice coverage and split the raw data.
+
+    Example: distil curate --spec demo/distil.yaml
+    """
+    import os
+
+    from distil.data.curate import curate as run_curate
+
+    project = _project(spec)
+    actor = (as_ or os.environ.get("DISTIL_USER", "")).strip()
+    result = run_curate(project, heldout=heldout or [], actor=actor)
+    removed = Table(title="removed")
+    removed.add_column("filter")
+    removed.add_column("count", justify="right")
+    removed.add_column("example reason", overflow="fold")
+    for name, rows in result.removed.items():
+        removed.add_row(name, str(len(rows)), rows[0]["reason"] if rows else "-")
+    console.print(removed)
+    labels = project.spec.task.label_names
+    cov = Table(title=f"slice coverage (min {project.spec.data.filters.min_per_slice} per slice)")
+    for col in ("slice", "value", *labels, "total", "flag"):
+        cov.add_column(col, justify="right" if col not in ("slice", "value", "flag") else "left")
+    for c in result.coverage:
+        cov.add_row(c.slice, c.value, *(str(c.per_label.get(lab, 0)) for lab in labels), str(c.total), "[red]starved[/red]" if c.starved else "")
+    console.print(cov)
+    counts = result.counts
+    console.print(f"curated {counts['curated']} of {counts['raw']}: train {counts['train']}, validation {counts['validation']}, test {counts['test']}" + (f" (+{counts['oversampled']} oversampled)" if counts["oversampled"] else ""))
+    console.print(f"dataset {result.dataset_hash[:19]}… in {result.folder.relative_to(project.root)}; next: distil train")
+
+
+@app.command("export-data")
+def export_data(
+    out: Annotated[Path | None, typer.Option("--out", help="Folder to write (default .distil/exports/<dataset>).")] = None,
+    spec: SpecOpt = None,
+) -> None:
+    """Export the newest curated dataset as OpenAI fine-tuning JSONL and a Hugging Face datasets folder.
+
+    Example: distil export-data --out handover/
+    """
+    from distil.data.export import export_data as run_export
+
+    project = _project(spec)
+    target = run_export(project, out)
+    console.print(f"wrote {target}/openai/*.jsonl, {target}/hf/ and {target}/provenance.jsonl")
