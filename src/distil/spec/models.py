@@ -278,6 +278,34 @@ class Cost(_Model):
     build_cost: float = Field(0.0, ge=0, description="One-off cost of building the student (people, compute, teacher calls).")
 
 
+# --- training --------------------------------------------------------------------------------------
+
+class TrainSpec(_Model):
+    """How the student is trained (`distil train`); the defaults suit a small classify student on CPU."""
+
+    loss: Literal["forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tv"] = Field(
+        "forward_kl", description="Divergence between teacher and student distributions (jsd uses beta, skew_* use skew_alpha)."
+    )
+    temperature: float = Field(2.0, gt=0, le=20, description="Softmax temperature of the KD term; the loss is scaled by T².")
+    alpha: float = Field(0.0, ge=0, le=1, description="Weight of hard-label cross-entropy in α·CE + (1-α)·KD (0: pure KD).")
+    beta: float = Field(0.5, ge=0, le=1, description="β of the generalized JSD (0: forward KL, 1: reverse KL).")
+    skew_alpha: float = Field(0.1, ge=0, le=1, description="Mixing weight α of the skew KL losses.")
+    epochs: int = Field(3, ge=1, le=1000, description="Passes over the training split.")
+    batch_size: int = Field(8, ge=1, le=4096, description="Examples per micro-batch (per process).")
+    grad_accum: int = Field(1, ge=1, le=1024, description="Micro-batches per optimiser step.")
+    lr: float = Field(5e-4, gt=0, le=1, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of optimiser steps spent warming the learning rate up, before cosine decay.")
+    max_length: int = Field(256, ge=8, le=65536, description="Longest tokenised example; longer inputs are truncated from the left.")
+    patience: int = Field(3, ge=0, le=1000, description="Evaluations without a gain in validation fidelity before stopping early (0: never stop early).")
+    eval_every: int = Field(0, ge=0, description="Optimiser steps between validation passes (0: once per epoch).")
+    seed: int = Field(0, description="Random seed for initialisation, shuffling and dropout.")
+    topk_cache_k: int = Field(32, ge=1, le=1024, description="How many teacher top-k logprobs the offline cache keeps per token (generate tasks).")
+    on_policy_lambda: float = Field(0.0, ge=0, le=1, description="GKD λ: share of batches where the student samples and the teacher scores (needs a local teacher).")
+    chunk_size: int = Field(1024, ge=1, description="Positions per chunk of the fused vocabulary projection + loss (generate tasks).")
+    rationale_weight: float = Field(0.0, ge=0, le=10, description="Weight λ of the rationale target when records carry rationales (0: unused).")
+
+
 # --- after launch: router and maintenance ------------------------------------------------------------
 
 
@@ -332,6 +360,7 @@ class Spec(_Model):
     data: DataSpec = Field(default_factory=DataSpec, description="Where inputs come from and how they are curated.")
     gate: Gate = Field(default_factory=Gate, description="Success thresholds, locked before building.")
     cost: Cost = Field(default_factory=Cost, description="Prices and volume for the payback estimate.")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="How the student is trained.")
     router: RouterSpec = Field(default_factory=RouterSpec, description="Routing between the student and the teacher when serving.")
     maintenance: Maintenance = Field(default_factory=Maintenance, description="Operating the student after launch.")
 

@@ -1,0 +1,133 @@
+"""From curated records to tensors: the newest curated dataset, tokenised examples, micro-batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from distil.data.records import Record, read_records
+from distil.errors import DataError, TrainError
+from distil.train.students import CLASSIFY_TEMPLATE, GENERATE_TEMPLATE, encode_prompts
+
+
+@dataclass
+class CuratedDataset:
+    dataset_hash: str
+    path: Path
+    splits: dict[str, list[Record]]
+
+
+def latest_curated(project: Any) -> CuratedDataset:
+    """The newest ``datasets`` ledger row with stage ``curated``, and its train / validation / test shards."""
+    row = project.ledger.latest("datasets", "stage = ?", ("curated",))
+    if row is None:
+        raise TrainError("no curated dataset in the ledger", hint="run `distil generate` then `distil curate` first")
+    path = project.path(row["path"])
+    splits = {}
+    for split in ("train", "validation", "test"):
+        shard = path / f"{split}.parquet"
+        splits[split] = read_records(shard) if shard.is_file() else []
+    if not splits["train"]:
+        raise DataError(f"{path}: the curated dataset has no training records", hint="run `distil curate` again with looser filters")
+    return CuratedDataset(row["dataset_hash"], path, splits)
+
+
+# --- classify ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClassifyExamples:
+    prompts: list[str]
+    teacher_probs: Tensor  # [n, L] float32, the teacher's label distribution
+    hard: Tensor  # [n] int64: the gold label where a record has one, else the teacher's argmax
+
+
+def classify_examples(records: list[Record], labels: list[str]) -> ClassifyExamples:
+    index = {name: i for i, name in enumerate(labels)}
+    prompts, probs, hard = [], [], []
+    for r in records:
+        if r.label_probs is not None and len(r.label_probs) == len(labels):
+            p = np.asarray(r.label_probs, dtype=np.float64)
+            p = p / max(p.sum(), 1e-12)
+        elif r.label in index:
+            p = np.eye(len(labels))[index[r.label]]
+        else:
+            continue  # nothing to learn from: no teacher distribution and no teacher label
+        prompts.append(CLASSIFY_TEMPLATE.replace("{input}", r.input))
+        probs.append(p)
+        hard.append(index[r.gold_label] if r.gold_label in index else int(np.argmax(p)))
+    if not prompts:
+        raise DataError("no record carries a label distribution for the spec's labels", hint="check task.labels against the curated data")
+    return ClassifyExamples(prompts, torch.tensor(np.array(probs), dtype=torch.float32), torch.tensor(hard))
+
+
+def classify_batch(tokenizer: Any, examples: ClassifyExamples, rows: list[int], max_length: int) -> dict[str, Tensor]:
+    enc = encode_prompts(tokenizer, [examples.prompts[i] for i in rows], max_length)
+    return {**enc, "teacher_probs": examples.teacher_probs[rows], "hard": examples.hard[rows]}
+
+
+# --- generate -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerateExamples:
+    prompt_ids: list[list[int]]
+    answer_ids: list[list[int]]  # the teacher's text, tokenised, ending with EOS
+    topk_ids: list[np.ndarray | None] = field(default_factory=list)  # per example [n_answer, k] int32
+    topk_logprobs: list[np.ndarray | None] = field(default_factory=list)  # per example [n_answer, k] fp16
+
+    def tokens(self, rows: list[int]) -> int:
+        """Answer tokens in ``rows``: the normaliser of the per-token losses."""
+        return sum(len(self.answer_ids[i]) for i in rows)
+
+    @property
+    def has_topk(self) -> bool:
+        return bool(self.topk_ids) and all(t is not None for t in self.topk_ids)
+
+
+def generate_examples(records: list[Record], tokenizer: Any, max_length: int) -> GenerateExamples:
+    """Prompt and answer ids tokenised apart, so the teacher cache and the student see the same answer ids."""
+    out = GenerateExamples([], [])
+    for r in records:
+        if not r.teacher_text:
+            continue
+        prompt = tokenizer(GENERATE_TEMPLATE.replace("{input}", r.input), add_special_tokens=False).input_ids
+        answer = tokenizer(" " + r.teacher_text.strip(), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        answer = answer[: max(1, max_length // 2)]
+        prompt = prompt[-(max_length - len(answer)) :]
+        out.prompt_ids.append(prompt)
+        out.answer_ids.append(answer)
+        if r.topk_ids and r.topk_logprobs and len(r.topk_ids) >= len(answer):
+            out.topk_ids.append(np.asarray(r.topk_ids[: len(answer)], dtype=np.int32))
+            out.topk_logprobs.append(np.asarray(r.topk_logprobs[: len(answer)], dtype=np.float16))
+        else:
+            out.topk_ids.append(None)
+            out.topk_logprobs.append(None)
+    if not out.answer_ids:
+        raise DataError("no record carries teacher text to learn from", hint="run `distil generate` for this generate task")
+    return out
+
+
+def generate_batch(examples: GenerateExamples, rows: list[int], pad_id: int, with_topk: bool) -> dict[str, Tensor]:
+    """input_ids / attention_mask / targets [B, S] (targets[t] is the token after position t, -100 if not
+    an answer token), plus the flattened top-k of the answer tokens in the same order ([N, k])."""
+    seqs = [examples.prompt_ids[i] + examples.answer_ids[i] for i in rows]
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    targets = torch.full((len(rows), width), -100, dtype=torch.long)
+    for b, (i, seq) in enumerate(zip(rows, seqs, strict=True)):
+        input_ids[b, : len(seq)] = torch.tensor(seq)
+        attention[b, : len(seq)] = 1
+        start = len(examples.prompt_ids[i]) - 1  # the last prompt position predicts the first answer token
+        targets[b, start : start + len(examples.answer_ids[i])] = torch.tensor(examples.answer_ids[i])
+    batch = {"input_ids": input_ids, "attention_mask": attention, "targets": targets}
+    if with_topk:
+        batch["topk_ids"] = torch.from_numpy(np.concatenate([examples.topk_ids[i] for i in rows])).long()
+        batch["topk_logprobs"] = torch.from_numpy(np.concatenate([examples.topk_logprobs[i] for i in rows]).astype(np.float32))
+    return batch

@@ -1,0 +1,139 @@
+"""The trainer on tiny random models: a real SQLite ledger, real Parquet shards, real folders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from distil.errors import TrainError
+from distil.spec.io import load_project
+from distil.train import trainer as T
+from distil.train.batches import classify_batch, classify_examples, latest_curated
+from distil.train.students import build_student, label_token_ids, load_predictor
+
+torch.set_num_threads(1)
+
+
+def test_classify_run_writes_student_baseline_and_ledger_rows(classify_project):
+    project = load_project(classify_project)
+    run_id = T.train_run(project)
+    run_dir = project.runs_dir / run_id
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["student"]["steps"] == metrics["baseline"]["steps"] == 12  # 24 examples / batch 4 × 2 epochs
+    assert metrics["student"]["final_train_loss"] is not None and metrics["baseline"]["best_validation_fidelity"] is not None
+    curve = json.loads((run_dir / "curve.json").read_text())
+    assert len(curve["student"]) == 12 and "validation_fidelity" in curve["student"][-1]
+    assert json.loads((run_dir / "train_config.json").read_text())["dataset_hash"] == metrics["dataset_hash"]
+    rows = project.ledger.rows("runs", "run_id = ?", (run_id,))
+    assert sorted(r["role"] for r in rows) == ["baseline", "student"]
+    assert all(r["dataset_hash"] == metrics["dataset_hash"] for r in rows)
+    assert project.ledger.verify().ok
+    # the distilled student and the baseline learnt different things from the same init
+    a = load_predictor(run_dir / "student").label_distribution(["ticket refund charge paid"])
+    b = load_predictor(run_dir / "baseline").label_distribution(["ticket refund charge paid"])
+    assert a.shape == (1, 3) and abs(a.sum() - 1) < 1e-6 and not (a == b).all()
+
+
+def test_run_folder_loads_in_plain_transformers(classify_project):
+    import subprocess
+    import sys
+
+    project = load_project(classify_project)
+    run_id = T.train_run(project, baseline=False)
+    folder = project.runs_dir / run_id / "student"
+    task = json.loads((folder / "distil_task.json").read_text())
+    # a fresh interpreter with no distil import: only transformers reads the folder
+    code = (
+        "import sys, json, torch; from transformers import AutoModelForCausalLM, AutoTokenizer; "
+        f"f={str(folder)!r}; m=AutoModelForCausalLM.from_pretrained(f); t=AutoTokenizer.from_pretrained(f); "
+        "task=json.load(open(f+'/distil_task.json')); ids=t(task['prompt_template'].replace('{input}','my invoice'),return_tensors='pt'); "
+        "out=m(**ids).logits[0,-1,task['label_token_ids']]; print(out.shape[0]); assert 'distil' not in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(len(task["labels"]))
+    assert not (project.runs_dir / run_id / "baseline").exists()
+
+
+def test_classification_never_builds_full_vocabulary_logits(classify_project):
+    project = load_project(classify_project)
+    build = build_student(project.spec.student, T._teacher_folder(project.spec))
+    calls = []
+    build.model.lm_head.register_forward_hook(lambda *a: calls.append(1))
+    examples = classify_examples(latest_curated(project).splits["train"], project.spec.task.label_names)
+    batch = classify_batch(build.tokenizer, examples, [0, 1, 2, 3], 64)
+    setup = T.RoleSetup("student", True, "classify", examples, None, torch.tensor(label_token_ids(build.tokenizer, project.spec.task.label_names)))
+    loss, _ = T.classify_loss(build.model, batch, setup, project.spec.train, 4.0)
+    loss.backward()
+    assert calls == [] and torch.isfinite(loss)
+
+
+def test_accumulation_two_by_four_equals_one_by_eight_through_the_model(classify_project):
+    project = load_project(classify_project)
+    cfg = project.spec.train.model_copy(update={"alpha": 0.3})
+    build = build_student(project.spec.student, T._teacher_folder(project.spec))
+    examples = classify_examples(latest_curated(project).splits["train"], project.spec.task.label_names)
+    setup = T.RoleSetup("student", True, "classify", examples, None, torch.tensor(label_token_ids(build.tokenizer, project.spec.task.label_names)))
+    model = build.model
+
+    def grads(groups):
+        model.zero_grad()
+        total = 0.0
+        for rows in groups:
+            loss, _ = T.classify_loss(model, classify_batch(build.tokenizer, examples, rows, 64), setup, cfg, 8.0)
+            loss.backward()
+            total += loss.item()
+        return total, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    one_loss, one = grads([list(range(8))])
+    two_loss, two = grads([list(range(4)), list(range(4, 8))])
+    assert two_loss == pytest.approx(one_loss, rel=1e-5)
+    for a, b in zip(one, two, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path, tiny_teacher_dir):
+    from tests.train.conftest import classify_records, write_curated, write_spec
+
+    specs = []
+    for name in ("straight", "resumed"):
+        spec = write_spec(tmp_path / name, tiny_teacher_dir, train={"epochs": 2, "grad_accum": 2, "batch_size": 2})
+        write_curated(spec, classify_records(16), classify_records(6, seed=1))
+        specs.append(load_project(spec))
+    straight = T.train_run(specs[0], baseline=False, run_id="r1")
+    resumed = specs[1]
+    T.train_run(resumed, baseline=False, run_id="r1", max_steps=3)  # interrupted part-way through epoch 1
+    assert not (resumed.runs_dir / "r1" / "student").exists()
+    progress = json.loads((resumed.runs_dir / "r1" / "checkpoints" / "student" / "progress.json").read_text())
+    assert progress["global_step"] == 3 and not progress["done"]
+    T.train_run(resumed, baseline=False, run_id="r1")
+    from safetensors.torch import load_file
+
+    a = load_file(specs[0].runs_dir / straight / "student" / "model.safetensors")
+    b = load_file(resumed.runs_dir / "r1" / "student" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    assert json.loads((resumed.runs_dir / "r1" / "metrics.json").read_text())["student"]["steps"] == 8
+
+
+def test_no_curated_dataset_is_a_user_error(tmp_path, tiny_teacher_dir):
+    from tests.train.conftest import write_spec
+
+    with pytest.raises(TrainError, match="no curated dataset"):
+        T.train_run(load_project(write_spec(tmp_path / "p", tiny_teacher_dir)))
+
+
+def test_lr_schedule_warms_up_then_decays():
+    f = T.lr_lambda(10, 0.2)
+    values = [f(s) for s in range(10)]
+    assert values[0] == 0.5 and values[1] == 1.0 and values[2] == 1.0 and values[-1] < 0.1
+    assert all(a >= b for a, b in zip(values[2:], values[3:], strict=False))
+
+
+def test_step_rows_split_every_row_once():
+    order = list(range(20))
+    seen = [r for rank in range(2) for micro in T.step_rows(order, 1, 8, 2, 2, 2, rank) for r in micro]
+    assert sorted(seen) == list(range(8, 16))
