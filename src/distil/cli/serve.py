@@ -50,3 +50,53 @@ def serve(
     table.add_row("traffic log", "off" if traffic is None else f"{traffic.folder} (sample {m.traffic_sample_rate:.0%}, redaction {'on' if m.redact else 'off'})")
     console.print(table)
     make_server(create_app(served, api_key=key, max_body_bytes=max_body_bytes, traffic=traffic), host=host, port=port).run()
+
+
+@app.command()
+def monitor(
+    since: Annotated[str | None, typer.Option("--since", help="Only traffic of the last span, e.g. 7d, 12h (default: all).")] = None,
+    sample: Annotated[int, typer.Option("--sample", help="Most logged requests the teacher is asked about.")] = 200,
+    window: Annotated[str, typer.Option("--window", help="Length of each agreement window, e.g. 1d, 6h.")] = "1d",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and the permutation test.")] = 0,
+    spec: SpecOpt = None,
+) -> None:
+    """Check logged traffic: student–teacher agreement per window and slice, input drift (MMD), refresh due; exit 1 on an alert.
+
+    Example: distil monitor --since 7d --sample 200
+    """
+    from distil.data.sources import parse_since
+    from distil.monitor.check import run_monitor
+
+    project = _project(spec)
+    result, path = run_monitor(project, since=parse_since(since) if since else None, sample=sample, window=parse_since(window), seed=seed)
+    table = Table(title=f"traffic {result.window['since'] or '-'} … {result.window['until'] or '-'}: {result.n_sampled} of {result.n_traffic} requests checked")
+    for col in ("check", "value", "floor / level", "status"):
+        table.add_column(col)
+
+    def status(ok: bool) -> str:
+        return "[green]ok[/green]" if ok else "[red]ALERT[/red]"
+
+    if result.agreement is not None:
+        table.add_row("agreement (served vs teacher)", f"{result.agreement:.3f}", f"≥ {result.floor:.3f}", status(result.agreement >= result.floor))
+    if result.student_agreement is not None:
+        table.add_row("agreement (student-answered only)", f"{result.student_agreement:.3f}", "", "")
+    if result.escalated_share is not None:
+        table.add_row("escalated to the teacher", f"{result.escalated_share:.1%}", "", "")
+    for w in result.windows:
+        table.add_row(f"  window {w['start'][:16]}", f"{w['agreement']:.3f} (n={w['n']})", "", status(w["agreement"] >= result.floor))
+    for name, values in result.slices.items():
+        for value, s in values.items():
+            table.add_row(f"  slice {name}={value}", f"{s['agreement']:.3f} (n={s['n']})", "", "")
+    if result.drift:
+        d = result.drift
+        table.add_row("input drift (MMD²)", f"{d['mmd2']:.4f}, p = {d['p_value']:.4f}", f"p ≥ {result.alpha}", status(d["p_value"] >= result.alpha))
+    r = result.refresh
+    if r.get("due"):
+        table.add_row("refresh due", r["due"][:10], f"every {project.spec.maintenance.refresh_days} days", "[yellow]due now[/yellow]" if r["overdue"] else f"in {r['days_left']} days")
+    console.print(table)
+    console.print(f"report: {path}")
+    for alert in result.alerts:
+        console.print(f"[red]alert[/red]: {alert}")
+    if result.alerts:
+        console.print("recorded an alert row in the ledger; next: `distil iterate --from-traffic` to label the failing traffic")
+        raise typer.Exit(1)
