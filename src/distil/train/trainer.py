@@ -448,8 +448,14 @@ def attach_logit_cache(project, spec, data, examples: GenerateExamples, tokenize
         return
     from distil.train.logit_cache import build_or_load_cache
 
-    cache = build_or_load_cache(project, teacher.source, data.dataset_hash, examples, cfg.topk_cache_k,
-                                console=console if accelerator.is_main_process else None)
+    if cfg.alpha >= 1.0:
+        return  # pure sequence-level KD: no teacher logits needed
+    cache = None
+    if accelerator.is_main_process:  # one process builds the cache, the others read it
+        cache = build_or_load_cache(project, teacher.source, examples, cfg.topk_cache_k, tokenizer, console=console)
+    accelerator.wait_for_everyone()
+    if cache is None:
+        cache = build_or_load_cache(project, teacher.source, examples, cfg.topk_cache_k, tokenizer)
     if cache is None:
         return
     examples.topk_ids, examples.topk_logprobs = cache.per_example()

@@ -1,0 +1,79 @@
+"""Commands of step 1 and 4: plan (preflight) and train."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from distil.cli.app import AsOpt, SpecOpt, _project, app, console
+
+
+@app.command()
+def plan(
+    spec: SpecOpt = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when present).")] = None,
+    memory_gib: Annotated[float | None, typer.Option("--memory-gib", help="Memory to plan against (default: what the device has).")] = None,
+) -> None:
+    """Preflight: peak memory, teacher-cache disk size and rough time; refuses with advice when it will not fit.
+
+    Example: distil plan --spec demo/distil.yaml --memory-gib 16
+    """
+    from distil.train.plan import estimate, require_fits
+
+    project = _project(spec)
+    result = estimate(project, device=device, available_bytes=int(memory_gib * 2**30) if memory_gib else None)
+    table = Table(title=f"plan on {result.device}")
+    table.add_column("component")
+    table.add_column("MiB", justify="right")
+    for name, size in result.memory.items():
+        table.add_row(name, f"{size / 2**20:,.1f}")
+    table.add_row("[bold]peak[/bold]", f"[bold]{result.peak_bytes / 2**20:,.1f}[/bold]")
+    table.add_row("available", f"{result.available_bytes / 2**20:,.1f}")
+    console.print(table)
+    console.print(f"teacher cache on disk: {result.cache_bytes / 2**20:,.2f} MiB; training tokens per epoch: {result.train_tokens:,}; "
+                  f"rough time: {result.seconds:,.0f} s")
+    for note in result.notes:
+        console.print(f"note: {note}")
+    require_fits(result)
+    console.print("[green]fits[/green]")
+
+
+@app.command()
+def train(
+    spec: SpecOpt = None,
+    who: AsOpt = None,
+    no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Skip the hard-label baseline.")] = False,
+    resume: Annotated[str | None, typer.Option("--resume", help="Run id of an unfinished run to continue from its checkpoints.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop each model after this many optimiser steps (resume later).")] = None,
+) -> None:
+    """Train the distilled student and its hard-label baseline on the newest curated dataset.
+
+    Example: distil train --spec demo/distil.yaml
+    """
+    import os
+
+    from distil.train.trainer import train_run
+
+    project = _project(spec)
+    run_id = train_run(project, baseline=not no_baseline, run_id=resume, max_steps=max_steps,
+                       actor=who or os.environ.get("DISTIL_USER") or None, console=console)
+    run_dir = project.runs_dir / run_id
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        console.print(f"run {run_id} paused; continue with `distil train --resume {run_id}`")
+        return
+    import json
+
+    metrics = json.loads(metrics_path.read_text())
+    table = Table(title=f"run {run_id}")
+    for col in ("model", "validation fidelity", "final loss", "steps", "tokens/s"):
+        table.add_column(col)
+    for role in ("student", "baseline"):
+        if role in metrics:
+            m = metrics[role]
+            fid = m["best_validation_fidelity"]
+            table.add_row(role, "-" if fid is None else f"{fid:.3f}", f"{m['final_train_loss']:.4f}", str(m["steps"]), f"{m['tokens_per_s']:,.0f}")
+    console.print(table)
+    console.print(f"wrote {run_dir}; next: distil evaluate --run {run_id}")

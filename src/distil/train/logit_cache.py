@@ -1,0 +1,130 @@
+"""The offline teacher cache: the teacher's top-k log-probabilities for every training answer token.
+
+Built once per (teacher, dataset, k, tokenisation) with the teacher in memory, then training runs with
+the teacher unloaded and every epoch reads the cache instead of running the teacher. Stored compactly
+in ``.distil/cache/topk/<key>/``: ``ids.npy`` int32 [T, k], ``logprobs.npy`` float16 [T, k],
+``offsets.npy`` int64 [n + 1] (example i owns rows offsets[i]:offsets[i+1]) and ``index.json``. That is
+k × 6 bytes per token (192 bytes at k = 32) against 4 × V bytes for full float32 logits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distil.errors import TrainError
+
+BYTES_PER_ENTRY = 4 + 2  # int32 id + float16 log-probability
+
+
+def bytes_per_token(k: int) -> int:
+    return k * BYTES_PER_ENTRY
+
+
+@dataclass
+class TopkCache:
+    folder: Path
+    ids: np.ndarray  # [T, k] int32
+    logprobs: np.ndarray  # [T, k] float16
+    offsets: np.ndarray  # [n + 1] int64
+
+    @property
+    def k(self) -> int:
+        return int(self.ids.shape[1])
+
+    @property
+    def bytes_per_token(self) -> int:
+        return bytes_per_token(self.k)
+
+    def per_example(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        spans = list(zip(self.offsets[:-1], self.offsets[1:], strict=True))
+        return [self.ids[a:b] for a, b in spans], [self.logprobs[a:b] for a, b in spans]
+
+    @classmethod
+    def open(cls, folder: Path) -> TopkCache:
+        return cls(folder, np.load(folder / "ids.npy", mmap_mode="r"), np.load(folder / "logprobs.npy", mmap_mode="r"), np.load(folder / "offsets.npy"))
+
+
+def cache_key(fingerprint: str, examples: Any, k: int) -> str:
+    """Names the cache by what changes its content: the teacher's weights, k and the exact token ids."""
+    h = hashlib.sha256(f"{fingerprint}|{k}".encode())
+    for prompt, answer in zip(examples.prompt_ids, examples.answer_ids, strict=True):
+        h.update(np.asarray(prompt, dtype=np.int64).tobytes() + b"|" + np.asarray(answer, dtype=np.int64).tobytes() + b";")
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def teacher_topk(model: Any, examples: Any, k: int, batch_size: int = 8, chunk_size: int = 1024, progress=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: ANN001
+    """Score every answer token with ``model``: (ids [T, k] int32, logprobs [T, k] fp16, offsets [n+1]).
+
+    The head runs on answer positions only, chunk by chunk, so [batch, seq, vocab] never exists.
+    """
+    from distil.train.batches import generate_batch
+    from distil.train.students import base_and_head
+
+    decoder, head = base_and_head(model)
+    pad = getattr(model.config, "pad_token_id", None) or 0
+    all_ids, all_logprobs = [], []
+    n = len(examples.answer_ids)
+    for start in range(0, n, batch_size):
+        rows = list(range(start, min(n, start + batch_size)))
+        batch = generate_batch(examples, rows, pad, with_topk=False)
+        hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        selected = hidden[batch["targets"] != -100]
+        for a in range(0, len(selected), chunk_size):
+            logprobs = torch.log_softmax((selected[a : a + chunk_size] @ head.T).float(), -1)
+            top = logprobs.topk(k, dim=-1)
+            all_ids.append(top.indices.to(torch.int32).numpy())
+            all_logprobs.append(top.values.to(torch.float16).numpy())
+        if progress is not None:
+            progress(len(rows))
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in examples.answer_ids])]).astype(np.int64)
+    return np.concatenate(all_ids), np.concatenate(all_logprobs), offsets
+
+
+def build_topk_cache(model: Any, fingerprint: str, examples: Any, k: int, root: Path, console=None) -> TopkCache:  # noqa: ANN001
+    """Build (or reuse) the cache for ``examples`` under ``root``; written atomically."""
+    from distil.train.trainer import atomic_dir_write
+
+    folder = root / cache_key(fingerprint, examples, k)
+    if (folder / "index.json").is_file():
+        return TopkCache.open(folder)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if k > vocab:
+        raise TrainError(f"train.topk_cache_k {k} is larger than the teacher's vocabulary ({vocab})")
+    ids, logprobs, offsets = teacher_topk(model, examples, k)
+
+    def write(tmp: Path) -> None:
+        np.save(tmp / "ids.npy", ids)
+        np.save(tmp / "logprobs.npy", logprobs)
+        np.save(tmp / "offsets.npy", offsets)
+        (tmp / "index.json").write_text(json.dumps({"fingerprint": fingerprint, "k": k, "tokens": int(len(ids)), "examples": len(offsets) - 1,
+                                                    "bytes_per_token": bytes_per_token(k), "bytes": int(ids.nbytes + logprobs.nbytes)}, indent=2))
+
+    atomic_dir_write(folder, write)
+    if console is not None:
+        console.print(f"teacher cache: {len(ids):,} tokens × top-{k} = {ids.nbytes + logprobs.nbytes:,} bytes ({bytes_per_token(k)} bytes per token)")
+    return TopkCache.open(folder)
+
+
+def build_or_load_cache(project: Any, source: str, examples: Any, k: int, student_tokenizer: Any, console=None) -> TopkCache | None:  # noqa: ANN001
+    """The project's cache for a local teacher (loaded only when the cache is missing)."""
+    from distil.teachers.loading import load_causal_lm, local_model_folder
+    from distil.train.plan import require_same_vocabulary
+
+    folder, fingerprint = local_model_folder(source)
+    root = project.state_dir / "cache" / "topk"
+    existing = root / cache_key(fingerprint, examples, k)
+    if (existing / "index.json").is_file():
+        return TopkCache.open(existing)
+    model, tokenizer, fingerprint = load_causal_lm(source)
+    require_same_vocabulary(tokenizer, student_tokenizer, what="token-level KD from the offline cache")
+    cache = build_topk_cache(model, fingerprint, examples, k, root, console)
+    del model
+    return cache

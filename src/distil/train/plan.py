@@ -1,0 +1,163 @@
+"""`distil plan`: will this training fit, how much disk will the cache take, about how long will it run?
+
+Estimates are deliberately simple and written out term by term, so a user can see which one to cut:
+
+- weights: parameters × bytes per parameter (float32: 4), for the teacher only when it must stay in
+  memory (on-policy mode); with the offline cache the teacher is unloaded before training;
+- optimiser: AdamW keeps float32 gradients and two moments: 12 bytes per trainable parameter;
+- activations: about 16 values of 4 bytes per token, per hidden unit, per layer (kept for backward);
+- logits: classify keeps [batch, labels]; generate keeps one [chunk, vocab] float32 block and its
+  gradient; unchunked it would be [batch, seq, vocab] (shown for comparison);
+- time: 6 × parameters × tokens × epochs FLOPs (forward + backward) at a sustained rate for the device.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from distil.errors import TrainError
+from distil.train.logit_cache import bytes_per_token
+
+# Sustained training FLOP/s we plan with: a conservative fraction of what the device does.
+ASSUMED_FLOPS = {"cpu": 2e10, "cuda": 2e14}
+
+
+@dataclass
+class Plan:
+    memory: dict[str, int]  # component -> bytes at peak
+    available_bytes: int
+    cache_bytes: int
+    seconds: float
+    train_tokens: int
+    device: str
+    advice: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def peak_bytes(self) -> int:
+        return sum(v for k, v in self.memory.items() if not k.startswith("("))
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_bytes <= 0.9 * self.available_bytes
+
+
+def available_memory(device: str) -> int:
+    """Free GPU memory, or the machine's physical memory on CPU."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def same_vocabulary(teacher_tokenizer: Any, student_tokenizer: Any) -> tuple[bool, str]:
+    """Token-level losses compare distributions id by id: both tokenizers must map the same strings to the same ids."""
+    a, b = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
+    if len(a) != len(b):
+        return False, f"vocabulary sizes differ (teacher {len(a):,}, student {len(b):,})"
+    differing = sum(1 for token, i in a.items() if b.get(token) != i)
+    if differing:
+        return False, f"{differing:,} of {len(a):,} tokens have different ids"
+    return True, ""
+
+
+def require_same_vocabulary(teacher_tokenizer: Any, student_tokenizer: Any, what: str = "logit losses") -> None:
+    ok, why = same_vocabulary(teacher_tokenizer, student_tokenizer)
+    if not ok:
+        raise TrainError(
+            f"teacher and student tokenizers differ ({why}): {what} compare token ids and are refused",
+            hint="set train.alpha: 1.0 for sequence-level KD (cross-entropy on the teacher's text), which stays allowed, "
+            "or use student.init teacher-layers:N so the student shares the teacher's tokenizer",
+        )
+
+
+def estimate(project: Any, device: str | None = None, available_bytes: int | None = None) -> Plan:
+    """The plan for ``project`` on ``device`` (default: cuda when present, else cpu)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from distil.teachers.loading import local_model_folder
+    from distil.train.students import build_student, count_params
+
+    spec, cfg = project.spec, project.spec.train
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    available = available_bytes or available_memory(device)
+    teacher_spec = spec.teacher()
+    teacher_folder = local_model_folder(teacher_spec.source)[0] if teacher_spec.scheme in ("hf", "gguf") else None
+    build = build_student(spec.student, teacher_folder, seed=cfg.seed)
+    student_config = build.model.config
+    hidden, layers = student_config.hidden_size, student_config.num_hidden_layers
+    vocab = build.model.get_output_embeddings().weight.shape[0]
+    trainable = sum(p.numel() for p in build.model.parameters() if p.requires_grad)
+
+    try:
+        from distil.train.batches import latest_curated
+
+        data = latest_curated(project)
+        texts = [r.input + " " + (r.teacher_text or "") for r in data.splits["train"]]
+        lengths = [len(build.tokenizer(t).input_ids) for t in texts]
+        train_tokens = sum(min(n + 4, cfg.max_length) for n in lengths)
+        answer_tokens = sum(len(build.tokenizer(r.teacher_text or "").input_ids) + 1 for r in data.splits["train"])
+        seq = min(max(lengths) + 4 if lengths else cfg.max_length, cfg.max_length)
+    except TrainError:
+        train_tokens, answer_tokens, seq = 0, 0, cfg.max_length
+
+    tokens_per_batch = cfg.batch_size * seq
+    memory = {
+        "student weights": build.params * 4,
+        "gradients + AdamW moments": trainable * 12,
+        "activations": 16 * 4 * tokens_per_batch * hidden * layers,
+    }
+    on_policy = cfg.on_policy_lambda > 0
+    if teacher_folder is not None and on_policy:
+        teacher_cfg = AutoConfig.from_pretrained(str(teacher_folder))
+        with torch.device("meta"):
+            memory["teacher weights (on-policy)"] = count_params(AutoModelForCausalLM.from_config(teacher_cfg)) * 4
+    notes: list[str] = []
+    if spec.task.kind == "classify":
+        memory["logits (answer position × labels)"] = cfg.batch_size * len(spec.task.labels) * 4 * 3
+        cache_bytes = 0
+    else:
+        memory["logits (one chunk × vocabulary, with gradient)"] = min(cfg.chunk_size, tokens_per_batch) * vocab * 4 * 3
+        memory["(unchunked logits, for comparison)"] = tokens_per_batch * vocab * 4 * 3
+        cache_bytes = answer_tokens * bytes_per_token(cfg.topk_cache_k) if cfg.alpha < 1.0 else 0
+        if teacher_folder is not None and cfg.alpha < 1.0:
+            teacher_tok = AutoTokenizer.from_pretrained(str(teacher_folder))
+            ok, why = same_vocabulary(teacher_tok, build.tokenizer)
+            if not ok:
+                notes.append(f"tokenizers differ ({why}): logit losses refused; sequence-level KD (train.alpha: 1.0) allowed")
+    seconds = 6 * build.params * train_tokens * cfg.epochs / ASSUMED_FLOPS[device]
+    plan = Plan(memory, available, cache_bytes, seconds, train_tokens, device, notes=notes)
+    if not plan.fits:
+        plan.advice += advice_for(plan, cfg, spec.task.kind)
+    return plan
+
+
+def advice_for(plan: Plan, cfg: Any, kind: str) -> list[str]:
+    """What to change, biggest term first."""
+    out = []
+    biggest = max((k for k in plan.memory if not k.startswith("(")), key=plan.memory.get)
+    if biggest.startswith("teacher"):
+        out.append("use the offline cache (train.on_policy_lambda: 0) so the teacher is not in memory while training")
+    if biggest == "activations" or cfg.batch_size > 1:
+        smaller = max(1, cfg.batch_size // 2)
+        out.append(f"batch {smaller} with train.grad_accum {cfg.grad_accum * 2} (same effective batch, half the activations)")
+    if biggest.startswith("logits") and kind == "generate":
+        out.append(f"a smaller train.chunk_size (now {cfg.chunk_size})")
+    if biggest.startswith("gradients"):
+        out.append("student.lora: true (only adapters get gradients and optimiser state), or a smaller student")
+    return out
+
+
+def require_fits(plan: Plan) -> None:
+    if not plan.fits:
+        raise TrainError(
+            f"training needs about {plan.peak_bytes / 2**30:.2f} GiB but {plan.device} has {plan.available_bytes / 2**30:.2f} GiB",
+            hint="; ".join(plan.advice) or "choose a smaller student",
+        )
+    for note in plan.notes:
+        if note.startswith("tokenizers differ"):
+            raise TrainError(f"teacher and student {note}", hint="set train.alpha: 1.0 for sequence-level KD, or use student.init teacher-layers:N")
