@@ -1,0 +1,43 @@
+"""The trainer runs unchanged under `accelerate launch` with two processes (DDP on gloo, CPU).
+
+accelerate 1.x turns `--cpu --num_processes 2` into a single process unless MPI is set up; on a
+machine without a GPU, `--multi_gpu --num_processes 2` is what starts two torchrun workers, and the
+trainer's Accelerator(cpu=True) then runs them as MULTI_CPU over gloo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distil.spec.io import load_project
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_processes_completes_a_tiny_run(classify_project, tmp_path):
+    script = tmp_path / "launch.py"
+    script.write_text(
+        "import sys, torch\ntorch.set_num_threads(1)\n"
+        "from distil.spec.io import load_project\nfrom distil.train.trainer import train_run\n"
+        "print('RUN', train_run(load_project(sys.argv[1]), run_id='ddp'))\n"
+    )
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", str(script), str(classify_project)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    project = load_project(classify_project)
+    config = json.loads((project.runs_dir / "ddp" / "train_config.json").read_text())
+    assert config["processes"] == 2
+    metrics = json.loads((project.runs_dir / "ddp" / "metrics.json").read_text())
+    # 24 examples, batch 4 per process × 2 processes: 3 steps per epoch, 2 epochs
+    assert metrics["student"]["steps"] == metrics["baseline"]["steps"] == 6
+    assert sorted(r["role"] for r in project.ledger.rows("runs", "run_id = ?", ("ddp",))) == ["baseline", "student"]
