@@ -35,6 +35,10 @@ def write_classify_run(run_dir: Path, seed: int = 1) -> Path:
 @pytest.fixture
 def classify_project(tmp_path, tiny_teacher_dir) -> Path:
     """The triage example pointed at the tiny teacher, with one trained run ``r1``; returns the spec path."""
+    return make_classify_project(tmp_path, tiny_teacher_dir)
+
+
+def make_classify_project(tmp_path: Path, tiny_teacher_dir: Path) -> Path:
     import shutil
 
     root = tmp_path / "proj"

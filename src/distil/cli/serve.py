@@ -100,3 +100,37 @@ def monitor(
     if result.alerts:
         console.print("recorded an alert row in the ledger; next: `distil iterate --from-traffic` to label the failing traffic")
         raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    run: Annotated[str | None, typer.Argument(help="Run id to export (default: the newest run decided ship, else the newest run).")] = None,
+    format_: Annotated[str, typer.Option("--format", help="safetensors | onnx (classify students: the label head at the answer position).")] = "onnx",
+    quantize: Annotated[str | None, typer.Option("--quantize", help="int8: dynamic quantization, evaluated on its own and recorded as variant `quantized`.")] = None,
+    as_: Annotated[str | None, typer.Option("--as", help="Who is acting (recorded with the quantized evaluation).")] = None,
+    spec: SpecOpt = None,
+) -> None:
+    """Export a run's student to safetensors or ONNX; --quantize int8 adds a separately evaluated int8 model.
+
+    Example: distil export --format onnx --quantize int8
+    """
+    from distil.export import export_run
+
+    project = _project(spec)
+    result = export_run(project, run, format_, quantize, actor=as_ or os.environ.get("DISTIL_USER", ""))
+    console.print(f"exported {result.run_id} as {result.format} to [bold]{result.folder}[/bold]")
+    check = result.checks.get("onnx_vs_pytorch")
+    if check:
+        console.print(f"ONNX vs PyTorch on {result.checks['n']} held-out examples: same label on {check['agreement_with_float']:.1%}, "
+                      f"largest probability difference {check['max_abs_prob_diff']:.2e}")
+    if result.evaluation:
+        e = result.evaluation
+        table = Table(title=f"distilled vs distilled + {e['quantization']} (test split, n={e['n']})")
+        for col in ("variant", "agreement with teacher", "KL", "same label as float", "size", "p50 ms / input"):
+            table.add_column(col)
+        for name in ("distilled", "quantized"):
+            b = e[name]
+            table.add_row(name, f"{b['agreement']:.3f}", f"{b['kl']:.4f}", f"{b['agreement_with_float']:.3f}",
+                          f"{b['size_bytes'] / 1e6:.1f} MB", f"{b['p50_ms']:.2f}")
+        console.print(table)
+        console.print("recorded an evaluation row (variant quantized) in the ledger")

@@ -1,0 +1,225 @@
+"""Export a run's student, and quantize it as a separate, separately evaluated step.
+
+* ``safetensors``: the student folder as it is (weights, config, tokenizer, ``distil_task.json``).
+* ``onnx``: for classify students, a graph from (input_ids, attention_mask) [B, S] (right-padded)
+  to the label distribution [B, L]: only the label rows of the LM head at each row's last real
+  position, never the full vocabulary. Runs with onnxruntime.
+* ``--quantize int8``: onnxruntime dynamic quantization (int8 weights, activations quantized on the
+  fly) of the ONNX graph. Quantizing changes the model, so it is evaluated on its own on the held-out
+  test split — agreement with the teacher and with the float model — and recorded as an
+  ``evaluation`` ledger row with variant ``quantized``, next to the distilled one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distil.errors import DistilError, EvaluationError
+from distil.serve.runs import held_out_records, run_folder
+from distil.spec.io import Project
+
+FORMATS = ("safetensors", "onnx")
+QUANTIZATIONS = ("int8",)
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+
+
+class ExportError(DistilError):
+    """A run cannot be exported in the format asked for."""
+
+    default_hint = "export classify students to onnx; any student to safetensors"
+
+
+@dataclass
+class ExportResult:
+    run_id: str
+    format: str
+    folder: Path
+    files: list[Path]
+    evaluation: dict[str, Any] | None = None  # the quantized model's, when quantized
+    checks: dict[str, Any] = field(default_factory=dict)  # ONNX vs PyTorch on the held-out set
+
+
+# --- ONNX graph of the label head --------------------------------------------------------------------
+
+
+def _label_head_module(model: Any, label_token_ids: Sequence[int]):
+    import torch
+
+    from distil.train.students import label_logits
+
+    class LabelHead(torch.nn.Module):
+        """input_ids, attention_mask [B, S] -> label probabilities [B, L] (float32)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.register_buffer("label_ids", torch.tensor(list(label_token_ids), dtype=torch.long))
+
+        def forward(self, input_ids, attention_mask):
+            return torch.softmax(label_logits(self.model, input_ids, attention_mask, self.label_ids), dim=-1)
+
+    return LabelHead().eval()
+
+
+def export_onnx(student_folder: Path, out_folder: Path, opset: int = 17) -> Path:
+    """Write ``model.onnx`` plus the tokenizer and ``distil_task.json`` into ``out_folder``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    task = json.loads((student_folder / "distil_task.json").read_text())
+    if task.get("kind") != "classify":
+        raise ExportError(f"{student_folder}: only classify students export to onnx (this one is {task.get('kind')})")
+    model = AutoModelForCausalLM.from_pretrained(str(student_folder), dtype=torch.float32).eval()
+    model.config.use_cache = False
+    head = _label_head_module(model, task["label_token_ids"])
+    out_folder.mkdir(parents=True, exist_ok=True)
+    dummy = torch.full((2, 8), 5, dtype=torch.long)
+    path = out_folder / ONNX_FILE
+    with torch.inference_mode(False), torch.no_grad():
+        torch.onnx.export(
+            head, (dummy, torch.ones_like(dummy)), str(path),
+            input_names=["input_ids", "attention_mask"], output_names=["probs"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "probs": {0: "batch"}},
+            opset_version=opset, dynamo=False,
+        )
+    for f in student_folder.iterdir():  # tokenizer files and the task description travel with the graph
+        if f.is_file() and (f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "chat_template")) or f.name == "distil_task.json"):
+            shutil.copy2(f, out_folder / f.name)
+    return path
+
+
+def quantize_int8(onnx_path: Path, out_path: Path | None = None) -> Path:
+    """Dynamic int8 quantization of an ONNX graph (weights int8, activations quantized per call)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out_path = out_path or onnx_path.with_name(INT8_FILE)
+    quantize_dynamic(str(onnx_path), str(out_path), weight_type=QuantType.QInt8)
+    return out_path
+
+
+class OnnxClassifier:
+    """``label_distribution(inputs) -> [n, L]`` from an exported folder, with onnxruntime on the CPU."""
+
+    def __init__(self, folder: str | Path, model_file: str = ONNX_FILE, threads: int | None = None):
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        self.folder = Path(folder)
+        self.task = json.loads((self.folder / "distil_task.json").read_text())
+        self.labels = list(self.task["labels"])
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.folder / model_file), options, providers=["CPUExecutionProvider"])
+
+    def label_distribution(self, inputs: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        from distil.train.students import encode_prompts
+
+        out = []
+        template = self.task["prompt_template"]
+        for start in range(0, len(inputs), batch_size):
+            texts = [template.replace("{input}", t) for t in inputs[start : start + batch_size]]
+            batch = encode_prompts(self.tokenizer, texts, self.task.get("max_length", 256))
+            probs = self.session.run(["probs"], {"input_ids": batch["input_ids"].numpy().astype(np.int64),
+                                                  "attention_mask": batch["attention_mask"].numpy().astype(np.int64)})[0]
+            out.append(probs.astype(np.float64))
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
+
+
+# --- evaluation of an exported variant -----------------------------------------------------------------
+
+
+def _median_ms_per_input(predict: Any, texts: Sequence[str], repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for t in texts:
+            predict([t])
+        times.append((time.perf_counter() - start) / max(len(texts), 1) * 1000)
+    return float(np.median(times))
+
+
+def compare_variant(reference_probs: np.ndarray, teacher_probs: np.ndarray, variant_probs: np.ndarray) -> dict[str, float]:
+    """Agreement of a variant with the teacher and with the model it was derived from; [n, L] each."""
+    from distil.evaluate.metrics import agreement, mean_js, mean_kl
+
+    return {
+        "agreement": agreement(teacher_probs, variant_probs),
+        "kl": mean_kl(teacher_probs, variant_probs),
+        "js": mean_js(teacher_probs, variant_probs),
+        "agreement_with_float": agreement(reference_probs, variant_probs),
+        "max_abs_prob_diff": float(np.max(np.abs(reference_probs - variant_probs))) if len(variant_probs) else float("nan"),
+    }
+
+
+def export_run(project: Project, run_id: str | None, fmt: str, quantize: str | None = None, actor: str = "", latency_sample: int = 20) -> ExportResult:
+    """Export ``run_id`` (default: the run `distil serve` would pick) to ``.distil/exports/<run>/<fmt>/``."""
+    if fmt not in FORMATS:
+        raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ExportError(f"--quantize {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
+    if quantize is not None and fmt != "onnx":
+        raise ExportError("--quantize needs --format onnx (the int8 model is an onnxruntime graph)")
+    run = run_folder(project, run_id)
+    student = run / "student"
+    out = project.state_dir / "exports" / run.name / fmt
+    if fmt == "safetensors":
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(student, out)
+        return ExportResult(run.name, fmt, out, sorted(out.iterdir()))
+
+    onnx_path = export_onnx(student, out)
+    result = ExportResult(run.name, fmt, out, [onnx_path])
+    records = [r for r in held_out_records(project, "test") if r.label_probs is not None]
+    if not records and quantize is None:
+        return result
+    if not records:
+        raise EvaluationError("the quantized model must be evaluated, but there is no held-out test split with teacher labels",
+                              hint="run `distil generate` and `distil curate` first")
+    from distil.train.students import load_predictor
+
+    texts = [r.input for r in records]
+    teacher_probs = np.array([r.label_probs for r in records], dtype=np.float64)
+    torch_probs = load_predictor(student).label_distribution(texts)
+    onnx_probs = OnnxClassifier(out).label_distribution(texts)
+    result.checks = {"n": len(texts), "onnx_vs_pytorch": compare_variant(torch_probs, teacher_probs, onnx_probs)}
+    if quantize is None:
+        return result
+
+    int8_path = quantize_int8(onnx_path)
+    result.files.append(int8_path)
+    int8 = OnnxClassifier(out, INT8_FILE)
+    int8_probs = int8.label_distribution(texts)
+    sample = texts[:latency_sample]
+    float_block = {**compare_variant(torch_probs, teacher_probs, onnx_probs), "size_bytes": onnx_path.stat().st_size,
+                   "p50_ms": _median_ms_per_input(OnnxClassifier(out).label_distribution, sample)}
+    int8_block = {**compare_variant(torch_probs, teacher_probs, int8_probs), "size_bytes": int8_path.stat().st_size,
+                  "p50_ms": _median_ms_per_input(int8.label_distribution, sample)}
+    evaluation = {"run_id": run.name, "variant": "quantized", "quantization": "int8 dynamic (onnxruntime)", "split": "test",
+                  "n": len(texts), "distilled": float_block, "quantized": int8_block,
+                  "model": str(int8_path.relative_to(project.root))}
+    eval_path = run / "evaluation.quantized.json"
+    eval_path.write_text(json.dumps(evaluation, indent=2), encoding="utf-8")
+    summary = {"agreement": int8_block["agreement"], "agreement_distilled": float_block["agreement"],
+               "agreement_with_float": int8_block["agreement_with_float"], "size_bytes": int8_block["size_bytes"],
+               "size_bytes_distilled": float_block["size_bytes"], "p50_ms": int8_block["p50_ms"], "n": len(texts)}
+    project.ledger.append(
+        "evaluation", {"run_id": run.name, "variant": "quantized", "summary": summary},
+        actor=actor, files=[eval_path, int8_path], table="evaluations",
+        row={"run_id": run.name, "variant": "quantized", "path": str(eval_path.relative_to(project.root)), "summary": summary},
+    )
+    result.evaluation = evaluation
+    return result
