@@ -179,3 +179,37 @@ def test_label_new_inputs_writes_targeted_shard(tmp_path, tiny_teacher_dir):
     assert shard is not None and shard.exists()
     assert [r.source for r in read_records(shard)] == ["targeted", "targeted"]
     assert all(len(r.label_probs) == 3 for r in records)
+
+
+def test_generate_task_records_keep_text_and_topk(tmp_path, tiny_teacher_dir):
+    import yaml
+
+    spec_path = make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}")
+    data = yaml.safe_load(spec_path.read_text())
+    data["task"] = {"kind": "generate", "instruction": "Summarise: {input}", "max_new_tokens": 5}
+    data["data"]["slices"] = []
+    data["gate"] = {}
+    spec_path.write_text(yaml.safe_dump(data))
+    project = load_project(spec_path)
+    result = generate_dataset(project, show_progress=False)
+    records = read_records(result.shards)
+    assert len(records) == len(SEEDS)
+    for r in records:
+        assert r.label_probs is None and isinstance(r.teacher_text, str)
+        assert r.topk_ids is not None and len(r.topk_ids) == len(r.topk_logprobs) <= 5
+        assert all(len(step) == 20 for step in r.topk_ids)
+
+
+def test_synthetic_prompts_show_seeds_label_and_slices(tmp_path, tiny_teacher_dir):
+    from distil.data.sources import read_inputs
+    from distil.data.synthetic import clean_synthetic, synthetic_prompts
+
+    project = load_project(make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}"))
+    seeds = read_inputs(project.path("seeds.jsonl"))
+    prompts = synthetic_prompts(project.spec, seeds, 6)
+    assert len(prompts) == 6 and len(set(prompts)) == 6
+    assert "belongs to 'billing'" in prompts[0] and "belongs to 'technical'" in prompts[1]
+    billing_seeds = [s.input for s in seeds if s.label == "billing"]
+    assert any(f"- {text}" in prompts[0] for text in billing_seeds)
+    assert " in tone" in prompts[0] and "register" in prompts[0]
+    assert clean_synthetic('\n1. Ticket: "My bill is wrong"\nmore') == "My bill is wrong"
