@@ -9,30 +9,15 @@ import pytest
 import torch
 
 from distil.cli import main
-from distil.data.records import Record, write_records
 from distil.export import INT8_FILE, ONNX_FILE, OnnxClassifier, export_run
 from distil.spec.io import load_project
 from distil.train.students import load_predictor
-from tests.serve.conftest import LABELS, make_classify_project
+from tests.serve.conftest import make_classify_project, write_curated
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     torch.set_num_threads(1)
-
-
-def write_curated(project, texts: list[str], teacher_probs: np.ndarray) -> None:
-    """A curated dataset per the contract: split parquet files plus the `dataset.curated` ledger row."""
-    folder = project.data_dir / "curated" / "abcdef012345"
-    third = len(texts) // 3
-    splits = {"train": slice(0, third), "validation": slice(third, 2 * third), "test": slice(2 * third, None)}
-    for name, part in splits.items():
-        records = [Record(input=t, source="seed", label=LABELS[int(p.argmax())], label_probs=p.tolist(), split=name)
-                   for t, p in zip(texts[part], teacher_probs[part], strict=True)]
-        write_records(records, folder / f"{name}.parquet")
-    rel = str(folder.relative_to(project.root))
-    project.ledger.append("dataset.curated", {"path": rel}, table="datasets",
-                          row={"dataset_hash": "sha256:abcdef012345", "stage": "curated", "path": rel, "counts": {"curated": len(texts)}})
 
 
 @pytest.fixture

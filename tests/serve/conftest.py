@@ -10,9 +10,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
+from distil.data.records import Record, write_records
 from tests.conftest import EXAMPLES, build_tiny_causal_lm
 
 LABELS = ["billing", "technical", "account"]
@@ -48,6 +50,20 @@ def make_classify_project(tmp_path: Path, tiny_teacher_dir: Path) -> Path:
     (root / "distil.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     write_classify_run(root / ".distil" / "runs" / "r1")
     return root / "distil.yaml"
+
+
+def write_curated(project, texts: list[str], teacher_probs: np.ndarray) -> None:
+    """A curated dataset per the contract: split parquet files plus the `dataset.curated` ledger row."""
+    folder = project.data_dir / "curated" / "abcdef012345"
+    third = len(texts) // 3
+    splits = {"train": slice(0, third), "validation": slice(third, 2 * third), "test": slice(2 * third, None)}
+    for name, part in splits.items():
+        records = [Record(input=t, source="seed", label=LABELS[int(p.argmax())], label_probs=p.tolist(), split=name)
+                   for t, p in zip(texts[part], teacher_probs[part], strict=True)]
+        write_records(records, folder / f"{name}.parquet")
+    rel = str(folder.relative_to(project.root))
+    project.ledger.append("dataset.curated", {"path": rel}, table="datasets",
+                          row={"dataset_hash": "sha256:abcdef012345", "stage": "curated", "path": rel, "counts": {"curated": len(texts)}})
 
 
 def free_port() -> int:
