@@ -57,3 +57,14 @@ def test_semantic_pairs_from_unit_vectors():
     vecs = np.array([[1.0, 0.0], [0.999, 0.0447], [0.0, 1.0]])
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     assert dedupe.semantic_duplicate_pairs(vecs, 0.99) == [(0, 1)]
+
+
+def test_minilm_embeddings_pair_paraphrases_not_unrelated_texts():
+    import numpy as np
+
+    texts = ["I was charged twice for my subscription.", "My subscription was billed two times.", "The app crashes when I open settings."]
+    vectors = dedupe.embed(texts)
+    assert vectors.shape == (3, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    sims = vectors @ vectors.T
+    assert sims[0, 1] > sims[0, 2] + 0.2
+    assert dedupe.semantic_duplicate_pairs(vectors, float(sims[0, 1]) - 1e-4) == [(0, 1)]
