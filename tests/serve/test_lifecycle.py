@@ -48,6 +48,8 @@ def test_threshold_is_calibrated_on_the_validation_split_to_the_gate_floor(class
     teacher = np.array([r.label_probs for r in validation])
     fidelity, share = routed_fidelity(student, teacher, served.threshold)
     assert fidelity >= 0.95 and share == pytest.approx(served.calibration["escalated_share"])
+    report = json.loads((project.runs_dir / "r1" / "router.json").read_text())
+    assert report["blended_cost_per_1m"] == pytest.approx(40 + share * 600)  # the triage example's prices
     # a random student disagrees with a random teacher often, so keeping 95% costs escalations
     assert share > 0
 

@@ -7,6 +7,7 @@ thread pool calls each one at a time.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -110,13 +111,27 @@ def calibrate_router(project: Project, student: Any, split: str = "validation"):
     return calibrate_threshold(student_probs, teacher_probs, router_target(project))
 
 
+def write_router_report(folder: Path, calibration: Any, cost: Any) -> Path:
+    """``<run>/router.json``: the calibrated threshold, the share escalated and the blended cost (for the report)."""
+    from distil.serve.router import blended_cost_per_1m
+
+    body = {**calibration.as_dict(), "currency": cost.currency,
+            "blended_cost_per_1m": blended_cost_per_1m(calibration.escalated_share, cost.student_per_1m_requests, cost.teacher_per_1m_requests),
+            "student_per_1m": cost.student_per_1m_requests, "teacher_per_1m": cost.teacher_per_1m_requests}
+    path = folder / "router.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(body, indent=2), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
 def load_served(project: Project, run_id: str | None = None, threshold: float | None = None, with_teacher: bool = True) -> ServedModel:
     """The run's student, the router's teacher and its threshold, ready for :func:`create_app`.
 
     Threshold: ``threshold`` if given, else the spec's number, else calibrated on the validation
     split (0.0 — the student answers everything — when there is nothing to calibrate on).
     """
-    folder = run_folder(project, run_id)
+    folder = run_folder(project, run_id or (project.spec.router.specialists[0] if project.spec.router.specialists else None))
     student = load_student(folder / "student")
     task = project.spec.task
     labels = list(getattr(student, "labels", None) or task.label_names)
@@ -133,6 +148,8 @@ def load_served(project: Project, run_id: str | None = None, threshold: float | 
         found = calibrate_router(project, student)
         calibration = found.as_dict() if found else None
         threshold = found.threshold if found else 0.0
+        if found:
+            write_router_report(folder, found, project.spec.cost)
     return ServedModel(
         run_id=folder.name,
         kind=task.kind,
