@@ -132,3 +132,28 @@ def test_traffic_is_logged_and_nothing_is_lost_across_a_graceful_restart(served,
     assert sum("[EMAIL]" in r["input"] for r in rows) == 12 and not any("@example.com" in r["input"] for r in rows)
     assert {r["route"] for r in rows} == {"student"} and all(r["answer"] in LABELS and len(r["distribution"]) == 3 for r in rows)
     assert [r["timestamp"] for r in rows] == sorted(r["timestamp"] for r in rows)
+
+
+def test_generate_run_answers_chat_and_refuses_classify(tmp_path):
+    import json
+
+    from distil.serve.runs import ServedModel, load_student
+    from tests.conftest import build_tiny_causal_lm
+
+    folder = build_tiny_causal_lm(tmp_path / "student", layers=2, hidden=32)
+    (folder / "distil_task.json").write_text(json.dumps({"kind": "generate", "prompt_template": "Summarise: {input}\n", "max_length": 64, "max_new_tokens": 4}))
+    student = load_student(folder)
+    expected = student.generate(["the printer is on fire"], max_new_tokens=3)[0]
+    log = TrafficLog(tmp_path / "traffic", redaction=False, flush_every_s=0)
+    served = ServedModel("g1", "generate", [], student, None, 0.0)
+    with running_server(create_app(served, traffic=log)) as (url, _):
+        with httpx.Client(base_url=url, timeout=30) as c:
+            r = c.post("/v1/chat/completions", json={"messages": [{"role": "system", "content": "be brief"},
+                                                                  {"role": "user", "content": [{"type": "text", "text": "the printer is on fire"}]}],
+                                                     "max_tokens": 3})
+            assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == expected
+            r = c.post("/v1/classify", json={"input": "x"})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "wrong_task"
+            assert c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "stream": True}).status_code == 400
+    rows = read_traffic(tmp_path / "traffic")
+    assert [(r["input"], r["answer"], r["distribution"]) for r in rows] == [("the printer is on fire", expected, None)]
