@@ -1,8 +1,8 @@
 """Find the run to serve and load its student and the router's teacher.
 
 The student is loaded with the training stage's ``distil.train.students.load_predictor(folder)``;
-the teacher with ``distil.teachers.registry.build_teacher``. Both are wrapped so the server's
-thread pool calls each one at a time.
+the teacher with ``distil.teachers.registry.build_teacher``. Classify models are micro-batched
+(concurrent requests share a forward pass); every model is called by one thread at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from distil.errors import EvaluationError
+from distil.serve.batching import batched
 from distil.spec.io import Project
 
 
@@ -132,15 +133,17 @@ def load_served(project: Project, run_id: str | None = None, threshold: float | 
     split (0.0 — the student answers everything — when there is nothing to calibrate on).
     """
     folder = run_folder(project, run_id or (project.spec.router.specialists[0] if project.spec.router.specialists else None))
-    student = load_student(folder / "student")
     task = project.spec.task
+    student: Any = load_student(folder / "student")
+    if task.kind == "classify":
+        student = batched(student)
     labels = list(getattr(student, "labels", None) or task.label_names)
     teacher = None
     teacher_id = project.spec.router.generalist or project.spec.teachers[0].id
     if with_teacher and task.kind == "classify":
         from distil.teachers.registry import build_teacher
 
-        teacher = LockedPredictor(build_teacher(project, project.spec.teacher(teacher_id)))
+        teacher = batched(LockedPredictor(build_teacher(project, project.spec.teacher(teacher_id))))
     calibration = None
     if threshold is None and isinstance(project.spec.router.threshold, float):
         threshold = project.spec.router.threshold
