@@ -70,8 +70,9 @@ def retry_delay(attempt: int, retry_after: str | None, base: float = 0.5, cap: f
 class OpenAICompatTeacher:
     """Chat Completions over HTTP with bounded concurrency and retries."""
 
-    def __init__(self, teacher_spec: TeacherSpec, task: Task, shots: Sequence[tuple[str, str]] = (), max_retries: int = 5, cost_per_call: float = 0.0):
+    def __init__(self, teacher_spec: TeacherSpec, task: Task, shots: Sequence[tuple[str, str]] = (), max_retries: int = 5, cost_per_call: float = 0.0, backoff_s: float = 0.5):
         self.teacher_id = teacher_spec.id
+        self.backoff_s = backoff_s  # first retry waits about this long (doubling, with jitter) unless Retry-After says otherwise
         self.teacher_spec = teacher_spec
         self.task = task
         self.base_url, self.model = parse_source(teacher_spec.source)
@@ -129,8 +130,15 @@ class OpenAICompatTeacher:
             try:
                 response = await client.post(f"{self.base_url}/chat/completions", json=body, headers=headers)
                 if response.status_code < 400:
-                    self.calls += 1
-                    return response.json()
+                    data = _well_formed(response)
+                    if data is not None:
+                        self.calls += 1
+                        return data
+                    # a truncated or garbled body is a transient fault (a proxy cut it): ask again
+                    last = f"HTTP {response.status_code} with a malformed body"
+                    if attempt < self.max_retries:
+                        await asyncio.sleep(retry_delay(attempt, None, base=self.backoff_s))
+                    continue
                 if response.status_code not in RETRY_STATUS:
                     raise TeacherError(f"teacher {self.teacher_id!r}: {self.base_url} answered HTTP {response.status_code}: {response.text[:200]}")
                 retry_after = response.headers.get("retry-after")
@@ -138,7 +146,7 @@ class OpenAICompatTeacher:
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 last = f"{type(exc).__name__}"
             if attempt < self.max_retries:
-                await asyncio.sleep(retry_delay(attempt, retry_after))
+                await asyncio.sleep(retry_delay(attempt, retry_after, base=self.backoff_s))
         raise TeacherError(f"teacher {self.teacher_id!r}: {self.base_url} failed after {self.max_retries + 1} attempts ({last})", hint="check that the server is up, or lower teachers[].max_concurrency")
 
     async def _complete_all(self, prompts: Sequence[str], max_tokens: int, temperature: float, logprobs: bool, seed: int | None) -> list[Completion]:
@@ -220,6 +228,18 @@ class OpenAICompatTeacher:
             # a one-hot or absent content-free answer carries no calibration signal; smooth it
             probs = calibrate(probs, 0.9 * self._content_free + 0.1 / probs.shape[1])
         return probs
+
+
+def _well_formed(response) -> dict[str, Any] | None:  # noqa: ANN001 - an httpx.Response
+    """The JSON body when it holds ``choices[0].message``; None for a truncated or malformed one."""
+    try:
+        data = response.json()
+        choice = data["choices"][0]
+        if not isinstance(choice["message"], dict):
+            return None
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    return data
 
 
 def _completion(data: dict[str, Any]) -> Completion:
