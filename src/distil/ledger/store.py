@@ -136,8 +136,7 @@ class Ledger:
             raise ValueError(f"unknown ledger table {table!r}")
         body = dict(payload)
         if files:
-            body["files"] = {str(f): hash_tree(f) for f in files}
-        payload_text = canonical_json(body)
+            body["files"] = {self._recorded_path(f): hash_tree(f) for f in files}
         for attempt in range(20):
             try:
                 with self._connect() as conn:
@@ -147,12 +146,10 @@ class Ledger:
                         seq = (last["seq"] + 1) if last else 1
                         prev = last["hash"] if last else GENESIS
                         ts = _now()
-                        digest = event_hash(seq, ts, kind, actor, payload_text, prev)
-                        conn.execute(
-                            "INSERT INTO events (seq, ts, kind, actor, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (seq, ts, kind, actor, payload_text, prev, digest),
-                        )
                         if table is not None:
+                            # the typed row goes in first so its stored form can be hashed into the event:
+                            # editing a typed row later is then caught by verify like editing the event
+                            conn.execute("PRAGMA defer_foreign_keys = ON")
                             values = {**(row or {}), "event_seq": seq}
                             cols = ", ".join(values)
                             marks = ", ".join("?" for _ in values)
@@ -160,6 +157,13 @@ class Ledger:
                                 f"INSERT INTO {table} ({cols}) VALUES ({marks})",
                                 [canonical_json(v) if isinstance(v, (dict, list)) else v for v in values.values()],
                             )
+                            body["typed_row"] = {"table": table, "sha256": _typed_row_hash(conn, table, seq)}
+                        payload_text = canonical_json(body)
+                        digest = event_hash(seq, ts, kind, actor, payload_text, prev)
+                        conn.execute(
+                            "INSERT INTO events (seq, ts, kind, actor, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (seq, ts, kind, actor, payload_text, prev, digest),
+                        )
                         conn.execute("COMMIT")
                     except BaseException:
                         conn.execute("ROLLBACK")
@@ -170,6 +174,16 @@ class Ledger:
                     raise LedgerError(f"{self.path}: cannot write the ledger: {exc}") from None
                 time.sleep(0.05 * (attempt + 1))
         raise LedgerError(f"{self.path}: the ledger stayed locked by another command", hint="wait for it to finish, then retry")
+
+    def _recorded_path(self, path: str | Path) -> str:
+        """A file inside the project is recorded relative to it, so verify still finds it after the folder moves."""
+        p = Path(path)
+        if p.is_absolute():
+            try:
+                return str(p.resolve().relative_to(self.path.parent.parent.resolve()))
+            except ValueError:
+                pass
+        return str(path)
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -213,6 +227,12 @@ class Ledger:
             digest = event_hash(seq, r["ts"], r["kind"], r["actor"], r["payload"], r["prev_hash"])
             if digest != r["hash"]:
                 return VerifyResult(False, checked, seq, f"row {seq} ({r['kind']}): content does not match its hash")
+            typed = json.loads(r["payload"]).get("typed_row")
+            if typed and typed.get("table") in TYPED_TABLES:
+                with self._connect() as conn:
+                    found = _typed_row_hash(conn, typed["table"], seq)
+                if found != typed.get("sha256"):
+                    return VerifyResult(False, checked, seq, f"row {seq} ({r['kind']}): its {typed['table']} row was changed or removed")
             if check_files:
                 problem = _check_files(json.loads(r["payload"]).get("files") or {}, base or self.path.parent.parent)
                 if problem:
@@ -236,6 +256,12 @@ def _check_files(files: dict[str, dict[str, str]], base: Path) -> str:
             if sha256_file(target) != digest:
                 return f"file {target} changed since it was recorded"
     return ""
+
+
+def _typed_row_hash(conn: sqlite3.Connection, table: str, seq: int) -> str | None:
+    """sha256 of the typed row(s) of event ``seq`` as stored (None when there is none)."""
+    rows = [dict(r) for r in conn.execute(f"SELECT * FROM {table} WHERE event_seq = ?", (seq,)).fetchall()]
+    return sha256_text(canonical_json(rows)) if rows else None
 
 
 def _event(r: sqlite3.Row) -> Event:
