@@ -1,0 +1,138 @@
+"""Commands that run the whole cadence: run, iterate, quickstart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from distil.cli.app import AsOpt, SpecOpt, _project, app, console
+
+RequestsOpt = Annotated[int, typer.Option("--requests", min=100, help="Batch-1 requests timed per model by the evaluation.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch threads for every model's timing (default: min(4, CPUs)).")]
+
+
+def _steps_table(result: Any) -> Table:
+    table = Table(title="cadence")
+    table.add_column("step")
+    table.add_column("status")
+    table.add_column("seconds", justify="right")
+    for outcome in result.outcomes:
+        table.add_row(outcome.step, "skipped (up to date)" if outcome.skipped else "done", "-" if outcome.skipped else f"{outcome.seconds:.1f}")
+    return table
+
+
+def _verdict_table(run_dir: Path) -> Table | None:
+    path = run_dir / "evaluation.json"
+    if not path.is_file():
+        return None
+    document = json.loads(path.read_text(encoding="utf-8"))
+    table = Table(title=f"gate verdict ({run_dir.name})")
+    for col in ("threshold", "value", "limit", "margin", "verdict"):
+        table.add_column(col, justify="right" if col in ("value", "limit", "margin") else "left")
+    for check in document.get("gate", {}).get("checks", []):
+        def fmt(v: Any) -> str:
+            return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+        verdict = "[green]pass[/green]" if check.get("passed") else "[red]FAIL[/red]"
+        table.add_row(str(check.get("name")), fmt(check.get("value")), fmt(check.get("threshold")), fmt(check.get("margin")), verdict)
+    return table
+
+
+def _print_outcome(project: Any, result: Any) -> None:
+    console.print(_steps_table(result))
+    if result.run_id:
+        verdict = _verdict_table(project.runs_dir / result.run_id)
+        if verdict is not None:
+            console.print(verdict)
+    if result.report_path:
+        console.print(f"report: [bold]{result.report_path}[/bold]")
+
+
+@app.command()
+def run(
+    no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Skip training the hard-label baseline.")] = False,
+    requests: RequestsOpt = 100,
+    threads: ThreadsOpt = None,
+    as_: AsOpt = None,
+    spec: SpecOpt = None,
+) -> None:
+    """Run the whole cadence: check, plan, generate, curate, train (with the baseline), evaluate, report.
+
+    Each step is skipped when its output for the same inputs exists, so a rerun after a crash goes on
+    where it stopped and a rerun with nothing changed does nothing. The gate must be locked first.
+
+    Example: distil run --spec demo/distil.yaml
+    """
+    from distil.cadence import run_cadence
+
+    project = _project(spec)
+    result = run_cadence(project, actor=(as_ or "").strip(), console=console, baseline=not no_baseline, requests=requests, threads=threads)
+    _print_outcome(project, result)
+
+
+@app.command()
+def iterate(
+    from_traffic: Annotated[bool, typer.Option("--from-traffic", help="Target the traffic the newest `distil monitor` report found wrong or escalated.")] = False,
+    budget: Annotated[int | None, typer.Option("--budget", min=0, help="New inputs to ask the teacher for (default: 4 per failure, at least half the synthetic budget).")] = None,
+    requests: RequestsOpt = 100,
+    threads: ThreadsOpt = None,
+    as_: AsOpt = None,
+    spec: SpecOpt = None,
+) -> None:
+    """One targeted round: mine the last run's failures, label new inputs like them, retrain, evaluate.
+
+    Stops at the locked gate's max_iterations; then `distil decide` can only ship or kill.
+
+    Example: distil iterate --budget 64
+    """
+    from distil.iterate import iterate_round
+
+    project = _project(spec)
+    result = iterate_round(project, actor=(as_ or "").strip(), console=console, budget=budget, from_traffic=from_traffic, requests=requests, threads=threads)
+    console.print(
+        f"round {result.round}: {len(result.failures)} failures mined from run {result.from_run}, "
+        f"{result.targets} new inputs, {result.labelled} labelled"
+    )
+    if result.cadence is not None:
+        _print_outcome(project, result.cadence)
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1%}"
+
+    console.print(f"student agreement with the teacher: {pct(result.fidelity_before)} → {pct(result.fidelity_after)}")
+
+
+@app.command()
+def quickstart(
+    directory: Annotated[Path, typer.Argument(help="Project folder to create (or continue).")] = Path("distil-quickstart"),
+    requests: RequestsOpt = 100,
+    threads: ThreadsOpt = None,
+) -> None:
+    """The whole cadence on the embedded default: the triage example, its gate locked, run end to end.
+
+    Creates DIR from examples/triage (or continues it when it exists), locks the gate as the example's
+    sponsor, runs the cadence, prints the verdict table and the report's path.
+
+    Example: distil quickstart ./distil-quickstart
+    """
+    from distil.cadence import run_cadence
+    from distil.spec.gate import lock_gate
+    from distil.spec.io import load_project
+    from distil.spec.templates import init_project
+
+    spec_path = directory / "distil.yaml"
+    if not spec_path.is_file():
+        init_project(directory, example="triage")
+        console.print(f"created {spec_path} from examples/triage")
+    else:
+        console.print(f"continuing {spec_path}")
+    project = load_project(spec_path)
+    locked, new = lock_gate(project, project.spec.roles.sponsor)
+    console.print(f"gate v{locked.version} {'locked' if new else 'already locked'} by {locked.locked_by}")
+    result = run_cadence(project, actor=project.spec.roles.driver, console=console, requests=requests, threads=threads)
+    _print_outcome(project, result)
+    console.print(f"next: distil decide --as {project.spec.roles.validator} --spec {spec_path}")

@@ -1,0 +1,147 @@
+"""The whole cadence on a tiny random teacher: run, rerun (nothing to do), SIGKILL during training and
+resume, iterate rounds with their ledger rows and the kill rule."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distil.cadence import CadenceState, run_cadence
+from distil.cli import main
+from distil.iterate import IterationLimitError, iterate_round
+from distil.spec.gate import lock_gate
+from distil.spec.io import load_project
+
+from .conftest import EXAMPLES
+
+
+def tiny_triage(folder: Path, teacher_dir: Path, gate: dict | None = None, train: dict | None = None) -> Path:
+    """The triage example pointed at a tiny random teacher, with a small budget and a short training."""
+    import shutil
+
+    shutil.copytree(EXAMPLES / "triage", folder)
+    spec = yaml.safe_load((folder / "distil.yaml").read_text())
+    spec["teachers"][0]["source"] = f"hf:{teacher_dir}"
+    spec["task"]["few_shot"]["per_label"] = 1  # the tiny model's context is short
+    spec["student"] = {"init": "teacher-layers:2"}
+    spec["data"]["synthetic_budget"] = 6
+    spec["data"]["filters"] = {"min_confidence": 0.0, "min_per_slice": 2}
+    spec["train"] = {"epochs": 1, "batch_size": 16, "max_length": 96, **(train or {})}
+    if gate is not None:
+        spec["gate"] = gate
+    (folder / "distil.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    # keep the tiny run quick: a third of the gold set is enough to exercise every metric
+    gold = (folder / "gold.jsonl").read_text().splitlines()
+    (folder / "gold.jsonl").write_text("\n".join(gold[::3]) + "\n")
+    return folder / "distil.yaml"
+
+
+@pytest.fixture
+def tiny_project(tmp_path, tiny_teacher_dir):
+    path = tiny_triage(tmp_path / "proj", tiny_teacher_dir)
+    project = load_project(path)
+    lock_gate(project, project.spec.roles.sponsor)
+    return path
+
+
+def test_whole_cadence_then_rerun_does_nothing(tiny_project):
+    import torch
+
+    torch.set_num_threads(1)
+    project = load_project(tiny_project)
+    result = run_cadence(project, requests=100, threads=1)
+    assert [o.step for o in result.outcomes] == ["check", "plan", "generate", "curate", "train", "evaluate", "report"]
+    assert not result.skipped()
+    run_dir = project.runs_dir / result.run_id
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    for model in ("teacher", "student", "baseline"):
+        assert {"accuracy", "agreement", "kl", "p95_ms", "params", "slices"} <= set(evaluation[model])
+    assert Path(result.report_path).read_text().startswith("<!")
+    kinds = [e.kind for e in project.ledger.events()]
+    for kind in ("gate.locked", "teacher.registered", "dataset.generated", "dataset.curated", "run.trained", "evaluation"):
+        assert kind in kinds
+    assert project.ledger.verify(base=project.root).ok
+
+    events_before = len(project.ledger.events())
+    again = run_cadence(load_project(tiny_project), requests=100, threads=1)
+    assert again.skipped() == ["check", "plan", "generate", "curate", "train", "evaluate", "report"]
+    assert again.run_id == result.run_id
+    assert len(project.ledger.events()) == events_before
+
+
+def test_cadence_refuses_an_unlocked_gate(tmp_path, tiny_teacher_dir):
+    path = tiny_triage(tmp_path / "p", tiny_teacher_dir)
+    assert main(["run", "--spec", str(path)]) == 2
+
+
+def test_sigkill_during_training_resumes_without_regenerating(tiny_project):
+    project = load_project(tiny_project)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # enough optimiser steps that training is still going when it is killed
+    spec = yaml.safe_load(tiny_project.read_text())
+    spec["train"]["epochs"] = 40
+    spec["train"]["batch_size"] = 4
+    tiny_project.write_text(yaml.safe_dump(spec, sort_keys=False))
+    cmd = [sys.executable, "-m", "distil", "run", "--threads", "1", "--spec", str(tiny_project)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_path = project.state_dir / "cadence.json"
+    deadline = time.time() + 300
+    killed = False
+    while time.time() < deadline and proc.poll() is None:
+        if state_path.is_file():
+            state = json.loads(state_path.read_text())
+            run_id = state.get("train", {}).get("output", {}).get("run_id")
+            if run_id and list((project.runs_dir / run_id).glob("**/checkpoint*")):
+                proc.send_signal(signal.SIGKILL)
+                killed = True
+                break
+        time.sleep(0.2)
+    proc.wait(60)
+    assert killed, "training finished before it could be interrupted"
+    state = json.loads(state_path.read_text())
+    assert state["train"]["status"] == "started"
+    raw_before = {p.name: p.stat().st_mtime_ns for p in (project.data_dir / "raw").glob("*.parquet")}
+    assert raw_before
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "generate: up to date, skipped" in done.stdout
+    assert "curate: up to date, skipped" in done.stdout
+    raw_after = {p.name: p.stat().st_mtime_ns for p in (project.data_dir / "raw").glob("*.parquet")}
+    assert raw_after == raw_before  # no data regenerated
+    final = CadenceState(project).data
+    assert final["train"]["output"]["run_id"] == state["train"]["output"]["run_id"]  # the same run, resumed
+    assert final["report"]["status"] == "done"
+    assert load_project(tiny_project).ledger.verify(base=project.root).ok
+
+
+def test_two_iterate_rounds_then_the_limit_and_the_kill_rule(tmp_path, tiny_teacher_dir):
+    # a size threshold no student can meet keeps the gate failing, so the rounds run out
+    gate = {"fidelity_min": 0.9, "size_max_vs_teacher": 0.01, "per_slice_fidelity_min": 0.9, "max_iterations": 2}
+    path = tiny_triage(tmp_path / "p", tiny_teacher_dir, gate=gate)
+    project = load_project(path)
+    lock_gate(project, project.spec.roles.sponsor)
+    run_cadence(project, requests=100, threads=1)
+
+    first = iterate_round(load_project(path), budget=4, requests=100, threads=1)
+    second = iterate_round(load_project(path), budget=4, requests=100, threads=1)
+    assert (first.round, second.round) == (1, 2)
+    rows = [e.payload for e in project.ledger.events(kind="iteration")]
+    assert [r["round"] for r in rows] == [1, 2]
+    assert rows[0]["to_run"] == rows[1]["from_run"] != rows[0]["from_run"]
+    assert all(r["max_iterations"] == 2 for r in rows)
+    with pytest.raises(IterationLimitError):
+        iterate_round(load_project(path), budget=4)
+
+    assert main(["decide", "--as", "quinn", "--spec", str(path)]) == 0
+    decision = project.ledger.latest("decisions")
+    assert decision["decision"] == "kill"
+    assert decision["validator"] == "quinn" and decision["driver"] == "dev"
