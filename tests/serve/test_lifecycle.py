@@ -120,3 +120,42 @@ def test_distil_serve_process_answers_and_flushes_its_traffic_on_sigterm(classif
             proc.kill()
     rows = read_traffic(traffic_dir(classify_project.parent / ".distil"))
     assert [r["input"] for r in rows] == ["my invoice is wrong", "call me on [PHONE]"]
+
+
+def test_default_run_is_the_newest_shipped_then_the_newest_trained(classify_project):
+    from distil.errors import EvaluationError
+    from distil.serve.runs import latest_run_id
+
+    project = load_project(classify_project)
+    assert latest_run_id(project) == "r1"  # only a folder so far
+    ledger = project.ledger
+    for run_id in ("r2", "r3"):
+        ledger.append("run.trained", {"run_id": run_id}, table="runs",
+                      row={"run_id": run_id, "dataset_hash": "h", "role": "student", "path": f".distil/runs/{run_id}", "metrics": {}})
+    assert latest_run_id(project) == "r3"
+    for run_id, decision in (("r2", "ship"), ("r3", "iterate")):
+        ledger.append("decision", {"run_id": run_id}, table="decisions",
+                      row={"run_id": run_id, "decision": decision, "validator": "quinn", "driver": "dev", "evaluation_seq": 1})
+    assert latest_run_id(project) == "r2"
+    with pytest.raises(EvaluationError, match="no student"):
+        load_served(project)  # r2 was decided ship but its folder is gone
+
+
+def test_slow_clients_do_not_block_others(tmp_path):
+    import socket
+
+    served = ServedModel("fast", "classify", LABELS, _SlowStudent(0.0), None, 0.0)
+    with running_server(create_app(served)) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        stalled = []
+        for _ in range(20):  # each sends half a request, then goes quiet
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"inp")
+            stalled.append(s)
+        try:
+            for _ in range(5):
+                r = httpx.post(f"{url}/v1/classify", json={"input": "still here"}, timeout=10)
+                assert r.status_code == 200
+        finally:
+            for s in stalled:
+                s.close()
