@@ -111,7 +111,7 @@ def test_monitor_command_exits_1_below_the_fidelity_floor_and_targets_the_failur
     assert code == 1 and "below the floor" in out and "ALERT" in out
     assert "fidelity" in project.ledger.rows("alerts")[0]["message"]
     targets = targets_from_traffic(project)
-    assert len(targets) == 30 and {t.tags["reason"] for t in targets} == {"disagreed"}
+    assert len(targets) == 30 and {t.reason for t in targets} == {"disagreed"}
     assert {t.input for t in targets} == set(unshifted[:30]) and all("tone" in t.tags for t in targets)
 
 

@@ -145,8 +145,8 @@ def _plot(result: MonitorResult, path: Path) -> Path | None:
 def targets_from_traffic(project: Project, report: Path | None = None, include_escalated: bool = True) -> list[TargetInput]:
     """Inputs of the newest (or given) monitor report that the student got wrong or escalated.
 
-    Each comes with its slice tags plus ``source: traffic`` and ``reason``; `distil iterate
-    --from-traffic` labels them with the teacher for the next round.
+    Each comes with its slice tags and the reason it was picked; `distil iterate --from-traffic`
+    labels them with the teacher (as records of source ``traffic``) for the next round.
     """
     if report is None:
         found = sorted((project.state_dir / "monitor").glob("monitor-*.json"))

@@ -204,10 +204,11 @@ def refresh_due(last_trained: dt.datetime | None, refresh_days: int, now: dt.dat
 
 @dataclass(frozen=True)
 class TargetInput:
-    """A traffic input the next round should label: why it was picked, and its slice tags."""
+    """A traffic input the next round should label: its slice tags, and why it was picked."""
 
     input: str
-    tags: dict[str, str]
+    tags: dict[str, str]  # slice name -> value, as records carry them
+    reason: str  # disagreed (served answer ≠ teacher) or escalated (the student was unsure)
 
 
 def targets_from_result(result: MonitorResult, include_escalated: bool = True) -> list[TargetInput]:
@@ -220,5 +221,5 @@ def targets_from_result(result: MonitorResult, include_escalated: bool = True) -
         if reason is None or ex["input"] in seen:
             continue
         seen.add(ex["input"])
-        out.append(TargetInput(ex["input"], {**ex["tags"], "source": "traffic", "reason": reason}))
+        out.append(TargetInput(ex["input"], dict(ex["tags"]), reason))
     return out
