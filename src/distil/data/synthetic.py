@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 
 from distil.data.sources import InputItem
+from distil.data.tabular import munge_items, tabular_rows
 from distil.spec.models import SliceRule, Spec
 
 
@@ -59,7 +60,12 @@ def clean_synthetic(text: str) -> str:
 
 
 def munge_inputs(seeds: Sequence[InputItem], budget: int, seed: int = 0, drop: float = 0.1) -> list[InputItem]:
-    """Variants of the seeds by word dropout and one adjacent swap; labels are left to the teacher."""
+    """Variants of the seeds by word dropout and one adjacent swap; labels are left to the teacher.
+
+    Tabular seeds (JSON objects or comma-separated numbers) get real MUNGE instead (``data.tabular``).
+    """
+    if tabular_rows(seeds) is not None:
+        return munge_items(seeds, budget, seed=seed)
     rng = random.Random(seed)
     out: list[InputItem] = []
     if not seeds:

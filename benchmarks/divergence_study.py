@@ -1,0 +1,284 @@
+"""A divergence study on generated 3-digit addition with step-by-step rationales (CPU-sized).
+
+The script writes the task: "123+459=R" followed by one rationale step per digit, right to left
+("3+9+0=12," …: digits, carry in, two-digit sum), then "|0582". A tiny Llama teacher is trained from
+scratch on it (``cross_entropy``), then writes its own rationale and answer for every training
+problem by greedy decoding. Students (smaller Llamas, fresh weights) learn from that teacher text:
+
+- divergence arms: token-level ``distillation_loss`` against the teacher's logits on its own text
+  (off-policy / supervised KD), kind = forward_kl, reverse_kl, jsd (β = 0.5), skew_forward_kl
+  (α = 0.1), plus plain cross-entropy on the teacher's text (sequence-level KD) for reference;
+- data arms (Distilling step-by-step, Hsieh et al. 2023): label-only ("…=L" → answer, ``cross_entropy``)
+  vs rationale multitask ("…=L" → answer plus "…=R" → rationale, ``rationale_multitask_loss``) on
+  12.5 %, 50 % and 100 % of the problems; both answer from "…=L" at test time, without a rationale.
+
+Score: exact-match answers on held-out problems by greedy decoding. On-policy λ (student-generated
+sequences) is not implemented in distil's trainer yet, so it is not part of this study.
+
+    python benchmarks/divergence_study.py              # CPU size, writes docs/benchmarks.md
+    python benchmarks/divergence_study.py --size tiny --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from distil.train import losses as L  # noqa: E402
+from distil.train.trainer import lr_lambda  # noqa: E402
+
+DIGITS = 3
+VOCAB = list("0123456789+=,|LR") + ["<s>"]
+TOK = {c: i for i, c in enumerate(VOCAB)}
+BOS = TOK["<s>"]
+PROMPT_LEN = 1 + 2 * DIGITS + 2 + 1  # <s> a + b = R|L
+STEP = "d+d+c=ss,"
+RATIONALE_LEN = DIGITS * len(STEP) - 1  # the last step has no comma
+ANSWER_LEN = DIGITS + 1
+
+SIZES = {
+    "cpu": dict(train=4000, test=400, teacher=(64, 2, 128, 4), teacher_steps=1200, student=(32, 2, 64, 4), student_steps=300,
+                batch=32, seeds=2, fractions=(0.125, 0.5, 1.0)),
+    "tiny": dict(train=64, test=32, teacher=(16, 1, 32, 2), teacher_steps=3, student=(16, 1, 32, 2), student_steps=2,
+                 batch=8, seeds=1, fractions=(0.5, 1.0)),
+}
+KINDS = {"forward_kl": {}, "reverse_kl": {}, "jsd": {"beta": 0.5}, "skew_forward_kl": {"alpha": 0.1}}
+
+
+# --- the task ----------------------------------------------------------------------------------------------
+
+
+def problem(rng: random.Random) -> tuple[int, int]:
+    return rng.randrange(10**DIGITS), rng.randrange(10**DIGITS)
+
+
+def prompt(a: int, b: int, task: str) -> str:
+    return f"{a:0{DIGITS}d}+{b:0{DIGITS}d}={task}"
+
+
+def rationale(a: int, b: int) -> str:
+    steps, carry = [], 0
+    for i in range(DIGITS):
+        da, db = (a // 10**i) % 10, (b // 10**i) % 10
+        s = da + db + carry
+        steps.append(f"{da}+{db}+{carry}={s:02d}")
+        carry = s // 10
+    return ",".join(steps)
+
+
+def answer(a: int, b: int) -> str:
+    return f"{a + b:0{ANSWER_LEN}d}"
+
+
+def encode(texts: list[str]) -> torch.Tensor:
+    """Equal-length strings -> [N, 1 + len] ids with a leading <s>."""
+    return torch.tensor([[BOS] + [TOK[c] for c in t] for t in texts], dtype=torch.long)
+
+
+def decode(ids: torch.Tensor) -> list[str]:
+    return ["".join(VOCAB[i] for i in row.tolist() if i != BOS) for row in ids]
+
+
+def problems(n: int, seed: int, exclude: set | None = None) -> list[tuple[int, int]]:
+    rng, out, seen = random.Random(seed), [], set(exclude or ())
+    while len(out) < n:
+        p = problem(rng)
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+# --- models ------------------------------------------------------------------------------------------------
+
+
+def llama(shape: tuple[int, int, int, int], seed: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hidden, layers, inter, heads = shape
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=layers, intermediate_size=inter,
+                      num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=64,
+                      bos_token_id=BOS, eos_token_id=BOS, pad_token_id=BOS, tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg)
+
+
+def shifted_logits(model, ids: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    """Logits predicting ids[:, 1:]. [B, S] -> [B, S-1, V]."""
+    return model(input_ids=ids).logits[:, :-1]
+
+
+def completion_mask(ids: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """True where a position predicts a completion token (after the prompt). [B, S] -> [B, S-1]."""
+    mask = torch.zeros(ids.shape[0], ids.shape[1] - 1, dtype=torch.bool)
+    mask[:, prompt_len - 1 :] = True
+    return mask
+
+
+def targets(ids: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """ids[:, 1:] with -100 on prompt positions. [B, S] -> [B, S-1]."""
+    t = ids[:, 1:].clone()
+    t[:, : prompt_len - 1] = -100
+    return t
+
+
+@torch.no_grad()
+def greedy(model, prompts: torch.Tensor, new_tokens: int, batch: int = 256) -> torch.Tensor:  # noqa: ANN001
+    """Greedy continuation of equal-length prompts. [N, P] -> [N, P + new_tokens]."""
+    model.eval()
+    out = []
+    for start in range(0, len(prompts), batch):
+        ids = prompts[start : start + batch]
+        for _ in range(new_tokens):
+            ids = torch.cat([ids, model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        out.append(ids)
+    return torch.cat(out)
+
+
+def fit(model, steps: int, batch: int, seed: int, loss_fn, n: int, lr: float = 3e-3):  # noqa: ANN001
+    """AdamW with warm-up and cosine decay (distil's trainer schedule); loss_fn(rows) -> scalar."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps, 0.05))
+    model.train()
+    for _ in range(steps):
+        rows = torch.randint(0, n, (min(batch, n),), generator=g)
+        loss = loss_fn(rows)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+    return model.eval()
+
+
+def exact_match(model, test: list[tuple[int, int]], task: str) -> float:  # noqa: ANN001
+    """Share of test problems whose greedy answer (after '|' for R, the whole completion for L) is right."""
+    new = RATIONALE_LEN + 1 + ANSWER_LEN if task == "R" else ANSWER_LEN
+    texts = decode(greedy(model, encode([prompt(a, b, task) for a, b in test]), new))
+    got = [t[len(prompt(0, 0, task)) :] for t in texts]
+    got = [g.split("|")[-1] if task == "R" else g for g in got]
+    return float(np.mean([g == answer(a, b) for g, (a, b) in zip(got, test, strict=True)]))
+
+
+# --- the study ---------------------------------------------------------------------------------------------
+
+
+def run(size: str = "cpu") -> tuple[str, dict]:
+    from _report import markdown_table
+
+    cfg = SIZES[size]
+    torch.set_num_threads(1)
+    started = time.time()
+    train_p = problems(cfg["train"], seed=0)
+    test_p = problems(cfg["test"], seed=1, exclude=set(train_p))
+    # teacher: from scratch on the script's own rationale text
+    gold = encode([prompt(a, b, "R") + rationale(a, b) + "|" + answer(a, b) for a, b in train_p])
+    gold_t = targets(gold, PROMPT_LEN)
+    teacher = llama(cfg["teacher"], seed=0)
+    t0 = time.time()
+    fit(teacher, cfg["teacher_steps"], cfg["batch"], 0, lambda r: L.cross_entropy(shifted_logits(teacher, gold[r]), gold_t[r]), len(gold))
+    teacher_seconds = time.time() - t0
+    teacher_acc = exact_match(teacher, test_p, "R")
+    # the teacher's own text for every training problem, and its logits on that text
+    text = greedy(teacher, encode([prompt(a, b, "R") for a, b in train_p]), RATIONALE_LEN + 1 + ANSWER_LEN)
+    with torch.no_grad():
+        t_logits = torch.cat([shifted_logits(teacher, text[i : i + 256]) for i in range(0, len(text), 256)])
+    text_t, text_mask = targets(text, PROMPT_LEN), completion_mask(text, PROMPT_LEN)
+    teacher_train_acc = float(np.mean([t.split("|")[-1] == answer(a, b) for t, (a, b) in zip(decode(text), train_p, strict=True)]))
+
+    div = {k: [] for k in ["cross_entropy", *KINDS]}
+    for seed in range(cfg["seeds"]):
+        for kind in div:
+            s = llama(cfg["student"], seed=100 + seed)
+            if kind == "cross_entropy":
+                loss = lambda r, s=s: L.cross_entropy(shifted_logits(s, text[r]), text_t[r])  # noqa: E731
+            else:
+                loss = lambda r, s=s, kind=kind: L.distillation_loss(shifted_logits(s, text[r]), t_logits[r], text_mask[r], kind=kind, **KINDS[kind])  # noqa: E731
+            fit(s, cfg["student_steps"], cfg["batch"], seed, loss, len(text))
+            div[kind].append(exact_match(s, test_p, "R"))
+
+    # Distilling step-by-step: label-only vs rationale multitask, on a share of the teacher's text
+    completion = text[:, PROMPT_LEN:]  # the teacher's rationale, "|", answer, by position
+    label_ids = torch.cat([encode([prompt(a, b, "L") for a, b in train_p]), completion[:, RATIONALE_LEN + 1 :]], dim=1)
+    rat_ids = torch.cat([encode([prompt(a, b, "R") for a, b in train_p]), completion[:, :RATIONALE_LEN]], dim=1)
+    ok = list(range(len(train_p)))
+    label_t, rat_t = targets(label_ids, PROMPT_LEN), targets(rat_ids, PROMPT_LEN)
+    frac = {(f, mode): [] for f in cfg["fractions"] for mode in ("label-only", "rationale multitask")}
+    for seed in range(cfg["seeds"]):
+        order = torch.randperm(len(ok), generator=torch.Generator().manual_seed(seed))
+        for f in cfg["fractions"]:
+            keep = order[: max(1, round(f * len(ok)))]
+            for mode in ("label-only", "rationale multitask"):
+                s = llama(cfg["student"], seed=200 + seed)
+                if mode == "label-only":
+                    loss = lambda r, s=s, k=keep: L.cross_entropy(shifted_logits(s, label_ids[k[r]]), label_t[k[r]])  # noqa: E731
+                else:
+                    loss = lambda r, s=s, k=keep: L.rationale_multitask_loss(  # noqa: E731
+                        shifted_logits(s, label_ids[k[r]]), label_t[k[r]], shifted_logits(s, rat_ids[k[r]]), rat_t[k[r]])
+                fit(s, cfg["student_steps"], cfg["batch"], seed, loss, len(keep))
+                frac[(f, mode)].append(exact_match(s, test_p, "L"))
+
+    def ms(v: list[float]) -> str:
+        return f"{100 * np.mean(v):.1f} ± {100 * (np.std(v, ddof=1) if len(v) > 1 else 0.0):.1f}"
+
+    n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    student_params = n_params(llama(cfg["student"], 0))
+    div_table = markdown_table(
+        ["student loss (on the teacher's text, completion tokens)", "test exact match, % (mean ± std)"],
+        [[{"cross_entropy": "cross-entropy on the teacher's tokens (sequence-level KD)", "forward_kl": "forward KL",
+           "reverse_kl": "reverse KL", "jsd": "JSD(β=0.5)", "skew_forward_kl": "skew forward KL (α=0.1)"}[k], ms(v)] for k, v in div.items()],
+    )
+    frac_table = markdown_table(
+        ["share of the teacher's problems", "label-only", "rationale multitask"],
+        [[f"{f:.1%} ({max(1, round(f * len(ok)))})", ms(frac[(f, 'label-only')]), ms(frac[(f, 'rationale multitask')])] for f in cfg["fractions"]],
+    )
+    th, tl, ti, tn = cfg["teacher"]
+    sh, sl, si, sn = cfg["student"]
+    body = f"""CPU-sized version: the issue's teacher trained from scratch on an H100 was not run (no GPU for this work), and
+on-policy λ ∈ {{0, 0.5, 1}} was not run because distil's trainer has no on-policy (student-generated) mode yet; every
+arm below is off-policy (λ = 0). Task: {DIGITS}-digit addition, {len(train_p)} training and {len(test_p)} held-out problems,
+sequences of {PROMPT_LEN + RATIONALE_LEN + 1 + ANSWER_LEN} tokens over a {len(VOCAB)}-symbol vocabulary.
+Teacher: Llama {th} hidden × {tl} layers ({n_params(teacher):,} parameters), {cfg['teacher_steps']} steps of batch {cfg['batch']}
+from scratch ({teacher_seconds:.0f} s): {100 * teacher_acc:.1f}% exact match on the held-out problems, {100 * teacher_train_acc:.1f}% on the
+training problems it then wrote rationales for. Students: Llama {sh} hidden × {sl} layers ({student_params:,} parameters), fresh
+weights, {cfg['student_steps']} steps of batch {cfg['batch']}, AdamW lr 3e-3 with distil's warm-up + cosine schedule; {cfg['seeds']}
+seeds each; temperature 1. Losses: `distil.train.losses.distillation_loss` (kind as named), `cross_entropy`,
+`rationale_multitask_loss`. One CPU thread; {time.time() - started:.0f} s in all.
+
+Divergences (students decode rationale then answer; exact match of the answer):
+
+{div_table}
+
+Rationale vs label-only (Distilling step-by-step; the student answers from the label prompt, no rationale at test time):
+
+{frac_table}
+"""
+    return body, {"teacher_acc": teacher_acc, "divergences": div, "fractions": frac}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="cpu")
+    parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/benchmarks.md alone.")
+    args = parser.parse_args(argv)
+    body, result = run(args.size)
+    print(body)
+    if not args.no_write:
+        from _report import write_section
+
+        write_section("divergence_study", "Divergence study on generated addition (CPU-sized)", body,
+                      command=f"python benchmarks/divergence_study.py --size {args.size}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Each CPU benchmark script runs end to end at its tiny size and leaves docs/benchmarks.md alone."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+DOC = BENCH.parent / "docs" / "benchmarks.md"
+
+
+def load(name: str):
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def doc_untouched():
+    before = DOC.read_bytes() if DOC.exists() else None
+    yield
+    # other benchmarks may rewrite their own sections meanwhile; ours must not appear from a smoke run
+    after = DOC.read_bytes() if DOC.exists() else None
+    assert before == after or b"--size tiny" not in (after or b"")
+
+
+def test_hinton_digits_tiny(doc_untouched, capsys):
+    result = load("hinton_digits").main(["--size", "tiny", "--no-write"])
+    printed = capsys.readouterr().out
+    assert "Temperature × α sweep" in printed and "Omitted class" in printed and "Low-label arm" in printed
+    assert len(result["teacher"]) == len(result["hard"]) == len(result["dist"]) == 2
+    assert all(0 <= e <= 500 for e in result["teacher"] + result["hard"] + result["dist"])
+    for arm in result["extra"]:
+        # the bias correction can only move predictions towards the omitted digit
+        assert arm["omit_corrected"][1] <= arm["omit_dist"][1]
+        assert arm["low_labelled"] == 100
+
+
+def test_munge_tiny(doc_untouched, capsys):
+    result = load("munge").main(["--size", "tiny", "--no-write"])
+    printed = capsys.readouterr().out
+    assert "breast_cancer" in printed and "wine" in printed
+    for name, runs in result["results"].items():
+        for r in runs:
+            for arm in ("teacher", "a", "b", "c", "d"):
+                assert 0.0 <= r[arm]["acc"] <= 1.0 and r[arm]["logloss"] > 0 and 0.0 <= r[arm]["auc"] <= 1.0
+            assert r["size_ratio"] > 1 and r["latency_ratio"] > 0
+        assert set(result["verdicts"][name]) == {"munge>orig>random (log-loss)", "munge>=orig>=random (accuracy)", "distilled>labels"}
+
+
+def test_divergence_study_tiny(doc_untouched, capsys):
+    result = load("divergence_study").main(["--size", "tiny", "--no-write"])
+    printed = capsys.readouterr().out
+    assert "on-policy" in printed
+    assert set(result["divergences"]) == {"cross_entropy", "forward_kl", "reverse_kl", "jsd", "skew_forward_kl"}
+    assert all(0.0 <= v <= 1.0 for vs in result["divergences"].values() for v in vs)
+    assert {mode for _, mode in result["fractions"]} == {"label-only", "rationale multitask"}
+
+
+def test_divergence_task_text_is_right():
+    study = load("divergence_study")
+    assert study.rationale(459, 123) == "9+3+0=12,5+2+1=08,4+1+0=05"
+    assert study.answer(459, 123) == "0582"
+    text = study.prompt(459, 123, "R") + study.rationale(459, 123) + "|" + study.answer(459, 123)
+    ids = study.encode([text])
+    assert ids.shape[1] == study.PROMPT_LEN + study.RATIONALE_LEN + 1 + study.ANSWER_LEN
+    assert study.decode(ids) == [text]
+
+
+def test_run_cpu_lists_every_cpu_script():
+    run_cpu = load("run_cpu")
+    names = [s[0] for s in run_cpu.SCRIPTS]
+    for name in ("hinton_digits.py", "munge.py", "divergence_study.py", "train_throughput.py"):
+        assert name in names and (BENCH / name).exists()
