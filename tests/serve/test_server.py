@@ -69,6 +69,7 @@ def test_auth_errors_and_openai_error_bodies(served):
             metrics = c.get("/metrics", headers=AUTH).text
             assert 'distil_requests_total{endpoint="/v1/classify",status="400"} 5' in metrics
             assert 'distil_requests_total{endpoint="/v1/classify",status="413"} 2' in metrics
+            assert 'endpoint="other",status="404"} 2' in metrics and "/nope" not in metrics
 
 
 def test_classify_chat_and_models_agree_with_the_student(served):

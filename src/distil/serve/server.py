@@ -27,6 +27,7 @@ from distil.serve.runs import ServedModel
 from distil.serve.traffic import TrafficLog
 
 OPEN_PATHS = ("/healthz",)  # no API key needed: load balancers probe it
+KNOWN_PATHS = ("/healthz", "/metrics", "/v1/models", "/v1/classify", "/v1/chat/completions")
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_INPUTS = 64
 
@@ -104,7 +105,8 @@ class GuardMiddleware:
                 await self.app(scope, receive, send_tracking)
         finally:
             self.metrics.in_flight -= 1
-            self.metrics.observe_request(path, status_seen["code"], time.perf_counter() - start)
+            # Unknown paths share one label, so a scanner cannot grow the metrics without bound.
+            self.metrics.observe_request(path if path in KNOWN_PATHS else "other", status_seen["code"], time.perf_counter() - start)
 
     def _check_key(self, scope: dict) -> JSONResponse | None:
         if not self.api_key:
