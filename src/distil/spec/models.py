@@ -229,7 +229,7 @@ class DataSpec(_Model):
     seeds: str = Field("seeds.jsonl", description="Seed inputs (JSONL or CSV with an `input` column; optional `label`, `tags`).")
     gold: str | None = Field(None, description="Hand-labelled gold set (same format, `label` required), never trained on.")
     synthetic_budget: int = Field(0, ge=0, le=1_000_000, description="How many synthetic inputs the teacher writes.")
-    synthetic: Literal["teacher", "munge", "none"] = Field("teacher", description="How synthetic inputs are made.")
+    synthetic: Literal["teacher", "munge", "none"] = Field("teacher", description="How synthetic inputs are made: the teacher writes them, or munge (MUNGE for tabular seeds, word-level variants of text seeds).")
     rationales: bool = Field(False, description="Ask the teacher for a rationale with each label.")
     filters: Filters = Field(default_factory=Filters, description="Curation filters.")
     slices: list[SliceSpec] = Field(default_factory=list, description="Slices reported and gated separately.")
