@@ -29,7 +29,7 @@ SIZES = {
     "full": dict(seeds=5, teachers=3, teacher_hidden=256, teacher_epochs=60, student_hidden=16, student_epochs=100,
                  temperatures=(1, 2, 4, 8, 20), alphas=(0.0, 0.1, 0.5), val=297, test=500, low_labels=100),
     "tiny": dict(seeds=2, teachers=1, teacher_hidden=32, teacher_epochs=3, student_hidden=8, student_epochs=2,
-                 temperatures=(1, 4), alphas=(0.0, 0.5), val=297, test=500, low_labels=100),
+                 temperatures=(1, 4), alphas=(0.5,), val=297, test=500, low_labels=100),
 }
 OMITTED = 3
 BIAS_GRID = np.arange(0.0, 15.01, 0.25)
