@@ -29,6 +29,7 @@ lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 
 bench: install
+	$(PIP) install -q -e '.[dev,bench]'
 	$(PY) benchmarks/run_cpu.py
 
 clean:
