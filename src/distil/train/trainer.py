@@ -239,6 +239,11 @@ def train_role(build: StudentBuild, setup: RoleSetup, cfg: Any, run_dir: Path, a
     if (ckpt / "state.pt").is_file():
         state, best_state = load_checkpoint(ckpt, model, optimizer, scheduler)
     if state["done"]:
+        # finished before a crash: hand the model back too, so its folder is (re)written if the crash
+        # came between the final checkpoint and the model folder
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        state["model"] = model
         return state
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
