@@ -50,7 +50,8 @@ def test_munge_tiny(doc_untouched, capsys):
             for arm in ("teacher", "a", "b", "c", "d"):
                 assert 0.0 <= r[arm]["acc"] <= 1.0 and r[arm]["logloss"] > 0 and 0.0 <= r[arm]["auc"] <= 1.0
             assert r["size_ratio"] > 1 and r["latency_ratio"] > 0
-        assert set(result["verdicts"][name]) == {"munge>orig>random (log-loss)", "munge>=orig>=random (accuracy)", "distilled>labels"}
+        assert len(result["verdicts"][name]) == 4
+        assert all(set(v) == {"acc", "logloss", "auc"} for v in result["verdicts"][name].values())
 
 
 def test_divergence_study_tiny(doc_untouched, capsys):
