@@ -96,8 +96,11 @@ def parse_since(text: str) -> dt.timedelta:
 
 
 def _timestamp(value: object, where: str) -> dt.datetime:
-    if isinstance(value, (int, float)):
-        return dt.datetime.fromtimestamp(float(value), dt.UTC)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return dt.datetime.fromtimestamp(float(value), dt.UTC)
+        except (ValueError, OverflowError, OSError):
+            raise DataError(f"{where}: timestamp {value!r} is not a valid epoch time") from None
     if isinstance(value, str):
         try:
             stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -114,24 +117,27 @@ def read_traffic(path: str | Path, since: str | None = None, now: dt.datetime | 
         raise DataError(f"{path}: traffic log not found")
     cutoff = (now or dt.datetime.now(dt.UTC)) - parse_since(since) if since else None
     out: list[InputItem] = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
-            if isinstance(row, dict) and "input" not in row and isinstance(row.get("messages"), list):
-                users = [m.get("content") for m in row["messages"] if isinstance(m, dict) and m.get("role") == "user"]
-                row = {**row, "input": users[-1] if users else None}
-            item = _item(row, where, None, False)
-            item.label = None  # a traffic log's answers are not labels a person gave
-            item.source = "traffic"
-            item.timestamp = _timestamp(row.get("timestamp", row.get("ts")), where)
-            if cutoff is None or item.timestamp >= cutoff:
-                out.append(item)
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
+        if isinstance(row, dict) and "input" not in row and isinstance(row.get("messages"), list):
+            users = [m.get("content") for m in row["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+            row = {**row, "input": users[-1] if users else None}
+        item = _item(row, where, None, False)
+        item.label = None  # a traffic log's answers are not labels a person gave
+        item.source = "traffic"
+        item.timestamp = _timestamp(row.get("timestamp", row.get("ts")), where)
+        if cutoff is None or item.timestamp >= cutoff:
+            out.append(item)
     return out
 
 
