@@ -132,8 +132,10 @@ def load_causal_lm(source: str, dtype: str = "float32"):
     """(model in eval mode, tokenizer, fingerprint) for ``hf:`` or ``gguf:`` sources."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     folder, fingerprint = local_model_folder(source)
+    hf_logging.disable_progress_bar()  # loading cached safetensors takes a second; its bar is noise
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, dtype))
