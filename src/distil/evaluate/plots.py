@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -26,6 +27,20 @@ def _png(fig: Any) -> str:
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_file(path: Path | None) -> str | None:
+    """A PNG another step wrote (the monitor's plot), base64-encoded; None when absent or not a PNG."""
+    if path is None:
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    return base64.b64encode(data).decode("ascii") if data.startswith(PNG_SIGNATURE) else None
 
 
 def slice_fidelity(evaluation: Mapping[str, Any]) -> str | None:

@@ -2,7 +2,11 @@
 fit for a pull request, both written atomically into the run folder.
 
 Everything comes from files and rows other steps wrote: evaluation.json, curve.json, the curated
-dataset's report.json, the ledger (gate, teachers, decisions) and the spec.
+dataset's report.json, the ledger (gate, teachers, decisions) and the spec. After launch, three more
+sections appear when their files exist: the distilled and the int8-quantized student side by side
+(``<run>/evaluation.quantized.json`` from ``distil export --quantize int8``), the router
+(``<run>/router.json`` from ``distil serve``) and the newest monitor report
+(``.distil/monitor/monitor-<time>.{json,png}`` from ``distil monitor``).
 """
 
 from __future__ import annotations
@@ -21,13 +25,22 @@ from distil.evaluate.run import EVALUATION_FILE, curated_dataset_for, latest_run
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
+QUANTIZED_FILE = "evaluation.quantized.json"
+ROUTER_FILE = "router.json"
+MONITOR_DIR = "monitor"
+# (key, heading) of the distilled-vs-quantized table; accuracy and p50_ms only when a block has them
+VARIANT_METRICS = (
+    ("agreement", "agreement"), ("agreement_with_float", "agreement with float"), ("kl", "KL"), ("js", "JS"),
+    ("accuracy", "accuracy"), ("size_bytes", "size (bytes)"), ("p50_ms", "p50 ms / input"),
+)
+OPTIONAL_VARIANT_METRICS = ("accuracy", "p50_ms")
 METRICS = ("accuracy", "macro_f1", "agreement", "kl", "js", "ece", "p50_ms", "p95_ms", "throughput_per_s", "params", "size_bytes", "peak_memory_bytes")
 
 HTML_TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{{ title }}</title>
 <style>
- body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; box-sizing: border-box; color: #222; }
  table { border-collapse: collapse; margin: 0.6em 0 1.4em; font-size: 0.9em; }
  th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
  th:first-child, td:first-child, td.text { text-align: left; }
@@ -35,6 +48,10 @@ HTML_TEMPLATE = """<!doctype html>
  .decision { font-size: 1.3em; padding: 0.4em 0.8em; display: inline-block; border-radius: 4px; background: #f3f3f3; }
  figure { margin: 1em 0; } img.plot { max-width: 100%; border: 1px solid #eee; }
  .note { color: #666; font-style: italic; }
+ .scroll { max-width: 100%; overflow-x: auto; margin: 0.6em 0 1.4em; }
+ .scroll > table { margin: 0; }
+ td.text { overflow-wrap: anywhere; }
+ ul.alerts li { color: #cf222e; }
 </style></head>
 <body>
 <h1>{{ title }}</h1>
@@ -44,18 +61,18 @@ HTML_TEMPLATE = """<!doctype html>
 {% if decision %}<p class="decision" id="decision">{{ decision.decision }}</p>
 <p>{{ decision.reason }} — signed by {{ decision.validator }} (validator; driver {{ decision.driver }}).</p>
 {% else %}<p class="note" id="decision">No decision recorded yet: run <code>distil decide --as {{ validator }}</code>.</p>{% endif %}
-<table id="verdict">
+<div class="scroll"><table id="verdict">
 <thead><tr><th>threshold</th><th>value</th><th>limit</th><th>margin</th><th>result</th><th>detail</th></tr></thead>
 <tbody>
 {% for c in checks %}<tr><td>{{ c.name }}</td><td>{{ fmt(c.value) }}</td><td>{{ fmt(c.threshold) }}</td><td>{{ fmt(c.margin) }}</td>
 <td class="{{ 'pass' if c.passed else 'fail' }}">{{ 'pass' if c.passed else 'fail' }}</td><td class="text">{{ c.detail }}</td></tr>
 {% else %}<tr><td colspan="6" class="text">The locked gate sets no thresholds.</td></tr>{% endfor %}
-</tbody></table>
+</tbody></table></div>
 <p>Gate version {{ gate.version }} locked by {{ gate.locked_by }} ({{ gate.sha256 }}).</p>
 
 <h2>Teacher, baseline and student</h2>
-<table id="metrics"><thead><tr><th>model</th>{% for m in metrics %}<th>{{ m }}</th>{% endfor %}</tr></thead>
-<tbody>{% for name in models %}<tr><td>{{ name }}</td>{% for m in metrics %}<td>{{ fmt(evaluation[name][m]) }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>
+<div class="scroll"><table id="metrics"><thead><tr><th>model</th>{% for m in metrics %}<th>{{ m }}</th>{% endfor %}</tr></thead>
+<tbody>{% for name in models %}<tr><td>{{ name }}</td>{% for m in metrics %}<td>{{ fmt(evaluation[name][m]) }}</td>{% endfor %}</tr>{% endfor %}</tbody></table></div>
 <p class="note">Latency at batch 1 over {{ latency.requests }} requests after {{ latency.warmup }} warm-up calls, throughput at batch {{ latency.batch_size }}, {{ latency.threads }} torch thread(s) for every model; the teacher is timed with its few-shot prompt, the student with the bare input. Peak memory: {{ latency.memory_method }}.</p>
 
 {% for p in plot_list %}<figure><figcaption><strong>{{ p.title }}</strong></figcaption>
@@ -64,17 +81,58 @@ HTML_TEMPLATE = """<!doctype html>
 {% endfor %}
 
 <h2>Slices</h2>
-<table id="slices"><thead><tr><th>slice</th><th>n</th>{% for name in models %}<th>{{ name }} agreement [95% CI]</th>{% endfor %}<th>student accuracy</th></tr></thead>
-<tbody>{% for row in slice_rows %}<tr><td>{{ row.key }}</td><td>{{ row.n }}</td>{% for cell in row.cells %}<td>{{ cell }}</td>{% endfor %}<td>{{ row.accuracy }}</td></tr>{% endfor %}</tbody></table>
+<div class="scroll"><table id="slices"><thead><tr><th>slice</th><th>n</th>{% for name in models %}<th>{{ name }} agreement [95% CI]</th>{% endfor %}<th>student accuracy</th></tr></thead>
+<tbody>{% for row in slice_rows %}<tr><td>{{ row.key }}</td><td>{{ row.n }}</td>{% for cell in row.cells %}<td>{{ cell }}</td>{% endfor %}<td>{{ row.accuracy }}</td></tr>{% endfor %}</tbody></table></div>
 
 <h2>Cost</h2>
 <p>Teacher {{ fmt(cost.teacher_per_1m_requests) }} vs student {{ fmt(cost.student_per_1m_requests) }} {{ cost.currency }} per 1M requests;
 at {{ fmt(cost.monthly_requests) }} requests a month the student saves {{ fmt(cost.monthly_savings) }} {{ cost.currency }} a month and repays the build cost of {{ fmt(cost.build_cost) }}
 {% if cost.payback_months is not none %}in {{ fmt(cost.payback_months) }} months{% else %}never{% endif %}.</p>
 
+{% if quantized %}<h2 id="quantized">Distilled and quantized</h2>
+<p>The same student before and after {{ quantized.quantization }}, each evaluated on its own against the teacher{% if quantized.n %} over {{ fmt(quantized.n) }} {{ quantized.split }} examples{% endif %} (<code>{{ quantized.path }}</code>).</p>
+<div class="scroll"><table id="quantized-table"><thead><tr><th>variant</th>{% for key, heading in quantized.columns %}<th>{{ heading }}</th>{% endfor %}</tr></thead>
+<tbody>{% for name, block in quantized.rows %}<tr><td>{{ name }}</td>{% for key, heading in quantized.columns %}<td>{{ fmt(block.get(key)) }}</td>{% endfor %}</tr>{% endfor %}</tbody></table></div>
+{% if quantized.size_ratio %}<p>The quantized model is {{ fmt(quantized.size_ratio) }}× smaller{% if quantized.agreement_delta is not none %}; its agreement with the teacher changes by {{ "%+.3f"|format(quantized.agreement_delta) }}{% endif %}.</p>{% endif %}
+{% endif %}
+{% if router %}<h2 id="router">Router</h2>
+<p>Requests go to the student when its confidence is at least the threshold calibrated on {{ fmt(router.n) }} held-out examples; the rest escalate to the teacher.</p>
+<div class="scroll"><table id="router-table"><tbody>
+<tr><td>calibrated threshold</td><td>{{ fmt(router.threshold) }}</td></tr>
+<tr><td>escalated to the teacher</td><td>{{ router.escalated_pct }}</td></tr>
+<tr><td>routed fidelity (target {{ fmt(router.target) }})</td><td>{{ fmt(router.routed_fidelity) }}</td></tr>
+<tr><td>student alone</td><td>{{ fmt(router.student_fidelity) }}</td></tr>
+<tr><td>blended cost per 1M requests</td><td>{{ fmt(router.blended_cost_per_1m) }} {{ router.currency }}</td></tr>
+{% if router.student_per_1m is not none %}<tr><td>student / teacher per 1M requests</td><td>{{ fmt(router.student_per_1m) }} / {{ fmt(router.teacher_per_1m) }} {{ router.currency }}</td></tr>{% endif %}
+</tbody></table></div>
+{% endif %}
+{% if monitor %}<h2 id="monitor">Monitoring</h2>
+<p>Newest monitor report <code>{{ monitor.path }}</code>: {{ fmt(monitor.n_sampled) }} of {{ fmt(monitor.n_traffic) }} logged requests checked against the teacher{% if monitor.since %}, {{ monitor.since }} to {{ monitor.until }}{% endif %}.
+Agreement {{ fmt(monitor.agreement) }} (student-answered only {{ fmt(monitor.student_agreement) }}) against the floor {{ fmt(monitor.floor) }}; {{ monitor.escalated_pct }} escalated.</p>
+{% if monitor.alerts %}<ul class="alerts" id="monitor-alerts">{% for a in monitor.alerts %}<li>{{ a }}</li>{% endfor %}</ul>
+{% else %}<p class="pass" id="monitor-alerts">No alerts.</p>{% endif %}
+<h3>Agreement per window</h3>
+<div class="scroll"><table id="monitor-windows"><thead><tr><th>window start</th><th>n</th><th>agreement</th><th>vs floor</th></tr></thead>
+<tbody>{% for w in monitor.windows %}<tr><td>{{ w.start }}</td><td>{{ fmt(w.n) }}</td><td>{{ fmt(w.agreement) }}</td><td class="{{ 'pass' if w.ok else 'fail' }}">{{ 'pass' if w.ok else 'fail' }}</td></tr>
+{% else %}<tr><td colspan="4" class="text">No windows.</td></tr>{% endfor %}</tbody></table></div>
+<h3>Agreement per slice</h3>
+<div class="scroll"><table id="monitor-slices"><thead><tr><th>slice</th><th>n</th><th>agreement</th></tr></thead>
+<tbody>{% for row in monitor.slices %}<tr><td>{{ row.key }}</td><td>{{ fmt(row.n) }}</td><td>{{ fmt(row.agreement) }}</td></tr>
+{% else %}<tr><td colspan="3" class="text">No slice tags on the checked traffic.</td></tr>{% endfor %}</tbody></table></div>
+<h3>Input drift</h3>
+{% if monitor.drift %}<div class="scroll"><table id="monitor-drift"><thead><tr><th>MMD²</th><th>p-value</th><th>alpha</th><th>reference inputs</th><th>traffic inputs</th><th>result</th></tr></thead>
+<tbody><tr><td>{{ fmt(monitor.drift.mmd2) }}</td><td>{{ fmt(monitor.drift.p_value) }}</td><td>{{ fmt(monitor.alpha) }}</td><td>{{ fmt(monitor.drift.n_reference) }}</td><td>{{ fmt(monitor.drift.n_traffic) }}</td>
+<td class="{{ 'fail' if monitor.drifted else 'pass' }}">{{ 'drift' if monitor.drifted else 'no drift' }}</td></tr></tbody></table></div>
+{% else %}<p class="note" id="monitor-drift">No drift test in this report (too few inputs or no reference data).</p>{% endif %}
+{% if monitor.refresh and monitor.refresh.due %}<p>Next refresh due {{ monitor.refresh.due[:16] }}{% if monitor.refresh.overdue %} — <span class="fail">overdue</span>{% endif %}.</p>{% endif %}
+<figure><figcaption><strong>Agreement per window against the floor</strong></figcaption>
+{% if monitor.png %}<img class="plot" id="plot-monitor" alt="Agreement per window against the floor" src="data:image/png;base64,{{ monitor.png }}">
+{% else %}<p class="note">The monitor report has no plot.</p>{% endif %}</figure>
+{% endif %}
+
 <h2>Provenance</h2>
-<table id="teachers"><thead><tr><th>teacher</th><th>source</th><th>licence</th><th>distillation permitted</th><th>reviewed by</th><th>fingerprint</th></tr></thead>
-<tbody>{% for t in teachers %}<tr><td>{{ t.id }}</td><td class="text">{{ t.source }}</td><td class="text">{{ t.licence }}</td><td class="text">{{ t.permitted }}</td><td class="text">{{ t.reviewed }}</td><td class="text"><code>{{ t.fingerprint }}</code></td></tr>{% endfor %}</tbody></table>
+<div class="scroll"><table id="teachers"><thead><tr><th>teacher</th><th>source</th><th>licence</th><th>distillation permitted</th><th>reviewed by</th><th>fingerprint</th></tr></thead>
+<tbody>{% for t in teachers %}<tr><td>{{ t.id }}</td><td class="text">{{ t.source }}</td><td class="text">{{ t.licence }}</td><td class="text">{{ t.permitted }}</td><td class="text">{{ t.reviewed }}</td><td class="text"><code>{{ t.fingerprint }}</code></td></tr>{% endfor %}</tbody></table></div>
 <table id="data"><tbody>{% for k, v in data_rows %}<tr><td>{{ k }}</td><td class="text">{{ v }}</td></tr>{% endfor %}</tbody></table>
 <h3>What curation removed</h3>
 {% if filter_rows %}<table id="filters"><thead><tr><th>filter</th><th>details</th></tr></thead>
@@ -133,6 +191,108 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
         out.append((prefix, "; ".join(json.dumps(v, default=str) if isinstance(v, dict) else fmt(v) for v in value)))
     else:
         out.append((prefix, fmt(value)))
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _pct(value: Any) -> str:
+    share = _number(value)
+    return "–" if share is None else f"{100 * share:.1f}%"
+
+
+def _display_path(project: Any, path: Path) -> str:
+    try:
+        return str(path.relative_to(project.root))
+    except ValueError:
+        return str(path)
+
+
+def quantized_section(project: Any, run_dir: Path) -> dict[str, Any] | None:
+    """The distilled and the int8 student side by side, from ``evaluation.quantized.json``; None without it."""
+    path = run_dir / QUANTIZED_FILE
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        return None
+    blocks = [(label, data.get(key)) for key, label in (("distilled", "distilled"), ("quantized", "distilled + quantized"))]
+    rows = [(label, block) for label, block in blocks if isinstance(block, dict)]
+    if not rows:
+        return None
+    columns = [(k, h) for k, h in VARIANT_METRICS if k not in OPTIONAL_VARIANT_METRICS or any(b.get(k) is not None for _, b in rows)]
+    distilled, quantized = (data.get("distilled") or {}), (data.get("quantized") or {})
+    size_f, size_q = _number(distilled.get("size_bytes")), _number(quantized.get("size_bytes"))
+    agree_f, agree_q = _number(distilled.get("agreement")), _number(quantized.get("agreement"))
+    return {
+        "path": _display_path(project, path),
+        "quantization": data.get("quantization") or "quantization",
+        "split": data.get("split") or "held-out",
+        "n": data.get("n"),
+        "columns": columns,
+        "rows": rows,
+        "distilled": distilled,
+        "quantized": quantized,
+        "size_ratio": size_f / size_q if size_f and size_q else None,
+        "agreement_delta": agree_q - agree_f if agree_f is not None and agree_q is not None else None,
+    }
+
+
+def router_section(run_dir: Path) -> dict[str, Any] | None:
+    """The calibrated router from ``router.json`` (written by ``distil serve``); None without it."""
+    data = _read_json(run_dir / ROUTER_FILE)
+    if not isinstance(data, dict) or data.get("threshold") is None:
+        return None
+    keys = ("threshold", "routed_fidelity", "escalated_share", "student_fidelity", "target", "n", "blended_cost_per_1m", "student_per_1m", "teacher_per_1m")
+    return {**{k: data.get(k) for k in keys}, "currency": data.get("currency") or "", "escalated_pct": _pct(data.get("escalated_share"))}
+
+
+def newest_monitor_report(project: Any) -> Path | None:
+    found = sorted((project.state_dir / MONITOR_DIR).glob("monitor-*.json"))
+    return found[-1] if found else None
+
+
+def monitor_section(project: Any) -> dict[str, Any] | None:
+    """The newest ``distil monitor`` report (per window, per slice, drift, alerts, its plot); None without one.
+
+    The per-example inputs the report also holds are left out: the report is shared, traffic is not.
+    """
+    path = newest_monitor_report(project)
+    data = _read_json(path) if path else None
+    if not isinstance(data, dict):
+        return None
+    floor = _number(data.get("floor"))
+    windows = [
+        {**w, "ok": floor is None or (_number(w.get("agreement")) or 0.0) >= floor}
+        for w in data.get("windows") or [] if isinstance(w, dict)
+    ]
+    slices = [
+        {"key": f"{name}={value}", "n": row.get("n"), "agreement": row.get("agreement")}
+        for name, values in (data.get("slices") or {}).items() if isinstance(values, dict)
+        for value, row in values.items() if isinstance(row, dict)
+    ]
+    drift = data.get("drift") if isinstance(data.get("drift"), dict) else None
+    alpha = _number(data.get("alpha"))
+    p_value = _number(drift.get("p_value")) if drift else None
+    window = data.get("window") if isinstance(data.get("window"), dict) else {}
+    return {
+        "path": _display_path(project, path),
+        "since": window.get("since"),
+        "until": window.get("until"),
+        "n_traffic": data.get("n_traffic"),
+        "n_sampled": data.get("n_sampled"),
+        "agreement": data.get("agreement"),
+        "student_agreement": data.get("student_agreement"),
+        "escalated_pct": _pct(data.get("escalated_share")),
+        "floor": data.get("floor"),
+        "alpha": data.get("alpha"),
+        "windows": windows,
+        "slices": slices,
+        "drift": drift,
+        "drifted": p_value is not None and alpha is not None and p_value < alpha,
+        "alerts": [str(a) for a in data.get("alerts") or []],
+        "refresh": data.get("refresh") if isinstance(data.get("refresh"), dict) else {},
+        "png": plots.png_file(path.with_suffix(".png")),
+    }
 
 
 def report_context(project: Any, run_id: str) -> dict[str, Any]:
@@ -215,6 +375,9 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
         "teachers": teachers,
         "data_rows": data_rows,
         "filter_rows": filter_rows,
+        "quantized": quantized_section(project, run_dir),
+        "router": router_section(run_dir),
+        "monitor": monitor_section(project),
     }
 
 
@@ -249,7 +412,42 @@ def render_markdown(context: dict[str, Any]) -> str:
         f"Held-out examples: {context['n_test']}" + (f"; gold examples: {context['n_gold']}" if context["n_gold"] else "") + ".",
         "",
     ]
+    lines += _after_launch_markdown(context)
     return "\n".join(lines)
+
+
+def _after_launch_markdown(context: dict[str, Any]) -> list[str]:
+    """One line each for the quantized student, the router and the newest monitor report, when present."""
+    lines: list[str] = []
+    q = context.get("quantized")
+    if q:
+        d, i8 = q["distilled"], q["quantized"]
+        ratio = f" ({fmt(q['size_ratio'])}× smaller)" if q["size_ratio"] else ""
+        p50 = f"; p50 {fmt(d.get('p50_ms'))} → {fmt(i8.get('p50_ms'))} ms" if d.get("p50_ms") is not None or i8.get("p50_ms") is not None else ""
+        accuracy = f"; accuracy {fmt(d.get('accuracy'))} → {fmt(i8.get('accuracy'))}" if d.get("accuracy") is not None or i8.get("accuracy") is not None else ""
+        lines += [
+            f"**Quantized** ({q['quantization']}): agreement {fmt(d.get('agreement'))} → {fmt(i8.get('agreement'))}, "
+            f"KL {fmt(d.get('kl'))} → {fmt(i8.get('kl'))}{accuracy}; agreement with the float model {fmt(i8.get('agreement_with_float'))}; "
+            f"size {fmt(d.get('size_bytes'))} → {fmt(i8.get('size_bytes'))} bytes{ratio}{p50}.",
+            "",
+        ]
+    r = context.get("router")
+    if r:
+        lines += [
+            f"**Router**: threshold {fmt(r['threshold'])}, {r['escalated_pct']} escalated to the teacher, routed fidelity "
+            f"{fmt(r['routed_fidelity'])} (target {fmt(r['target'])}); blended cost {fmt(r['blended_cost_per_1m'])} {r['currency']} per 1M requests.",
+            "",
+        ]
+    m = context.get("monitor")
+    if m:
+        drift = f"drift MMD² {fmt(m['drift'].get('mmd2'))}, p = {fmt(m['drift'].get('p_value'))}" if m["drift"] else "no drift test"
+        alerts = "; ".join(m["alerts"]) if m["alerts"] else "none"
+        lines += [
+            f"**Monitor** (`{m['path']}`): agreement {fmt(m['agreement'])} on {fmt(m['n_sampled'])} of {fmt(m['n_traffic'])} requests "
+            f"(floor {fmt(m['floor'])}), {m['escalated_pct']} escalated; {drift}; alerts: {alerts}.",
+            "",
+        ]
+    return lines
 
 
 def write_report(project: Any, run_id: str | None = None) -> tuple[Path, Path]:
