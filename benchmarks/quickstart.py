@@ -1,0 +1,76 @@
+"""Time `make quickstart` from a fresh clone and report what the cadence measured on the triage example.
+
+A fresh clone gets its own virtual environment (packages come from the machine's pip cache) and an
+empty distil cache, so the teacher's GGUF is dequantized again; the time covers install + cadence.
+With --installed it times only `distil quickstart` in a new folder, with the environment and the
+teacher cache already in place. Writes its section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import markdown_table, write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def evaluation_of(project: Path) -> dict:
+    runs = sorted((project / ".distil" / "runs").glob("*/evaluation.json"))
+    return json.loads(runs[-1].read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--installed", action="store_true", help="Time only `distil quickstart` with everything installed.")
+    parser.add_argument("--no-write", action="store_true", help="Print, do not write docs/benchmarks.md.")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="distil-quickstart-"))
+    env = {**os.environ}
+    if args.installed:
+        project = work / "distil-quickstart"
+        seconds = timed([str(ROOT / ".venv" / "bin" / "distil"), "quickstart", str(project)], work, env)
+        what = "`distil quickstart` (installed, teacher cache warm)"
+    else:
+        clone = work / "clone"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        env["DISTIL_CACHE"] = str(work / "cache")  # the teacher is dequantized again, as on a new machine
+        seconds = timed(["make", "quickstart"], clone, env)
+        project = clone / "distil-quickstart"
+        what = "`make quickstart` from a fresh clone (new .venv from the pip cache, empty teacher cache)"
+    ev = evaluation_of(project)
+    rows = []
+    for name in ("teacher", "student", "baseline"):
+        b, gold = ev[name], ev[name].get("gold") or {}
+        rows.append([name, f"{gold.get('accuracy', float('nan')):.3f}", f"{b['agreement']:.3f}", f"{b['kl']:.3f}",
+                     f"{b['p95_ms']:.1f}", f"{b['params']:,}"])
+    checks = [[c["name"], c["value"] if c["value"] is None else f"{c['value']:.3f}", c["threshold"], "pass" if c["passed"] else "FAIL"]
+              for c in ev["gate"]["checks"]]
+    body = (
+        f"{what}: **{seconds / 60:.1f} minutes** (one run).\n\n"
+        "The triage example's evaluation (held-out split for agreement / KL / latency, the 168-ticket gold set for accuracy):\n\n"
+        + markdown_table(["model", "gold accuracy", "held-out agreement", "held-out KL", "p95 ms (batch 1)", "params"], rows)
+        + "\n\nGate verdict:\n\n" + markdown_table(["threshold", "value", "limit", "verdict"], checks) + "\n"
+    )
+    print(body)
+    if not args.no_write:
+        write_section("quickstart_installed" if args.installed else "quickstart_fresh", "Quickstart on the embedded default"
+                      + (" (installed)" if args.installed else " (fresh clone)"), body)
+
+
+if __name__ == "__main__":
+    main()
