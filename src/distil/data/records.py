@@ -100,9 +100,13 @@ class Record:
 
 def write_records(records: Sequence[Record], path: str | Path) -> Path:
     """Write records to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    return write_table_atomic(pa.Table.from_pylist([r.to_row() for r in records], schema=RECORD_SCHEMA), path)
+
+
+def write_table_atomic(table: pa.Table, path: str | Path) -> Path:
+    """Write any Arrow table as Parquet at ``path`` so that a reader never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist([r.to_row() for r in records], schema=RECORD_SCHEMA)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -279,17 +277,10 @@ def _student_under_test(folder: Path, kind: str) -> ModelUnderTest:
 
 
 def write_json_atomic(document: dict[str, Any], path: Path) -> Path:
+    from distil.evaluate.report import _write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2, allow_nan=False, default=_jsonable)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; reports are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return _write_atomic(json.dumps(document, indent=2, allow_nan=False, default=_jsonable), path)
 
 
 def _jsonable(value: Any) -> Any:

@@ -9,10 +9,8 @@ graceful shutdown (which closes the log after the last request) loses nothing.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
 import re
-import tempfile
 import threading
 import uuid
 from collections.abc import Sequence
@@ -22,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distil.data.records import write_table_atomic
 from distil.errors import DataError
 
 TRAFFIC_SCHEMA = pa.schema(
@@ -166,17 +165,7 @@ def _write_shard(folder: Path, rows: list[dict[str, Any]]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     path = folder / f"traffic-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-    table = pa.Table.from_pylist(rows, schema=TRAFFIC_SCHEMA)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_table_atomic(pa.Table.from_pylist(rows, schema=TRAFFIC_SCHEMA), path)
     return path
 
 
