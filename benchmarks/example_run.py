@@ -59,7 +59,7 @@ def summarise(project: Path) -> str:
     return (
         f"Project `{p.spec.name}` ({kind}), student {p.spec.student.init or 'custom'}; cadence from gate lock to evaluation: "
         f"**{minutes:.1f} minutes** (one run). Held-out split of the curated data; {metric}; the last column scores the "
-        "gold set (accuracy for classify, ROUGE-L against the hand-written reference for generate).\n\n"
+        "gold set (accuracy against the hand labels for classify; for generate, ROUGE-L against the teacher's text on the gold inputs).\n\n"
         + markdown_table(["model", *cols, "gold"], rows)
         + "\n\nGate verdict:\n\n" + markdown_table(["threshold", "value", "limit", "verdict"], checks) + "\n"
     )
