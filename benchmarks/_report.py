@@ -49,3 +49,18 @@ def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def sized_main(name: str, title: str, script: str, run, sizes, doc: str, argv: list[str] | None = None) -> dict:  # noqa: ANN001
+    """The command line every sized benchmark shares: --size, --no-write; prints and writes its section."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(sizes), default="full")
+    parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/benchmarks.md alone.")
+    args = parser.parse_args(argv)
+    body, result = run(args.size)
+    print(body)
+    if not args.no_write:
+        write_section(name, title, body, command=f"python benchmarks/{Path(script).name} --size {args.size}")
+    return result

@@ -21,7 +21,6 @@ sequences) is not implemented in distil's trainer yet, so it is not part of this
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import sys
@@ -266,18 +265,9 @@ Rationale vs label-only (Distilling step-by-step; the student answers from the l
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="cpu")
-    parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/benchmarks.md alone.")
-    args = parser.parse_args(argv)
-    body, result = run(args.size)
-    print(body)
-    if not args.no_write:
-        from _report import write_section
+    from _report import sized_main
 
-        write_section("divergence_study", "Divergence study on generated addition (CPU-sized)", body,
-                      command=f"python benchmarks/divergence_study.py --size {args.size}")
-    return result
+    return sized_main("divergence_study", "Divergence study on generated addition (CPU-sized)", __file__, run, SIZES, __doc__, argv)
 
 
 if __name__ == "__main__":

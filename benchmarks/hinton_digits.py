@@ -14,7 +14,6 @@ validation) and a low-label arm (~100 hard labels vs the same plus the rest as u
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -213,18 +212,9 @@ teacher's soft targets on every train input.
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="full")
-    parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/benchmarks.md alone.")
-    args = parser.parse_args(argv)
-    body, result = run(args.size)
-    print(body)
-    if not args.no_write:
-        from _report import write_section
+    from _report import sized_main
 
-        write_section("hinton_digits", "Hinton et al. 2015 on load_digits: distillation vs hard labels", body,
-                      command=f"python benchmarks/hinton_digits.py --size {args.size}")
-    return result
+    return sized_main("hinton_digits", "Hinton et al. 2015 on load_digits: distillation vs hard labels", __file__, run, SIZES, __doc__, argv)
 
 
 if __name__ == "__main__":

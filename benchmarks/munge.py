@@ -13,7 +13,6 @@ through ``probs_to_logprobs`` and ``forward_kl`` (T = 1), all from ``distil.trai
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import sys
@@ -175,18 +174,9 @@ def run(size: str = "full") -> tuple[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="full")
-    parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/benchmarks.md alone.")
-    args = parser.parse_args(argv)
-    body, result = run(args.size)
-    print(body)
-    if not args.no_write:
-        from _report import write_section
+    from _report import sized_main
 
-        write_section("munge", "MUNGE model compression (Bucilă et al. 2006) on breast cancer and wine", body,
-                      command=f"python benchmarks/munge.py --size {args.size}")
-    return result
+    return sized_main("munge", "MUNGE model compression (Bucilă et al. 2006) on breast cancer and wine", __file__, run, SIZES, __doc__, argv)
 
 
 if __name__ == "__main__":
