@@ -4,7 +4,6 @@ plots loaded and the verdict table present."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,9 +13,9 @@ from distil.decide import record_decision
 from distil.evaluate.report import write_report
 from distil.evaluate.run import evaluate_run
 
+from .chromium import CHROMIUM, base_command, rendered_check
 from .conftest import numpy_models
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PLOTS = ("slices", "reliability", "latency", "curves", "cost")
 
 # Appended to a copy of the report: after load, writes each image's state into the DOM that
@@ -61,23 +60,14 @@ def test_report_renders_in_headless_chromium(reported, tmp_path: Path):
     _, html, _ = reported
     page = tmp_path / "report-check.html"
     page.write_text(html.read_text().replace("</body>", RENDER_CHECK + "</body>"))
-    command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", page.as_uri(),
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    match = re.search(r'<pre id="render-check">(.*?)</pre>', result.stdout, re.S)
-    assert match, "the render check did not run: " + result.stdout[-500:]
-    lines = match.group(1).strip().splitlines()
+    lines, dom = rendered_check(page, tmp_path / "profile", "render-check")
     images = {line.split()[0]: line.split()[1:] for line in lines if line.startswith("plot-")}
     assert set(images) == {f"plot-{p}" for p in PLOTS}
     for name, (complete, width, height) in images.items():
         assert complete == "1" and int(width) > 100 and int(height) > 100, name
     assert lines[-1] == "verdict-rows 7"  # every threshold of the triage gate
-    assert 'id="verdict"' in result.stdout and ">fail<" in result.stdout
+    assert 'id="verdict"' in dom and ">fail<" in dom
 
     shot = tmp_path / "report.png"
-    subprocess.run([*command[:-2], f"--screenshot={shot}", "--window-size=1200,2400", html.as_uri()], capture_output=True, timeout=120)
+    subprocess.run([*base_command(tmp_path / "profile"), f"--screenshot={shot}", "--window-size=1200,2400", html.as_uri()], capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000

@@ -9,7 +9,6 @@ import datetime as dt
 import hashlib
 import json
 import re
-import subprocess
 from html import escape as html_escape
 from pathlib import Path
 
@@ -24,8 +23,9 @@ from distil.serve.router import calibrate_threshold
 from distil.serve.runs import write_router_report
 from distil.serve.traffic import traffic_dir, write_traffic_rows
 
+from .chromium import CHROMIUM, rendered_check
 from .conftest import NumpyPredictor, make_inputs, numpy_models
-from .test_report import CHROMIUM, PLOTS
+from .test_report import PLOTS
 
 AFTER_LAUNCH_IDS = ('id="quantized"', 'id="router"', 'id="monitor"', 'id="plot-monitor"')
 
@@ -205,17 +205,7 @@ def test_after_launch_report_renders_at_1100px_without_page_overflow(launched, t
     _, html, _, _, _, _, _ = launched
     page = tmp_path / "layout-check.html"
     page.write_text(html.read_text().replace("</body>", LAYOUT_CHECK + "</body>"))
-    command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,2400", "--virtual-time-budget=5000",
-        "--dump-dom", page.as_uri(),
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    match = re.search(r'<pre id="layout-check">(.*?)</pre>', result.stdout, re.S)
-    assert match, "the layout check did not run: " + result.stdout[-500:]
-    lines = match.group(1).strip().splitlines()
+    lines, _ = rendered_check(page, tmp_path / "profile", "layout-check", "--hide-scrollbars", "--window-size=1100,2400")
     images = {line.split()[0]: line.split()[1:] for line in lines if line.startswith("plot-")}
     assert set(images) == {f"plot-{p}" for p in (*PLOTS, "monitor")}
     for name, (complete, width, height) in images.items():
