@@ -303,7 +303,31 @@ class TrainSpec(_Model):
     topk_cache_k: int = Field(32, ge=1, le=1024, description="How many teacher top-k logprobs the offline cache keeps per token (generate tasks).")
     on_policy_lambda: float = Field(0.0, ge=0, le=1, description="GKD λ: share of batches where the student samples and the teacher scores (needs a local teacher).")
     chunk_size: int = Field(1024, ge=1, description="Positions per chunk of the fused vocabulary projection + loss (generate tasks).")
-    rationale_weight: float = Field(0.0, ge=0, le=10, description="Weight λ of the rationale target when records carry rationales (0: unused).")
+    on_policy_temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature of the student's on-policy completions (0: greedy).")
+    on_policy_max_new_tokens: int | None = Field(None, ge=1, le=4096, description="Longest on-policy completion (default: task.max_new_tokens).")
+    rationale_weight: float = Field(
+        0.0, ge=0, le=10,
+        description="Classify: weight λ of the rationale target (Distilling step-by-step: L_label + λ·L_rationale) on records that carry a teacher rationale (0: unused).",
+    )
+    feature_weight: float = Field(
+        0.0, ge=0, le=100,
+        description="Classify: weight of hidden-state matching against the local teacher at the answer position, through a learned projection (0: unused).",
+    )
+    feature_kind: Literal["mse", "cosine"] = Field("mse", description="Hidden-state matching: mean squared error or 1 - cosine similarity.")
+    feature_layers: dict[int, int] | None = Field(
+        None, description="Layer map for hidden-state matching, student hidden-state index -> teacher index (default: last -> last)."
+    )
+    relation_weight: float = Field(
+        0.0, ge=0, le=100,
+        description="Classify: weight of relation-based KD between the pooled answer-position states of a micro-batch (0: unused).",
+    )
+    relation_kind: Literal["distance_angle", "similarity"] = Field(
+        "distance_angle", description="Relation KD: pairwise distances and angles (RKD) or similarity-matrix matching."
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: forward and backward under bfloat16 autocast (weights and optimiser stay fp32; softmaxes stay fp32)."
+    )
+    compile: bool = Field(False, description="Compile the student's decoder with torch.compile (pays off on long GPU runs).")
 
 
 # --- after launch: router and maintenance ------------------------------------------------------------

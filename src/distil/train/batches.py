@@ -45,11 +45,13 @@ class ClassifyExamples:
     prompts: list[str]
     teacher_probs: Tensor  # [n, L] float32, the teacher's label distribution
     hard: Tensor  # [n] int64: the gold label where a record has one, else the teacher's argmax
+    inputs: list[str] = field(default_factory=list)  # the bare inputs, in the same order
+    rationales: list[str | None] = field(default_factory=list)  # the teacher's rationale per example, if any
 
 
 def classify_examples(records: list[Record], labels: list[str]) -> ClassifyExamples:
     index = {name: i for i, name in enumerate(labels)}
-    prompts, probs, hard = [], [], []
+    prompts, probs, hard, inputs, rationales = [], [], [], [], []
     for r in records:
         if r.label_probs is not None and len(r.label_probs) == len(labels):
             p = np.asarray(r.label_probs, dtype=np.float64)
@@ -61,9 +63,11 @@ def classify_examples(records: list[Record], labels: list[str]) -> ClassifyExamp
         prompts.append(CLASSIFY_TEMPLATE.replace("{input}", r.input))
         probs.append(p)
         hard.append(index[r.gold_label] if r.gold_label in index else int(np.argmax(p)))
+        inputs.append(r.input)
+        rationales.append(r.rationale.strip() if r.rationale and r.rationale.strip() else None)
     if not prompts:
         raise DataError("no record carries a label distribution for the spec's labels", hint="check task.labels against the curated data")
-    return ClassifyExamples(prompts, torch.tensor(np.array(probs), dtype=torch.float32), torch.tensor(hard))
+    return ClassifyExamples(prompts, torch.tensor(np.array(probs), dtype=torch.float32), torch.tensor(hard), inputs, rationales)
 
 
 def classify_batch(tokenizer: Any, examples: ClassifyExamples, rows: list[int], max_length: int) -> dict[str, Tensor]:
@@ -80,6 +84,8 @@ class GenerateExamples:
     answer_ids: list[list[int]]  # the teacher's text, tokenised, ending with EOS
     topk_ids: list[np.ndarray | None] = field(default_factory=list)  # per example [n_answer, k] int32
     topk_logprobs: list[np.ndarray | None] = field(default_factory=list)  # per example [n_answer, k] fp16
+    inputs: list[str] = field(default_factory=list)  # the bare inputs (the teacher's prompt is built from them)
+    teacher_prompt_ids: list[list[int]] = field(default_factory=list)  # the teacher's own prompt per example, when known
 
     def tokens(self, rows: list[int]) -> int:
         """Answer tokens in ``rows``: the normaliser of the per-token losses."""
@@ -102,7 +108,9 @@ def generate_examples(records: list[Record], tokenizer: Any, max_length: int) ->
         prompt = prompt[-(max_length - len(answer)) :]
         out.prompt_ids.append(prompt)
         out.answer_ids.append(answer)
-        if r.topk_ids and r.topk_logprobs and len(r.topk_ids) >= len(answer):
+        out.inputs.append(r.input)
+        # a record's own top-k counts only when it scored exactly these answer tokens (its greedy path)
+        if r.topk_ids and r.topk_logprobs and len(r.topk_ids) >= len(answer) and [row[0] for row in r.topk_ids[: len(answer)]] == answer:
             out.topk_ids.append(np.asarray(r.topk_ids[: len(answer)], dtype=np.int32))
             out.topk_logprobs.append(np.asarray(r.topk_logprobs[: len(answer)], dtype=np.float16))
         else:

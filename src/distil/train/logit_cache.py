@@ -52,7 +52,8 @@ class TopkCache:
 
 
 def cache_key(fingerprint: str, examples: Any, k: int) -> str:
-    """Names the cache by what changes its content: the teacher's weights, k and the exact token ids."""
+    """Names the cache by what changes its content: the teacher's weights, k and the exact token ids
+    (the teacher's prompt and the answer)."""
     h = hashlib.sha256(f"{fingerprint}|{k}".encode())
     for prompt, answer in zip(examples.prompt_ids, examples.answer_ids, strict=True):
         h.update(np.asarray(prompt, dtype=np.int64).tobytes() + b"|" + np.asarray(answer, dtype=np.int64).tobytes() + b";")
@@ -113,18 +114,48 @@ def build_topk_cache(model: Any, fingerprint: str, examples: Any, k: int, root: 
     return TopkCache.open(folder)
 
 
+def teacher_prompt_ids(tokenizer: Any, instruction: str, inputs: list[str]) -> list[list[int]]:
+    """The local teacher's own prompt for each input of a generate task, tokenised as it sends it: the
+    instruction with ``{input}`` filled in (the bare input when it has no slot), in the chat template
+    when the tokenizer has one. The cache and on-policy scoring put the answer tokens after this prompt,
+    so the teacher judges them in the context it wrote them in, not after the student's bare prompt."""
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    out = []
+    for text in inputs:
+        prompt = instruction.replace("{input}", text) if "{input}" in instruction else text
+        if chat:
+            prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        out.append(tokenizer(prompt, add_special_tokens=not chat).input_ids)
+    return out
+
+
+def teacher_view(examples: Any) -> Any:
+    """The examples as the teacher sees them: its own prompts, the same answer ids."""
+    from distil.train.batches import GenerateExamples
+
+    if not examples.teacher_prompt_ids:
+        raise TrainError("the teacher's prompts were not attached to the training examples")
+    return GenerateExamples(list(examples.teacher_prompt_ids), examples.answer_ids)
+
+
 def build_or_load_cache(project: Any, source: str, examples: Any, k: int, student_tokenizer: Any, console=None) -> TopkCache | None:  # noqa: ANN001
-    """The project's cache for a local teacher (loaded only when the cache is missing)."""
+    """The project's cache for a local teacher (loaded only when the cache is missing); the teacher scores
+    every answer token after its own prompt (``examples.teacher_prompt_ids``, attached here)."""
+    from transformers import AutoTokenizer
+
     from distil.teachers.loading import load_causal_lm, local_model_folder
     from distil.train.plan import require_same_vocabulary
 
     folder, fingerprint = local_model_folder(source)
+    if not examples.teacher_prompt_ids:
+        examples.teacher_prompt_ids = teacher_prompt_ids(AutoTokenizer.from_pretrained(str(folder)), project.spec.task.instruction, examples.inputs)
+    view = teacher_view(examples)
     root = project.state_dir / "cache" / "topk"
-    existing = root / cache_key(fingerprint, examples, k)
+    existing = root / cache_key(fingerprint, view, k)
     if (existing / "index.json").is_file():
         return TopkCache.open(existing)
     model, tokenizer, fingerprint = load_causal_lm(source)
     require_same_vocabulary(tokenizer, student_tokenizer, what="token-level KD from the offline cache")
-    cache = build_topk_cache(model, fingerprint, examples, k, root, console)
+    cache = build_topk_cache(model, fingerprint, view, k, root, console)
     del model
     return cache

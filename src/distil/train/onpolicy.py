@@ -107,3 +107,39 @@ def left_pad(sequences: list[list[int]], pad_id: int, device: Any = None) -> tup
 def trim_completions(completion_ids: Tensor, completion_mask: Tensor) -> list[list[int]]:
     """Each row's kept tokens (through its first EOS) as a list; an empty sample keeps nothing."""
     return [ids[mask.bool()].tolist() for ids, mask in zip(completion_ids.cpu(), completion_mask.cpu(), strict=True)]
+
+
+def on_policy_loss(
+    student: Any,
+    teacher: Any,
+    student_prompts: list[list[int]],
+    teacher_prompts: list[list[int]],
+    completions: list[list[int]],
+    pad_id: int,
+    cfg: Any,
+    num_items: float,
+) -> tuple[Tensor, int]:
+    """Divergence ``cfg.loss`` between student and teacher on the student's own completions, per token.
+
+    The student reads its prompt + completion, the teacher its own prompt + the same completion; only the
+    completion positions reach either vocabulary projection, chunk by chunk (``cfg.chunk_size``), so no
+    [batch, seq, vocab] tensor exists. Returns (summed loss / ``num_items``, tokens read by the student).
+    """
+    from distil.train import losses as L
+    from distil.train.batches import GenerateExamples, generate_batch
+    from distil.train.students import base_and_head
+
+    rows = list(range(len(completions)))
+    device = next(student.parameters()).device
+    ours = {k: v.to(device) for k, v in generate_batch(GenerateExamples(student_prompts, completions), rows, pad_id, False).items()}
+    theirs = {k: v.to(device) for k, v in generate_batch(GenerateExamples(teacher_prompts, completions), rows, pad_id, False).items()}
+    with torch.no_grad():
+        t_decoder, t_head = base_and_head(teacher)
+        t_hidden = t_decoder(input_ids=theirs["input_ids"], attention_mask=theirs["attention_mask"]).last_hidden_state
+        t_selected = t_hidden[theirs["targets"] != -100]  # [N, Ht], the same N positions in the same order
+    decoder, head = base_and_head(student)
+    hidden = decoder(input_ids=ours["input_ids"], attention_mask=ours["attention_mask"]).last_hidden_state
+    selected = hidden[ours["targets"] != -100]  # [N, H]
+    chunk = L.summed_divergence_chunk(lambda a, b: t_selected[a:b] @ t_head.T, kind=cfg.loss, temperature=cfg.temperature,
+                                      beta=cfg.beta, alpha=cfg.skew_alpha)
+    return L.chunked_head_loss(selected, head, chunk, cfg.chunk_size) / num_items, int(ours["attention_mask"].sum())

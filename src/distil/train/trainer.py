@@ -37,6 +37,14 @@ from distil.train.batches import (
     generate_examples,
     latest_curated,
 )
+from distil.train.onpolicy import (
+    left_pad,
+    on_policy_loss,
+    on_policy_step_uses_student,
+    sample_completions,
+    step_rng,
+    trim_completions,
+)
 from distil.train.students import (
     CLASSIFY_TEMPLATE,
     GENERATE_TEMPLATE,
@@ -47,8 +55,11 @@ from distil.train.students import (
     label_logits,
     label_token_ids,
 )
+from distil.train.teacher_states import answer_states
 
 ROLES = ("student", "baseline")
+RATIONALE_TEMPLATE = "{input}\nRationale:"  # the second task of Distilling step-by-step; never used at inference
+PROJECTOR = "distil_feature_projector"  # the learned student -> teacher map, trained with the student, never saved with it
 
 
 @dataclass
@@ -61,6 +72,22 @@ class RoleSetup:
     train: ClassifyExamples | GenerateExamples
     validation: ClassifyExamples | GenerateExamples | None
     label_ids: torch.Tensor | None  # [L] (classify)
+    # classify extras (the distilled student only)
+    teacher_states: torch.Tensor | None = None  # [n, M + 1, Ht]: the mapped teacher layers, then the last
+    feature_map: dict[int, int] | None = None  # student hidden-state index -> teacher index
+    rationale: GenerateExamples | None = None  # row i: rationale prompt + the teacher's rationale (empty if none)
+    # generate, on-policy (the distilled student only)
+    teacher_model: Any = None
+    max_new_tokens: int = 32
+    eos_id: int | None = None
+
+    @property
+    def student_layers(self) -> list[int]:
+        return [s for s, _ in sorted((self.feature_map or {}).items())] + [-1]
+
+    @property
+    def on_policy(self) -> bool:
+        return self.teacher_model is not None
 
 
 # --- small pieces ------------------------------------------------------------------------------------------
@@ -122,14 +149,68 @@ def step_rows(order: list[int], step: int, per_step: int, batch: int, accum: int
 
 
 def classify_loss(model, batch: dict, setup: RoleSetup, cfg: Any, num_items: float) -> tuple[torch.Tensor, int]:  # noqa: ANN001
-    """Summed loss of the micro-batch / num_items; logits only at the answer position, only label rows."""
-    logits = label_logits(model, batch["input_ids"], batch["attention_mask"], setup.label_ids)  # [B, L]
+    """Summed loss of the micro-batch / num_items; logits only at the answer position, only label rows.
+
+    The distilled student adds, when configured: hidden-state matching through the learned projector
+    (``feature_weight``), relation KD on the answer-position states (``relation_weight``, a per-micro-batch
+    mean weighted by its share of the step), and the rationale target (``rationale_weight``).
+    """
+    tokens = int(batch["attention_mask"].sum())
+    with_states = setup.kd and "teacher_states" in batch
+    if with_states:
+        states = answer_states(model, batch["input_ids"], batch["attention_mask"], setup.student_layers)  # [B, M + 1, H]
+        _, head = base_and_head(model)
+        logits = (states[:, -1] @ head[setup.label_ids].T).float()
+    else:
+        logits = label_logits(model, batch["input_ids"], batch["attention_mask"], setup.label_ids)  # [B, L]
     ce = L.cross_entropy(logits, batch["hard"], num_items=num_items)
     if not setup.kd:
-        return ce, int(batch["attention_mask"].sum())
+        return ce, tokens
     teacher = L.probs_to_logprobs(batch["teacher_probs"])
     kd = L.distillation_loss(logits, teacher, kind=cfg.loss, temperature=cfg.temperature, beta=cfg.beta, alpha=cfg.skew_alpha, num_items=num_items)
-    return L.mixed_loss(ce, kd, cfg.alpha), int(batch["attention_mask"].sum())
+    loss = L.mixed_loss(ce, kd, cfg.alpha)
+    if with_states:
+        theirs = batch["teacher_states"]  # [B, M + 1, Ht]
+        if cfg.feature_weight > 0 and setup.feature_map:
+            pairs = sorted(setup.feature_map.items())
+            student_states = {s: states[:, m : m + 1] for m, (s, _) in enumerate(pairs)}
+            teacher_states = {t: theirs[:, m : m + 1] for m, (_, t) in enumerate(pairs)}
+            projector = getattr(_unwrap(model), PROJECTOR)
+            loss = loss + cfg.feature_weight * L.feature_loss(student_states, teacher_states, dict(pairs), projector, kind=cfg.feature_kind, num_items=num_items)
+        if cfg.relation_weight > 0 and len(states) >= 3:
+            share = len(states) / num_items
+            loss = loss + cfg.relation_weight * share * L.relation_loss(states[:, -1], theirs[:, -1], kind=cfg.relation_kind)
+    if "rationale_targets" in batch and cfg.rationale_weight > 0:
+        decoder, head = base_and_head(model)
+        hidden = decoder(input_ids=batch["rationale_input_ids"], attention_mask=batch["rationale_attention_mask"]).last_hidden_state
+        keep = batch["rationale_targets"] != -100
+        rationale = L.chunked_head_loss(hidden[keep], head, L.summed_cross_entropy_chunk(batch["rationale_targets"][keep]), cfg.chunk_size)
+        loss = loss + cfg.rationale_weight * rationale / batch["rationale_norm"]
+        tokens += int(batch["rationale_attention_mask"].sum())
+    return loss, tokens
+
+
+def _unwrap(model):  # noqa: ANN001, ANN202
+    """The model the projector was attached to, inside DDP's wrapper or not."""
+    return getattr(model, "module", model)
+
+
+def classify_extras(setup: RoleSetup, rows: list[int], step_rows: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """The teacher's states and the rationale targets of ``rows`` (the distilled student only)."""
+    out: dict[str, torch.Tensor] = {}
+    if not setup.kd:
+        return out
+    if setup.teacher_states is not None:
+        out["teacher_states"] = setup.teacher_states[rows]
+    data = setup.rationale
+    if data is not None:
+        with_rationale = [i for i in rows if data.answer_ids[i]]
+        norm = data.tokens(step_rows)
+        if with_rationale and norm:
+            r = generate_batch(data, with_rationale, pad_id, with_topk=False)
+            out.update(rationale_input_ids=r["input_ids"], rationale_attention_mask=r["attention_mask"], rationale_targets=r["targets"],
+                       rationale_norm=torch.tensor(float(norm)))
+    return out
 
 
 def generate_loss(model, batch: dict, setup: RoleSetup, cfg: Any, num_items: float) -> tuple[torch.Tensor, int]:  # noqa: ANN001
@@ -203,6 +284,9 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> tuple[dict, di
 
 def save_model_folder(target: Path, model, tokenizer, task_info: dict) -> None:  # noqa: ANN001
     """A plain transformers folder (LoRA merged in) plus distil_task.json."""
+    if hasattr(model, PROJECTOR):
+        model = copy.deepcopy(model)
+        delattr(model, PROJECTOR)
     if hasattr(model, "merge_and_unload"):
         model = copy.deepcopy(model).merge_and_unload()
 
@@ -214,6 +298,19 @@ def save_model_folder(target: Path, model, tokenizer, task_info: dict) -> None: 
     atomic_dir_write(target, write)
 
 
+def student_samples(model, setup: RoleSetup, rows: list[int], cfg: Any, pad_id: int, seed: int) -> dict[int, list[int]]:  # noqa: ANN001
+    """The student's own completion (through its first EOS) for each of ``rows``: the on-policy data of a step."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    out: dict[int, list[int]] = {}
+    for start in range(0, len(rows), cfg.batch_size):
+        chunk = rows[start : start + cfg.batch_size]
+        ids, mask = left_pad([setup.train.prompt_ids[i] for i in chunk], pad_id, device)
+        completion, keep = sample_completions(model, ids, mask, setup.max_new_tokens, cfg.on_policy_temperature, setup.eos_id, generator)
+        out.update(zip(chunk, trim_completions(completion, keep), strict=True))
+    return out
+
+
 # --- one role -----------------------------------------------------------------------------------------------------
 
 
@@ -223,6 +320,12 @@ def train_role(build: StudentBuild, setup: RoleSetup, cfg: Any, run_dir: Path, a
 
     seed_everything(cfg.seed)
     model = copy.deepcopy(build.model)
+    if setup.kd and setup.teacher_states is not None and cfg.feature_weight > 0 and setup.feature_map:
+        student_dim, teacher_dim = int(model.config.hidden_size), int(setup.teacher_states.shape[-1])
+        model.add_module(PROJECTOR, L.FeatureProjector(student_dim, teacher_dim, setup.student_layers[:-1]))
+    if cfg.compile:
+        decoder, _ = base_and_head(model)
+        decoder.compile(dynamic=True, backend=os.environ.get("DISTIL_COMPILE_BACKEND", "inductor"))
     model.train()
     tokenizer = build.tokenizer
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -251,6 +354,8 @@ def train_role(build: StudentBuild, setup: RoleSetup, cfg: Any, run_dir: Path, a
         setup.label_ids = setup.label_ids.to(device)
     compute = classify_loss if setup.kind == "classify" else generate_loss
     with_topk = setup.kind == "generate" and setup.kd and setup.train.has_topk
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.precision == "bf16" else contextlib.nullcontext
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     eval_every = cfg.eval_every or steps_per_epoch
     steps_run = 0
     stop = limit_hit = False
@@ -267,6 +372,12 @@ def train_role(build: StudentBuild, setup: RoleSetup, cfg: Any, run_dir: Path, a
                 micro = step_rows(order, step, per_step, cfg.batch_size, cfg.grad_accum, world, rank)
                 global_rows = order[step * per_step : (step + 1) * per_step]
                 num_items = float(len(global_rows)) if setup.kind == "classify" else float(setup.train.tokens(global_rows))
+                samples = None
+                if setup.on_policy and on_policy_step_uses_student(cfg.on_policy_lambda, step_rng(cfg.seed, state["global_step"])):
+                    samples = student_samples(accelerator.unwrap_model(model), setup, [i for rows in micro for i in rows], cfg, pad_id,
+                                              seed=cfg.seed * 1_000_003 + state["global_step"] * 97 + rank)
+                    local = torch.tensor(float(sum(len(c) for c in samples.values())), device=device)
+                    num_items = max(1.0, float(accelerator.reduce(local, "sum")))
                 step_loss, step_tokens = 0.0, 0
                 for m, rows in enumerate(micro):
                     sync = contextlib.nullcontext() if m == len(micro) - 1 else accelerator.no_sync(model)
@@ -275,12 +386,20 @@ def train_role(build: StudentBuild, setup: RoleSetup, cfg: Any, run_dir: Path, a
                             loss = sum(p.sum() * 0.0 for p in params)
                             tokens = 0
                         else:
-                            if setup.kind == "classify":
-                                batch = classify_batch(tokenizer, setup.train, rows, cfg.max_length)
+                            if samples is not None:
+                                with autocast():
+                                    loss, tokens = on_policy_loss(model, setup.teacher_model, [setup.train.prompt_ids[i] for i in rows],
+                                                                  [setup.train.teacher_prompt_ids[i] for i in rows], [samples[i] for i in rows],
+                                                                  pad_id, cfg, num_items)
                             else:
-                                batch = generate_batch(setup.train, rows, tokenizer.pad_token_id, with_topk)
-                            batch = {k: v.to(device) for k, v in batch.items()}
-                            loss, tokens = compute(model, batch, setup, cfg, num_items)
+                                if setup.kind == "classify":
+                                    batch = classify_batch(tokenizer, setup.train, rows, cfg.max_length)
+                                    batch.update(classify_extras(setup, rows, global_rows, pad_id))
+                                else:
+                                    batch = generate_batch(setup.train, rows, pad_id, with_topk)
+                                batch = {k: v.to(device) for k, v in batch.items()}
+                                with autocast():
+                                    loss, tokens = compute(model, batch, setup, cfg, num_items)
                         # DDP averages gradients over processes; the loss is already a share of the global sum
                         accelerator.backward(loss * world)
                     step_loss += float(loss.detach())
@@ -297,6 +416,8 @@ def train_role(build: StudentBuild, setup: RoleSetup, cfg: Any, run_dir: Path, a
                 state["global_step"] += 1
                 state["step_in_epoch"] = step + 1
                 point = {"step": state["global_step"], "epoch": epoch, "loss": step_loss, "lr": scheduler.get_last_lr()[0]}
+                if setup.on_policy:
+                    point["on_policy"] = samples is not None
                 steps_run += 1
                 if state["global_step"] % eval_every == 0 or step == steps_per_epoch - 1:
                     fidelity = validation_fidelity(model, tokenizer, setup, cfg, device)
@@ -406,11 +527,13 @@ def train_run(
                       + (f" ({size['fraction_of_teacher']:.1%} of the teacher's {size['teacher_params']:,})" if size["teacher_params"] else "")
                       + (f"; size target ≤ {size['size_max_params']:,}: {'met' if size['within_size_target'] else 'NOT met'}" if size["size_max_params"] else ""))
 
+    extras = distillation_extras(project, spec, cfg, build, train_data, console)
     metrics: dict[str, Any] = {"run_id": run_id, "dataset_hash": data.dataset_hash, "size": build.size_row()}
     curves: dict[str, Any] = {}
     finished_all = True
     for role in ROLES if baseline else ROLES[:1]:
-        setup = RoleSetup(role, role == "student", kind, train_data, validation, label_ids.clone() if label_ids is not None else None)
+        setup = RoleSetup(role, role == "student", kind, train_data, validation, label_ids.clone() if label_ids is not None else None,
+                          **(extras if role == "student" else {}))
         state = train_role(build, setup, cfg, run_dir, accelerator, console, max_steps)
         curves[role] = state["curve"]
         if "model" not in state and not state.get("done"):
@@ -440,6 +563,73 @@ def train_run(
                     )
     accelerator.wait_for_everyone()
     return run_id
+
+
+def distillation_extras(project, spec, cfg, build: StudentBuild, train_data, console) -> dict[str, Any]:  # noqa: ANN001
+    """What the distilled student needs beyond the records: the live teacher for on-policy steps, the
+    teacher's answer-position states for feature / relation KD, the rationale targets. Refuses settings
+    that cannot apply, naming the field."""
+    from distil.train.plan import require_same_vocabulary
+
+    teacher = spec.teacher()
+    local = teacher.scheme in ("hf", "gguf")
+    kind = spec.task.kind
+    out: dict[str, Any] = {}
+    if cfg.on_policy_lambda > 0:
+        if kind != "generate":
+            raise TrainError("train.on_policy_lambda applies to generate tasks; a classify student already learns the teacher's whole label distribution",
+                             hint="set train.on_policy_lambda: 0")
+        if not local:
+            raise TrainError(f"train.on_policy_lambda needs a local teacher to score the student's samples; {teacher.id} is {teacher.scheme}:",
+                             hint="set train.on_policy_lambda: 0 (the API teacher's top-k and text are used off-policy)")
+        from distil.teachers.loading import load_causal_lm
+        from distil.train.logit_cache import teacher_prompt_ids
+
+        model, tokenizer, _ = load_causal_lm(teacher.source)
+        require_same_vocabulary(tokenizer, build.tokenizer, what="on-policy distillation")
+        if not train_data.teacher_prompt_ids:
+            train_data.teacher_prompt_ids = teacher_prompt_ids(tokenizer, spec.task.instruction, train_data.inputs)
+        out.update(teacher_model=model.to(next(build.model.parameters()).device),
+                   max_new_tokens=cfg.on_policy_max_new_tokens or spec.task.max_new_tokens, eos_id=build.tokenizer.eos_token_id)
+    wants_states = cfg.feature_weight > 0 or cfg.relation_weight > 0
+    if wants_states or cfg.rationale_weight > 0:
+        if kind != "classify":
+            field = "feature_weight" if cfg.feature_weight > 0 else "relation_weight" if cfg.relation_weight > 0 else "rationale_weight"
+            raise TrainError(f"train.{field} applies to classify tasks", hint=f"set train.{field}: 0 for a generate task")
+    if wants_states:
+        if not local:
+            raise TrainError(f"train.feature_weight / train.relation_weight need the teacher's hidden states; {teacher.id} is {teacher.scheme}:",
+                             hint="set them to 0, or use a local (hf: or gguf:) teacher")
+        from transformers import AutoConfig
+
+        from distil.teachers.loading import local_model_folder
+        from distil.train.teacher_states import check_layers, teacher_answer_states
+
+        teacher_layers = int(AutoConfig.from_pretrained(str(local_model_folder(teacher.source)[0])).num_hidden_layers)
+        mapping = dict(cfg.feature_layers) if cfg.feature_layers else {-1: -1}
+        check_layers(mapping, int(build.model.config.num_hidden_layers), teacher_layers)
+        layers = [t for _, t in sorted(mapping.items())] + [-1]
+        out.update(feature_map=mapping, teacher_states=teacher_answer_states(project, teacher.source, train_data.prompts, layers, build.tokenizer,
+                                                                             cfg.max_length, console=console))
+    if cfg.rationale_weight > 0:
+        if not any(train_data.rationales):
+            console.print("[yellow]train.rationale_weight is set but no training record carries a rationale "
+                          "(data.rationales: true asks the teacher for them); training on labels only[/yellow]")
+        else:
+            out["rationale"] = rationale_examples(train_data, build.tokenizer, cfg.max_length)
+    return out
+
+
+def rationale_examples(data: ClassifyExamples, tokenizer, max_length: int) -> GenerateExamples:  # noqa: ANN001
+    """Row i: "<input>\nRationale:" then the teacher's rationale and EOS (no answer tokens when it has none)."""
+    out = GenerateExamples([], [])
+    for text, rationale in zip(data.inputs, data.rationales, strict=True):
+        answer = tokenizer(" " + rationale, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] if rationale else []
+        answer = answer[: max(1, max_length // 2)] if answer else []
+        prompt = tokenizer(RATIONALE_TEMPLATE.replace("{input}", text), add_special_tokens=False).input_ids
+        out.prompt_ids.append(prompt[-(max_length - len(answer)) :])
+        out.answer_ids.append(answer)
+    return out
 
 
 def attach_logit_cache(project, spec, data, examples: GenerateExamples, tokenizer, cfg, console, accelerator) -> None:  # noqa: ANN001
