@@ -41,3 +41,29 @@ def test_accelerate_launch_two_processes_completes_a_tiny_run(classify_project, 
     # 24 examples, batch 4 per process × 2 processes: 3 steps per epoch, 2 epochs
     assert metrics["student"]["steps"] == metrics["baseline"]["steps"] == 6
     assert sorted(r["role"] for r in project.ledger.rows("runs", "run_id = ?", ("ddp",))) == ["baseline", "student"]
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_processes_runs_on_policy_steps(tmp_path, tiny_teacher_dir):
+    """Both processes draw the same on-policy coin per step, sample their own rows and share the token count."""
+    from tests.train.conftest import generate_records, write_curated, write_spec
+
+    spec = write_spec(tmp_path / "gen", tiny_teacher_dir, kind="generate",
+                      train={"epochs": 1, "topk_cache_k": 8, "alpha": 0.5, "on_policy_lambda": 1.0, "on_policy_max_new_tokens": 3})
+    write_curated(spec, generate_records(16), generate_records(4, seed=1))
+    script = tmp_path / "launch.py"
+    script.write_text(
+        "import sys, torch\ntorch.set_num_threads(1)\n"
+        "from distil.spec.io import load_project\nfrom distil.train.trainer import train_run\n"
+        "print('RUN', train_run(load_project(sys.argv[1]), run_id='ddp', baseline=False))\n"
+    )
+    accelerate = Path(sys.executable).with_name("accelerate")
+    done = subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", str(script), str(spec)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    curve = json.loads((load_project(spec).runs_dir / "ddp" / "curve.json").read_text())["student"]
+    assert len(curve) == 2 and all(p["on_policy"] for p in curve)  # 16 rows / (4 × 2 processes), λ = 1
+    assert all(p["loss"] == p["loss"] and p["loss"] > 0 for p in curve)
