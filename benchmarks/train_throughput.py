@@ -297,7 +297,8 @@ def cache_main(args, vocab: int) -> None:  # noqa: ANN001
         f"{ours['cache_bytes'] / ours['tokens']:.0f} bytes per token), then trains the student with the teacher unloaded; "
         "TRL's GKDTrainer runs the teacher on every step of every epoch. One run each, each in its own process.\n\n"
         + markdown_table(["trainer", "total s (3 epochs)", "of which cache build s", "peak MiB"], rows)
-        + f"\n\ndistil / TRL total time: {ours['total_s'] / theirs['total_s']:.2f}×."
+        + f"\n\ndistil / TRL total time: {ours['total_s'] / theirs['total_s']:.2f}×. Load average at the end (the machine is shared): "
+        f"{os.getloadavg()[0]:.1f}."
     )
     write_section(f"train_cache_{args.device}", f"Three epochs with the offline teacher cache vs TRL ({args.device})", body)
 
