@@ -235,13 +235,7 @@ def main() -> None:
     if args.mode == "cache":
         cache_main(args, vocab)
         return
-    results = {}
-    for which in ("distil", "trl"):
-        done = subprocess.run([sys.executable, __file__, "--device", args.device, "--vocab", str(vocab), "--child", which],
-                              capture_output=True, text=True)
-        line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-        results[which] = json.loads(line[-1][7:]) if line else {"error": done.stderr[-600:]}
-        print(which, results[which], flush=True)
+    results = run_children(args.device, vocab, ("distil", "trl"))
     if args.no_write or any("error" in r for r in results.values()):
         return
     sys.path.insert(0, os.path.dirname(__file__))
@@ -273,14 +267,20 @@ def main() -> None:
     write_section(f"train_throughput_{args.device}", f"Training throughput: distil vs TRL GKDTrainer ({args.device})", body)
 
 
-def cache_main(args, vocab: int) -> None:  # noqa: ANN001
+def run_children(device: str, vocab: int, names: tuple[str, ...]) -> dict[str, dict]:
+    """Each contender in its own process (so its peak memory is its own); its RESULT line, or the error."""
     results = {}
-    for which in ("distil-cache", "trl-epochs"):
-        done = subprocess.run([sys.executable, __file__, "--device", args.device, "--vocab", str(vocab), "--child", which],
+    for which in names:
+        done = subprocess.run([sys.executable, __file__, "--device", device, "--vocab", str(vocab), "--child", which],
                               capture_output=True, text=True)
         line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
         results[which] = json.loads(line[-1][7:]) if line else {"error": done.stderr[-600:]}
         print(which, results[which], flush=True)
+    return results
+
+
+def cache_main(args, vocab: int) -> None:  # noqa: ANN001
+    results = run_children(args.device, vocab, ("distil-cache", "trl-epochs"))
     if args.no_write or any("error" in r for r in results.values()):
         return
     sys.path.insert(0, os.path.dirname(__file__))

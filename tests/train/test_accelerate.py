@@ -18,21 +18,25 @@ import pytest
 from distil.spec.io import load_project
 
 
-@pytest.mark.slow
-def test_accelerate_launch_two_processes_completes_a_tiny_run(classify_project, tmp_path):
-    script = tmp_path / "launch.py"
+def launch_two_processes(folder: Path, options: str, spec: Path) -> subprocess.CompletedProcess:
+    """`accelerate launch` of a script that trains run 'ddp' of ``spec`` with ``train_run(..., options)``."""
+    script = folder / "launch.py"
     script.write_text(
         "import sys, torch\ntorch.set_num_threads(1)\n"
         "from distil.spec.io import load_project\nfrom distil.train.trainer import train_run\n"
-        "print('RUN', train_run(load_project(sys.argv[1]), run_id='ddp'))\n"
+        f"print('RUN', train_run(load_project(sys.argv[1]), run_id='ddp', {options}))\n"
     )
     accelerate = Path(sys.executable).with_name("accelerate")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
+    return subprocess.run(
         [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", str(script), str(classify_project)],
-        capture_output=True, text=True, timeout=300, env=env,
+         "--dynamo_backend", "no", str(script), str(spec)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_processes_completes_a_tiny_run(classify_project, tmp_path):
+    done = launch_two_processes(tmp_path, "", classify_project)
     assert done.returncode == 0, done.stderr[-3000:]
     project = load_project(classify_project)
     config = json.loads((project.runs_dir / "ddp" / "train_config.json").read_text())
@@ -51,18 +55,7 @@ def test_accelerate_launch_two_processes_runs_on_policy_steps(tmp_path, tiny_tea
     spec = write_spec(tmp_path / "gen", tiny_teacher_dir, kind="generate",
                       train={"epochs": 1, "topk_cache_k": 8, "alpha": 0.5, "on_policy_lambda": 1.0, "on_policy_max_new_tokens": 3})
     write_curated(spec, generate_records(16), generate_records(4, seed=1))
-    script = tmp_path / "launch.py"
-    script.write_text(
-        "import sys, torch\ntorch.set_num_threads(1)\n"
-        "from distil.spec.io import load_project\nfrom distil.train.trainer import train_run\n"
-        "print('RUN', train_run(load_project(sys.argv[1]), run_id='ddp', baseline=False))\n"
-    )
-    accelerate = Path(sys.executable).with_name("accelerate")
-    done = subprocess.run(
-        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", str(script), str(spec)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    done = launch_two_processes(tmp_path, "baseline=False", spec)
     assert done.returncode == 0, done.stderr[-3000:]
     curve = json.loads((load_project(spec).runs_dir / "ddp" / "curve.json").read_text())["student"]
     assert len(curve) == 2 and all(p["on_policy"] for p in curve)  # 16 rows / (4 × 2 processes), λ = 1
