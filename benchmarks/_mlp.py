@@ -7,6 +7,7 @@ that uses it measures distil's losses, not a re-implementation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,8 +67,15 @@ def train(
     temperature: float = 1.0,
     alpha: float = 0.0,
     input_noise: float = 0.0,
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
 ) -> nn.Module:
-    """Adam over shuffled mini-batches for a fixed number of epochs; returns the model in eval mode."""
+    """Adam over shuffled mini-batches for a fixed number of epochs; returns the model in eval mode.
+
+    ``augment(x [B, D], generator) -> [B, D]`` transforms each batch afresh (e.g. jittered images); it is
+    only for models trained on hard labels, since soft targets belong to the inputs they were computed on.
+    """
+    if augment is not None and data.teacher_logits is not None:
+        raise ValueError("augment applies to hard-label training only; the teacher's targets are for the unaugmented inputs")
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     n = len(data.x)
@@ -79,6 +87,8 @@ def train(
             x = data.x[rows]
             if input_noise:
                 x = x + input_noise * torch.randn(x.shape, generator=g)
+            if augment is not None:
+                x = augment(x, g)
             teacher = data.teacher_logits[rows] if data.teacher_logits is not None else None
             loss = step_loss(model(x), data.labels[rows], teacher, temperature, alpha)
             opt.zero_grad(set_to_none=True)

@@ -35,10 +35,22 @@ def test_hinton_digits_tiny(doc_untouched, capsys):
     assert "Temperature × α sweep" in printed and "Omitted class" in printed and "Low-label arm" in printed
     assert len(result["teacher"]) == len(result["hard"]) == len(result["dist"]) == 2
     assert all(0 <= e <= 500 for e in result["teacher"] + result["hard"] + result["dist"])
+    assert result["chosen"] in {(t, a) for t in (1, 4) for a in (0.5,)}
     for arm in result["extra"]:
         # the bias correction can only move predictions towards the omitted digit
         assert arm["omit_corrected"][1] <= arm["omit_dist"][1]
         assert arm["low_labelled"] == 100
+
+
+def test_hinton_jitter_shifts_by_at_most_one_pixel():
+    import torch
+
+    hinton = load("hinton_digits")
+    image = torch.arange(64, dtype=torch.float32).view(1, 64) + 1
+    padded = torch.nn.functional.pad(image.view(8, 8), (1, 1, 1, 1))
+    shifts = {tuple(padded[dy : dy + 8, dx : dx + 8].reshape(64).tolist()) for dy in range(3) for dx in range(3)}
+    seen = {tuple(row.tolist()) for row in hinton.jitter(image.repeat(200, 1), torch.Generator().manual_seed(0))}
+    assert seen == shifts  # all nine shifts occur, and nothing else
 
 
 def test_munge_tiny(doc_untouched, capsys):
@@ -57,19 +69,22 @@ def test_munge_tiny(doc_untouched, capsys):
 def test_divergence_study_tiny(doc_untouched, capsys):
     result = load("divergence_study").main(["--size", "tiny", "--no-write"])
     printed = capsys.readouterr().out
-    assert "on-policy" in printed
+    assert "On-policy λ" in printed
     assert set(result["divergences"]) == {"cross_entropy", "forward_kl", "reverse_kl", "jsd", "skew_forward_kl"}
     assert all(0.0 <= v <= 1.0 for vs in result["divergences"].values() for v in vs)
+    # λ = 1 trains on the student's own samples every step, λ = 0 never
+    assert result["on_policy_share"][1.0] == [1.0] and result["on_policy_share"][0.0] == [0.0]
+    assert all(0.0 <= v <= 1.0 for vs in result["lambdas"].values() for v in vs)
     assert {mode for _, mode in result["fractions"]} == {"label-only", "rationale multitask"}
 
 
 def test_divergence_task_text_is_right():
     study = load("divergence_study")
-    assert study.rationale(459, 123) == "9+3+0=12,5+2+1=08,4+1+0=05"
-    assert study.answer(459, 123) == "0582"
-    text = study.prompt(459, 123, "R") + study.rationale(459, 123) + "|" + study.answer(459, 123)
+    assert study.rationale(59, 23) == "9+3+0=12,5+2+1=08"
+    assert study.answer(59, 23) == "082"
+    text = study.prompt(59, 23, "R") + study.rationale(59, 23) + "|" + study.answer(59, 23)
     ids = study.encode([text])
-    assert ids.shape[1] == study.PROMPT_LEN + study.RATIONALE_LEN + 1 + study.ANSWER_LEN
+    assert ids.shape[1] == study.PROMPT_LEN + study.COMPLETION_LEN
     assert study.decode(ids) == [text]
 
 
