@@ -7,7 +7,7 @@ import pytest
 
 from distil.errors import TeacherError
 from distil.spec.io import load_project
-from distil.teachers.openai_compat import OpenAICompatTeacher, retry_delay
+from distil.teachers.openai_compat import OpenAICompatTeacher, proxy_for, retry_delay
 from distil.teachers.registry import build_teacher
 from tests.data.helpers import make_project
 from tests.teachers.openai_server import RunningServer, ServerState
@@ -109,3 +109,28 @@ def test_retry_delay_backs_off_with_jitter_and_honours_retry_after():
     assert retry_delay(0, "2") == 2.0
     delays = [retry_delay(a, None) for a in range(5)]
     assert all(0.5 * 2**a / 2 <= d <= 0.5 * 2**a for a, d in enumerate(delays))
+
+
+def test_proxy_from_the_environment_unless_no_proxy_exempts_the_host(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert proxy_for("https://api.example.com/v1/chat/completions") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    assert proxy_for("https://api.example.com/v1/chat/completions") == "http://proxy.internal:3128"
+    assert proxy_for("http://api.example.com/v1/chat/completions") is None  # only HTTPS has one
+    assert proxy_for("https://127.0.0.1:8000/v1/chat/completions") is None
+
+
+def test_requests_go_through_the_proxy_the_environment_names(tmp_path, monkeypatch):
+    from tests.reliability.fault_server import FaultServer
+
+    # the fault server answers a proxied (absolute-form) request too, so it stands in for the proxy here
+    with FaultServer() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://user:pw@127.0.0.1:{proxy.port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        project = _project(tmp_path, "http://teacher.invalid/v1", "keyword")
+        teacher = OpenAICompatTeacher(project.spec.teachers[0], project.spec.task, max_retries=0)
+        assert teacher.generate(["My invoice has a wrong charge"]) == ["billing"]
+        assert proxy.stats.total_requests == 1

@@ -22,6 +22,8 @@ import json
 import math
 import os
 import random
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +52,17 @@ def parse_source(source: str) -> tuple[str, str]:
     if not base or not model:
         raise TeacherError(f"teachers[].source {source!r}: expected openai:<base url>#<model>", hint="e.g. openai:http://127.0.0.1:8000/v1#my-model")
     return base.rstrip("/"), model
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy that HTTP_PROXY / HTTPS_PROXY name for ``url`` unless NO_PROXY exempts it; None for none.
+
+    Looked up once per batch: aiohttp's own ``trust_env`` does it (and reads ~/.netrc) on every request,
+    which about doubled the client's CPU time per request."""
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass_environment(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies_environment().get(parts.scheme)
 
 
 @dataclass
@@ -125,14 +138,14 @@ class OpenAICompatTeacher:
 
     # --- HTTP ---------------------------------------------------------------------------------------
 
-    async def _post(self, session, url: str, payload: bytes) -> dict[str, Any]:
+    async def _post(self, session, url: str, payload: bytes, proxy: dict[str, Any]) -> dict[str, Any]:
         import aiohttp
 
         last = ""
         for attempt in range(self.max_retries + 1):
             retry_after = None
             try:
-                async with session.post(url, data=payload) as response:
+                async with session.post(url, data=payload, **proxy) as response:
                     status, raw = response.status, await response.read()
                     retry_after = response.headers.get("Retry-After")
                 if status < 400:
@@ -156,10 +169,16 @@ class OpenAICompatTeacher:
 
     async def _complete_all(self, prompts: Sequence[str], max_tokens: int, temperature: float, logprobs: bool, seed: int | None) -> list[Completion]:
         import aiohttp
+        from yarl import URL
 
         limit = self.teacher_spec.max_concurrency
         gate = asyncio.Semaphore(limit)
         url = f"{self.base_url}/chat/completions"
+        proxy: dict[str, Any] = {}
+        if proxy_url := proxy_for(url):
+            proxy["proxy"] = proxy_url
+            if credentials := aiohttp.BasicAuth.from_url(URL(proxy_url)):  # user:password@ in the proxy's URL
+                proxy["proxy_headers"] = {"Proxy-Authorization": credentials.encode()}
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -173,11 +192,11 @@ class OpenAICompatTeacher:
         async def one(session, prompt: str) -> Completion:
             payload = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}], **extra}).encode()
             async with gate:
-                data = await self._post(session, url, payload)
+                data = await self._post(session, url, payload, proxy)
             return _completion(data)
 
         # one connection per request in flight, kept alive across requests; the timeout is per request
-        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
+        connector = aiohttp.TCPConnector(limit=limit)
         timeout = aiohttp.ClientTimeout(total=self.teacher_spec.timeout_s)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
             return list(await asyncio.gather(*(one(session, p) for p in prompts)))
