@@ -24,6 +24,7 @@ Score: exact-match answers on held-out problems by greedy decoding.
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import sys
@@ -51,9 +52,9 @@ COMPLETION_LEN = RATIONALE_LEN + 1 + ANSWER_LEN  # rationale, "|", answer
 SIZES = {
     # Llama shapes are (hidden, layers, intermediate, heads)
     "cpu": dict(train=4000, test=400, teacher=(64, 2, 128, 4), teacher_steps=500, student=(48, 2, 96, 4), student_steps=400,
-                batch=64, lr=5e-3, seeds=2, fractions=(0.125, 0.5, 1.0), lambdas=(0.0, 0.5, 1.0), on_policy_kind="jsd"),
+                batch=64, lr=5e-3, seeds=2, fractions=(0.125, 0.5, 1.0), lambdas=(0.0, 0.5, 1.0), on_policy_kind="jsd", warmup_steps=200),
     "tiny": dict(train=64, test=32, teacher=(16, 1, 32, 2), teacher_steps=3, student=(16, 1, 32, 2), student_steps=2,
-                 batch=8, lr=3e-3, seeds=1, fractions=(0.5, 1.0), lambdas=(0.0, 1.0), on_policy_kind="jsd"),
+                 batch=8, lr=3e-3, seeds=1, fractions=(0.5, 1.0), lambdas=(0.0, 1.0), on_policy_kind="jsd", warmup_steps=1),
 }
 KINDS = {"forward_kl": {}, "reverse_kl": {}, "jsd": {"beta": 0.5}, "skew_forward_kl": {"alpha": 0.1}}
 
@@ -224,9 +225,9 @@ def run(size: str = "cpu") -> tuple[str, dict]:
     steps, batch, lr = cfg["student_steps"], cfg["batch"], cfg["lr"]
     seconds: dict[str, list[float]] = {}
 
-    def timed(arm: str, model, loss_fn, n: int, seed: int, task: str) -> float:  # noqa: ANN001
+    def timed(arm: str, model, loss_fn, n: int, seed: int, task: str, n_steps: int = steps) -> float:  # noqa: ANN001
         t = time.time()
-        fit(model, steps, batch, seed, loss_fn, n, lr=lr)
+        fit(model, n_steps, batch, seed, loss_fn, n, lr=lr)
         seconds.setdefault(arm, []).append(time.time() - t)
         return exact_match(model, test_p, task)
 
@@ -241,19 +242,23 @@ def run(size: str = "cpu") -> tuple[str, dict]:
                 loss = lambda r, _, s=s, kind=kind: L.distillation_loss(shifted_logits(s, text[r]), t_logits[r], text_mask[r], kind=kind, **KINDS[kind])  # noqa: E731
             div[kind].append(timed(kind, s, loss, len(text), seed, "R"))
 
-    # on-policy λ (GKD); λ = 0 is the off-policy arm of the same divergence above, same seeds
-    kind = cfg["on_policy_kind"]
+    # on-policy λ (GKD). As in GKD, whose students start from a supervised checkpoint, each seed's student first
+    # learns off-policy for warmup_steps (the prefixes a fresh student samples are noise the teacher never saw);
+    # then every λ arm continues from that same checkpoint for the remaining steps, λ = 0 included.
+    kind, warmup = cfg["on_policy_kind"], cfg["warmup_steps"]
     lam_acc = {lam: [] for lam in cfg["lambdas"]}
     lam_share = {lam: [] for lam in cfg["lambdas"]}
+    warm_acc = []
     for seed in range(cfg["seeds"]):
+        warm = llama(cfg["student"], seed=100 + seed)
+        off, _ = on_policy_loss(warm, teacher, text, t_logits, text_mask, 0.0, kind, seed)
+        warm_acc.append(timed("warm-up", warm, off, len(text), seed, "R", n_steps=warmup))
+        checkpoint = copy.deepcopy(warm.state_dict())
         for lam in cfg["lambdas"]:
-            if lam == 0.0:
-                lam_acc[lam].append(div[kind][seed])
-                lam_share[lam].append(0.0)
-                continue
             s = llama(cfg["student"], seed=100 + seed)
+            s.load_state_dict(checkpoint)
             loss, counts = on_policy_loss(s, teacher, text, t_logits, text_mask, lam, kind, seed)
-            lam_acc[lam].append(timed(f"λ={lam}", s, loss, len(text), seed, "R"))
+            lam_acc[lam].append(timed(f"λ={lam}", s, loss, len(text), 1000 + seed, "R", n_steps=steps - warmup))
             lam_share[lam].append(counts["on_policy"] / max(1, counts["steps"]))
 
     # Distilling step-by-step: label-only vs rationale multitask, on a share of the teacher's text
@@ -278,6 +283,9 @@ def run(size: str = "cpu") -> tuple[str, dict]:
     def ms(v: list[float]) -> str:
         return f"{100 * np.mean(v):.1f} ± {100 * (np.std(v, ddof=1) if len(v) > 1 else 0.0):.1f}"
 
+    def per_seed(v: list[float]) -> str:
+        return ", ".join(f"{100 * x:.1f}" for x in v)
+
     def secs(arm: str) -> str:
         return f"{np.mean(seconds[arm]):.0f}" if arm in seconds else "—"
 
@@ -286,17 +294,19 @@ def run(size: str = "cpu") -> tuple[str, dict]:
     n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     student_params = n_params(llama(cfg["student"], 0))
     div_table = markdown_table(
-        ["student loss (on the teacher's text, completion tokens)", "test exact match, % (mean ± std)", "train s / seed"],
-        [[names[k], ms(v), secs(k)] for k, v in div.items()],
+        ["student loss (on the teacher's text, completion tokens)", "test exact match, % (mean ± std)", "per seed", "train s / seed"],
+        [[names[k], ms(v), per_seed(v), secs(k)] for k, v in div.items()],
     )
     lam_table = markdown_table(
-        [f"λ ({names[kind]})", "share of steps on the student's samples", "test exact match, % (mean ± std)", "train s / seed"],
-        [[f"{lam:g}" + (" (off-policy, the row above)" if lam == 0.0 else ""), f"{np.mean(lam_share[lam]):.2f}", ms(lam_acc[lam]),
-          secs(kind if lam == 0.0 else f"λ={lam}")] for lam in cfg["lambdas"]],
+        [f"λ ({names[kind]}), {steps - warmup} steps after the warm-up", "share of those steps on the student's samples",
+         "test exact match, % (mean ± std)", "per seed", "train s / seed"],
+        [[f"{lam:g}" + (" (off-policy)" if lam == 0.0 else ""), f"{np.mean(lam_share[lam]):.2f}", ms(lam_acc[lam]), per_seed(lam_acc[lam]),
+          secs(f"λ={lam}")] for lam in cfg["lambdas"]],
     )
     frac_table = markdown_table(
-        ["share of the teacher's problems", "label-only", "rationale multitask"],
-        [[f"{f:.1%} ({max(1, round(f * len(train_p)))})", ms(frac[(f, 'label-only')]), ms(frac[(f, 'rationale multitask')])] for f in cfg["fractions"]],
+        ["share of the teacher's problems", "label-only", "per seed", "rationale multitask", "per seed"],
+        [[f"{f:.1%} ({max(1, round(f * len(train_p)))})", ms(frac[(f, 'label-only')]), per_seed(frac[(f, 'label-only')]),
+          ms(frac[(f, 'rationale multitask')]), per_seed(frac[(f, 'rationale multitask')])] for f in cfg["fractions"]],
     )
     th, tl, ti, tn = cfg["teacher"]
     sh, sl, si, sn = cfg["student"]
@@ -319,7 +329,9 @@ Divergences, off-policy (students decode rationale then answer; exact match of t
 {div_table}
 
 On-policy λ (GKD): on each step, with probability λ, the student samples rationale + answer for the step's prompts, the
-teacher scores the student's tokens, and the divergence is taken there; otherwise on the teacher's text.
+teacher scores the student's tokens, and the divergence is taken there; otherwise on the teacher's text. Every arm starts
+from the same per-seed checkpoint: {warmup} off-policy {names[kind]} steps from fresh weights ({ms(warm_acc)}% exact
+match there), as GKD starts from a supervised student; the λ steps then run under a schedule of their own.
 
 {lam_table}
 
@@ -327,7 +339,8 @@ Rationale vs label-only (Distilling step-by-step; the student answers from the l
 
 {frac_table}
 """
-    return body, {"teacher_acc": teacher_acc, "divergences": div, "lambdas": lam_acc, "on_policy_share": lam_share, "fractions": frac}
+    return body, {"teacher_acc": teacher_acc, "divergences": div, "lambdas": lam_acc, "on_policy_share": lam_share, "warm_acc": warm_acc,
+                  "fractions": frac}
 
 
 def main(argv: list[str] | None = None) -> dict:
