@@ -116,3 +116,30 @@ def test_embedded_smollm2_labels_16_tickets(tmp_path):
     names = project.spec.task.label_names
     correct = sum(names[int(p.argmax())] == gold for p, (_, gold) in zip(probs, tickets, strict=True))
     assert correct >= 12, f"{correct}/16 correct"
+
+
+def test_similar_shots_are_chosen_per_input_and_kv_reuse_still_matches(tmp_path, tiny_teacher_dir):
+    torch.set_num_threads(1)
+    project = load_project(make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}"))
+    project.spec.task.few_shot.select = "similar"
+    project.spec.task.few_shot.per_label = 1
+    teacher = build_teacher(project, batch_size=4)
+    prompt = teacher.prompt
+    assert prompt.prefix == project.spec.task.instruction + "\n\n"  # only the instruction is shared
+    shots = prompt.shots_for("I was charged twice for my subscription")
+    assert len(shots) == 3 and {label for _, label in shots} == {"billing", "technical", "account"}
+    assert shots[-1] == ("I was charged twice for my subscription this month.", "billing")  # the nearest comes last
+    assert all(text != "I was charged twice for my subscription this month." for text, _ in prompt.shots_for("I was charged twice for my subscription this month."))
+    full = teacher.classify_prompt("the app is slow")
+    assert full.startswith(project.spec.task.instruction) and full.endswith("Ticket: the app is slow\nCategory:")
+    assert full != teacher.classify_prompt("my card was charged twice")  # different inputs, different examples
+    batched = teacher.raw_label_distribution(INPUTS)
+    assert np.abs(batched - teacher.raw_label_distribution(INPUTS, reuse_prefix=False)).max() <= 1e-4
+    first = build_teacher(load_project(make_project(tmp_path / "q", f"hf:{tiny_teacher_dir}")))
+    assert teacher.prompt_hash != first.prompt_hash
+
+
+def test_content_free_inputs_are_averaged(teacher):
+    teacher.task.content_free_inputs = ["N/A", "", "[MASK]"]
+    raw = teacher.raw_label_distribution(["N/A", "", "[MASK]"])
+    assert np.allclose(teacher.content_free_distribution(), raw.mean(axis=0))

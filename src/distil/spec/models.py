@@ -43,6 +43,12 @@ class FewShot(_Model):
         "template with the label left blank.",
     )
     separator: str = Field("\n\n", description="Text placed between examples.")
+    select: Literal["first", "similar"] = Field(
+        "first",
+        description="Which seeds become the examples. first: the first `per_label` of each label, the same for "
+        "every input (a local teacher computes that shared prompt once); similar: for each input, the "
+        "`per_label` seeds of each label most like it (TF-IDF cosine), the most similar last.",
+    )
 
 
 class Task(_Model):
@@ -60,7 +66,8 @@ class Task(_Model):
         "content-free input, then renormalise (Zhao et al. 2021).",
     )
     content_free_inputs: list[str] = Field(
-        default_factory=lambda: ["N/A"], description="Content-free inputs used for calibration."
+        default_factory=lambda: ["N/A"],
+        description="Content-free inputs used for calibration; their label distributions are averaged.",
     )
     max_new_tokens: int = Field(48, ge=1, le=4096, description="Longest teacher answer for generate tasks.")
 

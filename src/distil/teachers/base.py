@@ -94,57 +94,111 @@ def api_fingerprint(base_url: str, model: str, date: str) -> str:
 # --- the classify prompt ---------------------------------------------------------------------------
 
 
+class ShotRetriever:
+    """Finds the labelled seeds most like an input: TF-IDF (words and word pairs) cosine similarity."""
+
+    def __init__(self, pool: Sequence[tuple[str, str]]):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.pool = list(pool)
+        self.vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2)).fit([text for text, _ in self.pool])
+        self.matrix = self.vectorizer.transform([text for text, _ in self.pool])
+
+    def nearest(self, text: str, label_names: Sequence[str], per_label: int) -> list[tuple[str, str]]:
+        """The ``per_label`` most similar seeds of each label (never ``text`` itself), least similar first.
+
+        Most similar last puts the closest example next to the query; ties keep the label order.
+        """
+        similarity = (self.vectorizer.transform([text]) @ self.matrix.T).toarray()[0]
+        chosen: list[tuple[float, int]] = []
+        for name in label_names:
+            ranked = [i for i in np.argsort(-similarity, kind="stable") if self.pool[i][1] == name and self.pool[i][0] != text]
+            chosen += [(float(similarity[i]), int(i)) for i in ranked[:per_label]]
+        chosen.sort(key=lambda pair: pair[0])  # stable: equal similarities stay in label order
+        return [self.pool[i] for _, i in chosen]
+
+
 @dataclass(frozen=True)
 class ClassifyPrompt:
-    """The few-shot prompt of a classify task, split into the shared prefix and a per-input query."""
+    """The few-shot prompt of a classify task, split into the shared prefix and a per-input query.
+
+    With ``few_shot.select: first`` the shots sit in the prefix, the same for every input. With
+    ``similar`` the prefix is the instruction alone and each query starts with its own shots, chosen
+    from ``shots`` (then the whole labelled pool) by ``retriever``.
+    """
 
     prefix: str
     query_template: str  # the example template with the label left blank, answer position at its end
     label_names: list[str]
     verbalizers: list[list[str]]  # per label, the words the teacher may answer with
     shots: list[tuple[str, str]] = field(default_factory=list)
+    example_template: str = "{input}\n{label}"
+    separator: str = "\n\n"
+    per_label: int = 0
+    retriever: ShotRetriever | None = None
+
+    def shots_for(self, text: str) -> list[tuple[str, str]]:
+        """The examples shown before ``text``: the fixed shots, or the pool's nearest per label."""
+        if self.retriever is None:
+            return list(self.shots)
+        return self.retriever.nearest(text, self.label_names, self.per_label)
 
     def query(self, text: str) -> str:
-        return self.query_template.replace("{input}", text)
+        asked = self.query_template.replace("{input}", text)
+        if self.retriever is None:
+            return asked
+        words = dict(zip(self.label_names, self.verbalizers, strict=True))
+        parts = [self.example_template.replace("{input}", t).replace("{label}", words.get(lab, [lab])[0]) for t, lab in self.shots_for(text)]
+        return "".join(part + self.separator for part in parts) + asked
 
     def full(self, text: str) -> str:
         return self.prefix + self.query(text)
 
     @property
     def template_hash(self) -> str:
-        return sha256_json({"prefix": self.prefix, "query": self.query_template, "verbalizers": self.verbalizers})
+        value: dict[str, Any] = {"prefix": self.prefix, "query": self.query_template, "verbalizers": self.verbalizers}
+        if self.retriever is not None:  # the pool and how shots are drawn from it change every prompt
+            value.update({"select": "similar", "per_label": self.per_label, "pool": self.shots, "example": self.example_template})
+        return sha256_json(value)
 
 
 def build_classify_prompt(task: Task, shots: Sequence[tuple[str, str]] = ()) -> ClassifyPrompt:
     """The few-shot prompt for ``task``; ``shots`` are (input, label name) pairs from the seeds.
 
-    The query is the example template with an empty label and trailing spaces removed, so the next
-    token the teacher predicts is the label word with its leading space.
+    With ``few_shot.select: similar``, ``shots`` is the labelled pool the examples are drawn from per
+    input. The query is the example template with an empty label and trailing spaces removed, so the
+    next token the teacher predicts is the label word with its leading space.
     """
     fs = task.few_shot
     template = fs.template
     query_template = template.replace("{label}", "").rstrip(" ") if template.endswith("{label}") else template.replace("{label}", "")
     names = task.label_names
     words_by_name = {lab.name: lab.verbalizers for lab in task.labels}
+    verbalizers = [words_by_name[n] for n in names]
     used = list(shots) if fs.enabled else []
-    parts: list[str] = []
-    if task.instruction.strip():
-        parts.append(task.instruction.strip())
+    instruction = [task.instruction.strip()] if task.instruction.strip() else []
+    if used and fs.select == "similar":
+        prefix = fs.separator.join(instruction) + fs.separator if instruction else ""
+        return ClassifyPrompt(prefix, query_template, names, verbalizers, used, template, fs.separator, fs.per_label, ShotRetriever(used))
+    parts = list(instruction)
     for text, label in used:
         word = words_by_name.get(label, [label])[0]
         parts.append(template.replace("{input}", text).replace("{label}", word))
     prefix = fs.separator.join(parts) + fs.separator if parts else ""
-    return ClassifyPrompt(prefix, query_template, names, [words_by_name[n] for n in names], list(used))
+    return ClassifyPrompt(prefix, query_template, names, verbalizers, used, template, fs.separator)
 
 
 def choose_shots(task: Task, labelled: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """The first ``few_shot.per_label`` labelled seeds of each label, interleaved label by label.
 
     Interleaving keeps the last shot from always being the same label (a recency bias that
-    calibration would otherwise have to undo).
+    calibration would otherwise have to undo). With ``few_shot.select: similar`` every labelled seed
+    of a known label is returned: the pool each input's examples are drawn from.
     """
     if task.kind != "classify" or not task.few_shot.enabled:
         return []
+    if task.few_shot.select == "similar":
+        return list(dict.fromkeys((text, label) for text, label in labelled if label in task.label_names))
     per_label: dict[str, list[str]] = {name: [] for name in task.label_names}
     for text, label in labelled:
         if label in per_label and len(per_label[label]) < task.few_shot.per_label and text not in per_label[label]:

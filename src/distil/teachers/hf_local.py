@@ -2,8 +2,10 @@
 
 For classify tasks the teacher scores the first token of each label word (with its leading space)
 at the answer position of the few-shot prompt, softmaxes over just those tokens, and applies
-contextual calibration. The few-shot prefix is the same for every input, so it is run once and its
-KV cache is copied into each batch; only the short per-input query is computed per item.
+contextual calibration (the content-free inputs' distributions averaged). The prompt's shared prefix
+(instruction, and with ``few_shot.select: first`` the shots) is run once and its KV cache is copied
+into each batch; only the per-input query is computed per item. With ``select: similar`` each query
+carries its own shots, so every input costs several times more (docs/benchmarks.md, teacher_prompt).
 """
 
 from __future__ import annotations
