@@ -47,6 +47,8 @@ class FaultStats:
     faults: Counter = field(default_factory=Counter)  # fault kind -> how many were injected
     faults_per_prompt: Counter = field(default_factory=Counter)
     authorization: list[str] = field(default_factory=list)  # Authorization headers seen
+    in_flight: int = 0  # chat requests being answered now
+    max_in_flight: int = 0  # the most at once
 
     @property
     def total_requests(self) -> int:
@@ -148,11 +150,21 @@ class FaultServer:
 
     async def _respond(self, method: str, path: str, headers: dict[str, str], raw: bytes, writer: asyncio.StreamWriter) -> bool:
         """Write one answer (or fault); False when the connection must end."""
-        config = self.config
         if method != "POST" or not path.endswith("/chat/completions"):
             writer.write(_response(404, b'{"error": {"message": "not found"}}'))
             await writer.drain()
             return True
+        with self._lock:
+            self.stats.in_flight += 1
+            self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+        try:
+            return await self._answer_chat(headers, raw, writer)
+        finally:
+            with self._lock:
+                self.stats.in_flight -= 1
+
+    async def _answer_chat(self, headers: dict[str, str], raw: bytes, writer: asyncio.StreamWriter) -> bool:
+        config = self.config
         body = json.loads(raw)
         prompt = body["messages"][-1]["content"]
         with self._lock:

@@ -45,6 +45,12 @@ def _prime_calibration(teacher: Any, cache: CallCache) -> None:
         cache.put_many({key: teacher.content_free_distribution().tolist()})
 
 
+def chunk_size(teacher: Any, batch_size: int) -> int:
+    """Items per teacher call: ``batch_size`` for a local model's forward pass; for an API teacher, twice its
+    ``max_in_flight`` so its concurrency is really used (each chunk's answers are cached as soon as it ends)."""
+    return max(batch_size, 2 * int(getattr(teacher, "max_in_flight", 0)))
+
+
 def label_items(
     project: Project,
     teacher: Any,
@@ -67,7 +73,7 @@ def label_items(
     if todo and classify:
         _prime_calibration(teacher, cache)
     cost = float(getattr(teacher, "cost_per_call", 0.0))
-    for chunk in _chunks(todo, batch_size):
+    for chunk in _chunks(todo, chunk_size(teacher, batch_size)):
         stamp = now_iso()
         if classify:
             probs = teacher.label_distribution([items[i].input for i in chunk])
@@ -156,7 +162,7 @@ def synthetic_items(project: Project, teacher: Any, seeds: Sequence[InputItem], 
         missing = [n for n, k in enumerate(keys) if k not in found]
         if progress:
             progress(budget - len(missing))
-        for chunk in _chunks(missing, batch_size):
+        for chunk in _chunks(missing, chunk_size(teacher, batch_size)):
             texts = teacher.generate([prompts[n] for n in chunk], max_new_tokens=64, temperature=0.8, seed=spec.data.seed + chunk[0])
             fresh = {keys[n]: text for n, text in zip(chunk, texts, strict=True)}
             cache.put_many(fresh)

@@ -111,6 +111,11 @@ class OpenAICompatTeacher:
                     hint=f"export {teacher_spec.api_key_env}=... (the key is never written to disk by distil)",
                 )
 
+    @property
+    def max_in_flight(self) -> int:
+        """Requests this teacher keeps in flight; callers hand it at least this many prompts per call."""
+        return self.teacher_spec.max_concurrency
+
     # --- provenance ---------------------------------------------------------------------------------
 
     @property
