@@ -52,9 +52,9 @@ COMPLETION_LEN = RATIONALE_LEN + 1 + ANSWER_LEN  # rationale, "|", answer
 SIZES = {
     # Llama shapes are (hidden, layers, intermediate, heads)
     "cpu": dict(train=4000, test=400, teacher=(64, 2, 128, 4), teacher_steps=500, student=(48, 2, 96, 4), student_steps=400,
-                batch=64, lr=5e-3, seeds=2, fractions=(0.125, 0.5, 1.0), lambdas=(0.0, 0.5, 1.0), on_policy_kind="jsd", warmup_steps=200),
+                batch=64, lr=5e-3, seeds=2, fractions=(0.125, 0.5, 1.0), lambdas=(0.0, 0.5, 1.0), on_policy_kind="jsd", on_policy_steps=200),
     "tiny": dict(train=64, test=32, teacher=(16, 1, 32, 2), teacher_steps=3, student=(16, 1, 32, 2), student_steps=2,
-                 batch=8, lr=3e-3, seeds=1, fractions=(0.5, 1.0), lambdas=(0.0, 1.0), on_policy_kind="jsd", warmup_steps=1),
+                 batch=8, lr=3e-3, seeds=1, fractions=(0.5, 1.0), lambdas=(0.0, 1.0), on_policy_kind="jsd", on_policy_steps=1),
 }
 KINDS = {"forward_kl": {}, "reverse_kl": {}, "jsd": {"beta": 0.5}, "skew_forward_kl": {"alpha": 0.1}}
 
@@ -233,6 +233,7 @@ def run(size: str = "cpu") -> tuple[str, dict]:
 
     # off-policy divergences on the teacher's text
     div = {k: [] for k in ["cross_entropy", *KINDS]}
+    checkpoints = []  # the off-policy on_policy_kind student of each seed, where the λ arms start
     for seed in range(cfg["seeds"]):
         for kind in div:
             s = llama(cfg["student"], seed=100 + seed)
@@ -241,24 +242,20 @@ def run(size: str = "cpu") -> tuple[str, dict]:
             else:
                 loss = lambda r, _, s=s, kind=kind: L.distillation_loss(shifted_logits(s, text[r]), t_logits[r], text_mask[r], kind=kind, **KINDS[kind])  # noqa: E731
             div[kind].append(timed(kind, s, loss, len(text), seed, "R"))
+            if kind == cfg["on_policy_kind"]:
+                checkpoints.append(copy.deepcopy(s.state_dict()))
 
-    # on-policy λ (GKD). As in GKD, whose students start from a supervised checkpoint, each seed's student first
-    # learns off-policy for warmup_steps (the prefixes a fresh student samples are noise the teacher never saw);
-    # then every λ arm continues from that same checkpoint for the remaining steps, λ = 0 included.
-    kind, warmup = cfg["on_policy_kind"], cfg["warmup_steps"]
+    # on-policy λ (GKD). As GKD starts from a supervised student, each λ arm continues from the seed's off-policy
+    # student of the same divergence (the table above) for on_policy_steps more steps, λ = 0 included.
+    kind, more = cfg["on_policy_kind"], cfg["on_policy_steps"]
     lam_acc = {lam: [] for lam in cfg["lambdas"]}
     lam_share = {lam: [] for lam in cfg["lambdas"]}
-    warm_acc = []
     for seed in range(cfg["seeds"]):
-        warm = llama(cfg["student"], seed=100 + seed)
-        off, _ = on_policy_loss(warm, teacher, text, t_logits, text_mask, 0.0, kind, seed)
-        warm_acc.append(timed("warm-up", warm, off, len(text), seed, "R", n_steps=warmup))
-        checkpoint = copy.deepcopy(warm.state_dict())
         for lam in cfg["lambdas"]:
             s = llama(cfg["student"], seed=100 + seed)
-            s.load_state_dict(checkpoint)
+            s.load_state_dict(checkpoints[seed])
             loss, counts = on_policy_loss(s, teacher, text, t_logits, text_mask, lam, kind, seed)
-            lam_acc[lam].append(timed(f"λ={lam}", s, loss, len(text), 1000 + seed, "R", n_steps=steps - warmup))
+            lam_acc[lam].append(timed(f"λ={lam}", s, loss, len(text), 1000 + seed, "R", n_steps=more))
             lam_share[lam].append(counts["on_policy"] / max(1, counts["steps"]))
 
     # Distilling step-by-step: label-only vs rationale multitask, on a share of the teacher's text
@@ -298,7 +295,7 @@ def run(size: str = "cpu") -> tuple[str, dict]:
         [[names[k], ms(v), per_seed(v), secs(k)] for k, v in div.items()],
     )
     lam_table = markdown_table(
-        [f"λ ({names[kind]}), {steps - warmup} steps after the warm-up", "share of those steps on the student's samples",
+        [f"λ ({names[kind]}), {more} more steps", "share of those steps on the student's samples",
          "test exact match, % (mean ± std)", "per seed", "train s / seed"],
         [[f"{lam:g}" + (" (off-policy)" if lam == 0.0 else ""), f"{np.mean(lam_share[lam]):.2f}", ms(lam_acc[lam]), per_seed(lam_acc[lam]),
           secs(f"λ={lam}")] for lam in cfg["lambdas"]],
@@ -329,9 +326,9 @@ Divergences, off-policy (students decode rationale then answer; exact match of t
 {div_table}
 
 On-policy λ (GKD): on each step, with probability λ, the student samples rationale + answer for the step's prompts, the
-teacher scores the student's tokens, and the divergence is taken there; otherwise on the teacher's text. Every arm starts
-from the same per-seed checkpoint: {warmup} off-policy {names[kind]} steps from fresh weights ({ms(warm_acc)}% exact
-match there), as GKD starts from a supervised student; the λ steps then run under a schedule of their own.
+teacher scores the student's tokens, and the divergence is taken there; otherwise on the teacher's text. As GKD starts
+from a supervised student, every arm continues from the seed's off-policy {names[kind]} student above ({ms(div[kind])}%
+exact match, {steps} steps) for {more} more steps under a schedule of their own (peak lr {lr:g}).
 
 {lam_table}
 
@@ -339,7 +336,7 @@ Rationale vs label-only (Distilling step-by-step; the student answers from the l
 
 {frac_table}
 """
-    return body, {"teacher_acc": teacher_acc, "divergences": div, "lambdas": lam_acc, "on_policy_share": lam_share, "warm_acc": warm_acc,
+    return body, {"teacher_acc": teacher_acc, "divergences": div, "lambdas": lam_acc, "on_policy_share": lam_share,
                   "fractions": frac}
 
 
