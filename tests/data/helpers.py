@@ -25,10 +25,11 @@ SEEDS = [
 ]
 
 
-def make_project(root: Path, teacher_source: str, seeds=SEEDS, **data_overrides) -> Path:
-    """Write distil.yaml + seeds.jsonl into ``root``; returns the spec path."""
+def make_project(root: Path, teacher_source: str, seeds=SEEDS, scoring: str = "direct", **data_overrides) -> Path:
+    """Write distil.yaml + seeds.jsonl into ``root``; returns the spec path. ``scoring``: the task's label scoring."""
     spec = yaml.safe_load(EXAMPLE.read_text())
     spec["teachers"][0]["source"] = teacher_source
+    spec["task"]["scoring"] = scoring
     spec["data"]["seeds"] = "seeds.jsonl"
     spec["data"]["gold"] = None
     spec["data"]["synthetic_budget"] = 0

@@ -46,6 +46,8 @@ def test_yaml_yes_is_read_as_permitted():
         (lambda d: d["teachers"][0].__setitem__("source", "ftp://x"), "teachers[0].source"),
         (lambda d: d["student"].__setitem__("init", "teacher-layers:0"), "student.init"),
         (lambda d: d.pop("task"), "task is required"),
+        (lambda d: d["task"].update(scoring="channel", few_shot={"select": "similar"}), "task.scoring: channel scoring uses the fixed shots"),
+        (lambda d: d["task"].update(scoring="both", few_shot={"channel_template": "{input} {label}"}), "task.few_shot.channel_template"),
     ],
 )
 def test_bad_fields_are_named(mutate, field):

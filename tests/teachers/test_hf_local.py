@@ -143,3 +143,46 @@ def test_content_free_inputs_are_averaged(teacher):
     teacher.task.content_free_inputs = ["N/A", "", "[MASK]"]
     raw = teacher.raw_label_distribution(["N/A", "", "[MASK]"])
     assert np.allclose(teacher.content_free_distribution(), raw.mean(axis=0))
+
+
+def _scoring_teacher(tmp_path, tiny_teacher_dir, scoring: str):
+    torch.set_num_threads(1)
+    project = load_project(make_project(tmp_path / scoring, f"hf:{tiny_teacher_dir}"))
+    project.spec.task.scoring = scoring
+    return build_teacher(project, batch_size=4)
+
+
+def test_channel_scores_each_input_after_each_label(tmp_path, tiny_teacher_dir):
+    teacher = _scoring_teacher(tmp_path, tiny_teacher_dir, "channel")
+    shots, heads = teacher._channel_prefixes()
+    assert shots.startswith("Category: billing\nTicket: I was charged twice for my subscription this month.\n\n") and shots.endswith("\n\n")
+    assert heads == ["Category: billing\nTicket:", "Category: technical\nTicket:", "Category: account\nTicket:"]
+    got = teacher.channel_log_likelihoods(INPUTS)
+    # the reference: every (label, input) pair run whole, one at a time, its input tokens' log-probabilities summed
+    for label, head in enumerate(heads):
+        prefix_ids = teacher.tokenizer(shots).input_ids + teacher.tokenizer(head, add_special_tokens=False).input_ids
+        for i, text in enumerate(INPUTS):
+            target = teacher.tokenizer(" " + text + "\n", add_special_tokens=False).input_ids
+            with torch.inference_mode():
+                logits = teacher.model(input_ids=torch.tensor([prefix_ids + target])).logits[0].float()
+            logprobs = torch.log_softmax(logits[len(prefix_ids) - 1 : -1], dim=-1)
+            expected = logprobs.gather(1, torch.tensor(target).unsqueeze(1)).sum().item()
+            assert got[i, label] == pytest.approx(expected, abs=1e-3)
+    probs = teacher.label_distribution(INPUTS)
+    assert np.allclose(probs.sum(axis=1), 1) and np.allclose(probs, np.exp(got) / np.exp(got).sum(axis=1, keepdims=True))
+
+
+def test_both_is_the_renormalised_product_of_direct_and_channel(tmp_path, tiny_teacher_dir):
+    teacher = _scoring_teacher(tmp_path, tiny_teacher_dir, "both")
+    direct = calibrate(teacher.raw_label_distribution(INPUTS), teacher.content_free_distribution())
+    product = direct * teacher.channel_label_distribution(INPUTS)
+    assert np.allclose(teacher.label_distribution(INPUTS), product / product.sum(axis=1, keepdims=True))
+
+
+def test_scoring_changes_the_cache_key_params_and_direct_keeps_the_old_ones(tmp_path, tiny_teacher_dir):
+    direct = _scoring_teacher(tmp_path, tiny_teacher_dir, "direct")
+    both = _scoring_teacher(tmp_path, tiny_teacher_dir, "both")
+    assert "scoring" not in direct.params
+    assert both.params["scoring"] == "both" and len(both.params["channel_ids"][1]) == 3
+    with pytest.raises(Exception, match="channel scoring needs"):
+        direct.channel_log_likelihoods(INPUTS)

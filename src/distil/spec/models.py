@@ -49,6 +49,11 @@ class FewShot(_Model):
         "every input (a local teacher computes that shared prompt once); similar: for each input, the "
         "`per_label` seeds of each label most like it (TF-IDF cosine), the most similar last.",
     )
+    channel_template: str = Field(
+        "Category: {label}\nTicket: {input}",
+        description="How one example is written for channel scoring (task.scoring: channel or both): the label "
+        "first, then the input, whose likelihood under each label is what is scored.",
+    )
 
 
 class Task(_Model):
@@ -69,10 +74,22 @@ class Task(_Model):
         default_factory=lambda: ["N/A"],
         description="Content-free inputs used for calibration; their label distributions are averaged.",
     )
+    scoring: Literal["direct", "channel", "both"] = Field(
+        "direct",
+        description="How a local teacher scores the labels. direct: the probability of each label word after "
+        "the input; channel: the likelihood of the input after each label (Min et al. 2022, 'Noisy Channel "
+        "Language Model Prompting'), costing one pass per label; both: the product of the two, renormalised.",
+    )
     max_new_tokens: int = Field(48, ge=1, le=4096, description="Longest teacher answer for generate tasks.")
 
     @model_validator(mode="after")
     def _labels_match_kind(self) -> Task:
+        if self.scoring != "direct":
+            if self.few_shot.select == "similar":
+                raise ValueError("task.scoring: channel scoring uses the fixed shots; set task.few_shot.select: first or task.scoring: direct")
+            template = self.few_shot.channel_template
+            if template.count("{input}") != 1 or template.count("{label}") != 1 or template.index("{label}") > template.index("{input}"):
+                raise ValueError("task.few_shot.channel_template: write {label} once, then {input} once after it")
         if self.kind == "classify":
             if len(self.labels) < 2:
                 raise ValueError("task.labels: a classify task needs at least 2 labels")

@@ -6,6 +6,11 @@ contextual calibration (the content-free inputs' distributions averaged). The pr
 (instruction, and with ``few_shot.select: first`` the shots) is run once and its KV cache is copied
 into each batch; only the per-input query is computed per item. With ``select: similar`` each query
 carries its own shots, so every input costs several times more (docs/benchmarks.md, teacher_prompt).
+
+``task.scoring: channel`` turns the question round (Min et al. 2022): for each label the shots are
+written label first ("Category: billing\\nTicket: ..."), and the input's own log-likelihood after
+"Category: <label>\\nTicket:" scores the label; one prefix KV cache per label, one pass per label.
+``both`` multiplies the calibrated direct distribution by the channel one and renormalises.
 """
 
 from __future__ import annotations
@@ -66,10 +71,19 @@ class HFLocalTeacher:
         self._prefix_ids: list[int] = []
         self._prefix_cache = None
         self._content_free: np.ndarray | None = None
+        self._channel_shared_ids: list[int] = []  # the shots written label first, shared by every label
+        self._channel_head_ids: list[list[int]] = []  # per label, the template up to the input
+        self._channel_cache: Any = None
         if task.kind == "classify":
             self.prompt = build_classify_prompt(task, shots)
             self._label_token_ids = self._verbalizer_token_ids()
             self._prefix_ids = list(tokenizer(self.prompt.prefix, add_special_tokens=True).input_ids)
+            if task.scoring != "direct":
+                shared, heads = self._channel_prefixes()
+                self._channel_shared_ids = list(tokenizer(shared, add_special_tokens=True).input_ids)
+                self._channel_head_ids = [list(tokenizer(head, add_special_tokens=not self._channel_shared_ids).input_ids) for head in heads]
+                if min(len(ids) for ids in self._channel_head_ids) < 1:
+                    raise TeacherError("task.few_shot.channel_template: put some text before {input} (e.g. 'Category: {label}\nTicket: {input}')")
 
     # --- provenance ---------------------------------------------------------------------------------
 
@@ -82,12 +96,15 @@ class HFLocalTeacher:
     @property
     def params(self) -> dict[str, Any]:
         if self.task.kind == "classify":
-            return {
+            params: dict[str, Any] = {
                 "method": "label_distribution",
                 "calibrate": self.task.calibrate,
                 "content_free_inputs": list(self.task.content_free_inputs),
                 "label_token_ids": self._label_token_ids,
             }
+            if self.task.scoring != "direct":  # absent for direct, so caches written before this option stay valid
+                params.update({"scoring": self.task.scoring, "channel_ids": [self._channel_shared_ids, self._channel_head_ids]})
+            return params
         return {"method": "generate", "max_new_tokens": self.task.max_new_tokens, "temperature": 0.0}
 
     def classify_prompt(self, text: str) -> str:
@@ -133,6 +150,33 @@ class HFLocalTeacher:
             self._prefix_cache = out.past_key_values
         return self._prefix_cache
 
+    def _batched_after_prefix(self, prefix_cache: Any, width: int, queries: list[list[int]]):
+        """Yield (indices, logits [b, longest, V], lengths) for ``queries`` run after a shared prefix's KV cache.
+
+        Queries of similar length are batched together, right-padded, so real tokens keep positions
+        ``width + j``; the prefix cache is copied into each batch (``None`` and width 0: no prefix)."""
+        import torch
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        order = sorted(range(len(queries)), key=lambda i: len(queries[i]))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            longest = max(len(queries[i]) for i in chunk)
+            ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width + longest), dtype=torch.long)
+            mask[:, :width] = 1
+            for row, i in enumerate(chunk):
+                ids[row, : len(queries[i])] = torch.tensor(queries[i])
+                mask[row, width : width + len(queries[i])] = 1
+            cache = None
+            if prefix_cache is not None:
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_repeat_interleave(len(chunk))
+            positions = (width + torch.arange(longest)).unsqueeze(0).expand(len(chunk), -1)
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions, use_cache=True).logits
+            yield chunk, logits, [len(queries[i]) for i in chunk]
+
     def raw_label_distribution(self, inputs: Sequence[str], reuse_prefix: bool = True) -> np.ndarray:
         """Uncalibrated label probabilities [n, L]. ``reuse_prefix=False`` scores each input alone, in full."""
         import torch
@@ -149,28 +193,71 @@ class HFLocalTeacher:
                     logits = self.model(input_ids=torch.tensor([self._prefix_ids + q])).logits[:, -1, :]
                     out[i] = _label_scores(logits, self._label_token_ids)[0]
             return out
-        prefix = self._prefix_kv()
-        width = len(self._prefix_ids)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        order = sorted(range(len(queries)), key=lambda i: len(queries[i]))  # similar lengths, less padding
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
-                longest = max(len(queries[i]) for i in chunk)
-                ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width + longest), dtype=torch.long)
-                mask[:, :width] = 1
-                for row, i in enumerate(chunk):  # right padding: real tokens keep positions width + j
-                    ids[row, : len(queries[i])] = torch.tensor(queries[i])
-                    mask[row, width : width + len(queries[i])] = 1
-                cache = copy.deepcopy(prefix)
-                cache.batch_repeat_interleave(len(chunk))
-                positions = (width + torch.arange(longest)).unsqueeze(0).expand(len(chunk), -1)
-                logits = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions, use_cache=True).logits
-                last = torch.tensor([len(queries[i]) - 1 for i in chunk])
-                answer = logits[torch.arange(len(chunk)), last, :]
-                out[chunk] = _label_scores(answer, self._label_token_ids)
+        for chunk, logits, lengths in self._batched_after_prefix(self._prefix_kv(), len(self._prefix_ids), queries):
+            answer = logits[torch.arange(len(chunk)), torch.tensor(lengths) - 1, :]
+            out[chunk] = _label_scores(answer, self._label_token_ids)
         return out
+
+    # --- channel scoring ------------------------------------------------------------------------------
+
+    def _channel_parts(self) -> tuple[str, str, list[str]]:
+        """(head, tail, label words): the channel template split round {input}, one word per label."""
+        assert self.prompt is not None
+        head, tail = self.task.few_shot.channel_template.split("{input}")
+        return head, tail, [words[0] for words in self.prompt.verbalizers]
+
+    def _channel_prefixes(self) -> tuple[str, list[str]]:
+        """(shots, heads): the shots written label first, then per label the template up to the input
+        (trailing spaces left to the input)."""
+        assert self.prompt is not None
+        head, _, words = self._channel_parts()
+        fs = self.task.few_shot
+        by_name = dict(zip(self.prompt.label_names, words, strict=True))
+        template = fs.channel_template
+        shots = "".join(
+            template.replace("{label}", by_name.get(label, label)).replace("{input}", text) + fs.separator for text, label in self.prompt.shots
+        )
+        return shots, [head.replace("{label}", word).rstrip(" ") for word in words]
+
+    def _channel_target_ids(self, text: str) -> list[int]:
+        head, tail, _ = self._channel_parts()
+        lead = " " if head.endswith(" ") else ""
+        return list(self.tokenizer(lead + text + tail + self.task.few_shot.separator[:1], add_special_tokens=False).input_ids)
+
+    def channel_log_likelihoods(self, inputs: Sequence[str]) -> np.ndarray:
+        """log P(input | label) [n, L]: the summed log-probabilities of each input's tokens after each label's head.
+
+        The shots' KV cache is computed once; each (input, label) pair is one row, the label's head then
+        the input, so every label of an input runs in the same batch."""
+        import torch
+
+        if not self._channel_head_ids:
+            raise TeacherError(f"teacher {self.teacher_id!r}: channel scoring needs task.scoring: channel or both")
+        n_labels = len(self._channel_head_ids)
+        out = np.zeros((len(inputs), n_labels))
+        if not inputs:
+            return out
+        if self._channel_cache is None and self._channel_shared_ids:
+            with torch.inference_mode():
+                self._channel_cache = self.model(input_ids=torch.tensor([self._channel_shared_ids]), use_cache=True).past_key_values
+        targets = [self._channel_target_ids(t) for t in inputs]
+        pairs = [(i, label) for i in range(len(inputs)) for label in range(n_labels)]
+        queries = [self._channel_head_ids[label] + targets[i][:-1] for i, label in pairs]
+        for chunk, logits, _ in self._batched_after_prefix(self._channel_cache, len(self._channel_shared_ids), queries):
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for row, pair in enumerate(chunk):
+                i, label = pairs[pair]
+                first = len(self._channel_head_ids[label]) - 1  # the head's last position predicts the input's first token
+                wanted = torch.tensor(targets[i]).unsqueeze(1)
+                out[i, label] = float(logprobs[row, first : first + len(targets[i])].gather(1, wanted).sum())
+        return out
+
+    def channel_label_distribution(self, inputs: Sequence[str]) -> np.ndarray:
+        """softmax over labels of log P(input | label) [n, L] (uniform label prior)."""
+        scores = self.channel_log_likelihoods(inputs)
+        scores = scores - scores.max(axis=1, keepdims=True)
+        probs = np.exp(scores)
+        return probs / probs.sum(axis=1, keepdims=True)
 
     def content_free_distribution(self) -> np.ndarray:
         """Mean uncalibrated distribution over the content-free inputs [L] (computed once)."""
@@ -180,9 +267,15 @@ class HFLocalTeacher:
 
     def label_distribution(self, inputs: Sequence[str], reuse_prefix: bool = True) -> np.ndarray:
         """Label probabilities [n, L] in spec order, calibrated when task.calibrate is on."""
+        if self.task.scoring == "channel":
+            return self.channel_label_distribution(inputs)
         probs = self.raw_label_distribution(inputs, reuse_prefix=reuse_prefix)
         if self.task.calibrate and len(inputs):
             probs = calibrate(probs, self.content_free_distribution())
+        if self.task.scoring == "both" and len(inputs):
+            joint = np.log(np.clip(probs, 1e-12, None)) + np.log(np.clip(self.channel_label_distribution(inputs), 1e-12, None))
+            joint -= joint.max(axis=1, keepdims=True)
+            probs = np.exp(joint) / np.exp(joint).sum(axis=1, keepdims=True)
         return probs
 
     # --- text ---------------------------------------------------------------------------------------
