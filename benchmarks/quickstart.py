@@ -23,9 +23,12 @@ from _report import markdown_table, write_section  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+def timed(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> float:
+    """Run ``cmd``, its output kept in ``log`` (the step table and verdict the README quotes)."""
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
+    with open(log, "w") as out:
+        subprocess.run(cmd, cwd=cwd, env={**env, "COLUMNS": "120"}, check=True, stdout=out)
+    print(f"output: {log}")
     return time.perf_counter() - start
 
 
@@ -43,13 +46,13 @@ def main() -> None:
     env = {**os.environ}
     if args.installed:
         project = work / "distil-quickstart"
-        seconds = timed([str(ROOT / ".venv" / "bin" / "distil"), "quickstart", str(project)], work, env)
+        seconds = timed([str(ROOT / ".venv" / "bin" / "distil"), "quickstart", str(project)], work, env, work / "quickstart.log")
         what = "`distil quickstart` (installed, teacher cache warm)"
     else:
         clone = work / "clone"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         env["DISTIL_CACHE"] = str(work / "cache")  # the teacher is dequantized again, as on a new machine
-        seconds = timed(["make", "quickstart"], clone, env)
+        seconds = timed(["make", "quickstart"], clone, env, work / "quickstart.log")
         project = clone / "distil-quickstart"
         what = "`make quickstart` from a fresh clone (new .venv from the pip cache, empty teacher cache)"
     ev = evaluation_of(project)
