@@ -94,6 +94,11 @@ def api_fingerprint(base_url: str, model: str, date: str) -> str:
 # --- the classify prompt ---------------------------------------------------------------------------
 
 
+def render_shot(template: str, text: str, label: str, words_by_name: dict[str, list[str]]) -> str:
+    """One labelled example written with ``template``: the input, and the label's first verbalizer word."""
+    return template.replace("{input}", text).replace("{label}", words_by_name.get(label, [label])[0])
+
+
 class ShotRetriever:
     """Finds the labelled seeds most like an input: TF-IDF (words and word pairs) cosine similarity."""
 
@@ -110,9 +115,10 @@ class ShotRetriever:
         Most similar last puts the closest example next to the query; ties keep the label order.
         """
         similarity = (self.vectorizer.transform([text]) @ self.matrix.T).toarray()[0]
+        order = np.argsort(-similarity, kind="stable")
         chosen: list[tuple[float, int]] = []
         for name in label_names:
-            ranked = [i for i in np.argsort(-similarity, kind="stable") if self.pool[i][1] == name and self.pool[i][0] != text]
+            ranked = [i for i in order if self.pool[i][1] == name and self.pool[i][0] != text]
             chosen += [(float(similarity[i]), int(i)) for i in ranked[:per_label]]
         chosen.sort(key=lambda pair: pair[0])  # stable: equal similarities stay in label order
         return [self.pool[i] for _, i in chosen]
@@ -148,7 +154,7 @@ class ClassifyPrompt:
         if self.retriever is None:
             return asked
         words = dict(zip(self.label_names, self.verbalizers, strict=True))
-        parts = [self.example_template.replace("{input}", t).replace("{label}", words.get(lab, [lab])[0]) for t, lab in self.shots_for(text)]
+        parts = [render_shot(self.example_template, t, lab, words) for t, lab in self.shots_for(text)]
         return "".join(part + self.separator for part in parts) + asked
 
     def full(self, text: str) -> str:
@@ -181,9 +187,7 @@ def build_classify_prompt(task: Task, shots: Sequence[tuple[str, str]] = ()) -> 
         prefix = fs.separator.join(instruction) + fs.separator if instruction else ""
         return ClassifyPrompt(prefix, query_template, names, verbalizers, used, template, fs.separator, fs.per_label, ShotRetriever(used))
     parts = list(instruction)
-    for text, label in used:
-        word = words_by_name.get(label, [label])[0]
-        parts.append(template.replace("{input}", text).replace("{label}", word))
+    parts += [render_shot(template, text, label, words_by_name) for text, label in used]
     prefix = fs.separator.join(parts) + fs.separator if parts else ""
     return ClassifyPrompt(prefix, query_template, names, verbalizers, used, template, fs.separator)
 

@@ -20,10 +20,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
 from distil.errors import TeacherError
 from distil.spec.models import Task, TeacherSpec
-from distil.teachers.base import Capabilities, ClassifyPrompt, build_classify_prompt, calibrate, sha256_json
+from distil.teachers.base import (
+    Capabilities,
+    ClassifyPrompt,
+    build_classify_prompt,
+    calibrate,
+    render_shot,
+    sha256_json,
+)
 
 
 def _label_scores(logits_at_answer, token_ids: list[list[int]]) -> np.ndarray:
@@ -74,16 +82,18 @@ class HFLocalTeacher:
         self._channel_shared_ids: list[int] = []  # the shots written label first, shared by every label
         self._channel_head_ids: list[list[int]] = []  # per label, the template up to the input
         self._channel_cache: Any = None
+        self._channel_lead = self._channel_tail = ""  # what surrounds each input in its scored text
         if task.kind == "classify":
             self.prompt = build_classify_prompt(task, shots)
             self._label_token_ids = self._verbalizer_token_ids()
             self._prefix_ids = list(tokenizer(self.prompt.prefix, add_special_tokens=True).input_ids)
             if task.scoring != "direct":
+                head, tail = task.few_shot.channel_template.split("{input}")
+                self._channel_lead = " " if head.endswith(" ") else ""
+                self._channel_tail = tail + task.few_shot.separator[:1]
                 shared, heads = self._channel_prefixes()
                 self._channel_shared_ids = list(tokenizer(shared, add_special_tokens=True).input_ids)
-                self._channel_head_ids = [list(tokenizer(head, add_special_tokens=not self._channel_shared_ids).input_ids) for head in heads]
-                if min(len(ids) for ids in self._channel_head_ids) < 1:
-                    raise TeacherError("task.few_shot.channel_template: put some text before {input} (e.g. 'Category: {label}\nTicket: {input}')")
+                self._channel_head_ids = [list(tokenizer(h, add_special_tokens=not self._channel_shared_ids).input_ids) for h in heads]
 
     # --- provenance ---------------------------------------------------------------------------------
 
@@ -200,29 +210,18 @@ class HFLocalTeacher:
 
     # --- channel scoring ------------------------------------------------------------------------------
 
-    def _channel_parts(self) -> tuple[str, str, list[str]]:
-        """(head, tail, label words): the channel template split round {input}, one word per label."""
-        assert self.prompt is not None
-        head, tail = self.task.few_shot.channel_template.split("{input}")
-        return head, tail, [words[0] for words in self.prompt.verbalizers]
-
     def _channel_prefixes(self) -> tuple[str, list[str]]:
         """(shots, heads): the shots written label first, then per label the template up to the input
-        (trailing spaces left to the input)."""
+        with the label's word, trailing spaces left to the input."""
         assert self.prompt is not None
-        head, _, words = self._channel_parts()
         fs = self.task.few_shot
-        by_name = dict(zip(self.prompt.label_names, words, strict=True))
-        template = fs.channel_template
-        shots = "".join(
-            template.replace("{label}", by_name.get(label, label)).replace("{input}", text) + fs.separator for text, label in self.prompt.shots
-        )
-        return shots, [head.replace("{label}", word).rstrip(" ") for word in words]
+        head = fs.channel_template.split("{input}")[0]
+        words = dict(zip(self.prompt.label_names, self.prompt.verbalizers, strict=True))
+        shots = "".join(render_shot(fs.channel_template, text, label, words) + fs.separator for text, label in self.prompt.shots)
+        return shots, [render_shot(head, "", name, words).rstrip(" ") for name in self.prompt.label_names]
 
     def _channel_target_ids(self, text: str) -> list[int]:
-        head, tail, _ = self._channel_parts()
-        lead = " " if head.endswith(" ") else ""
-        return list(self.tokenizer(lead + text + tail + self.task.few_shot.separator[:1], add_special_tokens=False).input_ids)
+        return list(self.tokenizer(self._channel_lead + text + self._channel_tail, add_special_tokens=False).input_ids)
 
     def channel_log_likelihoods(self, inputs: Sequence[str]) -> np.ndarray:
         """log P(input | label) [n, L]: the summed log-probabilities of each input's tokens after each label's head.
@@ -254,10 +253,7 @@ class HFLocalTeacher:
 
     def channel_label_distribution(self, inputs: Sequence[str]) -> np.ndarray:
         """softmax over labels of log P(input | label) [n, L] (uniform label prior)."""
-        scores = self.channel_log_likelihoods(inputs)
-        scores = scores - scores.max(axis=1, keepdims=True)
-        probs = np.exp(scores)
-        return probs / probs.sum(axis=1, keepdims=True)
+        return softmax(self.channel_log_likelihoods(inputs), axis=1)
 
     def content_free_distribution(self) -> np.ndarray:
         """Mean uncalibrated distribution over the content-free inputs [L] (computed once)."""
@@ -272,10 +268,8 @@ class HFLocalTeacher:
         probs = self.raw_label_distribution(inputs, reuse_prefix=reuse_prefix)
         if self.task.calibrate and len(inputs):
             probs = calibrate(probs, self.content_free_distribution())
-        if self.task.scoring == "both" and len(inputs):
-            joint = np.log(np.clip(probs, 1e-12, None)) + np.log(np.clip(self.channel_label_distribution(inputs), 1e-12, None))
-            joint -= joint.max(axis=1, keepdims=True)
-            probs = np.exp(joint) / np.exp(joint).sum(axis=1, keepdims=True)
+        if self.task.scoring == "both" and len(inputs):  # direct × channel, renormalised, in log space
+            probs = softmax(np.log(np.clip(probs, 1e-12, None)) + self.channel_log_likelihoods(inputs), axis=1)
         return probs
 
     # --- text ---------------------------------------------------------------------------------------
