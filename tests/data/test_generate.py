@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -213,3 +214,60 @@ def test_synthetic_prompts_show_seeds_label_and_slices(tmp_path, tiny_teacher_di
     assert any(f"- {text}" in prompts[0] for text in billing_seeds)
     assert " in tone" in prompts[0] and "register" in prompts[0]
     assert clean_synthetic('\n1. Ticket: "My bill is wrong"\nmore') == "My bill is wrong"
+
+
+def test_list_prompts_continue_seeds_that_share_the_wanted_slices(tmp_path, tiny_teacher_dir):
+    from distil.data.sources import InputItem, read_inputs
+    from distil.data.synthetic import synthetic_prompts
+
+    project = load_project(make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}"))
+    spec = project.spec.model_copy(update={"data": project.spec.data.model_copy(update={"synthetic_header": "Tickets for {label}:"})})
+    seeds = read_inputs(project.path("seeds.jsonl"))
+    prompts = synthetic_prompts(spec, seeds, 6, style="list")
+    assert len(set(prompts)) == 6
+    assert prompts[0].startswith("Tickets for billing:\n- ") and prompts[1].startswith("Tickets for technical:\n- ")
+    assert all(p.endswith("\n-") for p in prompts)
+    billing = {s.input for s in seeds if s.label == "billing"}
+    shown = [line[2:] for line in prompts[0].splitlines()[1:-1]]
+    assert shown and set(shown) <= billing
+    # the seeds shown are those sharing the most wanted slice values: one urgent seed among calm ones
+    from distil.data.synthetic import _closest
+
+    pool = [InputItem(f"a calm note number {i} about my invoice", label="billing") for i in range(8)]
+    pool.append(InputItem("urgent: my invoice is wrong, fix it asap", label="billing"))
+    rng = random.Random(0)
+    wanted = {sl.name: "calm" if sl.name == "tone" else list(sl.values)[-1] for sl in spec.data.slices}
+    for _ in range(5):
+        assert pool[-1] in _closest(pool, {**wanted, "tone": "urgent"}, spec, 2, rng)
+        assert pool[-1] not in _closest(pool, wanted, spec, 2, rng)
+
+
+def test_a_local_teacher_continues_list_prompts_and_an_api_teacher_is_asked_in_words(tmp_path, tiny_teacher_dir):
+    from types import SimpleNamespace
+
+    from distil.data.generate import synthetic_items
+    from distil.data.sources import read_inputs
+    from distil.data.synthetic import synthetic_style
+    from distil.teachers.base import Capabilities
+
+    project = load_project(make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}"))
+    teacher = build_teacher(project)
+    calls: list[tuple[list[str], dict]] = []
+    real = teacher.generate
+
+    def spy(prompts, **params):  # noqa: ANN001, ANN202
+        calls.append((list(prompts), params))
+        return real(prompts, **params)
+
+    teacher.generate = spy
+    seeds = read_inputs(project.path("seeds.jsonl"))
+    first = synthetic_items(project, teacher, seeds, 4)
+    assert synthetic_style(project.spec, teacher) == "list"
+    prompts, params = calls[0]
+    assert len(prompts) == 4 and all(p.startswith("Support tickets for the ") and p.endswith("\n-") for p in prompts)
+    assert params["chat"] is False and params["stop"] == "\n" and params["dtype"] == teacher.write_dtype
+    assert [i.input for i in synthetic_items(project, teacher, seeds, 4)] == [i.input for i in first]
+    assert len(calls) == 1  # the second time every slot came from the call cache
+    assert synthetic_style(project.spec, SimpleNamespace(capabilities=Capabilities())) == "chat"
+    chat = project.spec.model_copy(update={"data": project.spec.data.model_copy(update={"synthetic_style": "chat"})})
+    assert synthetic_style(chat, teacher) == "chat"

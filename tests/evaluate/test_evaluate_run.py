@@ -57,7 +57,8 @@ def test_latency_is_measured_for_all_three_models_the_same_way(run_project):
     for name in ("teacher", "student", "baseline"):
         block = document[name]
         lat = block["latency"]
-        assert len(lat["samples_ms"]) == lat["requests"] == 120
+        # timed on the gold set's inputs, every one of them, so more than the 120 requests asked for
+        assert len(lat["samples_ms"]) == lat["requests"] == max(120, len(read_gold(run_project)))
         assert lat["warmup"] > 0 and lat["batch_size"] == 32
         assert 0 < block["p50_ms"] <= block["p95_ms"] <= max(lat["samples_ms"])
         assert block["throughput_per_s"] > 0
@@ -87,6 +88,32 @@ def test_measure_model_sees_torch_memory_and_counts_parameters(tmp_path):
     save_file({k: v.contiguous() for k, v in measured.predictor.state_dict().items()}, str(tmp_path / "model.safetensors"))
     assert params_in_safetensors(tmp_path) == measured.params == params_of(measured.predictor)
     assert size_on_disk(tmp_path) == (tmp_path / "model.safetensors").stat().st_size
+
+
+def test_timed_calls_are_the_predictions_and_a_slow_model_gets_one_throughput_batch():
+    import time
+
+    from distil.evaluate.latency import time_predict
+
+    seen: list[list[str]] = []
+
+    def predict(batch):
+        seen.append(list(batch))
+        return [f"answer to {text}" for text in batch]
+
+    inputs = [f"q{i}" for i in range(7)]
+    timing = time_predict(predict, inputs, threads=1, requests=10, warmup=3, batch_size=4)
+    assert timing.outputs == [f"answer to {text}" for text in inputs]
+    assert timing.requests == len(timing.samples_ms) == 10 and timing.throughput_batches == 3
+    many = time_predict(predict, [f"r{i}" for i in range(25)], threads=1, requests=10, warmup=0, batch_size=4)
+    assert many.requests == 25 and many.outputs[24] == "answer to r24"  # every input timed once
+
+    def slow(batch):
+        time.sleep(0.02 if len(batch) > 1 else 0)
+        return list(batch)
+
+    assert time_predict(slow, inputs, threads=1, requests=5, batch_size=4, budget_s=0.01).throughput_batches == 1
+    assert time_predict(slow, inputs, threads=1, requests=5, batch_size=4, budget_s=10.0).throughput_batches == 3
 
 
 def test_peak_rss_tracks_a_numpy_allocation():

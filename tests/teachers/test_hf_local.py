@@ -186,3 +186,20 @@ def test_scoring_changes_the_cache_key_params_and_direct_keeps_the_old_ones(tmp_
     assert both.params["scoring"] == "both" and len(both.params["channel_ids"][1]) == 3
     with pytest.raises(Exception, match="channel scoring needs"):
         direct.channel_log_likelihoods(INPUTS)
+
+
+def test_generation_stops_at_the_stop_string_and_writes_in_the_asked_precision(teacher):
+    prompt = "Tickets:\n- my card was charged twice\n-"
+    full = teacher.generate_detailed([prompt], max_new_tokens=12, chat=False)[0]["text"]
+    ids = teacher.tokenizer(full, add_special_tokens=False).input_ids
+    assert len(ids) >= 4
+    stop = teacher.tokenizer.decode(ids[:1]).strip()  # the greedy answer's first token
+    cut = teacher.generate_detailed([prompt], max_new_tokens=12, chat=False, stop=stop)[0]["text"]
+    assert stop in cut and len(cut) < len(full) and full.startswith(cut)
+    # a bfloat16 copy writes; the float32 model that labels is untouched and stays the one that scores
+    before = teacher.raw_label_distribution(INPUTS)
+    written = teacher.generate([prompt], max_new_tokens=4, chat=False, dtype="bfloat16", temperature=0.8, seed=1)
+    assert isinstance(written[0], str)
+    assert teacher.model.dtype == torch.float32 and teacher._writer("bfloat16").dtype == torch.bfloat16
+    assert teacher._writer("float32") is teacher.model
+    assert np.array_equal(teacher.raw_label_distribution(INPUTS), before)

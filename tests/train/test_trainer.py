@@ -137,3 +137,21 @@ def test_step_rows_split_every_row_once():
     order = list(range(20))
     seen = [r for rank in range(2) for micro in T.step_rows(order, 1, 8, 2, 2, 2, rank) for r in micro]
     assert sorted(seen) == list(range(8, 16))
+
+
+def test_frozen_embeddings_stay_as_initialised_while_the_layers_learn(tmp_path, tiny_teacher_dir):
+    from safetensors.torch import load_file
+
+    from .conftest import classify_records, write_curated, write_spec
+
+    spec = write_spec(tmp_path / "frozen", tiny_teacher_dir, train={"freeze_embeddings": True})
+    write_curated(spec, classify_records(24), classify_records(9, seed=1))
+    project = load_project(spec)
+    build = build_student(project.spec.student, T._teacher_folder(project.spec), seed=0)
+    before = {k: v.clone() for k, v in build.model.state_dict().items()}
+    run_id = T.train_run(project, baseline=False)
+    after = load_file(str(project.runs_dir / run_id / "student" / "model.safetensors"))
+    embed = next(k for k in before if k.endswith("embed_tokens.weight"))
+    assert torch.equal(after[embed], before[embed])
+    moved = [k for k in before if k in after and "layers" in k and not torch.equal(after[k], before[k])]
+    assert moved, "no decoder weight changed"

@@ -17,7 +17,7 @@ import numpy as np
 from distil.data.cache import CallCache, call_key
 from distil.data.records import Record, now_iso, write_records
 from distil.data.sources import InputItem, read_inputs, read_traffic, tag_slices
-from distil.data.synthetic import clean_synthetic, munge_inputs, synthetic_prompts
+from distil.data.synthetic import clean_synthetic, munge_inputs, synthetic_prompts, synthetic_style
 from distil.spec.io import Project
 from distil.teachers.base import sha256_json
 
@@ -156,14 +156,19 @@ def synthetic_items(project: Project, teacher: Any, seeds: Sequence[InputItem], 
         items = munge_inputs(seeds, budget, seed=spec.data.seed)
     else:
         cache = call_cache(project)
-        prompts = synthetic_prompts(spec, seeds, budget)
-        keys = [call_key(teacher.fingerprint, p, {"method": "synthetic", "slot": n, "temperature": 0.8, "seed": spec.data.seed}) for n, p in enumerate(prompts)]
+        style = synthetic_style(spec, teacher)
+        prompts = synthetic_prompts(spec, seeds, budget, style=style)
+        # a list prompt is continued as raw text up to the end of its line; a chat prompt is answered
+        asked: dict[str, Any] = {"chat": False, "stop": "\n"} if style == "list" else {}
+        if getattr(teacher, "write_dtype", None):
+            asked["dtype"] = teacher.write_dtype
+        keys = [call_key(teacher.fingerprint, p, {"method": "synthetic", "slot": n, "temperature": 0.8, "seed": spec.data.seed, **asked}) for n, p in enumerate(prompts)]
         found = cache.get_many(keys)
         missing = [n for n, k in enumerate(keys) if k not in found]
         if progress:
             progress(budget - len(missing))
         for chunk in _chunks(missing, chunk_size(teacher, batch_size)):
-            texts = teacher.generate([prompts[n] for n in chunk], max_new_tokens=64, temperature=0.8, seed=spec.data.seed + chunk[0])
+            texts = teacher.generate([prompts[n] for n in chunk], max_new_tokens=64, temperature=0.8, seed=spec.data.seed + chunk[0], **asked)
             fresh = {keys[n]: text for n, text in zip(chunk, texts, strict=True)}
             cache.put_many(fresh)
             found.update(fresh)

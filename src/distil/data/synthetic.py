@@ -1,8 +1,9 @@
 """Synthetic inputs: the teacher writes new inputs from seed examples and slice descriptions.
 
 Each synthetic slot asks for one input about a given label and with given slice values, cycling
-through them so rare combinations get asked for too. ``munge`` makes variants of the seeds without
-a teacher (word dropout and swaps), for teachers too weak to write.
+through them so rare combinations get asked for too: in words (``chat``), or as the next item of a
+list of seeds (``list``). ``munge`` makes variants of the seeds without a teacher (word dropout and
+swaps), for teachers too weak to write.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from distil.data.sources import InputItem
+from distil.data.sources import InputItem, tag_slices
 from distil.data.tabular import munge_items, tabular_rows
 from distil.spec.models import SliceRule, Spec
 
@@ -27,26 +28,62 @@ def describe_slice_value(name: str, value: str, rule: SliceRule) -> str:
     return f"{value} in {name}"
 
 
-def synthetic_prompts(spec: Spec, seeds: Sequence[InputItem], budget: int, examples_per_prompt: int = 4) -> list[str]:
-    """One prompt per synthetic slot, deterministic in ``data.seed``."""
+def synthetic_prompts(spec: Spec, seeds: Sequence[InputItem], budget: int, style: str = "chat", examples_per_prompt: int = 4) -> list[str]:
+    """One prompt per synthetic slot, deterministic in ``data.seed``.
+
+    Each slot wants one label (cycling through the labels) and one value of every slice (drawn at
+    random, so rare combinations get asked for too). ``chat`` asks for the input in words, with the
+    seeds as examples (instruction-following models); ``list`` writes the slot's seeds as the start
+    of a list under ``data.synthetic_header`` and leaves the next item to the teacher, preferring
+    seeds that already have the wanted slice values (small models continue text far better than
+    they follow instructions).
+    """
     rng = random.Random(spec.data.seed)
     labels = spec.task.label_names or [""]
     prompts = []
     for slot in range(budget):
         label = labels[slot % len(labels)]
         pool = [s for s in seeds if s.label == label] or list(seeds)
+        wanted = {sl.name: rng.choice(list(sl.values)) for sl in spec.data.slices}
+        if style == "list":
+            prompts.append(_list_prompt(spec, label, _closest(pool, wanted, spec, examples_per_prompt, rng)))
+            continue
         shown = rng.sample(pool, min(examples_per_prompt, len(pool)))
-        wants = []
-        for sl in spec.data.slices:
-            value = rng.choice(list(sl.values))
-            wants.append(describe_slice_value(sl.name, value, sl.values[value]))
+        wants = [describe_slice_value(sl.name, wanted[sl.name], sl.values[wanted[sl.name]]) for sl in spec.data.slices]
         lines = [spec.task.instruction.strip() or "Write inputs for this task.", "", "Examples:"]
         lines += [f"- {s.input}" for s in shown]
         about = f" that belongs to '{label}'" if label else ""
-        style = f", {'; '.join(wants)}" if wants else ""
-        lines += ["", f"Write one new, different example{about}{style}. Reply with the example text only."]
+        style_words = f", {'; '.join(wants)}" if wants else ""
+        lines += ["", f"Write one new, different example{about}{style_words}. Reply with the example text only."]
         prompts.append("\n".join(lines))
     return prompts
+
+
+def _closest(pool: Sequence[InputItem], wanted: dict[str, str], spec: Spec, k: int, rng: random.Random) -> list[InputItem]:
+    """``k`` seeds of ``pool``, those sharing more of the ``wanted`` slice values first (ties at random), shuffled."""
+    shuffled = list(pool)
+    rng.shuffle(shuffled)
+
+    def shared(item: InputItem) -> int:
+        tags = tag_slices(item.input, spec.data.slices, item.tags)
+        return sum(tags.get(name) == value for name, value in wanted.items())
+
+    shown = sorted(shuffled, key=shared, reverse=True)[:k]
+    rng.shuffle(shown)
+    return shown
+
+
+def _list_prompt(spec: Spec, label: str, shown: Sequence[InputItem]) -> str:
+    header = spec.data.synthetic_header.replace("{label}", label) if label else spec.data.synthetic_header.replace(" {label}", "").replace("{label}", "")
+    return header.strip() + "\n" + "".join(f"- {' '.join(s.input.split())}\n" for s in shown) + "-"
+
+
+def synthetic_style(spec: Spec, teacher: object) -> str:
+    """``data.synthetic_style``, with ``auto`` resolved: list for a teacher that continues raw text, else chat."""
+    if spec.data.synthetic_style != "auto":
+        return spec.data.synthetic_style
+    capabilities = getattr(teacher, "capabilities", None)
+    return "list" if getattr(capabilities, "continuation", False) else "chat"
 
 
 def clean_synthetic(text: str) -> str:

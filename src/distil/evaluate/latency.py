@@ -99,6 +99,8 @@ class Timing:
     batch_size: int
     threads: int
     samples_ms: list[float] = field(default_factory=list)
+    throughput_batches: int = 0
+    outputs: list[Any] = field(default_factory=list, repr=False)
 
 
 def time_predict(
@@ -109,11 +111,15 @@ def time_predict(
     warmup: int = 5,
     batch_size: int = 32,
     throughput_batches: int = 3,
+    budget_s: float | None = None,
 ) -> Timing:
     """Batch-1 latency over ``requests`` calls after ``warmup`` calls, then throughput at ``batch_size``.
 
-    Inputs are cycled when there are fewer than needed. Throughput is examples per second over
-    ``throughput_batches`` full batches (after one warm-up batch).
+    Every input is timed at least once (more than ``requests`` calls when there are more inputs;
+    cycled when there are fewer), and ``Timing.outputs[i]`` is what the first timed call on
+    ``inputs[i]`` returned, so the timed calls double as the model's predictions on ``inputs``. Throughput is examples per second over up to
+    ``throughput_batches`` full batches (the batch-1 calls have warmed the model up); with
+    ``budget_s`` a slow model stops after the first batch that ends past ``budget_s`` seconds.
     """
     if not inputs:
         raise ValueError("no inputs to time the model on")
@@ -126,27 +132,34 @@ def time_predict(
     with torch_threads(threads):
         for text in cycled(warmup):
             predict([text])
-        samples = []
-        for text in cycled(requests, start=warmup):
+        samples: list[float] = []
+        outputs: list[Any] = [None] * len(inputs)
+        for k in range(max(requests, len(inputs))):
+            i = (warmup + k) % len(inputs)
             t0 = time.perf_counter()
-            predict([text])
+            answer = predict([inputs[i]])
             samples.append((time.perf_counter() - t0) * 1000)
-        predict(cycled(batch_size))
+            if k < len(inputs):
+                outputs[i] = answer[0]
         t0 = time.perf_counter()
-        for b in range(throughput_batches):
-            predict(cycled(batch_size, start=b * batch_size))
+        batches = 0
+        while batches < max(1, throughput_batches) and not (batches and budget_s is not None and time.perf_counter() - t0 >= budget_s):
+            predict(cycled(batch_size, start=batches * batch_size))
+            batches += 1
         elapsed = time.perf_counter() - t0
     arr = np.array(samples)
     return Timing(
         p50_ms=float(np.percentile(arr, 50)),
         p95_ms=float(np.percentile(arr, 95)),
         mean_ms=float(arr.mean()),
-        throughput_per_s=batch_size * throughput_batches / elapsed if elapsed > 0 else float("inf"),
-        requests=requests,
+        throughput_per_s=batch_size * batches / elapsed if elapsed > 0 else float("inf"),
+        requests=len(samples),
         warmup=warmup,
         batch_size=batch_size,
         threads=threads,
         samples_ms=[float(x) for x in samples],
+        throughput_batches=batches,
+        outputs=outputs,
     )
 
 
@@ -219,15 +232,16 @@ def measure_model(
     batch_size: int = 32,
     params: int | None = None,
     size_bytes: int | None = None,
+    budget_s: float | None = None,
 ) -> Measured:
     """Load a model with ``load()`` and time ``predict(model, inputs)``, tracking peak RSS throughout.
 
-    ``params`` defaults to counting the loaded model's parameters.
+    ``params`` defaults to counting the loaded model's parameters; ``budget_s`` as in :func:`time_predict`.
     """
     with PeakRSS() as memory:
         with torch_threads(threads):
             model = load()
-        timing = time_predict(lambda batch: predict(model, batch), inputs, threads, requests, warmup, batch_size)
+        timing = time_predict(lambda batch: predict(model, batch), inputs, threads, requests, warmup, batch_size, budget_s=budget_s)
     return Measured(
         predictor=model,
         timing=timing,

@@ -73,6 +73,7 @@ def _latency_fields(measured: Any) -> dict[str, Any]:
             "requests": t.requests,
             "warmup": t.warmup,
             "batch_size": t.batch_size,
+            "throughput_batches": t.throughput_batches,
             "threads": t.threads,
             "samples_ms": t.samples_ms,
             "memory_method": MEMORY_METHOD,
@@ -91,12 +92,16 @@ def evaluate_models(
     warmup: int = 5,
     batch_size: int = 32,
     seed: int = 0,
+    throughput_budget_s: float | None = 20.0,
 ) -> dict[str, Any]:
     """The evaluation document: ``teacher``, ``student``, ``baseline``, ``cost`` and ``gate``.
 
-    Every model is loaded, timed on the held-out inputs with the same thread count, and run on the
-    held-out split and the gold set. Teacher outputs recorded in the held-out records are used as the
+    Every model is loaded, timed at batch 1 on the gold inputs (the held-out ones when there is no gold
+    set) with the same thread count, the timed calls' answers kept as its gold predictions, and run on
+    the held-out split. Teacher outputs recorded in the held-out records are used as the
     reference when ``models["teacher"].reference_outputs`` is given, else the teacher is run.
+    Throughput is timed over up to 3 batches, fewer for a model whose batches take longer than
+    ``throughput_budget_s`` (a few-shot teacher on a CPU: one batch).
     """
     if not held_out:
         raise EvaluationError("evaluate: the held-out split is empty", hint="curate more data, or give data.split.test a larger share")
@@ -106,17 +111,23 @@ def evaluate_models(
     threads = threads or default_threads()
     classify = spec.task.kind == "classify"
     sets = [EvalSet("test", list(held_out))] + ([EvalSet("gold", list(gold))] if gold else [])
-    timing_inputs = [r.input for r in held_out]
+    timed = sets[-1]  # every model is timed on the gold inputs (else the held-out ones): its predictions there
+    timing_inputs = [r.input for r in timed.records]
 
     outputs: dict[str, dict[str, Any]] = {}
     measured: dict[str, Any] = {}
     for name in MODEL_ORDER:
         model = models[name]
-        m = measure_model(model.load, model.predict, timing_inputs, threads, requests, warmup, batch_size, params=model.params, size_bytes=model.size_bytes)
+        m = measure_model(
+            model.load, model.predict, timing_inputs, threads, requests, warmup, batch_size,
+            params=model.params, size_bytes=model.size_bytes, budget_s=throughput_budget_s,
+        )
         outputs[name] = {}
         for s in sets:
             if name == "teacher" and s.name == "test" and model.reference_outputs is not None:
                 outputs[name][s.name] = model.reference_outputs
+            elif s is timed:
+                outputs[name][s.name] = m.timing.outputs
             else:
                 outputs[name][s.name] = _batched(lambda batch, p=m.predictor, f=model.predict: f(p, batch), [r.input for r in s.records], batch_size)
         m.predictor = None  # free the model before the next one is measured

@@ -165,6 +165,11 @@ class TeacherSpec(_Model):
     max_concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight at once (openai sources).")
     timeout_s: float = Field(60.0, gt=0, le=3600, description="Per-request timeout in seconds (openai sources).")
     top_logprobs: int = Field(20, ge=0, le=20, description="How many top logprobs to ask an API teacher for.")
+    write_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Precision a local teacher writes synthetic inputs in (sampled text, where precision hardly matters; labels, "
+        "scores and answers are always float32). auto: bfloat16 on a GPU or a CPU with native bf16 instructions, else float32.",
+    )
 
     @field_validator("source")
     @classmethod
@@ -254,6 +259,16 @@ class DataSpec(_Model):
     gold: str | None = Field(None, description="Hand-labelled gold set (same format, `label` required), never trained on.")
     synthetic_budget: int = Field(0, ge=0, le=1_000_000, description="How many synthetic inputs the teacher writes.")
     synthetic: Literal["teacher", "munge", "none"] = Field("teacher", description="How synthetic inputs are made: the teacher writes them, or munge (MUNGE for tabular seeds, word-level variants of text seeds).")
+    synthetic_style: Literal["auto", "list", "chat"] = Field(
+        "auto",
+        description="How the teacher is asked for a synthetic input: list (it continues a list of seeds under data.synthetic_header; "
+        "suits small local models), chat (it is asked in words; suits instruction-following API models), auto (list for local teachers, chat for API teachers).",
+    )
+    synthetic_header: str = Field(
+        "Examples labelled {label}:",
+        min_length=1,
+        description="The line above the seeds in a list-style synthetic prompt; {label} is the wanted label (dropped for tasks without labels).",
+    )
     rationales: bool = Field(False, description="Ask the teacher for a rationale with each label.")
     filters: Filters = Field(default_factory=Filters, description="Curation filters.")
     slices: list[SliceSpec] = Field(default_factory=list, description="Slices reported and gated separately.")
@@ -352,6 +367,11 @@ class TrainSpec(_Model):
         "fp32", description="bf16: forward and backward under bfloat16 autocast (weights and optimiser stay fp32; softmaxes stay fp32)."
     )
     compile: bool = Field(False, description="Compile the student's decoder with torch.compile (pays off on long GPU runs).")
+    freeze_embeddings: bool = Field(
+        False,
+        description="Keep the token embeddings (and an output head tied to them) as initialised: a third fewer weights to update "
+        "for a teacher-layers student of a small model, and fewer to overfit with a few hundred examples.",
+    )
 
 
 # --- after launch: router and maintenance ------------------------------------------------------------

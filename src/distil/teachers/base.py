@@ -41,13 +41,14 @@ class Capabilities:
     topk: int = 0
     text: bool = True
     hidden_states: bool = False
+    continuation: bool = False  # continues raw text with no chat template around it (local models)
 
     @property
     def text_only(self) -> bool:
         return not self.full_logits and self.topk == 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"full_logits": self.full_logits, "topk": self.topk, "text": self.text, "hidden_states": self.hidden_states}
+        return {"full_logits": self.full_logits, "topk": self.topk, "text": self.text, "hidden_states": self.hidden_states, "continuation": self.continuation}
 
 
 @runtime_checkable

@@ -48,6 +48,20 @@ def _label_scores(logits_at_answer, token_ids: list[list[int]]) -> np.ndarray:
     return torch.softmax(scores.double(), dim=1).cpu().numpy()
 
 
+def native_bf16() -> bool:
+    """Whether bfloat16 runs natively here: a CUDA GPU, or a CPU whose flags include avx512_bf16 or amx_bf16."""
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 class HFLocalTeacher:
     """A causal LM on this machine. ``model``/``tokenizer``/``fingerprint`` may be given (tests, benchmarks)."""
 
@@ -73,7 +87,10 @@ class HFLocalTeacher:
         self.fingerprint = fingerprint or "unknown"
         self.batch_size = batch_size
         self.cost_per_call = 0.0
-        self.capabilities = Capabilities(full_logits=True, topk=int(model.config.vocab_size), text=True, hidden_states=True)
+        chosen = teacher_spec.write_dtype
+        self.write_dtype = ("bfloat16" if native_bf16() else "float32") if chosen == "auto" else chosen
+        self._writers: dict[str, Any] = {}  # dtype -> a copy of the model in that precision
+        self.capabilities = Capabilities(full_logits=True, topk=int(model.config.vocab_size), text=True, hidden_states=True, continuation=True)
         self.prompt: ClassifyPrompt | None = None
         self._label_token_ids: list[list[int]] = []
         self._prefix_ids: list[int] = []
@@ -288,8 +305,14 @@ class HFLocalTeacher:
         seed: int = 0,
         chat: bool = True,
         topk: int = 0,
+        stop: str | None = None,
+        dtype: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Batched generation. Per prompt: text, and with ``topk`` the top-k ids/logprobs per answer token."""
+        """Batched generation. Per prompt: text, and with ``topk`` the top-k ids/logprobs per answer token.
+
+        ``chat=False`` continues the prompt as raw text; ``stop`` ends a row once its answer contains
+        that string (the text keeps it; a batch runs until its last row stops). ``dtype`` runs a copy
+        of the model in that precision (kept for later calls)."""
         import torch
 
         tok = self.tokenizer
@@ -302,8 +325,10 @@ class HFLocalTeacher:
                 batch = tok(texts[start : start + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=not chat)
                 torch.manual_seed(seed + start)
                 sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+                if stop:
+                    sampling.update({"stop_strings": [stop], "tokenizer": tok})
                 with torch.inference_mode():
-                    out = self.model.generate(
+                    out = self._writer(dtype).generate(
                         **batch,
                         max_new_tokens=max_new_tokens or self.task.max_new_tokens,
                         pad_token_id=tok.pad_token_id,
@@ -327,6 +352,15 @@ class HFLocalTeacher:
         finally:
             tok.padding_side = side
         return results
+
+    def _writer(self, dtype: str | None) -> Any:
+        import torch
+
+        if dtype is None or getattr(torch, dtype) == self.model.dtype:
+            return self.model
+        if dtype not in self._writers:
+            self._writers[dtype] = copy.deepcopy(self.model).to(getattr(torch, dtype))
+        return self._writers[dtype]
 
     def generate(self, prompts: Sequence[str], **params: Any) -> list[str]:
         """Answer text per prompt (chat template applied; ``temperature`` > 0 samples)."""

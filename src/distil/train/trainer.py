@@ -326,6 +326,8 @@ def train_role(build: StudentBuild, setup: RoleSetup, cfg: Any, run_dir: Path, a
     if cfg.compile:
         decoder, _ = base_and_head(model)
         decoder.compile(dynamic=True, backend=os.environ.get("DISTIL_COMPILE_BACKEND", "inductor"))
+    if cfg.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)  # a tied head shares this tensor
     model.train()
     tokenizer = build.tokenizer
     world, rank = accelerator.num_processes, accelerator.process_index
