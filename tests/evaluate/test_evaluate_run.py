@@ -132,3 +132,16 @@ def test_changed_gate_is_refused(run_project):
         evaluate_run(changed, models=numpy_models(), threads=1)
     assert not (changed.runs_dir / "run-1" / "evaluation.json").exists()
     assert changed.ledger.rows("evaluations") == []
+
+
+def test_gold_tickets_are_tagged_by_the_same_slice_rules_as_every_record(tmp_path, tiny_teacher_dir):
+    from tests.data.helpers import make_project
+
+    spec_path = make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}", gold="gold.jsonl")
+    rows = [{"input": "I know the invoice total is wrong", "label": "billing"},
+            {"input": "fix the login now", "label": "account"},
+            {"input": "refund please", "label": "billing", "tags": {"tone": "urgent"}}]
+    (spec_path.parent / "gold.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tones = [r.tags["tone"] for r in read_gold(load_project(spec_path))]
+    # "know" holds "now" but is not the word: calm; "now" is; a tag the row carries wins
+    assert tones == ["calm", "urgent", "urgent"]

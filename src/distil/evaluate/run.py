@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from distil.data.records import Record, read_records
+from distil.data.sources import tag_slices
 from distil.decide import gate_checks, summarise_evaluation
 from distil.errors import DataError, EvaluationError
 from distil.evaluate.cost import cost_summary
@@ -188,24 +189,6 @@ def curated_dataset_for(project: Any, run_id: str) -> tuple[Path, str]:
     return project.path(rows[0]["path"]), rows[0]["dataset_hash"]
 
 
-def _slice_tags(text: str, spec: Spec) -> dict[str, str]:
-    """Tags for an input that carries none, by the spec's slice rules (first matching value wins)."""
-    tags: dict[str, str] = {}
-    lowered, words = text.lower(), len(text.split())
-    for sl in spec.data.slices:
-        chosen = None
-        for value, rule in sl.values.items():
-            if (
-                any(k.lower() in lowered for k in rule.keywords)
-                or (rule.min_words is not None and words >= rule.min_words)
-                or (rule.max_words is not None and words <= rule.max_words)
-            ):
-                chosen = value
-                break
-        tags[sl.name] = chosen or sl.default or list(sl.values)[-1]
-    return tags
-
-
 def read_gold(project: Any) -> list[Record]:
     """The spec's gold set (JSONL or CSV with ``input`` and ``label``; optional ``tags``), as records."""
     if not project.spec.data.gold:
@@ -230,7 +213,7 @@ def read_gold(project: Any) -> list[Record]:
         tags = item.get("tags") or {}
         if isinstance(tags, str):
             tags = json.loads(tags or "{}")
-        tags = {**_slice_tags(item["input"], project.spec), **tags}
+        tags = tag_slices(item["input"], project.spec.data.slices, tags)  # the same rules as every record's
         out.append(Record(input=item["input"], source="gold", tags=tags, gold_label=item["label"], teacher_text=item.get("label")))
     return out
 
