@@ -231,15 +231,17 @@ def test_list_prompts_continue_seeds_that_share_the_wanted_slices(tmp_path, tiny
     shown = [line[2:] for line in prompts[0].splitlines()[1:-1]]
     assert shown and set(shown) <= billing
     # the seeds shown are those sharing the most wanted slice values: one urgent seed among calm ones
+    from distil.data.sources import tag_slices
     from distil.data.synthetic import _closest
 
     pool = [InputItem(f"a calm note number {i} about my invoice", label="billing") for i in range(8)]
     pool.append(InputItem("urgent: my invoice is wrong, fix it asap", label="billing"))
     rng = random.Random(0)
     wanted = {sl.name: "calm" if sl.name == "tone" else list(sl.values)[-1] for sl in spec.data.slices}
+    tags = {id(s): tag_slices(s.input, spec.data.slices, s.tags) for s in pool}
     for _ in range(5):
-        assert pool[-1] in _closest(pool, {**wanted, "tone": "urgent"}, spec, 2, rng)
-        assert pool[-1] not in _closest(pool, wanted, spec, 2, rng)
+        assert pool[-1] in _closest(pool, {**wanted, "tone": "urgent"}, tags, 2, rng)
+        assert pool[-1] not in _closest(pool, wanted, tags, 2, rng)
 
 
 def test_a_local_teacher_continues_list_prompts_and_an_api_teacher_is_asked_in_words(tmp_path, tiny_teacher_dir):

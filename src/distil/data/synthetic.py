@@ -40,13 +40,14 @@ def synthetic_prompts(spec: Spec, seeds: Sequence[InputItem], budget: int, style
     """
     rng = random.Random(spec.data.seed)
     labels = spec.task.label_names or [""]
+    tags = {id(s): tag_slices(s.input, spec.data.slices, s.tags) for s in seeds} if style == "list" else {}
     prompts = []
     for slot in range(budget):
         label = labels[slot % len(labels)]
         pool = [s for s in seeds if s.label == label] or list(seeds)
         wanted = {sl.name: rng.choice(list(sl.values)) for sl in spec.data.slices}
         if style == "list":
-            prompts.append(_list_prompt(spec, label, _closest(pool, wanted, spec, examples_per_prompt, rng)))
+            prompts.append(_list_prompt(spec, label, _closest(pool, wanted, tags, examples_per_prompt, rng)))
             continue
         shown = rng.sample(pool, min(examples_per_prompt, len(pool)))
         wants = [describe_slice_value(sl.name, wanted[sl.name], sl.values[wanted[sl.name]]) for sl in spec.data.slices]
@@ -59,14 +60,15 @@ def synthetic_prompts(spec: Spec, seeds: Sequence[InputItem], budget: int, style
     return prompts
 
 
-def _closest(pool: Sequence[InputItem], wanted: dict[str, str], spec: Spec, k: int, rng: random.Random) -> list[InputItem]:
-    """``k`` seeds of ``pool``, those sharing more of the ``wanted`` slice values first (ties at random), shuffled."""
+def _closest(pool: Sequence[InputItem], wanted: dict[str, str], tags: dict[int, dict[str, str]], k: int, rng: random.Random) -> list[InputItem]:
+    """``k`` seeds of ``pool``, those sharing more of the ``wanted`` slice values first (ties at random), shuffled.
+
+    ``tags`` maps ``id(seed)`` to the seed's slice tags."""
     shuffled = list(pool)
     rng.shuffle(shuffled)
 
     def shared(item: InputItem) -> int:
-        tags = tag_slices(item.input, spec.data.slices, item.tags)
-        return sum(tags.get(name) == value for name, value in wanted.items())
+        return sum(tags[id(item)].get(name) == value for name, value in wanted.items())
 
     shown = sorted(shuffled, key=shared, reverse=True)[:k]
     rng.shuffle(shown)

@@ -142,10 +142,10 @@ def time_predict(
             if k < len(inputs):
                 outputs[i] = answer[0]
         t0 = time.perf_counter()
-        batches = 0
-        while batches < max(1, throughput_batches) and not (batches and budget_s is not None and time.perf_counter() - t0 >= budget_s):
-            predict(cycled(batch_size, start=batches * batch_size))
-            batches += 1
+        for batches in range(1, max(1, throughput_batches) + 1):
+            predict(cycled(batch_size, start=(batches - 1) * batch_size))
+            if budget_s is not None and time.perf_counter() - t0 >= budget_s:
+                break
         elapsed = time.perf_counter() - t0
     arr = np.array(samples)
     return Timing(

@@ -16,6 +16,7 @@ written label first ("Category: billing\\nTicket: ..."), and the input's own log
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +49,7 @@ def _label_scores(logits_at_answer, token_ids: list[list[int]]) -> np.ndarray:
     return torch.softmax(scores.double(), dim=1).cpu().numpy()
 
 
+@functools.cache
 def native_bf16() -> bool:
     """Whether bfloat16 runs natively here: a CUDA GPU, or a CPU whose flags include avx512_bf16 or amx_bf16."""
     import torch
