@@ -203,3 +203,29 @@ def test_generation_stops_at_the_stop_string_and_writes_in_the_asked_precision(t
     assert teacher.model.dtype == torch.float32 and teacher._writer("bfloat16").dtype == torch.bfloat16
     assert teacher._writer("float32") is teacher.model
     assert np.array_equal(teacher.raw_label_distribution(INPUTS), before)
+
+
+def test_rows_leave_the_batch_when_finished_and_the_rest_decode_as_transformers_generate(teacher):
+    from distil.teachers.decoding import decode_rows
+
+    tok = teacher.tokenizer
+    tok.padding_side = "left"
+    prompts = ["Tickets:\n- my card was charged twice\n-", "hi", "the app crashes every time I open the settings page and"]
+    batch = tok(prompts, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        reference = teacher.model.generate(**batch, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)[:, batch["input_ids"].shape[1] :]
+    expected = [row.tolist() for row in reference]
+    full = decode_rows(teacher.model, batch["input_ids"], batch["attention_mask"], 10, lambda ids: False)
+    assert [r.ids for r in full] == expected
+    # the first row stops after 3 tokens and leaves the batch; the others go on unchanged
+    lengths = []
+
+    def finished(ids):
+        lengths.append(len(ids))
+        return ids == expected[0][:3]
+
+    cut = decode_rows(teacher.model, batch["input_ids"], batch["attention_mask"], 10, finished, topk=5)
+    assert cut[0].ids == expected[0][:3] and [r.ids for r in cut[1:]] == expected[1:]
+    assert lengths.count(4) == 2  # step 4 asked only the two rows still in the batch
+    assert len(cut[1].topk_ids) == 10 and cut[1].topk_ids[0][0] == expected[1][0]
+    assert all(0 < p <= 1 for p in cut[1].chosen_probs)

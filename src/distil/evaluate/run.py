@@ -97,11 +97,12 @@ def evaluate_models(
 ) -> dict[str, Any]:
     """The evaluation document: ``teacher``, ``student``, ``baseline``, ``cost`` and ``gate``.
 
-    Every model is loaded, timed at batch 1 on the gold inputs (the held-out ones when there is no gold
-    set) with the same thread count, the timed calls' answers kept as its gold predictions, and run on
+    Every model is loaded, timed at batch 1 (``requests`` calls) and at ``batch_size`` on the gold
+    inputs (the held-out ones when there is no gold set) with the same thread count, the timed calls'
+    answers completed into its gold predictions (:func:`~distil.evaluate.latency.time_predict`), and run on
     the held-out split. Teacher outputs recorded in the held-out records are used as the
     reference when ``models["teacher"].reference_outputs`` is given, else the teacher is run.
-    Throughput is timed over up to 3 batches, fewer for a model whose batches take longer than
+    Throughput is timed over up to 3 batches, fewer for a model whose next batch would end past
     ``throughput_budget_s`` (a few-shot teacher on a CPU: one batch).
     """
     if not held_out:
@@ -112,7 +113,7 @@ def evaluate_models(
     threads = threads or default_threads()
     classify = spec.task.kind == "classify"
     sets = [EvalSet("test", list(held_out))] + ([EvalSet("gold", list(gold))] if gold else [])
-    timed = sets[-1]  # every model is timed on the gold inputs (else the held-out ones): its predictions there
+    timed = sets[-1]  # every model is timed on the gold inputs (else the held-out ones), which it answers on the way
     timing_inputs = [r.input for r in timed.records]
 
     outputs: dict[str, dict[str, Any]] = {}

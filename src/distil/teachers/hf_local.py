@@ -33,6 +33,7 @@ from distil.teachers.base import (
     render_shot,
     sha256_json,
 )
+from distil.teachers.decoding import decode_rows
 
 
 def _label_scores(logits_at_answer, token_ids: list[list[int]]) -> np.ndarray:
@@ -313,11 +314,17 @@ class HFLocalTeacher:
         """Batched generation. Per prompt: text, and with ``topk`` the top-k ids/logprobs per answer token.
 
         ``chat=False`` continues the prompt as raw text; ``stop`` ends a row once its answer contains
-        that string (the text keeps it; a batch runs until its last row stops). ``dtype`` runs a copy
-        of the model in that precision (kept for later calls)."""
+        that string (the text keeps it). A finished row leaves its batch (:func:`decode_rows`), so a
+        batch costs about the sum of its rows' lengths. ``dtype`` runs a copy of the model in that
+        precision (kept for later calls)."""
         import torch
 
         tok = self.tokenizer
+        ends = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
+
+        def finished(ids: list[int]) -> bool:
+            return ids[-1] in ends or (stop is not None and stop in tok.decode(ids, skip_special_tokens=True))
+
         texts = [self._chat_text(p, chat) for p in prompts]
         results: list[dict[str, Any]] = []
         side = tok.padding_side
@@ -326,29 +333,17 @@ class HFLocalTeacher:
             for start in range(0, len(texts), self.batch_size):
                 batch = tok(texts[start : start + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=not chat)
                 torch.manual_seed(seed + start)
-                sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
-                if stop:
-                    sampling.update({"stop_strings": [stop], "tokenizer": tok})
-                with torch.inference_mode():
-                    out = self._writer(dtype).generate(
-                        **batch,
-                        max_new_tokens=max_new_tokens or self.task.max_new_tokens,
-                        pad_token_id=tok.pad_token_id,
-                        output_scores=bool(topk),
-                        return_dict_in_generate=True,
-                        **sampling,
-                    )
-                new = out.sequences[:, batch["input_ids"].shape[1] :]
-                for row in range(new.shape[0]):
-                    ids = new[row].tolist()
-                    length = next((j for j, t in enumerate(ids) if t in (tok.eos_token_id, tok.pad_token_id)), len(ids))
-                    item: dict[str, Any] = {"text": tok.decode(ids[:length], skip_special_tokens=True).strip()}
+                rows = decode_rows(
+                    self._writer(dtype), batch["input_ids"], batch["attention_mask"], max_new_tokens or self.task.max_new_tokens,
+                    finished, temperature=temperature, top_p=top_p, topk=topk,
+                )
+                for row in rows:
+                    length = next((j for j, t in enumerate(row.ids) if t in ends), len(row.ids))
+                    item: dict[str, Any] = {"text": tok.decode(row.ids[:length], skip_special_tokens=True).strip()}
                     if topk:
-                        steps = [torch.log_softmax(s[row].float(), dim=-1) for s in out.scores[:length]]
-                        top = [torch.topk(s, topk) for s in steps]
-                        item["topk_ids"] = [t.indices.tolist() for t in top]
-                        item["topk_logprobs"] = [t.values.tolist() for t in top]
-                        chosen = [float(s[ids[j]].exp()) for j, s in enumerate(steps)]
+                        item["topk_ids"] = row.topk_ids[:length]
+                        item["topk_logprobs"] = row.topk_logprobs[:length]
+                        chosen = row.chosen_probs[:length]
                         item["confidence"] = float(np.mean(chosen)) if chosen else 0.0
                     results.append(item)
         finally:
