@@ -114,3 +114,30 @@ def test_curate_without_raw_data_says_what_to_do(project):
         curate(project)
     with pytest.raises(DataError, match="no curated dataset"):
         latest_curated(project)
+
+
+def test_teacher_written_inputs_that_are_not_text_are_dropped_and_user_written_ones_kept(project):
+    spec_path = project.spec_path
+    spec_path.write_text(spec_path.read_text().replace("min_per_slice: 5", "min_per_slice: 5\n    min_words: 3\n    min_letter_share: 0.6"))
+    project = load_project(spec_path)
+    records = [_record(_text(label, i), label) for label in LABELS for i in range(10)]
+    stamp = _record("2018-10-13 22:16:25.600 - 22.16.29.1443 - 8.1-744-07-13 - 8.1", "billing")
+    stub = _record("Share information:", "account", source="targeted")
+    short_seed = _record("refund pls", "billing", source="seed")
+    digits_seed = _record("order 1234-5678-9012 charged 3x", "billing", source="seed")
+    _write_raw(project, [*records, stamp, stub, short_seed, digits_seed])
+
+    result = curate(project)
+    reasons = {r["id"]: r["reason"] for r in result.removed["malformed"]}
+    assert set(reasons) == {stamp.id, stub.id}
+    assert "min_letter_share 0.6" in reasons[stamp.id] and reasons[stub.id] == "2 words < min_words 3"
+    assert result.counts["removed_malformed"] == 2 and result.counts["curated"] == 32  # both seeds stay
+    kept = {r.id for name in ("train", "validation", "test") for r in read_records(result.folder / f"{name}.parquet")}
+    assert {short_seed.id, digits_seed.id} <= kept
+
+
+def test_the_malformed_filter_is_off_by_default(project):
+    records = [_record(_text(label, i), label) for label in LABELS for i in range(10)] + [_record("12:44:58", "billing")]
+    _write_raw(project, records)
+    result = curate(project)
+    assert result.counts["removed_malformed"] == 0 and result.counts["curated"] == 31

@@ -1,6 +1,6 @@
 """`distil curate`: raw shards in, a curated, split dataset out, with every removal accounted for.
 
-The recipe, in order: confidence filter, decontamination against the gold set (and any held-out
+The recipe, in order: malformed teacher-written inputs, confidence filter, decontamination against the gold set (and any held-out
 files), exact and near-duplicate removal (MinHash LSH), optional semantic duplicates, a grouped
 train / validation / test split, oversampling of rare labels in train, and the slice coverage audit.
 Output: ``.distil/data/curated/<hash12>/{train,validation,test}.parquet`` + ``report.json`` and a
@@ -17,7 +17,7 @@ from typing import Any
 
 from distil.data import dedupe
 from distil.data.coverage import SliceCoverage, coverage, coverage_dicts
-from distil.data.filter import confidence_reasons
+from distil.data.filter import confidence_reasons, malformed_reasons
 from distil.data.records import Record, read_records, write_records
 from distil.data.sources import read_inputs
 from distil.data.split import SPLITS, oversample, split_groups
@@ -63,13 +63,15 @@ def curate_records(project: Project, records: Sequence[Record], heldout: Sequenc
     """The whole recipe on ``records`` (pure except for reading the gold / held-out files)."""
     spec = project.spec
     filters = spec.data.filters
-    removed: dict[str, list[dict[str, Any]]] = {"confidence": [], "decontamination": [], "exact_duplicate": [], "near_duplicate": [], "semantic_duplicate": []}
+    removed: dict[str, list[dict[str, Any]]] = {"malformed": [], "confidence": [], "decontamination": [], "exact_duplicate": [], "near_duplicate": [], "semantic_duplicate": []}
     pool = sorted(records, key=lambda r: (SOURCE_PRIORITY.get(r.source, 9), r.created_at))
 
     kept = []
-    for record, reason in zip(pool, confidence_reasons(pool, filters), strict=True):
-        if reason:
-            removed["confidence"].append(_removal(record, reason))
+    for record, malformed, unsure in zip(pool, malformed_reasons(pool, filters), confidence_reasons(pool, filters), strict=True):
+        if malformed:
+            removed["malformed"].append(_removal(record, malformed))
+        elif unsure:
+            removed["confidence"].append(_removal(record, unsure))
         else:
             kept.append(record)
 

@@ -1,4 +1,6 @@
-"""Confidence filter: drop examples the teacher was unsure of (max probability, margin, entropy)."""
+"""Curation filters on single records: inputs the teacher wrote that are not text of the task's kind
+(too few words, mostly digits and punctuation), and answers the teacher was unsure of (max
+probability, margin, entropy)."""
 
 from __future__ import annotations
 
@@ -34,4 +36,30 @@ def confidence_reasons(records: Sequence[Record], filters: Filters) -> list[str]
             out.append(f"confidence {conf:.3f} < min_confidence {filters.min_confidence}" if conf is not None and conf < filters.min_confidence else "")
         else:
             out.append("no teacher answer")
+    return out
+
+
+WRITTEN_BY_TEACHER = ("synthetic", "targeted")
+
+
+def letter_share(text: str) -> float:
+    """Letters over non-space characters (1.0 for an empty text)."""
+    chars = [c for c in text if not c.isspace()]
+    return sum(c.isalpha() for c in chars) / len(chars) if chars else 1.0
+
+
+def malformed_reasons(records: Sequence[Record], filters: Filters) -> list[str]:
+    """Per record, why a teacher-written input does not look like an input at all ("" when it does).
+
+    Only synthetic and targeted inputs are judged: seeds, traffic and gold are what users wrote."""
+    out = []
+    for r in records:
+        reason = ""
+        if r.source in WRITTEN_BY_TEACHER:
+            words, share = len(r.input.split()), letter_share(r.input)
+            if words < filters.min_words:
+                reason = f"{words} words < min_words {filters.min_words}"
+            elif share < filters.min_letter_share:
+                reason = f"letters {share:.2f} of the characters < min_letter_share {filters.min_letter_share}"
+        out.append(reason)
     return out

@@ -247,6 +247,10 @@ class Filters(_Model):
     min_confidence: float = Field(0.0, ge=0, le=1, description="Drop examples whose teacher max probability is below this.")
     min_margin: float = Field(0.0, ge=0, le=1, description="Drop examples whose top-1 minus top-2 probability is below this.")
     max_entropy: float | None = Field(None, ge=0, description="Drop examples whose label entropy (nats) is above this.")
+    min_words: int = Field(0, ge=0, description="Drop teacher-written inputs (synthetic, targeted) with fewer words than this.")
+    min_letter_share: float = Field(
+        0.0, ge=0, le=1, description="Drop teacher-written inputs in which letters are less than this share of the non-space characters (timestamps, IDs, number runs)."
+    )
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of word shingles above which two inputs are near-duplicates.")
     semantic_duplicates: bool = Field(False, description="Also drop semantic near-duplicates (all-MiniLM-L6-v2 cosine).")
     semantic_threshold: float = Field(0.95, gt=0, le=1, description="Cosine similarity above which two inputs are semantic duplicates.")
