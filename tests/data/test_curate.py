@@ -117,9 +117,8 @@ def test_curate_without_raw_data_says_what_to_do(project):
 
 
 def test_teacher_written_inputs_that_are_not_text_are_dropped_and_user_written_ones_kept(project):
-    spec_path = project.spec_path
-    spec_path.write_text(spec_path.read_text().replace("min_per_slice: 5", "min_per_slice: 5\n    min_words: 3\n    min_letter_share: 0.6"))
-    project = load_project(spec_path)
+    filters = project.spec.data.filters
+    assert (filters.min_words, filters.min_letter_share) == (3, 0.6)  # the triage example's, which the project copies
     records = [_record(_text(label, i), label) for label in LABELS for i in range(10)]
     stamp = _record("2018-10-13 22:16:25.600 - 22.16.29.1443 - 8.1-744-07-13 - 8.1", "billing")
     stub = _record("Share information:", "account", source="targeted")
@@ -137,6 +136,13 @@ def test_teacher_written_inputs_that_are_not_text_are_dropped_and_user_written_o
 
 
 def test_the_malformed_filter_is_off_by_default(project):
+    from distil.spec.models import Filters
+
+    assert (Filters().min_words, Filters().min_letter_share) == (0, 0.0)
+    spec_path = project.spec_path
+    spec_path.write_text(spec_path.read_text().replace("min_words: 3", "").replace("min_letter_share: 0.6", ""))
+    project = load_project(spec_path)
+    assert project.spec.data.filters.min_words == 0
     records = [_record(_text(label, i), label) for label in LABELS for i in range(10)] + [_record("12:44:58", "billing")]
     _write_raw(project, records)
     result = curate(project)

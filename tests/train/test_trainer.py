@@ -155,3 +155,20 @@ def test_frozen_embeddings_stay_as_initialised_while_the_layers_learn(tmp_path, 
     assert torch.equal(after[embed], before[embed])
     moved = [k for k in before if k in after and "layers" in k and not torch.equal(after[k], before[k])]
     assert moved, "no decoder weight changed"
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_a_run_ends_with_the_best_evaluations_weights_or_the_last_steps(classify_project, keep):
+    from safetensors.torch import load_file
+
+    classify_project.write_text(classify_project.read_text().replace("patience: 0", f"patience: 0\n  eval_every: 1\n  keep: {keep}"))
+    project = load_project(classify_project)
+    run_id = T.train_run(project, baseline=False)
+    run_dir = project.runs_dir / run_id
+    checkpoint = torch.load(run_dir / "checkpoints" / "student" / "state.pt", map_location="cpu", weights_only=False)
+    best, last = checkpoint["best"], checkpoint["model"]
+    assert any(not torch.equal(best[k], last[k]) for k in last)  # the best evaluation came before the last step
+    saved = load_file(run_dir / "student" / "model.safetensors")
+    wanted = best if keep == "best" else last
+    assert saved and all(torch.equal(saved[k], wanted[k]) for k in saved)
+    assert json.loads((run_dir / "metrics.json").read_text())["student"]["kept"] == keep

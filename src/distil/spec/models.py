@@ -341,6 +341,11 @@ class TrainSpec(_Model):
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of optimiser steps spent warming the learning rate up, before cosine decay.")
     max_length: int = Field(256, ge=8, le=65536, description="Longest tokenised example; longer inputs are truncated from the left.")
     patience: int = Field(3, ge=0, le=1000, description="Evaluations without a gain in validation fidelity before stopping early (0: never stop early).")
+    keep: Literal["best", "last"] = Field(
+        "best",
+        description="The weights a run ends with: those of the evaluation with the best validation fidelity, or the last step's "
+        "(with a validation split of a few dozen examples the best evaluation is often picked by chance).",
+    )
     eval_every: int = Field(0, ge=0, description="Optimiser steps between validation passes (0: once per epoch).")
     seed: int = Field(0, description="Random seed for initialisation, shuffling and dropout.")
     topk_cache_k: int = Field(32, ge=1, le=1024, description="How many teacher top-k logprobs the offline cache keeps per token (generate tasks).")

@@ -1,4 +1,4 @@
-"""Batched decoding in which a row leaves the batch as soon as it is finished.
+"""Batched decoding in which a row leaves the batch as soon as it is finished (teachers and students).
 
 ``transformers``' ``generate`` keeps every row of a batch in the forward pass until the last one
 stops, so a batch of 16 list-style tickets, one of which rambles to the token limit, costs 16 rows
@@ -93,9 +93,10 @@ def decode_rows(
             if not keep or step == max_new_tokens - 1:
                 break
             if len(keep) < len(active):  # the finished rows leave the batch and the cache
-                kept = torch.tensor(keep)
+                active = active[torch.tensor(keep)]
+                kept = torch.tensor(keep, device=mask.device)
                 cache.batch_select_indices(kept)
-                active, mask, chosen, last_position = active[kept], mask[kept], chosen[kept], last_position[kept]
+                mask, chosen, last_position = mask[kept], chosen[kept], last_position[kept]
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             last_position = last_position + 1
             positions = last_position.unsqueeze(1)

@@ -346,7 +346,7 @@ def train_role(build: StudentBuild, setup: RoleSetup, cfg: Any, run_dir: Path, a
     if state["done"]:
         # finished before a crash: hand the model back too, so its folder is (re)written if the crash
         # came between the final checkpoint and the model folder
-        if best_state is not None:
+        if best_state is not None and cfg.keep == "best":
             model.load_state_dict(best_state)
         state["model"] = model
         return state
@@ -447,7 +447,7 @@ def train_role(build: StudentBuild, setup: RoleSetup, cfg: Any, run_dir: Path, a
     if accelerator.is_main_process:
         save_checkpoint(ckpt, unwrapped, optimizer, scheduler, state, best_state)
     if finished:
-        if best_state is not None:
+        if best_state is not None and cfg.keep == "best":
             unwrapped.load_state_dict(best_state)
         state["model"] = unwrapped
     accelerator.wait_for_everyone()
@@ -546,6 +546,7 @@ def train_run(
             save_model_folder(folder, state["model"], tokenizer, task_info)
         metrics[role] = {
             "best_validation_fidelity": state["best"] if state["best"] >= 0 else None,
+            "kept": cfg.keep,
             "final_train_loss": state["curve"][-1]["loss"] if state["curve"] else None,
             "steps": state["global_step"], "tokens": state["tokens"],
             "tokens_per_s": state["tokens"] / max(state["seconds"], 1e-9),
