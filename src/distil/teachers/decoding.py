@@ -69,7 +69,7 @@ def decode_rows(
     mask = attention_mask.clone()
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     last_position = positions[:, -1].clone()
-    cache = DynamicCache()
+    cache = DynamicCache(config=model.config)  # the model's own layer kinds (sliding windows and the like)
     ids = input_ids
     with torch.inference_mode():
         for step in range(max_new_tokens):

@@ -322,8 +322,8 @@ class HFLocalTeacher:
         tok = self.tokenizer
         ends = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
 
-        def finished(ids: list[int]) -> bool:
-            return ids[-1] in ends or (stop is not None and stop in tok.decode(ids, skip_special_tokens=True))
+        def finished(ids: list[int]) -> bool:  # a token is at least one character: the stop string lies in the last len(stop) + 1
+            return ids[-1] in ends or (stop is not None and stop in tok.decode(ids[-len(stop) - 1 :], skip_special_tokens=True))
 
         texts = [self._chat_text(p, chat) for p in prompts]
         results: list[dict[str, Any]] = []
