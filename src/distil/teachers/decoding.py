@@ -9,7 +9,7 @@ about the sum of its rows' lengths. Sampling uses ``transformers``' own warpers 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,22 +42,29 @@ def _warpers(temperature: float, top_p: float, top_k: int):
     return warpers
 
 
+def end_ids(tokenizer: Any) -> set[int]:
+    """The ids that end an answer: the tokenizer's end-of-sequence and padding tokens."""
+    return {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
+
+
 def decode_rows(
     model: Any,
     input_ids: Any,
     attention_mask: Any,
     max_new_tokens: int,
-    finished: Callable[[list[int]], bool],
+    finished: Callable[[list[int]], bool] | None = None,
     temperature: float = 0.0,
     top_p: float = 1.0,
     top_k: int = DEFAULT_TOP_K,
     topk: int = 0,
+    ends: Collection[int] = (),
 ) -> list[DecodedRow]:
     """New tokens per row of a left-padded batch ``[B, S]``.
 
-    A row stops when ``finished(its new ids)`` is true (the last id is kept) or at ``max_new_tokens``.
-    With ``topk`` each step also records the row's ``topk`` most likely ids and their log-probabilities
-    (the model's own distribution, before any warper) and the probability of the id taken."""
+    A row stops at one of the ``ends`` ids (not kept, nor its step's records), when ``finished(its new
+    ids)`` is true (the last id is kept), or at ``max_new_tokens``. With ``topk`` each step also records
+    the row's ``topk`` most likely ids and their log-probabilities (the model's own distribution,
+    before any warper) and the probability of the id taken."""
     import torch
     from transformers import DynamicCache
 
@@ -81,14 +88,16 @@ def decode_rows(
             logprobs = torch.log_softmax(logits, dim=-1) if topk else None
             keep: list[int] = []
             for j, row_index in enumerate(active.tolist()):
-                row = rows[row_index]
-                row.ids.append(int(chosen[j]))
+                row, token = rows[row_index], int(chosen[j])
+                if token in ends:
+                    continue
+                row.ids.append(token)
                 if logprobs is not None:
                     top = torch.topk(logprobs[j], topk)
                     row.topk_ids.append(top.indices.tolist())
                     row.topk_logprobs.append(top.values.tolist())
                     row.chosen_probs.append(float(logprobs[j, chosen[j]].exp()))
-                if not finished(row.ids):
+                if finished is None or not finished(row.ids):
                     keep.append(j)
             if not keep or step == max_new_tokens - 1:
                 break

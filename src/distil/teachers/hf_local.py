@@ -33,7 +33,7 @@ from distil.teachers.base import (
     render_shot,
     sha256_json,
 )
-from distil.teachers.decoding import decode_rows
+from distil.teachers.decoding import decode_rows, end_ids
 
 
 def _label_scores(logits_at_answer, token_ids: list[list[int]]) -> np.ndarray:
@@ -320,10 +320,9 @@ class HFLocalTeacher:
         import torch
 
         tok = self.tokenizer
-        ends = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
 
-        def finished(ids: list[int]) -> bool:  # a token is at least one character: the stop string lies in the last len(stop) + 1
-            return ids[-1] in ends or (stop is not None and stop in tok.decode(ids[-len(stop) - 1 :], skip_special_tokens=True))
+        def stopped(ids: list[int]) -> bool:  # a token is at least one character: the stop string lies in the last len(stop) + 1
+            return stop in tok.decode(ids[-len(stop) - 1 :], skip_special_tokens=True)
 
         texts = [self._chat_text(p, chat) for p in prompts]
         results: list[dict[str, Any]] = []
@@ -335,16 +334,13 @@ class HFLocalTeacher:
                 torch.manual_seed(seed + start)
                 rows = decode_rows(
                     self._writer(dtype), batch["input_ids"], batch["attention_mask"], max_new_tokens or self.task.max_new_tokens,
-                    finished, temperature=temperature, top_p=top_p, topk=topk,
+                    stopped if stop else None, temperature=temperature, top_p=top_p, topk=topk, ends=end_ids(tok),
                 )
                 for row in rows:
-                    length = next((j for j, t in enumerate(row.ids) if t in ends), len(row.ids))
-                    item: dict[str, Any] = {"text": tok.decode(row.ids[:length], skip_special_tokens=True).strip()}
+                    item: dict[str, Any] = {"text": tok.decode(row.ids, skip_special_tokens=True).strip()}
                     if topk:
-                        item["topk_ids"] = row.topk_ids[:length]
-                        item["topk_logprobs"] = row.topk_logprobs[:length]
-                        chosen = row.chosen_probs[:length]
-                        item["confidence"] = float(np.mean(chosen)) if chosen else 0.0
+                        item["topk_ids"], item["topk_logprobs"] = row.topk_ids, row.topk_logprobs
+                        item["confidence"] = float(np.mean(row.chosen_probs)) if row.chosen_probs else 0.0
                     results.append(item)
         finally:
             tok.padding_side = side

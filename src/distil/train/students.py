@@ -243,15 +243,14 @@ class Predictor:
         if self.task["kind"] == "classify":
             probs = self.label_distribution(inputs)
             return [self.labels[i] for i in probs.argmax(1)]
-        from distil.teachers.decoding import decode_rows
+        from distil.teachers.decoding import decode_rows, end_ids
 
         limit = max_new_tokens or self.task.get("max_new_tokens", 48)
-        ends = {t for t in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id) if t is not None}
         self.tokenizer.padding_side = "left"  # generation continues from the last column
         answers: list[str] = []
         for start in range(0, len(inputs), batch_size):
             batch = self.tokenizer([self.prompt(t) for t in inputs[start : start + batch_size]], return_tensors="pt", padding=True).to(self.device)
-            rows = decode_rows(self.model, batch["input_ids"], batch["attention_mask"], limit, lambda ids: ids[-1] in ends)  # a row stops at its end token
+            rows = decode_rows(self.model, batch["input_ids"], batch["attention_mask"], limit, ends=end_ids(self.tokenizer))
             answers += [self.tokenizer.decode(row.ids, skip_special_tokens=True).strip() for row in rows]
         return answers
 

@@ -314,6 +314,13 @@ def student_samples(model, setup: RoleSetup, rows: list[int], cfg: Any, pad_id: 
 # --- one role -----------------------------------------------------------------------------------------------------
 
 
+def _with_kept_weights(model, best_state: dict | None, cfg: Any):  # noqa: ANN001, ANN202
+    """The finished model with the weights ``train.keep`` asks for: the best validation check's, or its own last ones."""
+    if best_state is not None and cfg.keep == "best":
+        model.load_state_dict(best_state)
+    return model
+
+
 def train_role(build: StudentBuild, setup: RoleSetup, cfg: Any, run_dir: Path, accelerator, console, max_steps: int | None) -> dict:  # noqa: ANN001
     """Train one model from ``build`` (a fresh copy) and return its metrics and curve."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -346,9 +353,7 @@ def train_role(build: StudentBuild, setup: RoleSetup, cfg: Any, run_dir: Path, a
     if state["done"]:
         # finished before a crash: hand the model back too, so its folder is (re)written if the crash
         # came between the final checkpoint and the model folder
-        if best_state is not None and cfg.keep == "best":
-            model.load_state_dict(best_state)
-        state["model"] = model
+        state["model"] = _with_kept_weights(model, best_state, cfg)
         return state
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
@@ -447,9 +452,7 @@ def train_role(build: StudentBuild, setup: RoleSetup, cfg: Any, run_dir: Path, a
     if accelerator.is_main_process:
         save_checkpoint(ckpt, unwrapped, optimizer, scheduler, state, best_state)
     if finished:
-        if best_state is not None and cfg.keep == "best":
-            unwrapped.load_state_dict(best_state)
-        state["model"] = unwrapped
+        state["model"] = _with_kept_weights(unwrapped, best_state, cfg)
     accelerator.wait_for_everyone()
     return state
 
