@@ -36,8 +36,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from distil.train import losses as L  # noqa: E402
+from distil.train.loop import lr_lambda  # noqa: E402
 from distil.train.onpolicy import on_policy_step_uses_student, sample_completions, step_rng  # noqa: E402
-from distil.train.trainer import lr_lambda  # noqa: E402
 
 DIGITS = 2
 VOCAB = list("0123456789+=,|LR") + ["<s>"]
@@ -317,7 +317,7 @@ Teacher: Llama {th} hidden × {tl} layers ({n_params(teacher):,} parameters), {c
 from scratch ({teacher_seconds:.0f} s): {100 * teacher_acc:.1f}% exact match on the held-out problems, {100 * teacher_train_acc:.1f}% on the
 training problems it then wrote rationales for. Students: Llama {sh} hidden × {sl} layers ({student_params:,} parameters), fresh
 weights, {steps} steps of batch {batch}, AdamW lr {lr:g} with distil's warm-up + cosine schedule
-(`distil.train.trainer.lr_lambda`); temperature 1. Losses: `distil.train.losses.distillation_loss` (kind as named),
+(`distil.train.loop.lr_lambda`); temperature 1. Losses: `distil.train.losses.distillation_loss` (kind as named),
 `cross_entropy`, `rationale_multitask_loss`; on-policy sampling and the per-step coin: `distil.train.onpolicy`
 (`sample_completions` at temperature 1, `on_policy_step_uses_student`). {time.time() - started:.0f} s in all.
 

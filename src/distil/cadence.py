@@ -186,7 +186,7 @@ def run_cadence(
 
         run_id = partial.get("run_id") or new_run_id(cur.output["dataset_hash"])
         state.mark("train", train_key, "started", {"run_id": run_id})  # a crash from here on resumes this run
-        run_id = train_run(project, baseline=baseline, run_id=run_id, actor=actor, console=console)
+        run_id = train_run(project, baseline=baseline, run_id=run_id, actor=actor, console=console).run_id
         return {"run_id": run_id, "dataset_hash": cur.output["dataset_hash"]}
 
     train_key = step_key(cur.output.get("dataset_hash"), spec_part(project, "student", "train", "task", "teachers"), baseline)

@@ -176,7 +176,7 @@ def test_train_killed_at_any_point_resumes_to_the_same_model(tmp_path, tiny_teac
         # a checkpoint or model folder that exists is whole: it loads
         for state in run.glob("checkpoints/*/state.pt"):
             if not state.parent.name.startswith("."):  # a leftover temp folder is never read
-                torch.load(state, map_location="cpu", weights_only=False)
+                torch.load(state, map_location="cpu", weights_only=True)
         for role in ("student", "baseline"):
             if (run / role).is_dir():
                 _weights(run / role)

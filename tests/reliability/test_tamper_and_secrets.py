@@ -87,7 +87,7 @@ def test_a_changed_model_file_in_a_run_folder_is_reported(tmp_path, tiny_teacher
     spec = write_spec(tmp_path / "t", tiny_teacher_dir, train={"epochs": 1})
     write_curated(spec, classify_records(12), classify_records(6, seed=1))
     project = load_project(spec)
-    run_id = train_run(project, baseline=False, cpu=True)
+    run_id = train_run(project, baseline=False, cpu=True).run_id
     event = project.ledger.events("run.trained")[-1]
     weights = project.runs_dir / run_id / "student" / "model.safetensors"
     recorded = event.payload["files"][str((project.runs_dir / run_id / "student").relative_to(project.root))]

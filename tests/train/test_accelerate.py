@@ -24,7 +24,7 @@ def launch_two_processes(folder: Path, options: str, spec: Path) -> subprocess.C
     script.write_text(
         "import sys, torch\ntorch.set_num_threads(1)\n"
         "from distil.spec.io import load_project\nfrom distil.train.trainer import train_run\n"
-        f"print('RUN', train_run(load_project(sys.argv[1]), run_id='ddp', {options}))\n"
+        f"print('RUN', train_run(load_project(sys.argv[1]), run_id='ddp', {options}).run_id)\n"
     )
     accelerate = Path(sys.executable).with_name("accelerate")
     return subprocess.run(

@@ -3,6 +3,8 @@ the offline cache, feature / relation / rationale KD (classify), bf16 autocast a
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -12,17 +14,19 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from distil.errors import TrainError
 from distil.spec.io import load_project
+from distil.spec.models import Spec, TrainSpec
 from distil.train import losses as L
 from distil.train import trainer as T
 from distil.train.batches import (
     GenerateExamples,
-    classify_batch,
     classify_examples,
     generate_examples,
     latest_curated,
 )
+from distil.train.extras import PROJECTOR, rationale_targets, teacher_states_for
 from distil.train.logit_cache import TopkCache, teacher_prompt_ids
-from distil.train.onpolicy import on_policy_loss
+from distil.train.objectives import ClassifyObjective, generate_loss
+from distil.train.onpolicy import on_policy_batch
 from distil.train.students import build_student, label_token_ids
 from tests.train.conftest import classify_records, generate_records, write_curated, write_spec
 
@@ -60,11 +64,10 @@ def test_on_policy_loss_equals_the_unchunked_divergence_on_the_students_tokens(t
 
     teacher = AutoModelForCausalLM.from_pretrained(str(tiny_teacher_dir)).eval()
     student = AutoModelForCausalLM.from_pretrained(str(build_tiny_causal_lm(tiny_teacher_dir.parent / "student-x", layers=2, seed=3)))
-    from distil.spec.models import TrainSpec
-
-    cfg = TrainSpec(loss="jsd", beta=0.5, temperature=1.0, chunk_size=3)
+    cfg = TrainSpec(loss="jsd", beta=0.5, temperature=1.0, chunk_size=3)  # the flat keys of older specs still load
     prompts, teacher_prompts, completions = [[5, 6, 7], [8, 9]], [[1, 2, 5, 6, 7], [1, 8, 9, 4]], [[10, 11, 12, 2], [13, 2]]
-    loss, _ = on_policy_loss(student, teacher, prompts, teacher_prompts, completions, pad_id=0, cfg=cfg, num_items=6.0)
+    batch = on_policy_batch(prompts, teacher_prompts, completions, pad_id=0)
+    loss, _ = generate_loss(student, batch, cfg, num_items=6.0, teacher=teacher)
     loss.backward()
     chunked_grad = student.model.embed_tokens.weight.grad.clone()
     student.zero_grad()
@@ -81,22 +84,15 @@ def test_on_policy_loss_equals_the_unchunked_divergence_on_the_students_tokens(t
 
 
 def test_on_policy_run_mixes_student_samples_by_lambda(tmp_path, tiny_teacher_dir):
-    project = _generate_project(tmp_path, tiny_teacher_dir, on_policy_lambda=0.5, on_policy_max_new_tokens=4, epochs=4)
-    run_id = T.train_run(project, baseline=False)
+    project = _generate_project(tmp_path, tiny_teacher_dir, on_policy={"fraction": 0.5, "max_new_tokens": 4}, epochs=4)
+    run_id = T.train_run(project, baseline=False).run_id
     curve = json.loads((project.runs_dir / run_id / "curve.json").read_text())["student"]
     flags = [p["on_policy"] for p in curve]
     assert len(flags) == 12 and any(flags) and not all(flags)  # λ = 0.5 over 12 steps: both kinds of step
     assert all(np.isfinite(p["loss"]) for p in curve)
     # the same seed draws the same steps again
-    again = T.train_run(project, baseline=False)
+    again = T.train_run(project, baseline=False).run_id
     assert [p["on_policy"] for p in json.loads((project.runs_dir / again / "curve.json").read_text())["student"]] == flags
-
-
-def test_on_policy_is_refused_for_classify_naming_the_field(classify_project):
-    project = load_project(classify_project)
-    project.spec.train.on_policy_lambda = 0.5
-    with pytest.raises(TrainError, match="train.on_policy_lambda"):
-        T.train_run(project)
 
 
 def _classify_project(tmp_path, teacher_dir, rationale: bool = False, **train):  # noqa: ANN001, ANN003
@@ -111,60 +107,55 @@ def _classify_project(tmp_path, teacher_dir, rationale: bool = False, **train): 
 
 def test_feature_and_relation_terms_train_and_the_saved_folder_stays_plain(tmp_path, tiny_teacher_dir):
     project = _classify_project(tmp_path, tiny_teacher_dir, feature_weight=1.0, relation_weight=1.0, feature_layers={1: 2, 2: 4})
-    run_id = T.train_run(project, baseline=False)
+    run_id = T.train_run(project, baseline=False).run_id
     assert len(list((project.state_dir / "cache" / "states").glob("*.npy"))) == 1
     states = np.load(next((project.state_dir / "cache" / "states").glob("*.npy")))
     assert states.shape == (16, 3, 64) and states.dtype == np.float16  # two mapped layers + the last
     folder = project.runs_dir / run_id / "student"
     model, info = AutoModelForCausalLM.from_pretrained(str(folder), output_loading_info=True)
     assert not info["unexpected_keys"] and not info["missing_keys"]
-    assert not any(T.PROJECTOR in k for k in model.state_dict())
+    assert not any(PROJECTOR in k for k in model.state_dict())
 
 
 def test_feature_relation_and_rationale_terms_add_to_the_loss(tmp_path, tiny_teacher_dir):
     project = _classify_project(tmp_path, tiny_teacher_dir, rationale=True)
     spec = project.spec
-    build = build_student(spec.student, T._teacher_folder(spec))
+    build = build_student(spec.student, T.teacher_folder(spec))
     examples = classify_examples(latest_curated(project).splits["train"], spec.task.label_names)
     labels = torch.tensor(label_token_ids(build.tokenizer, spec.task.label_names))
     rows = [0, 1, 2, 3]
 
-    def loss_with(**weights):  # noqa: ANN003
-        cfg = spec.train.model_copy(update=weights)
-        extras = T.distillation_extras(project, spec, cfg, build, examples, console=None)
-        setup = T.RoleSetup("student", True, "classify", examples, None, labels, **extras)
-        model = build.model
-        if "feature_map" in extras and cfg.feature_weight > 0:
-            model = __import__("copy").deepcopy(build.model)
-            torch.manual_seed(0)
-            model.add_module(T.PROJECTOR, L.FeatureProjector(64, 64, setup.student_layers[:-1]))
-        batch = classify_batch(build.tokenizer, examples, rows, 64)
-        batch.update(T.classify_extras(setup, rows, rows, 0))
-        return T.classify_loss(model, batch, setup, cfg, 4.0)[0].item()
+    def loss_with(**groups):  # noqa: ANN003
+        data = spec.model_dump()
+        data["data"]["rationales"] = True
+        data["train"].update(groups)
+        weighted = dataclasses.replace(project, spec=Spec.model_validate(data))
+        objective = ClassifyObjective("student", examples, None, labels, build.tokenizer, weighted.spec.train, kd=True,
+                                      teacher_states=teacher_states_for(weighted, build, examples, console=None),
+                                      rationale=rationale_targets(weighted, build.tokenizer, examples, console=None))
+        model = copy.deepcopy(build.model)
+        torch.manual_seed(0)
+        objective.prepare_model(model)
+        batch = objective.batch(rows, rows)
+        return objective.loss(model, batch, 4.0)[0].item()
 
     plain = loss_with()
-    assert loss_with(feature_weight=1.0) > plain
-    assert loss_with(relation_weight=1.0) > plain
-    with_rationale = loss_with(rationale_weight=1.0)
+    assert loss_with(features={"weight": 1.0}) > plain
+    assert loss_with(features={"relation_weight": 1.0}) > plain
+    with_rationale = loss_with(distillation={"rationale_weight": 1.0})
     assert with_rationale > plain + 1.0  # a random model's cross-entropy on the rationale tokens is large
-
-
-def test_rationale_weight_for_generate_is_refused(tmp_path, tiny_teacher_dir):
-    project = _generate_project(tmp_path, tiny_teacher_dir, rationale_weight=1.0)
-    with pytest.raises(TrainError, match="train.rationale_weight applies to classify"):
-        T.train_run(project, baseline=False)
 
 
 def test_a_layer_map_out_of_range_names_the_field(tmp_path, tiny_teacher_dir):
     project = _classify_project(tmp_path, tiny_teacher_dir, feature_weight=1.0, feature_layers={9: 2})
-    with pytest.raises(TrainError, match="train.feature_layers"):
+    with pytest.raises(TrainError, match="train.features.layers"):
         T.train_run(project, baseline=False)
 
 
 def test_bf16_autocast_and_compiled_decoder_train(tmp_path, tiny_teacher_dir, monkeypatch):
     monkeypatch.setenv("DISTIL_COMPILE_BACKEND", "eager")  # the compile path without a C++ toolchain
     project = _classify_project(tmp_path, tiny_teacher_dir, precision="bf16", compile=True, epochs=1)
-    run_id = T.train_run(project, baseline=False)
+    run_id = T.train_run(project, baseline=False).run_id
     metrics = json.loads((project.runs_dir / run_id / "metrics.json").read_text())
     assert np.isfinite(metrics["student"]["final_train_loss"])
     model = AutoModelForCausalLM.from_pretrained(str(project.runs_dir / run_id / "student"))

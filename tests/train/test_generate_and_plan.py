@@ -20,7 +20,7 @@ torch.set_num_threads(1)
 
 def test_generate_run_builds_the_teacher_cache_and_trains(generate_project):
     project = load_project(generate_project)
-    run_id = T.train_run(project, baseline=False)
+    run_id = T.train_run(project, baseline=False).run_id
     caches = list((project.state_dir / "cache" / "topk").iterdir())
     assert len(caches) == 1
     cache = TopkCache.open(caches[0])
@@ -57,7 +57,7 @@ def test_tokenizer_mismatch_refuses_logit_losses_but_allows_sequence_kd(tmp_path
         require_fits(plan)
     seq_spec = write_spec(tmp_path / "q", tiny_teacher_dir, kind="generate", train={"epochs": 1, "alpha": 1.0}, student=student)
     write_curated(seq_spec, generate_records(8), generate_records(2, seed=1))
-    assert T.train_run(load_project(seq_spec), baseline=False)
+    assert T.train_run(load_project(seq_spec), baseline=False).finished
 
 
 def test_plan_estimates_and_refuses_with_advice(classify_project):

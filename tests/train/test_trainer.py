@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from distil.errors import TrainError
 from distil.spec.io import load_project
+from distil.spec.models import TrainSpec
 from distil.train import trainer as T
 from distil.train.batches import classify_batch, classify_examples, latest_curated
+from distil.train.objectives import ClassifyObjective
 from distil.train.students import build_student, label_token_ids, load_predictor
 
 torch.set_num_threads(1)
 
 
+def _student_objective(project, build, examples, cfg) -> ClassifyObjective:  # noqa: ANN001
+    labels = torch.tensor(label_token_ids(build.tokenizer, project.spec.task.label_names))
+    return ClassifyObjective("student", examples, None, labels, build.tokenizer, cfg, kd=True)
+
+
 def test_classify_run_writes_student_baseline_and_ledger_rows(classify_project):
     project = load_project(classify_project)
-    run_id = T.train_run(project)
+    run_id = T.train_run(project).run_id
     run_dir = project.runs_dir / run_id
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["student"]["steps"] == metrics["baseline"]["steps"] == 12  # 24 examples / batch 4 × 2 epochs
@@ -41,7 +49,7 @@ def test_run_folder_loads_in_plain_transformers(classify_project):
     import sys
 
     project = load_project(classify_project)
-    run_id = T.train_run(project, baseline=False)
+    run_id = T.train_run(project, baseline=False).run_id
     folder = project.runs_dir / run_id / "student"
     task = json.loads((folder / "distil_task.json").read_text())
     # a fresh interpreter with no distil import: only transformers reads the folder
@@ -59,30 +67,30 @@ def test_run_folder_loads_in_plain_transformers(classify_project):
 
 def test_classification_never_builds_full_vocabulary_logits(classify_project):
     project = load_project(classify_project)
-    build = build_student(project.spec.student, T._teacher_folder(project.spec))
+    build = build_student(project.spec.student, T.teacher_folder(project.spec))
     calls = []
     build.model.lm_head.register_forward_hook(lambda *a: calls.append(1))
     examples = classify_examples(latest_curated(project).splits["train"], project.spec.task.label_names)
     batch = classify_batch(build.tokenizer, examples, [0, 1, 2, 3], 64)
-    setup = T.RoleSetup("student", True, "classify", examples, None, torch.tensor(label_token_ids(build.tokenizer, project.spec.task.label_names)))
-    loss, _ = T.classify_loss(build.model, batch, setup, project.spec.train, 4.0)
+    objective = _student_objective(project, build, examples, project.spec.train)
+    loss, _ = objective.loss(build.model, batch, 4.0)
     loss.backward()
     assert calls == [] and torch.isfinite(loss)
 
 
 def test_accumulation_two_by_four_equals_one_by_eight_through_the_model(classify_project):
     project = load_project(classify_project)
-    cfg = project.spec.train.model_copy(update={"alpha": 0.3})
-    build = build_student(project.spec.student, T._teacher_folder(project.spec))
+    cfg = TrainSpec.model_validate({**project.spec.train.model_dump(), "distillation": {"alpha": 0.3}})
+    build = build_student(project.spec.student, T.teacher_folder(project.spec))
     examples = classify_examples(latest_curated(project).splits["train"], project.spec.task.label_names)
-    setup = T.RoleSetup("student", True, "classify", examples, None, torch.tensor(label_token_ids(build.tokenizer, project.spec.task.label_names)))
+    objective = _student_objective(project, build, examples, cfg)
     model = build.model
 
     def grads(groups):
         model.zero_grad()
         total = 0.0
         for rows in groups:
-            loss, _ = T.classify_loss(model, classify_batch(build.tokenizer, examples, rows, 64), setup, cfg, 8.0)
+            loss, _ = objective.loss(model, classify_batch(build.tokenizer, examples, rows, 64), 8.0)
             loss.backward()
             total += loss.item()
         return total, [p.grad.clone() for p in model.parameters() if p.grad is not None]
@@ -102,7 +110,7 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path, tiny_teac
         spec = write_spec(tmp_path / name, tiny_teacher_dir, train={"epochs": 2, "grad_accum": 2, "batch_size": 2})
         write_curated(spec, classify_records(16), classify_records(6, seed=1))
         specs.append(load_project(spec))
-    straight = T.train_run(specs[0], baseline=False, run_id="r1")
+    straight = T.train_run(specs[0], baseline=False, run_id="r1").run_id
     resumed = specs[1]
     T.train_run(resumed, baseline=False, run_id="r1", max_steps=3)  # interrupted part-way through epoch 1
     assert not (resumed.runs_dir / "r1" / "student").exists()
@@ -147,9 +155,9 @@ def test_frozen_embeddings_stay_as_initialised_while_the_layers_learn(tmp_path, 
     spec = write_spec(tmp_path / "frozen", tiny_teacher_dir, train={"freeze_embeddings": True})
     write_curated(spec, classify_records(24), classify_records(9, seed=1))
     project = load_project(spec)
-    build = build_student(project.spec.student, T._teacher_folder(project.spec), seed=0)
+    build = build_student(project.spec.student, T.teacher_folder(project.spec), seed=0)
     before = {k: v.clone() for k, v in build.model.state_dict().items()}
-    run_id = T.train_run(project, baseline=False)
+    run_id = T.train_run(project, baseline=False).run_id
     after = load_file(str(project.runs_dir / run_id / "student" / "model.safetensors"))
     embed = next(k for k in before if k.endswith("embed_tokens.weight"))
     assert torch.equal(after[embed], before[embed])
@@ -163,12 +171,35 @@ def test_a_run_ends_with_the_best_evaluations_weights_or_the_last_steps(classify
 
     classify_project.write_text(classify_project.read_text().replace("patience: 0", f"patience: 0\n  eval_every: 1\n  keep: {keep}"))
     project = load_project(classify_project)
-    run_id = T.train_run(project, baseline=False)
+    run_id = T.train_run(project, baseline=False).run_id
     run_dir = project.runs_dir / run_id
-    checkpoint = torch.load(run_dir / "checkpoints" / "student" / "state.pt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(run_dir / "checkpoints" / "student" / "state.pt", map_location="cpu", weights_only=True)
     best, last = checkpoint["best"], checkpoint["model"]
     assert any(not torch.equal(best[k], last[k]) for k in last)  # the best evaluation came before the last step
     saved = load_file(run_dir / "student" / "model.safetensors")
     wanted = best if keep == "best" else last
     assert saved and all(torch.equal(saved[k], wanted[k]) for k in saved)
     assert json.loads((run_dir / "metrics.json").read_text())["student"]["kept"] == keep
+
+
+class _TouchWhenLoaded:
+    """Pickles as a call to ``Path.touch``: loading it without ``weights_only`` would run that call."""
+
+    def __init__(self, path):  # noqa: ANN001
+        self.path = path
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Path.touch, (self.path,))
+
+
+def test_a_crafted_checkpoint_is_refused_and_never_run(classify_project, tmp_path):
+    project = load_project(classify_project)
+    paused = T.train_run(project, baseline=False, run_id="r1", max_steps=1)
+    assert not paused.finished and not paused.roles
+    state = project.runs_dir / "r1" / "checkpoints" / "student" / "state.pt"
+    marker = tmp_path / "ran"
+    saved = torch.load(state, map_location="cpu", weights_only=True)
+    torch.save({**saved, "scheduler": _TouchWhenLoaded(marker)}, state)
+    with pytest.raises(TrainError, match=r"state.pt: refused: the checkpoint holds more than tensors and plain values"):
+        T.train_run(project, baseline=False, run_id="r1")
+    assert not marker.exists()

@@ -57,23 +57,17 @@ def train(
     from distil.train.trainer import train_run
 
     project = _project(spec)
-    run_id = train_run(project, baseline=not no_baseline, run_id=resume, max_steps=max_steps,
+    result = train_run(project, baseline=not no_baseline, run_id=resume, max_steps=max_steps,
                        actor=who or os.environ.get("DISTIL_USER") or None, console=console)
-    run_dir = project.runs_dir / run_id
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        console.print(f"run {run_id} paused; continue with `distil train --resume {run_id}`")
+    if not result.finished:
+        console.print(f"run {result.run_id} paused; continue with `distil train --resume {result.run_id}`")
         return
-    import json
-
-    metrics = json.loads(metrics_path.read_text())
-    table = Table(title=f"run {run_id}")
-    for col in ("model", "validation fidelity", "final loss", "steps", "tokens/s"):
+    table = Table(title=f"run {result.run_id}")
+    for col in ("model", "validation fidelity", "final loss", "steps", "tokens/s", "seconds"):
         table.add_column(col)
-    for role in ("student", "baseline"):
-        if role in metrics:
-            m = metrics[role]
-            fid = m["best_validation_fidelity"]
-            table.add_row(role, "-" if fid is None else f"{fid:.3f}", f"{m['final_train_loss']:.4f}", str(m["steps"]), f"{m['tokens_per_s']:,.0f}")
+    for role, m in result.roles.items():
+        fid = m.best_validation_fidelity
+        loss = "-" if m.final_train_loss is None else f"{m.final_train_loss:.4f}"
+        table.add_row(role, "-" if fid is None else f"{fid:.3f}", loss, str(m.steps), f"{m.tokens_per_s:,.0f}", f"{result.seconds.get(role, 0.0):,.1f}")
     console.print(table)
-    console.print(f"wrote {run_dir}; next: distil evaluate --run {run_id}")
+    console.print(f"wrote {result.run_dir}; next: distil evaluate --run {result.run_id}")

@@ -55,7 +55,9 @@ def spec_from_data(data: Any, source: str = DEFAULT_SPEC) -> Spec:
     except ValidationError as exc:
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise SpecError(f"{source}: {_field_path(first['loc'])} {_describe(first)}{more}") from None
+        # a rule across sections (a model validator of the whole spec) names its own fields
+        where = "" if not first["loc"] and first["type"] == "value_error" else f"{_field_path(first['loc'])} "
+        raise SpecError(f"{source}: {where}{_describe(first)}{more}") from None
     except (ValueError, TypeError, RecursionError) as exc:
         raise SpecError(f"{source}: invalid spec: {exc}") from None
 

@@ -323,8 +323,16 @@ class Cost(_Model):
 
 # --- training --------------------------------------------------------------------------------------
 
-class TrainSpec(_Model):
-    """How the student is trained (`distil train`); the defaults suit a small classify student on CPU."""
+class OptimizerSpec(_Model):
+    """AdamW and its learning-rate schedule."""
+
+    lr: float = Field(5e-4, gt=0, le=1, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of optimiser steps spent warming the learning rate up, before cosine decay.")
+
+
+class DistillationSpec(_Model):
+    """What the distilled student learns from the teacher (the baseline learns from hard labels only)."""
 
     loss: Literal["forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tv"] = Field(
         "forward_kl", description="Divergence between teacher and student distributions (jsd uses beta, skew_* use skew_alpha)."
@@ -333,13 +341,70 @@ class TrainSpec(_Model):
     alpha: float = Field(0.0, ge=0, le=1, description="Weight of hard-label cross-entropy in α·CE + (1-α)·KD (0: pure KD).")
     beta: float = Field(0.5, ge=0, le=1, description="β of the generalized JSD (0: forward KL, 1: reverse KL).")
     skew_alpha: float = Field(0.1, ge=0, le=1, description="Mixing weight α of the skew KL losses.")
+    topk_cache_k: int = Field(32, ge=1, le=1024, description="How many teacher top-k logprobs the offline cache keeps per token (generate tasks).")
+    rationale_weight: float = Field(
+        0.0, ge=0, le=10,
+        description="Classify: weight λ of the rationale target (Distilling step-by-step: L_label + λ·L_rationale) on records that "
+        "carry a teacher rationale (needs data.rationales: true; 0: unused).",
+    )
+
+
+class OnPolicySpec(_Model):
+    """On-policy distillation (GKD): on some steps the student writes the answers and the teacher scores them."""
+
+    fraction: float = Field(
+        0.0, ge=0, le=1,
+        description="GKD λ: share of optimiser steps where the student samples and the local teacher scores (generate tasks; 0: off-policy only).",
+    )
+    temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature of the student's on-policy completions (0: greedy).")
+    max_new_tokens: int | None = Field(None, ge=1, le=4096, description="Longest on-policy completion (default: task.max_new_tokens).")
+
+
+class FeatureSpec(_Model):
+    """Classify: matching the local teacher's hidden states at the answer position (needs an hf: or gguf: teacher)."""
+
+    weight: float = Field(
+        0.0, ge=0, le=100,
+        description="Weight of hidden-state matching against the teacher at the answer position, through a learned projection (0: unused).",
+    )
+    kind: Literal["mse", "cosine"] = Field("mse", description="Hidden-state matching: mean squared error or 1 - cosine similarity.")
+    layers: dict[int, int] | None = Field(
+        None, description="Layer map for hidden-state matching, student hidden-state index -> teacher index (default: last -> last)."
+    )
+    relation_weight: float = Field(
+        0.0, ge=0, le=100,
+        description="Weight of relation-based KD between the pooled answer-position states of a micro-batch (0: unused).",
+    )
+    relation_kind: Literal["distance_angle", "similarity"] = Field(
+        "distance_angle", description="Relation KD: pairwise distances and angles (RKD) or similarity-matrix matching."
+    )
+
+    @property
+    def wants_teacher_states(self) -> bool:
+        return self.weight > 0 or self.relation_weight > 0
+
+
+# Keys of the flat TrainSpec that specs written before the groups still use: flat name -> (group, field).
+FLAT_TRAIN_KEYS: dict[str, tuple[str, str]] = {
+    "lr": ("optimizer", "lr"), "weight_decay": ("optimizer", "weight_decay"), "warmup_ratio": ("optimizer", "warmup_ratio"),
+    "loss": ("distillation", "loss"), "temperature": ("distillation", "temperature"), "alpha": ("distillation", "alpha"),
+    "beta": ("distillation", "beta"), "skew_alpha": ("distillation", "skew_alpha"), "topk_cache_k": ("distillation", "topk_cache_k"),
+    "rationale_weight": ("distillation", "rationale_weight"),
+    "on_policy_lambda": ("on_policy", "fraction"), "on_policy_temperature": ("on_policy", "temperature"),
+    "on_policy_max_new_tokens": ("on_policy", "max_new_tokens"),
+    "feature_weight": ("features", "weight"), "feature_kind": ("features", "kind"), "feature_layers": ("features", "layers"),
+    "relation_weight": ("features", "relation_weight"), "relation_kind": ("features", "relation_kind"),
+}
+
+
+class TrainSpec(_Model):
+    """How the student is trained (`distil train`); the defaults suit a small classify student on CPU."""
+
     epochs: int = Field(3, ge=1, le=1000, description="Passes over the training split.")
     batch_size: int = Field(8, ge=1, le=4096, description="Examples per micro-batch (per process).")
     grad_accum: int = Field(1, ge=1, le=1024, description="Micro-batches per optimiser step.")
-    lr: float = Field(5e-4, gt=0, le=1, description="Peak AdamW learning rate.")
-    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
-    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of optimiser steps spent warming the learning rate up, before cosine decay.")
     max_length: int = Field(256, ge=8, le=65536, description="Longest tokenised example; longer inputs are truncated from the left.")
+    chunk_size: int = Field(1024, ge=1, description="Positions per chunk of the fused vocabulary projection + loss (generate tasks).")
     patience: int = Field(3, ge=0, le=1000, description="Evaluations without a gain in validation fidelity before stopping early (0: never stop early).")
     keep: Literal["best", "last"] = Field(
         "best",
@@ -348,30 +413,6 @@ class TrainSpec(_Model):
     )
     eval_every: int = Field(0, ge=0, description="Optimiser steps between validation passes (0: once per epoch).")
     seed: int = Field(0, description="Random seed for initialisation, shuffling and dropout.")
-    topk_cache_k: int = Field(32, ge=1, le=1024, description="How many teacher top-k logprobs the offline cache keeps per token (generate tasks).")
-    on_policy_lambda: float = Field(0.0, ge=0, le=1, description="GKD λ: share of batches where the student samples and the teacher scores (needs a local teacher).")
-    chunk_size: int = Field(1024, ge=1, description="Positions per chunk of the fused vocabulary projection + loss (generate tasks).")
-    on_policy_temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature of the student's on-policy completions (0: greedy).")
-    on_policy_max_new_tokens: int | None = Field(None, ge=1, le=4096, description="Longest on-policy completion (default: task.max_new_tokens).")
-    rationale_weight: float = Field(
-        0.0, ge=0, le=10,
-        description="Classify: weight λ of the rationale target (Distilling step-by-step: L_label + λ·L_rationale) on records that carry a teacher rationale (0: unused).",
-    )
-    feature_weight: float = Field(
-        0.0, ge=0, le=100,
-        description="Classify: weight of hidden-state matching against the local teacher at the answer position, through a learned projection (0: unused).",
-    )
-    feature_kind: Literal["mse", "cosine"] = Field("mse", description="Hidden-state matching: mean squared error or 1 - cosine similarity.")
-    feature_layers: dict[int, int] | None = Field(
-        None, description="Layer map for hidden-state matching, student hidden-state index -> teacher index (default: last -> last)."
-    )
-    relation_weight: float = Field(
-        0.0, ge=0, le=100,
-        description="Classify: weight of relation-based KD between the pooled answer-position states of a micro-batch (0: unused).",
-    )
-    relation_kind: Literal["distance_angle", "similarity"] = Field(
-        "distance_angle", description="Relation KD: pairwise distances and angles (RKD) or similarity-matrix matching."
-    )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: forward and backward under bfloat16 autocast (weights and optimiser stay fp32; softmaxes stay fp32)."
     )
@@ -381,6 +422,51 @@ class TrainSpec(_Model):
         description="Keep the token embeddings (and an output head tied to them) as initialised: a third fewer weights to update "
         "for a teacher-layers student of a small model, and fewer to overfit with a few hundred examples.",
     )
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="AdamW and its learning-rate schedule.")
+    distillation: DistillationSpec = Field(default_factory=DistillationSpec, description="The KD loss and what it mixes in.")
+    on_policy: OnPolicySpec = Field(default_factory=OnPolicySpec, description="On-policy distillation (GKD), generate tasks.")
+    features: FeatureSpec = Field(default_factory=FeatureSpec, description="Hidden-state and relation KD, classify tasks.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_keys_into_groups(cls, data: Any) -> Any:
+        """Specs written before the groups keep loading: ``train.lr`` becomes ``train.optimizer.lr``, and so on."""
+        if not isinstance(data, dict) or not any(key in FLAT_TRAIN_KEYS for key in data):
+            return data
+        data = dict(data)
+        for flat, (group, name) in FLAT_TRAIN_KEYS.items():
+            if flat not in data:
+                continue
+            value = data.pop(flat)
+            section = data.get(group) or {}
+            section = section.model_dump() if isinstance(section, BaseModel) else dict(section)
+            if name in section and section[name] != value:
+                raise ValueError(f"train.{flat} and train.{group}.{name} are both set; keep train.{group}.{name}")
+            data[group] = {**section, name: value}
+        return data
+
+
+def train_fits_the_task(spec: Spec) -> None:
+    """The combinations of train settings, task and teacher that cannot work, refused at load (so at `distil check`)."""
+    train, kind, teacher = spec.train, spec.task.kind, spec.teacher()
+    local = teacher.scheme in ("hf", "gguf")
+    if train.on_policy.fraction > 0 and kind != "generate":
+        raise ValueError("train.on_policy.fraction applies to generate tasks; a classify student already learns the teacher's "
+                         "whole label distribution (set it to 0)")
+    if train.on_policy.fraction > 0 and not local:
+        raise ValueError(f"train.on_policy.fraction needs a local teacher (hf: or gguf:) to score the student's samples; "
+                         f"teacher {teacher.id!r} is {teacher.scheme}: (set it to 0: its top-k and text are used off-policy)")
+    classify_only = {"train.features.weight": train.features.weight, "train.features.relation_weight": train.features.relation_weight,
+                     "train.distillation.rationale_weight": train.distillation.rationale_weight}
+    for name, value in classify_only.items():
+        if value > 0 and kind != "classify":
+            raise ValueError(f"{name} applies to classify tasks (set it to 0 for a generate task)")
+    if train.features.wants_teacher_states and not local:
+        raise ValueError(f"train.features.weight / relation_weight need the teacher's hidden states; teacher {teacher.id!r} is "
+                         f"{teacher.scheme}: (set them to 0, or use a local hf: or gguf: teacher)")
+    if train.distillation.rationale_weight > 0 and not spec.data.rationales:
+        raise ValueError("train.distillation.rationale_weight needs rationales to learn from: set data.rationales: true "
+                         "(the teacher writes one with each label), or set the weight to 0")
 
 
 # --- after launch: router and maintenance ------------------------------------------------------------
@@ -446,6 +532,11 @@ class Spec(_Model):
         ids = [t.id for t in self.teachers]
         if len(set(ids)) != len(ids):
             raise ValueError("teachers: ids must be unique")
+        return self
+
+    @model_validator(mode="after")
+    def _train_fits_the_task(self) -> Spec:
+        train_fits_the_task(self)
         return self
 
     def teacher(self, teacher_id: str | None = None) -> TeacherSpec:

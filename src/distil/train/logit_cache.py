@@ -10,15 +10,27 @@ k × 6 bytes per token (192 bytes at k = 32) against 4 × V bytes for full float
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from distil.errors import TrainError
+from distil.files import replace_dir_atomic, write_json_atomic
+from distil.teachers.loading import load_causal_lm, local_model_folder
+from distil.train.batches import GenerateExamples, generate_batch
+from distil.train.heads import base_and_head, output_logits
+from distil.train.vocab import require_same_vocabulary
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rich.console import Console
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from distil.spec.io import Project
 
 BYTES_PER_ENTRY = 4 + 2  # int32 id + float16 log-probability
 
@@ -51,7 +63,7 @@ class TopkCache:
         return cls(folder, np.load(folder / "ids.npy", mmap_mode="r"), np.load(folder / "logprobs.npy", mmap_mode="r"), np.load(folder / "offsets.npy"))
 
 
-def cache_key(fingerprint: str, examples: Any, k: int) -> str:
+def cache_key(fingerprint: str, examples: GenerateExamples, k: int) -> str:
     """Names the cache by what changes its content: the teacher's weights, k and the exact token ids
     (the teacher's prompt and the answer)."""
     h = hashlib.sha256(f"{fingerprint}|{k}".encode())
@@ -61,15 +73,13 @@ def cache_key(fingerprint: str, examples: Any, k: int) -> str:
 
 
 @torch.no_grad()
-def teacher_topk(model: Any, examples: Any, k: int, batch_size: int = 8, chunk_size: int = 1024, progress=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # noqa: ANN001
+def teacher_topk(model: PreTrainedModel, examples: GenerateExamples, k: int, batch_size: int = 8, chunk_size: int = 1024,
+                 progress: Callable[[int], Any] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Score every answer token with ``model``: (ids [T, k] int32, logprobs [T, k] fp16, offsets [n+1]).
 
     The head runs on answer positions only, chunk by chunk, so [batch, seq, vocab] never exists.
     """
-    from distil.train.batches import generate_batch
-    from distil.train.students import base_and_head
-
-    decoder, head = base_and_head(model)
+    decoder, _ = base_and_head(model)
     pad = getattr(model.config, "pad_token_id", None) or 0
     all_ids, all_logprobs = [], []
     n = len(examples.answer_ids)
@@ -79,7 +89,7 @@ def teacher_topk(model: Any, examples: Any, k: int, batch_size: int = 8, chunk_s
         hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         selected = hidden[batch["targets"] != -100]
         for a in range(0, len(selected), chunk_size):
-            logprobs = torch.log_softmax((selected[a : a + chunk_size] @ head.T).float(), -1)
+            logprobs = torch.log_softmax(output_logits(model, selected[a : a + chunk_size]).float(), -1)
             top = logprobs.topk(k, dim=-1)
             all_ids.append(top.indices.to(torch.int32).numpy())
             all_logprobs.append(top.values.to(torch.float16).numpy())
@@ -89,32 +99,31 @@ def teacher_topk(model: Any, examples: Any, k: int, batch_size: int = 8, chunk_s
     return np.concatenate(all_ids), np.concatenate(all_logprobs), offsets
 
 
-def build_topk_cache(model: Any, fingerprint: str, examples: Any, k: int, root: Path, console=None) -> TopkCache:  # noqa: ANN001
+def build_topk_cache(model: PreTrainedModel, fingerprint: str, examples: GenerateExamples, k: int, root: Path,
+                     console: Console | None = None) -> TopkCache:
     """Build (or reuse) the cache for ``examples`` under ``root``; written atomically."""
-    from distil.train.trainer import atomic_dir_write
-
     folder = root / cache_key(fingerprint, examples, k)
     if (folder / "index.json").is_file():
         return TopkCache.open(folder)
     vocab = model.get_output_embeddings().weight.shape[0]
     if k > vocab:
-        raise TrainError(f"train.topk_cache_k {k} is larger than the teacher's vocabulary ({vocab})")
+        raise TrainError(f"train.distillation.topk_cache_k {k} is larger than the teacher's vocabulary ({vocab})")
     ids, logprobs, offsets = teacher_topk(model, examples, k)
 
     def write(tmp: Path) -> None:
         np.save(tmp / "ids.npy", ids)
         np.save(tmp / "logprobs.npy", logprobs)
         np.save(tmp / "offsets.npy", offsets)
-        (tmp / "index.json").write_text(json.dumps({"fingerprint": fingerprint, "k": k, "tokens": int(len(ids)), "examples": len(offsets) - 1,
-                                                    "bytes_per_token": bytes_per_token(k), "bytes": int(ids.nbytes + logprobs.nbytes)}, indent=2))
+        write_json_atomic(tmp / "index.json", {"fingerprint": fingerprint, "k": k, "tokens": int(len(ids)), "examples": len(offsets) - 1,
+                                               "bytes_per_token": bytes_per_token(k), "bytes": int(ids.nbytes + logprobs.nbytes)})
 
-    atomic_dir_write(folder, write)
+    replace_dir_atomic(folder, write)
     if console is not None:
         console.print(f"teacher cache: {len(ids):,} tokens × top-{k} = {ids.nbytes + logprobs.nbytes:,} bytes ({bytes_per_token(k)} bytes per token)")
     return TopkCache.open(folder)
 
 
-def teacher_prompt_ids(tokenizer: Any, instruction: str, inputs: list[str]) -> list[list[int]]:
+def teacher_prompt_ids(tokenizer: PreTrainedTokenizerBase, instruction: str, inputs: list[str]) -> list[list[int]]:
     """The local teacher's own prompt for each input of a generate task, tokenised as it sends it: the
     instruction with ``{input}`` filled in (the bare input when it has no slot), in the chat template
     when the tokenizer has one. The cache and on-policy scoring put the answer tokens after this prompt,
@@ -129,22 +138,20 @@ def teacher_prompt_ids(tokenizer: Any, instruction: str, inputs: list[str]) -> l
     return out
 
 
-def teacher_view(examples: Any) -> Any:
+def teacher_view(examples: GenerateExamples) -> GenerateExamples:
     """The examples as the teacher sees them: its own prompts, the same answer ids."""
-    from distil.train.batches import GenerateExamples
-
     if not examples.teacher_prompt_ids:
         raise TrainError("the teacher's prompts were not attached to the training examples")
     return GenerateExamples(list(examples.teacher_prompt_ids), examples.answer_ids)
 
 
-def build_or_load_cache(project: Any, source: str, examples: Any, k: int, student_tokenizer: Any, console=None) -> TopkCache | None:  # noqa: ANN001
+def build_or_load_cache(project: Project, source: str, examples: GenerateExamples, k: int, student_tokenizer: PreTrainedTokenizerBase,
+                        console: Console | None = None) -> TopkCache | None:
     """The project's cache for a local teacher (loaded only when the cache is missing); the teacher scores
     every answer token after its own prompt (``examples.teacher_prompt_ids``, attached here)."""
-    from transformers import AutoTokenizer
-
-    from distil.teachers.loading import load_causal_lm, local_model_folder
-    from distil.train.plan import require_same_vocabulary
+    from transformers import (
+        AutoTokenizer,  # transformers is slow to import; only a run that builds the cache pays for it
+    )
 
     folder, fingerprint = local_model_folder(source)
     if not examples.teacher_prompt_ids:

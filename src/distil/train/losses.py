@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distil.train.heads import head_logits
+
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tv")
 
 
@@ -349,7 +351,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
             end = min(start + chunk_size, hidden.shape[0])
             h = hidden[start:end].detach().requires_grad_(True)
             with torch.enable_grad():
-                loss = chunk_loss(h @ w.T, start, end)
+                loss = chunk_loss(head_logits(h, w), start, end)
                 gh, gw = torch.autograd.grad(loss, (h, w), allow_unused=True)
             if gh is not None:
                 grad_hidden[start:end] = gh
@@ -378,7 +380,7 @@ def chunked_head_loss(hidden: Tensor, weight: Tensor, chunk_loss: ChunkLoss, chu
         total = hidden.new_zeros((), dtype=torch.float32)
         for start in range(0, hidden.shape[0], chunk_size):
             end = min(start + chunk_size, hidden.shape[0])
-            total += chunk_loss(hidden[start:end] @ weight.T, start, end).float()
+            total += chunk_loss(head_logits(hidden[start:end], weight), start, end).float()
         return total
     return _ChunkedHeadLoss.apply(hidden, weight, chunk_loss, chunk_size)
 

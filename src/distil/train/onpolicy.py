@@ -1,11 +1,14 @@
 """On-policy distillation (GKD, Agarwal et al. 2024): the student writes the completions, the teacher scores them.
 
-On each optimiser step, with probability λ (``train.on_policy_lambda``), the student samples a completion
+On each optimiser step, with probability λ (``train.on_policy.fraction``), the student samples a completion
 for every prompt of the step; the divergence is then taken on the student's own tokens, with the teacher
 scoring those tokens after *its* prompt. λ = 0 is plain supervised KD on the teacher's text, λ = 1 fully
 on-policy; GKD found on-policy and mixed beat off-policy on summarisation and arithmetic.
 
-Two pieces, both usable outside the trainer (the divergence benchmark calls them):
+On-policy distillation is a change to the batch, not to the loss: on a student step the objective
+replaces the step's targets with the student's samples (:func:`on_policy_batch`), and the ordinary
+generate loss then scores them against the teacher. Two pieces are usable outside the trainer (the
+divergence benchmark calls them):
 
 - :func:`on_policy_step_uses_student` draws the step's coin from a generator seeded by the step, so every
   process of a DDP run, and a resumed run, draws the same coin for the same step;
@@ -16,10 +19,15 @@ Two pieces, both usable outside the trainer (the divergence benchmark calls them
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from distil.train.batches import GenerateExamples, generate_batch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def on_policy_step_uses_student(lam: float, rng: random.Random) -> bool:
@@ -38,7 +46,7 @@ def step_rng(seed: int, step: int) -> random.Random:
 
 @torch.no_grad()
 def sample_completions(
-    model: Any,
+    model: PreTrainedModel,
     input_ids: Tensor,
     attention_mask: Tensor,
     max_new_tokens: int,
@@ -92,7 +100,7 @@ def sample_completions(
     return torch.stack(tokens, dim=1), torch.stack(keep, dim=1).long()
 
 
-def left_pad(sequences: list[list[int]], pad_id: int, device: Any = None) -> tuple[Tensor, Tensor]:
+def left_pad(sequences: list[list[int]], pad_id: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
     """Left-padded ids and attention mask [B, P] for prompts of different lengths."""
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
@@ -109,37 +117,29 @@ def trim_completions(completion_ids: Tensor, completion_mask: Tensor) -> list[li
     return [ids[mask.bool()].tolist() for ids, mask in zip(completion_ids.cpu(), completion_mask.cpu(), strict=True)]
 
 
-def on_policy_loss(
-    student: Any,
-    teacher: Any,
-    student_prompts: list[list[int]],
-    teacher_prompts: list[list[int]],
-    completions: list[list[int]],
-    pad_id: int,
-    cfg: Any,
-    num_items: float,
-) -> tuple[Tensor, int]:
-    """Divergence ``cfg.loss`` between student and teacher on the student's own completions, per token.
+def student_completions(model: PreTrainedModel, prompts: list[list[int]], *, batch_size: int, max_new_tokens: int, temperature: float,
+                        eos_id: int | None, pad_id: int, seed: int) -> list[list[int]]:
+    """The student's own completion of each prompt (through its first EOS), ``batch_size`` prompts at a time."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    out: list[list[int]] = []
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = left_pad(prompts[start : start + batch_size], pad_id, device)
+        completion, keep = sample_completions(model, ids, mask, max_new_tokens, temperature, eos_id, generator)
+        out += trim_completions(completion, keep)
+    return out
 
-    The student reads its prompt + completion, the teacher its own prompt + the same completion; only the
-    completion positions reach either vocabulary projection, chunk by chunk (``cfg.chunk_size``), so no
-    [batch, seq, vocab] tensor exists. Returns (summed loss / ``num_items``, tokens read by the student).
+
+def on_policy_batch(student_prompts: list[list[int]], teacher_prompts: list[list[int]], completions: list[list[int]],
+                    pad_id: int) -> dict[str, Tensor]:
+    """A generate batch whose targets are the student's own completions, and the teacher's view of them.
+
+    ``input_ids`` / ``attention_mask`` / ``targets`` [B, S]: the student's prompt + completion;
+    ``teacher_input_ids`` / ``teacher_attention_mask`` / ``teacher_targets`` [B, S']: the teacher's own
+    prompt + the same completion. Both target masks select the same completion tokens in the same order,
+    so the teacher's state at its i-th selected position scores the student's i-th token.
     """
-    from distil.train import losses as L
-    from distil.train.batches import GenerateExamples, generate_batch
-    from distil.train.students import base_and_head
-
     rows = list(range(len(completions)))
-    device = next(student.parameters()).device
-    ours = {k: v.to(device) for k, v in generate_batch(GenerateExamples(student_prompts, completions), rows, pad_id, False).items()}
-    theirs = {k: v.to(device) for k, v in generate_batch(GenerateExamples(teacher_prompts, completions), rows, pad_id, False).items()}
-    with torch.no_grad():
-        t_decoder, t_head = base_and_head(teacher)
-        t_hidden = t_decoder(input_ids=theirs["input_ids"], attention_mask=theirs["attention_mask"]).last_hidden_state
-        t_selected = t_hidden[theirs["targets"] != -100]  # [N, Ht], the same N positions in the same order
-    decoder, head = base_and_head(student)
-    hidden = decoder(input_ids=ours["input_ids"], attention_mask=ours["attention_mask"]).last_hidden_state
-    selected = hidden[ours["targets"] != -100]  # [N, H]
-    chunk = L.summed_divergence_chunk(lambda a, b: t_selected[a:b] @ t_head.T, kind=cfg.loss, temperature=cfg.temperature,
-                                      beta=cfg.beta, alpha=cfg.skew_alpha)
-    return L.chunked_head_loss(selected, head, chunk, cfg.chunk_size) / num_items, int(ours["attention_mask"].sum())
+    ours = generate_batch(GenerateExamples(student_prompts, completions), rows, pad_id, with_topk=False)
+    theirs = generate_batch(GenerateExamples(teacher_prompts, completions), rows, pad_id, with_topk=False)
+    return {**ours, **{f"teacher_{key}": value for key, value in theirs.items()}}

@@ -15,10 +15,22 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+import torch
 
 from distil.errors import TrainError
+from distil.teachers.loading import local_model_folder
+from distil.train.batches import latest_curated
 from distil.train.logit_cache import bytes_per_token
+from distil.train.students import build_student, count_params
+from distil.train.vocab import require_same_vocabulary, same_vocabulary
+
+if TYPE_CHECKING:
+    from distil.spec.io import Project
+    from distil.spec.models import TrainSpec
+
+__all__ = ["Plan", "advice_for", "available_memory", "estimate", "require_fits", "require_same_vocabulary", "same_vocabulary"]
 
 # Sustained training FLOP/s we plan with: a conservative fraction of what the device does.
 ASSUMED_FLOPS = {"cpu": 2e10, "cuda": 2e14}
@@ -47,40 +59,17 @@ class Plan:
 def available_memory(device: str) -> int:
     """Free GPU memory, or the machine's physical memory on CPU."""
     if device == "cuda":
-        import torch
-
         return int(torch.cuda.mem_get_info()[0])
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def same_vocabulary(teacher_tokenizer: Any, student_tokenizer: Any) -> tuple[bool, str]:
-    """Token-level losses compare distributions id by id: both tokenizers must map the same strings to the same ids."""
-    a, b = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
-    if len(a) != len(b):
-        return False, f"vocabulary sizes differ (teacher {len(a):,}, student {len(b):,})"
-    differing = sum(1 for token, i in a.items() if b.get(token) != i)
-    if differing:
-        return False, f"{differing:,} of {len(a):,} tokens have different ids"
-    return True, ""
-
-
-def require_same_vocabulary(teacher_tokenizer: Any, student_tokenizer: Any, what: str = "logit losses") -> None:
-    ok, why = same_vocabulary(teacher_tokenizer, student_tokenizer)
-    if not ok:
-        raise TrainError(
-            f"teacher and student tokenizers differ ({why}): {what} compare token ids and are refused",
-            hint="set train.alpha: 1.0 for sequence-level KD (cross-entropy on the teacher's text), which stays allowed, "
-            "or use student.init teacher-layers:N so the student shares the teacher's tokenizer",
-        )
-
-
-def estimate(project: Any, device: str | None = None, available_bytes: int | None = None) -> Plan:
+def estimate(project: Project, device: str | None = None, available_bytes: int | None = None) -> Plan:
     """The plan for ``project`` on ``device`` (default: cuda when present, else cpu)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from distil.teachers.loading import local_model_folder
-    from distil.train.students import build_student, count_params
+    from transformers import (  # slow to import; only a plan pays for it
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoTokenizer,
+    )
 
     spec, cfg = project.spec, project.spec.train
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -94,8 +83,6 @@ def estimate(project: Any, device: str | None = None, available_bytes: int | Non
     trainable = sum(p.numel() for p in build.model.parameters() if p.requires_grad)
 
     try:
-        from distil.train.batches import latest_curated
-
         data = latest_curated(project)
         texts = [r.input + " " + (r.teacher_text or "") for r in data.splits["train"]]
         lengths = [len(build.tokenizer(t).input_ids) for t in texts]
@@ -111,7 +98,7 @@ def estimate(project: Any, device: str | None = None, available_bytes: int | Non
         "gradients + AdamW moments": trainable * 12,
         "activations": 16 * 4 * tokens_per_batch * hidden * layers,
     }
-    on_policy = cfg.on_policy_lambda > 0
+    on_policy = cfg.on_policy.fraction > 0
     if teacher_folder is not None and on_policy:
         teacher_cfg = AutoConfig.from_pretrained(str(teacher_folder))
         with torch.device("meta"):
@@ -123,12 +110,12 @@ def estimate(project: Any, device: str | None = None, available_bytes: int | Non
     else:
         memory["logits (one chunk × vocabulary, with gradient)"] = min(cfg.chunk_size, tokens_per_batch) * vocab * 4 * 3
         memory["(unchunked logits, for comparison)"] = tokens_per_batch * vocab * 4 * 3
-        cache_bytes = answer_tokens * bytes_per_token(cfg.topk_cache_k) if cfg.alpha < 1.0 else 0
-        if teacher_folder is not None and cfg.alpha < 1.0:
+        cache_bytes = answer_tokens * bytes_per_token(cfg.distillation.topk_cache_k) if cfg.distillation.alpha < 1.0 else 0
+        if teacher_folder is not None and cfg.distillation.alpha < 1.0:
             teacher_tok = AutoTokenizer.from_pretrained(str(teacher_folder))
             ok, why = same_vocabulary(teacher_tok, build.tokenizer)
             if not ok:
-                notes.append(f"tokenizers differ ({why}): logit losses refused; sequence-level KD (train.alpha: 1.0) allowed")
+                notes.append(f"tokenizers differ ({why}): logit losses refused; sequence-level KD (train.distillation.alpha: 1.0) allowed")
     seconds = 6 * build.params * train_tokens * cfg.epochs / ASSUMED_FLOPS[device]
     plan = Plan(memory, available, cache_bytes, seconds, train_tokens, device, notes=notes)
     if not plan.fits:
@@ -136,12 +123,12 @@ def estimate(project: Any, device: str | None = None, available_bytes: int | Non
     return plan
 
 
-def advice_for(plan: Plan, cfg: Any, kind: str) -> list[str]:
+def advice_for(plan: Plan, cfg: TrainSpec, kind: str) -> list[str]:
     """What to change, biggest term first."""
     out = []
     biggest = max((k for k in plan.memory if not k.startswith("(")), key=plan.memory.get)
     if biggest.startswith("teacher"):
-        out.append("use the offline cache (train.on_policy_lambda: 0) so the teacher is not in memory while training")
+        out.append("use the offline cache (train.on_policy.fraction: 0) so the teacher is not in memory while training")
     if biggest == "activations" or cfg.batch_size > 1:
         smaller = max(1, cfg.batch_size // 2)
         out.append(f"batch {smaller} with train.grad_accum {cfg.grad_accum * 2} (same effective batch, half the activations)")
@@ -160,4 +147,4 @@ def require_fits(plan: Plan) -> None:
         )
     for note in plan.notes:
         if note.startswith("tokenizers differ"):
-            raise TrainError(f"teacher and student {note}", hint="set train.alpha: 1.0 for sequence-level KD, or use student.init teacher-layers:N")
+            raise TrainError(f"teacher and student {note}", hint="set train.distillation.alpha: 1.0 for sequence-level KD, or use student.init teacher-layers:N")

@@ -24,6 +24,8 @@ import torch
 from torch import Tensor
 
 from distil.errors import TrainError
+from distil.teachers.decoding import decode_rows, end_ids
+from distil.train.heads import base_and_head, output_logits
 
 TASK_FILE = "distil_task.json"
 CLASSIFY_TEMPLATE = "{input}\nLabel:"  # the bare input and a short fixed suffix; the label word follows
@@ -156,23 +158,16 @@ def build_student(student_spec: Any, teacher_folder: Path | None, seed: int = 0)
 # --- asking the model: the answer position, the label rows of the head ------------------------------------
 
 
-def base_and_head(model: Any) -> tuple[Any, Tensor]:
-    """(the decoder that returns hidden states, the LM head weight [V, H]) of a causal LM, peft or not."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    inner = getattr(inner, "module", inner)  # DDP
-    return getattr(inner, inner.base_model_prefix), inner.get_output_embeddings().weight
-
-
 def label_logits(model: Any, input_ids: Tensor, attention_mask: Tensor, label_token_ids: Tensor) -> Tensor:
     """Logits of the label tokens at each row's last real position, never the full vocabulary.
 
     input_ids, attention_mask: [B, S] (right-padded); label_token_ids: [L]. Returns float32 [B, L].
     """
-    decoder, head = base_and_head(model)
+    decoder, _ = base_and_head(model)
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, S, H]
     last = attention_mask.sum(-1).clamp_min(1) - 1  # [B]
     answer = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # [B, H]
-    return (answer @ head[label_token_ids].T).float()  # [B, L]
+    return output_logits(model, answer, rows=label_token_ids).float()  # [B, L]
 
 
 def label_token_ids(tokenizer: Any, words: list[str]) -> list[int]:
@@ -243,8 +238,6 @@ class Predictor:
         if self.task["kind"] == "classify":
             probs = self.label_distribution(inputs)
             return [self.labels[i] for i in probs.argmax(1)]
-        from distil.teachers.decoding import decode_rows, end_ids
-
         limit = max_new_tokens or self.task.get("max_new_tokens", 48)
         self.tokenizer.padding_side = "left"  # generation continues from the last column
         answers: list[str] = []
