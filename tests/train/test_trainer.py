@@ -13,6 +13,7 @@ from distil.spec.io import load_project
 from distil.spec.models import TrainSpec
 from distil.train import trainer as T
 from distil.train.batches import classify_batch, classify_examples, latest_curated
+from distil.train.loop import lr_lambda, step_rows
 from distil.train.objectives import ClassifyObjective
 from distil.train.students import build_student, label_token_ids, load_predictor
 
@@ -135,7 +136,7 @@ def test_no_curated_dataset_is_a_user_error(tmp_path, tiny_teacher_dir):
 
 
 def test_lr_schedule_warms_up_then_decays():
-    f = T.lr_lambda(10, 0.2)
+    f = lr_lambda(10, 0.2)
     values = [f(s) for s in range(10)]
     assert values[0] == 0.5 and values[1] == 1.0 and values[2] == 1.0 and values[-1] < 0.1
     assert all(a >= b for a, b in zip(values[2:], values[3:], strict=False))
@@ -143,7 +144,7 @@ def test_lr_schedule_warms_up_then_decays():
 
 def test_step_rows_split_every_row_once():
     order = list(range(20))
-    seen = [r for rank in range(2) for micro in T.step_rows(order, 1, 8, 2, 2, 2, rank) for r in micro]
+    seen = [r for rank in range(2) for micro in step_rows(order, 1, 8, 2, 2, 2, rank) for r in micro]
     assert sorted(seen) == list(range(8, 16))
 
 

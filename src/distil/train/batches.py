@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,6 +14,11 @@ from distil.data.records import Record, read_records
 from distil.errors import DataError, TrainError
 from distil.train.students import CLASSIFY_TEMPLATE, GENERATE_TEMPLATE, encode_prompts
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from distil.spec.io import Project
+
 
 @dataclass
 class CuratedDataset:
@@ -22,7 +27,7 @@ class CuratedDataset:
     splits: dict[str, list[Record]]
 
 
-def latest_curated(project: Any) -> CuratedDataset:
+def latest_curated(project: Project) -> CuratedDataset:
     """The newest ``datasets`` ledger row with stage ``curated``, and its train / validation / test shards."""
     row = project.ledger.latest("datasets", "stage = ?", ("curated",))
     if row is None:
@@ -70,7 +75,7 @@ def classify_examples(records: list[Record], labels: list[str]) -> ClassifyExamp
     return ClassifyExamples(prompts, torch.tensor(np.array(probs), dtype=torch.float32), torch.tensor(hard), inputs, rationales)
 
 
-def classify_batch(tokenizer: Any, examples: ClassifyExamples, rows: list[int], max_length: int) -> dict[str, Tensor]:
+def classify_batch(tokenizer: PreTrainedTokenizerBase, examples: ClassifyExamples, rows: list[int], max_length: int) -> dict[str, Tensor]:
     enc = encode_prompts(tokenizer, [examples.prompts[i] for i in rows], max_length)
     return {**enc, "teacher_probs": examples.teacher_probs[rows], "hard": examples.hard[rows]}
 
@@ -96,7 +101,7 @@ class GenerateExamples:
         return bool(self.topk_ids) and all(t is not None for t in self.topk_ids)
 
 
-def generate_examples(records: list[Record], tokenizer: Any, max_length: int) -> GenerateExamples:
+def generate_examples(records: list[Record], tokenizer: PreTrainedTokenizerBase, max_length: int) -> GenerateExamples:
     """Prompt and answer ids tokenised apart, so the teacher cache and the student see the same answer ids."""
     out = GenerateExamples([], [])
     for r in records:

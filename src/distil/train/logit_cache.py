@@ -149,9 +149,8 @@ def build_or_load_cache(project: Project, source: str, examples: GenerateExample
                         console: Console | None = None) -> TopkCache | None:
     """The project's cache for a local teacher (loaded only when the cache is missing); the teacher scores
     every answer token after its own prompt (``examples.teacher_prompt_ids``, attached here)."""
-    from transformers import (
-        AutoTokenizer,  # transformers is slow to import; only a run that builds the cache pays for it
-    )
+    # transformers is slow to import; only a run that builds the cache pays for it
+    from transformers import AutoTokenizer
 
     folder, fingerprint = local_model_folder(source)
     if not examples.teacher_prompt_ids:

@@ -30,7 +30,7 @@ from distil.train.heads import base_and_head
 if TYPE_CHECKING:
     from accelerate import Accelerator
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import Progress, TaskID
     from transformers import PreTrainedModel
 
     from distil.spec.models import TrainSpec
@@ -165,12 +165,8 @@ def prepared_model(model: PreTrainedModel, objective: Objective, cfg: TrainSpec)
 
 
 def progress_bar(role: str, console: Console | None, enabled: bool) -> Progress:
-    from rich.progress import (  # rich's progress pulls in a lot; only training shows it
-        BarColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    # rich's progress pulls in a lot; only training shows it
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn(f"[bold]{role}[/bold]"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
                     TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
@@ -249,7 +245,7 @@ def _epoch_steps(run: _Fit, state: FitState) -> Iterator[tuple[list[int], int]]:
         state.epoch, state.step_in_epoch = state.epoch + 1, 0
 
 
-def run_steps(run: _Fit, state: FitState, max_steps: int | None, progress: Progress, bar: Any) -> bool:
+def run_steps(run: _Fit, state: FitState, max_steps: int | None, progress: Progress, bar: TaskID) -> bool:
     """Optimiser steps until the epochs are done, patience runs out (True) or ``max_steps`` were taken."""
     eval_every = run.cfg.eval_every or run.steps_per_epoch
     steps_run = 0

@@ -24,13 +24,11 @@ from distil.teachers.loading import local_model_folder
 from distil.train.batches import latest_curated
 from distil.train.logit_cache import bytes_per_token
 from distil.train.students import build_student, count_params
-from distil.train.vocab import require_same_vocabulary, same_vocabulary
+from distil.train.vocab import same_vocabulary
 
 if TYPE_CHECKING:
     from distil.spec.io import Project
     from distil.spec.models import TrainSpec
-
-__all__ = ["Plan", "advice_for", "available_memory", "estimate", "require_fits", "require_same_vocabulary", "same_vocabulary"]
 
 # Sustained training FLOP/s we plan with: a conservative fraction of what the device does.
 ASSUMED_FLOPS = {"cpu": 2e10, "cuda": 2e14}
@@ -65,11 +63,8 @@ def available_memory(device: str) -> int:
 
 def estimate(project: Project, device: str | None = None, available_bytes: int | None = None) -> Plan:
     """The plan for ``project`` on ``device`` (default: cuda when present, else cpu)."""
-    from transformers import (  # slow to import; only a plan pays for it
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoTokenizer,
-    )
+    # slow to import; only a plan pays for it
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     spec, cfg = project.spec, project.spec.train
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -17,7 +17,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,11 @@ from torch import Tensor
 from distil.errors import TrainError
 from distil.teachers.decoding import decode_rows, end_ids
 from distil.train.heads import base_and_head, output_logits
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from distil.spec.models import StudentSpec
 
 TASK_FILE = "distil_task.json"
 CLASSIFY_TEMPLATE = "{input}\nLabel:"  # the bare input and a short fixed suffix; the label word follows
@@ -37,8 +42,8 @@ GENERATE_TEMPLATE = "{input}\nAnswer:"
 
 @dataclass
 class StudentBuild:
-    model: Any  # a transformers PreTrainedModel (peft-wrapped with LoRA)
-    tokenizer: Any
+    model: PreTrainedModel  # peft-wrapped with LoRA
+    tokenizer: PreTrainedTokenizerBase
     description: str
     params: int
     teacher_params: int | None
@@ -70,9 +75,11 @@ def evenly_spread(teacher_layers: int, student_layers: int) -> list[int]:
     return [round(i * (teacher_layers - 1) / (student_layers - 1)) for i in range(student_layers)]
 
 
-def student_from_teacher_layers(teacher: Any, n_layers: int) -> Any:
+def student_from_teacher_layers(teacher: PreTrainedModel, n_layers: int) -> PreTrainedModel:
     """A copy of ``teacher``'s architecture with ``n_layers`` layers, its weights copied in (no training)."""
-    from transformers import AutoModelForCausalLM
+    from transformers import (
+        AutoModelForCausalLM,  # slow to import; loading the spec or a run folder does not need it
+    )
 
     config = teacher.config.__class__.from_dict(teacher.config.to_dict())
     picked = evenly_spread(config.num_hidden_layers, n_layers)
@@ -97,9 +104,9 @@ def student_from_teacher_layers(teacher: Any, n_layers: int) -> Any:
     return student
 
 
-def apply_lora(model: Any, rank: int = 8) -> Any:
+def apply_lora(model: PreTrainedModel, rank: int = 8) -> PreTrainedModel:
     """Wrap ``model`` with LoRA adapters on its attention and MLP projections (peft)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # optional and slow to import; only LoRA students need it
 
     names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     targets = sorted(names & {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "c_attn", "c_proj"})
@@ -108,9 +115,13 @@ def apply_lora(model: Any, rank: int = 8) -> Any:
     return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=0.0))
 
 
-def build_student(student_spec: Any, teacher_folder: Path | None, seed: int = 0) -> StudentBuild:
+def build_student(student_spec: StudentSpec, teacher_folder: Path | None, seed: int = 0) -> StudentBuild:
     """The student the spec asks for; ``teacher_folder`` is the local teacher's transformers folder (or None)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import (  # slow to import; only building a student pays for it
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoTokenizer,
+    )
 
     torch.manual_seed(seed)
     teacher = None
@@ -158,7 +169,7 @@ def build_student(student_spec: Any, teacher_folder: Path | None, seed: int = 0)
 # --- asking the model: the answer position, the label rows of the head ------------------------------------
 
 
-def label_logits(model: Any, input_ids: Tensor, attention_mask: Tensor, label_token_ids: Tensor) -> Tensor:
+def label_logits(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor, label_token_ids: Tensor) -> Tensor:
     """Logits of the label tokens at each row's last real position, never the full vocabulary.
 
     input_ids, attention_mask: [B, S] (right-padded); label_token_ids: [L]. Returns float32 [B, L].
@@ -170,7 +181,7 @@ def label_logits(model: Any, input_ids: Tensor, attention_mask: Tensor, label_to
     return output_logits(model, answer, rows=label_token_ids).float()  # [B, L]
 
 
-def label_token_ids(tokenizer: Any, words: list[str]) -> list[int]:
+def label_token_ids(tokenizer: PreTrainedTokenizerBase, words: list[str]) -> list[int]:
     """The first token of each label word with its leading space; refuses labels that share one."""
     ids = []
     for word in words:
@@ -186,7 +197,7 @@ def label_token_ids(tokenizer: Any, words: list[str]) -> list[int]:
     return ids
 
 
-def encode_prompts(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, Tensor]:
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> dict[str, Tensor]:
     """Right-padded ids [B, S]; long inputs lose their start, so the suffix and answer position stay."""
     tokenizer.padding_side, tokenizer.truncation_side = "right", "left"
     return tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
@@ -199,7 +210,10 @@ class Predictor:
     """A trained student (or baseline) folder: ``label_distribution`` for classify, ``generate`` for text."""
 
     def __init__(self, folder: str | Path, device: str = "cpu"):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import (  # slow to import; only opening a model folder pays for it
+            AutoModelForCausalLM,
+            AutoTokenizer,
+        )
 
         self.folder = Path(folder)
         task_file = self.folder / TASK_FILE

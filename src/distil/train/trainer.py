@@ -27,7 +27,7 @@ from distil.train.batches import (
     latest_curated,
 )
 from distil.train.extras import attach_logit_cache, on_policy_teacher, rationale_targets, teacher_states_for
-from distil.train.loop import FitResult, fit, lr_lambda, seed_everything, step_rows
+from distil.train.loop import FitResult, fit, seed_everything
 from distil.train.objectives import ClassifyObjective, GenerateObjective
 from distil.train.students import (
     CLASSIFY_TEMPLATE,
@@ -43,8 +43,6 @@ if TYPE_CHECKING:
 
     from distil.spec.io import Project
     from distil.spec.models import Spec
-
-__all__ = ["ROLES", "RoleMetrics", "TrainResult", "lr_lambda", "new_run_id", "step_rows", "train_run"]
 
 ROLES = ("student", "baseline")
 Objective = ClassifyObjective | GenerateObjective
