@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from distil.spec.models import Spec
 
 ROLES = ("student", "baseline")
-Objective = ClassifyObjective | GenerateObjective
+RoleObjective = ClassifyObjective | GenerateObjective
 
 
 @dataclass
@@ -123,10 +123,10 @@ def task_data(project: Project, data: CuratedDataset, build: StudentBuild, accel
     return TaskData(train, validation, info)
 
 
-def role_objectives(project: Project, task: TaskData, build: StudentBuild, roles: tuple[str, ...], console: Console | None) -> dict[str, Objective]:
+def role_objectives(project: Project, task: TaskData, build: StudentBuild, roles: tuple[str, ...], console: Console | None) -> dict[str, RoleObjective]:
     """The distilled student's objective (with its extras) and the baseline's (hard labels only)."""
     cfg, tokenizer = project.spec.train, build.tokenizer
-    out: dict[str, Objective] = {}
+    out: dict[str, RoleObjective] = {}
     if project.spec.task.kind == "classify":
         extras = {"teacher_states": teacher_states_for(project, build, task.train, console),
                   "rationale": rationale_targets(project, tokenizer, task.train, console)}
