@@ -46,6 +46,12 @@ class LicenceError(DistilError):
     default_hint = "review the teacher's terms and record them under teachers[].licence in distil.yaml"
 
 
+class SigningError(DistilError):
+    """An act that must be signed cannot be: no key in the spec, no private key here, or the wrong one."""
+
+    default_hint = "run `distil keys init --as NAME` and put the printed key under roles.keys in distil.yaml"
+
+
 class LedgerError(DistilError):
     """The ledger cannot be opened or written."""
 

@@ -62,9 +62,33 @@ def spec_from_data(data: Any, source: str = DEFAULT_SPEC) -> Spec:
         raise SpecError(f"{source}: invalid spec: {exc}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key written twice in one mapping: YAML keeps the last silently, so a second
+    ``fidelity_min`` (or a second ``gate:`` section) would be what gets locked, unseen by a reader of the first."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        try:
+            first = seen.setdefault(key, line)
+        except TypeError:
+            continue  # an unhashable key: the mapping constructor reports it
+        if first != line:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} at line {line} (first at line {first})", key_node.start_mark)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
 def spec_from_text(text: str, source: str = DEFAULT_SPEC) -> Spec:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -111,7 +135,8 @@ class Project:
     def ledger(self):  # noqa: ANN201 - import kept lazy so spec loading stays light
         from distil.ledger.store import Ledger
 
-        return Ledger(self.ledger_path)
+        # the ledger opened through a project trusts only the keys its spec gives people
+        return Ledger(self.ledger_path, root=self.root, trusted_keys=self.spec.roles.keys or None)
 
 
 def load_project(spec_path: str | os.PathLike[str] | None = None) -> Project:

@@ -11,7 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from distil.spec.names import person_name, same_person
+
 PLAYS = ("cost", "latency", "stability", "specialization")
+_PUBLIC_KEY = re.compile(r"^ed25519:[A-Za-z0-9+/]{43}=$")
 
 
 class _Model(BaseModel):
@@ -115,16 +118,65 @@ class Play(_Model):
 
 
 class Roles(_Model):
+    """Who does what. A person may be written as a plain name or as ``{name: quinn, key: "ed25519:..."}``;
+    the keys end up in ``keys`` (name -> public key), and when any is set every signed act needs one."""
+
     sponsor: str = Field(min_length=1, description="Owns the outcome; locks the gate.")
     driver: str = Field(min_length=1, description="Builds the student: runs generate, curate, train, evaluate.")
     validator: str = Field(min_length=1, description="Signs the ship / iterate / kill decision; must not be the driver.")
     operator: str = Field("", description="Runs the student after launch: serving, monitoring, refreshes.")
+    keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Public signing keys by person (`distil keys init --as NAME` prints one). When set, gate locks, "
+        "decisions and other acts of people are signed, and `--as NAME` must hold NAME's private key.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _people_with_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        keys = dict(out.get("keys") or {}) if isinstance(out.get("keys") or {}, dict) else out["keys"]
+        for role in ("sponsor", "driver", "validator", "operator"):
+            person = out.get(role)
+            if isinstance(person, dict):
+                if set(person) - {"name", "key"} or not isinstance(person.get("name"), str):
+                    raise ValueError(f"roles.{role}: write a name, or {{name: NAME, key: \"ed25519:...\"}}")
+                out[role] = person["name"]
+                if person.get("key") is not None and isinstance(keys, dict):
+                    keys[person["name"]] = person["key"]
+        if keys or "keys" in out:
+            out["keys"] = keys
+        return out
+
+    @field_validator("sponsor", "driver", "validator", "operator")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return person_name(value)
+
+    @field_validator("keys")
+    @classmethod
+    def _public_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, key in value.items():
+            if not _PUBLIC_KEY.match(key):
+                raise ValueError(f"roles.keys.{name}: expected ed25519:<base64 of 32 bytes> (from `distil keys init`), got {key[:24]!r}")
+            out[person_name(name, f"roles.keys.{name}")] = key
+        return out
 
     @model_validator(mode="after")
     def _validator_is_not_driver(self) -> Roles:
-        if self.validator.strip().lower() == self.driver.strip().lower():
+        if same_person(self.validator, self.driver):
             raise ValueError("roles.validator must differ from roles.driver")
+        validator_key, driver_key = self.key_of(self.validator), self.key_of(self.driver)
+        if validator_key is not None and validator_key == driver_key:
+            raise ValueError("roles.validator holds the same key as roles.driver; the validator must be another person")
         return self
+
+    def key_of(self, name: str) -> str | None:
+        """The public key the spec gives ``name`` (compared as names are), or None."""
+        return next((key for who, key in self.keys.items() if same_person(who, name)), None)
 
 
 # --- teachers --------------------------------------------------------------------------------------
@@ -298,6 +350,8 @@ class DataSpec(_Model):
 class Gate(_Model):
     """Success thresholds, locked in the ledger before anything is built. Unset thresholds are not checked."""
 
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # .inf passes every bound
+
     fidelity_min: float | None = Field(None, ge=0, le=1, description="Student top-1 agreement with the teacher on held-out data.")
     quality_min_vs_teacher: float | None = Field(None, ge=0, le=2, description="Student quality (accuracy / F1) as a fraction of the teacher's.")
     per_slice_fidelity_min: float | None = Field(None, ge=0, le=1, description="Agreement floor on every slice.")
@@ -314,6 +368,9 @@ class Gate(_Model):
 
 
 class Cost(_Model):
+    """Prices and volume for the payback estimate; locked with the gate, since they decide the payback threshold."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # .inf prices pay back in 0 months
     currency: str = Field("USD", description="Currency of every price below.")
     teacher_per_1m_requests: float = Field(0.0, ge=0, description="What 1M requests to the teacher cost.")
     student_per_1m_requests: float = Field(0.0, ge=0, description="What 1M requests to the student cost (hosting).")

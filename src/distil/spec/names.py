@@ -1,0 +1,43 @@
+"""People's names as the spec and ``--as`` give them: one written form per person, nothing hidden in it.
+
+A name is NFKC-normalised (so a full-width or ligature form is the same name) and refused when it
+holds a character that does not show (zero-width, control, odd spaces) or letters of two scripts
+(a Cyrillic "е" inside a Latin name): either would let two different strings read as one person.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+# Scripts that are written together in one name (Japanese mixes kanji and kana).
+_SCRIPT_FAMILIES = {"HIRAGANA": "CJK", "KATAKANA": "CJK", "CJK": "CJK"}
+_HIDDEN_CATEGORIES = {"Cf", "Cc", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def _script(char: str) -> str:
+    """The script of a letter, read from the first word of its Unicode name (LATIN, CYRILLIC, GREEK...)."""
+    word = unicodedata.name(char, "UNKNOWN").split(" ")[0]
+    return _SCRIPT_FAMILIES.get(word, word)
+
+
+def person_name(value: str, field: str = "") -> str:
+    """``value`` NFKC-normalised and stripped; ValueError (naming ``field`` when given) when it hides or mixes characters."""
+    where = f"{field}: " if field else ""
+    name = unicodedata.normalize("NFKC", value).strip()
+    for char in name:
+        category = unicodedata.category(char)
+        if category in _HIDDEN_CATEGORIES or (category == "Zs" and char != " "):
+            raise ValueError(f"{where}{value!r} holds an invisible or control character (U+{ord(char):04X}); type the name plainly")
+    scripts = sorted({_script(c) for c in name if unicodedata.category(c).startswith("L")})
+    if len(scripts) > 1:
+        raise ValueError(f"{where}{value!r} mixes letters of several scripts ({', '.join(scripts)}); write it in one script")
+    return name
+
+
+def name_key(name: str) -> str:
+    """The form two names are compared in: normalised and case-folded."""
+    return unicodedata.normalize("NFKC", name).strip().casefold()
+
+
+def same_person(a: str, b: str) -> bool:
+    return name_key(a) == name_key(b)
