@@ -182,14 +182,16 @@ def decide_outcome(
 
 
 def require_validator(spec_roles: Any, actor: str) -> None:
-    """Only the spec's validator may decide, and the validator must not be the driver."""
-    who = actor.strip().lower()
-    if who == spec_roles.driver.strip().lower():
+    """Only the spec's validator may decide, and the validator must not be the driver (names compared
+    NFKC-normalised and case-folded; with keys in the spec, the signature at recording proves who it was)."""
+    from distil.spec.names import same_person
+
+    if same_person(actor, spec_roles.driver):
         raise RoleError(
             f"roles.validator: {actor} is the driver and may not sign the decision on their own work",
             hint=f"the validator ({spec_roles.validator}) runs `distil decide --as {spec_roles.validator}`",
         )
-    if who != spec_roles.validator.strip().lower():
+    if not same_person(actor, spec_roles.validator):
         raise RoleError(
             f"roles.validator: only the validator ({spec_roles.validator}) may decide, not {actor}",
             hint=f"run `distil decide --as {spec_roles.validator}`",
@@ -199,7 +201,7 @@ def require_validator(spec_roles: Any, actor: str) -> None:
 def evaluation_rounds(project: Any, run_id: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The evaluation row decided on (latest, or the latest of ``run_id``) and the summaries of every
     round up to it: the latest evaluation of each run, oldest run first."""
-    rows = project.ledger.rows("evaluations", order="event_seq ASC")
+    rows = project.ledger.verified_rows("evaluations", order="event_seq ASC")
     if run_id is not None:
         chosen = [r for r in rows if r["run_id"] == run_id]
         if not chosen:
@@ -223,9 +225,11 @@ def record_decision(project: Any, actor: str, run_id: str | None = None) -> tupl
 
     Returns (decision, evaluation row decided on, ledger event).
     """
+    from distil.ledger.keys import signer_for
     from distil.spec.gate import require_unchanged_gate
 
     require_validator(project.spec.roles, actor)
+    signer = signer_for(project, actor)
     locked = require_unchanged_gate(project)
     target, rounds = evaluation_rounds(project, run_id)
     iterations_used = len(project.ledger.events(kind="iteration"))
@@ -255,5 +259,6 @@ def record_decision(project: Any, actor: str, run_id: str | None = None) -> tupl
             "driver": project.spec.roles.driver,
             "evaluation_seq": target["event_seq"],
         },
+        signer=signer,
     )
     return decision, target, event

@@ -21,8 +21,10 @@ app = typer.Typer(
 )
 gate_app = typer.Typer(help="Lock and show the success gate.", no_args_is_help=True)
 ledger_app = typer.Typer(help="Read and verify the project's ledger.", no_args_is_help=True)
+keys_app = typer.Typer(help="Make and show the signing keys people sign their acts with.", no_args_is_help=True)
 app.add_typer(gate_app, name="gate")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -33,10 +35,17 @@ AsOpt = Annotated[str | None, typer.Option("--as", help="Who is acting (default:
 
 
 def identity(name: str | None) -> str:
+    """The acting person's name, normalised as the spec's role names are. A name is only a claim: in a
+    project whose spec sets keys, the acts of people also need that person's private key."""
+    from distil.spec.names import person_name
+
     who = (name or os.environ.get("DISTIL_USER", "")).strip()
     if not who:
         raise RoleError("--as: no identity given", hint="pass --as NAME or set DISTIL_USER")
-    return who
+    try:
+        return person_name(who, "--as")
+    except ValueError as exc:
+        raise RoleError(str(exc)) from None
 
 
 def _project(spec: Path | None):

@@ -114,20 +114,29 @@ def quickstart(
 ) -> None:
     """The whole cadence on the embedded default: the triage example, its gate locked, run end to end.
 
-    Creates DIR from examples/triage (or continues it when it exists), locks the gate as the example's
-    sponsor, runs the cadence, prints the verdict table and the report's path.
+    Creates DIR from examples/triage (or continues it when it exists), makes throwaway signing keys for
+    the example's people (kept in your config folder, not in DIR) and writes their public keys into the
+    spec, locks the gate as the example's sponsor, runs the cadence, prints the verdict table and the
+    report's path.
 
     Example: distil quickstart ./distil-quickstart
     """
     from distil.cadence import run_cadence
+    from distil.ledger.keys import throwaway_keys
     from distil.spec.gate import lock_gate
     from distil.spec.io import load_project
-    from distil.spec.templates import init_project
+    from distil.spec.templates import init_project, write_spec
 
     spec_path = directory / "distil.yaml"
     if not spec_path.is_file():
         init_project(directory, example="triage")
         console.print(f"created {spec_path} from examples/triage")
+        spec = load_project(spec_path).spec
+        roles = spec.roles
+        folder, keys = throwaway_keys(spec_path.parent, [roles.sponsor, roles.driver, roles.validator, roles.operator])
+        write_spec(spec_path, spec.model_copy(update={"roles": roles.model_copy(update={"keys": keys})}))
+        console.print(f"made throwaway signing keys for {', '.join(keys)} in {folder} (outside the project; "
+                      "for a real project each person runs `distil keys init --as NAME`)", highlight=False)
     else:
         console.print(f"continuing {spec_path}")
     project = load_project(spec_path)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from distil.cli.app import AsOpt, SpecOpt, _project, app, console, err_console, gate_app, identity, ledger_app
+from distil.cli.app import AsOpt, SpecOpt, _project, app, console, err_console, gate_app, identity, keys_app, ledger_app
 
 # --- 0. start ----------------------------------------------------------------------------------------
 
@@ -59,6 +59,8 @@ def check(spec: SpecOpt = None) -> None:
     table.add_row("gate", f"locked v{locked.version} by {locked.locked_by}" if locked else "not locked yet")
     console.print(table)
 
+    from distil.teachers.urls import public_source
+
     teachers = Table(title="teachers")
     for col in ("id", "source", "licence", "distillation", "reviewed"):
         teachers.add_column(col)
@@ -66,7 +68,7 @@ def check(spec: SpecOpt = None) -> None:
         lic = t.licence
         teachers.add_row(
             t.id,
-            t.source,
+            public_source(t.source),
             lic.name if lic else "(missing)",
             lic.distillation_permitted if lic else "-",
             f"{lic.reviewed_by} {lic.reviewed_at or ''}".strip() if lic and lic.reviewed_by else "no",
@@ -102,7 +104,8 @@ def gate_lock(
     project = _project(spec)
     locked, new = lock_gate(project, identity(as_), reason)
     verb = "locked" if new else "already locked, unchanged:"
-    console.print(f"gate {verb} version {locked.version} ({locked.sha256[:19]}…) by {locked.locked_by}")
+    signed = "signed" if locked.signed else "unsigned"
+    console.print(f"gate {verb} version {locked.version} ({locked.sha256[:19]}…) by {locked.locked_by}, {signed}")
 
 
 @gate_app.command("show")
@@ -118,16 +121,21 @@ def gate_show(spec: SpecOpt = None) -> None:
     locked = locked_gate(project)
     if locked is None:
         raise GateError("gate: not locked yet", hint=f"run `distil gate lock --as {project.spec.roles.sponsor}`")
-    table = Table(title=f"gate v{locked.version}, locked by {locked.locked_by} at {locked.locked_at}")
+    signed = "signed" if locked.signed else "unsigned"
+    table = Table(title=f"gate v{locked.version}, locked by {locked.locked_by} at {locked.locked_at} ({signed})")
     table.add_column("threshold")
     table.add_column("value")
     for key, value in sorted(locked.thresholds.items()):
         if value is not None:
             table.add_row(key, str(value))
+    for key, value in sorted((locked.cost or {}).items()):
+        table.add_row(f"cost.{key}", str(value))
     console.print(table)
     if locked.reason:
         console.print(f"reason: {locked.reason}")
-    changes = gate_changes(locked, project.spec.gate)
+    if locked.cost is None:
+        console.print("[yellow]this lock predates cost locking: the cost section is not covered; lock a new version to cover it[/yellow]")
+    changes = gate_changes(locked, project.spec)
     if changes:
         console.print(f"[yellow]the spec's gate differs from the locked one: {'; '.join(changes)}[/yellow]")
 
@@ -141,35 +149,106 @@ def ledger_log(
     limit: Annotated[int, typer.Option("--limit", help="Most rows to show.")] = 50,
     spec: SpecOpt = None,
 ) -> None:
-    """Print the ledger's events, newest first.
+    """Print the ledger's events, newest first; acts of people say whether they are signed.
 
     Example: distil ledger log --kind gate.locked
     """
     import json
 
+    from distil.ledger.keys import SIGNED_ACTS
+
     project = _project(spec)
     table = Table(title=f"ledger {project.ledger_path}")
-    for col in ("#", "time", "kind", "actor", "details"):
+    for col in ("#", "time", "kind", "actor", "signed", "details"):
         table.add_column(col, overflow="fold")
+    hidden = {"files", "signature", "signed_head", "typed_row"}
     for e in project.ledger.events(kind=kind, newest_first=True, limit=limit):
-        details = {k: v for k, v in e.payload.items() if k != "files"}
-        table.add_row(str(e.seq), e.ts[:19], e.kind, e.actor or "-", json.dumps(details, default=str)[:120])
+        details = {k: v for k, v in e.payload.items() if k not in hidden}
+        signature = e.payload.get("signature")
+        signed = f"signed {signature.get('key', '')[8:20]}…" if isinstance(signature, dict) else ("unsigned" if e.kind in SIGNED_ACTS else "")
+        table.add_row(str(e.seq), e.ts[:19], e.kind, e.actor or "-", signed, json.dumps(details, default=str)[:120])
     console.print(table)
+
+
+def _parse_head(text: str) -> tuple[int, str]:
+    from distil.errors import LedgerError
+
+    seq, _, digest = text.partition(":")
+    if not seq.isdigit() or not digest.startswith("sha256:"):
+        raise LedgerError(f"--head: expected SEQ:sha256:HEX as `distil ledger head` prints it, got {text!r}")
+    return int(seq), digest
+
+
+@ledger_app.command("head")
+def ledger_head(spec: SpecOpt = None) -> None:
+    """Print the ledger's head as SEQ:HASH; keep it outside the project to detect rows deleted from the end.
+
+    Example: distil ledger head > ~/distil-heads/my-project.txt
+    """
+    project = _project(spec)
+    seq, digest = project.ledger.head()
+    console.print(f"{seq}:{digest}", markup=False, highlight=False, soft_wrap=True)
 
 
 @ledger_app.command("verify")
 def ledger_verify(
     no_files: Annotated[bool, typer.Option("--no-files", help="Skip rechecking the content hashes of recorded files.")] = False,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Report recorded files that are gone without failing.")] = False,
+    head: Annotated[str | None, typer.Option("--head", help="A head printed earlier by `distil ledger head` (SEQ:HASH) the chain must still hold.")] = None,
     spec: SpecOpt = None,
 ) -> None:
-    """Recompute the hash chain (and recorded files' hashes); exit 1 naming the first broken row.
+    """Check the hash chain, every typed row against its event, signatures, heads and recorded files;
+    exit 1 naming each broken row or file.
 
-    Example: distil ledger verify
+    Example: distil ledger verify --head 42:sha256:9f86d0...
     """
     project = _project(spec)
-    result = project.ledger.verify(check_files=not no_files, base=project.root)
+    result = project.ledger.verify(check_files=not no_files, allow_missing=allow_missing, head=_parse_head(head) if head else None)
+    for gone in result.missing if allow_missing else ():
+        console.print(f"[yellow]missing[/yellow]: recorded file {gone} is gone", highlight=False)
+    if result.unsigned:
+        console.print(f"[yellow]unsigned[/yellow]: {len(result.unsigned)} act(s) of people carry no signature (rows {', '.join(map(str, result.unsigned))})")
     if result.ok:
-        console.print(f"[green]ledger OK[/green]: {result.checked} events, chain intact")
+        console.print(f"[green]ledger OK[/green]: {result.checked} events, chain intact, {result.signed} signed act(s)")
         return
-    err_console.print(f"ledger BROKEN at {result.reason}")
+    for problem in result.problems[:20]:
+        err_console.print(f"ledger BROKEN at {problem}", markup=False, highlight=False, soft_wrap=True)
+    if len(result.problems) > 20:
+        err_console.print(f"... and {len(result.problems) - 20} more", markup=False)
     raise typer.Exit(1)
+
+
+# --- keys --------------------------------------------------------------------------------------------
+
+
+@keys_app.command("init")
+def keys_init(as_: AsOpt = None) -> None:
+    """Make NAME's Ed25519 signing key: the private half stays in your config folder (mode 0600), the
+    public half is printed for the spec's roles.keys.
+
+    Example: distil keys init --as quinn
+    """
+    from distil.ledger.keys import create_key
+
+    name = identity(as_)
+    path, public = create_key(name)
+    console.print(f"private key: {path} (keep it; never copy it into a project)", highlight=False, soft_wrap=True)
+    console.print(f"public key for roles.keys in distil.yaml:\n  {name}: \"{public}\"", markup=False, highlight=False, soft_wrap=True)
+
+
+@keys_app.command("show")
+def keys_show(as_: AsOpt = None, spec: SpecOpt = None) -> None:
+    """Print NAME's public key (from the private key on this machine).
+
+    Example: distil keys show --as quinn
+    """
+    from distil.errors import SigningError
+    from distil.ledger.keys import key_locations, load_private_key, public_key_text
+
+    name = identity(as_)
+    root = _project(spec).root if spec is not None else None
+    found = load_private_key(name, root)
+    if found is None:
+        places = ", ".join(str(p) for p in key_locations(name, root))
+        raise SigningError(f"--as {name}: no private key (looked in {places})", hint=f"make one with `distil keys init --as {name}`")
+    console.print(f"{name}: \"{public_key_text(found[1])}\"  ({found[0]})", markup=False, highlight=False, soft_wrap=True)

@@ -22,6 +22,7 @@ from jinja2 import Environment, select_autoescape
 from distil.errors import EvaluationError
 from distil.evaluate import plots
 from distil.evaluate.run import EVALUATION_FILE, curated_dataset_for, latest_run_id
+from distil.teachers.urls import public_source
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
@@ -59,7 +60,7 @@ HTML_TEMPLATE = """<!doctype html>
 
 <h2>Verdict</h2>
 {% if decision %}<p class="decision" id="decision">{{ decision.decision }}</p>
-<p>{{ decision.reason }} — signed by {{ decision.validator }} (validator; driver {{ decision.driver }}).</p>
+<p>{{ decision.reason }} — signed by {{ decision.validator }} (validator; driver {{ decision.driver }}){% if not decision.signed %}, unsigned: the spec sets no keys{% endif %}.</p>
 {% else %}<p class="note" id="decision">No decision recorded yet: run <code>distil decide --as {{ validator }}</code>.</p>{% endif %}
 <div class="scroll"><table id="verdict">
 <thead><tr><th>threshold</th><th>value</th><th>limit</th><th>margin</th><th>result</th><th>detail</th></tr></thead>
@@ -302,16 +303,16 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
     if evaluation is None:
         raise EvaluationError(f"report: {run_dir / EVALUATION_FILE} not found", hint=f"run `distil evaluate {run_id}` first")
     spec = project.spec
-    decisions = project.ledger.rows("decisions", "run_id = ?", (run_id,))
+    decisions = project.ledger.verified_rows("decisions", "run_id = ?", (run_id,))
     decision = None
     if decisions:
-        event = next(e for e in project.ledger.events(kind="decision", newest_first=True) if e.seq == decisions[0]["event_seq"])
-        decision = {**decisions[0], "reason": event.payload.get("reason", "")}
+        event = project.ledger.event(decisions[0]["event_seq"])
+        decision = {**decisions[0], "reason": event.payload.get("reason", ""), "signed": bool(event.payload.get("signature"))}
     fingerprints = {r["teacher_id"]: r["fingerprint"] for r in reversed(project.ledger.rows("teachers"))}
     teachers = [
         {
             "id": t.id,
-            "source": t.source,
+            "source": public_source(t.source),
             "licence": (t.licence.name or t.licence.terms) if t.licence else "(missing)",
             "permitted": t.licence.distillation_permitted if t.licence else "unknown",
             "reviewed": f"{t.licence.reviewed_by} {t.licence.reviewed_at or ''}".strip() if t.licence else "",
@@ -392,7 +393,8 @@ def render_markdown(context: dict[str, Any]) -> str:
     decision = context["decision"]
     lines = [f"## {context['title']} — run `{context['run_id']}`", ""]
     if decision:
-        lines += [f"**Decision: {decision['decision']}** — {decision['reason']} (validator {decision['validator']}, driver {decision['driver']})", ""]
+        signed = "" if decision["signed"] else ", unsigned"
+        lines += [f"**Decision: {decision['decision']}** — {decision['reason']} (validator {decision['validator']}, driver {decision['driver']}{signed})", ""]
     else:
         lines += ["**Decision: not recorded yet**", ""]
     lines += ["| threshold | value | limit | margin | result |", "|---|---:|---:|---:|---|"]

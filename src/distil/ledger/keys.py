@@ -98,6 +98,21 @@ def load_private_key(name: str, project_root: str | os.PathLike[str] | None = No
     return None
 
 
+def throwaway_keys(project_root: str | os.PathLike[str], names: list[str]) -> tuple[Path, dict[str, str]]:
+    """Keys for example roles, kept for this project folder only (outside it): (their folder, name -> public key).
+
+    An existing key is reused, so rerunning an example keeps signing with the keys its spec names."""
+    folder = project_keys_dir(project_root)
+    public: dict[str, str] = {}
+    for name in dict.fromkeys(n for n in names if n):
+        found = load_private_key(name, project_root)
+        if found is not None and found[0].parent == folder:
+            public[name] = public_key_text(found[1])
+        else:
+            public[name] = create_key(name, folder)[1]
+    return folder, public
+
+
 # --- signing and checking ----------------------------------------------------------------------------
 
 

@@ -22,12 +22,15 @@ from distil.spec.io import Project
 
 
 def latest_run_id(project: Project) -> str:
-    """The newest run decided ``ship``; else the newest trained run; else the newest run folder."""
+    """The newest run decided ``ship``; else the newest trained run; else the newest run folder.
+
+    Only decision and run rows bound to their (signed, where the spec sets keys) events count; a forged
+    one is refused (LedgerError) rather than served."""
     ledger = project.ledger
-    shipped = ledger.latest("decisions", "decision = ?", ("ship",))
+    shipped = ledger.verified_latest("decisions", "decision = ?", ("ship",))
     if shipped:
         return str(shipped["run_id"])
-    trained = ledger.latest("runs", "role = ?", ("student",))
+    trained = ledger.verified_latest("runs", "role = ?", ("student",))
     if trained:
         return str(trained["run_id"])
     folders = sorted((p for p in project.runs_dir.glob("*") if (p / "student").is_dir()), key=lambda p: p.stat().st_mtime)

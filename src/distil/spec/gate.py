@@ -1,4 +1,9 @@
-"""The success gate: locked in the ledger before anything is built, checked by every step that relies on it."""
+"""The success gate: locked in the ledger before anything is built, checked by every step that relies on it.
+
+The lock covers the ``cost`` section too: prices and volume decide the payback threshold, so raising the
+teacher's price after the lock is a gate change like lowering ``fidelity_min``. Locks written before the
+cost was covered (their canonical form is the gate alone) are still read, and compared on the gate alone.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from distil.errors import GateError, RoleError
+from distil.ledger.keys import signer_for
 from distil.ledger.store import canonical_json, sha256_text
 from distil.spec.io import Project
-from distil.spec.models import Gate
+from distil.spec.models import Gate, Spec
+from distil.spec.names import same_person
 
 
 def canonical_gate(gate: Gate) -> str:
@@ -18,6 +25,15 @@ def canonical_gate(gate: Gate) -> str:
 
 def gate_hash(gate: Gate) -> str:
     return sha256_text(canonical_gate(gate))
+
+
+def locked_terms(spec: Spec) -> dict[str, Any]:
+    """What a gate lock covers: the thresholds and the cost section they are judged with."""
+    return {"gate": spec.gate.model_dump(mode="json"), "cost": spec.cost.model_dump(mode="json")}
+
+
+def terms_hash(spec: Spec) -> str:
+    return sha256_text(canonical_json(locked_terms(spec)))
 
 
 @dataclass(frozen=True)
@@ -29,60 +45,75 @@ class LockedGate:
     locked_at: str
     reason: str
     event_seq: int
+    cost: dict[str, Any] | None = None  # None: a lock from before the cost section was covered
+    signed: bool = False
+
+    def matches(self, spec: Spec) -> bool:
+        return self.sha256 == (gate_hash(spec.gate) if self.cost is None else terms_hash(spec))
 
 
 def locked_gate(project: Project) -> LockedGate | None:
-    """The newest locked gate version, or None when the gate was never locked."""
-    row = project.ledger.latest("gates")
+    """The newest locked gate version, or None when the gate was never locked. Only a row bound to its
+    (signed, where the spec sets keys) ``gate.locked`` event counts: a forged row is refused, not read."""
+    row = project.ledger.verified_latest("gates")
     if row is None:
         return None
-    event = project.ledger.events(kind="gate.locked", newest_first=True, limit=1)[0]
+    event = project.ledger.event(row["event_seq"])
+    canonical = json.loads(row["canonical"])
+    covers_cost = isinstance(canonical, dict) and set(canonical) == {"gate", "cost"}
     return LockedGate(
         version=row["version"],
         sha256=row["sha256"],
-        thresholds=json.loads(row["canonical"]),
+        thresholds=canonical["gate"] if covers_cost else canonical,
         locked_by=row["locked_by"],
-        locked_at=event.ts,
+        locked_at=event.ts if event else "",
         reason=row["reason"],
         event_seq=row["event_seq"],
+        cost=canonical["cost"] if covers_cost else None,
+        signed=bool(event and event.payload.get("signature")),
     )
 
 
-def gate_changes(locked: LockedGate, gate: Gate) -> list[str]:
-    now = gate.model_dump(mode="json")
-    keys = sorted(set(now) | set(locked.thresholds))
-    return [f"{k} {locked.thresholds.get(k)!r} → {now.get(k)!r}" for k in keys if locked.thresholds.get(k) != now.get(k)]
+def gate_changes(locked: LockedGate, spec: Spec) -> list[str]:
+    """What differs between the locked terms and the spec's, one "field old → new" per change."""
+    now = spec.gate.model_dump(mode="json")
+    changes = [f"{k} {locked.thresholds.get(k)!r} → {now.get(k)!r}" for k in sorted(set(now) | set(locked.thresholds)) if locked.thresholds.get(k) != now.get(k)]
+    if locked.cost is not None:
+        cost = spec.cost.model_dump(mode="json")
+        changes += [f"cost.{k} {locked.cost.get(k)!r} → {cost.get(k)!r}" for k in sorted(set(cost) | set(locked.cost)) if locked.cost.get(k) != cost.get(k)]
+    return changes
 
 
 def lock_gate(project: Project, actor: str, reason: str = "") -> tuple[LockedGate, bool]:
     """Lock the spec's gate as ``actor`` (who must be the sponsor). Returns (gate, newly_locked)."""
     sponsor = project.spec.roles.sponsor
-    if actor.strip().lower() != sponsor.strip().lower():
+    if not same_person(actor, sponsor):
         raise RoleError(
             f"roles.sponsor: only the sponsor ({sponsor}) may lock the gate, not {actor or 'an unnamed user'}",
             hint=f"run `distil gate lock --as {sponsor}`",
         )
-    gate = project.spec.gate
-    digest = gate_hash(gate)
+    digest = terms_hash(project.spec)
     current = locked_gate(project)
     if current is not None and current.sha256 == digest:
         return current, False
     if current is not None and not reason.strip():
         raise GateError(
-            f"gate: version {current.version} is already locked and the spec's gate differs "
-            f"({'; '.join(gate_changes(current, gate))})",
+            f"gate: version {current.version} is already locked and the spec's gate or cost differs "
+            f"({'; '.join(gate_changes(current, project.spec))})",
             hint=f'give the reason for a new version: `distil gate lock --as {sponsor} --reason "..."`',
         )
+    signer = signer_for(project, actor)
     version = 1 if current is None else current.version + 1
-    canonical = canonical_gate(gate)
+    terms = locked_terms(project.spec)
     event = project.ledger.append(
         "gate.locked",
-        {"version": version, "sha256": digest, "gate": json.loads(canonical), "reason": reason},
+        {"version": version, "sha256": digest, **terms, "reason": reason},
         actor=actor,
         table="gates",
-        row={"version": version, "sha256": digest, "canonical": canonical, "locked_by": actor, "reason": reason},
+        row={"version": version, "sha256": digest, "canonical": canonical_json(terms), "locked_by": actor, "reason": reason},
+        signer=signer,
     )
-    return LockedGate(version, digest, json.loads(canonical), actor, event.ts, reason, event.seq), True
+    return LockedGate(version, digest, terms["gate"], actor, event.ts, reason, event.seq, terms["cost"], signer is not None), True
 
 
 def require_unchanged_gate(project: Project, must_be_locked: bool = True) -> LockedGate | None:
@@ -98,10 +129,10 @@ def require_unchanged_gate(project: Project, must_be_locked: bool = True) -> Loc
                 hint=f"run `distil gate lock --as {project.spec.roles.sponsor}`",
             )
         return None
-    if current.sha256 != gate_hash(project.spec.gate):
+    if not current.matches(project.spec):
         raise GateError(
             f"gate: changed since version {current.version} was locked by {current.locked_by} "
-            f"({'; '.join(gate_changes(current, project.spec.gate))})",
+            f"({'; '.join(gate_changes(current, project.spec))})",
             hint=f'restore the locked values, or lock a new version: `distil gate lock --as {project.spec.roles.sponsor} --reason "..."`',
         )
     return current

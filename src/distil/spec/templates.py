@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel
 
 from distil.errors import SpecError
+from distil.files import write_text_atomic
 from distil.spec.io import DEFAULT_SPEC, spec_from_text
 from distil.spec.models import PLAYS, Gate, Spec
 
@@ -127,13 +128,16 @@ def init_project(target: Path, example: str | None = None, play: str | None = No
                 '{"input": "How do I change the e-mail address on my account?", "label": "account"}\n',
                 encoding="utf-8",
             )
+    return write_spec(spec_path, spec)
+
+
+def write_spec(spec_path: Path, spec: Spec) -> Path:
+    """Write ``spec`` as commented YAML to ``spec_path`` (atomically), checking it loads back."""
     header = (
         f"# distil project spec. Every field is explained in the comment above it.\n"
         f"# Validate with `distil check`; lock the gate with `distil gate lock --as {spec.roles.sponsor}`.\n\n"
     )
     text = header + render_commented(spec) + "\n"
     spec_from_text(text, str(spec_path))  # what we write must load back as the same spec
-    tmp = spec_path.with_suffix(".yaml.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(spec_path)
+    write_text_atomic(spec_path, text)
     return spec_path

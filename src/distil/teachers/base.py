@@ -88,8 +88,10 @@ def sha256_json(value: Any) -> str:
 
 
 def api_fingerprint(base_url: str, model: str, date: str) -> str:
-    """An API teacher has no weights to hash: the endpoint, the model name and the day stand in."""
-    return f"api:{base_url.rstrip('/')}#{model}@{date}"
+    """An API teacher has no weights to hash: the endpoint (credentials removed), the model name and the day stand in."""
+    from distil.teachers.urls import public_url
+
+    return f"api:{public_url(base_url.rstrip('/'))}#{model}@{date}"
 
 
 # --- the classify prompt ---------------------------------------------------------------------------

@@ -3,12 +3,17 @@
 GGUF weights are dequantized once and cached as safetensors under the user cache
 (``$DISTIL_CACHE`` or ``~/.cache/distil``), so the second load takes about a second instead of ~30 s.
 Nothing is ever downloaded: every load runs with the hub offline.
+
+The cache is not trusted for what it claims: on first use in a process the teacher's fingerprint is
+recomputed from the GGUF file, and the cached folder's bytes are hashed and checked against the hash
+written when it was built (and, by the registry, against the ledger's ``teacher.registered`` event).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distil.errors import TeacherError
+from distil.files import write_json_atomic
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -87,6 +93,47 @@ def weights_fingerprint(local: LocalSource) -> str:
     return "sha256:" + h.hexdigest()
 
 
+CACHE_STAMP = "distil_cache.json"  # what a dequantized folder was built from, and its own content hash
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}  # per process: each file or folder is hashed once
+
+
+def _memoised(path: Path, compute) -> str:  # noqa: ANN001 - a no-argument function returning the hash
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = compute()
+    return _FINGERPRINTS[key]
+
+
+def _content_digest(path: Path) -> str:
+    """A file's sha256; a JSON file's without the ``transformers_version`` transformers stamps into it, so
+    rebuilding the same weights under another transformers release hashes the same."""
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return _file_digest(path)
+        if isinstance(data, dict):
+            data.pop("transformers_version", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return _file_digest(path)
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """sha256 over every file of a model folder, names and content (distil's own stamp left out)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CACHE_STAMP):
+        h.update(str(f.relative_to(folder)).encode())
+        h.update(_content_digest(f).encode())
+    return "sha256:" + h.hexdigest()
+
+
+def dequantized_fingerprint(folder: Path) -> str:
+    """The cached folder's content hash, computed from its bytes once per process (keyed by its weights' stat)."""
+    weights = folder / "model.safetensors"
+    return _memoised(weights if weights.is_file() else folder, lambda: folder_fingerprint(folder))
+
+
 def _dequantized_folder(local: LocalSource) -> Path:
     """The cached safetensors copy of a GGUF model, built on first use (atomically)."""
     stat = local.gguf_path.stat()
@@ -107,7 +154,8 @@ def _dequantized_folder(local: LocalSource) -> Path:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "distil_fingerprint.txt").write_text(weights_fingerprint(local))
+        stamp = {"source_sha256": weights_fingerprint(local), "dequantized_sha256": folder_fingerprint(tmp)}
+        write_json_atomic(tmp / CACHE_STAMP, stamp)
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
@@ -122,10 +170,26 @@ def local_model_folder(source: str) -> tuple[Path, str]:
     local = resolve_source(source)
     if local.scheme == "gguf":
         folder = _dequantized_folder(local)
-        stamp = folder / "distil_fingerprint.txt"
-        fingerprint = stamp.read_text().strip() if stamp.is_file() else weights_fingerprint(local)
+        fingerprint = _memoised(local.gguf_path, lambda: weights_fingerprint(local))
+        check_dequantized_cache(folder, fingerprint)
         return folder, fingerprint
     return local.folder, weights_fingerprint(local)
+
+
+def check_dequantized_cache(folder: Path, source_fingerprint: str) -> str:
+    """The cached folder's content hash; TeacherError when it is not what was built from this GGUF file."""
+    try:
+        stamp = json.loads((folder / CACHE_STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        stamp = {}  # a cache from before stamps: the registry's ledger check still applies
+    content = dequantized_fingerprint(folder)
+    built_from, built_as = stamp.get("source_sha256"), stamp.get("dequantized_sha256")
+    if (built_from and built_from != source_fingerprint) or (built_as and built_as != content):
+        raise TeacherError(
+            f"{folder}: the dequantized teacher cache is not what was built from the GGUF file ({content[:19]}… on disk)",
+            hint=f"delete {folder}; the next run rebuilds it from the GGUF file",
+        )
+    return content
 
 
 def load_causal_lm(source: str, dtype: str = "float32"):

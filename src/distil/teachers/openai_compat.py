@@ -32,6 +32,7 @@ import numpy as np
 
 from distil.errors import TeacherError
 from distil.spec.models import Task, TeacherSpec
+from distil.teachers.urls import public_source, public_url
 from distil.teachers.base import (
     Capabilities,
     ClassifyPrompt,
@@ -50,7 +51,7 @@ def parse_source(source: str) -> tuple[str, str]:
     rest = source.split(":", 1)[1]
     base, _, model = rest.rpartition("#")
     if not base or not model:
-        raise TeacherError(f"teachers[].source {source!r}: expected openai:<base url>#<model>", hint="e.g. openai:http://127.0.0.1:8000/v1#my-model")
+        raise TeacherError(f"teachers[].source {public_source(source)!r}: expected openai:<base url>#<model>", hint="e.g. openai:http://127.0.0.1:8000/v1#my-model")
     return base.rstrip("/"), model
 
 
@@ -94,6 +95,7 @@ class OpenAICompatTeacher:
         self.teacher_spec = teacher_spec
         self.task = task
         self.base_url, self.model = parse_source(teacher_spec.source)
+        self.public_base_url = public_url(self.base_url)  # what messages and records show: no credentials
         self.max_retries = max_retries
         self.cost_per_call = cost_per_call
         self.fingerprint = api_fingerprint(self.base_url, self.model, dt.date.today().isoformat())
@@ -161,7 +163,7 @@ class OpenAICompatTeacher:
                     # a truncated or garbled body is a transient fault (a proxy cut it): ask again
                     last, retry_after = f"HTTP {status} with a malformed body", None
                 elif status not in RETRY_STATUS:
-                    raise TeacherError(f"teacher {self.teacher_id!r}: {self.base_url} answered HTTP {status}: {raw[:200].decode('utf-8', 'replace')}")
+                    raise TeacherError(f"teacher {self.teacher_id!r}: {self.public_base_url} answered HTTP {status}: {raw[:200].decode('utf-8', 'replace')}")
                 else:
                     last = f"HTTP {status}"
             except TimeoutError:
@@ -170,7 +172,7 @@ class OpenAICompatTeacher:
                 last = type(exc).__name__
             if attempt < self.max_retries:
                 await asyncio.sleep(retry_delay(attempt, retry_after, base=self.backoff_s))
-        raise TeacherError(f"teacher {self.teacher_id!r}: {self.base_url} failed after {self.max_retries + 1} attempts ({last})", hint="check that the server is up, or lower teachers[].max_concurrency")
+        raise TeacherError(f"teacher {self.teacher_id!r}: {self.public_base_url} failed after {self.max_retries + 1} attempts ({last})", hint="check that the server is up, or lower teachers[].max_concurrency")
 
     async def _complete_all(self, prompts: Sequence[str], max_tokens: int, temperature: float, logprobs: bool, seed: int | None) -> list[Completion]:
         import aiohttp

@@ -9,6 +9,7 @@ from distil.errors import TeacherError
 from distil.spec.check import require_licence
 from distil.spec.io import Project
 from distil.spec.models import Spec, TeacherSpec
+from distil.teachers.urls import public_source
 
 
 def seed_shots(project: Project) -> list[tuple[str, str]]:
@@ -24,19 +25,45 @@ def seed_shots(project: Project) -> list[tuple[str, str]]:
 
 
 def register_teacher(project: Project, teacher: Any, teacher_spec: TeacherSpec, actor: str = "") -> bool:
-    """Append ``teacher.registered`` unless this teacher id + fingerprint is already in the ledger."""
+    """Append ``teacher.registered`` unless this teacher id + fingerprint is already in the ledger.
+
+    A GGUF teacher runs from a dequantized copy in the user cache; that copy's content hash is recorded
+    too, and a later process whose copy hashes differently for the same GGUF is refused."""
     ledger = project.ledger
-    if ledger.rows("teachers", "teacher_id = ? AND fingerprint = ?", (teacher_spec.id, teacher.fingerprint)):
+    dequantized = _dequantized_hash(teacher_spec)
+    known = ledger.verified_rows("teachers", "teacher_id = ? AND fingerprint = ?", (teacher_spec.id, teacher.fingerprint))
+    for row in known:
+        event = ledger.event(row["event_seq"])
+        recorded = event.payload.get("dequantized_sha256") if event else None
+        if dequantized and recorded and recorded != dequantized:
+            raise TeacherError(
+                f"teacher {teacher_spec.id!r}: its dequantized cache hashes to {dequantized[:19]}…, not the "
+                f"{recorded[:19]}… ledger row {row['event_seq']} (teacher.registered) recorded for this GGUF file",
+                hint="delete the teacher's folder under the distil cache (teachers/); the next run rebuilds it",
+            )
+    if known:
         return False
     licence = teacher_spec.licence.model_dump(mode="json") if teacher_spec.licence else {}
+    payload = {"teacher_id": teacher_spec.id, "source": public_source(teacher_spec.source), "fingerprint": teacher.fingerprint, "capabilities": teacher.capabilities.as_dict(), "licence": licence}
+    if dequantized:
+        payload["dequantized_sha256"] = dequantized
     ledger.append(
         "teacher.registered",
-        {"teacher_id": teacher_spec.id, "source": teacher_spec.source, "fingerprint": teacher.fingerprint, "capabilities": teacher.capabilities.as_dict(), "licence": licence},
+        payload,
         actor=actor,
         table="teachers",
         row={"teacher_id": teacher_spec.id, "fingerprint": teacher.fingerprint, "licence": licence},
     )
     return True
+
+
+def _dequantized_hash(teacher_spec: TeacherSpec) -> str | None:
+    """A GGUF teacher's cached folder hash (from its bytes, once per process); None for other sources."""
+    if teacher_spec.scheme != "gguf":
+        return None
+    from distil.teachers.loading import dequantized_fingerprint, local_model_folder
+
+    return dequantized_fingerprint(local_model_folder(teacher_spec.source)[0])
 
 
 def build_teacher(
