@@ -132,3 +132,97 @@ def test_a_planted_api_key_is_never_written(tmp_path):
     assert any(p.suffix == ".parquet" for p in written) and any(p.name == "ledger.db" for p in written)
     assert _files_containing(tmp_path / "p", needle) == []
     assert _files_containing(Path(os.environ["HOME"]), needle) == []
+
+
+# --- credentials in URLs, the GGUF teacher's cache ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "public"),
+    [
+        ("http://user:s3cret@127.0.0.1:8000/v1", "http://***@127.0.0.1:8000/v1"),
+        ("https://api.example.com/v1?api_key=s3cret&region=eu", "https://api.example.com/v1?api_key=***&region=eu"),
+        ("https://api.example.com/v1?access_token=s3cret", "https://api.example.com/v1?access_token=***"),
+        ("https://api.example.com/v1", "https://api.example.com/v1"),
+    ],
+)
+def test_credentials_are_stripped_from_urls(url, public):
+    from distil.teachers.base import api_fingerprint
+    from distil.teachers.urls import public_source, public_url
+
+    assert public_url(url) == public
+    assert public_source(f"openai:{url}#m") == f"openai:{public}#m"
+    assert "s3cret" not in api_fingerprint(url, "m", "2030-01-01")
+
+
+def test_a_password_in_the_teachers_url_is_never_written(tmp_path):
+    with FaultServer(FaultConfig()) as server:
+        source = server.source().replace("http://", "http://user:s3cret-pass@")
+        spec = fault_project(tmp_path / "p", source, 20, timeout_s=5)
+        done = run_cli("generate", "--spec", str(spec), timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert run_cli("check", "--spec", str(spec)).stdout.count("***@") == 1
+    project = load_project(spec)
+    registered = project.ledger.events("teacher.registered")[-1].payload
+    assert registered["source"].startswith("openai:http://***@127.0.0.1") and "s3cret" not in registered["fingerprint"]
+    spec.write_text(spec.read_text().replace("s3cret-pass", "redacted"))  # the spec itself is the user's own file
+    assert _files_containing(tmp_path / "p", b"s3cret-pass") == []
+    assert "s3cret-pass" not in done.stdout + done.stderr
+
+
+def _gguf_project(tmp_path, tiny_teacher_dir) -> tuple[Path, Path]:
+    """A project whose teacher is a GGUF file, with its dequantized cache already in place (a tiny model:
+    dequantizing a real GGUF takes half a minute)."""
+    import yaml
+
+    from distil.teachers.loading import dequantized_cache_path, resolve_source
+
+    gguf = tmp_path / "weights"
+    gguf.mkdir()
+    (gguf / "tiny.gguf").write_bytes(b"GGUF" + os.urandom(60))
+    source = f"gguf:{gguf}#tiny.gguf"
+    cache = dequantized_cache_path(resolve_source(source))
+    shutil.copytree(tiny_teacher_dir, cache)
+    spec = write_spec(tmp_path / "p", tiny_teacher_dir)
+    data = yaml.safe_load(spec.read_text())
+    data["teachers"][0].update(source=source, licence={"name": "Apache-2.0", "distillation_permitted": "yes", "reviewed_by": "sam"})
+    spec.write_text(yaml.safe_dump(data))
+    return spec, cache
+
+
+def _flip_a_weight(cache: Path) -> None:
+    weights = cache / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-8] ^= 0x01
+    weights.write_bytes(bytes(data))
+
+
+def test_a_changed_gguf_teacher_cache_is_refused_against_the_ledger(tmp_path, tiny_teacher_dir):
+    from distil.errors import TeacherError
+
+    spec, cache = _gguf_project(tmp_path, tiny_teacher_dir)
+    project = load_project(spec)
+    teacher = build_teacher(project)
+    registered = project.ledger.events("teacher.registered")[-1]
+    assert registered.payload["fingerprint"] == teacher.fingerprint and registered.payload["dequantized_sha256"].startswith("sha256:")
+    build_teacher(project)  # unchanged: accepted, not registered twice
+    assert len(project.ledger.events("teacher.registered")) == 1
+    _flip_a_weight(cache)
+    with pytest.raises(TeacherError, match=f"ledger row {registered.seq} \\(teacher.registered\\)"):
+        build_teacher(load_project(spec))
+
+
+def test_a_changed_gguf_teacher_cache_is_refused_against_its_build_stamp(tmp_path, tiny_teacher_dir):
+    from distil.errors import TeacherError
+    from distil.files import write_json_atomic
+    from distil.teachers.loading import CACHE_STAMP, folder_fingerprint, local_model_folder, weights_fingerprint
+
+    spec, cache = _gguf_project(tmp_path, tiny_teacher_dir)
+    source = load_project(spec).spec.teacher().source
+    from distil.teachers.loading import resolve_source
+
+    write_json_atomic(cache / CACHE_STAMP, {"source_sha256": weights_fingerprint(resolve_source(source)), "dequantized_sha256": folder_fingerprint(cache)})
+    assert local_model_folder(source)[0] == cache
+    _flip_a_weight(cache)
+    with pytest.raises(TeacherError, match="dequantized teacher cache is not what was built"):
+        local_model_folder(source)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import yaml
@@ -132,3 +133,69 @@ def test_random_section_replacement_only_raises_distil_errors(section, value):
         spec_from_data(data)
     except DistilError:
         pass
+
+
+# --- hardening: what is locked, finite numbers, plain names, one value per key -----------------------
+
+
+def test_the_gate_lock_covers_the_cost_section(triage_project):
+    from distil.errors import GateError
+    from distil.spec.gate import lock_gate, require_unchanged_gate
+
+    lock_gate(load_project(triage_project), "maria")
+    text = triage_project.read_text()
+    triage_project.write_text(text.replace("teacher_per_1m_requests: 600", "teacher_per_1m_requests: 6000"))
+    with pytest.raises(GateError, match="cost.teacher_per_1m_requests 600.0 → 6000.0"):
+        require_unchanged_gate(load_project(triage_project))
+    triage_project.write_text(text)
+    assert require_unchanged_gate(load_project(triage_project)).cost["teacher_per_1m_requests"] == 600
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value"),
+    [("cost", "teacher_per_1m_requests", ".inf"), ("cost", "build_cost", ".nan"), ("gate", "payback_months_max", ".inf"), ("gate", "p95_latency_max_ms", ".inf")],
+)
+def test_prices_and_thresholds_must_be_finite(section, field, value):
+    text = (EXAMPLES / "triage" / "distil.yaml").read_text().replace(f"\n{section}:\n", f"\n{section}:\n  {field}: {value}\n", 1)
+    text = _drop_later_duplicate(text, section, field)
+    with pytest.raises(SpecError, match=f"{section}.{field} input should be a finite number"):
+        spec_from_text(text)
+
+
+def _drop_later_duplicate(text: str, section: str, field: str) -> str:
+    lines, seen, inside = [], False, False
+    for line in text.splitlines(keepends=True):
+        inside = line.startswith(f"{section}:") or (inside and line.startswith(" "))
+        if inside and line.strip().startswith(f"{field}:"):
+            if seen:
+                continue
+            seen = True
+        lines.append(line)
+    return "".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("validator", "why"),
+    [("dev\u200b", "invisible or control character"), ("d\u0435v", "mixes letters of several scripts"), ("dev\u00a0", "invisible")],
+)
+def test_role_names_that_could_pass_as_another_person_are_refused(validator, why):
+    text = (EXAMPLES / "triage" / "distil.yaml").read_text().replace("validator: quinn", f"validator: {json.dumps(validator)}")
+    with pytest.raises(SpecError, match=why):
+        spec_from_text(text)
+
+
+def test_role_names_are_compared_normalised():
+    text = (EXAMPLES / "triage" / "distil.yaml").read_text().replace("validator: quinn", "validator: ＤＥＶ")  # full-width
+    with pytest.raises(SpecError, match="roles.validator must differ from roles.driver"):
+        spec_from_text(text)
+
+
+def test_a_key_written_twice_is_refused_with_both_lines():
+    text = (EXAMPLES / "triage" / "distil.yaml").read_text()
+    first = text.splitlines().index("  fidelity_min: 0.95") + 1
+    twice = text.replace("  fidelity_min: 0.95\n", "  fidelity_min: 0.95\n  fidelity_min: 0.5\n")
+    with pytest.raises(SpecError, match=f"duplicate key 'fidelity_min' at line {first + 1} \\(first at line {first}\\)"):
+        spec_from_text(twice)
+    gate_line = text.splitlines().index("gate:") + 1
+    with pytest.raises(SpecError, match=f"duplicate key 'gate' at line .* \\(first at line {gate_line}\\)"):
+        spec_from_text(text + "gate:\n  fidelity_min: 0.1\n")

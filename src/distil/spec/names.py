@@ -24,7 +24,7 @@ def person_name(value: str, field: str = "") -> str:
     """``value`` NFKC-normalised and stripped; ValueError (naming ``field`` when given) when it hides or mixes characters."""
     where = f"{field}: " if field else ""
     name = unicodedata.normalize("NFKC", value).strip()
-    for char in name:
+    for char in value + name:  # before NFKC too: it turns a no-break space into a plain one
         category = unicodedata.category(char)
         if category in _HIDDEN_CATEGORIES or (category == "Zs" and char != " "):
             raise ValueError(f"{where}{value!r} holds an invisible or control character (U+{ord(char):04X}); type the name plainly")

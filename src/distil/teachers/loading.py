@@ -134,11 +134,16 @@ def dequantized_fingerprint(folder: Path) -> str:
     return _memoised(weights if weights.is_file() else folder, lambda: folder_fingerprint(folder))
 
 
-def _dequantized_folder(local: LocalSource) -> Path:
-    """The cached safetensors copy of a GGUF model, built on first use (atomically)."""
+def dequantized_cache_path(local: LocalSource) -> Path:
+    """Where the safetensors copy of a GGUF file is cached (named by the file's path, size and mtime)."""
     stat = local.gguf_path.stat()
     key = hashlib.sha256(f"{local.gguf_path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = cache_root() / "teachers" / f"{local.gguf_path.stem}-{key}"
+    return cache_root() / "teachers" / f"{local.gguf_path.stem}-{key}"
+
+
+def _dequantized_folder(local: LocalSource) -> Path:
+    """The cached safetensors copy of a GGUF model, built on first use (atomically)."""
+    target = dequantized_cache_path(local)
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
