@@ -27,7 +27,7 @@ def test_planted_near_duplicates_are_paired_and_distinct_texts_are_not():
     for dup, original in planted.items():
         assert (original, dup) in pairs
     for i, j in pairs:
-        assert dedupe.jaccard(texts[i], texts[j]) >= 0.5  # estimates stay near the exact Jaccard
+        assert dedupe.jaccard(texts[i], texts[j]) >= 0.7  # every reported pair is confirmed by the exact Jaccard
     assert len(pairs) == len(planted)
 
 
@@ -68,3 +68,56 @@ def test_minilm_embeddings_pair_paraphrases_not_unrelated_texts():
     sims = vectors @ vectors.T
     assert sims[0, 1] > sims[0, 2] + 0.2
     assert dedupe.semantic_duplicate_pairs(vectors, float(sims[0, 1]) - 1e-4) == [(0, 1)]
+
+
+def _planted_around_threshold(n_base: int = 240, seed: int = 1) -> list[str]:
+    """Distinct 20-word texts plus edited copies whose Jaccard with their original falls on both sides of 0.8."""
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(3000)]
+    base = [" ".join(rng.choice(vocab) for _ in range(20)) for _ in range(n_base)]
+    texts = list(base)
+    for i, original in enumerate(base):
+        words = original.split()
+        for _ in range(i % 4):  # 0-3 words replaced: Jaccard about 1.0, 0.81, 0.66, 0.54 (or higher at the ends)
+            words[rng.randrange(len(words))] = rng.choice(vocab)
+        if i % 5 == 0:
+            words.append(rng.choice(vocab))  # one word added: another step of about 0.05
+        texts.append(" ".join(words))
+    rng.shuffle(texts)
+    return texts
+
+
+def _exact_pairs(texts: list[str], threshold: float) -> set[tuple[int, int]]:
+    return {(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts)) if dedupe.jaccard(texts[i], texts[j]) >= threshold}
+
+
+def test_near_duplicate_pairs_match_exact_all_pairs_jaccard():
+    texts = _planted_around_threshold()
+    truth = _exact_pairs(texts, 0.8)
+    near_threshold = [p for p in truth if dedupe.jaccard(texts[p[0]], texts[p[1]]) < 0.86]
+    assert len(truth) > 100 and len(near_threshold) > 30  # many pairs sit just above the threshold
+    found = {(i, j) for i, j, _ in dedupe.near_duplicate_pairs(texts, 0.8)}
+    recall = len(found & truth) / len(truth)
+    precision = len(found & truth) / max(len(found), 1)
+    assert recall >= 0.99 and precision == 1.0, (recall, precision)
+
+
+def test_contaminated_matches_exact_jaccard_against_references():
+    texts = _planted_around_threshold(seed=2)
+    references, candidates = texts[::2], texts[1::2]
+    truth = {i for i, c in enumerate(candidates) if any(dedupe.jaccard(c, r) >= 0.8 for r in references)}
+    assert len(truth) > 30
+    hits = dedupe.contaminated(candidates, references, 0.8)
+    flagged = {i for i, h in enumerate(hits) if h is not None}
+    assert len(flagged & truth) / len(truth) >= 0.99 and flagged <= truth
+    assert all(dedupe.jaccard(candidates[i], references[hits[i]]) >= 0.8 for i in flagged)
+
+
+def test_candidate_bands_propose_a_pair_at_the_threshold_almost_surely():
+    for threshold in (0.5, 0.7, 0.8, 0.9, 0.95):
+        bands, rows = dedupe.candidate_bands(threshold)
+        assert bands * rows <= dedupe.NUM_PERM
+        assert 1 - (1 - threshold**rows) ** bands >= dedupe.CANDIDATE_RECALL
+        # one row more would fall short: the banding is the most selective that keeps the recall
+        more = dedupe.NUM_PERM // (rows + 1)
+        assert 1 - (1 - threshold ** (rows + 1)) ** more < dedupe.CANDIDATE_RECALL
