@@ -147,3 +147,22 @@ def test_the_malformed_filter_is_off_by_default(project):
     _write_raw(project, records)
     result = curate(project)
     assert result.counts["removed_malformed"] == 0 and result.counts["curated"] == 31
+
+
+def test_one_semantic_pair_removes_exactly_one_record(project):
+    records = [_record(_text(label, i), label) for label in LABELS for i in range(8)]
+    twin = _record("Dear support, " + records[5].input.replace("have a problem", "are broken"), records[5].label)
+    pool = [*records, twin]
+    vectors = dedupe.embed([r.input for r in pool])
+    cosine = float(vectors[5] @ vectors[-1])
+    threshold = cosine - 1e-4
+    assert dedupe.jaccard(twin.input, records[5].input) < project.spec.data.filters.near_duplicate_threshold
+    assert dedupe.semantic_duplicate_pairs(vectors, threshold) == [(5, len(pool) - 1)]  # the planted pair and no other
+    spec_path = project.spec_path
+    spec_path.write_text(spec_path.read_text().replace("min_per_slice: 5", f"min_per_slice: 5\n    semantic_duplicates: true\n    semantic_threshold: {threshold}"))
+    project = load_project(spec_path)
+    _write_raw(project, pool)
+
+    result = curate(project)
+    assert [r["id"] for r in result.removed["semantic_duplicate"]] == [twin.id]
+    assert result.counts["curated"] == len(records)

@@ -100,7 +100,7 @@ def curate_records(project: Project, records: Sequence[Record], heldout: Sequenc
     if filters.semantic_duplicates and len(unique) > 1:
         vectors = dedupe.embed([r.input for r in unique])
         pairs = dedupe.semantic_duplicate_pairs(vectors, filters.semantic_threshold)
-        sem_groups = dedupe.near_duplicate_groups([""] * len(unique), 1.0, extra_pairs=pairs) if pairs else list(range(len(unique)))
+        sem_groups = dedupe.groups_from_pairs(len(unique), pairs)  # only the cosine pairs link records
         semantic_kept = []
         for i, (record, group) in enumerate(zip(unique, sem_groups, strict=True)):
             if group == i:
