@@ -221,7 +221,7 @@ def _data_part(project: Project, stage: str) -> dict[str, Any]:
     data = project.spec.data.model_dump(mode="json")
     if stage == "generate":
         return {k: data[k] for k in ("seeds", "synthetic_budget", "synthetic", "rationales", "slices", "seed")}
-    return {k: data[k] for k in ("gold", "filters", "slices", "split", "seed")}
+    return {k: data[k] for k in ("gold", "filters", "slices", "split", "probe", "seed")}
 
 
 def _raw_key(raw_dir: Path) -> list[tuple[str, int]]:

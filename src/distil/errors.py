@@ -82,6 +82,12 @@ class EvaluationError(DistilError):
     default_hint = "run `distil train` then `distil evaluate`"
 
 
+class EvaluationSetError(DistilError):
+    """A test split or gold set differs from the one locked in the ledger, or cannot be relocked."""
+
+    default_hint = "run `distil curate` (it keeps the locked test split); a new test split needs a new gate version"
+
+
 class CapabilityError(DistilError):
     """A step asks a teacher for something it cannot give (e.g. logits from a text-only API)."""
 

@@ -65,10 +65,10 @@ def test_curate_removes_planted_duplicates_contamination_and_low_confidence(proj
     assert result.counts["curated"] == 90 and result.counts["raw"] == 94
 
     # splits: every kept record once, in its split's file, no near-duplicate pair across splits
-    split_records = {name: read_records(result.folder / f"{name}.parquet") for name in ("train", "validation", "test")}
+    split_records = {name: read_records(result.folder / f"{name}.parquet") for name in ("train", "validation", "test", "probe")}
     assert sum(len(v) for v in split_records.values()) == 90
     assert all(r.split == name for name, rs in split_records.items() for r in rs)
-    assert len(split_records["test"]) >= 6 and len(split_records["validation"]) >= 6
+    assert len(split_records["test"]) >= 6 and len(split_records["validation"]) >= 6 and len(split_records["probe"]) >= 6
     for ra, rb in itertools.combinations(split_records.values(), 2):
         for x in ra:
             for y in rb:

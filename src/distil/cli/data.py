@@ -48,10 +48,13 @@ def generate(
 @app.command()
 def curate(
     heldout: Annotated[list[Path] | None, typer.Option("--heldout", help="Extra held-out files (JSONL/CSV/Parquet) to decontaminate against.")] = None,
+    new_test_set: Annotated[str, typer.Option("--new-test-set", help="Reason for locking a new test split (and gold set); only under a new gate version.")] = "",
     as_: AsOpt = None,
     spec: SpecOpt = None,
 ) -> None:
     """Filter, deduplicate, decontaminate, audit slice coverage and split the raw data.
+
+    The first curate after the gate is locked locks the test split; later ones keep it as it is.
 
     Example: distil curate --spec demo/distil.yaml
     """
@@ -61,7 +64,7 @@ def curate(
 
     project = _project(spec)
     actor = (as_ or os.environ.get("DISTIL_USER", "")).strip()
-    result = run_curate(project, heldout=heldout or [], actor=actor)
+    result = run_curate(project, heldout=heldout or [], actor=actor, new_test_set=new_test_set)
     removed = Table(title="removed")
     removed.add_column("filter")
     removed.add_column("count", justify="right")
@@ -77,7 +80,7 @@ def curate(
         cov.add_row(c.slice, c.value, *(str(c.per_label.get(lab, 0)) for lab in labels), str(c.total), "[red]starved[/red]" if c.starved else "")
     console.print(cov)
     counts = result.counts
-    console.print(f"curated {counts['curated']} of {counts['raw']}: train {counts['train']}, validation {counts['validation']}, test {counts['test']}" + (f" (+{counts['oversampled']} oversampled)" if counts["oversampled"] else ""))
+    console.print(f"curated {counts['curated']} of {counts['raw']}: train {counts['train']}, validation {counts['validation']}, test {counts['test']}, probe {counts['probe']}" + (f" (+{counts['oversampled']} oversampled)" if counts["oversampled"] else ""))
     console.print(f"dataset {result.dataset_hash[:19]}… in {result.folder.relative_to(project.root)}; next: distil train")
 
 

@@ -1,9 +1,11 @@
 """`distil curate`: raw shards in, a curated, split dataset out, with every removal accounted for.
 
-The recipe, in order: malformed teacher-written inputs, confidence filter, decontamination against the gold set (and any held-out
-files), exact and near-duplicate removal (MinHash LSH), optional semantic duplicates, a grouped
-train / validation / test split, oversampling of rare labels in train, and the slice coverage audit.
-Output: ``.distil/data/curated/<hash12>/{train,validation,test}.parquet`` + ``report.json`` and a
+The recipe, in order: malformed teacher-written inputs, confidence filter, decontamination against the
+gold set, the locked test split (and any held-out files), exact and near-duplicate removal (MinHash LSH,
+confirmed by the exact Jaccard), optional semantic duplicates, a grouped train / validation / test /
+probe split, oversampling of rare labels in train, and the slice coverage audit. Once a test split is
+locked (:mod:`distil.data.evalsets`) it is kept as it is: new items go to train, validation and probe only.
+Output: ``.distil/data/curated/<hash12>/{train,validation,test,probe}.parquet`` + ``report.json`` and a
 ``dataset.curated`` ledger row.
 """
 
@@ -15,13 +17,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from distil.data import dedupe
+from distil.data import dedupe, evalsets
 from distil.data.coverage import SliceCoverage, coverage, coverage_dicts
 from distil.data.filter import confidence_reasons, malformed_reasons
 from distil.data.records import Record, read_records, write_records
 from distil.data.sources import read_inputs
-from distil.data.split import SPLITS, oversample, split_groups
+from distil.data.split import CURATED_SPLITS, PROBE, oversample, split_groups
 from distil.errors import DataError
+from distil.files import write_bytes_atomic, write_text_atomic
 from distil.spec.io import Project
 from distil.teachers.base import sha256_json
 
@@ -59,12 +62,28 @@ def reference_texts(project: Project, heldout: Sequence[str | Path] = ()) -> lis
     return refs
 
 
-def curate_records(project: Project, records: Sequence[Record], heldout: Sequence[str | Path] = ()) -> CurateResult:
-    """The whole recipe on ``records`` (pure except for reading the gold / held-out files)."""
+def split_fractions(split: dict[str, float], probe: float, test_locked: bool) -> dict[str, float]:
+    """Shares of the curated pool per split. The probe pool takes ``probe`` of what is not test; with a
+    locked test split nothing new goes to test, so train and validation share the rest in their ratio."""
+    rest = (split["train"] + split["validation"]) or 1.0
+    if test_locked:
+        return {"train": split["train"] / rest * (1 - probe), "validation": split["validation"] / rest * (1 - probe), PROBE: probe}
+    return {"train": split["train"] * (1 - probe), "validation": split["validation"] * (1 - probe), "test": split["test"], PROBE: rest * probe}
+
+
+def curate_records(
+    project: Project, records: Sequence[Record], heldout: Sequence[str | Path] = (), frozen_test: Sequence[Record] | None = None
+) -> CurateResult:
+    """The whole recipe on ``records`` (pure except for reading the gold / held-out files).
+
+    ``frozen_test``: the locked test split, kept as it is; its items and their near-duplicates are kept
+    out of every other split.
+    """
     spec = project.spec
     filters = spec.data.filters
     removed: dict[str, list[dict[str, Any]]] = {"malformed": [], "confidence": [], "decontamination": [], "exact_duplicate": [], "near_duplicate": [], "semantic_duplicate": []}
-    pool = sorted(records, key=lambda r: (SOURCE_PRIORITY.get(r.source, 9), r.created_at))
+    test_ids = {r.id for r in frozen_test or ()}
+    pool = sorted((r for r in records if r.id not in test_ids), key=lambda r: (SOURCE_PRIORITY.get(r.source, 9), r.created_at))
 
     kept = []
     for record, malformed, unsure in zip(pool, malformed_reasons(pool, filters), confidence_reasons(pool, filters), strict=True):
@@ -75,7 +94,7 @@ def curate_records(project: Project, records: Sequence[Record], heldout: Sequenc
         else:
             kept.append(record)
 
-    refs = reference_texts(project, heldout)
+    refs = reference_texts(project, heldout) + [(r.input, "locked test split") for r in frozen_test or ()]
     hits = dedupe.contaminated([r.input for r in kept], [t for t, _ in refs], filters.near_duplicate_threshold)
     survivors = []
     for record, hit in zip(kept, hits, strict=True):
@@ -113,11 +132,14 @@ def curate_records(project: Project, records: Sequence[Record], heldout: Sequenc
     # chains LSH links only through items that were removed.
     split_group_ids = dedupe.near_duplicate_groups([r.input for r in unique], filters.near_duplicate_threshold)
     labels = [r.label or "" for r in unique]
-    assignment = split_groups(split_group_ids, labels, spec.data.split, seed=spec.data.seed)
-    splits: dict[str, list[Record]] = {name: [] for name in SPLITS}
+    fractions = split_fractions(spec.data.split, spec.data.probe, test_locked=frozen_test is not None)
+    assignment = split_groups(split_group_ids, labels, fractions, seed=spec.data.seed)
+    splits: dict[str, list[Record]] = {name: [] for name in CURATED_SPLITS}
     for record, name in zip(unique, assignment, strict=True):
         splits[name].append(replace(record, split=name))
-    curated = [r for name in SPLITS for r in splits[name]]
+    if frozen_test is not None:
+        splits["test"] = list(frozen_test)
+    curated = [r for name in CURATED_SPLITS for r in splits[name]]
     audit = coverage(curated, spec.data.slices, spec.task.label_names, filters.min_per_slice)
 
     oversampled = 0
@@ -127,25 +149,34 @@ def curate_records(project: Project, records: Sequence[Record], heldout: Sequenc
         oversampled = len(order) - len(train)
         splits["train"] = [train[i] for i in order]
 
-    counts = {"raw": len(records), "curated": len(curated), **{name: len(splits[name]) for name in SPLITS}, "oversampled": oversampled}
+    counts = {"raw": len(records), "curated": len(curated), **{name: len(splits[name]) for name in CURATED_SPLITS}, "oversampled": oversampled}
+    counts["kept_in_locked_test"] = sum(r.id in test_ids for r in records)  # raw copies of the locked test items
     counts.update({f"removed_{k}": len(v) for k, v in removed.items()})
-    digest = sha256_json([[r.split, r.id, r.label, r.label_probs, r.teacher_text] for name in SPLITS for r in splits[name]])
+    digest = sha256_json([[r.split, r.id, r.label, r.label_probs, r.teacher_text] for name in CURATED_SPLITS for r in splits[name]])
     folder = project.data_dir / "curated" / digest.split(":")[1][:12]
     return CurateResult(digest, folder, counts, removed, audit, splits)
 
 
-def curate(project: Project, heldout: Sequence[str | Path] = (), actor: str = "") -> CurateResult:
-    """Curate every raw shard; write the dataset folder and its report; record ``dataset.curated``."""
+def curate(project: Project, heldout: Sequence[str | Path] = (), actor: str = "", new_test_set: str = "") -> CurateResult:
+    """Curate every raw shard; write the dataset folder and its report; record ``dataset.curated``.
+
+    The first curate after a gate lock locks the test split (and registers the gold set); later ones keep
+    it byte for byte. ``new_test_set`` (a reason) locks a new test split, allowed once per new gate version.
+    """
     raw = project.data_dir / "raw"
     records = read_records(raw) if raw.is_dir() else []
     if not records:
         raise DataError(f"{raw}: no raw records to curate", hint="run `distil generate` first")
-    result = curate_records(project, records, heldout)
+    plan = evalsets.plan_test_split(project, new_test_set)
+    result = curate_records(project, records, heldout, frozen_test=plan.frozen)
     if not result.splits["train"]:
         raise DataError("curate: every record was filtered out, so there is no training data", hint="lower data.filters.min_confidence / min_margin, or generate more inputs")
     folder = result.folder
-    for name in SPLITS:
-        write_records(result.splits[name], folder / f"{name}.parquet")
+    for name in CURATED_SPLITS:
+        if name == "test" and plan.frozen_path is not None:
+            write_bytes_atomic(folder / "test.parquet", plan.frozen_path.read_bytes())  # the locked split, byte for byte
+        else:
+            write_records(result.splits[name], folder / f"{name}.parquet")
     report = {
         "dataset_hash": result.dataset_hash,
         "counts": result.counts,
@@ -154,10 +185,11 @@ def curate(project: Project, heldout: Sequence[str | Path] = (), actor: str = ""
         "coverage": coverage_dicts(result.coverage),
         "starved_slices": [f"{c.slice}={c.value}" for c in result.starved],
         "raw_shards": sorted(p.name for p in raw.glob("*.parquet")),
+        "test_split": "kept as locked" if plan.frozen is not None else ("locked by this curate" if plan.lock_version is not None else "not locked (the gate is not locked yet)"),
     }
-    tmp = folder / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    tmp.replace(folder / "report.json")
+    write_text_atomic(folder / "report.json", json.dumps(report, indent=2, ensure_ascii=False))
+    if plan.lock_version is not None:
+        evalsets.lock_evaluation_sets(project, folder / "test.parquet", plan.lock_version, plan.reason, actor=actor)
     latest = project.ledger.latest("datasets", "stage = ?", ("curated",))
     if latest is None or latest["dataset_hash"] != result.dataset_hash:
         rel = str(folder.relative_to(project.root))

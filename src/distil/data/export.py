@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from distil.data.curate import latest_curated
 from distil.data.records import Record, read_records
-from distil.data.split import SPLITS
+from distil.data.split import CURATED_SPLITS
 from distil.spec.io import Project
 
 PROVENANCE = ("id", "source", "teacher_id", "teacher_fingerprint", "prompt_hash", "params_hash", "created_at", "cost", "split")
@@ -37,7 +37,9 @@ def export_data(project: Project, out: str | Path | None = None) -> Path:
     (target / "hf").mkdir(parents=True, exist_ok=True)
     info = {"description": f"{project.spec.name}: curated by distil", "dataset_hash": dataset_hash, "splits": {}, "features": {}}
     with open(target / "provenance.jsonl", "w", encoding="utf-8") as prov:
-        for split in SPLITS:
+        for split in CURATED_SPLITS:
+            if not (folder / f"{split}.parquet").is_file():
+                continue  # datasets curated before the probe pool existed have no probe.parquet
             records = read_records(folder / f"{split}.parquet")
             with open(target / "openai" / f"{split}.jsonl", "w", encoding="utf-8") as f:
                 for r in records:

@@ -8,14 +8,18 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 SPLITS = ("train", "validation", "test")
+PROBE = "probe"  # teacher-labelled, never trained on: where `distil iterate` looks for failures
+CURATED_SPLITS = (*SPLITS, PROBE)
 
 
 def split_groups(groups: Sequence[int], strata: Sequence[str], fractions: dict[str, float], seed: int = 0) -> list[str]:
     """Assign each item a split; all items of a group go to the same split.
 
     Groups are shuffled within their stratum (the label of the group's first item), then dealt out so
-    each split's share of every stratum is as close to ``fractions`` as whole groups allow.
+    each split's share of every stratum is as close to ``fractions`` as whole groups allow. The splits
+    are the keys of ``fractions`` that are in :data:`CURATED_SPLITS`, taken in that order.
     """
+    names = tuple(s for s in CURATED_SPLITS if s in fractions)
     members: dict[int, list[int]] = defaultdict(list)
     for i, g in enumerate(groups):
         members[g].append(i)
@@ -28,10 +32,10 @@ def split_groups(groups: Sequence[int], strata: Sequence[str], fractions: dict[s
         gs = by_stratum[stratum]
         rng.shuffle(gs)
         total = sum(len(members[g]) for g in gs)
-        filled = dict.fromkeys(SPLITS, 0)
+        filled = dict.fromkeys(names, 0)
         for g in gs:
             # the split furthest below its target share takes the next group
-            name = max(SPLITS, key=lambda s: (fractions[s] * total - filled[s], -SPLITS.index(s)) if fractions[s] > 0 else (float("-inf"), 0))
+            name = max(names, key=lambda s: (fractions[s] * total - filled[s], -names.index(s)) if fractions[s] > 0 else (float("-inf"), 0))
             for i in members[g]:
                 out[i] = name
             filled[name] += len(members[g])

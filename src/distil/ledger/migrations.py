@@ -90,4 +90,20 @@ def m002_typed_tables(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_events, m002_typed_tables]
+def m003_evaluation_sets(conn: sqlite3.Connection) -> None:
+    # The locked test split and gold set: every later dataset and evaluation is held to these items.
+    conn.execute(
+        """CREATE TABLE evaluation_sets (
+            event_seq INTEGER NOT NULL REFERENCES events(seq),
+            name TEXT NOT NULL,
+            gate_version INTEGER NOT NULL,
+            item_ids TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            reason TEXT NOT NULL
+        )"""
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_events, m002_typed_tables, m003_evaluation_sets]

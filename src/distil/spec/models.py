@@ -332,6 +332,13 @@ class DataSpec(_Model):
         default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1},
         description="Fractions of curated data per split.",
     )
+    probe: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Share of the curated data outside the test split set aside as the probe pool (probe.parquet): "
+        "teacher-labelled, never trained on; `distil iterate` mines failures there and in validation, never in test or gold.",
+    )
     seed: int = Field(0, description="Random seed for sampling and splits.")
 
     @field_validator("split")
