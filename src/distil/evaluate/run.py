@@ -326,6 +326,7 @@ def evaluate_run(
     Refuses (GateError) when the gate is not locked or changed since it was locked. ``models``
     replaces the real teacher / student / baseline loaders (tests, other variants).
     """
+    from distil.data.evalsets import require_locked_test
     from distil.spec.gate import require_unchanged_gate
 
     locked = require_unchanged_gate(project)
@@ -334,6 +335,7 @@ def evaluate_run(
     if not run_dir.is_dir():
         raise EvaluationError(f"evaluate: run {run_id} has no folder {run_dir}", hint="run `distil train`, or name an existing run")
     dataset_dir, dataset_hash = curated_dataset_for(project, run_id)
+    require_locked_test(project, dataset_dir)  # every round is compared on the same, locked items
     test_path = dataset_dir / "test.parquet"
     if not test_path.is_file():
         raise EvaluationError(f"evaluate: {test_path} not found", hint="run `distil curate` to rebuild the dataset's splits")
