@@ -123,17 +123,50 @@ def test_sigkill_during_training_resumes_without_regenerating(tiny_project):
     assert load_project(tiny_project).ledger.verify(base=project.root).ok
 
 
-def test_two_iterate_rounds_then_the_limit_and_the_kill_rule(tmp_path, tiny_teacher_dir):
+def _test_split_held(project, locked_hash: str | None = None) -> str:
+    """The newest dataset's test split is the locked one, and no test or gold item, nor a near-duplicate
+    of one, is in its train, validation or probe split. Returns the test file's sha256."""
+    from distil.data import dedupe
+    from distil.data.curate import latest_curated
+    from distil.data.evalsets import locked_set
+    from distil.data.records import read_records
+    from distil.data.sources import read_inputs
+    from distil.ledger.store import sha256_file
+
+    _, folder = latest_curated(project)
+    test_hash = sha256_file(folder / "test.parquet")
+    assert locked_hash is None or test_hash == locked_hash  # byte-identical round over round
+    locked = locked_set(project, "test")
+    test = read_records(folder / "test.parquet")
+    assert [r.id for r in test] == locked.item_ids
+    held = [r.input for r in test] + [item.input for item in read_inputs(project.path(project.spec.data.gold))]
+    threshold = project.spec.data.filters.near_duplicate_threshold
+    for name in ("train", "validation", "probe"):
+        trained = [r.input for r in read_records(folder / f"{name}.parquet")]
+        assert all(hit is None for hit in dedupe.contaminated(trained, held, threshold)), name
+        assert all(dedupe.jaccard(a, b) < threshold for a in trained for b in held), name  # exact all pairs
+    return test_hash
+
+
+def test_two_iterate_rounds_keep_the_locked_test_split_then_the_limit_and_the_kill_rule(tmp_path, tiny_teacher_dir):
     # a size threshold no student can meet keeps the gate failing, so the rounds run out
     gate = {"fidelity_min": 0.9, "size_max_vs_teacher": 0.01, "per_slice_fidelity_min": 0.9, "max_iterations": 2}
     path = tiny_triage(tmp_path / "p", tiny_teacher_dir, gate=gate)
     project = load_project(path)
     lock_gate(project, project.spec.roles.sponsor)
     run_cadence(project, requests=100, threads=1)
+    locked_hash = _test_split_held(project)
 
     first = iterate_round(load_project(path), budget=4, requests=100, threads=1)
+    assert _test_split_held(project, locked_hash) == locked_hash
     second = iterate_round(load_project(path), budget=4, requests=100, threads=1)
+    assert _test_split_held(project, locked_hash) == locked_hash
     assert (first.round, second.round) == (1, 2)
+    assert first.labelled > 0  # new data did go through curate
+    from distil.data.records import read_records
+
+    test_inputs = {r.input for r in read_records(project.path(project.ledger.latest("evaluation_sets", "name = 'test'")["path"]))}
+    assert first.failures and not {f.input for f in first.failures + second.failures} & test_inputs  # mined outside test
     rows = [e.payload for e in project.ledger.events(kind="iteration")]
     assert [r["round"] for r in rows] == [1, 2]
     assert rows[0]["to_run"] == rows[1]["from_run"] != rows[0]["from_run"]

@@ -1,21 +1,27 @@
 """`distil iterate`: one targeted round — mine the last run's failures, ask the teacher for inputs like
 them, label, curate, retrain, evaluate — and one ``iteration`` ledger row for the round.
 
-Failures are the held-out items where the student's top label differs from the teacher's, plus every
-held-out item of a slice below the gate's per-slice floor. With ``--from-traffic`` the targets are the
-served traffic the newest monitor report found wrong or escalated.
+Failures are mined from the validation split and the probe pool (teacher-labelled inputs set aside at
+curate time, never trained on), never from the test split or the gold set: those are locked evaluation
+sets (:mod:`distil.data.evalsets`), and inputs written to resemble them would leak them into training.
+A failure is an item where the student's top label differs from the teacher's, or an item of a slice
+below the gate's per-slice floor. With ``--from-traffic`` the targets are the served traffic the newest
+monitor report found wrong or escalated. Either way the next curate keeps the locked test split and
+removes near-duplicates of test and gold items from the new data.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from distil.cadence import CadenceResult, run_cadence
 from distil.data.records import Record, read_records
+from distil.data.split import PROBE
 from distil.errors import DistilError, EvaluationError
 from distil.spec.gate import require_unchanged_gate
 from distil.spec.io import Project
@@ -72,13 +78,21 @@ def weak_slices(evaluation: dict[str, Any], floor: float | None) -> set[tuple[st
     return out
 
 
+MINED_SPLITS = ("validation", PROBE)  # never test: it is the locked yardstick every round is measured on
+
+
+def mining_pool(dataset_dir: Path) -> list[Record]:
+    """The records failures may be mined from: the validation split and the probe pool (when the dataset has one)."""
+    return [r for name in MINED_SPLITS if (dataset_dir / f"{name}.parquet").is_file() for r in read_records(dataset_dir / f"{name}.parquet")]
+
+
 def mine_failures(project: Project, run_id: str, evaluation: dict[str, Any], floor: float | None) -> list[Failure]:
-    """Held-out items where the student disagrees with the teacher, and items of weak slices."""
+    """Validation and probe items where the student disagrees with the teacher, and their items of weak slices."""
     from distil.evaluate.run import curated_dataset_for
     from distil.train.students import load_predictor
 
     dataset_dir, _ = curated_dataset_for(project, run_id)
-    held_out: list[Record] = read_records(dataset_dir / "test.parquet")
+    held_out = mining_pool(dataset_dir)
     if not held_out:
         return []
     weak = weak_slices(evaluation, floor)
