@@ -19,14 +19,22 @@ from distil.evaluate.run import evaluate_run
 from distil.ledger.store import sha256_file
 from distil.spec.gate import lock_gate
 from distil.spec.io import load_project
-from tests.data.test_curate import LABELS, _record, _text, _write_raw, project  # noqa: F401 - project is a fixture
+from tests.data.helpers import make_project
+from tests.data.test_curate import LABELS, _record, _text, _write_raw
 
 GOLD = "my march invoice lists a charge i never made and i want it removed from my account today"
 
 
 @pytest.fixture
-def locked_project(project):
-    (project.root / "gold.jsonl").write_text(json.dumps({"input": GOLD, "label": "billing"}) + "\n")
+def unlocked_project(tmp_path, tiny_teacher_dir):
+    spec_path = make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}", gold="gold.jsonl")
+    (spec_path.parent / "gold.jsonl").write_text(json.dumps({"input": GOLD, "label": "billing"}) + "\n")
+    return load_project(spec_path)
+
+
+@pytest.fixture
+def locked_project(unlocked_project):
+    project = unlocked_project
     _write_raw(project, [_record(_text(label, i), label) for label in LABELS for i in range(30)])
     lock_gate(project, project.spec.roles.sponsor)
     return project
@@ -52,7 +60,8 @@ def test_first_curate_after_the_gate_lock_locks_test_and_gold(locked_project):
     assert project.ledger.verify(base=project.root).ok
 
 
-def test_curate_before_the_gate_lock_locks_nothing(project):
+def test_curate_before_the_gate_lock_locks_nothing(unlocked_project):
+    project = unlocked_project
     _write_raw(project, [_record(_text(label, i), label) for label in LABELS for i in range(10)])
     result = curate(project)
     assert locked_set(project, "test") is None and require_locked_test(project, result.folder) is None
