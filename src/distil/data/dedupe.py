@@ -48,9 +48,14 @@ def jaccard(a: str, b: str, k: int = 2) -> float:
 
 def minhashes(texts: Sequence[str], num_perm: int = NUM_PERM, k: int = 2):
     """One MinHash (datasketch) per text over its word shingles."""
+    return shingle_minhashes([word_shingles(t, k) for t in texts], num_perm)
+
+
+def shingle_minhashes(shingles: Sequence[set[bytes]], num_perm: int = NUM_PERM):
+    """One MinHash per shingle set (shingles computed once serve both the hashes and the exact Jaccard)."""
     from datasketch import MinHash
 
-    return MinHash.bulk((word_shingles(t, k) for t in texts), num_perm=num_perm)
+    return MinHash.bulk(shingles, num_perm=num_perm)
 
 
 class _UnionFind:
@@ -117,7 +122,7 @@ def near_duplicate_pairs(texts: Sequence[str], threshold: float, num_perm: int =
         else:
             exact[key] = i
             unique.append(i)
-    hashes = minhashes(texts, num_perm)
+    hashes = shingle_minhashes(shingles, num_perm)
     lsh = _candidate_index(hashes, threshold, num_perm, unique)
     for i in unique:
         for j in lsh.query(hashes[i]):
@@ -140,13 +145,13 @@ def contaminated(candidates: Sequence[str], references: Sequence[str], threshold
         return out
     exact = {normalise(r): i for i, r in enumerate(references)}
     ref_shingles = [word_shingles(r) for r in references]
-    ref_hashes = minhashes(references, num_perm)
+    ref_hashes = shingle_minhashes(ref_shingles, num_perm)
     lsh = _candidate_index(ref_hashes, threshold, num_perm, range(len(references)))
-    for i, (text, h) in enumerate(zip(candidates, minhashes(candidates, num_perm), strict=True)):
+    own_shingles = [word_shingles(t) for t in candidates]
+    for i, (text, own, h) in enumerate(zip(candidates, own_shingles, shingle_minhashes(own_shingles, num_perm), strict=True)):
         if (hit := exact.get(normalise(text))) is not None:
             out[i] = hit
             continue
-        own = word_shingles(text)
         scored = [(_shingle_jaccard(own, ref_shingles[j]), j) for j in lsh.query(h)]
         best = max(scored, default=(0.0, None))
         if best[1] is not None and best[0] >= threshold:
