@@ -139,3 +139,18 @@ def test_a_new_test_split_needs_a_new_gate_version_and_a_reason(locked_project):
     second = locked_set(project, "test")
     assert second.gate_version == 2 and second.reason == "the pilot's gate: a larger test split"
     assert second.event_seq > first.event_seq
+
+
+def test_a_hand_edited_lock_row_is_refused(locked_project):
+    import sqlite3
+
+    from distil.errors import LedgerError
+
+    project = locked_project
+    result = curate(project, actor="dev")
+    records = read_records(result.folder / "test.parquet")[1:]  # one test item dropped ...
+    write_records(records, result.folder / "test.parquet")
+    with sqlite3.connect(project.ledger.path) as conn:  # ... and the lock row edited to match
+        conn.execute("UPDATE evaluation_sets SET sha256 = ? WHERE name = 'test'", (content_hash(records),))
+    with pytest.raises(LedgerError):
+        require_locked_test(project, result.folder)

@@ -59,10 +59,13 @@ def content_hash(records: Sequence[Record]) -> str:
 
 
 def locked_set(project: Project, name: str) -> LockedSet | None:
-    """The newest locked evaluation set called ``name`` (``test`` / ``gold``), or None."""
-    row = project.ledger.latest(TABLE, "name = ?", (name,))
-    if row is None:
+    """The newest locked evaluation set called ``name`` (``test`` / ``gold``), or None.
+
+    Read through the ledger's verified rows: a hand-edited hash or id list is refused, not trusted."""
+    rows = project.ledger.verified_rows(TABLE, "name = ?", (name,))
+    if not rows:
         return None
+    row = rows[0]
     return LockedSet(
         name=row["name"], gate_version=row["gate_version"], item_ids=json.loads(row["item_ids"]), sha256=row["sha256"],
         size=row["size"], path=row["path"], reason=row["reason"], event_seq=row["event_seq"],
