@@ -225,3 +225,26 @@ def test_chunked_head_never_builds_full_logits():
     weight = torch.randn(30, 8, requires_grad=True)
     L.chunked_head_loss(hidden, weight, chunk, chunk_size=16).backward()
     assert seen == [(16, 30), (16, 30), (8, 30)]
+
+
+def test_chunked_head_loss_follows_the_heads_rule_with_bias_and_soft_cap():
+    """A head with a bias, a scale and a soft-cap: the chunked loss and its gradients (bias included)
+    equal the unchunked loss of the same head."""
+    from distil.train.heads import OutputHead
+
+    g = torch.Generator().manual_seed(5)
+    hidden = torch.randn(19, 8, generator=g, requires_grad=True)
+    weight = torch.randn(30, 8, generator=g, requires_grad=True)
+    bias = torch.randn(30, generator=g, requires_grad=True)
+    head = OutputHead(weight, bias, multiplier=1.5, softcap=2.0)
+    targets = torch.randint(0, 30, (19,), generator=g)
+    chunk = L.summed_cross_entropy_chunk(targets)
+    ref = chunk(torch.tanh(1.5 * (hidden @ weight.T + bias) / 2.0) * 2.0, 0, 19)
+    ref.backward()
+    ref_grads = hidden.grad.clone(), weight.grad.clone(), bias.grad.clone()
+    hidden.grad = weight.grad = bias.grad = None
+    got = L.chunked_head_loss(hidden, head, chunk, chunk_size=4)
+    got.backward()
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+    for mine, theirs in zip((hidden.grad, weight.grad, bias.grad), ref_grads, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distil.train.heads import head_logits
+from distil.train.heads import OutputHead
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tv")
 
@@ -337,52 +337,66 @@ class _ChunkedHeadLoss(torch.autograd.Function):
     """Project hidden states to the vocabulary and take a loss, one chunk of positions at a time.
 
     Each chunk's forward and backward run back to back inside ``forward`` (its [chunk, V] logits are
-    freed before the next chunk), and the gradients for the hidden states and the head weight are
-    kept; ``backward`` only scales them. So [N, V] never exists, in either pass.
+    freed before the next chunk), and the gradients for the hidden states and the head's weight and
+    bias are kept; ``backward`` only scales them. So [N, V] never exists, in either pass.
     """
 
     @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, chunk_loss: ChunkLoss, chunk_size: int) -> Tensor:  # noqa: ANN001
+    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, head: OutputHead, chunk_loss: ChunkLoss, chunk_size: int) -> Tensor:  # noqa: ANN001
         grad_hidden = torch.zeros_like(hidden)
         grad_weight = torch.zeros_like(weight, dtype=torch.float32)
+        grad_bias = None if bias is None else torch.zeros_like(bias, dtype=torch.float32)
         total = hidden.new_zeros((), dtype=torch.float32)
         w = weight.detach().requires_grad_(True)
+        b = None if bias is None else bias.detach().requires_grad_(True)
+        params = (w,) if b is None else (w, b)
         for start in range(0, hidden.shape[0], chunk_size):
             end = min(start + chunk_size, hidden.shape[0])
             h = hidden[start:end].detach().requires_grad_(True)
             with torch.enable_grad():
-                loss = chunk_loss(head_logits(h, w), start, end)
-                gh, gw = torch.autograd.grad(loss, (h, w), allow_unused=True)
+                loss = chunk_loss(head.project(h, w, b), start, end)
+                gh, gw, *gb = torch.autograd.grad(loss, (h, *params), allow_unused=True)
             if gh is not None:
                 grad_hidden[start:end] = gh
             if gw is not None:
                 grad_weight += gw.float()
+            if gb and gb[0] is not None:
+                grad_bias += gb[0].float()
             total += loss.detach().float()
-        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+        ctx.has_bias = bias is not None
+        saved = (grad_hidden, grad_weight.to(weight.dtype)) + ((grad_bias.to(bias.dtype),) if bias is not None else ())
+        ctx.save_for_backward(*saved)
         return total
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # noqa: ANN001
-        grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_output.to(grad_hidden.dtype), grad_weight * grad_output.to(grad_weight.dtype), None, None
+        grad_hidden, grad_weight, *grad_bias = ctx.saved_tensors
+        scaled_bias = grad_bias[0] * grad_output.to(grad_bias[0].dtype) if ctx.has_bias else None
+        return (grad_hidden * grad_output.to(grad_hidden.dtype), grad_weight * grad_output.to(grad_weight.dtype), scaled_bias,
+                None, None, None)
 
 
-def chunked_head_loss(hidden: Tensor, weight: Tensor, chunk_loss: ChunkLoss, chunk_size: int = 1024) -> Tensor:
-    """Σ over chunks of ``chunk_loss(hidden[a:b] @ weight.T, a, b)`` without building [N, V].
+def chunked_head_loss(hidden: Tensor, head: OutputHead | Tensor, chunk_loss: ChunkLoss, chunk_size: int = 1024) -> Tensor:
+    """Σ over chunks of ``chunk_loss(head(hidden[a:b]), a, b)`` without building [N, V].
 
-    hidden: [N, H] (the positions that count, already gathered); weight: [V, H] (the LM head);
-    chunk_loss(logits [b-a, V], a, b) returns the chunk's *summed* loss (normalise outside, e.g. by
-    the step's token count). Gradients reach ``hidden`` and ``weight``; under no_grad it only sums.
+    hidden: [N, H] (the positions that count, already gathered); head: the model's
+    :class:`~distil.train.heads.OutputHead` (weight [V, H], bias, its family's scale or soft-cap), or a
+    bare weight [V, H]; chunk_loss(logits [b-a, V], a, b) returns the chunk's *summed* loss (normalise
+    outside, e.g. by the step's token count). Gradients reach ``hidden`` and the head's weight and
+    bias; under no_grad it only sums.
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be ≥ 1")
-    if not (torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)):
+    if isinstance(head, Tensor):
+        head = OutputHead(head)
+    params = [p for p in (head.weight, head.bias) if p is not None]
+    if not (torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in params))):
         total = hidden.new_zeros((), dtype=torch.float32)
         for start in range(0, hidden.shape[0], chunk_size):
             end = min(start + chunk_size, hidden.shape[0])
-            total += chunk_loss(head_logits(hidden[start:end], weight), start, end).float()
+            total += chunk_loss(head(hidden[start:end]), start, end).float()
         return total
-    return _ChunkedHeadLoss.apply(hidden, weight, chunk_loss, chunk_size)
+    return _ChunkedHeadLoss.apply(hidden, head.weight, head.bias, head, chunk_loss, chunk_size)
 
 
 def summed_divergence_chunk(
