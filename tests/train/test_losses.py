@@ -248,3 +248,124 @@ def test_chunked_head_loss_follows_the_heads_rule_with_bias_and_soft_cap():
     assert got.item() == pytest.approx(ref.item(), rel=1e-5)
     for mine, theirs in zip((hidden.grad, weight.grad, bias.grad), ref_grads, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+# --- -inf logits: a masked vocabulary ------------------------------------------------------------------
+
+FLOOR64 = np.log(1e-12)
+
+
+def _log_softmax64(x: np.ndarray) -> np.ndarray:
+    z = x.astype(np.float64)
+    finite_max = np.where(np.isfinite(z), z, -np.inf).max(-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        return z - finite_max - np.log(np.exp(z - finite_max).sum(-1, keepdims=True))
+
+
+def _kl64_masked(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
+    """KL(p || q) with 0·log 0 = 0 and q = 0 read as 1e-12 (the losses' documented convention)."""
+    p = np.exp(log_p)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(p > 0, p * (log_p - np.where(np.isneginf(log_q), FLOOR64, log_q)), 0.0)
+    return terms.sum(-1)
+
+
+def _log_mix64(log_p: np.ndarray, log_q: np.ndarray, w: float) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(w * np.exp(log_p) + (1 - w) * np.exp(log_q))
+
+
+def _reference_masked(kind: str, s: np.ndarray, t: np.ndarray, beta: float = 0.3, alpha: float = 0.2) -> np.ndarray:
+    ls, lt = _log_softmax64(s), _log_softmax64(t)
+    if kind == "forward_kl":
+        return _kl64_masked(lt, ls)
+    if kind == "reverse_kl":
+        return _kl64_masked(ls, lt)
+    if kind == "jsd":
+        lm = _log_mix64(lt, ls, beta)
+        return beta * _kl64_masked(lt, lm) + (1 - beta) * _kl64_masked(ls, lm)
+    if kind == "skew_forward_kl":
+        return _kl64_masked(lt, _log_mix64(lt, ls, alpha))
+    if kind == "skew_reverse_kl":
+        return _kl64_masked(ls, _log_mix64(ls, lt, alpha))
+    return 0.5 * np.abs(np.exp(lt) - np.exp(ls)).sum(-1)
+
+
+def _masked_pair(where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(11)
+    s = torch.randn(2, 3, 9, generator=g) * 2
+    t = torch.randn(2, 3, 9, generator=g) * 2
+    if where in ("both", "teacher"):
+        t[..., [2, 5]] = float("-inf")
+    if where in ("both", "student"):
+        s[..., [2, 5]] = float("-inf")
+    if where == "teacher":
+        t[0, 1, :8] = float("-inf")  # a teacher sure of one token: a one-hot row
+    return s, t
+
+
+@pytest.mark.parametrize("where", ["both", "teacher", "student"])
+@pytest.mark.parametrize("kind", L.DIVERGENCES)
+def test_divergences_with_minus_inf_logits_are_finite_and_match_float64(kind, where):
+    s, t = _masked_pair(where)
+    s.requires_grad_(True)
+    loss = L.distillation_loss(s, t, kind=kind, beta=0.3, alpha=0.2)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(s.grad).all()
+    ref = _reference_masked(kind, s.detach().numpy(), t.numpy()).mean()
+    assert loss.item() == pytest.approx(ref, rel=1e-5, abs=1e-6)
+    if where == "both":
+        # a vocabulary masked on both sides is simply absent: the same as the loss over the rest
+        keep = [i for i in range(9) if i not in (2, 5)]
+        without = L.distillation_loss(s.detach()[..., keep], t[..., keep], kind=kind, beta=0.3, alpha=0.2)
+        assert loss.item() == pytest.approx(without.item(), rel=1e-5, abs=1e-7)
+        assert (s.grad[..., [2, 5]] == 0).all()
+
+
+@pytest.mark.parametrize("where", ["both", "student"])
+def test_cross_entropy_with_minus_inf_logits(where):
+    s, _ = _masked_pair(where)
+    s.requires_grad_(True)
+    targets = torch.tensor([[0, 2, 4], [8, 5, 1]])  # 2 and 5 are masked: the student can never say them
+    loss = L.cross_entropy(s, targets)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(s.grad).all()
+    ls = _log_softmax64(s.detach().numpy())
+    picked = np.take_along_axis(ls, targets.numpy()[..., None], -1)[..., 0]
+    assert loss.item() == pytest.approx(-np.where(np.isneginf(picked), FLOOR64, picked).mean(), rel=1e-5)
+    summed = L.summed_cross_entropy_chunk(targets.reshape(6))(s.detach().reshape(6, 9), 0, 6)  # the chunked head's CE
+    assert summed.item() == pytest.approx(6 * loss.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("where", ["student", "teacher", "all_but_topk"])
+def test_topk_kd_with_minus_inf_logits(where):
+    g = torch.Generator().manual_seed(2)
+    s = torch.randn(4, 12, generator=g) * 2
+    t_logp = torch.log_softmax(torch.randn(4, 12, generator=g) * 2, -1)
+    ids = t_logp.topk(3, -1).indices
+    vals = t_logp.gather(-1, ids)
+    if where == "student":
+        s.scatter_(-1, ids[:, :1], float("-inf"))  # the student has masked the teacher's favourite
+        s[:, 11] = float("-inf")
+    elif where == "teacher":
+        vals[:, 2] = float("-inf")
+    else:
+        rest = torch.ones_like(s, dtype=torch.bool).scatter(-1, ids, False)
+        s = s.masked_fill(rest, float("-inf"))  # only the top-k survive: an empty tail
+    s.requires_grad_(True)
+    loss = L.topk_kd_loss(s, ids, vals)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(s.grad).all()
+    # float64 reference on k + 1 buckets with the same conventions
+    ls = _log_softmax64(s.detach().numpy())
+    s_top = np.take_along_axis(ls, ids.numpy(), -1)
+    rest = ls.copy()
+    np.put_along_axis(rest, ids.numpy(), -np.inf, -1)
+    with np.errstate(divide="ignore"):
+        s_tail = np.log(np.exp(rest).sum(-1, keepdims=True))
+    s_buckets = np.maximum(np.concatenate([s_top, s_tail], -1), FLOOR64)
+    t_top = np.minimum(vals.numpy().astype(np.float64), 0.0)
+    t_tail = np.maximum(1 - np.exp(t_top).sum(-1, keepdims=True), 1e-12)
+    t_buckets = np.concatenate([t_top, np.log(t_tail)], -1)
+    t_buckets = t_buckets - np.log(np.exp(t_buckets).sum(-1, keepdims=True))
+    assert loss.item() == pytest.approx(_kl64_masked(t_buckets, s_buckets).mean(), rel=1e-5, abs=1e-6)

@@ -12,6 +12,11 @@ Conventions shared by every loss below:
   instead of NaN.
 - Teacher distributions arrive as logits or log-probabilities (the same thing up to a constant);
   probabilities from a record go through :func:`probs_to_logprobs` first.
+- ``-inf`` logits (a masked vocabulary, a constrained teacher) give finite losses and finite
+  gradients: a zero probability on the weighted side contributes nothing (0·log 0 = 0); a zero
+  probability on the compared side, where the other side has mass, counts as ``FLOOR`` (1e-12, the
+  floor a record's zero probability gets), so the loss stays finite and still pushes mass away.
+  Finite logits are never clamped.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from torch import Tensor, nn
 from distil.train.heads import OutputHead
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tv")
+FLOOR = 1e-12  # the probability a -inf logit stands for where the other distribution has mass
+LOG_FLOOR = math.log(FLOOR)
 
 
 # --- reduction -------------------------------------------------------------------------------------
@@ -55,19 +62,36 @@ def _log_softmax(logits: Tensor, temperature: float) -> Tensor:
     return F.log_softmax(logits.float() / temperature, dim=-1)
 
 
+def _floored(log_q: Tensor) -> Tensor:
+    """``log_q`` with -inf entries (zero probability) at ``LOG_FLOOR``; finite entries untouched."""
+    return torch.where(torch.isneginf(log_q), torch.full_like(log_q, LOG_FLOOR), log_q)
+
+
 def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
-    """KL(p || q) over the last dim, with 0·log 0 = 0. [..., V] -> [...]."""
+    """KL(p || q) over the last dim, with 0·log 0 = 0 and q = 0 read as ``FLOOR``. [..., V] -> [...].
+
+    Every ``where`` replaces the values of the uncounted entries *before* they meet arithmetic: a
+    ``where`` after ``-inf - -inf`` hides the NaN from the value but not from the gradient.
+    """
     p = log_p.exp()
-    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
+    counted = p > 0  # False for NaN too
+    zero = torch.zeros_like(p)
+    p = torch.where(counted, p, zero)
+    diff = torch.where(counted, log_p, zero) - torch.where(counted, _floored(log_q), zero)
+    return (p * diff).sum(-1)
 
 
 def _log_mix(log_p: Tensor, log_q: Tensor, weight_p: float) -> Tensor:
-    """log(w·p + (1-w)·q) computed stably in log space. [..., V]."""
+    """log(w·p + (1-w)·q) computed stably in log space; -inf where both are zero. [..., V]."""
     if weight_p <= 0.0:
         return log_q
     if weight_p >= 1.0:
         return log_p
-    return torch.logaddexp(log_p + math.log(weight_p), log_q + math.log1p(-weight_p))
+    # logaddexp(-inf, -inf) has a NaN gradient: give those entries finite stand-ins, then -inf back
+    empty = torch.isneginf(log_p) & torch.isneginf(log_q)
+    zero = torch.zeros_like(log_p)
+    mixed = torch.logaddexp(torch.where(empty, zero, log_p) + math.log(weight_p), torch.where(empty, zero, log_q) + math.log1p(-weight_p))
+    return torch.where(empty, torch.full_like(mixed, float("-inf")), mixed)
 
 
 def divergence(
@@ -121,8 +145,10 @@ def distillation_loss(
 ) -> Tensor:
     """Masked, token-normalised divergence. student/teacher: [..., V], mask: [...]. Returns a scalar."""
     if mask is not None:
-        # padding may hold anything (even NaN); zero the teacher there so no NaN reaches a gradient
-        teacher_logits = torch.where(mask.to(torch.bool).unsqueeze(-1), teacher_logits, torch.zeros_like(teacher_logits))
+        # padding may hold anything (even NaN, or a row of -inf); zero both there so no NaN reaches a gradient
+        keep = mask.to(torch.bool).unsqueeze(-1)
+        teacher_logits = torch.where(keep, teacher_logits, torch.zeros_like(teacher_logits))
+        student_logits = torch.where(keep, student_logits, torch.zeros_like(student_logits))
     per_position = divergence(student_logits, teacher_logits, kind, temperature, beta, alpha)
     return _reduce(per_position, mask, num_items)
 
@@ -165,7 +191,7 @@ def cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor | None = None, n
     valid = targets != ignore_index
     mask = valid if mask is None else (mask.to(torch.bool) & valid)
     log_probs = F.log_softmax(logits.float(), dim=-1)
-    picked = log_probs.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    picked = _floored(log_probs.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1))  # a -inf target: FLOOR
     return _reduce(-picked, mask, num_items)
 
 
@@ -222,12 +248,15 @@ def topk_kd_loss(
     """
     log_s = F.log_softmax(student_logits.float(), dim=-1)
     ids = topk_ids.long()
-    s_top = log_s.gather(-1, ids)  # [N, k]
-    # the student's tail: logsumexp over the ids not in the top-k, from a copy with the top-k set to -inf
-    s_tail = log_s.scatter(-1, ids, float("-inf")).logsumexp(-1, keepdim=True)  # [N, 1]
-    s_tail = s_tail.clamp_min(math.log(1e-12))  # k = V leaves no tail: keep it finite, like the teacher's
+    s_top = _floored(log_s.gather(-1, ids))  # [N, k]; a masked (-inf) top-k id counts as FLOOR
+    # the student's tail: logsumexp over the ids not in the top-k, from a copy with the top-k set to -inf;
+    # a tail of only -inf (k = V, or the rest masked) has a NaN gradient, so it gets a stand-in, then FLOOR
+    rest = log_s.scatter(-1, ids, float("-inf"))
+    empty = torch.isneginf(rest).all(-1, keepdim=True)  # [N, 1]
+    s_tail = torch.where(empty, torch.zeros_like(rest), rest).logsumexp(-1, keepdim=True)
+    s_tail = torch.where(empty, torch.full_like(s_tail, LOG_FLOOR), s_tail.clamp_min(LOG_FLOOR))  # keep it finite, like the teacher's
     t_top = topk_logprobs.float().clamp_max(0.0)
-    t_tail_mass = (1.0 - t_top.exp().sum(-1, keepdim=True)).clamp_min(1e-12)
+    t_tail_mass = (1.0 - t_top.exp().sum(-1, keepdim=True)).clamp_min(FLOOR)
     log_t = torch.cat([t_top, t_tail_mass.log()], dim=-1)
     log_t = log_t - log_t.logsumexp(-1, keepdim=True)  # renormalise rounding of fp16 values
     log_s_buckets = torch.cat([s_top, s_tail], dim=-1)
@@ -419,7 +448,7 @@ def summed_cross_entropy_chunk(targets: Tensor) -> ChunkLoss:
     """A chunk loss: summed cross-entropy against ``targets`` [N] (sequence-level KD on teacher text)."""
 
     def loss(student_logits: Tensor, start: int, end: int) -> Tensor:
-        return F.cross_entropy(student_logits.float(), targets[start:end].long(), reduction="sum")
+        return cross_entropy(student_logits, targets[start:end].long(), num_items=1.0)  # summed; -inf safe
 
     return loss
 
