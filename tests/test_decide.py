@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from distil.decide import decide_outcome, gate_checks, require_validator, summarise_evaluation
 from distil.errors import EvaluationError, RoleError
+from distil.evaluate import evidence as E
 from distil.spec.models import Roles
 
 THRESHOLDS = {
@@ -22,12 +24,27 @@ THRESHOLDS = {
 }
 
 
-def summary(agreement: float, min_slice: float = 0.9, p95: float = 10.0, payback: float | None = 2.0, baseline: float = 0.8) -> dict:
+def _rights(rate: float, n: int) -> np.ndarray:
+    return np.arange(n) < round(rate * n)
+
+
+def summary(agreement: float, min_slice: float = 0.9, p95: float = 10.0, payback: float | None = 2.0, baseline: float = 0.8, n: int = 4000) -> dict:
+    """An evaluation summary with its evidence, as :func:`summarise_evaluation` writes it, from ``n`` items
+    (large by default, so the intervals are narrow and the point values decide)."""
+    student_right, baseline_right = _rights(agreement, n), _rights(baseline, n)
+    evidence = {
+        "agreement": E.rate_measure(int(student_right.sum()), n),
+        "slices": {"tone=urgent": E.rate_measure(round(min_slice * n), n), "tone=calm": E.rate_measure(n, n)},
+        "quality_ratio": E.ratio_measure(_rights(0.88, n).astype(float), _rights(0.9, n).astype(float)),
+        "p95_ratio": E.p95_measure([p95] * 200, [100.0] * 200),
+        "beat_baseline": E.mcnemar_measure(student_right, baseline_right),
+    }
     return {
         "teacher": {"agreement": 1.0, "quality": 0.9, "p95_ms": 100.0, "params": 1000},
         "student": {"agreement": agreement, "quality": 0.88, "p95_ms": p95, "params": 300, "min_slice": "tone=urgent", "min_slice_agreement": min_slice},
         "baseline": {"agreement": baseline},
         "cost": {"payback_months": payback},
+        "evidence": evidence,
     }
 
 
@@ -40,12 +57,13 @@ def test_every_set_threshold_is_checked_with_value_margin_and_result():
     assert checks["p95_latency_max_vs_teacher"].margin == pytest.approx(0.24)
     assert checks["size_max_vs_teacher"].value == pytest.approx(0.3)
     assert checks["beat_baseline"].value == pytest.approx(0.17)
-    assert all(c.passed for c in checks.values())
+    assert all(c.passed and c.status == "pass" for c in checks.values())
     failing = {c.name: c for c in gate_checks(THRESHOLDS, summary(0.97, min_slice=0.8, p95=50.0, payback=None, baseline=0.97))}
     assert not failing["per_slice_fidelity_min"].passed and failing["per_slice_fidelity_min"].margin == pytest.approx(-0.05)
     assert not failing["p95_latency_max_vs_teacher"].passed
     assert not failing["payback_months_max"].passed and failing["payback_months_max"].value is None
     assert not failing["beat_baseline"].passed  # a tie does not beat the baseline
+    assert failing["beat_baseline"].status == "FAIL" and failing["beat_baseline"].p_value == 1.0
 
 
 def test_ship_when_every_threshold_passes():

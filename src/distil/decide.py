@@ -4,13 +4,25 @@
 summaries (see :func:`summarise_evaluation`) and nothing else. :func:`record_decision` is the step:
 it checks who is deciding, reads the ledger, decides and appends the decision row.
 
-The rules, in order:
+A threshold is decided on evidence (:mod:`distil.evaluate.evidence`), not on a point estimate:
+
+- a "min" threshold **passes** when the lower bound of the value's 95% interval reaches it, a "max"
+  threshold when the upper bound stays at or under it (Wilson score interval for agreement rates,
+  bootstrap for graded scores, ratios and latency);
+- it **FAILs** when the value itself is on the wrong side;
+- otherwise it is **undecided**: the observed value would pass but the test set is too small to say
+  so; the check says how many items would decide it at the observed value.
+- ``beat_baseline`` is a paired test on the same items at alpha = 0.05: exact McNemar (one-sided)
+  on top-1 agreement for classify tasks, a paired bootstrap of the per-item fidelity for generate
+  tasks. A paired bootstrap of KL (baseline − student) is reported beside it.
+
+Undecided is never pass. The rules, in order:
 - **ship** when every locked threshold passes;
 - **kill** when the iterations are exhausted (``iteration`` events ≥ ``max_iterations``);
 - **kill** when the last two rounds moved fidelity (student top-1 agreement) by less than one point,
   or the last round lost fidelity: another round of the same recipe is not expected to pass;
-- **iterate** otherwise: some threshold fails, iterations are left, and the last round improved
-  (a first round has nothing to compare with and counts as improving).
+- **iterate** otherwise: some threshold fails or is undecided, iterations are left, and the last
+  round improved (a first round has nothing to compare with and counts as improving).
 """
 
 from __future__ import annotations
@@ -21,13 +33,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from distil.errors import EvaluationError, RoleError
+from distil.evaluate import metrics as m
 
 PLATEAU = 0.01  # "less than one point" of agreement between the last two rounds
+ALPHA = m.ALPHA
 MODELS = ("teacher", "student", "baseline")
 SUMMARY_FIELDS = (
     "accuracy", "macro_f1", "agreement", "kl", "js", "ece", "p50_ms", "p95_ms",
-    "throughput_per_s", "params", "size_bytes", "peak_memory_bytes",
+    "throughput_per_s", "params", "size_bytes", "peak_memory_bytes", "fidelity", "chrf", "rouge_l", "token_agreement",
 )  # fmt: skip
+PASS, FAIL, UNDECIDED = "pass", "FAIL", "undecided"
+NO_EVIDENCE = "no item counts in this evaluation: re-run `distil evaluate`"
 
 
 @dataclass(frozen=True)
@@ -35,9 +51,15 @@ class GateCheck:
     name: str
     value: Any
     threshold: Any
-    margin: float | None  # how far inside (positive) or outside (negative) the threshold
+    margin: float | None  # how far inside (positive) or outside (negative) the threshold, point value
     passed: bool
     detail: str = ""
+    status: str = ""  # pass | FAIL | undecided
+    interval: list[float | None] | None = None  # 95% [lo, hi] of the value
+    p_value: float | None = None  # paired tests only
+    n: int | None = None  # items (or timed requests) behind the value
+    items_needed: int | None = None  # undecided: items at which the observed value would decide it
+    method: str = ""  # how the interval or test was computed
 
 
 @dataclass(frozen=True)
@@ -58,28 +80,33 @@ class Decision:
 
 def quality_of(block: Mapping[str, Any]) -> float | None:
     """The quality figure the gate compares: gold-set accuracy, else held-out accuracy against gold
-    labels, else macro-F1, else ROUGE-L against the teacher (generation)."""
+    labels, else macro-F1, else chrF against the teacher (generation), else ROUGE-L (older evaluations)."""
     gold = block.get("gold") or {}
-    for value in (gold.get("accuracy"), block.get("accuracy"), block.get("macro_f1"), block.get("rouge_l")):
+    for value in (gold.get("accuracy"), block.get("accuracy"), block.get("macro_f1"), block.get("chrf"), block.get("rouge_l")):
         if value is not None:
             return float(value)
     return None
 
 
 def summarise_evaluation(evaluation: Mapping[str, Any]) -> dict[str, Any]:
-    """The compact form stored in the ledger's evaluations row and fed to the rules."""
+    """The compact form stored in the ledger's evaluations row and fed to the rules, with the gate's
+    evidence (intervals, counts, paired tests) under ``evidence``."""
+    from distil.evaluate.evidence import gate_evidence
+
     out: dict[str, Any] = {}
+    generation = (evaluation.get("student") or {}).get("kind") == "generate" or (evaluation.get("student") or {}).get("rouge_l") is not None
     for name in MODELS:
         block = evaluation.get(name) or {}
         row = {k: block.get(k) for k in SUMMARY_FIELDS}
         row["quality"] = quality_of(block)
-        if name == "teacher" and row["quality"] is None and block.get("rouge_l") is None and evaluation.get("student", {}).get("rouge_l") is not None:
-            row["quality"] = 1.0  # generation: the teacher's text is the reference for ROUGE-L
+        if name == "teacher" and generation:
+            row["quality"] = 1.0  # generation: the teacher's text is the reference
         worst = _worst_slice(block.get("slices") or {})
         row["min_slice"], row["min_slice_agreement"] = worst if worst else (None, None)
         out[name] = row
     cost = evaluation.get("cost") or {}
     out["cost"] = {k: cost.get(k) for k in ("payback_months", "monthly_savings", "currency")}
+    out["evidence"] = gate_evidence(evaluation)
     return out
 
 
@@ -103,40 +130,115 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def _check(name: str, value: float | None, threshold: float, direction: str, detail: str = "") -> GateCheck:
+    """A threshold on an exact quantity (no sampling): pass or FAIL on the value itself."""
     if value is None:
-        return GateCheck(name, None, threshold, None, False, detail or "not measured")
+        return GateCheck(name, None, threshold, None, False, detail or "not measured", FAIL)
     margin = value - threshold if direction == "min" else threshold - value
-    return GateCheck(name, value, threshold, margin, margin >= 0, detail)
+    return GateCheck(name, value, threshold, margin, margin >= 0, detail, PASS if margin >= 0 else FAIL, method="exact")
+
+
+def _items_needed(measure: Mapping[str, Any], threshold: float, direction: str) -> int | None:
+    value, n = measure.get("value"), int(measure.get("n") or 0)
+    if "k" in measure:  # a yes/no rate: the Wilson bound at the observed rate
+        return m.wilson_items_needed(value, threshold, direction)
+    lo, hi = measure.get("interval") or [None, None]
+    bound = lo if direction == "min" else hi
+    return None if bound is None else m.bootstrap_items_needed(value, bound, threshold, n)
+
+
+def evidence_check(name: str, measure: Mapping[str, Any] | None, threshold: float, direction: str, detail: str) -> GateCheck:
+    """A threshold on a sampled quantity: pass only when its interval's bound clears the threshold."""
+    if not measure or measure.get("value") is None:
+        return GateCheck(name, None, threshold, None, False, f"{detail}; {NO_EVIDENCE if measure is None else 'not measured'}", UNDECIDED if measure is None else FAIL)
+    value = float(measure["value"])
+    lo, hi = measure.get("interval") or [None, None]
+    margin = value - threshold if direction == "min" else threshold - value
+    bound = lo if direction == "min" else hi
+    common = dict(interval=[lo, hi], n=measure.get("n"), method=measure.get("method", ""))
+    if margin < 0:
+        return GateCheck(name, value, threshold, margin, False, detail, FAIL, **common)
+    if bound is not None and (bound >= threshold if direction == "min" else bound <= threshold):
+        return GateCheck(name, value, threshold, margin, True, detail, PASS, **common)
+    needed = _items_needed(measure, threshold, direction)
+    what = "timed requests" if "timed requests" in common["method"] else "test items"
+    more = f"{needed:,} {what} would decide it at the observed value" if needed else f"more {what} than can be gathered would be needed"
+    side = "lower" if direction == "min" else "upper"
+    return GateCheck(name, value, threshold, margin, False, f"{detail}; the 95% {side} bound does not clear it yet: {more}", UNDECIDED,
+                     items_needed=needed, **common)
+
+
+def _slice_check(threshold: float, evidence: Mapping[str, Any], summary_student: Mapping[str, Any]) -> GateCheck:
+    slices = evidence.get("slices")
+    if slices is None:
+        return evidence_check("per_slice_fidelity_min", None, threshold, "min", "every slice's agreement")
+    if not slices:
+        return GateCheck("per_slice_fidelity_min", None, threshold, None, False, "no slices", FAIL)
+    checks = {name: evidence_check("per_slice_fidelity_min", measure, threshold, "min", f"slice {name}") for name, measure in slices.items()}
+    order = {FAIL: 0, UNDECIDED: 1, PASS: 2}
+    # the slice that decides: a failing one first, then an undecided one, then the weakest lower bound
+    name, check = min(checks.items(), key=lambda kv: (order[kv[1].status], (kv[1].interval or [0])[0] or 0.0))
+    if check.status == UNDECIDED:
+        needed = [c.items_needed for c in checks.values() if c.status == UNDECIDED]
+        most = None if None in needed else max(needed)
+        return GateCheck(check.name, check.value, threshold, check.margin, False, check.detail, UNDECIDED, check.interval, None, check.n, most, check.method)
+    return check
+
+
+def _baseline_check(evidence: Mapping[str, Any], s: Mapping[str, Any], b: Mapping[str, Any]) -> GateCheck:
+    test = evidence.get("beat_baseline")
+    if test is None:
+        diff = None if s.get("agreement") is None or b.get("agreement") is None else s["agreement"] - b["agreement"]
+        return GateCheck("beat_baseline", diff, 0.0, None, False, f"student agreement − baseline agreement; {NO_EVIDENCE}", UNDECIDED)
+    kl = evidence.get("kl_vs_baseline")
+    kl_note = f"; KL baseline − student {kl['value']:+.4f} (paired bootstrap p = {kl['p_value']:.3g})" if kl and kl.get("value") is not None else ""
+    value, p, n = test.get("value"), test.get("p_value"), test.get("n")
+    if "only_student" in test:
+        what = f"student agreement − baseline agreement; discordant items: {test['only_student']} only the student, {test['only_baseline']} only the baseline"
+        ahead = test["only_student"] > test["only_baseline"]
+        needed = m.mcnemar_items_needed(test["only_student"], test["only_baseline"], int(n or 0)) if ahead else None
+        interval = None
+    else:
+        what = "mean per-item fidelity, student − baseline"
+        ahead = value is not None and value > 0
+        lo, hi = test.get("interval") or [None, None]
+        interval = [lo, hi]
+        needed = m.bootstrap_items_needed(value, lo, 0.0, int(n or 0)) if ahead and lo is not None else None
+    common = dict(interval=interval, p_value=p, n=n, method=test.get("method", ""))
+    if value is None:
+        return GateCheck("beat_baseline", None, 0.0, None, False, "not measured", FAIL, **common)
+    if not ahead:
+        return GateCheck("beat_baseline", value, 0.0, value, False, f"{what}: the student does not beat the baseline{kl_note}", FAIL, **common)
+    if p is not None and p < ALPHA:
+        return GateCheck("beat_baseline", value, 0.0, value, True, f"{what}{kl_note}", PASS, **common)
+    more = f"{needed:,} test items would reach p < {ALPHA} at the observed discordance" if needed else "more test items than can be gathered"
+    return GateCheck("beat_baseline", value, 0.0, value, False, f"{what}; p ≥ {ALPHA}: {more}{kl_note}", UNDECIDED, items_needed=needed, **common)
 
 
 def gate_checks(thresholds: Mapping[str, Any], summary: Mapping[str, Any]) -> list[GateCheck]:
     """Every set threshold of the locked gate against one evaluation summary, in a fixed order."""
     s, t, b = summary.get("student", {}), summary.get("teacher", {}), summary.get("baseline", {})
+    evidence = summary.get("evidence") or {}
     checks: list[GateCheck] = []
     if (v := thresholds.get("fidelity_min")) is not None:
-        checks.append(_check("fidelity_min", s.get("agreement"), v, "min", "student top-1 agreement with the teacher"))
+        checks.append(evidence_check("fidelity_min", evidence.get("agreement"), v, "min", "student agreement with the teacher"))
     if (v := thresholds.get("quality_min_vs_teacher")) is not None:
-        checks.append(_check("quality_min_vs_teacher", _ratio(s.get("quality"), t.get("quality")), v, "min", "student quality / teacher quality"))
+        checks.append(evidence_check("quality_min_vs_teacher", evidence.get("quality_ratio"), v, "min", "student quality / teacher quality"))
     if (v := thresholds.get("per_slice_fidelity_min")) is not None:
-        where = s.get("min_slice")
-        checks.append(_check("per_slice_fidelity_min", s.get("min_slice_agreement"), v, "min", f"worst slice: {where}" if where else "no slices"))
+        checks.append(_slice_check(v, evidence, s))
     if (v := thresholds.get("p95_latency_max_vs_teacher")) is not None:
-        checks.append(_check("p95_latency_max_vs_teacher", _ratio(s.get("p95_ms"), t.get("p95_ms")), v, "max", "student p95 / teacher p95 at batch 1"))
+        checks.append(evidence_check("p95_latency_max_vs_teacher", evidence.get("p95_ratio"), v, "max", "student p95 / teacher p95 at batch 1"))
     if (v := thresholds.get("p95_latency_max_ms")) is not None:
-        checks.append(_check("p95_latency_max_ms", s.get("p95_ms"), v, "max", "student p95 at batch 1, ms"))
+        checks.append(evidence_check("p95_latency_max_ms", evidence.get("p95_ms"), v, "max", "student p95 at batch 1, ms"))
     if (v := thresholds.get("size_max_vs_teacher")) is not None:
         checks.append(_check("size_max_vs_teacher", _ratio(s.get("params"), t.get("params")), v, "max", "student params / teacher params"))
     if (v := thresholds.get("payback_months_max")) is not None:
         payback = (summary.get("cost") or {}).get("payback_months")
         checks.append(_check("payback_months_max", payback, v, "max", "months until savings repay the build" if payback is not None else "the student saves nothing: never paid back"))
     if thresholds.get("beat_baseline"):
-        diff = None if s.get("agreement") is None or b.get("agreement") is None else s["agreement"] - b["agreement"]
-        check = _check("beat_baseline", diff, 0.0, "min", "student agreement − baseline agreement")
-        if diff is not None and diff <= 0:
-            check = GateCheck(check.name, check.value, check.threshold, check.margin, False, "the student does not beat the baseline")
-        checks.append(check)
+        checks.append(_baseline_check(evidence, s, b))
     if (v := thresholds.get("retraining_path")) is not None:
-        checks.append(GateCheck("retraining_path", v, "documented", None, bool(str(v).strip()), "stability play: how the student is retrained"))
+        ok = bool(str(v).strip())
+        checks.append(GateCheck("retraining_path", v, "documented", None, ok, "stability play: how the student is retrained", PASS if ok else FAIL))
     return checks
 
 
@@ -163,19 +265,19 @@ def decide_outcome(
     def verdict(decision: str, reason: str) -> Decision:
         return Decision(decision, reason, checks, fidelity, used, limit)
 
-    failed = [c.name for c in checks if not c.passed]
+    failed = [c.name if c.status != UNDECIDED else f"{c.name} (undecided)" for c in checks if not c.passed]
     if not failed:
         return verdict("ship", f"all {len(checks)} gate thresholds pass")
     if used >= limit:
-        return verdict("kill", f"{', '.join(failed)} failed and the iterations are exhausted ({used} of {limit})")
+        return verdict("kill", f"{', '.join(failed)} not passed and the iterations are exhausted ({used} of {limit})")
     if len(rounds) >= 2 and fidelity[-1] is not None and fidelity[-2] is not None:
         moved = fidelity[-1] - fidelity[-2]
         if abs(moved) < PLATEAU:
-            return verdict("kill", f"{', '.join(failed)} failed and fidelity moved {moved * 100:+.2f} points in the last round (< 1 point)")
+            return verdict("kill", f"{', '.join(failed)} not passed and fidelity moved {moved * 100:+.2f} points in the last round (< 1 point)")
         if moved < 0:
-            return verdict("kill", f"{', '.join(failed)} failed and fidelity fell {moved * 100:+.2f} points in the last round")
-        return verdict("iterate", f"{', '.join(failed)} failed; fidelity rose {moved * 100:+.2f} points, {limit - used} iteration(s) left")
-    return verdict("iterate", f"{', '.join(failed)} failed; first round, {limit - used} iteration(s) left")
+            return verdict("kill", f"{', '.join(failed)} not passed and fidelity fell {moved * 100:+.2f} points in the last round")
+        return verdict("iterate", f"{', '.join(failed)} not passed; fidelity rose {moved * 100:+.2f} points, {limit - used} iteration(s) left")
+    return verdict("iterate", f"{', '.join(failed)} not passed; first round, {limit - used} iteration(s) left")
 
 
 # --- the step ----------------------------------------------------------------------------------------
@@ -198,10 +300,18 @@ def require_validator(spec_roles: Any, actor: str) -> None:
         )
 
 
+DECIDED_VARIANT = "distilled"  # the round itself; other variants (e.g. "quantized") are reported beside it
+
+
 def evaluation_rounds(project: Any, run_id: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The evaluation row decided on (latest, or the latest of ``run_id``) and the summaries of every
-    round up to it: the latest evaluation of each run, oldest run first."""
-    rows = project.ledger.verified_rows("evaluations", order="event_seq ASC")
+    round up to it: the latest evaluation of each run, oldest run first.
+
+    Only ``distilled`` rows are rounds. A variant evaluated later (``distil export --quantize int8``
+    writes a ``quantized`` row with a different shape) is never taken as the round; see
+    :func:`variant_rows`.
+    """
+    rows = [r for r in project.ledger.verified_rows("evaluations", order="event_seq ASC") if r["variant"] == DECIDED_VARIANT]
     if run_id is not None:
         chosen = [r for r in rows if r["run_id"] == run_id]
         if not chosen:
@@ -220,10 +330,21 @@ def evaluation_rounds(project: Any, run_id: str | None = None) -> tuple[dict[str
     return target, rounds
 
 
+def variant_rows(project: Any, run_id: str) -> dict[str, dict[str, Any]]:
+    """The latest evaluation of each other variant of ``run_id`` (e.g. ``quantized``): variant -> its
+    summary and event, shown beside the decision and stored with it, never decided on."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in project.ledger.verified_rows("evaluations", "run_id = ?", (run_id,), order="event_seq ASC"):
+        if r["variant"] != DECIDED_VARIANT:
+            out[r["variant"]] = {"evaluation_seq": r["event_seq"], "summary": json.loads(r["summary"])}
+    return out
+
+
 def record_decision(project: Any, actor: str, run_id: str | None = None) -> tuple[Decision, dict[str, Any], Any]:
     """Check roles and the gate, decide from the ledger's evaluations, append the decision row.
 
-    Returns (decision, evaluation row decided on, ledger event).
+    Returns (decision, evaluation row decided on, ledger event). The event's data carries every
+    check's evidence (value, interval, p-value, item count, status) and the run's other variants.
     """
     from distil.ledger.keys import signer_for
     from distil.spec.gate import require_unchanged_gate
@@ -234,6 +355,7 @@ def record_decision(project: Any, actor: str, run_id: str | None = None) -> tupl
     target, rounds = evaluation_rounds(project, run_id)
     iterations_used = len(project.ledger.events(kind="iteration"))
     decision = decide_outcome(locked.thresholds, rounds, iterations_used=iterations_used)
+    variants = variant_rows(project, target["run_id"])
     event = project.ledger.append(
         "decision",
         {
@@ -247,6 +369,7 @@ def record_decision(project: Any, actor: str, run_id: str | None = None) -> tupl
             "iterations_used": decision.iterations_used,
             "max_iterations": decision.max_iterations,
             "evaluation_seq": target["event_seq"],
+            "variants": variants,
             "validator": actor,
             "driver": project.spec.roles.driver,
         },

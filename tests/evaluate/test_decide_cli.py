@@ -75,3 +75,24 @@ def test_commands_have_help_with_an_example():
 
     for command in (evaluate, decide, report):
         assert "Example: distil" in command.__doc__
+
+
+def test_a_quantized_variant_is_shown_beside_the_round_never_taken_as_it(run_project, capsys):
+    evaluate_run(run_project, models=numpy_models(), threads=1)
+    distilled_seq = run_project.ledger.rows("evaluations")[0]["event_seq"]
+    # the row `distil export --quantize int8` appends, with its flat summary
+    summary = {"agreement": 0.91, "agreement_distilled": 0.92, "agreement_with_float": 0.99, "size_bytes": 1000, "n": 24}
+    run_project.ledger.append(
+        "evaluation", {"run_id": "run-1", "variant": "quantized", "summary": summary}, actor="dev", table="evaluations",
+        row={"run_id": "run-1", "variant": "quantized", "path": "x", "summary": summary},
+    )
+    decision, target, event = record_decision(run_project, "quinn")
+    assert target["variant"] == "distilled" and target["event_seq"] == distilled_seq
+    assert not any(c.detail.endswith("not measured") for c in decision.checks)  # the round has its figures
+    assert event.payload["variants"]["quantized"]["summary"]["agreement"] == 0.91
+    assert main(["decide", "--as", "quinn", "--spec", str(run_project.spec_path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "variant quantized" in out and "not decided on" in out and "agreement 0.910" in out
+    for status in ("pass", "FAIL", "undecided"):
+        if any(c.status == status for c in decision.checks):
+            assert status in out

@@ -40,7 +40,12 @@ def test_evaluation_json_has_the_contract_and_a_ledger_row(run_project):
     # the teacher was timed with its prompt
     assert prompts and all(p.startswith("Ticket: example") for p in prompts)
     checks = {c["name"]: c for c in on_disk["gate"]["checks"]}
-    assert checks["fidelity_min"]["passed"] and checks["beat_baseline"]["passed"]
+    # 24 of 24 agree, but 24 items cannot show agreement ≥ 0.95: the Wilson lower bound is 0.862
+    fidelity = checks["fidelity_min"]
+    assert fidelity["status"] == "undecided" and not fidelity["passed"] and fidelity["n"] == 24
+    assert fidelity["interval"][0] == pytest.approx(0.8620, abs=1e-3) and fidelity["items_needed"] == 73
+    # 8 items only the student gets right, none only the baseline: exact McNemar p = 1/256
+    assert checks["beat_baseline"]["status"] == "pass" and checks["beat_baseline"]["p_value"] == pytest.approx(1 / 256)
     assert checks["size_max_vs_teacher"]["value"] == pytest.approx(0.3)
     assert on_disk["gate"]["version"] == 1
 

@@ -115,8 +115,12 @@ def test_rouge_l_and_exact_match_on_known_texts():
     assert m.rouge_l("a b c d", "a c d e") == pytest.approx(0.75)
     assert m.rouge_l("x y", "a b") == 0.0
     scored = score_generator(["refund issued", "reset password"], ["refund issued", "password reset now"], [{"k": "v"}] * 2)
-    assert scored["exact_match"] == 0.5 and scored["agreement"] == 0.5
+    assert scored["exact_match"] == 0.5
     assert scored["rouge_l"] == pytest.approx((1.0 + 0.4) / 2)
+    # generation fidelity is graded (chrF against the teacher's text), not exact match
+    expected = (1.0 + m.chrf("password reset now", "reset password")) / 2  # (student text, teacher text)
+    assert scored["fidelity"] == scored["agreement"] == scored["chrf"] == pytest.approx(expected)
+    assert 0.5 < scored["agreement"] < 1.0 and scored["fidelity_metric"] == "chrF"
 
 
 def test_cost_summary_savings_and_payback():

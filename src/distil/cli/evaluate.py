@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from distil.cli.app import AsOpt, SpecOpt, _project, app, console, identity
@@ -63,14 +64,34 @@ def evaluate(
     console.print(f"next: distil decide --as {project.spec.roles.validator}")
 
 
+def _interval(interval) -> str:
+    if not interval or interval[0] is None or interval[1] is None:
+        return "-"
+    return f"[{_fmt(interval[0])}, {_fmt(interval[1])}]"
+
+
 def _print_checks(checks: list[dict]) -> None:
-    table = Table(title="gate")
-    for col in ("threshold", "value", "limit", "margin", "result", "detail"):
+    """Every check with its evidence: value, 95% interval, p-value, item count, status, how to decide it."""
+    table = Table(title="gate (95% intervals; a threshold passes when its interval clears it)")
+    for col in ("threshold", "value", "95% interval", "limit", "p", "n", "status", "detail"):
         table.add_column(col)
+    colours = {"pass": "green", "FAIL": "red", "undecided": "yellow"}
     for c in checks:
-        result = "[green]pass[/green]" if c["passed"] else "[red]fail[/red]"
-        table.add_row(c["name"], _fmt(c["value"]), _fmt(c["threshold"]), _fmt(c["margin"]), result, c.get("detail", ""))
+        status = c.get("status") or ("pass" if c["passed"] else "FAIL")
+        p_value = "-" if c.get("p_value") is None else f"{c['p_value']:.3g}"
+        detail = c.get("detail", "") + (f" ({c['method']})" if c.get("method") and c.get("method") != "exact" else "")
+        table.add_row(c["name"], _fmt(c["value"]), _interval(c.get("interval")), _fmt(c["threshold"]), p_value, _fmt(c.get("n")),
+                      f"[{colours.get(status, 'white')}]{status}[/{colours.get(status, 'white')}]", escape(detail))
     console.print(table)
+
+
+def _print_variants(variants: dict) -> None:
+    """Other evaluations of the run (e.g. the int8 export), beside the decision; not decided on."""
+    for name, row in variants.items():
+        summary = row.get("summary") or {}
+        block = summary.get("student") or summary  # a variant row may be flat (the int8 export's is)
+        shown = ", ".join(f"{k} {_fmt(block[k])}" for k in ("agreement", "kl", "size_bytes") if block.get(k) is not None)
+        console.print(f"variant {name} (evaluation event {row['evaluation_seq']}, reported, not decided on): {shown or 'no figures'}")
 
 
 @app.command()
@@ -90,6 +111,7 @@ def decide(
     project = _project(spec)
     decision, target, event = record_decision(project, identity(as_), run)
     _print_checks([asdict(c) for c in decision.checks])
+    _print_variants(event.payload.get("variants") or {})
     colour = {"ship": "green", "iterate": "yellow", "kill": "red"}[decision.decision]
     console.print(f"decision for run {target['run_id']}: [bold {colour}]{decision.decision}[/bold {colour}] — {decision.reason}")
     console.print(f"recorded as ledger event {event.seq} (evaluation event {target['event_seq']}, validator {event.actor}, driver {project.spec.roles.driver})")

@@ -209,3 +209,161 @@ def mean_ci(values: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> tuple
     means = values[rng.integers(0, values.size, size=(n_resamples, values.size))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+# --- evidence for the gate: intervals, paired tests, items needed ------------------------------------------
+
+Z95 = 1.959963984540054  # the two-sided 95% normal quantile; Wilson's z
+ALPHA = 0.05
+MAX_ITEMS = 10_000_000  # "items needed" beyond this is reported as out of reach
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a rate ``successes / n`` (95% at the default z); NaN bounds when n == 0.
+
+    Unlike the normal (Wald) interval it stays inside [0, 1] and does not collapse at 0 or n successes.
+    """
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def wilson_items_needed(rate: float, threshold: float, direction: str = "min", z: float = Z95) -> int | None:
+    """The smallest n at which the Wilson bound at the observed ``rate`` clears ``threshold``.
+
+    ``direction`` "min": the lower bound must reach the threshold; "max": the upper bound must stay at
+    or under it. None when the observed rate itself is on the wrong side (no n would pass it), or when
+    more than ``MAX_ITEMS`` would be needed.
+    """
+    if (direction == "min" and rate < threshold) or (direction == "max" and rate > threshold):
+        return None
+
+    def clears(n: int) -> bool:
+        lo, hi = wilson_interval(rate * n, n, z)
+        return lo >= threshold if direction == "min" else hi <= threshold
+
+    return _smallest_n(clears)
+
+
+def _smallest_n(clears: Callable[[int], bool], start: int = 1) -> int | None:
+    """The smallest n ≥ start with ``clears(n)``, assuming clears is monotone in n (doubling, then bisection)."""
+    hi = max(start, 1)
+    while not clears(hi):
+        if hi > MAX_ITEMS:
+            return None
+        hi *= 2
+    lo = max(start, hi // 2)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if clears(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def mcnemar_exact(only_first: int, only_second: int) -> float:
+    """One-sided exact McNemar p-value that the first model is right more often than the second.
+
+    On paired items, only the discordant ones carry evidence: ``only_first`` items where the first is
+    right and the second wrong, ``only_second`` the reverse. Under the null both are equally likely, so
+    ``only_first ~ Binomial(only_first + only_second, 1/2)``; the p-value is P(X ≥ only_first).
+    One-sided because the gate asks a directional question ("does the student beat the baseline?").
+    1.0 with no discordant items.
+    """
+    from scipy.stats import binomtest
+
+    discordant = only_first + only_second
+    if discordant == 0:
+        return 1.0
+    return float(binomtest(only_first, discordant, 0.5, alternative="greater").pvalue)
+
+
+def mcnemar_items_needed(only_first: int, only_second: int, n: int, alpha: float = ALPHA) -> int | None:
+    """The smallest number of paired items at which McNemar at the observed discordance
+    (``only_first / n`` and ``only_second / n``) reaches p < alpha; None when the first is not ahead."""
+    if n <= 0 or only_first <= only_second:
+        return None
+    a, b = only_first / n, only_second / n
+
+    def clears(m: int) -> bool:
+        return mcnemar_exact(round(a * m), round(b * m)) < alpha
+
+    return _smallest_n(clears, start=n)
+
+
+def paired_bootstrap(differences: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Paired bootstrap of the mean of per-item ``differences [n]`` (first minus second, on the same items).
+
+    Returns the mean, its percentile 95% interval and a one-sided p-value that the mean is not above 0
+    (the share of resamples whose mean is ≤ 0, with the +1 correction so it is never exactly 0).
+    """
+    d = np.asarray(differences, dtype=np.float64)
+    if d.size == 0:
+        return {"value": float("nan"), "lo": float("nan"), "hi": float("nan"), "p_value": float("nan"), "n": 0}
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(n_resamples, d.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    p = (np.sum(means <= 0) + 1) / (n_resamples + 1)
+    return {"value": float(d.mean()), "lo": float(lo), "hi": float(hi), "p_value": float(p), "n": int(d.size)}
+
+
+def bootstrap_items_needed(value: float, bound: float, threshold: float, n: int) -> int | None:
+    """Items at which a bootstrap interval would clear ``threshold``, assuming its half-width shrinks
+    as 1/√n at the observed spread: n · ((value − bound) / (value − threshold))². None when the
+    value is not past the threshold in the bound's direction."""
+    gap, spread = value - threshold, value - bound
+    if n <= 0 or gap == 0 or gap * spread <= 0:
+        return None
+    needed = int(np.ceil(n * (spread / gap) ** 2))
+    return needed if needed <= MAX_ITEMS else None
+
+
+# --- generation: graded similarity to the teacher's text ---------------------------------------------------
+
+
+def _char_ngrams(text: str, n: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for i in range(len(text) - n + 1):
+        gram = text[i : i + n]
+        counts[gram] = counts.get(gram, 0) + 1
+    return counts
+
+
+def chrf(predicted: str, reference: str, max_order: int = 6, beta: float = 2.0) -> float:
+    """chrF (Popović 2015) in [0, 1]: character n-gram F-beta, n = 1..6, beta = 2 (recall weighs more).
+
+    As the paper defines it: character n-gram precision and recall are each averaged over the orders
+    1..6 (those both texts are long enough to have), then combined into one F-beta. (sacrebleu 2.x
+    averages per-order F-scores instead; the two agree when every order has the same P and R.)
+    Whitespace is removed before n-grams are taken, as in sacrebleu's default. Two empty texts score
+    1; one empty text scores 0.
+    """
+    hyp, ref = "".join(predicted.split()), "".join(reference.split())
+    if not hyp and not ref:
+        return 1.0
+    if not hyp or not ref:
+        return 0.0
+    precisions, recalls = [], []
+    for n in range(1, max_order + 1):
+        h, r = _char_ngrams(hyp, n), _char_ngrams(ref, n)
+        if not h or not r:
+            continue
+        overlap = sum(min(count, r.get(gram, 0)) for gram, count in h.items())
+        precisions.append(overlap / sum(h.values()))
+        recalls.append(overlap / sum(r.values()))
+    if not precisions:
+        return 0.0
+    p, r = float(np.mean(precisions)), float(np.mean(recalls))
+    if p == 0 and r == 0:
+        return 0.0
+    b2 = beta * beta
+    return (1 + b2) * p * r / (b2 * p + r)
+
+
+def chrf_per_example(predicted: Sequence[str], reference: Sequence[str]) -> np.ndarray:
+    return np.array([chrf(p, r) for p, r in zip(predicted, reference, strict=True)])

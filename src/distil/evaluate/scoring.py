@@ -67,6 +67,7 @@ def score_classifier(
         else [None, None]
     )
     return {
+        "kind": "classify",
         "n": int(len(model_probs)),
         "n_gold": int(has_gold.sum()),
         "accuracy": _none_if_nan(m.accuracy(predicted[has_gold], gold[has_gold])),
@@ -85,6 +86,8 @@ def score_classifier(
         if len(model_probs)
         else [],
         "slices": per_slice(tags, agree, predicted, gold, kl, seed=seed),
+        # per item, in the records' order: the gate's intervals and paired tests are computed from these
+        "per_item": {"agreement": agree.tolist(), "kl": kl.tolist(), "correct": correct.tolist()},
     }
 
 
@@ -93,25 +96,43 @@ def score_generator(
     model_texts: Sequence[str],
     tags: Sequence[Mapping[str, str]],
     seed: int = 0,
+    token_agreement: Sequence[float] | None = None,
 ) -> dict:
-    """Score generated texts against the teacher's: exact match (the generation form of top-1
-    agreement, stored as ``agreement``) and ROUGE-L F1. KL, JS and ECE need label distributions
-    and are null for text."""
-    em = m.exact_match(model_texts, teacher_texts)
+    """Score generated texts against the teacher's, as graded similarities so a gate can pass on a number.
+
+    ``fidelity`` (also stored as ``agreement``, the key the gate reads) is chrF (character n-grams
+    1..6, β = 2) against the teacher's text; ROUGE-L F1 and exact match are reported beside it.
+    ``token_agreement`` [n], when the model could be asked (a trained student), is the share of the
+    teacher's answer tokens the model's greedy next token reproduces, teacher-forced. KL, JS and ECE
+    need label distributions and are null for text.
+    """
+    chrf = m.chrf_per_example(model_texts, teacher_texts)
     rouge = m.rouge_l_per_example(model_texts, teacher_texts)
+    em = m.exact_match(model_texts, teacher_texts)
+    tokens = None if token_agreement is None else np.asarray(token_agreement, dtype=np.float64)
+    mean = lambda x: _none_if_nan(float(x.mean()) if x.size else float("nan"))  # noqa: E731
     return {
+        "kind": "generate",
         "n": len(model_texts),
         "n_gold": 0,
         "accuracy": None,
         "macro_f1": None,
-        "agreement": _none_if_nan(float(em.mean()) if em.size else float("nan")),
-        "agreement_ci": _ci(em, seed),
-        "exact_match": _none_if_nan(float(em.mean()) if em.size else float("nan")),
-        "rouge_l": _none_if_nan(float(rouge.mean()) if rouge.size else float("nan")),
+        "fidelity_metric": "chrF",
+        "fidelity": mean(chrf),
+        "agreement": mean(chrf),
+        "agreement_ci": _ci(chrf, seed),
+        "chrf": mean(chrf),
+        "chrf_ci": _ci(chrf, seed),
+        "rouge_l": mean(rouge),
         "rouge_l_ci": _ci(rouge, seed),
+        "exact_match": mean(em),
+        "token_agreement": None if tokens is None else mean(tokens),
+        "token_agreement_ci": [None, None] if tokens is None else _ci(tokens, seed),
         "kl": None,
         "js": None,
         "ece": None,
         "reliability": [],
-        "slices": per_slice(tags, rouge),
+        "slices": per_slice(tags, chrf, seed=seed),
+        "per_item": {"agreement": chrf.tolist(), "rouge_l": rouge.tolist(),
+                     **({} if tokens is None else {"token_agreement": tokens.tolist()})},
     }
