@@ -121,6 +121,8 @@ def test_rouge_l_and_exact_match_on_known_texts():
     expected = (1.0 + m.chrf("password reset now", "reset password")) / 2  # (student text, teacher text)
     assert scored["fidelity"] == scored["agreement"] == scored["chrf"] == pytest.approx(expected)
     assert 0.5 < scored["agreement"] < 1.0 and scored["fidelity_metric"] == "chrF"
+    with_tokens = score_generator(["a", "b"], ["a", "c"], [{}] * 2, token_agreement=[1.0, 0.5])
+    assert with_tokens["token_agreement"] == pytest.approx(0.75) and with_tokens["per_item"]["token_agreement"] == [1.0, 0.5]
 
 
 def test_cost_summary_savings_and_payback():

@@ -45,6 +45,8 @@ class ModelUnderTest:
     size_bytes: int | None = None
     params: int | None = None
     reference_outputs: Any = None  # teacher only: outputs recorded at labelling time for the held-out split
+    # generate tasks: (predictor, inputs, teacher texts) -> [n] share of the teacher's tokens reproduced, teacher-forced
+    token_agreement: Callable[[Any, list[str], list[str]], Any] | None = None
 
 
 @dataclass
@@ -118,6 +120,7 @@ def evaluate_models(
 
     outputs: dict[str, dict[str, Any]] = {}
     measured: dict[str, Any] = {}
+    tokens: dict[str, Any] = {}  # generate: per-item teacher-forced token agreement of the trained models
     for name in MODEL_ORDER:
         model = models[name]
         m = measure_model(
@@ -132,6 +135,9 @@ def evaluate_models(
                 outputs[name][s.name] = m.timing.outputs
             else:
                 outputs[name][s.name] = _batched(lambda batch, p=m.predictor, f=model.predict: f(p, batch), [r.input for r in s.records], batch_size)
+        reference = models["teacher"].reference_outputs
+        if not classify and model.token_agreement is not None and reference is not None:
+            tokens[name] = model.token_agreement(m.predictor, [r.input for r in held_out], [str(t) for t in reference])
         m.predictor = None  # free the model before the next one is measured
         measured[name] = m
 
@@ -150,7 +156,8 @@ def evaluate_models(
                     seed=seed,
                 )
             else:
-                scored = score_generator([str(x) for x in outputs["teacher"][s.name]], [str(x) for x in outputs[name][s.name]], tags, seed=seed)
+                scored = score_generator([str(x) for x in outputs["teacher"][s.name]], [str(x) for x in outputs[name][s.name]], tags, seed=seed,
+                                         token_agreement=tokens.get(name) if s.name == "test" else None)
             if s.name == "test":
                 block.update(scored)
             else:
@@ -268,7 +275,8 @@ def _student_under_test(folder: Path, kind: str) -> ModelUnderTest:
 
     if kind == "classify":
         return ModelUnderTest(load, lambda p, batch: p.label_distribution(batch), size_on_disk(folder), params_in_safetensors(folder))
-    return ModelUnderTest(load, lambda p, batch: p.generate(batch), size_on_disk(folder), params_in_safetensors(folder))
+    return ModelUnderTest(load, lambda p, batch: p.generate(batch), size_on_disk(folder), params_in_safetensors(folder),
+                          token_agreement=lambda p, inputs, texts: p.teacher_forced_agreement(inputs, texts))
 
 
 def write_json_atomic(document: dict[str, Any], path: Path) -> Path:
