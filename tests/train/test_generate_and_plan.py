@@ -37,7 +37,7 @@ def test_generate_run_builds_the_teacher_cache_and_trains(generate_project):
 
     inputs, texts = ["note 1: refund crash", "note 2: login"], ["refund sent today", "reset your password"]
     shares = predictor.teacher_forced_agreement(inputs, texts)
-    examples = generate_examples([Record(input=x, source="seed", teacher_text=t) for x, t in zip(inputs, texts)], predictor.tokenizer, predictor.task["max_length"])
+    examples = generate_examples([Record(input=x, source="seed", teacher_text=t) for x, t in zip(inputs, texts, strict=True)], predictor.tokenizer, predictor.task["max_length"])
     for share, prompt, answer in zip(shares, examples.prompt_ids, examples.answer_ids, strict=True):
         with torch.no_grad():
             logits = predictor.model(input_ids=torch.tensor([prompt + answer])).logits[0]
