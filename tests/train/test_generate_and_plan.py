@@ -34,16 +34,17 @@ def test_generate_run_builds_the_teacher_cache_and_trains(generate_project):
     # teacher-forced token agreement against the model's own forward logits, position by position
     from distil.data.records import Record
     from distil.train.batches import generate_examples
+    from distil.train.token_agreement import teacher_forced_agreement
 
     inputs, texts = ["note 1: refund crash", "note 2: login"], ["refund sent today", "reset your password"]
-    shares = predictor.teacher_forced_agreement(inputs, texts)
+    shares = teacher_forced_agreement(predictor.model, predictor.tokenizer, inputs, texts, predictor.task["max_length"])
     examples = generate_examples([Record(input=x, source="seed", teacher_text=t) for x, t in zip(inputs, texts, strict=True)], predictor.tokenizer, predictor.task["max_length"])
     for share, prompt, answer in zip(shares, examples.prompt_ids, examples.answer_ids, strict=True):
         with torch.no_grad():
             logits = predictor.model(input_ids=torch.tensor([prompt + answer])).logits[0]
         greedy = logits[len(prompt) - 1 : len(prompt) - 1 + len(answer)].argmax(-1).tolist()
         assert share == pytest.approx(np.mean([g == a for g, a in zip(greedy, answer, strict=True)]))
-    assert predictor.teacher_forced_agreement(inputs, texts).shape == (2,)
+    assert shares.shape == (2,)
     metrics = json.loads((project.runs_dir / run_id / "metrics.json").read_text())
     assert 0.0 <= metrics["student"]["best_validation_fidelity"] <= 1.0
 

@@ -276,7 +276,14 @@ def _student_under_test(folder: Path, kind: str) -> ModelUnderTest:
     if kind == "classify":
         return ModelUnderTest(load, lambda p, batch: p.label_distribution(batch), size_on_disk(folder), params_in_safetensors(folder))
     return ModelUnderTest(load, lambda p, batch: p.generate(batch), size_on_disk(folder), params_in_safetensors(folder),
-                          token_agreement=lambda p, inputs, texts: p.teacher_forced_agreement(inputs, texts))
+                          token_agreement=_token_agreement)
+
+
+def _token_agreement(predictor: Any, inputs: list[str], teacher_texts: list[str]) -> np.ndarray:
+    # torch and transformers are imported only for a real student
+    from distil.train.token_agreement import teacher_forced_agreement
+
+    return teacher_forced_agreement(predictor.model, predictor.tokenizer, inputs, teacher_texts, predictor.task.get("max_length", 256))
 
 
 def write_json_atomic(document: dict[str, Any], path: Path) -> Path:

@@ -262,28 +262,6 @@ class Predictor:
         return answers
 
 
-    @torch.no_grad()
-    def teacher_forced_agreement(self, inputs: list[str], teacher_texts: list[str], batch_size: int = 8) -> np.ndarray:
-        """``[n]``: per input, the share of the teacher's answer tokens that the model's greedy next token
-        reproduces when it reads the teacher's answer so far (teacher-forced), tokenised as in training."""
-        from distil.data.records import Record
-        from distil.train.batches import generate_batch, generate_examples
-
-        records = [Record(input=x, source="seed", teacher_text=t or " ") for x, t in zip(inputs, teacher_texts, strict=True)]
-        examples = generate_examples(records, self.tokenizer, self.task.get("max_length", 256))
-        decoder, head = base_and_head(self.model)
-        shares: list[float] = []
-        for start in range(0, len(examples.answer_ids), batch_size):
-            rows = list(range(start, min(len(examples.answer_ids), start + batch_size)))
-            batch = generate_batch(examples, rows, self.tokenizer.pad_token_id, with_topk=False)
-            hidden = decoder(input_ids=batch["input_ids"].to(self.device), attention_mask=batch["attention_mask"].to(self.device)).last_hidden_state
-            targets = batch["targets"].to(self.device)
-            keep = targets != -100
-            hits = (head(hidden).argmax(-1) == targets) & keep  # [B, S]
-            shares += (hits.sum(-1) / keep.sum(-1).clamp_min(1)).tolist()
-        return np.asarray(shares, dtype=np.float64)
-
-
 def load_predictor(folder: str | Path, device: str = "cpu") -> Predictor:
     """Open a trained model folder (``.distil/runs/<id>/student`` or ``baseline``) for prediction."""
     return Predictor(folder, device)
