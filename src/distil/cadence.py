@@ -10,13 +10,12 @@ own call cache and the trainer's checkpoints make the interrupted step itself re
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distil.files import write_json_atomic
 from distil.ledger.store import canonical_json, sha256_file, sha256_text
 from distil.spec.io import Project
 
@@ -66,11 +65,7 @@ class CadenceState:
 
     def mark(self, step: str, key: str, status: str, output: dict[str, Any]) -> None:
         self.data[step] = {"key": key, "status": status, "output": output}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".cadence.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.data, f, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, self.data, indent=1)
 
 
 def file_key(path: Path | None) -> str:

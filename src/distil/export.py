@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from distil.errors import DistilError, EvaluationError
+from distil.files import write_json_atomic
 from distil.serve.runs import held_out_records, run_folder
 from distil.spec.io import Project
 
@@ -212,7 +213,7 @@ def export_run(project: Project, run_id: str | None, fmt: str, quantize: str | N
                   "n": len(texts), "distilled": float_block, "quantized": int8_block,
                   "model": str(int8_path.relative_to(project.root))}
     eval_path = run / "evaluation.quantized.json"
-    eval_path.write_text(json.dumps(evaluation, indent=2), encoding="utf-8")
+    write_json_atomic(eval_path, evaluation)
     summary = {"agreement": int8_block["agreement"], "agreement_distilled": float_block["agreement"],
                "agreement_with_float": int8_block["agreement_with_float"], "size_bytes": int8_block["size_bytes"],
                "size_bytes_distilled": float_block["size_bytes"], "p50_ms": int8_block["p50_ms"], "n": len(texts)}

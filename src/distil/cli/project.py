@@ -8,7 +8,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from distil.cli.app import AsOpt, SpecOpt, _project, app, console, err_console, gate_app, identity, keys_app, ledger_app
+from distil.cli.app import (
+    AsOpt,
+    SpecOpt,
+    _project,
+    app,
+    console,
+    err_console,
+    gate_app,
+    identity,
+    keys_app,
+    ledger_app,
+)
 
 # --- 0. start ----------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from distil.data.curate import latest_curated
 from distil.data.records import Record, read_records
 from distil.data.split import CURATED_SPLITS
+from distil.files import write_json_atomic
 from distil.spec.io import Project
 
 PROVENANCE = ("id", "source", "teacher_id", "teacher_fingerprint", "prompt_hash", "params_hash", "created_at", "cost", "split")
@@ -51,7 +52,7 @@ def export_data(project: Project, out: str | Path | None = None) -> Path:
             info["features"] = {f.name: str(f.type) for f in table.schema}
             for r in records:
                 prov.write(json.dumps({k: getattr(r, k) for k in PROVENANCE}, ensure_ascii=False) + "\n")
-    (target / "hf" / "dataset_info.json").write_text(json.dumps(info, indent=2))
+    write_json_atomic(target / "hf" / "dataset_info.json", info)
     return target
 
 

@@ -1,7 +1,6 @@
 """The record: one Parquet row per example, immutable once written.
 
-Shards are written to a temporary name in the same folder and renamed, so a reader never sees a
-half-written file. Curation writes new files; it never edits a shard in place.
+Shards are written through :mod:`distil.files`, so a reader never sees a half-written file. Curation writes new files; it never edits a shard in place.
 """
 
 from __future__ import annotations
@@ -9,8 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distil.errors import DataError
+from distil.files import write_with_atomic
 
 SOURCES = ("seed", "synthetic", "traffic", "targeted", "gold")
 
@@ -105,19 +103,7 @@ def write_records(records: Sequence[Record], path: str | Path) -> Path:
 
 def write_table_atomic(table: pa.Table, path: str | Path) -> Path:
     """Write any Arrow table as Parquet at ``path`` so that a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_with_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def read_records(paths: str | Path | Iterable[str | Path]) -> list[Record]:

@@ -12,8 +12,6 @@ sections appear when their files exist: the distilled and the int8-quantized stu
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from jinja2 import Environment, select_autoescape
 from distil.errors import EvaluationError
 from distil.evaluate import plots
 from distil.evaluate.run import EVALUATION_FILE, curated_dataset_for, latest_run_id
+from distil.files import write_text_atomic
 from distil.teachers.urls import public_source
 
 REPORT_HTML = "report.html"
@@ -167,19 +166,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     except (OSError, ValueError):
         return None
-
-
-def _write_atomic(text: str, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; reports are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
@@ -457,6 +443,6 @@ def write_report(project: Any, run_id: str | None = None) -> tuple[Path, Path]:
     run_id = run_id or latest_run_id(project)
     context = report_context(project, run_id)
     run_dir = project.runs_dir / run_id
-    html_path = _write_atomic(render_html(context), run_dir / REPORT_HTML)
-    md_path = _write_atomic(render_markdown(context), run_dir / REPORT_MD)
+    html_path = write_text_atomic(run_dir / REPORT_HTML, render_html(context))
+    md_path = write_text_atomic(run_dir / REPORT_MD, render_markdown(context))
     return html_path, md_path

@@ -26,6 +26,7 @@ from distil.errors import DataError, EvaluationError
 from distil.evaluate.cost import cost_summary
 from distil.evaluate.latency import MEMORY_METHOD, default_threads, measure_model
 from distil.evaluate.scoring import gold_indices, score_classifier, score_generator
+from distil.files import write_text_atomic
 from distil.spec.models import Spec
 
 EVALUATION_FILE = "evaluation.json"
@@ -286,13 +287,6 @@ def _token_agreement(predictor: Any, inputs: list[str], teacher_texts: list[str]
     return teacher_forced_agreement(predictor.model, predictor.tokenizer, inputs, teacher_texts, predictor.task.get("max_length", 256))
 
 
-def write_json_atomic(document: dict[str, Any], path: Path) -> Path:
-    from distil.evaluate.report import _write_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _write_atomic(json.dumps(document, indent=2, allow_nan=False, default=_jsonable), path)
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -314,7 +308,8 @@ def _finite(value: Any) -> Any:
 
 def record_evaluation(project: Any, run_id: str, document: dict[str, Any], actor: str = "", extra: dict[str, Any] | None = None) -> tuple[Path, Any]:
     """Write ``.distil/runs/<run_id>/evaluation.json`` atomically and append the ``evaluation`` row."""
-    path = write_json_atomic(_finite(document), project.runs_dir / run_id / EVALUATION_FILE)
+    text = json.dumps(_finite(document), indent=2, allow_nan=False, default=_jsonable)
+    path = write_text_atomic(project.runs_dir / run_id / EVALUATION_FILE, text)
     summary = _finite(summarise_evaluation(document))
     relative = str(path.relative_to(project.root))
     event = project.ledger.append(

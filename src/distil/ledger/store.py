@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from distil.errors import LedgerError
-from distil.ledger.keys import SIGNED_ACTS, Signer, act_message, remember_head, remembered_head, signature_holds
+from distil.ledger.keys import (
+    SIGNED_ACTS,
+    Signer,
+    act_message,
+    remember_head,
+    remembered_head,
+    signature_holds,
+)
 from distil.ledger.migrations import MIGRATIONS
 from distil.spec.names import same_person
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from distil.errors import DataError
+from distil.files import write_json_atomic
 from distil.monitor.drift import MonitorResult, TargetInput, check_traffic, refresh_due, targets_from_result
 from distil.serve.traffic import read_traffic, traffic_dir
 from distil.spec.io import Project
@@ -103,7 +104,7 @@ def run_monitor(
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = now.strftime("%Y%m%dT%H%M%S")
     path = out_dir / f"monitor-{stamp}.json"
-    path.write_text(json.dumps(result.as_dict(), indent=2, default=str), encoding="utf-8")
+    write_json_atomic(path, result.as_dict())
     _plot(result, out_dir / f"monitor-{stamp}.png")
     if record and result.alerts:
         operator = spec.maintenance.operator or spec.roles.operator

@@ -7,7 +7,6 @@ the teacher with ``distil.teachers.registry.build_teacher``. Classify models are
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from distil.errors import EvaluationError
+from distil.files import write_json_atomic
 from distil.serve.batching import batched
 from distil.spec.io import Project
 
@@ -123,10 +123,7 @@ def write_router_report(folder: Path, calibration: Any, cost: Any) -> Path:
             "blended_cost_per_1m": blended_cost_per_1m(calibration.escalated_share, cost.student_per_1m_requests, cost.teacher_per_1m_requests),
             "student_per_1m": cost.student_per_1m_requests, "teacher_per_1m": cost.teacher_per_1m_requests}
     path = folder / "router.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(body, indent=2), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_json_atomic(path, body)
 
 
 def load_served(project: Project, run_id: str | None = None, threshold: float | None = None, with_teacher: bool = True) -> ServedModel:

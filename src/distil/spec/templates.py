@@ -139,5 +139,4 @@ def write_spec(spec_path: Path, spec: Spec) -> Path:
     )
     text = header + render_commented(spec) + "\n"
     spec_from_text(text, str(spec_path))  # what we write must load back as the same spec
-    write_text_atomic(spec_path, text)
-    return spec_path
+    return write_text_atomic(spec_path, text)

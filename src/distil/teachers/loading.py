@@ -15,13 +15,11 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from distil.errors import TeacherError
-from distil.files import write_json_atomic
+from distil.files import replace_dir_atomic, write_json_atomic
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -154,20 +152,14 @@ def _dequantized_folder(local: LocalSource) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        stamp = {"source_sha256": weights_fingerprint(local), "dequantized_sha256": folder_fingerprint(tmp)}
-        write_json_atomic(tmp / CACHE_STAMP, stamp)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        stamp = {"source_sha256": weights_fingerprint(local), "dequantized_sha256": folder_fingerprint(folder)}
+        write_json_atomic(folder / CACHE_STAMP, stamp)
+
+    return replace_dir_atomic(target, write)
 
 
 def local_model_folder(source: str) -> tuple[Path, str]:

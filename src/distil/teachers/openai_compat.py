@@ -32,7 +32,6 @@ import numpy as np
 
 from distil.errors import TeacherError
 from distil.spec.models import Task, TeacherSpec
-from distil.teachers.urls import public_source, public_url
 from distil.teachers.base import (
     Capabilities,
     ClassifyPrompt,
@@ -42,6 +41,7 @@ from distil.teachers.base import (
     one_hot_from_text,
     sha256_json,
 )
+from distil.teachers.urls import public_source, public_url
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
