@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distil.errors import RunError
 from distil.files import write_json_atomic
 from distil.ledger.store import canonical_json, sha256_file, sha256_text
+from distil.runs import RunDir
 from distil.spec.io import Project
 
 STEPS = ("check", "plan", "generate", "curate", "train", "evaluate", "report")
@@ -185,7 +187,7 @@ def run_cadence(
         return {"run_id": run_id, "dataset_hash": cur.output["dataset_hash"]}
 
     train_key = step_key(cur.output.get("dataset_hash"), spec_part(project, "student", "train", "task", "teachers"), baseline)
-    trained = run_step(state, "train", train_key, train, still_there=lambda o: (project.runs_dir / o.get("run_id", "-") / "metrics.json").is_file(), announce=say)
+    trained = run_step(state, "train", train_key, train, still_there=lambda o: _finished(project, o.get("run_id")), announce=say)
     result.outcomes.append(trained)
     result.run_id = trained.output["run_id"]
 
@@ -210,6 +212,14 @@ def run_cadence(
     result.outcomes.append(reported)
     result.report_path = reported.output["html"]
     return result
+
+
+def _finished(project: Project, run_id: str | None) -> bool:
+    """The run finished training: it has a folder and its metrics.json (an unknown or bad id: not finished)."""
+    try:
+        return bool(run_id) and RunDir(project, run_id).metrics.is_file()
+    except RunError:
+        return False
 
 
 def _data_part(project: Project, stage: str) -> dict[str, Any]:

@@ -88,6 +88,12 @@ class EvaluationSetError(DistilError):
     default_hint = "run `distil curate` (it keeps the locked test split); a new test split needs a new gate version"
 
 
+class RunError(DistilError):
+    """A run id is not a plain name, has no folder, or the ledger does not know the run."""
+
+    default_hint = "list the runs with `distil ledger log --kind run.trained` (or look in .distil/runs/)"
+
+
 class CapabilityError(DistilError):
     """A step asks a teacher for something it cannot give (e.g. logits from a text-only API)."""
 

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from distil.errors import DistilError, EvaluationError
-from distil.files import write_json_atomic
-from distil.serve.runs import held_out_records, run_folder
+from distil.files import replace_dir_atomic, write_json_atomic
+from distil.serve.runs import served_run
 from distil.spec.io import Project
 
 FORMATS = ("safetensors", "onnx")
@@ -173,18 +173,16 @@ def export_run(project: Project, run_id: str | None, fmt: str, quantize: str | N
         raise ExportError(f"--quantize {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
     if quantize is not None and fmt != "onnx":
         raise ExportError("--quantize needs --format onnx (the int8 model is an onnxruntime graph)")
-    run = run_folder(project, run_id)
-    student = run / "student"
-    out = project.state_dir / "exports" / run.name / fmt
+    run = served_run(project, run_id)
+    student = run.student
+    out = project.state_dir / "exports" / run.run_id / fmt
     if fmt == "safetensors":
-        if out.exists():
-            shutil.rmtree(out)
-        shutil.copytree(student, out)
-        return ExportResult(run.name, fmt, out, sorted(out.iterdir()))
+        replace_dir_atomic(out, lambda folder: shutil.copytree(student, folder, dirs_exist_ok=True))
+        return ExportResult(run.run_id, fmt, out, sorted(out.iterdir()))
 
     onnx_path = export_onnx(student, out)
-    result = ExportResult(run.name, fmt, out, [onnx_path])
-    records = [r for r in held_out_records(project, "test") if r.label_probs is not None]
+    result = ExportResult(run.run_id, fmt, out, [onnx_path])
+    records = [r for r in run.dataset().records("test") if r.label_probs is not None]
     if not records and quantize is None:
         return result
     if not records:
@@ -209,18 +207,18 @@ def export_run(project: Project, run_id: str | None, fmt: str, quantize: str | N
                    "p50_ms": _median_ms_per_input(OnnxClassifier(out).label_distribution, sample)}
     int8_block = {**compare_variant(torch_probs, teacher_probs, int8_probs), "size_bytes": int8_path.stat().st_size,
                   "p50_ms": _median_ms_per_input(int8.label_distribution, sample)}
-    evaluation = {"run_id": run.name, "variant": "quantized", "quantization": "int8 dynamic (onnxruntime)", "split": "test",
+    evaluation = {"run_id": run.run_id, "variant": "quantized", "quantization": "int8 dynamic (onnxruntime)", "split": "test",
                   "n": len(texts), "distilled": float_block, "quantized": int8_block,
                   "model": str(int8_path.relative_to(project.root))}
-    eval_path = run / "evaluation.quantized.json"
+    eval_path = run.variant_evaluation("quantized")
     write_json_atomic(eval_path, evaluation)
     summary = {"agreement": int8_block["agreement"], "agreement_distilled": float_block["agreement"],
                "agreement_with_float": int8_block["agreement_with_float"], "size_bytes": int8_block["size_bytes"],
                "size_bytes_distilled": float_block["size_bytes"], "p50_ms": int8_block["p50_ms"], "n": len(texts)}
     project.ledger.append(
-        "evaluation", {"run_id": run.name, "variant": "quantized", "summary": summary},
+        "evaluation", {"run_id": run.run_id, "variant": "quantized", "summary": summary},
         actor=actor, files=[eval_path, int8_path], table="evaluations",
-        row={"run_id": run.name, "variant": "quantized", "path": str(eval_path.relative_to(project.root)), "summary": summary},
+        row={"run_id": run.run_id, "variant": "quantized", "path": str(eval_path.relative_to(project.root)), "summary": summary},
     )
     result.evaluation = evaluation
     return result

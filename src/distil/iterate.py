@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from distil.cadence import CadenceResult, run_cadence
-from distil.data.records import Record, read_records
+from distil.data.generate import label_new_inputs, synthetic_items
+from distil.data.sources import InputItem
 from distil.data.split import PROBE
 from distil.errors import DistilError, EvaluationError
+from distil.evaluate.predictions import paired
+from distil.ledger.store import canonical_json
+from distil.monitor.check import targets_from_traffic
+from distil.runs import RunDir, latest_run
 from distil.spec.gate import require_unchanged_gate
 from distil.spec.io import Project
+from distil.teachers.registry import build_teacher
 
 
 class IterationLimitError(DistilError):
@@ -58,11 +61,10 @@ def iterations_used(project: Project) -> int:
     return len(project.ledger.events(kind="iteration"))
 
 
-def _evaluation(project: Project, run_id: str) -> dict[str, Any]:
-    path = project.runs_dir / run_id / "evaluation.json"
-    if not path.is_file():
-        raise EvaluationError(f"iterate: run {run_id} has no evaluation.json", hint=f"run `distil evaluate {run_id}` first")
-    return json.loads(path.read_text(encoding="utf-8"))
+def _evaluation(run: RunDir) -> dict[str, Any]:
+    if not run.evaluation.is_file():
+        raise EvaluationError(f"iterate: run {run.run_id} has no evaluation.json", hint=f"run `distil evaluate {run.run_id}` first")
+    return json.loads(run.evaluation.read_text(encoding="utf-8"))
 
 
 def weak_slices(evaluation: dict[str, Any], floor: float | None) -> set[tuple[str, str]]:
@@ -81,38 +83,22 @@ def weak_slices(evaluation: dict[str, Any], floor: float | None) -> set[tuple[st
 MINED_SPLITS = ("validation", PROBE)  # never test: it is the locked yardstick every round is measured on
 
 
-def mining_pool(dataset_dir: Path) -> list[Record]:
-    """The records failures may be mined from: the validation split and the probe pool (when the dataset has one)."""
-    return [r for name in MINED_SPLITS if (dataset_dir / f"{name}.parquet").is_file() for r in read_records(dataset_dir / f"{name}.parquet")]
+def mine_failures(run: RunDir, evaluation: dict[str, Any], floor: float | None, splits: tuple[str, ...] = MINED_SPLITS) -> list[Failure]:
+    """Items of ``splits`` (validation and the probe pool) where the student disagrees with the teacher, and
+    their items of weak slices.
 
-
-def mine_failures(project: Project, run_id: str, evaluation: dict[str, Any], floor: float | None) -> list[Failure]:
-    """Validation and probe items where the student disagrees with the teacher, and their items of weak slices."""
-    from distil.evaluate.run import curated_dataset_for
-    from distil.train.students import load_predictor
-
-    dataset_dir, _ = curated_dataset_for(project, run_id)
-    held_out = mining_pool(dataset_dir)
-    if not held_out:
-        return []
+    The answers are the ones ``distil evaluate`` kept in the run's ``predictions.parquet``; no model is loaded.
+    """
+    pairs = [pair for split in splits for pair in paired(run.predictions, split, "student")]
     weak = weak_slices(evaluation, floor)
     failures: list[Failure] = []
-    if project.spec.task.kind == "classify":
-        names = project.spec.task.label_names
-        predictor = load_predictor(project.runs_dir / run_id / "student")
-        student = np.asarray(predictor.label_distribution([r.input for r in held_out])).argmax(axis=1)
-        for record, s in zip(held_out, student, strict=True):
-            teacher = record.label or (names[int(np.argmax(record.label_probs))] if record.label_probs else None)
-            in_weak = [f"{k}={v}" for k, v in record.tags.items() if (k, v) in weak]
-            if teacher is not None and names[int(s)] != teacher:
-                failures.append(Failure(record.input, record.tags, teacher, names[int(s)], "student disagrees with the teacher"))
-            elif in_weak:
-                failures.append(Failure(record.input, record.tags, teacher, names[int(s)], f"slice below the floor: {', '.join(in_weak)}"))
-    else:
-        failures = [
-            Failure(r.input, r.tags, None, None, f"slice below the floor: {k}={v}")
-            for r in held_out for k, v in r.tags.items() if (k, v) in weak
-        ]
+    for teacher, student in pairs:
+        tags = teacher["tags"]
+        in_weak = [f"{k}={v}" for k, v in tags.items() if (k, v) in weak]
+        if teacher["label"] is not None and student["label"] != teacher["label"]:
+            failures.append(Failure(teacher["input"], tags, teacher["label"], student["label"], "student disagrees with the teacher"))
+        elif in_weak:
+            failures.append(Failure(teacher["input"], tags, teacher["label"], student["label"], f"slice below the floor: {', '.join(in_weak)}"))
     return failures
 
 
@@ -126,12 +112,6 @@ def iterate_round(
     threads: int | None = None,
 ) -> IterationResult:
     """Run one targeted round and record it. Refuses once the locked gate's max_iterations are spent."""
-    from distil.data.generate import label_new_inputs, synthetic_items
-    from distil.data.sources import InputItem
-    from distil.evaluate.run import latest_run_id
-    from distil.ledger.store import canonical_json
-    from distil.teachers.registry import build_teacher
-
     locked = require_unchanged_gate(project)
     assert locked is not None
     limit = int(locked.thresholds.get("max_iterations") or project.spec.gate.max_iterations)
@@ -139,18 +119,17 @@ def iterate_round(
     if used >= limit:
         raise IterationLimitError(f"iterate: gate.max_iterations ({limit}) rounds already run")
     actor = actor or project.spec.roles.driver
-    run_id = latest_run_id(project)
-    evaluation = _evaluation(project, run_id)
+    run = latest_run(project)
+    run_id = run.run_id
+    evaluation = _evaluation(run)
     result = IterationResult(round=used + 1, from_run=run_id, fidelity_before=evaluation.get("student", {}).get("agreement"))
 
     teacher = build_teacher(project, actor=actor)
     if from_traffic:
-        from distil.monitor.check import targets_from_traffic
-
         targets = [InputItem(t.input, tags=dict(t.tags), source="traffic") for t in targets_from_traffic(project)]
         source = "traffic"
     else:
-        result.failures = mine_failures(project, run_id, evaluation, locked.thresholds.get("per_slice_fidelity_min"))
+        result.failures = mine_failures(run, evaluation, locked.thresholds.get("per_slice_fidelity_min"))
         seeds = [InputItem(f.input, label=f.teacher_label, tags=f.tags, source="targeted") for f in result.failures]
         want = budget if budget is not None else max(len(seeds) * 4, project.spec.data.synthetic_budget // 2)
         # The round number goes into the seed so a later round asks for new inputs, not cached ones.
@@ -167,7 +146,7 @@ def iterate_round(
     del teacher
 
     result.cadence = run_cadence(project, actor=actor, console=console, requests=requests, threads=threads)
-    after = _evaluation(project, result.cadence.run_id) if result.cadence.run_id else {}
+    after = _evaluation(RunDir(project, result.cadence.run_id)) if result.cadence.run_id else {}
     result.fidelity_after = after.get("student", {}).get("agreement")
     project.ledger.append(
         "iteration",

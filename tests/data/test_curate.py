@@ -8,9 +8,10 @@ import json
 import pytest
 
 from distil.data import dedupe
-from distil.data.curate import curate, latest_curated
+from distil.data.curate import curate
 from distil.data.records import Record, read_records, write_records
 from distil.errors import DataError
+from distil.runs import CuratedData, latest_curated
 from distil.spec.io import load_project
 from tests.data.helpers import make_project
 
@@ -76,7 +77,7 @@ def test_curate_removes_planted_duplicates_contamination_and_low_confidence(proj
 
     report = json.loads((result.folder / "report.json").read_text())
     assert report["counts"]["removed_near_duplicate"] == 1 and report["dataset_hash"] == result.dataset_hash
-    assert latest_curated(project) == (result.dataset_hash, result.folder)
+    assert latest_curated(project) == CuratedData(result.dataset_hash, result.folder)
     row = project.ledger.latest("datasets", "stage = ?", ("curated",))
     assert json.loads(row["counts"])["train"] == len(split_records["train"])
     assert project.ledger.verify(base=project.root).ok

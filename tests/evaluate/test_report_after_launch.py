@@ -19,6 +19,7 @@ from distil.evaluate.report import write_report
 from distil.evaluate.run import evaluate_run
 from distil.export import compare_variant
 from distil.monitor.check import run_monitor
+from distil.runs import RunDir
 from distil.serve.router import calibrate_threshold
 from distil.serve.runs import write_router_report
 from distil.serve.traffic import traffic_dir, write_traffic_rows
@@ -60,7 +61,7 @@ def write_router(project, run_dir: Path, texts: list[str]):
     teacher = NumpyPredictor(0).label_distribution(texts)
     student = NumpyPredictor(3).label_distribution(texts)
     calibration = calibrate_threshold(student, teacher, 0.95)
-    write_router_report(run_dir, calibration, project.spec.cost)
+    write_router_report(RunDir(project, run_dir.name), calibration, project.spec.cost)
     return json.loads((run_dir / "router.json").read_text())
 
 

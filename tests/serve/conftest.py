@@ -52,8 +52,9 @@ def make_classify_project(tmp_path: Path, tiny_teacher_dir: Path) -> Path:
     return root / "distil.yaml"
 
 
-def write_curated(project, texts: list[str], teacher_probs: np.ndarray) -> None:
-    """A curated dataset per the contract: split parquet files plus the `dataset.curated` ledger row."""
+def write_curated(project, texts: list[str], teacher_probs: np.ndarray, run_id: str = "r1") -> None:
+    """A curated dataset per the contract: split parquet files plus the `dataset.curated` ledger row, and the
+    `runs` row that says ``run_id`` was trained on it."""
     folder = project.data_dir / "curated" / "abcdef012345"
     third = len(texts) // 3
     splits = {"train": slice(0, third), "validation": slice(third, 2 * third), "test": slice(2 * third, None)}
@@ -64,6 +65,10 @@ def write_curated(project, texts: list[str], teacher_probs: np.ndarray) -> None:
     rel = str(folder.relative_to(project.root))
     project.ledger.append("dataset.curated", {"path": rel}, table="datasets",
                           row={"dataset_hash": "sha256:abcdef012345", "stage": "curated", "path": rel, "counts": {"curated": len(texts)}})
+    student = project.runs_dir / run_id / "student"
+    project.ledger.append("run.trained", {"run_id": run_id}, table="runs",
+                          row={"run_id": run_id, "dataset_hash": "sha256:abcdef012345", "role": "student",
+                               "path": str(student.relative_to(project.root)), "metrics": {}})
 
 
 def free_port() -> int:

@@ -123,13 +123,17 @@ def test_distil_serve_process_answers_and_flushes_its_traffic_on_sigterm(classif
 
 
 def test_default_run_is_the_newest_shipped_then_the_newest_trained(classify_project):
-    from distil.errors import EvaluationError
-    from distil.serve.runs import latest_run_id
+    from distil.errors import RunError
+    from distil.runs import latest_run
+
+    def latest_run_id(project):
+        return latest_run(project, shipped_first=True).run_id
 
     project = load_project(classify_project)
     assert latest_run_id(project) == "r1"  # only a folder so far
     ledger = project.ledger
     for run_id in ("r2", "r3"):
+        (project.runs_dir / run_id).mkdir()  # a folder, but no student in it
         ledger.append("run.trained", {"run_id": run_id}, table="runs",
                       row={"run_id": run_id, "dataset_hash": "h", "role": "student", "path": f".distil/runs/{run_id}", "metrics": {}})
     assert latest_run_id(project) == "r3"
@@ -137,8 +141,8 @@ def test_default_run_is_the_newest_shipped_then_the_newest_trained(classify_proj
         ledger.append("decision", {"run_id": run_id}, table="decisions",
                       row={"run_id": run_id, "decision": decision, "validator": "quinn", "driver": "dev", "evaluation_seq": 1})
     assert latest_run_id(project) == "r2"
-    with pytest.raises(EvaluationError, match="no student"):
-        load_served(project)  # r2 was decided ship but its folder is gone
+    with pytest.raises(RunError, match="r2: no student"):
+        load_served(project)  # r2 was decided ship but its student is gone
 
 
 def test_slow_clients_do_not_block_others(tmp_path):

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from distil.cli.app import AsOpt, SpecOpt, _project, app, console
+from distil.runs import RunDir
 
 RequestsOpt = Annotated[int, typer.Option("--requests", min=100, help="Batch-1 requests timed per model by the evaluation.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch threads for every model's timing (default: min(4, CPUs)).")]
@@ -25,12 +26,11 @@ def _steps_table(result: Any) -> Table:
     return table
 
 
-def _verdict_table(run_dir: Path) -> Table | None:
-    path = run_dir / "evaluation.json"
-    if not path.is_file():
+def _verdict_table(run: RunDir) -> Table | None:
+    if not run.evaluation.is_file():
         return None
-    document = json.loads(path.read_text(encoding="utf-8"))
-    table = Table(title=f"gate verdict ({run_dir.name})")
+    document = json.loads(run.evaluation.read_text(encoding="utf-8"))
+    table = Table(title=f"gate verdict ({run.run_id})")
     for col in ("threshold", "value", "limit", "margin", "verdict"):
         table.add_column(col, justify="right" if col in ("value", "limit", "margin") else "left")
     for check in document.get("gate", {}).get("checks", []):
@@ -45,7 +45,7 @@ def _verdict_table(run_dir: Path) -> Table | None:
 def _print_outcome(project: Any, result: Any) -> None:
     console.print(_steps_table(result))
     if result.run_id:
-        verdict = _verdict_table(project.runs_dir / result.run_id)
+        verdict = _verdict_table(RunDir(project, result.run_id))
         if verdict is not None:
             console.print(verdict)
     if result.report_path:

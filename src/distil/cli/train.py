@@ -70,4 +70,4 @@ def train(
         loss = "-" if m.final_train_loss is None else f"{m.final_train_loss:.4f}"
         table.add_row(role, "-" if fid is None else f"{fid:.3f}", loss, str(m.steps), f"{m.tokens_per_s:,.0f}", f"{result.seconds.get(role, 0.0):,.1f}")
     console.print(table)
-    console.print(f"wrote {result.run_dir}; next: distil evaluate --run {result.run_id}")
+    console.print(f"wrote {result.run_dir}; next: distil evaluate {result.run_id}")

@@ -203,13 +203,3 @@ def curate(project: Project, heldout: Sequence[str | Path] = (), actor: str = ""
         )
     return result
 
-
-def latest_curated(project: Project) -> tuple[str, Path]:
-    """(dataset hash, folder) of the newest curated dataset; DataError when there is none."""
-    row = project.ledger.latest("datasets", "stage = ?", ("curated",))
-    if row is None:
-        raise DataError("no curated dataset yet", hint="run `distil generate` then `distil curate`")
-    folder = project.path(row["path"])
-    if not (folder / "train.parquet").is_file():
-        raise DataError(f"{folder}: the curated dataset the ledger names is missing", hint="run `distil curate` again")
-    return row["dataset_hash"], folder

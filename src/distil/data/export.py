@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distil.data.curate import latest_curated
 from distil.data.records import Record, read_records
 from distil.data.split import CURATED_SPLITS
 from distil.files import write_json_atomic
+from distil.runs import latest_curated
 from distil.spec.io import Project
 
 PROVENANCE = ("id", "source", "teacher_id", "teacher_fingerprint", "prompt_hash", "params_hash", "created_at", "cost", "split")
@@ -32,7 +32,8 @@ def chat_example(project: Project, record: Record) -> dict:
 
 def export_data(project: Project, out: str | Path | None = None) -> Path:
     """Write ``openai/{split}.jsonl``, ``hf/`` and ``provenance.jsonl`` for the newest curated dataset."""
-    dataset_hash, folder = latest_curated(project)
+    data = latest_curated(project)
+    dataset_hash, folder = data.dataset_hash, data.folder
     target = Path(out) if out else project.state_dir / "exports" / folder.name
     (target / "openai").mkdir(parents=True, exist_ok=True)
     (target / "hf").mkdir(parents=True, exist_ok=True)

@@ -17,16 +17,12 @@ from typing import Any
 
 from jinja2 import Environment, select_autoescape
 
-from distil.errors import EvaluationError
+from distil.errors import DataError, EvaluationError, RunError
 from distil.evaluate import plots
-from distil.evaluate.run import EVALUATION_FILE, curated_dataset_for, latest_run_id
 from distil.files import write_text_atomic
+from distil.runs import RunDir, run_or_latest
 from distil.teachers.urls import public_source
 
-REPORT_HTML = "report.html"
-REPORT_MD = "report.md"
-QUANTIZED_FILE = "evaluation.quantized.json"
-ROUTER_FILE = "router.json"
 MONITOR_DIR = "monitor"
 # (key, heading) of the distilled-vs-quantized table; accuracy and p50_ms only when a block has them
 VARIANT_METRICS = (
@@ -196,9 +192,9 @@ def _display_path(project: Any, path: Path) -> str:
         return str(path)
 
 
-def quantized_section(project: Any, run_dir: Path) -> dict[str, Any] | None:
+def quantized_section(project: Any, run: RunDir) -> dict[str, Any] | None:
     """The distilled and the int8 student side by side, from ``evaluation.quantized.json``; None without it."""
-    path = run_dir / QUANTIZED_FILE
+    path = run.variant_evaluation("quantized")
     data = _read_json(path)
     if not isinstance(data, dict):
         return None
@@ -224,9 +220,9 @@ def quantized_section(project: Any, run_dir: Path) -> dict[str, Any] | None:
     }
 
 
-def router_section(run_dir: Path) -> dict[str, Any] | None:
+def router_section(run: RunDir) -> dict[str, Any] | None:
     """The calibrated router from ``router.json`` (written by ``distil serve``); None without it."""
-    data = _read_json(run_dir / ROUTER_FILE)
+    data = _read_json(run.router)
     if not isinstance(data, dict) or data.get("threshold") is None:
         return None
     keys = ("threshold", "routed_fidelity", "escalated_share", "student_fidelity", "target", "n", "blended_cost_per_1m", "student_per_1m", "teacher_per_1m")
@@ -284,10 +280,10 @@ def monitor_section(project: Any) -> dict[str, Any] | None:
 
 def report_context(project: Any, run_id: str) -> dict[str, Any]:
     """Everything the HTML and Markdown need, read from the run folder, the ledger and the spec."""
-    run_dir = project.runs_dir / run_id
-    evaluation = _read_json(run_dir / EVALUATION_FILE)
+    run = RunDir(project, run_id)
+    evaluation = _read_json(run.evaluation)
     if evaluation is None:
-        raise EvaluationError(f"report: {run_dir / EVALUATION_FILE} not found", hint=f"run `distil evaluate {run_id}` first")
+        raise EvaluationError(f"report: {run.evaluation} not found", hint=f"run `distil evaluate {run_id}` first")
     spec = project.spec
     decisions = project.ledger.verified_rows("decisions", "run_id = ?", (run_id,))
     decision = None
@@ -306,9 +302,10 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
         }
         for t in spec.teachers
     ]
-    try:
-        dataset_dir, dataset_hash = curated_dataset_for(project, run_id)
-    except EvaluationError:
+    try:  # a run the ledger does not know has no dataset to describe; the report says so instead
+        data = run.dataset()
+        dataset_dir, dataset_hash = data.folder, data.dataset_hash
+    except (RunError, DataError):
         dataset_dir, dataset_hash = None, None
     curation = _read_json(dataset_dir / "report.json") if dataset_dir else None
     data_rows = [
@@ -332,7 +329,7 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
                     "accuracy": fmt(row.get("accuracy")),
                 }
             )
-    curve = _read_json(run_dir / "curve.json")
+    curve = _read_json(run.curve)
     plot_list = [
         {"id": "slices", "title": "Fidelity per slice", "png": plots.slice_fidelity(evaluation), "missing": "No slices in the held-out split."},
         {"id": "reliability", "title": "Reliability diagram", "png": plots.reliability_diagram(evaluation), "missing": "No label distributions (generation task)."},
@@ -362,8 +359,8 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
         "teachers": teachers,
         "data_rows": data_rows,
         "filter_rows": filter_rows,
-        "quantized": quantized_section(project, run_dir),
-        "router": router_section(run_dir),
+        "quantized": quantized_section(project, run),
+        "router": router_section(run),
         "monitor": monitor_section(project),
     }
 
@@ -440,9 +437,8 @@ def _after_launch_markdown(context: dict[str, Any]) -> list[str]:
 
 def write_report(project: Any, run_id: str | None = None) -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.md`` into the run folder; returns their paths."""
-    run_id = run_id or latest_run_id(project)
-    context = report_context(project, run_id)
-    run_dir = project.runs_dir / run_id
-    html_path = write_text_atomic(run_dir / REPORT_HTML, render_html(context))
-    md_path = write_text_atomic(run_dir / REPORT_MD, render_markdown(context))
+    run = run_or_latest(project, run_id)
+    context = report_context(project, run.run_id)
+    html_path = write_text_atomic(run.report_html, render_html(context))
+    md_path = write_text_atomic(run.report_md, render_markdown(context))
     return html_path, md_path

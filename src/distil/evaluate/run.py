@@ -19,17 +19,29 @@ from typing import Any
 
 import numpy as np
 
-from distil.data.records import Record, read_records
+from distil.data.evalsets import require_locked_test
+from distil.data.records import Record
 from distil.data.sources import tag_slices
+from distil.data.split import PROBE
 from distil.decide import gate_checks, summarise_evaluation
 from distil.errors import DataError, EvaluationError
 from distil.evaluate.cost import cost_summary
-from distil.evaluate.latency import MEMORY_METHOD, default_threads, measure_model
+from distil.evaluate.latency import (
+    MEMORY_METHOD,
+    default_threads,
+    measure_model,
+    params_in_safetensors,
+    size_on_disk,
+)
+from distil.evaluate.predictions import prediction_rows, write_predictions
 from distil.evaluate.scoring import gold_indices, score_classifier, score_generator
 from distil.files import write_text_atomic
+from distil.runs import RunDir, run_or_latest
+from distil.spec.gate import require_unchanged_gate
 from distil.spec.models import Spec
+from distil.teachers.prompts import generation_prompt
 
-EVALUATION_FILE = "evaluation.json"
+ANSWERED_UNSCORED = ("validation", PROBE)  # answered into predictions.parquet for iterate to mine; never scored
 MODEL_ORDER = ("student", "baseline", "teacher")  # largest last: its memory is not hidden by reuse
 
 
@@ -52,8 +64,16 @@ class ModelUnderTest:
 
 @dataclass
 class EvalSet:
-    name: str  # "test" or "gold"
+    name: str  # "validation", "probe", "test" or "gold"
     records: list[Record]
+
+
+@dataclass
+class Evaluation:
+    """The evaluation document and every model's answer on every item (the rows of predictions.parquet)."""
+
+    document: dict[str, Any]
+    predictions: list[dict[str, Any]]
 
 
 def _batched(predict: Callable[[list[str]], Any], inputs: Sequence[str], batch_size: int = 32) -> list:
@@ -85,6 +105,15 @@ def _latency_fields(measured: Any) -> dict[str, Any]:
     }
 
 
+def recorded_teacher_outputs(records: Sequence[Record], classify: bool) -> Any:
+    """The teacher's answers written into the records at labelling time; None when any record lacks one."""
+    if classify:
+        probs = [r.label_probs for r in records]
+        return np.asarray(probs, dtype=np.float64) if all(p is not None for p in probs) else None
+    texts = [r.teacher_text for r in records]
+    return texts if all(t is not None for t in texts) else None
+
+
 def evaluate_models(
     spec: Spec,
     held_out: Sequence[Record],
@@ -98,7 +127,25 @@ def evaluate_models(
     seed: int = 0,
     throughput_budget_s: float | None = 20.0,
 ) -> dict[str, Any]:
-    """The evaluation document: ``teacher``, ``student``, ``baseline``, ``cost`` and ``gate``.
+    """The evaluation document: ``teacher``, ``student``, ``baseline``, ``cost`` and ``gate`` (see :func:`run_models`)."""
+    return run_models(spec, held_out, models, gold, thresholds, threads, requests, warmup, batch_size, seed, throughput_budget_s).document
+
+
+def run_models(
+    spec: Spec,
+    held_out: Sequence[Record],
+    models: dict[str, ModelUnderTest],
+    gold: Sequence[Record] = (),
+    thresholds: dict[str, Any] | None = None,
+    threads: int | None = None,
+    requests: int = 100,
+    warmup: int = 5,
+    batch_size: int = 32,
+    seed: int = 0,
+    throughput_budget_s: float | None = 20.0,
+    unscored: dict[str, Sequence[Record]] | None = None,
+) -> Evaluation:
+    """The evaluation document (``teacher``, ``student``, ``baseline``, ``cost``, ``gate``) and the predictions.
 
     Every model is loaded, timed at batch 1 (``requests`` calls) and at ``batch_size`` on the gold
     inputs (the held-out ones when there is no gold set) with the same thread count, the timed calls'
@@ -107,6 +154,11 @@ def evaluate_models(
     reference when ``models["teacher"].reference_outputs`` is given, else the teacher is run.
     Throughput is timed over up to 3 batches, fewer for a model whose next batch would end past
     ``throughput_budget_s`` (a few-shot teacher on a CPU: one batch).
+
+    The ``unscored`` sets (``{"validation": [...], "probe": [...]}``) are answered too, not scored (the
+    document is about the held-out split and the gold set), so a later round can mine the student's
+    failures from them without a model loaded; the teacher's answers there are the recorded ones when
+    every record has one.
     """
     if not held_out:
         raise EvaluationError("evaluate: the held-out split is empty", hint="curate more data, or give data.split.test a larger share")
@@ -117,6 +169,9 @@ def evaluate_models(
     classify = spec.task.kind == "classify"
     sets = [EvalSet("test", list(held_out))] + ([EvalSet("gold", list(gold))] if gold else [])
     timed = sets[-1]  # every model is timed on the gold inputs (else the held-out ones), which it answers on the way
+    answered = [EvalSet(name, list(records)) for name, records in (unscored or {}).items() if records] + sets
+    recorded = {"test": models["teacher"].reference_outputs}
+    recorded.update({s.name: recorded_teacher_outputs(s.records, classify) for s in answered if s.name not in ("test", "gold")})
     timing_inputs = [r.input for r in timed.records]
 
     outputs: dict[str, dict[str, Any]] = {}
@@ -129,9 +184,9 @@ def evaluate_models(
             params=model.params, size_bytes=model.size_bytes, budget_s=throughput_budget_s,
         )
         outputs[name] = {}
-        for s in sets:
-            if name == "teacher" and s.name == "test" and model.reference_outputs is not None:
-                outputs[name][s.name] = model.reference_outputs
+        for s in answered:
+            if name == "teacher" and recorded.get(s.name) is not None:
+                outputs[name][s.name] = recorded[s.name]
             elif s is timed:
                 outputs[name][s.name] = m.timing.outputs
             else:
@@ -169,33 +224,17 @@ def evaluate_models(
     document["cost"] = cost_summary(spec.cost)
     checks = gate_checks(thresholds or {}, summarise_evaluation(document))
     document["gate"] = {"checks": [asdict(c) for c in checks], "all_pass": all(c.passed for c in checks)}
-    return document
+    labels = spec.task.label_names if classify else None
+    rows = [
+        row
+        for s in answered
+        for name in ("teacher", "student", "baseline")
+        for row in prediction_rows(s.name, s.records, name, outputs[name][s.name], labels, recorded=name == "teacher" and recorded.get(s.name) is not None)
+    ]
+    return Evaluation(document, rows)
 
 
 # --- finding the run and its data --------------------------------------------------------------------
-
-
-def latest_run_id(project: Any) -> str:
-    row = project.ledger.latest("runs")
-    if row is not None:
-        return row["run_id"]
-    folders = sorted((p for p in project.runs_dir.glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime) if project.runs_dir.is_dir() else []
-    if not folders:
-        raise EvaluationError("evaluate: no trained run found", hint="run `distil train` first")
-    return folders[-1].name
-
-
-def curated_dataset_for(project: Any, run_id: str) -> tuple[Path, str]:
-    """(folder of the curated dataset the run was trained on, its hash)."""
-    run_rows = project.ledger.rows("runs", "run_id = ?", (run_id,))
-    rows = []
-    if run_rows:
-        rows = project.ledger.rows("datasets", "dataset_hash = ? AND stage = 'curated'", (run_rows[0]["dataset_hash"],))
-    if not rows:
-        rows = project.ledger.rows("datasets", "stage = 'curated'")
-    if not rows:
-        raise EvaluationError(f"evaluate: no curated dataset found for run {run_id}", hint="run `distil curate` then `distil train`")
-    return project.path(rows[0]["path"]), rows[0]["dataset_hash"]
 
 
 def read_gold(project: Any) -> list[Record]:
@@ -231,8 +270,6 @@ def read_gold(project: Any) -> list[Record]:
 
 
 def _teacher_under_test(project: Any, held_out: Sequence[Record]) -> ModelUnderTest:
-    from distil.evaluate.latency import params_in_safetensors, size_on_disk
-
     spec = project.spec
     used = Counter(r.teacher_id for r in held_out if r.teacher_id)
     teacher_spec = spec.teacher(used.most_common(1)[0][0] if used else None)
@@ -249,23 +286,14 @@ def _teacher_under_test(project: Any, held_out: Sequence[Record]) -> ModelUnderT
 
         return build_teacher(project, teacher_spec)
 
+    reference = recorded_teacher_outputs(held_out, spec.task.kind == "classify")
     if spec.task.kind == "classify":
-        recorded = [r.label_probs for r in held_out]
-        reference = np.asarray(recorded, dtype=np.float64) if all(p is not None for p in recorded) else None
         return ModelUnderTest(load, lambda t, batch: t.label_distribution(batch), size, params, reference)
     instruction = spec.task.instruction
-
-    def prompt(text: str) -> str:
-        return instruction.replace("{input}", text) if "{input}" in instruction else text
-
-    texts = [r.teacher_text for r in held_out]
-    reference = texts if all(t is not None for t in texts) else None
-    return ModelUnderTest(load, lambda t, batch: t.generate([prompt(x) for x in batch]), size, params, reference)
+    return ModelUnderTest(load, lambda t, batch: t.generate([generation_prompt(instruction, x) for x in batch]), size, params, reference)
 
 
 def _student_under_test(folder: Path, kind: str) -> ModelUnderTest:
-    from distil.evaluate.latency import params_in_safetensors, size_on_disk
-
     if not folder.is_dir():
         raise EvaluationError(f"evaluate: {folder} not found", hint="run `distil train` to build the student and the baseline")
 
@@ -306,17 +334,24 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def record_evaluation(project: Any, run_id: str, document: dict[str, Any], actor: str = "", extra: dict[str, Any] | None = None) -> tuple[Path, Any]:
-    """Write ``.distil/runs/<run_id>/evaluation.json`` atomically and append the ``evaluation`` row."""
+def record_evaluation(
+    project: Any, run_id: str, document: dict[str, Any], actor: str = "", extra: dict[str, Any] | None = None,
+    predictions: Sequence[dict[str, Any]] | None = None,
+) -> tuple[Path, Any]:
+    """Write ``<run>/evaluation.json`` (and ``predictions.parquet``) atomically and append the ``evaluation`` row."""
+    run = RunDir(project, run_id)
     text = json.dumps(_finite(document), indent=2, allow_nan=False, default=_jsonable)
-    path = write_text_atomic(project.runs_dir / run_id / EVALUATION_FILE, text)
+    files = [write_text_atomic(run.evaluation, text)]
+    if predictions is not None:
+        files.append(write_predictions(run.predictions, predictions))
+    path = files[0]
     summary = _finite(summarise_evaluation(document))
     relative = str(path.relative_to(project.root))
     event = project.ledger.append(
         "evaluation",
         {"run_id": run_id, "variant": "distilled", "path": relative, "summary": summary, "all_pass": document["gate"]["all_pass"], **(extra or {})},
         actor=actor,
-        files=[path],
+        files=files,
         table="evaluations",
         row={"run_id": run_id, "variant": "distilled", "path": relative, "summary": summary},
     )
@@ -336,36 +371,31 @@ def evaluate_run(
     Refuses (GateError) when the gate is not locked or changed since it was locked. ``models``
     replaces the real teacher / student / baseline loaders (tests, other variants).
     """
-    from distil.data.evalsets import require_locked_test
-    from distil.spec.gate import require_unchanged_gate
-
     locked = require_unchanged_gate(project)
-    run_id = run_id or latest_run_id(project)
-    run_dir = project.runs_dir / run_id
-    if not run_dir.is_dir():
-        raise EvaluationError(f"evaluate: run {run_id} has no folder {run_dir}", hint="run `distil train`, or name an existing run")
-    dataset_dir, dataset_hash = curated_dataset_for(project, run_id)
-    require_locked_test(project, dataset_dir)  # every round is compared on the same, locked items
-    test_path = dataset_dir / "test.parquet"
-    if not test_path.is_file():
-        raise EvaluationError(f"evaluate: {test_path} not found", hint="run `distil curate` to rebuild the dataset's splits")
-    held_out = read_records(test_path)
+    run = run_or_latest(project, run_id)
+    data = run.dataset()
+    require_locked_test(project, data.folder)  # every round is compared on the same, locked items
+    if not data.split_path("test").is_file():
+        raise EvaluationError(f"evaluate: {data.split_path('test')} not found", hint="run `distil curate` to rebuild the dataset's splits")
+    held_out = data.records("test")
+    unscored = {name: data.records(name) for name in ANSWERED_UNSCORED}
     gold = read_gold(project)
     kind = project.spec.task.kind
     models = models or {
         "teacher": _teacher_under_test(project, held_out),
-        "student": _student_under_test(run_dir / "student", kind),
-        "baseline": _student_under_test(run_dir / "baseline", kind),
+        "student": _student_under_test(run.student, kind),
+        "baseline": _student_under_test(run.baseline, kind),
     }
-    document = evaluate_models(project.spec, held_out, models, gold, locked.thresholds, threads, requests)
+    evaluated = run_models(project.spec, held_out, models, gold, locked.thresholds, threads, requests, unscored=unscored)
+    document = evaluated.document
     document["gate"].update({"version": locked.version, "sha256": locked.sha256, "locked_by": locked.locked_by})
     extra = {
-        "dataset_hash": dataset_hash,
+        "dataset_hash": data.dataset_hash,
         "gate_version": locked.version,
         "n_test": len(held_out),
         "n_gold": len(gold),
         "threads": document["student"]["latency"]["threads"],
         "evaluated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    path, _ = record_evaluation(project, run_id, document, actor=actor, extra=extra)
+    path, _ = record_evaluation(project, run.run_id, document, actor=actor, extra=extra, predictions=evaluated.predictions)
     return path, document

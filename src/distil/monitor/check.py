@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from distil.data.sources import read_inputs
 from distil.errors import DataError
 from distil.files import write_json_atomic
 from distil.monitor.drift import MonitorResult, TargetInput, check_traffic, refresh_due, targets_from_result
+from distil.runs import latest_curated
 from distil.serve.traffic import read_traffic, traffic_dir
 from distil.spec.io import Project
 
@@ -28,17 +30,13 @@ def monitor_floor(project: Project) -> float:
 
 def reference_inputs(project: Project, limit: int = 256, seed: int = 0) -> list[str]:
     """What the student was trained on: the newest curated train split, else the seed inputs."""
-    texts: list[str] = []
-    row = project.ledger.latest("datasets", "stage = ?", ("curated",))
-    if row is not None and (project.path(row["path"]) / "train.parquet").is_file():
-        from distil.data.records import read_records
-
-        texts = [r.input for r in read_records(project.path(row["path"]) / "train.parquet")]
+    try:
+        texts = [r.input for r in latest_curated(project).records("train")]
+    except DataError:  # nothing curated yet: the seeds are what the student was meant to learn
+        texts = []
     if not texts:
         seeds = project.path(project.spec.data.seeds)
         if seeds.is_file():
-            from distil.data.sources import read_inputs
-
             texts = [item.input for item in read_inputs(seeds)]
     if len(texts) > limit:
         rng = np.random.default_rng(seed)

@@ -15,36 +15,21 @@ from typing import Any
 
 import numpy as np
 
-from distil.errors import EvaluationError
+from distil.errors import RunError
+from distil.evaluate.predictions import paired
 from distil.files import write_json_atomic
+from distil.runs import LIST_RUNS_HINT, RunDir, run_or_latest
 from distil.serve.batching import batched
+from distil.serve.router import blended_cost_per_1m, calibrate_threshold
 from distil.spec.io import Project
 
 
-def latest_run_id(project: Project) -> str:
-    """The newest run decided ``ship``; else the newest trained run; else the newest run folder.
-
-    Only decision and run rows bound to their (signed, where the spec sets keys) events count; a forged
-    one is refused (LedgerError) rather than served."""
-    ledger = project.ledger
-    shipped = ledger.verified_latest("decisions", "decision = ?", ("ship",))
-    if shipped:
-        return str(shipped["run_id"])
-    trained = ledger.verified_latest("runs", "role = ?", ("student",))
-    if trained:
-        return str(trained["run_id"])
-    folders = sorted((p for p in project.runs_dir.glob("*") if (p / "student").is_dir()), key=lambda p: p.stat().st_mtime)
-    if folders:
-        return folders[-1].name
-    raise EvaluationError("no trained run to serve in .distil/runs/", hint="run `distil train` first, or pass RUN")
-
-
-def run_folder(project: Project, run_id: str | None) -> Path:
-    run_id = run_id or latest_run_id(project)
-    folder = project.runs_dir / run_id
-    if not (folder / "student").is_dir():
-        raise EvaluationError(f"run {run_id}: no student/ folder under {folder}", hint="pass a run id listed in .distil/runs/")
-    return folder
+def served_run(project: Project, run_id: str | None) -> RunDir:
+    """The run ``run_id`` (default: the newest decided ship, else the newest trained) with its student folder."""
+    run = run_or_latest(project, run_id, shipped_first=True)
+    if not run.student.is_dir():
+        raise RunError(f"run {run.run_id}: no student/ folder under {run.folder}", hint=LIST_RUNS_HINT)
+    return run
 
 
 class LockedPredictor:
@@ -87,43 +72,43 @@ class ServedModel:
     calibration: dict[str, float] | None = None
 
 
-def held_out_records(project: Project, split: str = "validation") -> list[Any]:
-    """Records of ``split`` of the newest curated dataset (teacher distributions included); [] if none."""
-    from distil.data.records import read_records
-
-    row = project.ledger.latest("datasets", "stage = ?", ("curated",))
-    if row is None:
-        return []
-    path = project.path(row["path"]) / f"{split}.parquet"
-    return read_records(path) if path.is_file() else []
-
-
 def router_target(project: Project) -> float:
     spec = project.spec
     return spec.router.target_fidelity or spec.gate.fidelity_min or 0.95
 
 
-def calibrate_router(project: Project, student: Any, split: str = "validation"):
-    """Calibrate the threshold on ``split`` of the curated data; None when there is no labelled split."""
-    from distil.serve.router import calibrate_threshold
+def validation_distributions(run: RunDir, student: Any, split: str = "validation") -> tuple[np.ndarray, np.ndarray]:
+    """(teacher, student) label distributions [n, L] on ``split`` of the run's dataset.
 
-    records = [r for r in held_out_records(project, split) if r.label_probs is not None]
+    Read from the run's ``predictions.parquet`` when ``distil evaluate`` wrote it; else the teacher's
+    recorded distributions, with ``student`` asked for its own.
+    """
+    if run.predictions.is_file():
+        pairs = [(t, s) for t, s in paired(run.predictions, split, "student") if t["distribution"] is not None]
+        if pairs:
+            teacher = np.array([t["distribution"] for t, _ in pairs], dtype=np.float64)
+            return teacher, np.array([s["distribution"] for _, s in pairs], dtype=np.float64)
+    records = [r for r in run.dataset().records(split) if r.label_probs is not None]
     if not records:
+        return np.zeros((0, 0)), np.zeros((0, 0))
+    teacher = np.array([r.label_probs for r in records], dtype=np.float64)
+    return teacher, np.asarray(student.label_distribution([r.input for r in records]), dtype=np.float64)
+
+
+def calibrate_router(project: Project, run: RunDir, student: Any, split: str = "validation"):
+    """Calibrate the threshold on ``split`` of the run's curated data; None when there is no labelled split."""
+    teacher_probs, student_probs = validation_distributions(run, student, split)
+    if not len(teacher_probs):
         return None
-    teacher_probs = np.array([r.label_probs for r in records], dtype=np.float64)
-    student_probs = np.asarray(student.label_distribution([r.input for r in records]), dtype=np.float64)
     return calibrate_threshold(student_probs, teacher_probs, router_target(project))
 
 
-def write_router_report(folder: Path, calibration: Any, cost: Any) -> Path:
+def write_router_report(run: RunDir, calibration: Any, cost: Any) -> Path:
     """``<run>/router.json``: the calibrated threshold, the share escalated and the blended cost (for the report)."""
-    from distil.serve.router import blended_cost_per_1m
-
     body = {**calibration.as_dict(), "currency": cost.currency,
             "blended_cost_per_1m": blended_cost_per_1m(calibration.escalated_share, cost.student_per_1m_requests, cost.teacher_per_1m_requests),
             "student_per_1m": cost.student_per_1m_requests, "teacher_per_1m": cost.teacher_per_1m_requests}
-    path = folder / "router.json"
-    return write_json_atomic(path, body)
+    return write_json_atomic(run.router, body)
 
 
 def load_served(project: Project, run_id: str | None = None, threshold: float | None = None, with_teacher: bool = True) -> ServedModel:
@@ -132,9 +117,9 @@ def load_served(project: Project, run_id: str | None = None, threshold: float | 
     Threshold: ``threshold`` if given, else the spec's number, else calibrated on the validation
     split (0.0 — the student answers everything — when there is nothing to calibrate on).
     """
-    folder = run_folder(project, run_id or (project.spec.router.specialists[0] if project.spec.router.specialists else None))
+    run = served_run(project, run_id or (project.spec.router.specialists[0] if project.spec.router.specialists else None))
     task = project.spec.task
-    student: Any = load_student(folder / "student")
+    student: Any = load_student(run.student)
     if task.kind == "classify":
         student = batched(student)
     labels = list(getattr(student, "labels", None) or task.label_names)
@@ -148,13 +133,13 @@ def load_served(project: Project, run_id: str | None = None, threshold: float | 
     if threshold is None and isinstance(project.spec.router.threshold, float):
         threshold = project.spec.router.threshold
     if threshold is None and task.kind == "classify":
-        found = calibrate_router(project, student)
+        found = calibrate_router(project, run, student)
         calibration = found.as_dict() if found else None
         threshold = found.threshold if found else 0.0
         if found:
-            write_router_report(folder, found, project.spec.cost)
+            write_router_report(run, found, project.spec.cost)
     return ServedModel(
-        run_id=folder.name,
+        run_id=run.run_id,
         kind=task.kind,
         labels=labels,
         student=student,

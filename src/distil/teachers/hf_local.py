@@ -34,6 +34,7 @@ from distil.teachers.base import (
     sha256_json,
 )
 from distil.teachers.decoding import decode_rows, end_ids
+from distil.teachers.prompts import generation_prompt, in_chat_template
 
 
 def _label_scores(logits_at_answer, token_ids: list[list[int]]) -> np.ndarray:
@@ -139,7 +140,7 @@ class HFLocalTeacher:
 
     def classify_prompt(self, text: str) -> str:
         if self.prompt is None:
-            return self.task.instruction.replace("{input}", text) if "{input}" in self.task.instruction else text
+            return generation_prompt(self.task.instruction, text)
         return self.prompt.full(text)
 
     # --- classify -----------------------------------------------------------------------------------
@@ -295,9 +296,7 @@ class HFLocalTeacher:
     # --- text ---------------------------------------------------------------------------------------
 
     def _chat_text(self, prompt: str, chat: bool) -> str:
-        if chat and getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        return prompt
+        return in_chat_template(self.tokenizer, prompt, chat)
 
     def generate_detailed(
         self,

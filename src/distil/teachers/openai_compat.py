@@ -41,6 +41,7 @@ from distil.teachers.base import (
     one_hot_from_text,
     sha256_json,
 )
+from distil.teachers.prompts import generation_prompt
 from distil.teachers.urls import public_source, public_url
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -139,7 +140,7 @@ class OpenAICompatTeacher:
 
     def classify_prompt(self, text: str) -> str:
         if self.prompt is None:
-            return self.task.instruction.replace("{input}", text) if "{input}" in self.task.instruction else text
+            return generation_prompt(self.task.instruction, text)
         words = ", ".join(w[0] for w in self.prompt.verbalizers)
         return self.prompt.full(text) + f"\n\n(Answer with one word: {words}.)"
 

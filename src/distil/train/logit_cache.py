@@ -20,6 +20,7 @@ import torch
 from distil.errors import TrainError
 from distil.files import replace_dir_atomic, write_json_atomic
 from distil.teachers.loading import load_causal_lm, local_model_folder
+from distil.teachers.prompts import generation_prompt_ids
 from distil.train.batches import GenerateExamples, generate_batch
 from distil.train.heads import base_and_head, output_logits
 from distil.train.vocab import require_same_vocabulary
@@ -128,14 +129,7 @@ def teacher_prompt_ids(tokenizer: PreTrainedTokenizerBase, instruction: str, inp
     instruction with ``{input}`` filled in (the bare input when it has no slot), in the chat template
     when the tokenizer has one. The cache and on-policy scoring put the answer tokens after this prompt,
     so the teacher judges them in the context it wrote them in, not after the student's bare prompt."""
-    chat = bool(getattr(tokenizer, "chat_template", None))
-    out = []
-    for text in inputs:
-        prompt = instruction.replace("{input}", text) if "{input}" in instruction else text
-        if chat:
-            prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        out.append(tokenizer(prompt, add_special_tokens=not chat).input_ids)
-    return out
+    return [generation_prompt_ids(tokenizer, instruction, text) for text in inputs]
 
 
 def teacher_view(examples: GenerateExamples) -> GenerateExamples:
