@@ -15,10 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distil.errors import RunError
+from distil.data.curate import curate as curate_data
+from distil.data.generate import generate_dataset
+from distil.errors import RunError, SpecError
+from distil.evaluate.report import write_report
+from distil.evaluate.run import evaluate_run
 from distil.files import write_json_atomic
 from distil.ledger.store import canonical_json, sha256_file, sha256_text
 from distil.runs import RunDir
+from distil.spec.check import check_project
+from distil.spec.gate import gate_hash, require_unchanged_gate
 from distil.spec.io import Project
 
 STEPS = ("check", "plan", "generate", "curate", "train", "evaluate", "report")
@@ -126,10 +132,6 @@ def run_cadence(
 
     The gate must be locked first (evaluate refuses otherwise, so the cadence refuses before any work).
     """
-    from distil.errors import SpecError
-    from distil.spec.check import check_project
-    from distil.spec.gate import gate_hash, require_unchanged_gate
-
     say = _say(console)
     actor = actor or project.spec.roles.driver
     require_unchanged_gate(project)
@@ -158,8 +160,6 @@ def run_cadence(
     result.outcomes.append(run_step(state, "plan", plan_key, plan, announce=say))
 
     def generate(_: dict[str, Any]) -> dict[str, Any]:
-        from distil.data.generate import generate_dataset
-
         generated = generate_dataset(project, actor=actor, show_progress=console is not None)
         return {"dataset_hash": generated.dataset_hash, "counts": generated.counts, "shards": [str(p) for p in generated.shards]}
 
@@ -169,8 +169,6 @@ def run_cadence(
     result.outcomes.append(gen)
 
     def curate(_: dict[str, Any]) -> dict[str, Any]:
-        from distil.data.curate import curate as curate_data
-
         curated = curate_data(project, actor=actor)
         return {"dataset_hash": curated.dataset_hash, "counts": curated.counts, "folder": str(curated.folder)}
 
@@ -192,8 +190,6 @@ def run_cadence(
     result.run_id = trained.output["run_id"]
 
     def evaluate(_: dict[str, Any]) -> dict[str, Any]:
-        from distil.evaluate.run import evaluate_run
-
         path, _document = evaluate_run(project, result.run_id, actor=actor, threads=threads, requests=requests)
         return {"path": str(path)}
 
@@ -202,8 +198,6 @@ def run_cadence(
     result.outcomes.append(evaluated)
 
     def report(_: dict[str, Any]) -> dict[str, Any]:
-        from distil.evaluate.report import write_report
-
         html, markdown = write_report(project, result.run_id)
         return {"html": str(html), "markdown": str(markdown)}
 

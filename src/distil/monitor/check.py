@@ -14,13 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from distil.data.sources import read_inputs
+from distil.data.dedupe import embed as minilm_embed
+from distil.data.sources import read_inputs, tag_slices
 from distil.errors import DataError
 from distil.files import write_json_atomic
 from distil.monitor.drift import MonitorResult, TargetInput, check_traffic, refresh_due, targets_from_result
 from distil.runs import latest_curated
 from distil.serve.traffic import read_traffic, traffic_dir
 from distil.spec.io import Project
+from distil.teachers.registry import build_teacher
 
 
 def monitor_floor(project: Project) -> float:
@@ -74,17 +76,11 @@ def run_monitor(
         raise DataError(f"monitor: no traffic logged in {traffic_dir(project.state_dir)}" + (f" in the last {since}" if since else ""),
                         hint="serve the student with `distil serve` (the traffic log is on by default), then rerun")
     if teacher is None:
-        from distil.teachers.registry import build_teacher
-
         teacher = build_teacher(project, spec.teacher(spec.router.generalist)).label_distribution
     if embed is None:
-        from distil.data.dedupe import embed as minilm_embed
-
         embed = minilm_embed
     reference = reference_inputs(project, seed=seed)
     reference_embeddings = np.asarray(embed(reference)) if len(reference) >= 2 else None
-
-    from distil.data.sources import tag_slices
 
     result = check_traffic(
         rows, spec.task.label_names, teacher, reference_embeddings, embed,

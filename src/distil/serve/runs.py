@@ -22,6 +22,7 @@ from distil.runs import LIST_RUNS_HINT, RunDir, run_or_latest
 from distil.serve.batching import batched
 from distil.serve.router import blended_cost_per_1m, calibrate_threshold
 from distil.spec.io import Project
+from distil.teachers.registry import build_teacher
 
 
 def served_run(project: Project, run_id: str | None) -> RunDir:
@@ -126,8 +127,6 @@ def load_served(project: Project, run_id: str | None = None, threshold: float | 
     teacher = None
     teacher_id = project.spec.router.generalist or project.spec.teachers[0].id
     if with_teacher and task.kind == "classify":
-        from distil.teachers.registry import build_teacher
-
         teacher = batched(LockedPredictor(build_teacher(project, project.spec.teacher(teacher_id))))
     calibration = None
     if threshold is None and isinstance(project.spec.router.threshold, float):

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from distil.errors import SpecError
 from distil.spec.names import person_name, same_person
 
 PLAYS = ("cost", "latency", "stability", "specialization")
@@ -609,6 +610,4 @@ class Spec(_Model):
         for t in self.teachers:
             if t.id == teacher_id:
                 return t
-        from distil.errors import SpecError
-
         raise SpecError(f"teachers: no teacher with id {teacher_id!r}", hint=f"known ids: {', '.join(t.id for t in self.teachers)}")

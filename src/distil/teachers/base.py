@@ -53,11 +53,14 @@ class Capabilities:
 
 @runtime_checkable
 class Teacher(Protocol):
-    """The methods and attributes every teacher offers; see hf_local and openai_compat."""
+    """What the stages call on a teacher (generate, curate, evaluate, serve, monitor, iterate); see
+    hf_local and openai_compat."""
 
     teacher_id: str
     capabilities: Capabilities
     fingerprint: str
+    task: Task  # the task it answers: labels, instruction, calibration
+    cost_per_call: float  # in the spec's currency; 0 for a local model
 
     def label_distribution(self, inputs: Sequence[str]) -> np.ndarray:
         """Probabilities over the task's labels in spec order: float64 [len(inputs), L]."""
@@ -65,6 +68,15 @@ class Teacher(Protocol):
 
     def generate(self, prompts: Sequence[str], **params: Any) -> list[str]:
         """The teacher's answer text for each prompt."""
+        ...
+
+    def generate_detailed(self, prompts: Sequence[str], **params: Any) -> list[dict[str, Any]]:
+        """Per prompt ``{"text": ...}``, with ``topk=k`` also the answer tokens' top-k ids and log-probabilities."""
+        ...
+
+    @property
+    def max_in_flight(self) -> int:
+        """Requests it keeps in flight at once (0: one batch at a time); callers hand it at least this many."""
         ...
 
     def classify_prompt(self, text: str) -> str:
@@ -79,6 +91,19 @@ class Teacher(Protocol):
     @property
     def params(self) -> dict[str, Any]:
         """Scoring parameters that change the answer (record provenance and cache key)."""
+        ...
+
+
+@runtime_checkable
+class CalibratedTeacher(Protocol):
+    """A teacher whose contextual calibration can be computed once and handed back on a later run."""
+
+    def content_free_distribution(self) -> np.ndarray:
+        """Mean uncalibrated distribution over the content-free inputs [L] (computed once)."""
+        ...
+
+    def use_content_free(self, distribution: np.ndarray) -> None:
+        """Calibrate with ``distribution`` (stored by an earlier run) instead of computing it."""
         ...
 
 

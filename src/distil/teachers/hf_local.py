@@ -116,6 +116,11 @@ class HFLocalTeacher:
                 self._channel_shared_ids = list(tokenizer(shared, add_special_tokens=True).input_ids)
                 self._channel_head_ids = [list(tokenizer(h, add_special_tokens=not self._channel_shared_ids).input_ids) for h in heads]
 
+    @property
+    def max_in_flight(self) -> int:
+        """0: a local model answers one batch at a time."""
+        return 0
+
     # --- provenance ---------------------------------------------------------------------------------
 
     @property
@@ -275,6 +280,10 @@ class HFLocalTeacher:
     def channel_label_distribution(self, inputs: Sequence[str]) -> np.ndarray:
         """softmax over labels of log P(input | label) [n, L] (uniform label prior)."""
         return softmax(self.channel_log_likelihoods(inputs), axis=1)
+
+    def use_content_free(self, distribution: np.ndarray) -> None:
+        """Calibrate with ``distribution`` (stored by an earlier run) instead of computing it."""
+        self._content_free = np.asarray(distribution, dtype=np.float64)
 
     def content_free_distribution(self) -> np.ndarray:
         """Mean uncalibrated distribution over the content-free inputs [L] (computed once)."""

@@ -5,18 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from distil.data.sources import read_inputs
 from distil.errors import TeacherError
 from distil.spec.check import require_licence
 from distil.spec.io import Project
 from distil.spec.models import Spec, TeacherSpec
+from distil.teachers.base import choose_shots
+from distil.teachers.hf_local import HFLocalTeacher
+from distil.teachers.openai_compat import OpenAICompatTeacher
 from distil.teachers.urls import public_source
 
 
 def seed_shots(project: Project) -> list[tuple[str, str]]:
     """The few-shot examples the spec's seeds give (empty when the seeds file is missing or unlabelled)."""
-    from distil.data.sources import read_inputs
-    from distil.teachers.base import choose_shots
-
     seeds = project.path(project.spec.data.seeds)
     if not seeds.is_file():
         return []
@@ -89,12 +90,8 @@ def build_teacher(
         shots = seed_shots(project) if project is not None else []
     scheme = teacher_spec.scheme
     if scheme in ("hf", "gguf"):
-        from distil.teachers.hf_local import HFLocalTeacher
-
         teacher = HFLocalTeacher(teacher_spec, spec.task, shots, **options)
     elif scheme == "openai":
-        from distil.teachers.openai_compat import OpenAICompatTeacher
-
         per_call = spec.cost.teacher_per_1m_requests / 1e6
         teacher = OpenAICompatTeacher(teacher_spec, spec.task, shots, cost_per_call=per_call, **options)
     else:
