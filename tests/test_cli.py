@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import re
 import sqlite3
 import subprocess
 import sys
@@ -42,6 +44,48 @@ def test_every_command_has_help_and_is_in_the_readme():
         if not hasattr(cmd, "commands"):
             assert "Example:" in cmd.help, f"`distil {name}` help has no example"
             assert f"distil {name}" in readme, f"`distil {name}` is not listed in README.md"
+
+
+ARCHITECTURE = Path(__file__).parents[1] / "docs" / "architecture.md"
+DOTTED = re.compile(r"(?<![\w./-])distil(?:\.[A-Za-z_]\w*)+")
+FILE_NAMES = {"distil.yaml"}  # a dotted word that is a file, not a module
+
+
+def resolve(dotted: str) -> object:
+    """Import the longest module prefix of ``dotted`` and getattr the rest."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            value = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            value = getattr(value, name)
+        return value
+    raise ModuleNotFoundError(dotted)
+
+
+def test_every_dotted_name_in_the_architecture_resolves():
+    names = sorted(set(DOTTED.findall(ARCHITECTURE.read_text())) - FILE_NAMES)
+    assert len(names) >= 10
+    broken = []
+    for name in names:
+        try:
+            resolve(name)
+        except (ImportError, AttributeError) as exc:
+            broken.append(f"{name}: {exc}")
+    assert not broken, "docs/architecture.md names what does not exist:\n" + "\n".join(broken)
+
+
+def test_every_command_that_records_an_actor_takes_the_one_as_option():
+    takes_as = {}
+    for name, cmd in all_commands():
+        for param in getattr(cmd, "params", []):
+            if "--as" in getattr(param, "opts", []):
+                takes_as[name] = param
+    assert {"run", "iterate", "quickstart", "train", "evaluate", "generate", "curate", "decide", "gate lock", "export"} <= set(takes_as)
+    for name, param in takes_as.items():
+        assert param.envvar == "DISTIL_USER", f"`distil {name} --as` does not read $DISTIL_USER"
 
 
 def test_help_exits_zero_for_every_command(capsys):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from distil.decide import record_decision
-from distil.errors import GateError, LedgerError
+from distil.errors import LedgerError
 from distil.ledger.keys import act_message, sign_message
 from distil.serve.runs import latest_run_id
 from distil.spec.gate import locked_gate, require_unchanged_gate

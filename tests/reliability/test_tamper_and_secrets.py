@@ -215,7 +215,12 @@ def test_a_changed_gguf_teacher_cache_is_refused_against_the_ledger(tmp_path, ti
 def test_a_changed_gguf_teacher_cache_is_refused_against_its_build_stamp(tmp_path, tiny_teacher_dir):
     from distil.errors import TeacherError
     from distil.files import write_json_atomic
-    from distil.teachers.loading import CACHE_STAMP, folder_fingerprint, local_model_folder, weights_fingerprint
+    from distil.teachers.loading import (
+        CACHE_STAMP,
+        folder_fingerprint,
+        local_model_folder,
+        weights_fingerprint,
+    )
 
     spec, cache = _gguf_project(tmp_path, tiny_teacher_dir)
     source = load_project(spec).spec.teacher().source

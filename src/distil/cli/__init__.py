@@ -7,22 +7,12 @@ own module below and register themselves on the one Typer ``app``.
 
 from __future__ import annotations
 
-import importlib
-
 import typer
 
+# Importing a stage's module registers its commands on ``app``; the order is the order of `distil --help`.
+from distil.cli import cadence, data, evaluate, project, serve, train  # noqa: F401
 from distil.cli.app import _DEBUG, app, err_console
 from distil.errors import DistilError
-
-# Stage modules; a module not yet present is skipped so the CLI works while stages land.
-COMMAND_MODULES = ("project", "data", "train", "evaluate", "cadence", "serve")
-for _name in COMMAND_MODULES:
-    try:
-        importlib.import_module(f"distil.cli.{_name}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"distil.cli.{_name}":
-            raise
-
 
 # --- entry point -------------------------------------------------------------------------------------
 

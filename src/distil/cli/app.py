@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -31,7 +30,13 @@ err_console = Console(stderr=True)
 _DEBUG = {"on": False}
 
 SpecOpt = Annotated[Path | None, typer.Option("--spec", help="Path to distil.yaml (default ./distil.yaml); the project folder is its folder.")]
-AsOpt = Annotated[str | None, typer.Option("--as", help="Who is acting (default: $DISTIL_USER).")]
+# Every command that records who acted takes this one option; Typer reads $DISTIL_USER when it is not given.
+AsOpt = Annotated[str | None, typer.Option("--as", envvar="DISTIL_USER", show_envvar=True, help="Who is acting (default: $DISTIL_USER).")]
+
+
+def actor(name: str | None) -> str:
+    """The acting person's name from ``--as`` / ``$DISTIL_USER``; "" when neither is given (the step's default)."""
+    return (name or "").strip()
 
 
 def identity(name: str | None) -> str:
@@ -39,7 +44,7 @@ def identity(name: str | None) -> str:
     project whose spec sets keys, the acts of people also need that person's private key."""
     from distil.spec.names import person_name
 
-    who = (name or os.environ.get("DISTIL_USER", "")).strip()
+    who = actor(name)
     if not who:
         raise RoleError("--as: no identity given", hint="pass --as NAME or set DISTIL_USER")
     try:

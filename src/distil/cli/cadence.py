@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from distil.cli.app import AsOpt, SpecOpt, _project, app, console
+from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console
 from distil.runs import RunDir
 
 RequestsOpt = Annotated[int, typer.Option("--requests", min=100, help="Batch-1 requests timed per model by the evaluation.")]
@@ -70,7 +70,7 @@ def run(
     from distil.cadence import run_cadence
 
     project = _project(spec)
-    result = run_cadence(project, actor=(as_ or "").strip(), console=console, baseline=not no_baseline, requests=requests, threads=threads)
+    result = run_cadence(project, actor=actor(as_), console=console, baseline=not no_baseline, requests=requests, threads=threads)
     _print_outcome(project, result)
 
 
@@ -92,7 +92,7 @@ def iterate(
     from distil.iterate import iterate_round
 
     project = _project(spec)
-    result = iterate_round(project, actor=(as_ or "").strip(), console=console, budget=budget, from_traffic=from_traffic, requests=requests, threads=threads)
+    result = iterate_round(project, actor=actor(as_), console=console, budget=budget, from_traffic=from_traffic, requests=requests, threads=threads)
     console.print(
         f"round {result.round}: {len(result.failures)} failures mined from run {result.from_run}, "
         f"{result.targets} new inputs, {result.labelled} labelled"
@@ -111,6 +111,7 @@ def quickstart(
     directory: Annotated[Path, typer.Argument(help="Project folder to create (or continue).")] = Path("distil-quickstart"),
     requests: RequestsOpt = 100,
     threads: ThreadsOpt = None,
+    as_: AsOpt = None,
 ) -> None:
     """The whole cadence on the embedded default: the triage example, its gate locked, run end to end.
 
@@ -142,6 +143,6 @@ def quickstart(
     project = load_project(spec_path)
     locked, new = lock_gate(project, project.spec.roles.sponsor)
     console.print(f"gate v{locked.version} {'locked' if new else 'already locked'} by {locked.locked_by}")
-    result = run_cadence(project, actor=project.spec.roles.driver, console=console, requests=requests, threads=threads)
+    result = run_cadence(project, actor=actor(as_) or project.spec.roles.driver, console=console, requests=requests, threads=threads)
     _print_outcome(project, result)
     console.print(f"next: distil decide --as {project.spec.roles.validator} --spec {spec_path}")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from distil.cli.app import AsOpt, SpecOpt, _project, app, console
+from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console
 
 
 @app.command()
@@ -26,15 +26,13 @@ def generate(
 
     Example: distil generate --traffic requests.jsonl --since 90d
     """
-    import os
-
     from distil.data.generate import generate_dataset
     from distil.teachers.registry import build_teacher
 
     project = _project(spec)
-    actor = (as_ or os.environ.get("DISTIL_USER", "")).strip()
-    chosen = build_teacher(project, project.spec.teacher(teacher), actor=actor)
-    result = generate_dataset(project, teacher=chosen, traffic=traffic, since=since, synthetic_budget=synthetic, actor=actor)
+    who = actor(as_)
+    chosen = build_teacher(project, project.spec.teacher(teacher), actor=who)
+    result = generate_dataset(project, teacher=chosen, traffic=traffic, since=since, synthetic_budget=synthetic, actor=who)
     table = Table(title=f"raw data ({chosen.teacher_id}, {chosen.fingerprint[:23]}…)")
     table.add_column("source")
     table.add_column("records", justify="right")
@@ -58,13 +56,10 @@ def curate(
 
     Example: distil curate --spec demo/distil.yaml
     """
-    import os
-
     from distil.data.curate import curate as run_curate
 
     project = _project(spec)
-    actor = (as_ or os.environ.get("DISTIL_USER", "")).strip()
-    result = run_curate(project, heldout=heldout or [], actor=actor, new_test_set=new_test_set)
+    result = run_curate(project, heldout=heldout or [], actor=actor(as_), new_test_set=new_test_set)
     removed = Table(title="removed")
     removed.add_column("filter")
     removed.add_column("count", justify="right")

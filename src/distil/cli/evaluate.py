@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from distil.cli.app import AsOpt, SpecOpt, _project, app, console, identity
+from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console, identity
 
 RunArg = Annotated[str | None, typer.Argument(help="Run id under .distil/runs/ (default: the latest run).")]
 
@@ -35,14 +35,11 @@ def evaluate(
 
     Example: distil evaluate --threads 2
     """
-    import os
-
     from distil.evaluate.run import evaluate_run
 
     project = _project(spec)
-    actor = (as_ or os.environ.get("DISTIL_USER", "")).strip()
     with console.status("evaluating teacher, student and baseline…"):
-        path, document = evaluate_run(project, run, actor=actor, threads=threads, requests=requests)
+        path, document = evaluate_run(project, run, actor=actor(as_), threads=threads, requests=requests)
 
     table = Table(title=f"evaluation ({path.parent.name})")
     columns = ("accuracy", "macro_f1", "agreement", "kl", "js", "ece", "p50_ms", "p95_ms", "throughput_per_s", "params", "size_bytes", "peak_memory_bytes")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from distil.cli.app import SpecOpt, _project, app, console
+from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console
 
 
 @app.command()
@@ -107,7 +107,7 @@ def export(
     run: Annotated[str | None, typer.Argument(help="Run id to export (default: the newest run decided ship, else the newest run).")] = None,
     format_: Annotated[str, typer.Option("--format", help="safetensors | onnx (classify students: the label head at the answer position).")] = "onnx",
     quantize: Annotated[str | None, typer.Option("--quantize", help="int8: dynamic quantization, evaluated on its own and recorded as variant `quantized`.")] = None,
-    as_: Annotated[str | None, typer.Option("--as", help="Who is acting (recorded with the quantized evaluation).")] = None,
+    as_: AsOpt = None,
     spec: SpecOpt = None,
 ) -> None:
     """Export a run's student to safetensors or ONNX; --quantize int8 adds a separately evaluated int8 model.
@@ -117,7 +117,7 @@ def export(
     from distil.export import export_run
 
     project = _project(spec)
-    result = export_run(project, run, format_, quantize, actor=as_ or os.environ.get("DISTIL_USER", ""))
+    result = export_run(project, run, format_, quantize, actor=actor(as_))
     console.print(f"exported {result.run_id} as {result.format} to [bold]{result.folder}[/bold]")
     check = result.checks.get("onnx_vs_pytorch")
     if check:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from distil.cli.app import AsOpt, SpecOpt, _project, app, console
+from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console
 
 
 @app.command()
@@ -52,13 +52,11 @@ def train(
 
     Example: distil train --spec demo/distil.yaml
     """
-    import os
-
     from distil.train.trainer import train_run
 
     project = _project(spec)
     result = train_run(project, baseline=not no_baseline, run_id=resume, max_steps=max_steps,
-                       actor=who or os.environ.get("DISTIL_USER") or None, console=console)
+                       actor=actor(who) or None, console=console)
     if not result.finished:
         console.print(f"run {result.run_id} paused; continue with `distil train --resume {result.run_id}`")
         return
