@@ -16,6 +16,17 @@ EXAMPLES = Path(__file__).parents[1] / "examples"
 # load the real teacher share one cache folder across the session instead of the per-test one.
 SHARED_CACHE = Path(os.environ.get("DISTIL_TEST_SHARED_CACHE", Path.home() / ".cache" / "distil"))
 
+# A slow test (a whole cadence, the real teacher) takes minutes, several times longer on a loaded two-core
+# machine; the 600 s default of the other tests would fail it for the load, not for a fault.
+SLOW_TIMEOUT_S = 1500
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,5 +1,6 @@
-"""The whole cadence on a tiny random teacher: run, rerun (nothing to do), SIGKILL during training and
-resume, iterate rounds with their ledger rows and the kill rule."""
+"""The cadence: each step's skip / resume / rerun rule on fake actions (fast), and the whole cadence on a
+tiny random teacher (slow): run, rerun (nothing to do), SIGKILL during training and resume, iterate rounds
+with their ledger rows and the kill rule."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distil.cadence import CadenceState, run_cadence
+from distil.cadence import CadenceState, file_key, run_cadence, run_step, step_key
 from distil.cli import main
 from distil.iterate import IterationLimitError, iterate_round
 from distil.spec.gate import lock_gate
@@ -52,6 +53,96 @@ def tiny_project(tmp_path, tiny_teacher_dir):
     return path
 
 
+# --- one step at a time, with fake actions ---------------------------------------------------------
+
+
+class Crash(Exception):
+    pass
+
+
+class FakeAction:
+    """Records each call and what it was handed; crashes once when told to, after leaving a partial output."""
+
+    def __init__(self, state: CadenceState | None = None, crash_after_start: bool = False):
+        self.calls: list[dict] = []
+        self.state = state
+        self.crash = crash_after_start
+
+    def __call__(self, partial: dict) -> dict:
+        self.calls.append(dict(partial))
+        if self.crash:
+            self.crash = False
+            self.state.mark("train", KEY, "started", {"run_id": "run-a"})  # what the train step records first
+            raise Crash("killed mid-step")
+        return {"run_id": partial.get("run_id", "run-new"), "n": len(self.calls)}
+
+
+KEY = step_key("inputs", 1)
+
+
+@pytest.fixture
+def state(triage_project):
+    return CadenceState(load_project(triage_project))
+
+
+def test_a_step_is_skipped_when_its_key_is_unchanged(state):
+    action = FakeAction()
+    first = run_step(state, "train", KEY, action, announce=lambda _: None)
+    again = run_step(CadenceState(load_project(state.path.parents[1] / "distil.yaml")), "train", KEY, action, announce=lambda _: None)
+    assert len(action.calls) == 1 and not first.skipped and again.skipped
+    assert again.output == first.output == {"run_id": "run-new", "n": 1}
+
+
+def test_a_step_reruns_when_its_inputs_change(state, tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text('{"input": "a"}\n')
+    action = FakeAction()
+    run_step(state, "generate", step_key(file_key(seeds)), action, announce=lambda _: None)
+    assert run_step(state, "generate", step_key(file_key(seeds)), action, announce=lambda _: None).skipped
+    seeds.write_text('{"input": "a"}\n{"input": "b"}\n')  # an input file changed: a new key
+    changed = run_step(state, "generate", step_key(file_key(seeds)), action, announce=lambda _: None)
+    assert not changed.skipped and len(action.calls) == 2
+    assert file_key(tmp_path / "missing") == "absent"
+
+
+def test_a_step_reruns_when_its_output_is_gone(state):
+    action = FakeAction()
+    run_step(state, "train", KEY, action, announce=lambda _: None)
+    gone = run_step(state, "train", KEY, action, still_there=lambda output: False, announce=lambda _: None)
+    assert not gone.skipped and len(action.calls) == 2
+
+
+def test_a_crashed_step_resumes_from_what_it_left(state):
+    action = FakeAction(state, crash_after_start=True)
+    with pytest.raises(Crash):
+        run_step(state, "train", KEY, action, announce=lambda _: None)
+    reread = CadenceState(load_project(state.path.parents[1] / "distil.yaml"))  # a new process reads the file
+    assert reread.data["train"]["status"] == "started" and reread.done("train", KEY) is None
+    resumed = run_step(reread, "train", KEY, action, announce=lambda _: None)
+    assert not resumed.skipped and action.calls[-1] == {"run_id": "run-a"}  # handed the run to resume
+    assert resumed.output["run_id"] == "run-a" and reread.done("train", KEY) == resumed.output
+
+
+def test_a_crash_under_an_old_key_is_not_resumed(state):
+    with pytest.raises(Crash):
+        run_step(state, "train", KEY, FakeAction(state, crash_after_start=True), announce=lambda _: None)
+    action = FakeAction()
+    run_step(state, "train", step_key("other inputs"), action, announce=lambda _: None)
+    assert action.calls == [{}]  # the inputs changed: start afresh, not from the old run
+
+
+def test_a_damaged_state_file_costs_only_a_recheck(state):
+    state.path.parent.mkdir(parents=True, exist_ok=True)
+    state.path.write_text("{not json")
+    action = FakeAction()
+    outcome = run_step(CadenceState(load_project(state.path.parents[1] / "distil.yaml")), "train", KEY, action, announce=lambda _: None)
+    assert not outcome.skipped and len(action.calls) == 1
+
+
+# --- the whole cadence on a tiny teacher (slow) -------------------------------------------------------
+
+
+@pytest.mark.slow
 def test_whole_cadence_then_rerun_does_nothing(tiny_project):
     import torch
 
@@ -82,6 +173,7 @@ def test_cadence_refuses_an_unlocked_gate(tmp_path, tiny_teacher_dir):
     assert main(["run", "--spec", str(path)]) == 2
 
 
+@pytest.mark.slow
 def test_sigkill_during_training_resumes_without_regenerating(tiny_project):
     project = load_project(tiny_project)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -127,13 +219,13 @@ def _test_split_held(project, locked_hash: str | None = None) -> str:
     """The newest dataset's test split is the locked one, and no test or gold item, nor a near-duplicate
     of one, is in its train, validation or probe split. Returns the test file's sha256."""
     from distil.data import dedupe
-    from distil.data.curate import latest_curated
     from distil.data.evalsets import locked_set
     from distil.data.records import read_records
     from distil.data.sources import read_inputs
     from distil.ledger.store import sha256_file
+    from distil.runs import latest_curated
 
-    _, folder = latest_curated(project)
+    folder = latest_curated(project).folder
     test_hash = sha256_file(folder / "test.parquet")
     assert locked_hash is None or test_hash == locked_hash  # byte-identical round over round
     locked = locked_set(project, "test")
@@ -148,6 +240,7 @@ def _test_split_held(project, locked_hash: str | None = None) -> str:
     return test_hash
 
 
+@pytest.mark.slow
 def test_two_iterate_rounds_keep_the_locked_test_split_then_the_limit_and_the_kill_rule(tmp_path, tiny_teacher_dir):
     # a size threshold no student can meet keeps the gate failing, so the rounds run out
     gate = {"fidelity_min": 0.9, "size_max_vs_teacher": 0.01, "per_slice_fidelity_min": 0.9, "max_iterations": 2}
