@@ -35,6 +35,7 @@ from typing import Any
 from distil.errors import EvaluationError, RoleError
 from distil.evaluate import metrics as m
 from distil.ledger.keys import signer_for
+from distil.runs import check_run_id
 from distil.spec.gate import require_unchanged_gate
 
 PLATEAU = 0.01  # "less than one point" of agreement between the last two rounds
@@ -351,7 +352,7 @@ def record_decision(project: Any, actor: str, run_id: str | None = None) -> tupl
     require_validator(project.spec.roles, actor)
     signer = signer_for(project, actor)
     locked = require_unchanged_gate(project)
-    target, rounds = evaluation_rounds(project, run_id)
+    target, rounds = evaluation_rounds(project, check_run_id(run_id) if run_id else None)
     iterations_used = len(project.ledger.events(kind="iteration"))
     decision = decide_outcome(locked.thresholds, rounds, iterations_used=iterations_used)
     variants = variant_rows(project, target["run_id"])
