@@ -128,10 +128,6 @@ def _described(found: list[list[str]]) -> str:
     return "\n".join(" -> ".join(c) for c in found)
 
 
-def _touches_train(cycle: list[str]) -> bool:
-    return any(m.startswith(f"{PACKAGE}.train") for m in cycle)
-
-
 def test_the_cycle_finder_finds_a_cycle_and_prints_it():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c", "a"]]
@@ -150,12 +146,6 @@ def test_imports_are_found_wherever_they_sit(tmp_path):
     assert imported_modules(package / "a.py", known, src=tmp_path) == {"distil.sub", "distil.sub.b", "distil.c", "distil.d"}
 
 
-def test_no_import_cycles_outside_training():
-    found = [c for c in cycles(import_graph()) if not _touches_train(c)]
-    assert not found, "import cycles:\n" + _described(found)
-
-
-@pytest.mark.xfail(reason="the training package's cycles are untied by its restructuring (trainer split)", strict=False)
-def test_no_import_cycles_in_training():
-    found = [c for c in cycles(import_graph()) if _touches_train(c)]
+def test_no_import_cycles():
+    found = cycles(import_graph())
     assert not found, "import cycles:\n" + _described(found)
