@@ -9,7 +9,7 @@ import pytest
 from distil.decide import record_decision
 from distil.errors import LedgerError
 from distil.ledger.keys import act_message, sign_message
-from distil.serve.runs import latest_run_id
+from distil.runs import latest_run
 from distil.spec.gate import locked_gate, require_unchanged_gate
 from distil.spec.io import load_project
 
@@ -53,7 +53,7 @@ def test_a_forged_decision_bound_to_another_event_is_caught_and_never_served(sig
     result = signed_project.ledger.verify()
     assert not result.ok and f"decisions row bound to event {evaluation_seq}: that event does not bind a decisions row" in result.reason
     with pytest.raises(LedgerError, match=f"decisions row of event {evaluation_seq} does not verify"):
-        latest_run_id(signed_project)
+        latest_run(signed_project, shipped_first=True)
 
 
 def test_a_forged_decision_under_a_real_decision_event_is_caught(signed_project):
@@ -66,7 +66,7 @@ def test_a_forged_decision_under_a_real_decision_event_is_caught(signed_project)
     result = signed_project.ledger.verify()
     assert not result.ok and f"row {event.seq} (decision): its decisions row was changed or removed" in result.reason
     with pytest.raises(LedgerError, match="another row was added under the same event"):
-        latest_run_id(signed_project)
+        latest_run(signed_project, shipped_first=True)
 
 
 def test_a_forged_ship_decision_with_no_event_is_refused_by_serve(unsigned_project):
@@ -76,7 +76,7 @@ def test_a_forged_ship_decision_with_no_event_is_refused_by_serve(unsigned_proje
     )
     assert "decisions row bound to event 9999: no such event" in unsigned_project.ledger.verify().reason
     with pytest.raises(LedgerError, match="decisions row of event 9999 does not verify: no such event"):
-        latest_run_id(unsigned_project)
+        latest_run(unsigned_project, shipped_first=True)
 
 
 def test_a_forged_evaluation_is_refused_by_decide(unsigned_project):
@@ -149,7 +149,7 @@ def test_an_appended_act_with_recomputed_hashes_is_caught_when_acts_are_signed(s
     result = signed_project.ledger.verify()
     assert not result.ok and f"row {seq} (decision): an act by quinn with no signature after signed acts" in result.reason
     with pytest.raises(LedgerError, match="no signature after signed acts"):
-        latest_run_id(signed_project)
+        latest_run(signed_project, shipped_first=True)
 
 
 def test_an_act_signed_with_another_key_is_caught(signed_project):
