@@ -107,6 +107,8 @@ def test_evaluate_refuses_a_test_split_that_is_not_the_locked_one(locked_project
     with pytest.raises(EvaluationSetError, match="is not the locked test split"):
         require_locked_test(project, result.folder)
     (project.runs_dir / "r1").mkdir(parents=True)
+    project.ledger.append("run.trained", {"run_id": "r1"}, table="runs",  # r1 was trained on this dataset
+                          row={"run_id": "r1", "dataset_hash": result.dataset_hash, "role": "student", "path": ".distil/runs/r1/student", "metrics": {}})
     with pytest.raises(EvaluationSetError, match="not the locked test split"):
         evaluate_run(project, "r1", models={})
     assert main(["evaluate", "r1", "--spec", str(project.spec_path)]) == 2

@@ -68,13 +68,14 @@ def test_predictions_hold_every_model_on_every_split(evaluated):
 
 
 def test_iterate_mines_the_students_disagreements_from_the_predictions(evaluated):
-    _, run, document, _ = evaluated
+    _, run, _, _ = evaluated
     evaluation = json.loads(run.evaluation.read_text())
-    failures = mine_failures(run, evaluation, floor=None)
-    disagreements = [(t["input"], t["label"], s["label"]) for t, s in paired(run.predictions, "test", "student") if t["label"] != s["label"]]
+    failures = mine_failures(run, evaluation, floor=None)  # validation and probe, never the locked test split
+    disagreements = [(t["input"], t["label"], s["label"]) for t, s in paired(run.predictions, "validation", "student") if t["label"] != s["label"]]
     assert disagreements and [(f.input, f.teacher_label, f.student_label) for f in failures] == disagreements
-    from_validation = mine_failures(run, evaluation, floor=None, split="validation")
-    assert all(f.input.endswith("(validation)") for f in from_validation)
+    assert all(f.input.endswith("(validation)") for f in failures)
+    on_test = mine_failures(run, evaluation, floor=None, splits=("test",))
+    assert on_test and not {f.input for f in on_test} & {f.input for f in failures}
 
 
 def test_serve_calibrates_on_the_validation_predictions_without_asking_the_student(evaluated):
