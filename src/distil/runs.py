@@ -193,7 +193,8 @@ def latest_run(project: Project, *, shipped_first: bool = False) -> RunDir:
     trained = ledger.verified_latest("runs", "role = ?", ("student",))
     if trained:
         return RunDir(project, str(trained["run_id"]))
-    folders = [p for p in project.runs_dir.glob("*") if (p / "student").is_dir()] if project.runs_dir.is_dir() else []
+    runs = project.runs_dir.glob("*") if project.runs_dir.is_dir() else []
+    folders = [p for p in runs if RUN_ID_PATTERN.fullmatch(p.name) and (p / "student").is_dir()]  # not a temporary .name
     if folders:
         return RunDir(project, max(folders, key=lambda p: p.stat().st_mtime).name)
     raise RunError(f"no trained run in {project.runs_dir}", hint="run `distil train` first")
