@@ -24,7 +24,7 @@ import numpy as np
 
 from distil.errors import DistilError, EvaluationError
 from distil.evaluate.metrics import agreement, mean_js, mean_kl
-from distil.files import replace_dir_atomic, write_json_atomic
+from distil.files import replace_dir_atomic, write_json_atomic, write_text_atomic
 from distil.serve.runs import served_run
 from distil.spec.io import Project
 
@@ -32,6 +32,7 @@ FORMATS = ("safetensors", "onnx")
 QUANTIZATIONS = ("int8",)
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
+MODEL_CARD = "README.md"
 
 
 class ExportError(DistilError):
@@ -164,6 +165,28 @@ def compare_variant(reference_probs: np.ndarray, teacher_probs: np.ndarray, vari
     }
 
 
+def model_card(project: Project, run_id: str, fmt: str) -> str:
+    """The exported model's README.md: what it is, which teachers it learnt from under which terms, and the
+    duties it inherits from them (a required notice, a name prefix, use restrictions)."""
+    from distil.licences.review import duty_lines, inherited_duties
+    from distil.teachers.urls import public_source
+
+    spec = project.spec
+    lines = [f"# {spec.name}: student of run {run_id} ({fmt})", "",
+             f"A {spec.task.kind} student distilled with distil from the teacher(s) below.", "", "## Teachers", ""]
+    for t in spec.teachers:
+        lic = t.licence
+        terms = f"{lic.id or lic.name or 'unnamed licence'}, distillation permitted: {lic.distillation_permitted}" if lic else "no licence record"
+        lines.append(f"- {t.id} ({public_source(t.source)}): {terms}")
+    lines += ["", "## Duties inherited from the teachers' licences", ""]
+    duties = duty_lines(spec)
+    lines += [f"- {d}" for d in duties] if duties else ["distil's licence registry lists no duties for these licences; check the terms."]
+    prefixes = sorted({d.duty.text for d in inherited_duties(spec) if d.duty.kind == "name_prefix"})
+    if prefixes:
+        lines += ["", "Name this model so that it begins with " + " and ".join(f'"{p}"' for p in prefixes) + " before you distribute it."]
+    return "\n".join(lines) + "\n"
+
+
 def export_run(project: Project, run_id: str | None, fmt: str, quantize: str | None = None, actor: str = "", latency_sample: int = 20) -> ExportResult:
     """Export ``run_id`` (default: the run `distil serve` would pick) to ``.distil/exports/<run>/<fmt>/``."""
     if fmt not in FORMATS:
@@ -177,10 +200,12 @@ def export_run(project: Project, run_id: str | None, fmt: str, quantize: str | N
     out = project.state_dir / "exports" / run.run_id / fmt
     if fmt == "safetensors":
         replace_dir_atomic(out, lambda folder: shutil.copytree(student, folder, dirs_exist_ok=True))
+        write_text_atomic(out / MODEL_CARD, model_card(project, run.run_id, fmt))
         return ExportResult(run.run_id, fmt, out, sorted(out.iterdir()))
 
     onnx_path = export_onnx(student, out)
-    result = ExportResult(run.run_id, fmt, out, [onnx_path])
+    card = write_text_atomic(out / MODEL_CARD, model_card(project, run.run_id, fmt))
+    result = ExportResult(run.run_id, fmt, out, [onnx_path, card])
     records = [r for r in run.dataset().records("test") if r.label_probs is not None]
     if not records and quantize is None:
         return result

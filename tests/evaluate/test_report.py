@@ -50,7 +50,9 @@ def test_report_files_are_self_contained_and_summarised(reported):
     assert len(re.findall(r'<img class="plot" id="plot-(\w+)" alt="[^"]*" src="data:image/png;base64,', text)) == len(PLOTS)
     assert "http://" not in text and "https://" not in text.replace("https://huggingface.co", "")  # nothing fetched
     assert "Apache-2.0" in text and "min_confidence" in text  # provenance: licence, filters
+    assert '<ul id="duties">' in text and "Section 4(a)" in text  # the duties the student inherits, from the registry
     summary = md.read_text()
+    assert "Duties the student inherits" in summary and "Section 4(a)" in summary
     assert "**Decision: iterate**" in summary or "**Decision: kill**" in summary
     assert "| fidelity_min |" in summary and "| student |" in summary
 

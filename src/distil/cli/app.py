@@ -21,9 +21,11 @@ app = typer.Typer(
 gate_app = typer.Typer(help="Lock and show the success gate.", no_args_is_help=True)
 ledger_app = typer.Typer(help="Read and verify the project's ledger.", no_args_is_help=True)
 keys_app = typer.Typer(help="Make and show the signing keys people sign their acts with.", no_args_is_help=True)
+licence_app = typer.Typer(help="The licence registry, and reviews of teachers' terms.", no_args_is_help=True)
 app.add_typer(gate_app, name="gate")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(keys_app, name="keys")
+app.add_typer(licence_app, name="licence")
 
 console = Console()
 err_console = Console(stderr=True)

@@ -19,6 +19,7 @@ from distil.cli.app import (
     identity,
     keys_app,
     ledger_app,
+    licence_app,
 )
 
 # --- 0. start ----------------------------------------------------------------------------------------
@@ -70,21 +71,37 @@ def check(spec: SpecOpt = None) -> None:
     table.add_row("gate", f"locked v{locked.version} by {locked.locked_by}" if locked else "not locked yet")
     console.print(table)
 
+    from distil.licences.review import recorded_reviews, registry_entry, review_covers
     from distil.teachers.urls import public_source
 
+    reviews = recorded_reviews(project)
     teachers = Table(title="teachers")
-    for col in ("id", "source", "licence", "distillation", "reviewed"):
+    for col in ("id", "source", "licence", "distillation", "registry proposes", "reviewed", "review recorded"):
         teachers.add_column(col)
     for t in s.teachers:
         lic = t.licence
+        entry = registry_entry(lic)
+        review = reviews.get(t.id)
+        recorded = ("signed" if review.signed else "unsigned") if review_covers(review, t) else ("outdated" if review else "no")
         teachers.add_row(
             t.id,
             public_source(t.source),
-            lic.name if lic else "(missing)",
+            (lic.id or lic.name) if lic else "(missing)",
             lic.distillation_permitted if lic else "-",
+            (f"{entry.distillation_permitted} ({entry.id}{', review required' if entry.review_required else ''})" if entry
+             else "unknown licence" if lic else "-"),
             f"{lic.reviewed_by} {lic.reviewed_at or ''}".strip() if lic and lic.reviewed_by else "no",
+            recorded,
         )
     console.print(teachers)
+    for t in s.teachers:
+        entry = registry_entry(t.licence)
+        if entry is None:
+            continue
+        for condition in entry.conditions:
+            console.print(f"{t.id} ({entry.id}) condition: {condition}", markup=False, highlight=False, soft_wrap=True)
+        for duty in entry.duties:
+            console.print(f"{t.id} ({entry.id}) duty the student inherits: {duty.describe()}", markup=False, highlight=False, soft_wrap=True)
 
     qual = Table(title=f"play: {qualification.play}", show_header=False)
     for name, value in qualification.figures:
@@ -263,3 +280,64 @@ def keys_show(as_: AsOpt = None, spec: SpecOpt = None) -> None:
         places = ", ".join(str(p) for p in key_locations(name, root))
         raise SigningError(f"--as {name}: no private key (looked in {places})", hint=f"make one with `distil keys init --as {name}`")
     console.print(f"{name}: \"{public_key_text(found[1])}\"  ({found[0]})", markup=False, highlight=False, soft_wrap=True)
+
+
+# --- licences ----------------------------------------------------------------------------------------
+
+
+@licence_app.command("list")
+def licence_list() -> None:
+    """List the licences and terms distil's registry knows, with what each says about distillation.
+
+    Example: distil licence list
+    """
+    from distil.licences import registry
+
+    table = Table(title="licence registry")
+    for col in ("id", "name", "outputs", "weights", "duties", "source", "review required"):
+        table.add_column(col, overflow="fold")
+    for e in registry().licences:
+        table.add_row(e.id, e.name, e.outputs, e.weights, str(len(e.duties)), f"{e.source.url} ({e.source.version})",
+                      "yes" if e.review_required else "no")
+    console.print(table)
+
+
+@licence_app.command("show")
+def licence_show(licence_id: Annotated[str, typer.Argument(help="A registry id, e.g. llama-3.1, or a licence name.")]) -> None:
+    """Print one registry entry: its verdict, conditions, duties, the clause and the dated source.
+
+    Example: distil licence show llama-3.1
+    """
+    from distil.errors import LicenceError
+    from distil.licences import find_licence, known_ids
+
+    entry = find_licence(licence_id) or find_licence(name=licence_id)
+    if entry is None:
+        raise LicenceError(f"licence {licence_id!r} is not in distil's registry", hint=f"known ids: {', '.join(known_ids())}")
+    lines = [f"{entry.name} ({entry.id})", f"training on outputs: {entry.outputs}; on weights: {entry.weights}",
+             f"distillation_permitted proposed: {entry.distillation_permitted}", f"clause: {entry.clause}"]
+    lines += [f"condition: {c}" for c in entry.conditions]
+    lines += [f"duty ({d.applies_when}): {d.describe()}" for d in entry.duties]
+    lines += [f"source: {entry.source.url} ({entry.source.version}), read on {entry.source.read_on}"]
+    lines += [f"notes: {entry.notes}"] if entry.notes else []
+    lines += ["review required: this reading is less certain; read the clause yourself"] if entry.review_required else []
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@licence_app.command("review")
+def licence_review(
+    teacher: Annotated[str, typer.Argument(help="The teacher's id in the spec.")],
+    as_: AsOpt = None,
+    spec: SpecOpt = None,
+) -> None:
+    """Record that you (the teacher's teachers[].licence.reviewed_by) read its terms: a licence.reviewed act
+    in the ledger, signed when the spec sets keys. A licence the registry does not know needs one.
+
+    Example: distil licence review smollm2 --as maria
+    """
+    from distil.licences.review import review_licence
+
+    event = review_licence(_project(spec), teacher, identity(as_))
+    signed = "signed" if event.payload.get("signature") else "unsigned"
+    console.print(f"licence review of {teacher} recorded by {event.actor} (ledger row {event.seq}, {signed})")

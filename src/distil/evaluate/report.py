@@ -20,6 +20,7 @@ from jinja2 import Environment, select_autoescape
 from distil.errors import DataError, EvaluationError, RunError
 from distil.evaluate import plots
 from distil.files import write_text_atomic
+from distil.licences.review import duty_lines
 from distil.runs import RunDir, run_or_latest
 from distil.teachers.urls import public_source
 
@@ -129,6 +130,9 @@ Agreement {{ fmt(monitor.agreement) }} (student-answered only {{ fmt(monitor.stu
 <h2>Provenance</h2>
 <div class="scroll"><table id="teachers"><thead><tr><th>teacher</th><th>source</th><th>licence</th><th>distillation permitted</th><th>reviewed by</th><th>fingerprint</th></tr></thead>
 <tbody>{% for t in teachers %}<tr><td>{{ t.id }}</td><td class="text">{{ t.source }}</td><td class="text">{{ t.licence }}</td><td class="text">{{ t.permitted }}</td><td class="text">{{ t.reviewed }}</td><td class="text"><code>{{ t.fingerprint }}</code></td></tr>{% endfor %}</tbody></table></div>
+<h3>Duties the student inherits</h3>
+{% if duties %}<ul id="duties">{% for line in duties %}<li>{{ line }}</li>{% endfor %}</ul>
+{% else %}<p class="note" id="duties">distil's licence registry lists no duties for these teachers' licences.</p>{% endif %}
 <table id="data"><tbody>{% for k, v in data_rows %}<tr><td>{{ k }}</td><td class="text">{{ v }}</td></tr>{% endfor %}</tbody></table>
 <h3>What curation removed</h3>
 {% if filter_rows %}<table id="filters"><thead><tr><th>filter</th><th>details</th></tr></thead>
@@ -357,6 +361,7 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
         "slice_rows": slice_rows,
         "cost": evaluation["cost"],
         "teachers": teachers,
+        "duties": duty_lines(spec),
         "data_rows": data_rows,
         "filter_rows": filter_rows,
         "quantized": quantized_section(project, run),
@@ -397,6 +402,8 @@ def render_markdown(context: dict[str, Any]) -> str:
         f"Held-out examples: {context['n_test']}" + (f"; gold examples: {context['n_gold']}" if context["n_gold"] else "") + ".",
         "",
     ]
+    if context.get("duties"):
+        lines += ["Duties the student inherits from its teachers' licences:", ""] + [f"- {d}" for d in context["duties"]] + [""]
     lines += _after_launch_markdown(context)
     return "\n".join(lines)
 

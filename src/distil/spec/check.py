@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from distil.errors import LicenceError
 from distil.spec.io import Project
 from distil.spec.models import Spec, TeacherSpec
 
 
-def licence_problem(spec: Spec, teacher: TeacherSpec) -> str:
-    """Why data may not be collected from ``teacher`` (empty when it may), naming the spec field."""
+def licence_problem(spec: Spec, teacher: TeacherSpec, reviews: Mapping[str, Any] | None = None) -> str:
+    """Why data may not be collected from ``teacher`` (empty when it may), naming the spec field.
+
+    The registry's proposal is never a review: a named reviewer is always needed. A licence the registry
+    does not know also needs that reviewer's recorded review (``reviews``: teacher id -> the newest
+    ``licence.reviewed`` act, from :func:`distil.licences.review.recorded_reviews`; None skips that check).
+    """
+    from distil.licences.review import registry_entry, review_covers
+
     index = spec.teachers.index(teacher)
     where = f"teachers[{index}].licence"
     lic = teacher.licence
@@ -18,14 +27,25 @@ def licence_problem(spec: Spec, teacher: TeacherSpec) -> str:
         return f"{where}: teacher {teacher.id!r} has no licence record; distil collects no data before its terms are recorded"
     if lic.distillation_permitted == "no":
         return f"{where}.distillation_permitted: teacher {teacher.id!r}'s terms do not permit distillation"
-    if lic.distillation_permitted == "unknown" and not lic.reviewed_by.strip():
-        return f"{where}.distillation_permitted is unknown and {where}.reviewed_by is empty for teacher {teacher.id!r}"
+    entry = registry_entry(lic)
+    named = f"{where}.id {lic.id!r}" if lic.id.strip() else f"{where}.name {lic.name or '(empty)'!r}"
+    if not lic.reviewed_by.strip():
+        if entry is not None:
+            return (f"{where}.reviewed_by is empty for teacher {teacher.id!r}: the registry proposes distillation_permitted: "
+                    f"{entry.distillation_permitted} under {entry.name} ({entry.clause[:80]}), but a named person must read the terms")
+        if lic.distillation_permitted == "unknown":
+            return f"{where}.distillation_permitted is unknown and {where}.reviewed_by is empty for teacher {teacher.id!r}"
+        return (f"{named} is not in distil's licence registry and {where}.reviewed_by is empty for teacher {teacher.id!r}: "
+                f"a named person must read its terms")
+    if entry is None and reviews is not None and not review_covers(reviews.get(teacher.id), teacher):
+        return (f"{named} is not in distil's licence registry and its review is not recorded for teacher {teacher.id!r}: "
+                f"run `distil licence review {teacher.id} --as {lic.reviewed_by}`")
     return ""
 
 
-def require_licence(spec: Spec, teacher: TeacherSpec) -> None:
+def require_licence(spec: Spec, teacher: TeacherSpec, reviews: Mapping[str, Any] | None = None) -> None:
     """Raise LicenceError unless the teacher's recorded terms allow collecting data from it."""
-    problem = licence_problem(spec, teacher)
+    problem = licence_problem(spec, teacher, reviews)
     if problem:
         raise LicenceError(problem)
 
@@ -92,8 +112,11 @@ def qualify_play(spec: Spec) -> Qualification:
 
 def check_project(project: Project) -> tuple[Qualification, list[str]]:
     """Qualification of the play and the licence problems of every teacher (empty when all may be used)."""
+    from distil.licences.review import recorded_reviews
+
     spec = project.spec
-    problems = [p for t in spec.teachers if (p := licence_problem(spec, t))]
+    reviews = recorded_reviews(project)
+    problems = [p for t in spec.teachers if (p := licence_problem(spec, t, reviews))]
     seeds = project.path(spec.data.seeds)
     if not seeds.exists():
         problems.append(f"data.seeds: {seeds} does not exist")

@@ -186,10 +186,15 @@ _SOURCE = re.compile(r"^(gguf|hf|openai|random):.+$")
 
 
 class Licence(_Model):
+    id: str = Field(
+        "", description="The licence's id in distil's registry (`distil licence list`), e.g. llama-3.1; empty: "
+        "matched by name. A known licence lets `distil check` propose the verdict and the duties the student inherits.",
+    )
     name: str = Field("", description="Licence name, e.g. Apache-2.0, or the provider's terms of service.")
     terms: str = Field("", description="URL of the terms, or their text.")
-    distillation_permitted: Literal["yes", "no", "unknown"] = Field(
-        "unknown", description="Do the terms allow training another model on this teacher's outputs?"
+    distillation_permitted: Literal["yes", "conditional", "no", "unknown"] = Field(
+        "unknown", description="Do the terms allow training another model on this teacher's outputs? conditional: yes, "
+        "under conditions the student must meet (the registry lists them)."
     )
     reviewed_by: str = Field("", description="Who read the terms.")
     reviewed_at: dt.date | None = Field(None, description="When the terms were read (YYYY-MM-DD).")

@@ -85,7 +85,9 @@ def build_teacher(
     if isinstance(spec, Project):
         project, spec = spec, spec.spec
     teacher_spec = teacher_spec or spec.teacher()
-    require_licence(spec, teacher_spec)
+    from distil.licences.review import recorded_reviews
+
+    require_licence(spec, teacher_spec, recorded_reviews(project) if project is not None else None)
     if shots is None:
         shots = seed_shots(project) if project is not None else []
     scheme = teacher_spec.scheme
