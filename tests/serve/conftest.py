@@ -47,6 +47,7 @@ def make_classify_project(tmp_path: Path, tiny_teacher_dir: Path) -> Path:
     shutil.copytree(EXAMPLES / "triage", root)
     spec = yaml.safe_load((root / "distil.yaml").read_text())
     spec["teachers"][0]["source"] = f"hf:{tiny_teacher_dir}"
+    spec["maintenance"] = {**(spec.get("maintenance") or {}), "traffic_sample_rate": 1.0}  # every request logged
     (root / "distil.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     write_classify_run(root / ".distil" / "runs" / "r1")
     return root / "distil.yaml"

@@ -29,12 +29,14 @@ def serve(
     """
     from distil.serve.runs import load_served
     from distil.serve.server import create_app, make_server
-    from distil.serve.traffic import TrafficLog, traffic_dir
+    from distil.serve.traffic import TrafficLog, prune_traffic, traffic_dir
 
     project = _project(spec)
     served = load_served(project, run, threshold=threshold, with_teacher=not no_teacher)
     m = project.spec.maintenance
-    traffic = None if no_traffic else TrafficLog(traffic_dir(project.state_dir), sample_rate=m.traffic_sample_rate, redaction=m.redact)
+    pruned = prune_traffic(traffic_dir(project.state_dir), m.traffic_retention_days)
+    traffic = None if no_traffic else TrafficLog(traffic_dir(project.state_dir), sample_rate=m.traffic_sample_rate, redaction=m.redact,
+                                                 store_inputs=m.store_inputs)
     key = api_key or os.environ.get("DISTIL_API_KEY") or None
     table = Table(title=f"serving {served.run_id} on http://{host}:{port}", show_header=False)
     table.add_row("task", served.kind + (f": {', '.join(served.labels)}" if served.kind == "classify" else ""))
@@ -47,7 +49,11 @@ def serve(
             blended = served.student_per_1m + c["escalated_share"] * served.teacher_per_1m
             table.add_row("blended cost", f"{blended:,.2f} {project.spec.cost.currency} per 1M requests")
     table.add_row("api key", "required" if key else "none (open)")
-    table.add_row("traffic log", "off" if traffic is None else f"{traffic.folder} (sample {m.traffic_sample_rate:.0%}, redaction {'on' if m.redact else 'off'})")
+    text = ("redacted" if m.redact else "as written") if m.store_inputs else "not kept"
+    retention = f"{m.traffic_retention_days} days" if m.traffic_retention_days else "kept"
+    table.add_row("traffic log", "off" if traffic is None else f"{traffic.folder} (sample {m.traffic_sample_rate:.0%}, text {text}, retention {retention})")
+    if pruned:
+        table.add_row("retention", f"deleted {len(pruned)} traffic shard(s) older than {m.traffic_retention_days} days")
     console.print(table)
     make_server(create_app(served, api_key=key, max_body_bytes=max_body_bytes, traffic=traffic), host=host, port=port).run()
 

@@ -20,7 +20,8 @@ from distil.errors import DataError
 from distil.files import write_json_atomic
 from distil.monitor.drift import MonitorResult, TargetInput, check_traffic, refresh_due, targets_from_result
 from distil.runs import latest_curated
-from distil.serve.traffic import read_traffic, traffic_dir
+from distil.serve.redaction import redact
+from distil.serve.traffic import prune_traffic, read_traffic, traffic_dir
 from distil.spec.io import Project
 from distil.teachers.registry import build_teacher
 
@@ -44,6 +45,16 @@ def reference_inputs(project: Project, limit: int = 256, seed: int = 0) -> list[
         rng = np.random.default_rng(seed)
         texts = [texts[i] for i in sorted(rng.choice(len(texts), size=limit, replace=False))]
     return texts
+
+
+def kept_example(example: dict[str, Any], store_inputs: bool, redaction: bool) -> dict[str, Any]:
+    """A checked request as the monitor report may keep it: the spec's current choice of what traffic text is
+    kept applies to the report too, so text logged before that choice changed is not copied further."""
+    if not store_inputs:
+        return {**example, "input": None}
+    if redaction:
+        return {**example, "input": redact(example["input"])}  # masks are left alone; text logged raw is masked now
+    return example
 
 
 def last_trained(project: Project) -> dt.datetime | None:
@@ -71,7 +82,10 @@ def run_monitor(
     if spec.task.kind != "classify":
         raise DataError("monitor: only classify tasks are monitored so far", hint="serve a classify run, or compare generate outputs by hand")
     now = now or dt.datetime.now(dt.UTC)
-    rows = read_traffic(traffic_dir(project.state_dir), since=(now - since) if since else None)
+    maintenance = spec.maintenance
+    prune_traffic(traffic_dir(project.state_dir), maintenance.traffic_retention_days, now)
+    # a row whose text was not stored cannot be put to the teacher; it is counted, never checked
+    rows = [r for r in read_traffic(traffic_dir(project.state_dir), since=(now - since) if since else None) if r["input"]]
     if not rows:
         raise DataError(f"monitor: no traffic logged in {traffic_dir(project.state_dir)}" + (f" in the last {since}" if since else ""),
                         hint="serve the student with `distil serve` (the traffic log is on by default), then rerun")
@@ -87,6 +101,7 @@ def run_monitor(
         floor=monitor_floor(project), alpha=spec.maintenance.drift_alpha, sample=sample, window=window,
         tagger=lambda text: tag_slices(text, spec.data.slices), seed=seed,
     )
+    result.examples = [kept_example(e, maintenance.store_inputs, maintenance.redact) for e in result.examples]
     result.refresh = refresh_due(last_trained(project), spec.maintenance.refresh_days, now)
     per_slice_floor = spec.gate.per_slice_fidelity_min
     if per_slice_floor is not None:

@@ -218,7 +218,7 @@ def targets_from_result(result: MonitorResult, include_escalated: bool = True) -
     seen: set[str] = set()
     for ex in result.examples:
         reason = "disagreed" if not ex["agree"] else ("escalated" if include_escalated and ex["route"] == "teacher" else None)
-        if reason is None or ex["input"] in seen:
+        if reason is None or not ex["input"] or ex["input"] in seen:  # no input: the spec keeps no traffic text
             continue
         seen.add(ex["input"])
         out.append(TargetInput(ex["input"], dict(ex["tags"]), reason))

@@ -1,4 +1,10 @@
-"""The traffic log: served requests, sampled and optionally redacted, appended to Parquet shards.
+"""The traffic log: served requests, sampled and redacted (or not kept at all), appended to Parquet shards.
+
+What is kept follows the spec's ``maintenance``: a share ``traffic_sample_rate`` of requests; their text
+with personal data masked (``redact``, see :mod:`distil.serve.redaction`), as written, or not at all
+(``store_inputs: false``: the route, label distribution and confidence only); shards older than
+``traffic_retention_days`` are deleted (:func:`prune_traffic`, run by ``distil serve`` at start and by
+``distil monitor``).
 
 Rows are buffered in memory and flushed to a new shard ``.distil/traffic/traffic-<time>-<id>.parquet``
 every ``flush_every_n`` rows, every ``flush_every_s`` seconds, and on close. A shard is written to a
@@ -10,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import re
 import threading
 import uuid
 from collections.abc import Sequence
@@ -22,34 +27,23 @@ import pyarrow.parquet as pq
 
 from distil.data.records import write_table_atomic
 from distil.errors import DataError
+from distil.serve.redaction import redact
 
+_SHARD_STAMP = "%Y%m%dT%H%M%S%f"  # shard names carry the time they were written; retention reads it back
 TRAFFIC_SCHEMA = pa.schema(
     [
         pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("request_id", pa.string(), nullable=False),
         pa.field("endpoint", pa.string(), nullable=False),  # /v1/classify or /v1/chat/completions
         pa.field("model", pa.string()),  # the run id that served it
-        pa.field("input", pa.string(), nullable=False),  # redacted when redaction is on
+        pa.field("input", pa.string(), nullable=False),  # redacted when redaction is on; "" when inputs are not stored
         pa.field("route", pa.string(), nullable=False),  # student | teacher
-        pa.field("answer", pa.string()),  # the label, or the generated text
+        pa.field("answer", pa.string()),  # the label, or the generated text (null when inputs are not stored)
         pa.field("distribution", pa.list_(pa.float32())),  # over the task's labels (classify), else null
         pa.field("confidence", pa.float32()),  # the student's max probability
         pa.field("redacted", pa.bool_(), nullable=False),
     ]
 )
-
-# Order matters: e-mails first (they contain digits), then phone numbers, then any long digit run.
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_PHONE = re.compile(r"(?<!\w)\+?\(?\d{1,4}\)?(?:[ .-]?\(?\d{2,4}\)?){2,5}(?!\w)")
-_DIGITS = re.compile(r"\d{6,}")
-
-
-def redact(text: str) -> str:
-    """Mask e-mail addresses, phone numbers and runs of 6+ digits (card, account and order numbers)."""
-    text = _EMAIL.sub("[EMAIL]", text)
-    text = _PHONE.sub(lambda m: "[PHONE]" if sum(c.isdigit() for c in m.group()) >= 7 else m.group(), text)
-    return _DIGITS.sub("[NUMBER]", text)
-
 
 def traffic_dir(state_dir: Path) -> Path:
     return Path(state_dir) / "traffic"
@@ -66,12 +60,14 @@ class TrafficLog:
         flush_every_n: int = 256,
         flush_every_s: float = 10.0,
         seed: int | None = None,
+        store_inputs: bool = True,
     ):
         if not 0.0 <= sample_rate <= 1.0:
             raise DataError(f"traffic sample rate must be in [0, 1], got {sample_rate}")
         self.folder = Path(folder)
         self.sample_rate = sample_rate
         self.redaction = redaction
+        self.store_inputs = store_inputs
         self.flush_every_n = max(1, int(flush_every_n))
         self.flush_every_s = flush_every_s
         self._rng = random.Random(seed)
@@ -113,12 +109,12 @@ class TrafficLog:
                     "request_id": uuid.uuid4().hex,
                     "endpoint": endpoint,
                     "model": model,
-                    "input": redact(text) if self.redaction else text,
+                    "input": self._kept(text) or "",
                     "route": route,
-                    "answer": redact(answer) if (self.redaction and answer) else answer,
+                    "answer": answer if (dist is not None and self.store_inputs) else self._kept(answer),
                     "distribution": list(dist) if dist is not None else None,
                     "confidence": conf,
-                    "redacted": self.redaction,
+                    "redacted": self.redaction and self.store_inputs,
                 }
             )
         if not rows:
@@ -129,6 +125,13 @@ class TrafficLog:
         if full:
             self.flush()
         return len(rows)
+
+    def _kept(self, text: str | None) -> str | None:
+        """What of a request's text goes into the log: nothing, the text redacted, or the text as written.
+        A classify answer is a label (kept as is); a generated answer is text like the input."""
+        if not self.store_inputs or text is None:
+            return None
+        return redact(text) if self.redaction else text
 
     def flush(self) -> Path | None:
         """Write buffered rows to a new shard atomically; returns its path (None when nothing was buffered)."""
@@ -163,7 +166,7 @@ class TrafficLog:
 
 def _write_shard(folder: Path, rows: list[dict[str, Any]]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    stamp = dt.datetime.now(dt.UTC).strftime(_SHARD_STAMP)
     path = folder / f"traffic-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
     write_table_atomic(pa.Table.from_pylist(rows, schema=TRAFFIC_SCHEMA), path)
     return path
@@ -193,3 +196,30 @@ def write_traffic_rows(folder: str | Path, rows: list[dict[str, Any]]) -> Path:
     full = [{"request_id": uuid.uuid4().hex, "endpoint": "/v1/classify", "model": None, "route": "student",
              "answer": None, "distribution": None, "confidence": None, "redacted": False, **r} for r in rows]
     return _write_shard(Path(folder), full)
+
+
+
+def shard_written_at(path: Path) -> dt.datetime | None:
+    """When a shard was written, from its name (``traffic-<time>-<id>.parquet``); None for other names."""
+    parts = path.stem.split("-")
+    try:
+        return dt.datetime.strptime(parts[1], _SHARD_STAMP).replace(tzinfo=dt.UTC) if len(parts) == 3 else None
+    except ValueError:
+        return None
+
+
+def prune_traffic(folder: str | Path, retention_days: int | None, now: dt.datetime | None = None) -> list[Path]:
+    """Delete shards written more than ``retention_days`` ago (None: keep everything); returns what was deleted.
+
+    A shard is written after its newest row, so every row of a deleted shard is older than the retention."""
+    folder = Path(folder)
+    if retention_days is None or not folder.is_dir():
+        return []
+    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=retention_days)
+    deleted = []
+    for shard in sorted(folder.glob("traffic-*.parquet")):
+        written = shard_written_at(shard)
+        if written is not None and written < cutoff:
+            shard.unlink(missing_ok=True)
+            deleted.append(shard)
+    return deleted

@@ -576,8 +576,26 @@ class Maintenance(_Model):
         None, ge=0, le=1, description="Student-teacher agreement on traffic below which `distil monitor` alerts (default: gate.fidelity_min)."
     )
     drift_alpha: float = Field(0.01, gt=0, lt=1, description="Significance level of the embedding-drift permutation test.")
-    traffic_sample_rate: float = Field(1.0, ge=0, le=1, description="Share of served requests written to the traffic log.")
-    redact: bool = Field(True, description="Mask e-mail addresses, phone numbers and long digit runs in the traffic log.")
+    traffic_sample_rate: float = Field(
+        0.1, ge=0, le=1,
+        description="Share of served requests written to the traffic log (chosen at random; monitor and iterate need a "
+        "few hundred a week, not every request).",
+    )
+    traffic_retention_days: int | None = Field(
+        30, ge=1, le=3650,
+        description="Traffic shards older than this many days are deleted by `distil serve` at start and by `distil monitor` "
+        "(null: kept until you delete them).",
+    )
+    store_inputs: bool = Field(
+        True,
+        description="Keep the request text (and generated answers) in the traffic log; false: only the route, the label "
+        "distribution and the confidence, so monitor cannot ask the teacher about them and nothing typed is kept.",
+    )
+    redact: bool = Field(
+        True,
+        description="Mask personal data in the text kept: e-mails, phones, cards, IBANs, IP addresses, US SSNs (Presidio's "
+        "pattern recognisers), names after a cue, street addresses, postcodes and runs of 6+ digits. Names with no cue are missed.",
+    )
 
 
 # --- the whole spec --------------------------------------------------------------------------------
