@@ -85,7 +85,11 @@ def run_monitor(
     maintenance = spec.maintenance
     prune_traffic(traffic_dir(project.state_dir), maintenance.traffic_retention_days, now)
     # a row whose text was not stored cannot be put to the teacher; it is counted, never checked
-    rows = [r for r in read_traffic(traffic_dir(project.state_dir), since=(now - since) if since else None) if r["input"]]
+    logged = read_traffic(traffic_dir(project.state_dir), since=(now - since) if since else None)
+    rows = [r for r in logged if r["input"]]
+    if logged and not rows:
+        raise DataError(f"monitor: the {len(logged)} logged requests keep no text (maintenance.store_inputs: false), so the "
+                        "teacher cannot be asked about them", hint="set maintenance.store_inputs: true to monitor agreement")
     if not rows:
         raise DataError(f"monitor: no traffic logged in {traffic_dir(project.state_dir)}" + (f" in the last {since}" if since else ""),
                         hint="serve the student with `distil serve` (the traffic log is on by default), then rerun")
