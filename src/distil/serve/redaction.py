@@ -36,7 +36,7 @@ PATTERN_ENTITIES = {"PERSON": "[PERSON]", "STREET_ADDRESS": "[ADDRESS]", "POSTCO
 TOKENS = {**PRESIDIO_ENTITIES, **PATTERN_ENTITIES}
 MIN_SCORE = 0.3  # presidio's phone matches score 0.4, its weakest SSN / bank patterns 0.05 (those we leave to NUMBER)
 
-_NAME = r"[A-Z][a-z]+(?:[-'][A-Z]?[a-z]+)?"
+_NAME = r"[A-Z](?:[a-z]+|'[A-Z][a-z]+)(?:-[A-Z][a-z]+)?"  # Dana, O'Neill, Anna-Lena
 _PERSON = re.compile(
     r"(?:\b(?:[Mm]y name is|[Nn]ame:|[Tt]his is|[Ii] am|I'm|[Cc]all me|[Ss]igned|on behalf of)\s+"
     r"|\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?\s+"
