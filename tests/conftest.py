@@ -11,6 +11,7 @@ import pytest
 
 ASSETS = Path(__file__).parent / "assets"
 TINY_TOKENIZER = ASSETS / "tiny-tokenizer"
+TINY_WORDPIECE = ASSETS / "tiny-wordpiece" / "vocab.txt"
 EXAMPLES = Path(__file__).parents[1] / "examples"
 # The embedded teacher's dequantized cache is expensive to build (about 30 s), so the few tests that
 # load the real teacher share one cache folder across the session instead of the per-test one.
@@ -71,6 +72,29 @@ def build_tiny_causal_lm(folder: Path, layers: int = 4, hidden: int = 64, seed: 
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def build_tiny_encoder(folder: Path, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+    """Save a random-weight BERT encoder (no head, like all-MiniLM-L6-v2) with a WordPiece tokenizer that
+    differs from the tiny teacher's BPE into ``folder``."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    tokenizer = BertTokenizerFast(vocab_file=str(TINY_WORDPIECE), do_lower_case=True)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=hidden * 2, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = BertModel(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory) -> Path:
+    """A tiny random BERT encoder folder with its own WordPiece tokenizer, usable as ``student.path``."""
+    return build_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,9 @@
 
 * ``safetensors``: the student folder as it is (weights, config, tokenizer, ``distil_task.json``).
 * ``onnx``: for classify students, a graph from (input_ids, attention_mask) [B, S] (right-padded)
-  to the label distribution [B, L]: only the label rows of the LM head at each row's last real
-  position, never the full vocabulary. Runs with onnxruntime.
+  to the label distribution [B, L]: a causal student's label rows of the LM head at each row's last
+  real position (never the full vocabulary), or an encoder student's classification head. Runs with
+  onnxruntime.
 * ``--quantize int8``: onnxruntime dynamic quantization (int8 weights, activations quantized on the
   fly) of the ONNX graph. Quantizing changes the model, so it is evaluated on its own on the held-out
   test split — agreement with the teacher and with the float model — and recorded as an
@@ -54,10 +55,11 @@ class ExportResult:
 # --- ONNX graph of the label head --------------------------------------------------------------------
 
 
-def _label_head_module(model: Any, label_token_ids: Sequence[int]):
+def _label_head_module(model: Any, label_token_ids: Sequence[int] | None):
+    """``label_token_ids`` None: an encoder student, whose classification head is already over the labels."""
     import torch
 
-    from distil.train.students import label_logits
+    from distil.train.students import label_scores
 
     class LabelHead(torch.nn.Module):
         """input_ids, attention_mask [B, S] -> label probabilities [B, L] (float32)."""
@@ -65,10 +67,12 @@ def _label_head_module(model: Any, label_token_ids: Sequence[int]):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
-            self.register_buffer("label_ids", torch.tensor(list(label_token_ids), dtype=torch.long))
+            self.label_ids = None
+            if label_token_ids is not None:
+                self.register_buffer("label_ids", torch.tensor(list(label_token_ids), dtype=torch.long))
 
         def forward(self, input_ids, attention_mask):
-            return torch.softmax(label_logits(self.model, input_ids, attention_mask, self.label_ids), dim=-1)
+            return torch.softmax(label_scores(self.model, input_ids, attention_mask, self.label_ids), dim=-1)
 
     return LabelHead().eval()
 
@@ -76,14 +80,15 @@ def _label_head_module(model: Any, label_token_ids: Sequence[int]):
 def export_onnx(student_folder: Path, out_folder: Path, opset: int = 17) -> Path:
     """Write ``model.onnx`` plus the tokenizer and ``distil_task.json`` into ``out_folder``."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    task = json.loads((student_folder / "distil_task.json").read_text())
+    from distil.train.students import load_student_model, read_task
+
+    task = read_task(student_folder)
     if task.get("kind") != "classify":
         raise ExportError(f"{student_folder}: only classify students export to onnx (this one is {task.get('kind')})")
-    model = AutoModelForCausalLM.from_pretrained(str(student_folder), dtype=torch.float32).eval()
+    model = load_student_model(student_folder, task)
     model.config.use_cache = False
-    head = _label_head_module(model, task["label_token_ids"])
+    head = _label_head_module(model, None if task["student_kind"] == "encoder" else task["label_token_ids"])
     out_folder.mkdir(parents=True, exist_ok=True)
     dummy = torch.full((2, 8), 5, dtype=torch.long)
     path = out_folder / ONNX_FILE

@@ -65,7 +65,7 @@ def check(spec: SpecOpt = None) -> None:
     table.add_row("task", f"{s.task.kind}" + (f": {', '.join(s.task.label_names)}" if s.task.kind == "classify" else ""))
     table.add_row("play", f"{s.play.kind}: {s.play.trigger or '(no trigger given)'}")
     table.add_row("roles", f"sponsor {s.roles.sponsor}, driver {s.roles.driver}, validator {s.roles.validator}, operator {s.roles.operator or '-'}")
-    student = s.student.init or ("config" if s.student.config else f"path {s.student.path}")
+    student = s.student.describe()
     table.add_row("student", student + (f", ≤ {s.student.size_max_params:,} params" if s.student.size_max_params else ""))
     table.add_row("data", f"seeds {s.data.seeds}, gold {s.data.gold or '-'}, synthetic budget {s.data.synthetic_budget}, slices {', '.join(x.name for x in s.data.slices) or '-'}")
     table.add_row("gate", f"locked v{locked.version} by {locked.locked_by}" if locked else "not locked yet")

@@ -247,13 +247,27 @@ class TeacherSpec(_Model):
 
 
 class StudentSpec(_Model):
+    """The student: a causal LM (answers with a label word or text) or an encoder with a classification head.
+
+    - ``kind: causal`` (default): ``init: teacher-layers:N``, a ``config`` or a local ``path``.
+    - ``kind: encoder`` (classify tasks): any local Hugging Face encoder folder as ``path`` (BERT family),
+      or no ``path`` for the embedded all-MiniLM-L6-v2; or a fresh one from a ``config`` (with a ``tokenizer``
+      folder). It gets a classification head over the task's labels and learns the teacher's label
+      distribution, so its tokenizer need not match the teacher's.
+    """
+
+    kind: Literal["causal", "encoder"] = Field(
+        "causal",
+        description="causal: a causal LM (the teacher's family, a config or a path); encoder: a local encoder (BERT family) "
+        "with a classification head over the labels, classify tasks only (no path: the embedded all-MiniLM-L6-v2).",
+    )
     init: str | None = Field(
         "teacher-layers:6",
-        description="teacher-layers:<N>: the teacher's architecture with N of its layers, evenly spread, copied in.",
+        description="teacher-layers:<N>: the teacher's architecture with N of its layers, evenly spread, copied in (causal students).",
     )
     config: dict[str, Any] | None = Field(None, description="Any transformers config (dict) for a freshly initialised student.")
-    path: str | None = Field(None, description="A local checkpoint folder to start from.")
-    lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.")
+    path: str | None = Field(None, description="A local checkpoint folder to start from (encoder: any local encoder folder).")
+    lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights; merged into the saved student.")
     size_max_params: int | None = Field(None, gt=0, description="Size target: most parameters the student may have.")
 
     @field_validator("init")
@@ -270,9 +284,23 @@ class StudentSpec(_Model):
             given = [k for k in ("init", "config", "path") if data.get(k) is not None]
             if len(given) > 1:
                 raise ValueError(f"student: give one of init, config, path (got {', '.join(given)})")
-            if given and given[0] != "init":
+            if data.get("kind") == "encoder" and "init" in given:
+                raise ValueError("student.init teacher-layers:N builds a causal LM from the teacher; an encoder student takes "
+                                 "path (a local encoder folder; none: the embedded all-MiniLM-L6-v2) or config")
+            if (given and given[0] != "init") or data.get("kind") == "encoder":
                 data = {**data, "init": None}
         return data
+
+    @property
+    def is_encoder(self) -> bool:
+        return self.kind == "encoder"
+
+    def describe(self) -> str:
+        """One line for `distil show`: the kind and where the student comes from."""
+        if self.is_encoder:
+            source = "config" if self.config else (f"path {self.path}" if self.path else "embedded all-MiniLM-L6-v2")
+            return f"encoder ({source})" + (", LoRA" if self.lora else "")
+        return (self.init or ("config" if self.config else f"path {self.path}")) + (", LoRA" if self.lora else "")
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -534,9 +562,25 @@ def train_fits_the_task(spec: Spec) -> None:
     if train.features.wants_teacher_states and not local:
         raise ValueError(f"train.features.weight / relation_weight need the teacher's hidden states; teacher {teacher.id!r} is "
                          f"{teacher.scheme}: (set them to 0, or use a local hf: or gguf: teacher)")
+    if spec.student.is_encoder:
+        encoder_fits_the_task(spec)
     if train.distillation.rationale_weight > 0 and not spec.data.rationales:
         raise ValueError("train.distillation.rationale_weight needs rationales to learn from: set data.rationales: true "
                          "(the teacher writes one with each label), or set the weight to 0")
+
+
+def encoder_fits_the_task(spec: Spec) -> None:
+    """An encoder student has a head over the labels and no vocabulary: it classifies, and learns from labels only."""
+    train = spec.train
+    if spec.task.kind != "classify":
+        raise ValueError("student.kind encoder applies to classify tasks (an encoder has a head over the labels and writes "
+                         "no text); use kind: causal for a generate task")
+    if train.features.wants_teacher_states:
+        raise ValueError("train.features.weight / relation_weight read the teacher's states on the student's tokens; an encoder "
+                         "student learns the teacher's label distribution only (set them to 0)")
+    if train.distillation.rationale_weight > 0:
+        raise ValueError("train.distillation.rationale_weight trains the student to write the teacher's rationale; an encoder "
+                         "student writes no text (set it to 0)")
 
 
 # --- after launch: router and maintenance ------------------------------------------------------------

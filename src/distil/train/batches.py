@@ -54,7 +54,9 @@ class ClassifyExamples:
     rationales: list[str | None] = field(default_factory=list)  # the teacher's rationale per example, if any
 
 
-def classify_examples(records: list[Record], labels: list[str]) -> ClassifyExamples:
+def classify_examples(records: list[Record], labels: list[str], template: str = CLASSIFY_TEMPLATE) -> ClassifyExamples:
+    """Each record's prompt (``template`` around the input: the causal student's label suffix, or the bare
+    input for an encoder), the teacher's label distribution and the hard label."""
     index = {name: i for i, name in enumerate(labels)}
     prompts, probs, hard, inputs, rationales = [], [], [], [], []
     for r in records:
@@ -65,7 +67,7 @@ def classify_examples(records: list[Record], labels: list[str]) -> ClassifyExamp
             p = np.eye(len(labels))[index[r.label]]
         else:
             continue  # nothing to learn from: no teacher distribution and no teacher label
-        prompts.append(CLASSIFY_TEMPLATE.replace("{input}", r.input))
+        prompts.append(template.replace("{input}", r.input))
         probs.append(p)
         hard.append(index[r.gold_label] if r.gold_label in index else int(np.argmax(p)))
         inputs.append(r.input)

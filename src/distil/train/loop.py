@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from distil.train.artefacts import STATE_FILE, load_checkpoint, save_checkpoint
-from distil.train.heads import base_and_head
+from distil.train.heads import decoder_of
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -156,8 +156,7 @@ def prepared_model(model: PreTrainedModel, objective: Objective, cfg: TrainSpec)
     model = copy.deepcopy(model)
     objective.prepare_model(model)
     if cfg.compile:
-        decoder, _ = base_and_head(model)
-        decoder.compile(dynamic=True, backend=os.environ.get("DISTIL_COMPILE_BACKEND", "inductor"))
+        decoder_of(model).compile(dynamic=True, backend=os.environ.get("DISTIL_COMPILE_BACKEND", "inductor"))
     if cfg.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)  # a tied head shares this tensor
     model.train()

@@ -25,7 +25,7 @@ from distil.train.extras import PROJECTOR, OnPolicyTeacher, TeacherStates, attac
 from distil.train.heads import base_and_head, output_logits
 from distil.train.loop import StepBatches
 from distil.train.onpolicy import on_policy_batch, on_policy_step_uses_student, step_rng, student_completions
-from distil.train.students import label_logits
+from distil.train.students import label_scores
 from distil.train.teacher_states import answer_states
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class ClassifyObjective:
     role: str
     examples: ClassifyExamples
     validation: ClassifyExamples | None
-    label_ids: Tensor  # [L]
+    label_ids: Tensor | None  # [L] the label words' token ids (causal student); None: an encoder's head over the labels
     tokenizer: PreTrainedTokenizerBase
     cfg: TrainSpec
     kd: bool
@@ -70,7 +70,8 @@ class ClassifyObjective:
             attach_projector(model, self.teacher_states)
 
     def to(self, device: torch.device) -> None:
-        self.label_ids = self.label_ids.to(device)
+        if self.label_ids is not None:
+            self.label_ids = self.label_ids.to(device)
 
     def step_batches(self, model: PreTrainedModel, micro: list[list[int]], step_rows: list[int], step: int, rank: int) -> StepBatches:
         return StepBatches([self.batch(rows, step_rows) if rows else None for rows in micro])
@@ -100,7 +101,7 @@ class ClassifyObjective:
         for start in range(0, len(data.prompts), self.cfg.batch_size):
             rows = list(range(start, min(len(data.prompts), start + self.cfg.batch_size)))
             batch = classify_batch(self.tokenizer, data, rows, self.cfg.max_length)
-            logits = label_logits(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), self.label_ids)
+            logits = label_scores(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), self.label_ids)
             agree += int((logits.argmax(-1).cpu() == batch["teacher_probs"].argmax(-1)).sum())
         return agree / max(len(data.prompts), 1)
 
@@ -131,7 +132,7 @@ def classify_loss(model: PreTrainedModel, batch: Batch, objective: ClassifyObjec
         states = answer_states(model, batch["input_ids"], batch["attention_mask"], objective.teacher_states.student_layers)  # [B, M + 1, H]
         logits = output_logits(model, states[:, -1], rows=objective.label_ids).float()
     else:
-        logits = label_logits(model, batch["input_ids"], batch["attention_mask"], objective.label_ids)  # [B, L]
+        logits = label_scores(model, batch["input_ids"], batch["attention_mask"], objective.label_ids)  # [B, L]
     ce = L.cross_entropy(logits, batch["hard"], num_items=num_items)
     if not objective.kd:
         return ce, tokens

@@ -71,10 +71,9 @@ def estimate(project: Project, device: str | None = None, available_bytes: int |
     available = available_bytes or available_memory(device)
     teacher_spec = spec.teacher()
     teacher_folder = local_model_folder(teacher_spec.source)[0] if teacher_spec.scheme in ("hf", "gguf") else None
-    build = build_student(spec.student, teacher_folder, seed=cfg.seed)
+    build = build_student(spec.student, teacher_folder, seed=cfg.seed, labels=spec.task.label_names or None)
     student_config = build.model.config
     hidden, layers = student_config.hidden_size, student_config.num_hidden_layers
-    vocab = build.model.get_output_embeddings().weight.shape[0]
     trainable = sum(p.numel() for p in build.model.parameters() if p.requires_grad)
 
     try:
@@ -102,7 +101,10 @@ def estimate(project: Project, device: str | None = None, available_bytes: int |
     if spec.task.kind == "classify":
         memory["logits (answer position × labels)"] = cfg.batch_size * len(spec.task.labels) * 4 * 3
         cache_bytes = 0
+        if build.is_encoder:
+            notes.append("encoder student: KD over the task's labels, not the vocabulary, so teacher and student tokenizers need not match")
     else:
+        vocab = build.model.get_output_embeddings().weight.shape[0]
         memory["logits (one chunk × vocabulary, with gradient)"] = min(cfg.chunk_size, tokens_per_batch) * vocab * 4 * 3
         memory["(unchunked logits, for comparison)"] = tokens_per_batch * vocab * 4 * 3
         cache_bytes = answer_tokens * bytes_per_token(cfg.distillation.topk_cache_k) if cfg.distillation.alpha < 1.0 else 0

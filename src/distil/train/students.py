@@ -1,14 +1,17 @@
 """Build the student, and load a trained one for prediction.
 
-Three ways to start a student (``student:`` in the spec):
+Two kinds of student (``student.kind`` in the spec). A causal LM (``causal``) starts one of three ways:
 
 - ``init: teacher-layers:N``: the teacher's own architecture with N layers; embeddings, final norm,
   head and an evenly spread subset of the teacher's layers are copied in (DistilBERT's recipe).
 - ``config: {...}``: any transformers config, freshly initialised (the teacher's tokenizer).
 - ``path: DIR``: a local checkpoint folder.
 
-A trained student is a plain transformers folder plus ``distil_task.json`` (how it is asked);
-:func:`load_predictor` reads it back for evaluation and serving.
+An encoder (``encoder``, classify tasks) is a local BERT-family folder (default: the embedded
+all-MiniLM-L6-v2) with a classification head over the labels; see :mod:`distil.train.encoders`.
+
+A trained student is a plain transformers folder plus ``distil_task.json`` (how it is asked, and
+``student_kind``); :func:`load_predictor` reads either kind back for evaluation and serving.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch import Tensor
 
 from distil.errors import TrainError
 from distil.teachers.decoding import decode_rows, end_ids
+from distil.train.encoders import build_encoder, encoder_lora_targets, head_scores
 from distil.train.heads import base_and_head, output_logits
 
 if TYPE_CHECKING:
@@ -48,6 +52,11 @@ class StudentBuild:
     params: int
     teacher_params: int | None
     size_max_params: int | None
+    kind: str = "causal"  # causal | encoder (StudentSpec.kind)
+
+    @property
+    def is_encoder(self) -> bool:
+        return self.kind == "encoder"
 
     def size_row(self) -> dict[str, Any]:
         """Parameters and size against the teacher and the spec's target, for the console and metrics."""
@@ -104,10 +113,17 @@ def student_from_teacher_layers(teacher: PreTrainedModel, n_layers: int) -> PreT
     return student
 
 
-def apply_lora(model: PreTrainedModel, rank: int = 8) -> PreTrainedModel:
-    """Wrap ``model`` with LoRA adapters on its attention and MLP projections (peft)."""
-    from peft import LoraConfig, get_peft_model  # optional and slow to import; only LoRA students need it
+def apply_lora(model: PreTrainedModel, rank: int = 8, encoder: bool = False) -> PreTrainedModel:
+    """Wrap ``model`` with LoRA adapters on its attention and MLP projections (peft); an encoder's
+    classification head is trained in full beside them (``TaskType.SEQ_CLS``)."""
+    from peft import LoraConfig, TaskType, get_peft_model  # optional and slow to import; only LoRA students need it
 
+    if encoder:
+        targets = encoder_lora_targets(model)
+        if not targets:
+            raise TrainError("student.lora: found no attention or feed-forward layers to adapt in this encoder")
+        return get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=2 * rank, target_modules=targets,
+                                                lora_dropout=0.0))
     names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     targets = sorted(names & {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "c_attn", "c_proj"})
     if not targets:
@@ -115,8 +131,9 @@ def apply_lora(model: PreTrainedModel, rank: int = 8) -> PreTrainedModel:
     return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=0.0))
 
 
-def build_student(student_spec: StudentSpec, teacher_folder: Path | None, seed: int = 0) -> StudentBuild:
-    """The student the spec asks for; ``teacher_folder`` is the local teacher's transformers folder (or None)."""
+def build_student(student_spec: StudentSpec, teacher_folder: Path | None, seed: int = 0, labels: list[str] | None = None) -> StudentBuild:
+    """The student the spec asks for; ``teacher_folder`` is the local teacher's transformers folder (or None);
+    ``labels`` are the task's label names (an encoder student's head has one output per label)."""
     from transformers import (  # slow to import; only building a student pays for it
         AutoConfig,
         AutoModelForCausalLM,
@@ -128,7 +145,11 @@ def build_student(student_spec: StudentSpec, teacher_folder: Path | None, seed: 
     if teacher_folder is not None:
         teacher = AutoModelForCausalLM.from_pretrained(str(teacher_folder), dtype=torch.float32)
     teacher_params = count_params(teacher) if teacher is not None else None
-    if student_spec.init:
+    if student_spec.is_encoder:
+        if not labels:
+            raise TrainError("student.kind encoder: the task has no labels (encoder students classify)")
+        model, tokenizer, description = build_encoder(student_spec, labels)
+    elif student_spec.init:
         if teacher is None:
             raise TrainError("student.init teacher-layers:N needs a local teacher (hf: or gguf:)", hint="use student.config or student.path with an API teacher")
         n = int(student_spec.init.split(":", 1)[1])
@@ -160,10 +181,10 @@ def build_student(student_spec: StudentSpec, teacher_folder: Path | None, seed: 
         tokenizer.pad_token = tokenizer.eos_token
     params = count_params(model)
     if student_spec.lora:
-        model = apply_lora(model)
+        model = apply_lora(model, encoder=student_spec.is_encoder)
         description += ", LoRA adapters"
     del teacher
-    return StudentBuild(model, tokenizer, description, params, teacher_params, student_spec.size_max_params)
+    return StudentBuild(model, tokenizer, description, params, teacher_params, student_spec.size_max_params, student_spec.kind)
 
 
 # --- asking the model: the answer position, the label rows of the head ------------------------------------
@@ -179,6 +200,14 @@ def label_logits(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tens
     last = attention_mask.sum(-1).clamp_min(1) - 1  # [B]
     answer = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # [B, H]
     return output_logits(model, answer, rows=label_token_ids).float()  # [B, L]
+
+
+def label_scores(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor, label_token_ids: Tensor | None) -> Tensor:
+    """Logits over the task's labels, float32 [B, L], for either kind of student: an encoder's classification
+    head when ``label_token_ids`` is None, else a causal LM's label-word rows at the answer position."""
+    if label_token_ids is None:
+        return head_scores(model, input_ids, attention_mask)
+    return label_logits(model, input_ids, attention_mask, label_token_ids)
 
 
 def label_token_ids(tokenizer: PreTrainedTokenizerBase, words: list[str]) -> list[int]:
@@ -206,25 +235,42 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len
 # --- a trained model, for evaluation and serving ------------------------------------------------------------
 
 
+def read_task(folder: Path) -> dict[str, Any]:
+    """A trained folder's ``distil_task.json``; folders written before encoder students are causal LMs."""
+    task_file = folder / TASK_FILE
+    if not task_file.is_file():
+        raise TrainError(f"{folder}: no {TASK_FILE}; not a distil student folder", hint="run `distil train` first")
+    task = json.loads(task_file.read_text())
+    task.setdefault("student_kind", "causal")
+    return task
+
+
+def load_student_model(folder: Path, task: dict[str, Any]) -> PreTrainedModel:
+    """The folder's model in float32 on the CPU, with the auto class of its kind, in eval mode."""
+    # slow to import; only opening a model folder pays for it
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    auto = AutoModelForSequenceClassification if task["student_kind"] == "encoder" else AutoModelForCausalLM
+    return auto.from_pretrained(str(folder), dtype=torch.float32).eval()
+
+
 class Predictor:
-    """A trained student (or baseline) folder: ``label_distribution`` for classify, ``generate`` for text."""
+    """A trained student (or baseline) folder of either kind: ``label_distribution`` for classify, ``generate`` for text."""
 
     def __init__(self, folder: str | Path, device: str = "cpu"):
-        from transformers import (  # slow to import; only opening a model folder pays for it
-            AutoModelForCausalLM,
-            AutoTokenizer,
-        )
+        from transformers import AutoTokenizer  # slow to import; only opening a model folder pays for it
 
         self.folder = Path(folder)
-        task_file = self.folder / TASK_FILE
-        if not task_file.is_file():
-            raise TrainError(f"{self.folder}: no {TASK_FILE}; not a distil student folder", hint="run `distil train` first")
-        self.task = json.loads(task_file.read_text())
+        self.task = read_task(self.folder)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(str(self.folder), dtype=torch.float32).to(device).eval()
+        self.model = load_student_model(self.folder, self.task).to(device)
         self.device = device
+
+    @property
+    def is_encoder(self) -> bool:
+        return self.task["student_kind"] == "encoder"
 
     @property
     def labels(self) -> list[str]:
@@ -238,11 +284,11 @@ class Predictor:
         """Probabilities over the labels in spec order: float64 [len(inputs), L]."""
         if self.task["kind"] != "classify":
             raise TrainError(f"{self.folder}: a generate student has no label distribution")
-        ids = torch.tensor(self.task["label_token_ids"], device=self.device)
+        ids = None if self.is_encoder else torch.tensor(self.task["label_token_ids"], device=self.device)
         out = []
         for start in range(0, len(inputs), batch_size):
             batch = encode_prompts(self.tokenizer, [self.prompt(t) for t in inputs[start : start + batch_size]], self.task["max_length"])
-            logits = label_logits(self.model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device), ids)
+            logits = label_scores(self.model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device), ids)
             out.append(torch.softmax(logits.double(), -1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from distil.teachers.loading import local_model_folder
+from distil.train.encoders import ENCODER_TEMPLATE, require_positions
 from distil.train.artefacts import save_model_folder, write_run_file
 from distil.train.batches import (
     ClassifyExamples,
@@ -90,7 +91,7 @@ class TaskData:
     train: ClassifyExamples | GenerateExamples
     validation: ClassifyExamples | GenerateExamples | None
     task_info: dict[str, Any]
-    label_ids: torch.Tensor | None = None  # [L] (classify)
+    label_ids: torch.Tensor | None = None  # [L] (classify with a causal student; an encoder's head is over the labels)
 
 
 def new_run_id(dataset_hash: str) -> str:
@@ -109,12 +110,17 @@ def task_data(project: Project, data: CuratedDataset, build: StudentBuild, accel
     spec, cfg = project.spec, project.spec.train
     splits = data.splits
     if spec.task.kind == "classify":
+        labels = spec.task.label_names
+        template = ENCODER_TEMPLATE if build.is_encoder else CLASSIFY_TEMPLATE
+        train = classify_examples(splits["train"], labels, template)
+        validation = classify_examples(splits["validation"], labels, template) if splits["validation"] else None
+        info = {"kind": "classify", "student_kind": build.kind, "prompt_template": template, "labels": labels, "max_length": cfg.max_length}
+        if build.is_encoder:  # the head is over the labels: no label words, no token ids, any tokenizer
+            require_positions(build.model, cfg.max_length)
+            return TaskData(train, validation, info)
         words = [lab.verbalizers[0] for lab in spec.task.labels]
         label_ids = torch.tensor(label_token_ids(build.tokenizer, words))
-        train = classify_examples(splits["train"], spec.task.label_names)
-        validation = classify_examples(splits["validation"], spec.task.label_names) if splits["validation"] else None
-        info = {"kind": "classify", "prompt_template": CLASSIFY_TEMPLATE, "labels": spec.task.label_names,
-                "label_words": words, "label_token_ids": label_ids.tolist(), "max_length": cfg.max_length}
+        info.update({"label_words": words, "label_token_ids": label_ids.tolist()})
         return TaskData(train, validation, info, label_ids)
     train = generate_examples(splits["train"], build.tokenizer, cfg.max_length)
     attach_logit_cache(project, train, build.tokenizer, accelerator, console)
@@ -131,7 +137,8 @@ def role_objectives(project: Project, task: TaskData, build: StudentBuild, roles
         extras = {"teacher_states": teacher_states_for(project, build, task.train, console),
                   "rationale": rationale_targets(project, tokenizer, task.train, console)}
         for role in roles:
-            out[role] = ClassifyObjective(role, task.train, task.validation, task.label_ids.clone(), tokenizer, cfg, kd=role == "student",
+            label_ids = task.label_ids.clone() if task.label_ids is not None else None
+            out[role] = ClassifyObjective(role, task.train, task.validation, label_ids, tokenizer, cfg, kd=role == "student",
                                           **(extras if role == "student" else {}))
         return out
     teacher = on_policy_teacher(project, build, task.train)
@@ -199,7 +206,7 @@ def train_run(
     run_dir.mkdir(parents=True, exist_ok=True)
 
     seed_everything(cfg.seed)
-    build = build_student(spec.student, teacher_folder(spec), seed=cfg.seed)
+    build = build_student(spec.student, teacher_folder(spec), seed=cfg.seed, labels=spec.task.label_names or None)
     task = task_data(project, data, build, accelerator, console)
     result = TrainResult(ids[0], run_dir, data.dataset_hash, finished=True, size=build.size_row())
     if accelerator.is_main_process:
