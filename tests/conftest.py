@@ -80,7 +80,7 @@ def build_tiny_encoder(folder: Path, layers: int = 2, hidden: int = 32, seed: in
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    tokenizer = BertTokenizerFast(vocab_file=str(TINY_WORDPIECE), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab=str(TINY_WORDPIECE), do_lower_case=True)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
                         intermediate_size=hidden * 2, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
