@@ -62,6 +62,10 @@ def _project(spec: Path | None):
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors, and the libraries' own warnings, "
+                                                             "log lines and loading bars.")] = False) -> None:
     """distil: a success gate locked first, the teacher as a data factory, a student you own."""
+    from distil.console import quiet_third_party
+
     _DEBUG["on"] = debug
+    quiet_third_party(debug)

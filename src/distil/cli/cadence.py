@@ -42,14 +42,29 @@ def _verdict_table(run: RunDir) -> Table | None:
     return table
 
 
+def what_next(project: Any, result: Any) -> list[str]:
+    """The commands a person runs after the cadence: read the report, decide, serve the student."""
+    spec = f" --spec {project.spec_path}"
+    lines = []
+    if result.report_path:
+        lines.append(f"  open the report      {result.report_path}")
+    if result.run_id:
+        lines.append(f"  decide               distil decide --as {project.spec.roles.validator} --run {result.run_id}{spec}")
+        lines.append(f"  serve the student    distil serve {result.run_id}{spec}")
+    return lines
+
+
 def _print_outcome(project: Any, result: Any) -> None:
     console.print(_steps_table(result))
     if result.run_id:
         verdict = _verdict_table(RunDir(project, result.run_id))
         if verdict is not None:
             console.print(verdict)
-    if result.report_path:
-        console.print(f"report: [bold]{result.report_path}[/bold]")
+    steps = what_next(project, result)
+    if steps:
+        console.print("what next:", highlight=False)
+        for line in steps:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -145,4 +160,3 @@ def quickstart(
     console.print(f"gate v{locked.version} {'locked' if new else 'already locked'} by {locked.locked_by}")
     result = run_cadence(project, actor=actor(as_) or project.spec.roles.driver, console=console, requests=requests, threads=threads)
     _print_outcome(project, result)
-    console.print(f"next: distil decide --as {project.spec.roles.validator} --spec {spec_path}")

@@ -270,7 +270,10 @@ def label_new_inputs(
 
 
 def _progress_bar(show: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """A bar in a terminal; a plain line every few seconds in a log (see :func:`distil.console.progress`)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from distil.console import progress
 
     class _Rate(TextColumn):
         def __init__(self) -> None:
@@ -282,4 +285,4 @@ def _progress_bar(show: bool):
             speed = task.finished_speed or task.speed
             return Text(f"{speed:.1f} items/s" if speed else "- items/s")
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(), TimeRemainingColumn(), disable=not show, transient=False)
+    return progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(), TimeRemainingColumn(), disable=not show)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
     from transformers import PreTrainedModel
 
+    from distil.console import PlainProgress
     from distil.spec.models import TrainSpec
 
 
@@ -163,13 +164,17 @@ def prepared_model(model: PreTrainedModel, objective: Objective, cfg: TrainSpec)
     return model
 
 
-def progress_bar(role: str, console: Console | None, enabled: bool) -> Progress:
+def progress_bar(role: str, console: Console | None, enabled: bool) -> Progress | PlainProgress:
+    """A bar in a terminal; a plain line every few seconds in a log (see :func:`distil.console.progress`)."""
     # rich's progress pulls in a lot; only training shows it
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn(f"[bold]{role}[/bold]"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+    from distil.console import progress
+
+    return progress(TextColumn(f"[bold]{role}[/bold]"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
                     TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
-                    TextColumn("fidelity {task.fields[fid]}"), TimeRemainingColumn(), console=console, disable=not enabled, transient=False)
+                    TextColumn("fidelity {task.fields[fid]}"), TimeRemainingColumn(), console=console, disable=not enabled,
+                    unit="steps", detail="loss {loss:.4f}, {tps:,.0f} tok/s, fidelity {fid}")
 
 
 # --- one optimiser step --------------------------------------------------------------------------------------
@@ -244,7 +249,7 @@ def _epoch_steps(run: _Fit, state: FitState) -> Iterator[tuple[list[int], int]]:
         state.epoch, state.step_in_epoch = state.epoch + 1, 0
 
 
-def run_steps(run: _Fit, state: FitState, max_steps: int | None, progress: Progress, bar: TaskID) -> bool:
+def run_steps(run: _Fit, state: FitState, max_steps: int | None, progress: Progress | PlainProgress, bar: TaskID | int) -> bool:
     """Optimiser steps until the epochs are done, patience runs out (True) or ``max_steps`` were taken."""
     eval_every = run.cfg.eval_every or run.steps_per_epoch
     steps_run = 0
