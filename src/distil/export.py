@@ -67,9 +67,8 @@ def _label_head_module(model: Any, label_token_ids: Sequence[int] | None):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
-            self.label_ids = None
-            if label_token_ids is not None:
-                self.register_buffer("label_ids", torch.tensor(list(label_token_ids), dtype=torch.long))
+            ids = None if label_token_ids is None else torch.tensor(list(label_token_ids), dtype=torch.long)
+            self.register_buffer("label_ids", ids)  # None registers nothing to move or save
 
         def forward(self, input_ids, attention_mask):
             return torch.softmax(label_scores(self.model, input_ids, attention_mask, self.label_ids), dim=-1)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from distil.console import PlainProgress, progress
 from distil.train.artefacts import STATE_FILE, load_checkpoint, save_checkpoint
 from distil.train.heads import decoder_of
 
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
     from transformers import PreTrainedModel
 
-    from distil.console import PlainProgress
     from distil.spec.models import TrainSpec
 
 
@@ -168,8 +168,6 @@ def progress_bar(role: str, console: Console | None, enabled: bool) -> Progress 
     """A bar in a terminal; a plain line every few seconds in a log (see :func:`distil.console.progress`)."""
     # rich's progress pulls in a lot; only training shows it
     from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
-
-    from distil.console import progress
 
     return progress(TextColumn(f"[bold]{role}[/bold]"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
                     TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
