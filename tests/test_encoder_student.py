@@ -1,5 +1,5 @@
-"""An encoder student whose tokenizer differs from the teacher's, end to end: the cadence trains and evaluates
-it, it exports to ONNX (and int8), and `distil serve` answers /v1/classify with it."""
+"""An encoder student whose tokenizer differs from the teacher's, end to end: `distil run` trains and evaluates
+it (and says what to do next), it exports to ONNX (and int8), and `distil serve` answers /v1/classify with it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import httpx
 import numpy as np
 import yaml
 
-from distil.cadence import run_cadence
+from distil.cli import main
+from distil.console import QUIET_ENV
 from distil.export import export_run
 from distil.serve.runs import load_served
 from distil.serve.server import create_app
@@ -19,10 +20,13 @@ from tests.serve.conftest import running_server
 from tests.test_cadence import tiny_triage
 
 
-def test_encoder_student_with_another_tokenizer_trains_evaluates_exports_and_serves(tmp_path, tiny_teacher_dir, tiny_encoder_dir):
+def test_encoder_student_with_another_tokenizer_trains_evaluates_exports_and_serves(tmp_path, tiny_teacher_dir, tiny_encoder_dir, capsys,
+                                                                                    monkeypatch):
     import torch
 
     torch.set_num_threads(1)
+    for name, value in QUIET_ENV.items():  # the CLI quiets the libraries through the environment; undone after the test
+        monkeypatch.setenv(name, value)
     path = tiny_triage(tmp_path / "proj", tiny_teacher_dir)
     spec = yaml.safe_load(path.read_text())
     spec["student"] = {"kind": "encoder", "path": str(tiny_encoder_dir)}
@@ -37,18 +41,22 @@ def test_encoder_student_with_another_tokenizer_trains_evaluates_exports_and_ser
     assert len(student_tokenizer) > 100  # a real WordPiece vocabulary, not only the special tokens
     assert not same_vocabulary(AutoTokenizer.from_pretrained(str(tiny_teacher_dir)), student_tokenizer)[0]
 
-    result = run_cadence(project, requests=100, threads=1)
-    run_dir = project.runs_dir / result.run_id
+    assert main(["run", "--spec", str(path)]) == 0  # check, plan, generate, curate, train, evaluate, report
+    printed = capsys.readouterr().out
+    run_id = project.ledger.latest("runs", "role = ?", ("student",))["run_id"]
+    run_dir = project.runs_dir / run_id
+    assert "what next:" in printed and f"distil serve {run_id}" in printed
+    assert f"distil decide --as {project.spec.roles.validator} --run {run_id}" in printed
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     for model in ("student", "baseline"):
         assert 0 <= evaluation[model]["agreement"] <= 1 and evaluation[model]["params"] > 0
     assert json.loads((run_dir / "student" / "distil_task.json").read_text())["student_kind"] == "encoder"
 
-    exported = export_run(project, result.run_id, "onnx", quantize="int8", actor="dev")
+    exported = export_run(project, run_id, "onnx", quantize="int8", actor="dev")
     assert exported.checks["onnx_vs_pytorch"]["max_abs_prob_diff"] < 1e-4  # the graph is the student's head
     assert exported.evaluation["quantized"]["agreement_with_float"] >= 0
 
-    served = load_served(project, result.run_id, threshold=0.0, with_teacher=False)
+    served = load_served(project, run_id, threshold=0.0, with_teacher=False)
     expected = served.student.label_distribution(["I was charged twice for my subscription"])
     with running_server(create_app(served)) as (url, _):
         with httpx.Client(base_url=url, timeout=30) as client:

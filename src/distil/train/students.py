@@ -116,7 +116,11 @@ def student_from_teacher_layers(teacher: PreTrainedModel, n_layers: int) -> PreT
 def apply_lora(model: PreTrainedModel, rank: int = 8, encoder: bool = False) -> PreTrainedModel:
     """Wrap ``model`` with LoRA adapters on its attention and MLP projections (peft); an encoder's
     classification head is trained in full beside them (``TaskType.SEQ_CLS``)."""
-    from peft import LoraConfig, TaskType, get_peft_model  # optional and slow to import; only LoRA students need it
+    from peft import (  # optional and slow to import; only LoRA students need it
+        LoraConfig,
+        TaskType,
+        get_peft_model,
+    )
 
     if encoder:
         targets = encoder_lora_targets(model)

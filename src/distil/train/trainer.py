@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from distil.teachers.loading import local_model_folder
-from distil.train.encoders import ENCODER_TEMPLATE, require_positions
 from distil.train.artefacts import save_model_folder, write_run_file
 from distil.train.batches import (
     ClassifyExamples,
@@ -27,6 +26,7 @@ from distil.train.batches import (
     generate_examples,
     latest_curated,
 )
+from distil.train.encoders import ENCODER_TEMPLATE, require_positions
 from distil.train.extras import attach_logit_cache, on_policy_teacher, rationale_targets, teacher_states_for
 from distil.train.loop import FitResult, fit, seed_everything
 from distil.train.objectives import ClassifyObjective, GenerateObjective
