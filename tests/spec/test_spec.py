@@ -158,7 +158,7 @@ def test_the_gate_lock_covers_the_cost_section(triage_project):
 def test_prices_and_thresholds_must_be_finite(section, field, value):
     text = (EXAMPLES / "triage" / "distil.yaml").read_text().replace(f"\n{section}:\n", f"\n{section}:\n  {field}: {value}\n", 1)
     text = _drop_later_duplicate(text, section, field)
-    with pytest.raises(SpecError, match=f"{section}.{field} input should be a finite number"):
+    with pytest.raises(SpecError, match=f"{section}.{field} must be a finite number"):
         spec_from_text(text)
 
 

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import typer
 
+try:  # typer carries its own copy of click from 0.26 on; its usage errors are not click's
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - an older typer on the real click
+    from click.exceptions import ClickException, NoArgsIsHelpError
+
 # Importing a stage's module registers its commands on ``app``; the order is the order of `distil --help`.
 from distil.cli import cadence, data, evaluate, project, serve, train  # noqa: F401
 from distil.cli.app import _DEBUG, app, err_console
 from distil.errors import DistilError
+
+_CLICK_ERRORS: tuple[type[Exception], ...] = (ClickException,)
 
 # --- entry point -------------------------------------------------------------------------------------
 
@@ -34,11 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted; finished work is kept, rerun the command to continue")
         return 130
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return 2
-        raise
+    except _CLICK_ERRORS as exc:  # an unknown option, a missing value, a value of the wrong type
+        return _usage_error(exc)
     return code if isinstance(code, int) else 0
+
+
+def _usage_error(exc: Exception) -> int:
+    """A usage mistake as a DistilError is shown: one ``error:`` line and a hint naming the command's help."""
+    if isinstance(exc, NoArgsIsHelpError):  # `distil gate`: the group's help is the answer
+        exc.show()
+        return 2
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path.replace("python -m ", "") if ctx is not None else "distil"
+    message = " ".join(exc.format_message().split())
+    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    err_console.print(f"hint: run `{command} --help` for its options", markup=False, highlight=False, soft_wrap=True)
+    return 2

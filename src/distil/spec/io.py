@@ -15,6 +15,7 @@ from distil.errors import SpecError
 from distil.spec.models import Spec
 
 DEFAULT_SPEC = "distil.yaml"
+_UNION_MEMBERS = {"float", "int", "str", "bool"}  # pydantic's names for the members of `float | Literal[...]`
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -22,7 +23,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif str(part).startswith(("function-", "literal[", "union[")) or "[" in str(part):
+        elif str(part).startswith(("function-", "literal[", "union[")) or "[" in str(part) or part in _UNION_MEMBERS:
             continue  # pydantic's names for union members and validators say nothing to a user
         else:
             out += ("." if out else "") + str(part)
@@ -36,8 +37,10 @@ def _describe(error: dict[str, Any]) -> str:
         shown = shown[:57] + "..."
     bounds = {"greater_than_equal": "≥ {ge}", "less_than_equal": "≤ {le}", "greater_than": "> {gt}", "less_than": "< {lt}"}
     if kind in bounds:
-        shown_ctx = {k: f"{v:g}" if isinstance(v, (int, float)) else v for k, v in ctx.items()}
+        shown_ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in ctx.items()}
         return f"must be {bounds[kind].format(**shown_ctx)}, got {shown}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {shown}"
     if kind == "extra_forbidden":
         return "is not a known field (check its spelling or remove it)"
     if kind == "missing":
@@ -55,9 +58,11 @@ def spec_from_data(data: Any, source: str = DEFAULT_SPEC) -> Spec:
     except ValidationError as exc:
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        # a rule across sections (a model validator of the whole spec) names its own fields
-        where = "" if not first["loc"] and first["type"] == "value_error" else f"{_field_path(first['loc'])} "
-        raise SpecError(f"{source}: {where}{_describe(first)}{more}") from None
+        message = _describe(first)
+        # a rule across fields (a model validator) names its own fields: "task.labels: ..." under loc ("task",)
+        names_itself = first["type"] == "value_error" and (not first["loc"] or message.startswith(str(first["loc"][0])))
+        where = "" if names_itself else f"{_field_path(first['loc'])} "
+        raise SpecError(f"{source}: {where}{message}{more}") from None
     except (ValueError, TypeError, RecursionError) as exc:
         raise SpecError(f"{source}: invalid spec: {exc}") from None
 

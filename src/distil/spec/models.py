@@ -12,14 +12,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from distil.errors import SpecError
-from distil.spec.names import person_name, same_person
+from distil.spec.names import person_name, plain_text, same_person
 
 PLAYS = ("cost", "latency", "stability", "specialization")
 _PUBLIC_KEY = re.compile(r"^ed25519:[A-Za-z0-9+/]{43}=$")
+SEED_LIMIT = 2**32  # numpy's and torch's generators take seeds in [0, 2**32)
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # .nan fails no comparison and .inf passes every upper bound: neither is a setting anyone means
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --- task ------------------------------------------------------------------------------------------
@@ -32,6 +34,17 @@ class Label(_Model):
         description="Verbalizer: words the teacher may answer with for this label (default: the name). "
         "The first token of each word (with a leading space) is scored at the answer position.",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return plain_text(value)
+
+    @field_validator("words")
+    @classmethod
+    def _plain_words(cls, value: list[str]) -> list[str]:
+        # an empty word scores the token after the input whatever it is: every record gets that label's share
+        return [plain_text(word) for word in value]
 
     @property
     def verbalizers(self) -> list[str]:
@@ -58,6 +71,14 @@ class FewShot(_Model):
         description="How one example is written for channel scoring (task.scoring: channel or both): the label "
         "first, then the input, whose likelihood under each label is what is scored.",
     )
+
+    @field_validator("template")
+    @classmethod
+    def _input_then_label(cls, value: str) -> str:
+        # without {input} every query is the same text, so every record gets the same distribution
+        if value.count("{input}") != 1 or value.count("{label}") != 1 or value.index("{label}") < value.index("{input}"):
+            raise ValueError(f"write {{input}} once, then {{label}} once after it, got {value!r}")
+        return value
 
 
 class Task(_Model):
@@ -100,6 +121,16 @@ class Task(_Model):
             names = [lab.name for lab in self.labels]
             if len(set(names)) != len(names):
                 raise ValueError("task.labels: label names must be unique")
+            owner: dict[str, str] = {}
+            for lab in self.labels:
+                for word in lab.verbalizers:
+                    # one word scored for two labels gives both the same probability: they cannot be told apart
+                    if owner.setdefault(word.strip().casefold(), lab.name) != lab.name:
+                        raise ValueError(f"task.labels: the word {word!r} is given to both {owner[word.strip().casefold()]!r} and "
+                                         f"{lab.name!r}; give each label its own words")
+            if self.calibrate and not self.content_free_inputs:
+                raise ValueError("task.content_free_inputs is empty while task.calibrate is true: give at least one "
+                                 "content-free input (e.g. \"N/A\"), or set task.calibrate: false")
         return self
 
     @property
@@ -320,10 +351,17 @@ class SliceSpec(_Model):
     )
     default: str | None = Field(None, description="Value given when no rule matches (default: the last value).")
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return plain_text(value)
+
     @model_validator(mode="after")
     def _default_is_a_value(self) -> SliceSpec:
         if not self.values:
             raise ValueError("a slice needs at least one value")
+        for value in self.values:
+            plain_text(value, f"data.slices[{self.name}].values")
         if self.default is not None and self.default not in self.values:
             raise ValueError(f"default {self.default!r} is not one of the slice's values")
         return self
@@ -373,7 +411,7 @@ class DataSpec(_Model):
         description="Share of the curated data outside the test split set aside as the probe pool (probe.parquet): "
         "teacher-labelled, never trained on; `distil iterate` mines failures there and in validation, never in test or gold.",
     )
-    seed: int = Field(0, description="Random seed for sampling and splits.")
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="Random seed for sampling and splits, in [0, 2**32).")
 
     @field_validator("split")
     @classmethod
@@ -382,6 +420,9 @@ class DataSpec(_Model):
             raise ValueError("must have exactly the keys train, validation, test")
         if any(v < 0 for v in value.values()) or abs(sum(value.values()) - 1.0) > 1e-6:
             raise ValueError(f"fractions must be ≥ 0 and sum to 1, got {sum(value.values()):.3f}")
+        if value["test"] == 0:
+            raise ValueError("test is 0: the student would be trained with nothing held out to evaluate it on; give "
+                             "the test split a share, e.g. 0.1")
         return value
 
 
@@ -413,6 +454,11 @@ class Cost(_Model):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # .inf prices pay back in 0 months
     currency: str = Field("USD", description="Currency of every price below.")
+
+    @field_validator("currency")
+    @classmethod
+    def _plain_currency(cls, value: str) -> str:
+        return plain_text(value)
     teacher_per_1m_requests: float = Field(0.0, ge=0, description="What 1M requests to the teacher cost.")
     student_per_1m_requests: float = Field(0.0, ge=0, description="What 1M requests to the student cost (hosting).")
     monthly_requests: int = Field(0, ge=0, description="Requests per month the student would take.")
@@ -510,7 +556,7 @@ class TrainSpec(_Model):
         "(with a validation split of a few dozen examples the best evaluation is often picked by chance).",
     )
     eval_every: int = Field(0, ge=0, description="Optimiser steps between validation passes (0: once per epoch).")
-    seed: int = Field(0, description="Random seed for initialisation, shuffling and dropout.")
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="Random seed for initialisation, shuffling and dropout, in [0, 2**32).")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: forward and backward under bfloat16 autocast (weights and optimiser stay fp32; softmaxes stay fp32)."
     )
@@ -603,6 +649,19 @@ class RouterSpec(_Model):
         None, ge=0, le=1, description="Routed fidelity floor used by 'calibrate' (default: gate.fidelity_min, else 0.95)."
     )
 
+    @field_validator("specialists")
+    @classmethod
+    def _plain_run_ids(cls, value: list[str]) -> list[str]:
+        from distil.errors import RunError
+        from distil.runs import check_run_id
+
+        for run_id in value:
+            try:
+                check_run_id(run_id)
+            except RunError as exc:
+                raise ValueError(exc.message) from None
+        return value
+
     @field_validator("threshold")
     @classmethod
     def _threshold_range(cls, value: float | str) -> float | str:
@@ -658,6 +717,11 @@ class Spec(_Model):
     train: TrainSpec = Field(default_factory=TrainSpec, description="How the student is trained.")
     router: RouterSpec = Field(default_factory=RouterSpec, description="Routing between the student and the teacher when serving.")
     maintenance: Maintenance = Field(default_factory=Maintenance, description="Operating the student after launch.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return plain_text(value)
 
     @model_validator(mode="after")
     def _unique_teacher_ids(self) -> Spec:

@@ -34,6 +34,23 @@ def person_name(value: str, field: str = "") -> str:
     return name
 
 
+# Characters that change what a terminal shows rather than showing themselves: C0/C1 controls (ESC starts
+# colour and cursor codes), line and paragraph separators, and the bidirectional overrides and isolates.
+_BIDI_CONTROLS = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+def plain_text(value: str, field: str = "") -> str:
+    """``value`` when it is a name that prints as itself: not blank, no control or bidi-override characters;
+    ValueError (naming ``field`` when given) otherwise. For names distil prints (labels, slices, the project's)."""
+    where = f"{field}: " if field else ""
+    if not value.strip():
+        raise ValueError(f"{where}is empty or only spaces; write a name")
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS:
+            raise ValueError(f"{where}{value!r} holds a control character (U+{ord(char):04X}); write the name plainly")
+    return value
+
+
 def name_key(name: str) -> str:
     """The form two names are compared in: normalised and case-folded."""
     return unicodedata.normalize("NFKC", name).strip().casefold()

@@ -1,0 +1,105 @@
+"""Hostile input at the command line: specs, seed and gold files, the `.distil` folder, run ids and usage
+mistakes that once ended in a traceback or in silently wrong output. Each is one `error:` line naming the
+field or file, exit 2, and nothing written before is lost."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distil.cli import main
+from tests.reliability.helpers import run_cli
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """The triage example, as `distil init` writes it; returns the spec's path."""
+    assert main(["init", str(tmp_path / "p"), "--example", "triage"]) == 0
+    return tmp_path / "p" / "distil.yaml"
+
+
+def _edit(spec: Path, change: Callable[[dict], None]) -> None:
+    data = yaml.safe_load(spec.read_text())
+    change(data)
+    spec.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def _refused(capsys, *argv: str) -> str:
+    """Run `distil ARGV` in this process; assert exit 2 with one error line and a hint, return that line."""
+    capsys.readouterr()
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and len(lines) == 2, err
+    assert lines[0].startswith("error: ") and lines[1].startswith("hint: "), err
+    return lines[0]
+
+
+def _set(path: str, value: object) -> Callable[[dict], None]:
+    def change(data: dict) -> None:
+        *parents, last = path.split(".")
+        for key in parents:
+            data = data[int(key)] if isinstance(data, list) else data.setdefault(key, {})
+        data[last] = value
+    return change
+
+
+# --- the spec ------------------------------------------------------------------------------------------
+
+SPEC_CASES = [
+    # (what is set, value, what the error line must say)
+    ("train.seed", 2**70, "train.seed must be < 4294967296"),
+    ("train.seed", -1, "train.seed must be ≥ 0"),
+    ("data.seed", -1, "data.seed must be ≥ 0"),
+    ("task.few_shot.template", "Ticket\nCategory: {label}", "task.few_shot.template write {input} once"),
+    ("task.labels.0.words", [""], "task.labels[0].words is empty"),
+    ("task.labels.1.name", "  ", "task.labels[1].name is empty"),
+    ("task.labels.1.words", ["Billing"], "the word 'Billing' is given to both 'billing' and 'technical'"),
+    ("data.split", {"train": float("nan"), "validation": 0.1, "test": 0.1}, "data.split.train must be a finite number"),
+    ("data.split", {"train": 0.9, "validation": 0.1, "test": 0.0}, "data.split test is 0"),
+    ("task.content_free_inputs", [], "task.content_free_inputs is empty while task.calibrate is true"),
+    ("router.threshold", float("inf"), "router.threshold must be a finite number"),
+    ("data.filters.max_entropy", float("inf"), "data.filters.max_entropy must be a finite number"),
+    ("gate.fidelity_min", float("nan"), "gate.fidelity_min must be a finite number"),
+    ("cost.build_cost", float("inf"), "cost.build_cost must be a finite number"),
+    ("name", "triage\x1b[2J\x1b[31m", "name 'triage\\x1b[2J\\x1b[31m' holds a control character (U+001B)"),
+    ("task.labels.0.name", "bill\x1b]0;owned\x07ing", "task.labels[0].name 'bill\\x1b]0;owned\\x07ing' holds a control character"),
+    ("data.slices.0.name", "to\u202ene", "data.slices[0].name 'to\\u202ene' holds a control character (U+202E)"),
+    ("cost.currency", "US\rD", "cost.currency 'US\\rD' holds a control character"),
+    ("router.specialists", ["../.."], "router.specialists run id '../..': not a plain name"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), SPEC_CASES, ids=[f"{f}={v!r}"[:40] for f, v, _ in SPEC_CASES])
+def test_a_spec_whose_output_would_be_wrong_is_refused_at_check(project, capsys, field, value, expected):
+    _edit(project, _set(field, value))
+    line = _refused(capsys, "check", "--spec", str(project))
+    assert expected in line, line
+
+
+def test_an_empty_content_free_list_is_accepted_with_calibration_off(project, capsys):
+    _edit(project, lambda d: d["task"].update(content_free_inputs=[], calibrate=False))
+    assert main(["check", "--spec", str(project)]) == 0
+
+
+# --- usage mistakes ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [("evaluate", "--run", "x"), ("train", "--bogus"), ("train", "--epochs", "3"), ("check", "--spec"),
+                                  ("nosuch",)])
+def test_a_usage_mistake_is_one_line_and_exit_2(argv):
+    done = run_cli(*argv)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: run `distil"), done.stderr
