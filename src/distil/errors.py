@@ -52,6 +52,12 @@ class SigningError(DistilError):
     default_hint = "run `distil keys init --as NAME` and put the printed key under roles.keys in distil.yaml"
 
 
+class StateError(DistilError):
+    """The project's state folder ``.distil`` is not a folder: a file, a broken symlink, a symlink loop."""
+
+    default_hint = "move the `.distil` named above aside, or point the symlink at a folder; distil creates the folder when it is missing"
+
+
 class LedgerError(DistilError):
     """The ledger cannot be opened or written."""
 

@@ -103,3 +103,25 @@ def test_a_usage_mistake_is_one_line_and_exit_2(argv):
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: run `distil"), done.stderr
+
+
+# --- the `.distil` folder ------------------------------------------------------------------------------
+
+STATE_DIRS = {
+    "dangling symlink": (lambda state: os.symlink(state.parent / "gone", state), "which does not exist"),
+    "regular file": (lambda state: state.write_text("not a folder"), "not a folder"),
+    "symlink loop": (lambda state: os.symlink(state, state), "a symlink loop"),
+    "symlink to a file": (lambda state: os.symlink(state.parent / "distil.yaml", state), "which is not a folder"),
+}
+
+
+@pytest.mark.parametrize("kind", list(STATE_DIRS))
+@pytest.mark.parametrize("argv", [("check",), ("gate", "lock", "--as", "maria"), ("ledger", "verify")])
+def test_a_state_folder_that_is_not_a_folder_is_named(project, capsys, kind, argv):
+    make, expected = STATE_DIRS[kind]
+    state = project.parent / ".distil"
+    make(state)
+    before = _hashes(project.parent)
+    line = _refused(capsys, *argv, "--spec", str(project))
+    assert line.startswith(f"error: {state}: ") and expected in line, line
+    assert _hashes(project.parent) == before and os.path.lexists(state)

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from distil.errors import SpecError
+from distil.errors import SpecError, StateError
 from distil.spec.models import Spec
 
 DEFAULT_SPEC = "distil.yaml"
@@ -144,6 +144,24 @@ class Project:
         return Ledger(self.ledger_path, root=self.root, trusted_keys=self.spec.roles.keys or None)
 
 
+def check_state_dir(state_dir: Path) -> None:
+    """Refuse a ``.distil`` that is there but is not a folder (or a symlink to one): every step would fail
+    on it later with an OS error; a missing one is fine, the first step that writes creates it."""
+    if not os.path.lexists(state_dir):
+        return
+    if state_dir.is_symlink():
+        try:
+            target = state_dir.resolve(strict=True)
+        except FileNotFoundError:
+            raise StateError(f"{state_dir}: a symlink to {os.readlink(state_dir)}, which does not exist") from None
+        except (RuntimeError, OSError):  # Python raises RuntimeError on a loop before 3.13, OSError (ELOOP) after
+            raise StateError(f"{state_dir}: a symlink loop; it leads back to itself") from None
+        if not target.is_dir():
+            raise StateError(f"{state_dir}: a symlink to {target}, which is not a folder")
+    elif not state_dir.is_dir():
+        raise StateError(f"{state_dir}: not a folder (a file is in the way of the project's state folder)")
+
+
 def load_project(spec_path: str | os.PathLike[str] | None = None) -> Project:
     path = Path(spec_path or DEFAULT_SPEC).expanduser()
     if path.is_dir():
@@ -154,4 +172,6 @@ def load_project(spec_path: str | os.PathLike[str] | None = None) -> Project:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot read the spec: {exc}") from None
-    return Project(spec_path=path.resolve(), spec=spec_from_text(text, source=str(path)))
+    project = Project(spec_path=path.resolve(), spec=spec_from_text(text, source=str(path)))
+    check_state_dir(project.state_dir)
+    return project
