@@ -9,31 +9,23 @@ newest" run or dataset is.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from distil.data.records import Record, read_records
 from distil.errors import DataError, RunError
 from distil.spec.io import Project
+from distil.spec.names import run_id_problem
 
-RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-MAX_RUN_ID_LENGTH = 128
 LIST_RUNS_HINT = "list the runs with `distil ledger log --kind run.trained` (or look in .distil/runs/)"
 PREDICTIONS_FILE = "predictions.parquet"
 
 
 def check_run_id(run_id: str) -> str:
     """``run_id`` when it is a plain folder name (no separators, no ``..``, at most 128 characters)."""
-    if not isinstance(run_id, str) or not run_id:
-        raise RunError("run id: empty", hint=LIST_RUNS_HINT)
-    if len(run_id) > MAX_RUN_ID_LENGTH:
-        raise RunError(f"run id {run_id[:40]!r}…: longer than {MAX_RUN_ID_LENGTH} characters", hint=LIST_RUNS_HINT)
-    if ".." in run_id or not RUN_ID_PATTERN.fullmatch(run_id):
-        raise RunError(
-            f"run id {run_id!r}: not a plain name (letters, digits, '.', '_', '-'; no path separators or '..')",
-            hint=LIST_RUNS_HINT,
-        )
+    problem = run_id_problem(run_id)
+    if problem:
+        raise RunError(problem, hint=LIST_RUNS_HINT)
     return run_id
 
 

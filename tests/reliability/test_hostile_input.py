@@ -125,3 +125,67 @@ def test_a_state_folder_that_is_not_a_folder_is_named(project, capsys, kind, arg
     line = _refused(capsys, *argv, "--spec", str(project))
     assert line.startswith(f"error: {state}: ") and expected in line, line
     assert _hashes(project.parent) == before and os.path.lexists(state)
+
+
+# --- seed and gold files -------------------------------------------------------------------------------
+
+GOOD = '{"input": "I was charged twice", "label": "billing"}\n'
+SEED_FILES = [
+    # (file name, bytes, what the error line must say after "error: <file>")
+    ("seeds.jsonl", (GOOD + '{"input": "x", "n": ' + "1" * 5000 + "}\n").encode(), ":2: not a usable JSON line (Exceeds the limit"),
+    ("seeds.jsonl", (GOOD + '{"input": ' + "9" * 5000 + "}\n").encode(), ":2: not a usable JSON line"),
+    ("seeds.jsonl", (GOOD + '{"input": ["a", "list"]}\n').encode(), ":2: `input` must be text, got list"),
+    ("seeds.jsonl", (GOOD + "[" * 100_000 + "]" * 100_000 + "\n").encode(), ":2: JSON nested too deeply"),
+    ("seeds.jsonl", b"", ": the file has no items"),
+    ("seeds.jsonl", b"\n  \n\n", ": the file has no items"),
+    ("seeds.csv", b"input,label\n", ": the file has no items"),
+    ("seeds.csv", b"input,label\nok,billing\n" + b"x" * 140_000 + b",billing\n", ":3: a field is longer than 131,072 characters"),
+    # an opening quote never closed swallows the rest of the file
+    ("seeds.csv", b'input,label\nok,billing\n"first row,billing\nsecond row,technical\nthird row,account\n', ":3: malformed CSV"),
+    # a stray quote closed two rows later merges three rows into one
+    ("seeds.csv", b'input,label\n"first row,billing\nsecond row,technical\nthird row",account\nfourth,billing\n',
+     ":2: lines up to 4 were read as one row, but 'first row,billing' inside it reads as a row of its own"),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "expected"), SEED_FILES, ids=[f"{n}-{e[:30]}" for n, _, e in SEED_FILES])
+def test_a_broken_seeds_file_is_named_with_its_line_at_check(project, capsys, name, body, expected):
+    seeds = project.parent / name
+    seeds.write_bytes(body)
+    _edit(project, _set("data.seeds", name))
+    line = _refused(capsys, "check", "--spec", str(project))
+    assert line.startswith(f"error: {seeds}{expected}"), line
+
+
+def test_a_csv_input_over_several_lines_is_still_read(project, capsys):
+    seeds = project.parent / "seeds.csv"
+    seeds.write_text('input,label\n"Hello,\nmy invoice is wrong, please fix it",billing\nthe app crashes,technical\n')
+    _edit(project, _set("data.seeds", "seeds.csv"))
+    assert main(["check", "--spec", str(project)]) == 0
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "folder"])
+def test_a_seeds_path_that_is_not_a_regular_file_says_so(project, capsys, kind):
+    seeds = project.parent / "seeds.jsonl"
+    seeds.unlink()
+    {"device": lambda: os.symlink("/dev/zero", seeds), "fifo": lambda: os.mkfifo(seeds), "folder": seeds.mkdir}[kind]()
+    line = _refused(capsys, "check", "--spec", str(project))
+    assert line.startswith(f"error: {seeds}: not a regular file"), line
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ('{"input": "x", "label": "billing"}\n{"input": "my invoice", "label": "refunds"}\n', ":2: label 'refunds' is not one of task.labels"),
+    ('{"input": "x", "label": "billing"}\n{"input": "my invoice"}\n', ":2: `label` is required in this file"),
+    ("", ": the file has no items"),
+])
+def test_a_gold_set_with_an_unknown_label_or_no_items_is_refused_at_check_and_curate(project, capsys, body, expected):
+    gold = project.parent / "gold.jsonl"
+    gold.write_text(body)
+    assert _refused(capsys, "check", "--spec", str(project)).startswith(f"error: {gold}{expected}")
+
+    from distil.data.curate import reference_texts
+    from distil.errors import DataError
+    from distil.spec.io import load_project
+
+    with pytest.raises(DataError, match="gold.jsonl" + expected.replace("(", r"\(")[:12]):
+        reference_texts(load_project(project))

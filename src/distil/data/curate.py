@@ -21,7 +21,7 @@ from distil.data import dedupe, evalsets
 from distil.data.coverage import SliceCoverage, coverage, coverage_dicts
 from distil.data.filter import confidence_reasons, malformed_reasons
 from distil.data.records import Record, read_records, write_records
-from distil.data.sources import read_inputs
+from distil.data.sources import read_gold_inputs, read_inputs
 from distil.data.split import CURATED_SPLITS, PROBE, oversample, split_groups
 from distil.errors import DataError
 from distil.files import write_bytes_atomic, write_text_atomic
@@ -53,12 +53,14 @@ def _removal(record: Record, reason: str) -> dict[str, Any]:
 def reference_texts(project: Project, heldout: Sequence[str | Path] = ()) -> list[tuple[str, str]]:
     """(text, where) of every item the training data must not contain: the gold set and held-out files."""
     refs: list[tuple[str, str]] = []
-    files = ([project.path(project.spec.data.gold)] if project.spec.data.gold else []) + [Path(p) for p in heldout]
+    gold = project.path(project.spec.data.gold) if project.spec.data.gold else None
+    files = ([gold] if gold else []) + [Path(p) for p in heldout]
     for path in files:
         if path.suffix == ".parquet" or path.is_dir():
             refs += [(r.input, f"{path}") for r in read_records(path)]
         else:
-            refs += [(item.input, f"{path}") for item in read_inputs(path)]
+            items = read_gold_inputs(path, project.spec.task) if path == gold else read_inputs(path)
+            refs += [(item.input, f"{path}") for item in items]
     return refs
 
 

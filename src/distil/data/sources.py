@@ -8,12 +8,16 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 import re
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from distil.errors import DataError
-from distil.spec.models import SliceRule, SliceSpec
+from distil.spec.models import SliceRule, SliceSpec, Task
 
 
 @dataclass
@@ -31,6 +35,8 @@ def _item(row: object, where: str, labels: list[str] | None, need_label: bool) -
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected an object with an `input` field, got {type(row).__name__}")
     text = row.get("input")
+    if text is not None and not isinstance(text, str):
+        raise DataError(f"{where}: `input` must be text, got {type(text).__name__}")
     if not isinstance(text, str) or not text.strip():
         raise DataError(f"{where}: `input` is missing or empty")
     label = row.get("label")
@@ -54,33 +60,93 @@ def _item(row: object, where: str, labels: list[str] | None, need_label: bool) -
 
 
 def read_inputs(path: str | Path, labels: list[str] | None = None, need_label: bool = False, source: str = "seed") -> list[InputItem]:
-    """Read a JSONL or CSV file of inputs (``input``; optional ``label``, ``tags``)."""
+    """Read a JSONL or CSV file of inputs (``input``; optional ``label``, ``tags``); a file with none is refused."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found", hint="check data.seeds / data.gold in distil.yaml")
-    items: list[InputItem] = []
+    require_regular_file(path, hint="check data.seeds / data.gold in distil.yaml")
     try:
         with open(path, encoding="utf-8", newline="") as f:
             if path.suffix.lower() == ".csv":
-                reader = csv.DictReader(f)
-                if not reader.fieldnames or "input" not in reader.fieldnames:
-                    raise DataError(f"{path}:1: a CSV of inputs needs an `input` column (found {', '.join(reader.fieldnames or [])})")
-                for row in reader:
-                    items.append(_item(row, f"{path}:{reader.line_num}", labels, need_label))
+                items = [_item(row, where, labels, need_label) for row, where in _csv_rows(f, path, labels)]
             else:
-                for number, line in enumerate(f, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-                    items.append(_item(row, f"{path}:{number}", labels, need_label))
+                items = [_item(_json_line(line, f"{path}:{number}"), f"{path}:{number}", labels, need_label)
+                         for number, line in enumerate(f, start=1) if line.strip()]
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text") from None
+    if not items:
+        raise DataError(f"{path}: the file has no items (it is empty, blank or a header alone)",
+                        hint="add one line per input, or point data.seeds / data.gold in distil.yaml at the right file")
     for item in items:
         item.source = source
     return items
+
+
+def read_gold_inputs(path: str | Path, task: Task) -> list[InputItem]:
+    """The gold set: every line labelled, and for a classify task with one of ``task.labels`` (a line with
+    another label would be scored as a miss for every model, silently)."""
+    return read_inputs(path, labels=task.label_names if task.kind == "classify" else None, need_label=True, source="gold")
+
+
+def require_regular_file(path: Path, hint: str | None = None) -> None:
+    """DataError unless ``path`` is a regular file (a symlink to one is fine): a device such as /dev/zero
+    never ends and a FIFO blocks until someone writes to it, so neither is read."""
+    if not path.exists():
+        gone = f" (a symlink to {os.readlink(path)})" if path.is_symlink() else ""
+        raise DataError(f"{path}: file not found{gone}", hint=hint)
+    if not stat.S_ISREG(path.stat().st_mode):
+        kind = "a folder" if path.is_dir() else "a device, FIFO or socket"
+        raise DataError(f"{path}: not a regular file ({kind}); give a JSONL or CSV file", hint=hint)
+
+
+def _json_line(line: str, where: str) -> object:
+    """One JSONL line parsed; every way it can fail is a DataError naming ``where``."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise DataError(f"{where}: not a usable JSON line ({str(exc).split(';')[0]})") from None
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply to read; an input is one object with text fields") from None
+
+
+def _csv_rows(f: TextIO, path: Path, labels: list[str] | None) -> Iterator[tuple[dict[str, str | None], str]]:
+    """(row as a dict, "path:line") per data row of a CSV. ``strict`` refuses a quote left open at the end of
+    the file; a row read across several lines is refused when it looks like rows merged by a stray quote."""
+    reader = csv.reader(f, strict=True)
+    end = 0  # the line the last complete row ended on
+    try:
+        header = next(reader, None)
+        if not header or "input" not in header:
+            raise DataError(f"{path}:1: a CSV of inputs needs an `input` column (found {', '.join(header or [])})")
+        end = reader.line_num
+        for cells in reader:
+            start, end = end + 1, reader.line_num
+            if not cells:
+                continue
+            if end > start:
+                _refuse_merged_rows(cells, header, labels, f"{path}:{start}", end)
+            yield {name: (cells[i] if i < len(cells) else None) for i, name in enumerate(header)}, f"{path}:{start}"
+    except csv.Error as exc:
+        problem = (f"a field is longer than {csv.field_size_limit():,} characters" if "field limit" in str(exc)
+                   else f"malformed CSV ({exc})")
+        raise DataError(f"{path}:{end + 1}: {problem} in the row that starts here; is a quote opened and never closed?") from None
+
+
+def _refuse_merged_rows(cells: list[str], header: list[str], labels: list[str] | None, where: str, end: int) -> None:
+    """A quoted field may hold line breaks; rows merged by an unbalanced quote show themselves by missing
+    columns, or by a line inside the field that reads as a whole row of its own (ending in a known label)."""
+    if len(cells) < len(header):
+        raise DataError(f"{where}: a quoted field runs to line {end} and the row has {len(cells)} of {len(header)} columns; "
+                        "is a quote unbalanced?")
+    label_at = header.index("label") if "label" in header else None
+    if labels is None or label_at is None or len(header) < 2:
+        return
+    for cell in cells:
+        for line in cell.splitlines():
+            inner = next(csv.reader([line]), [])
+            if len(inner) == len(header) and inner[label_at] in labels:
+                raise DataError(f"{where}: lines up to {end} were read as one row, but {line[:60]!r} inside it reads as a row "
+                                "of its own; is a quote unbalanced?")
 
 
 # --- traffic ---------------------------------------------------------------------------------------
@@ -113,8 +179,7 @@ def _timestamp(value: object, where: str) -> dt.datetime:
 def read_traffic(path: str | Path, since: str | None = None, now: dt.datetime | None = None) -> list[InputItem]:
     """Past requests from a JSONL log (``input`` or chat ``messages``, and ``timestamp``) within ``since``."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: traffic log not found")
+    require_regular_file(path)
     cutoff = (now or dt.datetime.now(dt.UTC)) - parse_since(since) if since else None
     out: list[InputItem] = []
     try:
@@ -125,10 +190,7 @@ def read_traffic(path: str | Path, since: str | None = None, now: dt.datetime | 
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg})") from None
+        row = _json_line(line, where)
         if isinstance(row, dict) and "input" not in row and isinstance(row.get("messages"), list):
             users = [m.get("content") for m in row["messages"] if isinstance(m, dict) and m.get("role") == "user"]
             row = {**row, "input": users[-1] if users else None}

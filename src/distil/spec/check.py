@@ -122,4 +122,10 @@ def check_project(project: Project) -> tuple[Qualification, list[str]]:
         problems.append(f"data.seeds: {seeds} does not exist")
     if spec.data.gold and not project.path(spec.data.gold).exists():
         problems.append(f"data.gold: {project.path(spec.data.gold)} does not exist")
+    if not problems:  # read both files now: a bad line is named here, before any teacher call
+        from distil.data.sources import read_gold_inputs, read_inputs
+
+        read_inputs(seeds, labels=spec.task.label_names if spec.task.kind == "classify" else None)
+        if spec.data.gold:
+            read_gold_inputs(project.path(spec.data.gold), spec.task)
     return qualify_play(spec), problems

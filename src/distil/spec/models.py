@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from distil.errors import SpecError
-from distil.spec.names import person_name, plain_text, same_person
+from distil.spec.names import person_name, plain_text, run_id_problem, same_person
 
 PLAYS = ("cost", "latency", "stability", "specialization")
 _PUBLIC_KEY = re.compile(r"^ed25519:[A-Za-z0-9+/]{43}=$")
@@ -652,14 +652,9 @@ class RouterSpec(_Model):
     @field_validator("specialists")
     @classmethod
     def _plain_run_ids(cls, value: list[str]) -> list[str]:
-        from distil.errors import RunError
-        from distil.runs import check_run_id
-
         for run_id in value:
-            try:
-                check_run_id(run_id)
-            except RunError as exc:
-                raise ValueError(exc.message) from None
+            if problem := run_id_problem(run_id):
+                raise ValueError(problem)
         return value
 
     @field_validator("threshold")

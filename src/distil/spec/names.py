@@ -7,6 +7,7 @@ holds a character that does not show (zero-width, control, odd spaces) or letter
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 # Scripts that are written together in one name (Japanese mixes kanji and kana).
@@ -58,3 +59,18 @@ def name_key(name: str) -> str:
 
 def same_person(a: str, b: str) -> bool:
     return name_key(a) == name_key(b)
+
+
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_RUN_ID_LENGTH = 128
+
+
+def run_id_problem(run_id: object) -> str:
+    """Why ``run_id`` is not a plain folder name (no separators, no ``..``, at most 128 characters); "" when it is."""
+    if not isinstance(run_id, str) or not run_id:
+        return "run id: empty"
+    if len(run_id) > MAX_RUN_ID_LENGTH:
+        return f"run id {run_id[:40]!r}…: longer than {MAX_RUN_ID_LENGTH} characters"
+    if ".." in run_id or not RUN_ID_PATTERN.fullmatch(run_id):
+        return f"run id {run_id!r}: not a plain name (letters, digits, '.', '_', '-'; no path separators or '..')"
+    return ""
