@@ -189,3 +189,21 @@ def test_a_gold_set_with_an_unknown_label_or_no_items_is_refused_at_check_and_cu
 
     with pytest.raises(DataError, match="gold.jsonl" + expected.replace("(", r"\(")[:12]):
         reference_texts(load_project(project))
+
+
+# --- run ids -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [("evaluate", "{id}"), ("serve", "{id}"), ("report", "{id}"), ("export", "{id}"),
+                                  ("decide", "--run", "{id}", "--as", "quinn")])
+def test_a_run_id_of_5000_characters_is_refused_by_name(project, capsys, argv):
+    assert main(["gate", "lock", "--as", "maria", "--spec", str(project)]) == 0
+    before = _hashes(project.parent)
+    line = _refused(capsys, *(a.format(id="r" * 5000) for a in argv), "--spec", str(project))
+    assert line == f"error: run id {'r' * 40!r}…: longer than 128 characters", line
+    assert _hashes(project.parent) == before
+
+
+def test_a_usage_error_does_not_echo_a_huge_argument():
+    done = run_cli("decide", "x" * 5000)
+    assert done.returncode == 2 and len(done.stderr.splitlines()[0]) <= 210, done.stderr[:300]

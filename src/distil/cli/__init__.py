@@ -54,6 +54,8 @@ def _usage_error(exc: Exception) -> int:
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path.replace("python -m ", "") if ctx is not None else "distil"
     message = " ".join(exc.format_message().split())
+    if len(message) > 200:  # click echoes what it could not parse, which may be any length
+        message = message[:199] + "…"
     err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     err_console.print(f"hint: run `{command} --help` for its options", markup=False, highlight=False, soft_wrap=True)
     return 2
