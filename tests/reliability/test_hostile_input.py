@@ -207,3 +207,34 @@ def test_a_run_id_of_5000_characters_is_refused_by_name(project, capsys, argv):
 def test_a_usage_error_does_not_echo_a_huge_argument():
     done = run_cli("decide", "x" * 5000)
     assert done.returncode == 2 and len(done.stderr.splitlines()[0]) <= 210, done.stderr[:300]
+
+
+# --- an API teacher's URL with credentials -------------------------------------------------------------
+
+
+def test_url_credentials_with_an_api_key_are_refused_and_alone_are_sent_as_basic_auth(tmp_path):
+    from tests.reliability.fault_server import FaultConfig, FaultServer
+    from tests.reliability.helpers import fault_project
+
+    with FaultServer(FaultConfig()) as server:
+        source = server.source().replace("http://", "http://ann:s3cret@")
+        both = fault_project(tmp_path / "both", source, 6, timeout_s=5, api_key_env="TEACHER_KEY")
+        done = run_cli("generate", "--spec", str(both), TEACHER_KEY="sk-test")
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-800:]
+        assert done.stderr.startswith("error: teachers[].source of teacher") and "user:password@" in done.stderr
+        assert "s3cret" not in done.stderr and not (both.parent / ".distil" / "data" / "raw").exists()
+
+        alone = fault_project(tmp_path / "alone", source, 6, timeout_s=5)
+        done = run_cli("generate", "--spec", str(alone))
+        assert done.returncode == 0, done.stderr[-800:]
+        assert server.stats.authorization and all(h.startswith("Basic ") for h in server.stats.authorization)
+        assert "s3cret" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("source", ["openai:http://127.0.0.1:notaport/v1#m", "openai:ftp://127.0.0.1/v1#m", "openai:/v1#m"])
+def test_a_base_url_that_is_not_http_with_a_host_is_a_teacher_error(source):
+    from distil.errors import TeacherError
+    from distil.teachers.openai_compat import parse_source
+
+    with pytest.raises(TeacherError, match="not an http\\(s\\) URL with a host"):
+        parse_source(source)

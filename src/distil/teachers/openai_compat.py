@@ -53,6 +53,14 @@ def parse_source(source: str) -> tuple[str, str]:
     base, _, model = rest.rpartition("#")
     if not base or not model:
         raise TeacherError(f"teachers[].source {public_source(source)!r}: expected openai:<base url>#<model>", hint="e.g. openai:http://127.0.0.1:8000/v1#my-model")
+    try:
+        parts = urllib.parse.urlsplit(base)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TeacherError(f"teachers[].source {public_source(source)!r}: the base URL is not an http(s) URL with a host",
+                           hint="e.g. openai:http://127.0.0.1:8000/v1#my-model")
     return base.rstrip("/"), model
 
 
@@ -112,6 +120,12 @@ class OpenAICompatTeacher:
                 raise TeacherError(
                     f"teachers[].api_key_env: environment variable {teacher_spec.api_key_env} is not set for teacher {self.teacher_id!r}",
                     hint=f"export {teacher_spec.api_key_env}=... (the key is never written to disk by distil)",
+                )
+            if urllib.parse.urlsplit(self.base_url).username is not None:  # two Authorization headers: the request could not be sent
+                raise TeacherError(
+                    f"teachers[].source of teacher {self.teacher_id!r}: the URL carries user:password@ and api_key_env "
+                    f"{teacher_spec.api_key_env} gives a key too; a request can carry only one",
+                    hint="remove user:password@ from the source URL (the key goes in the environment variable), or clear api_key_env",
                 )
 
     @property

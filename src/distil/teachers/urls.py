@@ -18,13 +18,14 @@ def public_url(url: str) -> str:
     """``url`` without user info and with secret-looking query values replaced by ``***``."""
     try:
         parts = urlsplit(url)
+        port = parts.port  # raises on a port that is not a number, too
     except ValueError:
         return REDACTED  # unparseable: show nothing rather than a secret
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"  # IPv6
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    if port is not None:
+        host = f"{host}:{port}"
     if parts.username is not None or parts.password is not None:
         host = f"{REDACTED}@{host}"
     query = parts.query
