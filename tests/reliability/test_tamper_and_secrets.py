@@ -161,7 +161,7 @@ def test_a_password_in_the_teachers_url_is_never_written(tmp_path):
         spec = fault_project(tmp_path / "p", source, 20, timeout_s=5)
         done = run_cli("generate", "--spec", str(spec), timeout=120)
         assert done.returncode == 0, done.stderr
-        assert run_cli("check", "--spec", str(spec)).stdout.count("***@") == 1
+        assert run_cli("check", "--spec", str(spec), COLUMNS="200").stdout.count("***@") == 1
     project = load_project(spec)
     registered = project.ledger.events("teacher.registered")[-1].payload
     assert registered["source"].startswith("openai:http://***@127.0.0.1") and "s3cret" not in registered["fingerprint"]

@@ -77,7 +77,7 @@ def check(spec: SpecOpt = None) -> None:
     reviews = recorded_reviews(project)
     teachers = Table(title="teachers")
     for col in ("id", "source", "licence", "distillation", "registry proposes", "reviewed", "review recorded"):
-        teachers.add_column(col)
+        teachers.add_column(col, overflow="fold")  # a source or licence is never cut to "…" on a narrow terminal
     for t in s.teachers:
         lic = t.licence
         entry = registry_entry(lic)
