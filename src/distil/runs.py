@@ -15,7 +15,7 @@ from pathlib import Path
 from distil.data.records import Record, read_records
 from distil.errors import DataError, RunError
 from distil.spec.io import Project
-from distil.spec.names import run_id_problem
+from distil.spec.names import RUN_ID_PATTERN, run_id_problem
 
 LIST_RUNS_HINT = "list the runs with `distil ledger log --kind run.trained` (or look in .distil/runs/)"
 PREDICTIONS_FILE = "predictions.parquet"

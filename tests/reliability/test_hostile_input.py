@@ -5,9 +5,7 @@ field or file, exit 2, and nothing written before is lost."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
