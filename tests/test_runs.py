@@ -87,3 +87,13 @@ def test_latest_curated_needs_a_curated_dataset_with_its_training_split(triage_p
     data = RunDir(project, "run-1").dataset()
     data.split_path("train").write_bytes(b"")
     assert latest_curated(project) == CuratedData(data.dataset_hash, data.folder)
+
+
+def test_latest_run_without_ledger_rows_takes_the_newest_plain_run_folder(triage_project):
+    import os
+
+    project = load_project(triage_project)
+    (project.runs_dir / "copied-in" / "student").mkdir(parents=True)  # a run folder brought in by hand
+    (project.runs_dir / ".copied-in.tmp-x" / "student").mkdir(parents=True)  # a half-written temporary folder
+    os.utime(project.runs_dir / "copied-in", (1, 1))
+    assert latest_run(project).run_id == "copied-in"
