@@ -108,7 +108,7 @@ def summarise_evaluation(evaluation: Mapping[str, Any]) -> dict[str, Any]:
         row["min_slice"], row["min_slice_agreement"] = worst if worst else (None, None)
         out[name] = row
     cost = evaluation.get("cost") or {}
-    out["cost"] = {k: cost.get(k) for k in ("payback_months", "monthly_savings", "currency")}
+    out["cost"] = {k: cost.get(k) for k in ("payback_months", "payback_reason", "monthly_savings", "build_cost", "escalated_share", "currency")}
     out["evidence"] = gate_evidence(evaluation)
     return out
 
@@ -235,8 +235,10 @@ def gate_checks(thresholds: Mapping[str, Any], summary: Mapping[str, Any]) -> li
     if (v := thresholds.get("size_max_vs_teacher")) is not None:
         checks.append(_check("size_max_vs_teacher", _ratio(s.get("params"), t.get("params")), v, "max", "student params / teacher params"))
     if (v := thresholds.get("payback_months_max")) is not None:
-        payback = (summary.get("cost") or {}).get("payback_months")
-        checks.append(_check("payback_months_max", payback, v, "max", "months until savings repay the build" if payback is not None else "the student saves nothing: never paid back"))
+        cost = summary.get("cost") or {}
+        payback, reason = cost.get("payback_months"), cost.get("payback_reason")
+        never = f"never paid back: {reason}" if reason else "the student saves nothing: never paid back"
+        checks.append(_check("payback_months_max", payback, v, "max", "months until the measured monthly saving repays the build cost" if payback is not None else never))
     if thresholds.get("beat_baseline"):
         checks.append(_baseline_check(evidence, s, b))
     if (v := thresholds.get("retraining_path")) is not None:

@@ -7,10 +7,8 @@ import pytest
 from sklearn.metrics import f1_score
 
 from distil.evaluate import metrics as m
-from distil.evaluate.cost import cost_summary
 from distil.evaluate.scoring import gold_indices, score_classifier, score_generator
 from distil.evaluate.slices import per_slice
-from distil.spec.models import Cost
 
 
 def _random_probs(n: int, labels: int, seed: int) -> np.ndarray:
@@ -123,14 +121,3 @@ def test_rouge_l_and_exact_match_on_known_texts():
     assert 0.5 < scored["agreement"] < 1.0 and scored["fidelity_metric"] == "chrF"
     with_tokens = score_generator(["a", "b"], ["a", "c"], [{}] * 2, token_agreement=[1.0, 0.5])
     assert with_tokens["token_agreement"] == pytest.approx(0.75) and with_tokens["per_item"]["token_agreement"] == [1.0, 0.5]
-
-
-def test_cost_summary_savings_and_payback():
-    cost = cost_summary(Cost(teacher_per_1m_requests=600, student_per_1m_requests=40, monthly_requests=3_000_000, build_cost=2500))
-    assert cost["teacher_monthly"] == pytest.approx(1800)
-    assert cost["student_monthly"] == pytest.approx(120)
-    assert cost["monthly_savings"] == pytest.approx(1680)
-    assert cost["payback_months"] == pytest.approx(2500 / 1680)
-    assert cost["cumulative_net"][0] == -2500
-    never = cost_summary(Cost(teacher_per_1m_requests=10, student_per_1m_requests=20, monthly_requests=1000, build_cost=5))
-    assert never["payback_months"] is None

@@ -51,12 +51,7 @@ def evaluate(
         table.add_row(name, *(_fmt(block.get(col), 1 if col.endswith(("_ms", "_per_s")) else 3) for col in columns))
     console.print(table)
     _print_checks(document["gate"]["checks"])
-    cost = document["cost"]
-    console.print(
-        f"cost per 1M requests: teacher {cost['teacher_per_1m_requests']:,.2f} {cost['currency']}, student "
-        f"{cost['student_per_1m_requests']:,.2f}; monthly savings {cost['monthly_savings']:,.2f}; payback "
-        + (f"{cost['payback_months']:.1f} months" if cost["payback_months"] is not None else "never")
-    )
+    _print_cost(document["cost"])
     console.print(f"wrote [bold]{path}[/bold]")
     console.print(f"next: distil decide --as {project.spec.roles.validator}")
 
@@ -80,6 +75,18 @@ def _print_checks(checks: list[dict]) -> None:
         table.add_row(c["name"], _fmt(c["value"]), _interval(c.get("interval")), _fmt(c["threshold"]), p_value, _fmt(c.get("n")),
                       f"[{colours.get(status, 'white')}]{status}[/{colours.get(status, 'white')}]", escape(detail))
     console.print(table)
+
+
+def _print_cost(cost: dict) -> None:
+    """Each payback term with its value and source (measured on this machine / spec / ledger), then the payback."""
+    table = Table(title=f"cost ({cost['currency']})")
+    for col in ("term", "value", "unit", "source"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for t in cost.get("terms") or []:
+        table.add_row(t["name"], _fmt(t["value"], 4 if isinstance(t["value"], float) and abs(t["value"]) < 1 else 2), t["unit"], escape(t["source"]))
+    console.print(table)
+    payback = cost.get("payback_months")
+    console.print("payback: " + (f"{payback:.1f} months" if payback is not None else f"never ({cost.get('payback_reason', 'no saving')})"))
 
 
 def _print_variants(variants: dict) -> None:

@@ -178,8 +178,10 @@ def cost_payback(cost: Mapping[str, Any]) -> str | None:
     ax.set_xlabel("months after launch")
     ax.set_ylabel(cost.get("currency", ""))
     ax.legend(fontsize=8)
-    ax.set_title(
-        f"Teacher {cost['teacher_per_1m_requests']:,.0f} vs student {cost['student_per_1m_requests']:,.0f} "
-        f"{cost.get('currency', '')} per 1M requests"
-    )
+    def per_1m(key: str) -> str:
+        value = cost.get(key)
+        return "–" if value is None else f"{value:,.2f}"
+
+    distilled = "distilled_per_1m_requests" if "distilled_per_1m_requests" in cost else "student_per_1m_requests"  # older evaluations
+    ax.set_title(f"Teacher {per_1m('teacher_per_1m_requests')} vs distilled {per_1m(distilled)} {cost.get('currency', '')} per 1M requests", fontsize=9)
     return _png(fig)

@@ -41,7 +41,7 @@ HTML_TEMPLATE = """<!doctype html>
  table { border-collapse: collapse; margin: 0.6em 0 1.4em; font-size: 0.9em; }
  th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
  th:first-child, td:first-child, td.text { text-align: left; }
- .pass { color: #1a7f37; font-weight: 600; } .fail { color: #cf222e; font-weight: 600; }
+ .pass { color: #1a7f37; font-weight: 600; } .fail { color: #cf222e; font-weight: 600; } .undecided { color: #9a6700; font-weight: 600; }
  .decision { font-size: 1.3em; padding: 0.4em 0.8em; display: inline-block; border-radius: 4px; background: #f3f3f3; }
  figure { margin: 1em 0; } img.plot { max-width: 100%; border: 1px solid #eee; }
  .note { color: #666; font-style: italic; }
@@ -59,12 +59,13 @@ HTML_TEMPLATE = """<!doctype html>
 <p>{{ decision.reason }} — signed by {{ decision.validator }} (validator; driver {{ decision.driver }}){% if not decision.signed %}, unsigned: the spec sets no keys{% endif %}.</p>
 {% else %}<p class="note" id="decision">No decision recorded yet: run <code>distil decide --as {{ validator }}</code>.</p>{% endif %}
 <div class="scroll"><table id="verdict">
-<thead><tr><th>threshold</th><th>value</th><th>limit</th><th>margin</th><th>result</th><th>detail</th></tr></thead>
+<thead><tr><th>threshold</th><th>value</th><th>95% interval</th><th>limit</th><th>p-value</th><th>n</th><th>status</th><th>detail</th></tr></thead>
 <tbody>
-{% for c in checks %}<tr><td>{{ c.name }}</td><td>{{ fmt(c.value) }}</td><td>{{ fmt(c.threshold) }}</td><td>{{ fmt(c.margin) }}</td>
-<td class="{{ 'pass' if c.passed else 'fail' }}">{{ 'pass' if c.passed else 'fail' }}</td><td class="text">{{ c.detail }}</td></tr>
-{% else %}<tr><td colspan="6" class="text">The locked gate sets no thresholds.</td></tr>{% endfor %}
+{% for c in checks %}<tr><td>{{ c.name }}</td><td>{{ c.value }}</td><td>{{ c.interval }}</td><td>{{ c.threshold }}</td><td>{{ c.p_value }}</td><td>{{ c.n }}</td>
+<td class="{{ c.css }}">{{ c.status }}</td><td class="text">{{ c.detail }}</td></tr>
+{% else %}<tr><td colspan="8" class="text">The locked gate sets no thresholds.</td></tr>{% endfor %}
 </tbody></table></div>
+<p class="note">A threshold passes when its 95% interval clears it; undecided means the observed value would pass but the items are too few to say so (never a pass).</p>
 <p>Gate version {{ gate.version }} locked by {{ gate.locked_by }} ({{ gate.sha256 }}).</p>
 
 <h2>Teacher, baseline and student</h2>
@@ -82,9 +83,10 @@ HTML_TEMPLATE = """<!doctype html>
 <tbody>{% for row in slice_rows %}<tr><td>{{ row.key }}</td><td>{{ row.n }}</td>{% for cell in row.cells %}<td>{{ cell }}</td>{% endfor %}<td>{{ row.accuracy }}</td></tr>{% endfor %}</tbody></table></div>
 
 <h2>Cost</h2>
-<p>Teacher {{ fmt(cost.teacher_per_1m_requests) }} vs student {{ fmt(cost.student_per_1m_requests) }} {{ cost.currency }} per 1M requests;
-at {{ fmt(cost.monthly_requests) }} requests a month the student saves {{ fmt(cost.monthly_savings) }} {{ cost.currency }} a month and repays the build cost of {{ fmt(cost.build_cost) }}
-{% if cost.payback_months is not none %}in {{ fmt(cost.payback_months) }} months{% else %}never{% endif %}.</p>
+<p id="payback">{{ cost_view.headline }}</p>
+{% if cost_view.terms %}<div class="scroll"><table id="cost-terms"><thead><tr><th>term</th><th>value</th><th>unit</th><th>source</th><th>how</th></tr></thead>
+<tbody>{% for t in cost_view.terms %}<tr><td>{{ t.name }}</td><td>{{ fmt(t.value) }}</td><td class="text">{{ t.unit }}</td><td class="text">{{ t.source }}</td><td class="text">{{ t.detail }}</td></tr>{% endfor %}</tbody></table></div>
+<p class="note">Measured: throughput at batch {{ latency.batch_size }} on this machine and the router's escalation share on the validation split; ledger: recorded teacher calls and training time; spec: the cost section locked with the gate.</p>{% endif %}
 
 {% if quantized %}<h2 id="quantized">Distilled and quantized</h2>
 <p>The same student before and after {{ quantized.quantization }}, each evaluated on its own against the teacher{% if quantized.n %} over {{ fmt(quantized.n) }} {{ quantized.split }} examples{% endif %} (<code>{{ quantized.path }}</code>).</p>
@@ -159,6 +161,40 @@ def _ci_cell(row: dict[str, Any] | None) -> str:
         return "–"
     lo, hi = (row.get("agreement_ci") or [None, None])[:2]
     return f"{row['agreement']:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "")
+
+
+def check_rows(checks: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Each gate check as the tables show it: value, 95% interval, limit, p-value, n, status (pass / FAIL / undecided), detail."""
+    rows = []
+    for c in checks:
+        status = c.get("status") or ("pass" if c.get("passed") else "FAIL")
+        lo, hi = (c.get("interval") or [None, None])[:2]
+        detail = c.get("detail", "") + (f" ({c['method']})" if c.get("method") and c.get("method") != "exact" else "")
+        rows.append({
+            "name": c["name"], "value": fmt(c.get("value")), "threshold": fmt(c.get("threshold")),
+            "interval": f"[{fmt(lo)}, {fmt(hi)}]" if lo is not None and hi is not None else "–",
+            "p_value": "–" if c.get("p_value") is None else f"{c['p_value']:.3g}", "n": fmt(c.get("n")),
+            "status": status, "css": {"pass": "pass", "FAIL": "fail"}.get(status, "undecided"), "detail": detail,
+        })
+    return rows
+
+
+def cost_view(cost: dict[str, Any]) -> dict[str, Any]:
+    """The cost section: one headline sentence and every term with its value, unit and source (older
+    evaluations, priced from the spec alone, have no terms and keep their one sentence)."""
+    currency = cost.get("currency", "")
+    payback = cost.get("payback_months")
+    reason = cost.get("payback_reason") or "the student saves nothing"
+    if "terms" not in cost:
+        when = f"in {fmt(payback)} months" if payback is not None else "never"
+        return {"terms": [], "headline": f"Teacher {fmt(cost.get('teacher_per_1m_requests'))} vs student {fmt(cost.get('student_per_1m_requests'))} "
+                f"{currency} per 1M requests; at {fmt(cost.get('monthly_requests'))} requests a month the student saves "
+                f"{fmt(cost.get('monthly_savings'))} {currency} a month and repays the build cost of {fmt(cost.get('build_cost'))} {when}."}
+    when = f"pays back in {fmt(payback)} months" if payback is not None else f"is never paid back ({reason})"
+    headline = (f"At {fmt(cost.get('monthly_requests'))} requests a month the teacher alone costs {fmt(cost.get('teacher_monthly'))} {currency}, "
+                f"the distilled route {fmt(cost.get('distilled_monthly'))} {currency} (student serving plus {_pct(cost.get('escalated_share'))} "
+                f"escalated to the teacher); the build cost of {fmt(cost.get('build_cost'))} {currency} {when}.")
+    return {"terms": cost["terms"], "headline": headline}
 
 
 def _read_json(path: Path) -> Any:
@@ -351,7 +387,7 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
         "n_gold": (evaluation["student"].get("gold") or {}).get("n"),
         "validator": spec.roles.validator,
         "decision": decision,
-        "checks": gate.get("checks") or [],
+        "checks": check_rows(gate.get("checks") or []),
         "gate": gate,
         "evaluation": evaluation,
         "models": ("teacher", "baseline", "student"),
@@ -360,6 +396,7 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
         "plot_list": plot_list,
         "slice_rows": slice_rows,
         "cost": evaluation["cost"],
+        "cost_view": cost_view(evaluation["cost"]),
         "teachers": teachers,
         "duties": duty_lines(spec),
         "data_rows": data_rows,
@@ -385,19 +422,20 @@ def render_markdown(context: dict[str, Any]) -> str:
         lines += [f"**Decision: {decision['decision']}** — {decision['reason']} (validator {decision['validator']}, driver {decision['driver']}{signed})", ""]
     else:
         lines += ["**Decision: not recorded yet**", ""]
-    lines += ["| threshold | value | limit | margin | result |", "|---|---:|---:|---:|---|"]
+    lines += ["| threshold | value | 95% interval | limit | p-value | n | status |", "|---|---:|---:|---:|---:|---:|---|"]
+    icons = {"pass": "✅ pass", "FAIL": "❌ FAIL", "undecided": "⚠️ undecided"}
     for c in context["checks"]:
-        lines.append(f"| {c['name']} | {fmt(c['value'])} | {fmt(c['threshold'])} | {fmt(c['margin'])} | {'✅ pass' if c['passed'] else '❌ fail'} |")
+        lines.append(f"| {c['name']} | {c['value']} | {c['interval']} | {c['threshold']} | {c['p_value']} | {c['n']} | {icons.get(c['status'], c['status'])} |")
     cols = ("accuracy", "agreement", "kl", "ece", "p95_ms", "throughput_per_s", "params")
     lines += ["", "| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for name in context["models"]:
         lines.append(f"| {name} | " + " | ".join(fmt(ev[name].get(c)) for c in cols) + " |")
-    cost = context["cost"]
-    payback = f"{cost['payback_months']:.1f} months" if cost.get("payback_months") is not None else "never"
+    view = context["cost_view"]
+    lines += ["", view["headline"]]
+    if view["terms"]:
+        lines += ["", "| cost term | value | unit | source |", "|---|---:|---|---|"]
+        lines += [f"| {t['name']} | {fmt(t['value'])} | {t['unit']} | {t['source']} |" for t in view["terms"]]
     lines += [
-        "",
-        f"Cost per 1M requests: teacher {fmt(cost['teacher_per_1m_requests'])}, student {fmt(cost['student_per_1m_requests'])} {cost['currency']}; "
-        f"monthly savings {fmt(cost['monthly_savings'])}; payback {payback}.",
         "",
         f"Held-out examples: {context['n_test']}" + (f"; gold examples: {context['n_gold']}" if context["n_gold"] else "") + ".",
         "",

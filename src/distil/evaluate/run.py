@@ -25,7 +25,8 @@ from distil.data.sources import tag_slices
 from distil.data.split import PROBE
 from distil.decide import gate_checks, summarise_evaluation
 from distil.errors import DataError, EvaluationError
-from distil.evaluate.cost import cost_summary
+from distil.evaluate.build_cost import ledger_build_cost
+from distil.evaluate.cost import MEASURED_VALIDATION, BuildLedger, Escalation, cost_summary
 from distil.evaluate.latency import (
     MEMORY_METHOD,
     default_threads,
@@ -37,6 +38,7 @@ from distil.evaluate.predictions import prediction_rows, write_predictions
 from distil.evaluate.scoring import gold_indices, score_classifier, score_generator
 from distil.files import write_text_atomic
 from distil.runs import RunDir, run_or_latest
+from distil.serve.router import spec_calibration
 from distil.spec.gate import require_unchanged_gate
 from distil.spec.models import Spec
 from distil.teachers.loading import local_model_folder, resolve_source
@@ -146,6 +148,7 @@ def run_models(
     seed: int = 0,
     throughput_budget_s: float | None = 20.0,
     unscored: dict[str, Sequence[Record]] | None = None,
+    build: BuildLedger | None = None,
 ) -> Evaluation:
     """The evaluation document (``teacher``, ``student``, ``baseline``, ``cost``, ``gate``) and the predictions.
 
@@ -161,6 +164,10 @@ def run_models(
     document is about the held-out split and the gold set), so a later round can mine the student's
     failures from them without a model loaded; the teacher's answers there are the recorded ones when
     every record has one.
+
+    The ``cost`` block prices each model's measured throughput, the share the router would escalate on the
+    validation answers (:func:`escalation_on_validation`) and ``build`` (what the ledger recorded; see
+    :mod:`distil.evaluate.build_cost`).
     """
     if not held_out:
         raise EvaluationError("evaluate: the held-out split is empty", hint="curate more data, or give data.split.test a larger share")
@@ -223,7 +230,9 @@ def run_models(
         block.update(_latency_fields(measured[name]))
         document[name] = block
 
-    document["cost"] = cost_summary(spec.cost)
+    validation = {name: outputs[name].get("validation") for name in ("teacher", "student")}
+    document["cost"] = cost_summary(spec.cost, measured["teacher"].timing.throughput_per_s, measured["student"].timing.throughput_per_s,
+                                    escalation_on_validation(spec, validation["student"], validation["teacher"]), build)
     checks = gate_checks(thresholds or {}, summarise_evaluation(document))
     document["gate"] = {"checks": [asdict(c) for c in checks], "all_pass": all(c.passed for c in checks)}
     labels = spec.task.label_names if classify else None
@@ -234,6 +243,21 @@ def run_models(
         for row in prediction_rows(s.name, s.records, name, outputs[name][s.name], labels, recorded=name == "teacher" and recorded.get(s.name) is not None)
     ]
     return Evaluation(document, rows)
+
+
+def escalation_on_validation(spec: Spec, student: Any, teacher: Any) -> Escalation:
+    """The share of requests the spec's router would send to the teacher, on the validation answers.
+
+    The same calibration ``distil serve`` runs (:func:`distil.serve.router.spec_calibration`), on the same
+    split, so the evaluation prices the escalations a deployment pays for. Never the test split: the
+    threshold is fitted there. A generate task is served by the student alone.
+    """
+    if spec.task.kind != "classify":
+        return Escalation(0.0, "generate task: `distil serve` sends every request to the student")
+    if student is None or teacher is None or len(student) == 0:
+        return Escalation(None, "not measured: no validation answers in this evaluation")
+    found = spec_calibration(spec, np.asarray(student, dtype=np.float64), np.asarray(teacher, dtype=np.float64))
+    return Escalation(found.escalated_share, MEASURED_VALIDATION, found.threshold, found.target, found.n)
 
 
 # --- finding the run and its data --------------------------------------------------------------------
@@ -384,7 +408,8 @@ def evaluate_run(
         "student": _student_under_test(run.student, kind),
         "baseline": _student_under_test(run.baseline, kind),
     }
-    evaluated = run_models(project.spec, held_out, models, gold, locked.thresholds, threads, requests, unscored=unscored)
+    build = ledger_build_cost(project, run.run_id)
+    evaluated = run_models(project.spec, held_out, models, gold, locked.thresholds, threads, requests, unscored=unscored, build=build)
     document = evaluated.document
     document["gate"].update({"version": locked.version, "sha256": locked.sha256, "locked_by": locked.locked_by})
     extra = {

@@ -15,8 +15,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from distil.spec.models import Spec
 
 # A predictor here is anything that maps inputs to label distributions: float [n, L].
 Predictor = Callable[[Sequence[str]], np.ndarray]
@@ -83,6 +87,26 @@ def calibrate_threshold(student_probs: np.ndarray, teacher_probs: np.ndarray, ta
         target=float(target),
         n=n,
     )
+
+
+def target_fidelity(spec: Spec) -> float:
+    """The routed-fidelity floor a calibrated threshold keeps: router.target_fidelity, else gate.fidelity_min, else 0.95."""
+    return spec.router.target_fidelity or spec.gate.fidelity_min or 0.95
+
+
+def spec_calibration(spec: Spec, student_probs: np.ndarray, teacher_probs: np.ndarray) -> Calibration:
+    """What the router the spec describes does on these examples: the spec's fixed threshold, else the calibrated one.
+
+    ``distil serve`` and ``distil evaluate`` (the escalation share in the payback) both call it on the
+    validation split, so the share a deployment pays for is the share the evaluation priced.
+    """
+    target = target_fidelity(spec)
+    if isinstance(spec.router.threshold, float):
+        s, t = np.asarray(student_probs, dtype=np.float64), np.asarray(teacher_probs, dtype=np.float64)
+        fidelity, share = routed_fidelity(s, t, spec.router.threshold)
+        agree = float(np.mean(s.argmax(axis=1) == t.argmax(axis=1))) if len(s) else float("nan")
+        return Calibration(float(spec.router.threshold), fidelity, share, agree, float(target), len(s))
+    return calibrate_threshold(student_probs, teacher_probs, target)
 
 
 def blended_cost_per_1m(escalated_share: float, student_per_1m: float, teacher_per_1m: float) -> float:

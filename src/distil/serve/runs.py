@@ -20,7 +20,7 @@ from distil.evaluate.predictions import paired
 from distil.files import write_json_atomic
 from distil.runs import LIST_RUNS_HINT, RunDir, run_or_latest
 from distil.serve.batching import batched
-from distil.serve.router import blended_cost_per_1m, calibrate_threshold
+from distil.serve.router import blended_cost_per_1m, spec_calibration, target_fidelity
 from distil.spec.io import Project
 from distil.teachers.registry import build_teacher
 
@@ -74,8 +74,7 @@ class ServedModel:
 
 
 def router_target(project: Project) -> float:
-    spec = project.spec
-    return spec.router.target_fidelity or spec.gate.fidelity_min or 0.95
+    return target_fidelity(project.spec)
 
 
 def validation_distributions(run: RunDir, student: Any, split: str = "validation") -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +100,7 @@ def calibrate_router(project: Project, run: RunDir, student: Any, split: str = "
     teacher_probs, student_probs = validation_distributions(run, student, split)
     if not len(teacher_probs):
         return None
-    return calibrate_threshold(student_probs, teacher_probs, router_target(project))
+    return spec_calibration(project.spec, student_probs, teacher_probs)
 
 
 def write_router_report(run: RunDir, calibration: Any, cost: Any) -> Path:

@@ -15,7 +15,7 @@ from distil.errors import GateError, RoleError
 from distil.ledger.keys import signer_for
 from distil.ledger.store import canonical_json, sha256_text
 from distil.spec.io import Project
-from distil.spec.models import Gate, Spec
+from distil.spec.models import Cost, Gate, Spec
 from distil.spec.names import same_person
 
 
@@ -36,6 +36,15 @@ def terms_hash(spec: Spec) -> str:
     return sha256_text(canonical_json(locked_terms(spec)))
 
 
+def cost_as_locked(spec: Spec, locked_cost: dict[str, Any]) -> dict[str, Any]:
+    """The spec's cost section as a lock written before some of its fields existed would hold it: a field the
+    lock lacks is left out while it keeps its default (the lock was judged with that default), so adding a
+    field to ``cost`` does not change every earlier lock."""
+    cost = spec.cost.model_dump(mode="json")
+    defaults = Cost().model_dump(mode="json")
+    return {k: v for k, v in cost.items() if k in locked_cost or v != defaults.get(k)}
+
+
 @dataclass(frozen=True)
 class LockedGate:
     version: int
@@ -49,7 +58,10 @@ class LockedGate:
     signed: bool = False
 
     def matches(self, spec: Spec) -> bool:
-        return self.sha256 == (gate_hash(spec.gate) if self.cost is None else terms_hash(spec))
+        if self.cost is None:
+            return self.sha256 == gate_hash(spec.gate)
+        terms = {"gate": spec.gate.model_dump(mode="json"), "cost": cost_as_locked(spec, self.cost)}
+        return self.sha256 == sha256_text(canonical_json(terms))
 
 
 def locked_gate(project: Project) -> LockedGate | None:
@@ -79,7 +91,7 @@ def gate_changes(locked: LockedGate, spec: Spec) -> list[str]:
     now = spec.gate.model_dump(mode="json")
     changes = [f"{k} {locked.thresholds.get(k)!r} → {now.get(k)!r}" for k in sorted(set(now) | set(locked.thresholds)) if locked.thresholds.get(k) != now.get(k)]
     if locked.cost is not None:
-        cost = spec.cost.model_dump(mode="json")
+        cost = cost_as_locked(spec, locked.cost)
         changes += [f"cost.{k} {locked.cost.get(k)!r} → {cost.get(k)!r}" for k in sorted(set(cost) | set(locked.cost)) if locked.cost.get(k) != cost.get(k)]
     return changes
 
@@ -94,7 +106,7 @@ def lock_gate(project: Project, actor: str, reason: str = "") -> tuple[LockedGat
         )
     digest = terms_hash(project.spec)
     current = locked_gate(project)
-    if current is not None and current.sha256 == digest:
+    if current is not None and (current.sha256 == digest or (current.cost is not None and current.matches(project.spec))):
         return current, False
     if current is not None and not reason.strip():
         raise GateError(

@@ -450,19 +450,37 @@ class Gate(_Model):
 
 
 class Cost(_Model):
-    """Prices and volume for the payback estimate; locked with the gate, since they decide the payback threshold."""
+    """Prices and volume for the payback estimate; locked with the gate, since they decide the payback threshold.
+
+    Payback is computed from what was measured (see ``distil.evaluate.cost``): each model's serving throughput on
+    this machine times ``machine_hour_price``, the share the router escalates to the teacher, and the build cost the
+    ledger recorded (teacher calls, training time) plus ``build_cost``.
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # .inf prices pay back in 0 months
     currency: str = Field("USD", description="Currency of every price below.")
+    teacher_per_1m_requests: float = Field(
+        0.0, ge=0, description="What 1M requests to the teacher cost (an API teacher's price per call × 1M); "
+        "0: a local teacher, priced by its measured throughput × machine_hour_price.",
+    )
+    student_per_1m_requests: float = Field(
+        0.0, ge=0, description="Your estimate of what 1M requests to the student cost, shown beside the measured figure; "
+        "payback uses the measured one (throughput on this machine × machine_hour_price).",
+    )
+    monthly_requests: int = Field(0, ge=0, description="Requests per month the student would take.")
+    build_cost: float = Field(
+        0.0, ge=0, description="Fixed one-off cost added to the build cost the ledger records (people, review, anything "
+        "not recorded); teacher calls and training time are summed from the ledger, so leave them out.",
+    )
+    machine_hour_price: float = Field(
+        1.0, ge=0, description="What one hour of the machine that serves and trains costs (default 1.0, roughly an "
+        "on-demand 8-vCPU cloud machine); serving and training time are priced with it.",
+    )
 
     @field_validator("currency")
     @classmethod
     def _plain_currency(cls, value: str) -> str:
         return plain_text(value)
-    teacher_per_1m_requests: float = Field(0.0, ge=0, description="What 1M requests to the teacher cost.")
-    student_per_1m_requests: float = Field(0.0, ge=0, description="What 1M requests to the student cost (hosting).")
-    monthly_requests: int = Field(0, ge=0, description="Requests per month the student would take.")
-    build_cost: float = Field(0.0, ge=0, description="One-off cost of building the student (people, compute, teacher calls).")
 
 
 # --- training --------------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ class RoleMetrics:
     tokens: int
     tokens_per_s: float
     stopped_early: bool
+    seconds: float | None = None  # training wall time over every call that trained it; the payback prices it
 
 
 @dataclass
@@ -151,7 +152,7 @@ def role_objectives(project: Project, task: TaskData, build: StudentBuild, roles
 def role_metrics(fitted: FitResult, keep: str) -> RoleMetrics:
     state = fitted.state
     return RoleMetrics(state.best_fidelity, keep, state.curve[-1]["loss"] if state.curve else None, state.global_step, state.tokens,
-                       state.tokens / max(state.seconds, 1e-9), state.stopped_early)
+                       state.tokens / max(state.seconds, 1e-9), state.stopped_early, state.seconds)
 
 
 def announce_student(console: Console, build: StudentBuild) -> None:
