@@ -153,7 +153,7 @@ def test_the_gate_lock_covers_the_cost_section(triage_project):
 
 @pytest.mark.parametrize(
     ("section", "field", "value"),
-    [("cost", "teacher_per_1m_requests", ".inf"), ("cost", "build_cost", ".nan"), ("gate", "payback_months_max", ".inf"), ("gate", "p95_latency_max_ms", ".inf")],
+    [("cost", "teacher_per_1m_requests", ".inf"), ("cost", "build_cost", ".nan"), ("cost", "machine_hour_price", ".inf"), ("gate", "payback_months_max", ".inf"), ("gate", "p95_latency_max_ms", ".inf")],
 )
 def test_prices_and_thresholds_must_be_finite(section, field, value):
     text = (EXAMPLES / "triage" / "distil.yaml").read_text().replace(f"\n{section}:\n", f"\n{section}:\n  {field}: {value}\n", 1)
