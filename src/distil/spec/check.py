@@ -81,6 +81,8 @@ def qualify_play(spec: Spec) -> Qualification:
             q.figures.append(("monthly teacher spend", f"{teacher:,.2f} {cur}"))
             q.figures.append(("monthly student spend", f"{student:,.2f} {cur}"))
             q.figures.append(("monthly savings", f"{savings:,.2f} {cur}"))
+            q.notes.append("cost: an estimate from the spec's typed prices; `distil evaluate` measures the payback the gate is "
+                           "judged on (throughput on this machine, escalations, the ledger's build cost)")
             if savings <= 0:
                 q.notes.append("cost: the student costs as much as the teacher; a cost play cannot pay back")
             elif c.build_cost > 0:
