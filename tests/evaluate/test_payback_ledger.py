@@ -101,3 +101,12 @@ def test_a_teacher_price_changed_without_measuring_changes_nothing_recorded(reco
     assert report_context(changed, "run-1")["cost_view"] == before  # the report shows what was measured and locked
     _, markdown = write_report(changed, "run-1")
     assert f"{document['cost']['teacher_monthly']:,.0f}" in markdown.read_text()
+
+
+def test_without_validation_answers_the_share_is_what_serve_would_do(triage_project):
+    from distil.evaluate.run import escalation_on_validation
+
+    spec = load_project(triage_project).spec
+    assert escalation_on_validation(spec, None, None).share == 0.0  # serve: nothing to calibrate on, threshold 0
+    fixed = spec.model_copy(update={"router": spec.router.model_copy(update={"threshold": 0.8})})
+    assert escalation_on_validation(fixed, None, None).share is None  # a fixed threshold would escalate an unknown share

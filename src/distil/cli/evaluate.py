@@ -81,7 +81,7 @@ def _print_cost(cost: dict) -> None:
     """Each payback term with its value and source (measured on this machine / spec / ledger), then the payback."""
     table = Table(title=f"cost ({cost['currency']})")
     for col in ("term", "value", "unit", "source"):
-        table.add_column(col, justify="right" if col == "value" else "left")
+        table.add_column(col, justify="right" if col == "value" else "left", overflow="fold")
     for t in cost.get("terms") or []:
         table.add_row(t["name"], _fmt(t["value"], 4 if isinstance(t["value"], float) and abs(t["value"]) < 1 else 2), t["unit"], escape(t["source"]))
     console.print(table)

@@ -143,6 +143,9 @@ def cost_summary(
     training_cost = build.training_hours * cost.machine_hour_price
     total_build = build_cost(build, cost)
     months, reason = payback_months(total_build, teacher_monthly, distilled_monthly)
+    unmeasured = [name for name, v in (("teacher_per_request", teacher_each), ("student_per_request", student_each), ("escalated_share", escalation.share)) if v is None]
+    if unmeasured:
+        reason = f"not measured: {', '.join(unmeasured)}" + (f" ({escalation.source})" if escalation.share is None else "")
     priced = f"× {spec_source('machine_hour_price')}"
     escalated = f"threshold {escalation.threshold:.4g} for routed fidelity ≥ {escalation.target:.3g} on {escalation.n} items" if escalation.threshold is not None else ""
     terms = [

@@ -255,7 +255,9 @@ def escalation_on_validation(spec: Spec, student: Any, teacher: Any) -> Escalati
     if spec.task.kind != "classify":
         return Escalation(0.0, "generate task: `distil serve` sends every request to the student")
     if student is None or teacher is None or len(student) == 0:
-        return Escalation(None, "not measured: no validation answers in this evaluation")
+        if isinstance(spec.router.threshold, float):
+            return Escalation(None, "not measured: no validation answers to apply router.threshold to")
+        return Escalation(0.0, "no validation answers: `distil serve` has nothing to calibrate on and escalates nothing")
     found = spec_calibration(spec, np.asarray(student, dtype=np.float64), np.asarray(teacher, dtype=np.float64))
     return Escalation(found.escalated_share, MEASURED_VALIDATION, found.threshold, found.target, found.n)
 
