@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from distil.cli import main
+from distil.data.records import read_records
 from distil.spec.gate import lock_gate
 from distil.spec.io import load_project
 
@@ -55,6 +58,18 @@ def test_evaluate_command_on_tiny_real_models(triage_project, tiny_teacher_dir, 
         assert block["gold"]["n"] == 12
         assert 0.0 <= block["agreement"] <= 1.0
     assert evaluation["student"]["params"] < evaluation["teacher"]["params"]
-    assert evaluation["teacher"]["agreement"] == 1.0  # recorded teacher distributions are the reference
+    # the reference is the teacher's distributions recorded at labelling time, not the tiny teacher asked again
+    (held_out_shard,) = (project.data_dir / "curated").glob("*/test.parquet")
+    held_out = read_records(held_out_shard)
+    recorded = {r.id: r.label_probs for r in held_out}
+    rows = [r for r in pq.read_table(run_dir / "predictions.parquet").to_pylist() if r["split"] == "test"]
+    teacher_rows = {r["item_id"]: r for r in rows if r["model"] == "teacher"}
+    assert teacher_rows.keys() == recorded.keys() and all(r["recorded"] for r in teacher_rows.values())
+    for item, row in teacher_rows.items():
+        assert row["distribution"] == pytest.approx(recorded[item], abs=1e-6)
+    # each model's agreement is the share of items where its label is the recorded teacher's top label
+    for name in ("student", "baseline"):
+        matches = [int(np.argmax(r["distribution"])) == int(np.argmax(recorded[r["item_id"]])) for r in rows if r["model"] == name]
+        assert len(matches) == 12 and evaluation[name]["agreement"] == pytest.approx(np.mean(matches))
     assert "wrote" in out.out and "evaluation.json" in out.out
     assert "payback: " in out.out and "fixed_build_cost" in out.out  # each cost term and the payback are printed

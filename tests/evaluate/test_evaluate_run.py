@@ -28,7 +28,6 @@ def test_evaluation_json_has_the_contract_and_a_ledger_row(run_project):
         assert CONTRACT <= set(on_disk[name]), name
     # a student identical to the teacher
     assert on_disk["student"]["agreement"] == 1.0 and on_disk["student"]["kl"] == pytest.approx(0.0, abs=1e-9)
-    assert on_disk["teacher"]["agreement"] == 1.0
     # the baseline flips every third ticket (index % 3 == 1): 8 of 24
     assert on_disk["baseline"]["agreement"] == pytest.approx(16 / 24)
     assert on_disk["baseline"]["kl"] > 0
@@ -54,6 +53,18 @@ def test_evaluation_json_has_the_contract_and_a_ledger_row(run_project):
     summary = json.loads(rows[0]["summary"])
     assert summary["student"]["agreement"] == 1.0
     assert run_project.ledger.verify(base=run_project.root).ok
+
+
+def test_agreement_is_the_share_of_items_where_the_student_gives_the_teachers_label(run_project):
+    # the student sends the tickets with index % 4 == 1 to another label: 6 of 24, none of them urgent
+    # (the urgent ones have index % 4 == 0); the baseline those with index % 3 == 1: 8 of 24, 2 of them urgent
+    _, document = evaluate_run(run_project, models=numpy_models(flip_student=4, flip_baseline=3), threads=1, requests=20)
+    student, baseline = document["student"], document["baseline"]
+    assert student["agreement"] == pytest.approx(18 / 24) and baseline["agreement"] == pytest.approx(16 / 24)
+    assert student["slices"]["tone"]["urgent"]["agreement"] == 1.0
+    assert student["slices"]["tone"]["calm"]["agreement"] == pytest.approx(12 / 18)
+    assert baseline["slices"]["tone"]["urgent"]["agreement"] == pytest.approx(4 / 6)
+    assert student["kl"] > 0 and baseline["kl"] > student["kl"]  # a flipped item is far from the teacher; more flips, more KL
 
 
 def test_latency_is_measured_for_all_three_models_the_same_way(run_project):
