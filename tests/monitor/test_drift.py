@@ -52,13 +52,15 @@ def monitored(tmp_path, tiny_teacher_dir):
     return load_project(root / "distil.yaml"), [t["input"] for t in tickets[80:140]]
 
 
-def log_traffic(project, texts, teacher, disagree: bool = False, start: dt.datetime | None = None) -> None:
-    """Log ``texts`` as served: the served distribution is the teacher's (or its mirror image)."""
+def log_traffic(project, texts, teacher, disagree_on: set[int] = frozenset(), start: dt.datetime | None = None) -> None:
+    """Log ``texts`` as a student served them: the teacher's distribution, except on the items ``disagree_on``,
+    where the student's answer is another label (the teacher's distribution rolled by one)."""
     probs = teacher.label_distribution(texts)
     start = start or dt.datetime.now(dt.UTC) - dt.timedelta(hours=len(texts))
     rows = []
     for i, (text, p) in enumerate(zip(texts, probs, strict=True)):
-        served = np.roll(p, 1) if disagree else p
+        served = np.roll(p, 1) if i in disagree_on else p
+        assert (served.argmax() != p.argmax()) == (i in disagree_on)
         rows.append({"timestamp": start + dt.timedelta(hours=i), "input": text, "route": "student", "answer": "x",
                      "distribution": served.tolist(), "confidence": float(served.max())})
     write_traffic_rows(traffic_dir(project.state_dir), rows)
@@ -83,11 +85,15 @@ def test_mmd_permutation_test_separates_shifted_gaussians_and_not_same_ones():
 def test_unshifted_traffic_passes_and_shifted_traffic_alerts(monitored):
     project, unshifted = monitored
     teacher = _teacher(project)
-    log_traffic(project, unshifted, teacher)
+    disagreed = {7, 23, 41}  # the student gives another label than the teacher on 3 of the 60 requests
+    log_traffic(project, unshifted, teacher, disagree_on=disagreed)
     result, path = run_monitor(project, sample=60, teacher=teacher.label_distribution, window=dt.timedelta(days=1))
-    assert result.ok, result.alerts
-    assert result.agreement == 1.0 and result.drift["p_value"] >= 0.01
+    assert result.ok, result.alerts  # 57 / 60 = 0.95 is above the floor of 0.9
+    assert result.agreement == pytest.approx(57 / 60) and result.student_agreement == pytest.approx(57 / 60)
+    assert result.drift["p_value"] >= 0.01
+    assert {e["input"] for e in result.examples if not e["agree"]} == {unshifted[i] for i in disagreed}
     assert sum(w["n"] for w in result.windows) == 60 and len(result.windows) >= 2
+    assert sum(w["agreement"] * w["n"] for w in result.windows) == pytest.approx(57)
     assert "tone" in result.slices and path.is_file() and path.with_suffix(".png").is_file()
     assert project.ledger.rows("alerts") == []
 
@@ -105,14 +111,15 @@ def test_unshifted_traffic_passes_and_shifted_traffic_alerts(monitored):
 def test_monitor_command_exits_1_below_the_fidelity_floor_and_targets_the_failures(monitored, capsys):
     project, unshifted = monitored
     teacher = _teacher(project)
-    log_traffic(project, unshifted[:30], teacher, disagree=True)
+    disagreed = set(range(0, 30, 3))  # 10 of 30: agreement 20 / 30, below the floor of 0.9
+    log_traffic(project, unshifted[:30], teacher, disagree_on=disagreed)
     code = main(["monitor", "--spec", str(project.spec_path), "--sample", "30"])
     out = capsys.readouterr().out
     assert code == 1 and "below the floor" in out and "ALERT" in out
-    assert "fidelity" in project.ledger.rows("alerts")[0]["message"]
+    assert "fidelity 0.667 on 30" in project.ledger.rows("alerts")[0]["message"]
     targets = targets_from_traffic(project)
-    assert len(targets) == 30 and {t.reason for t in targets} == {"disagreed"}
-    assert {t.input for t in targets} == set(unshifted[:30]) and all("tone" in t.tags for t in targets)
+    assert len(targets) == 10 and {t.reason for t in targets} == {"disagreed"}
+    assert {t.input for t in targets} == {unshifted[i] for i in disagreed} and all("tone" in t.tags for t in targets)
 
 
 def test_refresh_due_follows_the_cadence():
