@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from distil.errors import EvaluationError, RoleError
@@ -345,18 +345,48 @@ def variant_rows(project: Any, run_id: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def record_decision(project: Any, actor: str, run_id: str | None = None) -> tuple[Decision, dict[str, Any], Any]:
+OUTCOMES = ("kill", "iterate", "ship")  # least to most permissive
+
+
+def apply_choice(ruled: Decision, chosen: str | None, note: str) -> Decision:
+    """The validator's own outcome in place of the rules' one: never more permissive than the rules
+    (ship only when every threshold passes; iterate only where the rules allow another round).
+
+    ``note`` is the validator's reason, kept beside the rules' reason. Without ``chosen`` the rules stand.
+    """
+    if chosen is None or chosen == ruled.decision:
+        return ruled if not note.strip() else replace(ruled, reason=f"{ruled.reason}; validator: {note.strip()}")
+    if chosen not in OUTCOMES:
+        raise EvaluationError(f"decision: {chosen!r} is not one of {', '.join(OUTCOMES)}", hint="choose ship, iterate or kill")
+    if OUTCOMES.index(chosen) > OUTCOMES.index(ruled.decision):
+        raise EvaluationError(
+            f"decision: {chosen} is refused: the locked gate's rules say {ruled.decision} ({ruled.reason})",
+            hint=f"record {ruled.decision} or a more cautious outcome, or lock a new gate version and evaluate again",
+        )
+    if not note.strip():
+        raise EvaluationError(f"decision: {chosen} differs from the rules' {ruled.decision} and needs a reason",
+                              hint="give the reason the validator chose a more cautious outcome")
+    return replace(ruled, decision=chosen, reason=f"validator chose {chosen} over the rules' {ruled.decision} ({ruled.reason}): {note.strip()}")
+
+
+def record_decision(
+    project: Any, actor: str, run_id: str | None = None, chosen: str | None = None, note: str = "",
+) -> tuple[Decision, dict[str, Any], Any]:
     """Check roles and the gate, decide from the ledger's evaluations, append the decision row.
 
-    Returns (decision, evaluation row decided on, ledger event). The event's data carries every
-    check's evidence (value, interval, p-value, item count, status) and the run's other variants.
+    ``chosen`` is the validator's outcome when they record one (``distil decide --decision``, the
+    review app's sign-off); it may be more cautious than the rules' outcome, never more permissive,
+    and then needs ``note``, the validator's reason. Returns (decision, evaluation row decided on,
+    ledger event). The event's data carries every check's evidence (value, interval, p-value, item
+    count, status), the rules' own outcome and the run's other variants.
     """
     require_validator(project.spec.roles, actor)
     signer = signer_for(project, actor)
     locked = require_unchanged_gate(project)
     target, rounds = evaluation_rounds(project, check_run_id(run_id) if run_id else None)
     iterations_used = len(project.ledger.events(kind="iteration"))
-    decision = decide_outcome(locked.thresholds, rounds, iterations_used=iterations_used)
+    ruled = decide_outcome(locked.thresholds, rounds, iterations_used=iterations_used)
+    decision = apply_choice(ruled, chosen, note)
     variants = variant_rows(project, target["run_id"])
     event = project.ledger.append(
         "decision",
@@ -364,6 +394,8 @@ def record_decision(project: Any, actor: str, run_id: str | None = None) -> tupl
             "run_id": target["run_id"],
             "decision": decision.decision,
             "reason": decision.reason,
+            "ruled": ruled.decision,
+            "note": note.strip(),
             "gate_version": locked.version,
             "gate_sha256": locked.sha256,
             "checks": [asdict(c) for c in decision.checks],

@@ -104,3 +104,9 @@ class CapabilityError(DistilError):
     """A step asks a teacher for something it cannot give (e.g. logits from a text-only API)."""
 
     default_hint = "choose a loss the teacher supports, or a teacher that returns logprobs"
+
+
+class ReviewError(DistilError):
+    """The review app cannot start as asked (e.g. bound beyond loopback without a key)."""
+
+    default_hint = "serve on 127.0.0.1, or pass --api-key KEY (or set DISTIL_REVIEW_KEY) to bind elsewhere"

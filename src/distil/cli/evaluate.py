@@ -101,6 +101,9 @@ def _print_variants(variants: dict) -> None:
 @app.command()
 def decide(
     run: Annotated[str | None, typer.Option("--run", help="Run id to decide on (default: the latest evaluation).")] = None,
+    decision_: Annotated[str | None, typer.Option("--decision", help="ship | iterate | kill: the validator's outcome; never more "
+                                                   "permissive than the gate's rules (default: the rules' outcome).")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="The validator's reason (needed when --decision is more cautious than the rules).")] = "",
     as_: AsOpt = None,
     spec: SpecOpt = None,
 ) -> None:
@@ -113,7 +116,7 @@ def decide(
     from distil.decide import record_decision
 
     project = _project(spec)
-    decision, target, event = record_decision(project, identity(as_), run)
+    decision, target, event = record_decision(project, identity(as_), run, chosen=decision_, note=reason)
     _print_checks([asdict(c) for c in decision.checks])
     _print_variants(event.payload.get("variants") or {})
     colour = {"ship": "green", "iterate": "yellow", "kill": "red"}[decision.decision]
