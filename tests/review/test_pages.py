@@ -28,7 +28,7 @@ def test_project_page_shows_play_roles_teachers_gate_and_sets(client, reviewed):
     page = client.get("/")
     assert page.status_code == 200
     text = page.text
-    assert f'id="play">{project.spec.play.kind}<' in text
+    assert f'id="play">{project.spec.play.kind}<' in text and "<strong>billing, technical, account</strong>" in text
     for person in ("maria", "dev", "quinn", "ops"):
         assert f"<td>{person}</td>" in text
     assert "smollm2" in text and "Apache-2.0" in text
@@ -74,6 +74,7 @@ def test_disagreements_are_every_differing_item_filtered_by_slice_and_search(cli
     text = client.get("/runs/run-1/disagreements").text
     body = re.search(r'<table id="disagreements".*?</table>', text, re.S).group(0)
     assert body.count("<tr data-tags") == len(differing)
+    assert re.search(r'<span class="txt">billing 0\.\d\d</span>', body)  # each distribution over the task's label names
 
     urgent = client.get("/runs/run-1/disagreements", params={"slice": "tone=urgent"}).text
     tags = re.findall(r'<tr data-tags="([^"]*)"', urgent)

@@ -78,7 +78,7 @@ def rounds_chart(series: dict[str, list[RoundPoint]], thresholds: dict[str, floa
         if threshold is not None:
             y = _scale(threshold, y_lo, y_hi, HEIGHT - BOTTOM, TOP)
             parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}" class="threshold"/>')
-            parts.append(f'<text x="{WIDTH - RIGHT - 4}" y="{y - 4:.1f}" text-anchor="end" class="tick" fill="{colour}">'
+            parts.append(f'<text x="{WIDTH - RIGHT - 4}" y="{y - 4 - 13 * k:.1f}" text-anchor="end" class="tick" fill="{colour}">'
                          f"{escape(name)} threshold {threshold:.2f}</text>")
         shift = (k - (len(series) - 1) / 2) * 8  # side by side, so whiskers of two series never hide each other
         line = []
@@ -110,7 +110,8 @@ def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], title
     parts = _frame(title, y_lo, y_hi, y_label)
     for x in _y_ticks(x_lo, x_hi, 5):
         px = _scale(x, x_lo, x_hi, LEFT, WIDTH - RIGHT)
-        parts.append(f'<text x="{px:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" class="tick">{x:,.0f}</text>')
+        text = f"{x:,.0f}" if x_hi - x_lo >= 8 else f"{x:.3g}"  # a short run's steps would round to repeated labels
+        parts.append(f'<text x="{px:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" class="tick">{text}</text>')
     parts.append(f'<text x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT - BOTTOM + 30}" text-anchor="middle" class="axis">{escape(x_label)}</text>')
     for k, (name, (x_values, y_values)) in enumerate(sorted(series.items())):
         colour = next((c for role, c in COLOURS.items() if role in name), "#8250df")

@@ -82,7 +82,7 @@ def project_view(project: Any) -> dict[str, Any]:
     return {
         "name": spec.name,
         "task": spec.task.kind,
-        "labels": list(spec.task.labels or []),
+        "labels": spec.task.label_names,
         "play": spec.play.kind,
         "roles": [(role, getattr(spec.roles, role)) for role in ("sponsor", "driver", "validator", "operator")],
         "keys": sorted(spec.roles.keys or {}),
@@ -265,7 +265,7 @@ def disagreements_view(project: Any, run_id: str, slice_key: str = "", query: st
     run = RunDir(project, run_id)
     if not run.predictions.is_file():
         raise RunError(f"run {run.run_id}: no predictions.parquet", hint=f"run `distil evaluate {run.run_id}`")
-    labels = list(project.spec.task.labels or [])
+    labels = project.spec.task.label_names
     rows = read_predictions(run.predictions)
     by_item: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for row in rows:
