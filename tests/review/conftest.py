@@ -29,7 +29,7 @@ def finished_project(spec_path: Path):
     lock_gate(project, "maria")
     build_run(project)
     evaluate_run(project, models=numpy_models(flip_student=5), threads=1)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     write_traffic_rows(traffic_dir(project.state_dir), [
         {"timestamp": now - dt.timedelta(hours=i), "input": f"ticket {i}: refund please", "route": "teacher" if i % 4 == 0 else "student"}
         for i in range(8)
