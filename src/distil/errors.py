@@ -64,6 +64,12 @@ class LedgerError(DistilError):
     default_hint = "check that .distil/ledger.db is a distil ledger and is writable"
 
 
+class RecordedFileError(LedgerError):
+    """A file the ledger recorded changed, went missing, or was never recorded: it is not loaded."""
+
+    default_hint = "restore the file from a copy you trust, or rebuild it (`distil train`, `distil curate`); `distil ledger verify` lists every recorded file"
+
+
 class DataError(DistilError):
     """An input file (seeds, gold set, traffic log, dataset shard) is missing or malformed."""
 

@@ -200,7 +200,7 @@ def export_run(project: Project, run_id: str | None, fmt: str, quantize: str | N
     if quantize is not None and fmt != "onnx":
         raise ExportError("--quantize needs --format onnx (the int8 model is an onnxruntime graph)")
     run = served_run(project, run_id)
-    student = run.student
+    student = run.checked_model("student")
     out = project.state_dir / "exports" / run.run_id / fmt
     if fmt == "safetensors":
         replace_dir_atomic(out, lambda folder: shutil.copytree(student, folder, dirs_exist_ok=True))
@@ -238,7 +238,7 @@ def export_run(project: Project, run_id: str | None, fmt: str, quantize: str | N
     evaluation = {"run_id": run.run_id, "variant": "quantized", "quantization": "int8 dynamic (onnxruntime)", "split": "test",
                   "n": len(texts), "distilled": float_block, "quantized": int8_block,
                   "model": str(int8_path.relative_to(project.root))}
-    eval_path = run.variant_evaluation("quantized")
+    eval_path, _ = run.next_evaluation("quantized")
     write_json_atomic(eval_path, evaluation)
     summary = {"agreement": int8_block["agreement"], "agreement_distilled": float_block["agreement"],
                "agreement_with_float": int8_block["agreement_with_float"], "size_bytes": int8_block["size_bytes"],

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distil.data.records import Record, read_records
-from distil.errors import DataError, RunError
+from distil.errors import DataError, RecordedFileError, RunError
 from distil.spec.io import Project
 from distil.spec.names import RUN_ID_PATTERN, run_id_problem
 
 LIST_RUNS_HINT = "list the runs with `distil ledger log --kind run.trained` (or look in .distil/runs/)"
 PREDICTIONS_FILE = "predictions.parquet"
+EVALUATIONS_FOLDER = "evaluations"  # the second and later evaluations of a run: nothing recorded is overwritten
+DISTILLED = "distilled"
+VERSION_PATTERN = re.compile(r"-v(\d+)\.(?:json|parquet)$")
 
 
 def check_run_id(run_id: str) -> str:
@@ -45,23 +48,35 @@ class CuratedData:
         return read_records(path) if path.is_file() else []
 
 
+def require_recorded_files(project: Project, seq: int, what: str, *, unrecorded: bool = False) -> None:
+    """Refuse (RecordedFileError, exit 2) to load ``what`` when a file ledger event ``seq`` recorded changed or is
+    gone (with ``unrecorded``: or a file lies in a recorded folder that was not there when it was recorded)."""
+    problems = project.ledger.file_problems(seq, unrecorded=unrecorded)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise RecordedFileError(f"{what}: {problems[0]}{more}; ledger event {seq} recorded it, so it is not loaded")
+
+
 def curated_data(project: Project, dataset_hash: str) -> CuratedData:
-    """The curated dataset the ledger recorded under ``dataset_hash``; DataError when it has none."""
+    """The curated dataset the ledger recorded under ``dataset_hash``, its recorded files checked; DataError when
+    it has none."""
     rows = project.ledger.verified_rows("datasets", "dataset_hash = ? AND stage = 'curated'", (dataset_hash,))
     if not rows:
         raise DataError(f"dataset {dataset_hash}: no curated dataset with this hash in the ledger", hint="run `distil curate`")
+    require_recorded_files(project, rows[0]["event_seq"], f"dataset {dataset_hash[:19]}")
     return CuratedData(rows[0]["dataset_hash"], project.path(rows[0]["path"]))
 
 
 def latest_curated(project: Project) -> CuratedData:
-    """The newest curated dataset (the newest ``datasets`` row with stage ``curated``); DataError when there is none
-    or its training split is gone."""
-    row = project.ledger.latest("datasets", "stage = ?", ("curated",))
+    """The newest curated dataset (the newest verified ``datasets`` row with stage ``curated``), its recorded files
+    checked; DataError when there is none or its training split is gone."""
+    row = project.ledger.verified_latest("datasets", "stage = ?", ("curated",))
     if row is None:
         raise DataError("no curated dataset yet", hint="run `distil generate` then `distil curate`")
     data = CuratedData(row["dataset_hash"], project.path(row["path"]))
     if not data.split_path("train").is_file():
-        raise DataError(f"{data.folder}: the curated dataset the ledger names is missing", hint="run `distil curate` again")
+        raise DataError(f"{data.split_path('train')}: the curated dataset the ledger names is missing", hint="run `distil curate` again")
+    require_recorded_files(project, row["event_seq"], f"dataset {data.dataset_hash[:19]}")
     return data
 
 
@@ -109,6 +124,28 @@ class RunDir:
             raise RunError(f"run {self.run_id}: no model role {role!r} (student or baseline)")
         return self.folder / role
 
+    def checked_model(self, role: str) -> Path:
+        """The folder of ``role``, after checking it is what ``distil train`` recorded: its verified ``runs`` row's
+        event names the folder, and every file in it has the recorded hash, none missing, none added.
+        RecordedFileError (exit 2, naming the file) otherwise; call it before loading the model."""
+        folder = self.model(role)
+        row = self.project.ledger.verified_latest("runs", "run_id = ? AND role = ?", (self.run_id, role))
+        event = self.project.ledger.event(row["event_seq"]) if row else None
+        recorded = self.project.ledger.recorded_path(folder)
+        if event is None or recorded not in (event.payload.get("files") or {}):
+            raise RecordedFileError(
+                f"run {self.run_id}: the ledger records no files for its {role} ({recorded}), so they cannot be checked before loading",
+                hint=f"train the run with `distil train` (or `distil train --resume {self.run_id}`), which records them",
+            )
+        if not folder.is_dir():
+            raise RecordedFileError(f"run {self.run_id}: recorded file {recorded} is missing; ledger event {event.seq} recorded it")
+        require_recorded_files(self.project, event.seq, f"run {self.run_id}", unrecorded=True)
+        return folder
+
+    def checkpoints(self, role: str) -> Path:
+        """``checkpoints/<role>/``: the loop's state for a resumed run (tensors and plain values only)."""
+        return self.folder / "checkpoints" / self.model(role).name
+
     @property
     def metrics(self) -> Path:
         return self.folder / "metrics.json"
@@ -123,26 +160,57 @@ class RunDir:
 
     # --- what later steps write ----------------------------------------------------------------------
 
+    # Every evaluation of a run keeps its files: the first is ``evaluation.json`` + ``predictions.parquet``
+    # (``evaluation.<variant>.json`` for another variant), the n-th ``evaluations/evaluation-v<n>.json`` +
+    # ``evaluations/predictions-v<n>.parquet`` (``evaluations/evaluation.<variant>-v<n>.json``). Which one is
+    # the newest is the ledger's answer: the newest verified ``evaluations`` row of the run and variant.
+
     @property
     def evaluation(self) -> Path:
-        return self.folder / "evaluation.json"
+        """The newest evaluation's file (the ledger's newest verified row; ``evaluation.json`` without one)."""
+        return self.variant_evaluation(DISTILLED)
 
     @property
     def predictions(self) -> Path:
-        """Per-item answers of every model on the validation, test and gold items (``distil evaluate``)."""
-        return self.folder / PREDICTIONS_FILE
+        """Per-item answers of every model on the validation, test and gold items, of the newest evaluation."""
+        return self.predictions_beside(self.evaluation)
+
+    def predictions_beside(self, evaluation: Path) -> Path:
+        """The predictions file written with the evaluation file ``evaluation``."""
+        version = VERSION_PATTERN.search(evaluation.name)
+        return self.folder / EVALUATIONS_FOLDER / f"predictions-v{version.group(1)}.parquet" if version else self.folder / PREDICTIONS_FILE
+
+    def evaluation_file(self, variant: str = DISTILLED, version: int = 1) -> Path:
+        """Where version ``version`` of ``variant``'s evaluation is written."""
+        name = "evaluation" if variant == DISTILLED else f"evaluation.{variant}"
+        return self.folder / f"{name}.json" if version == 1 else self.folder / EVALUATIONS_FOLDER / f"{name}-v{version}.json"
+
+    def next_evaluation(self, variant: str = DISTILLED) -> tuple[Path, Path]:
+        """(evaluation file, predictions file) for a new evaluation of ``variant``: a version no file and no ledger
+        row has used, so an earlier evaluation (and the hashes the ledger keeps of it) is never overwritten."""
+        recorded = len(self.project.ledger.rows("evaluations", "run_id = ? AND variant = ?", (self.run_id, variant)))
+        on_disk = [1] if self.evaluation_file(variant).is_file() else []
+        on_disk += [int(m.group(1)) for p in self.folder.glob(f"{EVALUATIONS_FOLDER}/*") if (m := VERSION_PATTERN.search(p.name))]
+        version = max([recorded, *on_disk]) + 1
+        path = self.evaluation_file(variant, version)
+        return path, self.predictions_beside(path)
 
     def variant_evaluation(self, variant: str) -> Path:
-        """``evaluation.<variant>.json`` (``distilled`` is the plain ``evaluation.json``)."""
-        return self.evaluation if variant == "distilled" else self.folder / f"evaluation.{variant}.json"
+        """The newest evaluation file of ``variant`` the ledger names (verified); without a row, the first
+        version's name (``evaluation.json``, ``evaluation.<variant>.json``)."""
+        row = self.project.ledger.verified_latest("evaluations", "run_id = ? AND variant = ?", (self.run_id, variant))
+        return self.project.path(row["path"]) if row else self.evaluation_file(variant)
 
     @property
     def variants(self) -> dict[str, Path]:
-        """Every evaluated variant that has a file: ``{"distilled": evaluation.json, "quantized": ...}``."""
-        found = {"distilled": self.evaluation} if self.evaluation.is_file() else {}
-        for path in sorted(self.folder.glob("evaluation.*.json")):
-            found[path.name.split(".")[1]] = path
-        return found
+        """The newest file of every evaluated variant: ``{"distilled": evaluation.json, "quantized": ...}``."""
+        rows = self.project.ledger.verified_rows("evaluations", "run_id = ?", (self.run_id,), order="event_seq ASC")
+        found = {r["variant"]: self.project.path(r["path"]) for r in rows}
+        if not found:  # a folder the ledger has no evaluation of (copied in by hand)
+            found = {DISTILLED: self.evaluation_file()} if self.evaluation_file().is_file() else {}
+            for path in sorted(self.folder.glob("evaluation.*.json")):
+                found[path.name.split(".")[1]] = path
+        return {variant: path for variant, path in found.items() if path.is_file()}
 
     @property
     def router(self) -> Path:

@@ -72,9 +72,10 @@ def numpy_models(flip_student: int = 0, flip_baseline: int = 3, prompt_log: list
     }
 
 
-def build_run(project, run_id: str = "run-1", n_test: int = 24, seed: int = 0, metrics: dict | None = None) -> str:
+def build_run(project, run_id: str = "run-1", n_test: int = 24, seed: int = 0, metrics: dict | None = None, write_model=None) -> str:
     """Curated dataset (test split) + ledger rows + run folders for ``run_id``; ``metrics`` ({role: {...}}) go into
-    the ``run.trained`` rows."""
+    the ``run.trained`` rows; ``write_model(folder, role)`` writes each model folder (default: a bare config) before
+    its files are recorded."""
     records = []
     for text, label, tags in make_inputs(n_test, seed):
         probs = teacher_probs(text)
@@ -95,10 +96,13 @@ def build_run(project, run_id: str = "run-1", n_test: int = 24, seed: int = 0, m
         )
     run_dir = project.runs_dir / run_id
     for role in ("student", "baseline"):
-        (run_dir / role).mkdir(parents=True, exist_ok=True)
-        (run_dir / role / "config.json").write_text("{}")
+        if write_model is not None:
+            write_model(run_dir / role, role)
+        else:
+            (run_dir / role).mkdir(parents=True, exist_ok=True)
+            (run_dir / role / "config.json").write_text("{}")
         project.ledger.append(
-            "run.trained", {"run_id": run_id}, table="runs",
+            "run.trained", {"run_id": run_id}, files=[run_dir / role], table="runs",
             row={"run_id": run_id, "dataset_hash": dataset_hash, "role": role, "path": str((run_dir / role).relative_to(project.root)), "metrics": (metrics or {}).get(role, {})},
         )
     (run_dir / "curve.json").write_text(json.dumps({"student": {"step": [1, 2, 3, 4], "loss": [1.2, 0.8, 0.6, 0.5], "val_agreement": [0.5, 0.7, 0.8, 0.85]}}))

@@ -4,7 +4,6 @@ and tiny student and baseline folders opened with the training stage's ``load_pr
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -40,11 +39,9 @@ def test_evaluate_command_on_tiny_real_models(triage_project, tiny_teacher_dir, 
     (triage_project.parent / "gold.jsonl").write_text("\n".join((triage_project.parent / "gold.jsonl").read_text().splitlines()[:12]) + "\n")
     project = load_project(triage_project)
     lock_gate(project, "maria")
-    build_run(project, n_test=12)
+    seeds = {"student": 1, "baseline": 2}
+    build_run(project, n_test=12, write_model=lambda folder, role: _student_folder(folder, seeds[role], tiny_teacher_dir))
     run_dir = project.runs_dir / "run-1"
-    for role, seed in (("student", 1), ("baseline", 2)):
-        shutil.rmtree(run_dir / role)
-        _student_folder(run_dir / role, seed, tiny_teacher_dir)
 
     code = main(["evaluate", "--threads", "1", "--spec", str(triage_project)])
     out = capsys.readouterr()

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from distil.data.records import Record, write_records
+from distil.spec.io import load_project
 from tests.conftest import EXAMPLES, build_tiny_causal_lm
 
 LABELS = ["billing", "technical", "account"]
@@ -50,7 +51,16 @@ def make_classify_project(tmp_path: Path, tiny_teacher_dir: Path) -> Path:
     spec["maintenance"] = {**(spec.get("maintenance") or {}), "traffic_sample_rate": 1.0}  # every request logged
     (root / "distil.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     write_classify_run(root / ".distil" / "runs" / "r1")
+    record_trained(load_project(root / "distil.yaml"), "r1")
     return root / "distil.yaml"
+
+
+def record_trained(project, run_id: str, dataset_hash: str = "sha256:abcdef012345") -> None:
+    """The `run.trained` row `distil train` appends: the student folder's files hashed into the ledger."""
+    student = project.runs_dir / run_id / "student"
+    project.ledger.append("run.trained", {"run_id": run_id}, files=[student], table="runs",
+                          row={"run_id": run_id, "dataset_hash": dataset_hash, "role": "student",
+                               "path": str(student.relative_to(project.root)), "metrics": {}})
 
 
 def write_curated(project, texts: list[str], teacher_probs: np.ndarray, run_id: str = "r1") -> None:
@@ -64,12 +74,9 @@ def write_curated(project, texts: list[str], teacher_probs: np.ndarray, run_id: 
                    for t, p in zip(texts[part], teacher_probs[part], strict=True)]
         write_records(records, folder / f"{name}.parquet")
     rel = str(folder.relative_to(project.root))
-    project.ledger.append("dataset.curated", {"path": rel}, table="datasets",
+    project.ledger.append("dataset.curated", {"path": rel}, files=[folder], table="datasets",
                           row={"dataset_hash": "sha256:abcdef012345", "stage": "curated", "path": rel, "counts": {"curated": len(texts)}})
-    student = project.runs_dir / run_id / "student"
-    project.ledger.append("run.trained", {"run_id": run_id}, table="runs",
-                          row={"run_id": run_id, "dataset_hash": "sha256:abcdef012345", "role": "student",
-                               "path": str(student.relative_to(project.root)), "metrics": {}})
+    record_trained(project, run_id)
 
 
 def free_port() -> int:

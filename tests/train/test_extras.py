@@ -20,8 +20,8 @@ from distil.train import trainer as T
 from distil.train.batches import (
     GenerateExamples,
     classify_examples,
+    curated_splits,
     generate_examples,
-    latest_curated,
 )
 from distil.train.extras import PROJECTOR, rationale_targets, teacher_states_for
 from distil.train.logit_cache import TopkCache, teacher_prompt_ids
@@ -44,7 +44,7 @@ def test_offline_cache_scores_the_answer_after_the_teachers_own_prompt(tmp_path,
     T.train_run(project, baseline=False)
     cache = TopkCache.open(next((project.state_dir / "cache" / "topk").iterdir()))
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_teacher_dir))
-    examples = generate_examples(latest_curated(project).splits["train"], tokenizer, project.spec.train.max_length)
+    examples = generate_examples(curated_splits(project).splits["train"], tokenizer, project.spec.train.max_length)
     teacher = AutoModelForCausalLM.from_pretrained(str(tiny_teacher_dir)).eval()
     ids, logprobs = cache.per_example()
     for i in (0, 5):
@@ -121,7 +121,7 @@ def test_feature_relation_and_rationale_terms_add_to_the_loss(tmp_path, tiny_tea
     project = _classify_project(tmp_path, tiny_teacher_dir, rationale=True)
     spec = project.spec
     build = build_student(spec.student, T.teacher_folder(spec))
-    examples = classify_examples(latest_curated(project).splits["train"], spec.task.label_names)
+    examples = classify_examples(curated_splits(project).splits["train"], spec.task.label_names)
     labels = torch.tensor(label_token_ids(build.tokenizer, spec.task.label_names))
     rows = [0, 1, 2, 3]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from distil.errors import TrainError
+from distil.errors import DataError, RunError, TrainError
 from distil.spec.io import load_project
 from distil.spec.models import TrainSpec
 from distil.train import trainer as T
-from distil.train.batches import classify_batch, classify_examples, latest_curated
+from distil.train.batches import classify_batch, classify_examples, curated_splits
 from distil.train.loop import lr_lambda, step_rows
 from distil.train.objectives import ClassifyObjective
 from distil.train.students import build_student, label_token_ids, load_predictor
@@ -71,7 +71,7 @@ def test_classification_never_builds_full_vocabulary_logits(classify_project):
     build = build_student(project.spec.student, T.teacher_folder(project.spec))
     calls = []
     build.model.lm_head.register_forward_hook(lambda *a: calls.append(1))
-    examples = classify_examples(latest_curated(project).splits["train"], project.spec.task.label_names)
+    examples = classify_examples(curated_splits(project).splits["train"], project.spec.task.label_names)
     batch = classify_batch(build.tokenizer, examples, [0, 1, 2, 3], 64)
     objective = _student_objective(project, build, examples, project.spec.train)
     loss, _ = objective.loss(build.model, batch, 4.0)
@@ -83,7 +83,7 @@ def test_accumulation_two_by_four_equals_one_by_eight_through_the_model(classify
     project = load_project(classify_project)
     cfg = TrainSpec.model_validate({**project.spec.train.model_dump(), "distillation": {"alpha": 0.3}})
     build = build_student(project.spec.student, T.teacher_folder(project.spec))
-    examples = classify_examples(latest_curated(project).splits["train"], project.spec.task.label_names)
+    examples = classify_examples(curated_splits(project).splits["train"], project.spec.task.label_names)
     objective = _student_objective(project, build, examples, cfg)
     model = build.model
 
@@ -131,8 +131,20 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path, tiny_teac
 def test_no_curated_dataset_is_a_user_error(tmp_path, tiny_teacher_dir):
     from tests.train.conftest import write_spec
 
-    with pytest.raises(TrainError, match="no curated dataset"):
+    with pytest.raises(DataError, match="no curated dataset"):
         T.train_run(load_project(write_spec(tmp_path / "p", tiny_teacher_dir)))
+
+
+def test_resume_takes_only_a_plain_run_id_that_exists(tmp_path, tiny_teacher_dir, capsys):
+    from distil.cli import main
+    from tests.train.conftest import write_spec
+
+    spec = write_spec(tmp_path / "p", tiny_teacher_dir)
+    for bad, said in (("../x", "not a plain name"), ("nope", "no folder")):
+        code = main(["train", "--resume", bad, "--spec", str(spec)])
+        assert code == 2 and said in capsys.readouterr().err
+    with pytest.raises(RunError, match="not a plain name"):
+        T.train_run(load_project(spec), run_id="../x")
 
 
 def test_lr_schedule_warms_up_then_decays():

@@ -52,9 +52,12 @@ def train(
 
     Example: distil train --spec demo/distil.yaml
     """
+    from distil.runs import RunDir
     from distil.train.trainer import train_run
 
     project = _project(spec)
+    if resume:
+        RunDir(project, resume)  # a plain name, and a run that exists: else RunError, exit 2
     result = train_run(project, baseline=not no_baseline, run_id=resume, max_steps=max_steps,
                        actor=actor(who) or None, console=console)
     if not result.finished:

@@ -23,6 +23,7 @@ from pathlib import Path
 from distil.data.records import Record, content_id, read_records
 from distil.errors import EvaluationSetError
 from distil.files import write_bytes_atomic
+from distil.ledger.keys import Signer, signer_for
 from distil.ledger.store import sha256_file
 from distil.spec.io import Project
 from distil.teachers.base import sha256_json
@@ -112,26 +113,30 @@ def plan_test_split(project: Project, new_test_set: str = "") -> SplitPlan:
 
 
 def lock_evaluation_sets(project: Project, test_path: Path, gate_version: int, reason: str, actor: str = "") -> list[LockedSet]:
-    """Freeze ``test_path`` as the locked test split and register the gold set; one ledger row each."""
+    """Freeze ``test_path`` as the locked test split and register the gold set; one ledger row each, signed by
+    ``actor`` (default: the driver) where the spec sets keys."""
+    actor = actor or project.spec.roles.driver
+    signer = signer_for(project, actor)  # refused before anything is written when the actor cannot sign
     records = read_records(test_path)
     digest = content_hash(records)
     frozen = project.data_dir / "evaluation" / f"test-{digest.split(':')[1][:12]}.parquet"
     write_bytes_atomic(frozen, test_path.read_bytes())
-    out = [_append(project, "test", gate_version, [r.id for r in records], digest, frozen, reason, actor)]
+    out = [_append(project, "test", gate_version, [r.id for r in records], digest, frozen, reason, actor, signer)]
     if project.spec.data.gold:
         from distil.data.sources import read_inputs
 
         gold = project.path(project.spec.data.gold)
         ids = [content_id(item.input) for item in read_inputs(gold)]
-        out.append(_append(project, "gold", gate_version, ids, sha256_file(gold), gold, reason, actor))
+        out.append(_append(project, "gold", gate_version, ids, sha256_file(gold), gold, reason, actor, signer))
     return out
 
 
-def _append(project: Project, name: str, gate_version: int, ids: list[str], digest: str, path: Path, reason: str, actor: str) -> LockedSet:
+def _append(project: Project, name: str, gate_version: int, ids: list[str], digest: str, path: Path, reason: str, actor: str,
+            signer: Signer | None) -> LockedSet:
     rel = _relative(project, path)
     row = {"name": name, "gate_version": gate_version, "item_ids": ids, "sha256": digest, "size": len(ids), "path": rel, "reason": reason}
     event = project.ledger.append(
-        EVENT, {k: v for k, v in row.items() if k != "item_ids"}, actor=actor or project.spec.roles.driver, files=[path], table=TABLE, row=row
+        EVENT, {k: v for k, v in row.items() if k != "item_ids"}, actor=actor, files=[path], table=TABLE, row=row, signer=signer
     )
     return LockedSet(name, gate_version, ids, digest, len(ids), rel, reason, event.seq)
 

@@ -362,12 +362,16 @@ def record_evaluation(
     project: Any, run_id: str, document: dict[str, Any], actor: str = "", extra: dict[str, Any] | None = None,
     predictions: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[Path, Any]:
-    """Write ``<run>/evaluation.json`` (and ``predictions.parquet``) atomically and append the ``evaluation`` row."""
+    """Write a new version of the run's evaluation (and its predictions) atomically and append the ``evaluation`` row.
+
+    The first evaluation is ``evaluation.json``; a later one goes to ``evaluations/evaluation-v<n>.json``
+    (:meth:`RunDir.next_evaluation`), so the files earlier rows recorded stay as they were."""
     run = RunDir(project, run_id)
+    evaluation_path, predictions_path = run.next_evaluation()
     text = json.dumps(_finite(document), indent=2, allow_nan=False, default=_jsonable)
-    files = [write_text_atomic(run.evaluation, text)]
+    files = [write_text_atomic(evaluation_path, text)]
     if predictions is not None:
-        files.append(write_predictions(run.predictions, predictions))
+        files.append(write_predictions(predictions_path, predictions))
     path = files[0]
     summary = _finite(summarise_evaluation(document))
     relative = str(path.relative_to(project.root))
@@ -390,7 +394,7 @@ def evaluate_run(
     requests: int = 100,
     models: dict[str, ModelUnderTest] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Evaluate a run (default: the latest) and record it. Returns (evaluation.json path, document).
+    """Evaluate a run (default: the latest) and record it. Returns (the new evaluation file's path, document).
 
     Refuses (GateError) when the gate is not locked or changed since it was locked. ``models``
     replaces the real teacher / student / baseline loaders (tests, other variants).
@@ -405,10 +409,12 @@ def evaluate_run(
     unscored = {name: data.records(name) for name in ANSWERED_UNSCORED}
     gold = read_gold(project)
     kind = project.spec.task.kind
+    # the models are checked against the hashes `distil train` recorded before anything is loaded
+    folders = {role: run.checked_model(role) for role in ("student", "baseline")}
     models = models or {
         "teacher": _teacher_under_test(project, held_out),
-        "student": _student_under_test(run.student, kind),
-        "baseline": _student_under_test(run.baseline, kind),
+        "student": _student_under_test(folders["student"], kind),
+        "baseline": _student_under_test(folders["baseline"], kind),
     }
     build = ledger_build_cost(project, run.run_id)
     evaluated = run_models(project.spec, held_out, models, gold, locked.thresholds, threads, requests, unscored=unscored, build=build)

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from distil.errors import SigningError
 from distil.files import write_bytes_atomic, write_json_atomic
 
-SIGNED_ACTS = ("gate.locked", "licence.reviewed", "evaluation_sets.locked", "deployment", "decision")
+SIGNED_ACTS = ("gate.locked", "licence.reviewed", "evaluation_set.locked", "deployment", "deployment.stopped", "decision")
 ALGORITHM = "ed25519"
 Signer = Callable[[bytes], dict[str, str]]
 

@@ -255,6 +255,20 @@ class Ledger:
             row = conn.execute("SELECT * FROM events WHERE seq = ?", (seq,)).fetchone()
         return _event(row) if row else None
 
+    def file_problems(self, seq: int, unrecorded: bool = False) -> list[str]:
+        """What is wrong with the files event ``seq`` recorded: changed or missing ones and, with ``unrecorded``,
+        files that now lie in a recorded folder but were not there when it was recorded. [] when all hold."""
+        event = self.event(seq)
+        files = (event.payload.get("files") or {}) if event else {}
+        problems = [problem for problem, _ in _file_problems(files, self.root)]
+        if unrecorded:
+            for recorded, hashes in files.items():
+                folder = Path(recorded) if Path(recorded).is_absolute() else self.root / recorded
+                if folder.is_dir():
+                    extra = sorted(str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file() and str(f.relative_to(folder)) not in hashes)
+                    problems += [f"file {recorded}/{name} was not there when it was recorded" for name in extra]
+        return problems
+
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the newest event; (0, GENESIS) for an empty ledger. Keep it elsewhere to detect truncation."""
         with self._connect() as conn:

@@ -119,7 +119,7 @@ def load_served(project: Project, run_id: str | None = None, threshold: float | 
     """
     run = served_run(project, run_id or (project.spec.router.specialists[0] if project.spec.router.specialists else None))
     task = project.spec.task
-    student: Any = load_student(run.student)
+    student: Any = load_student(run.checked_model("student"))  # its files checked against the ledger first
     if task.kind == "classify":
         student = batched(student)
     labels = list(getattr(student, "labels", None) or task.label_names)

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from distil.data.records import Record, read_records
-from distil.errors import DataError, TrainError
+from distil.data.records import Record
+from distil.errors import DataError
+from distil.runs import latest_curated
 from distil.train.students import CLASSIFY_TEMPLATE, GENERATE_TEMPLATE, encode_prompts
 
 if TYPE_CHECKING:
@@ -27,19 +28,14 @@ class CuratedDataset:
     splits: dict[str, list[Record]]
 
 
-def latest_curated(project: Project) -> CuratedDataset:
-    """The newest ``datasets`` ledger row with stage ``curated``, and its train / validation / test shards."""
-    row = project.ledger.latest("datasets", "stage = ?", ("curated",))
-    if row is None:
-        raise TrainError("no curated dataset in the ledger", hint="run `distil generate` then `distil curate` first")
-    path = project.path(row["path"])
-    splits = {}
-    for split in ("train", "validation", "test"):
-        shard = path / f"{split}.parquet"
-        splits[split] = read_records(shard) if shard.is_file() else []
+def curated_splits(project: Project) -> CuratedDataset:
+    """The newest curated dataset (:func:`distil.runs.latest_curated`: a verified ledger row, its recorded files
+    checked) with its train / validation / test records read."""
+    data = latest_curated(project)
+    splits = {split: data.records(split) for split in ("train", "validation", "test")}
     if not splits["train"]:
-        raise DataError(f"{path}: the curated dataset has no training records", hint="run `distil curate` again with looser filters")
-    return CuratedDataset(row["dataset_hash"], path, splits)
+        raise DataError(f"{data.folder}: the curated dataset has no training records", hint="run `distil curate` again with looser filters")
+    return CuratedDataset(data.dataset_hash, data.folder, splits)
 
 
 # --- classify ------------------------------------------------------------------------------------------

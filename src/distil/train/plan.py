@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from distil.errors import TrainError
+from distil.errors import DataError, TrainError
 from distil.teachers.loading import local_model_folder
-from distil.train.batches import latest_curated
+from distil.train.batches import curated_splits
 from distil.train.logit_cache import bytes_per_token
 from distil.train.students import build_student, count_params
 from distil.train.vocab import same_vocabulary
@@ -77,13 +77,13 @@ def estimate(project: Project, device: str | None = None, available_bytes: int |
     trainable = sum(p.numel() for p in build.model.parameters() if p.requires_grad)
 
     try:
-        data = latest_curated(project)
+        data = curated_splits(project)
         texts = [r.input + " " + (r.teacher_text or "") for r in data.splits["train"]]
         lengths = [len(build.tokenizer(t).input_ids) for t in texts]
         train_tokens = sum(min(n + 4, cfg.max_length) for n in lengths)
         answer_tokens = sum(len(build.tokenizer(r.teacher_text or "").input_ids) + 1 for r in data.splits["train"])
         seq = min(max(lengths) + 4 if lengths else cfg.max_length, cfg.max_length)
-    except TrainError:
+    except DataError:  # no curated data yet: plan for the longest sequences
         train_tokens, answer_tokens, seq = 0, 0, cfg.max_length
 
     tokens_per_batch = cfg.batch_size * seq

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from distil.runs import RunDir
 from distil.teachers.loading import local_model_folder
 from distil.train.artefacts import save_model_folder, write_run_file
 from distil.train.batches import (
@@ -23,8 +24,8 @@ from distil.train.batches import (
     CuratedDataset,
     GenerateExamples,
     classify_examples,
+    curated_splits,
     generate_examples,
-    latest_curated,
 )
 from distil.train.encoders import ENCODER_TEMPLATE, require_positions
 from distil.train.extras import attach_logit_cache, on_policy_teacher, rationale_targets, teacher_states_for
@@ -74,15 +75,6 @@ class TrainResult:
     roles: dict[str, RoleMetrics] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per model in this call
     size: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def folders(self) -> dict[str, Path]:
-        """The model folder of each finished role."""
-        return {role: self.run_dir / role for role in self.roles}
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.run_dir / "metrics.json"
 
 
 @dataclass
@@ -163,16 +155,18 @@ def announce_student(console: Console, build: StudentBuild) -> None:
 
 
 def record_runs(project: Project, result: TrainResult, actor: str | None) -> None:
-    """One ``run.trained`` ledger row per finished role (kept once when a run is resumed after it was recorded)."""
+    """One ``run.trained`` ledger row per finished role, its model folder's files hashed (kept once when a run is
+    resumed after it was recorded)."""
+    run = RunDir.new(project, result.run_id)
     for role, metrics in result.roles.items():
         if project.ledger.latest("runs", "run_id = ? AND role = ?", (result.run_id, role)) is not None:
             continue
         row_metrics = asdict(metrics)
         project.ledger.append(
             "run.trained", {"run_id": result.run_id, "role": role, "dataset_hash": result.dataset_hash, "metrics": row_metrics},
-            actor=actor or project.spec.roles.driver, files=[result.run_dir / role], table="runs",
+            actor=actor or project.spec.roles.driver, files=[run.model(role)], table="runs",
             row={"run_id": result.run_id, "dataset_hash": result.dataset_hash, "role": role,
-                 "path": str((result.run_dir / role).relative_to(project.root)), "metrics": row_metrics},
+                 "path": str(run.model(role).relative_to(project.root)), "metrics": row_metrics},
         )
 
 
@@ -200,10 +194,13 @@ def train_run(
     spec, cfg = project.spec, project.spec.train
     console = console or Console()
     accelerator = Accelerator(cpu=cpu if cpu is not None else not torch.cuda.is_available())
-    data = latest_curated(project)
+    if run_id:
+        RunDir.new(project, run_id)  # a run id from outside is a plain name (RunError, exit 2) before any work
+    data = curated_splits(project)
     ids = [run_id or new_run_id(data.dataset_hash)]
     broadcast_object_list(ids)
-    run_dir = project.runs_dir / ids[0]
+    run = RunDir.new(project, ids[0])
+    run_dir = run.folder
     run_dir.mkdir(parents=True, exist_ok=True)
 
     seed_everything(cfg.seed)
@@ -211,7 +208,7 @@ def train_run(
     task = task_data(project, data, build, accelerator, console)
     result = TrainResult(ids[0], run_dir, data.dataset_hash, finished=True, size=build.size_row())
     if accelerator.is_main_process:
-        write_run_file(run_dir / "train_config.json", {"run_id": result.run_id, "dataset_hash": data.dataset_hash, "dataset_path": str(data.path),
+        write_run_file(run.train_config, {"run_id": result.run_id, "dataset_hash": data.dataset_hash, "dataset_path": str(data.path),
                                                        "train": cfg.model_dump(), "student": build.description, "size": result.size,
                                                        "processes": accelerator.num_processes})
         announce_student(console, build)
@@ -220,19 +217,19 @@ def train_run(
     curves: dict[str, Any] = {}
     for role, objective in objectives.items():
         started = time.perf_counter()
-        fitted = fit(build.model, objective, cfg, run_dir / "checkpoints" / role, accelerator, console, max_steps)
+        fitted = fit(build.model, objective, cfg, run.checkpoints(role), accelerator, console, max_steps)
         curves[role] = fitted.state.curve
         if fitted.model is None:
             result.finished = False
         elif accelerator.is_main_process:
-            save_model_folder(run_dir / role, fitted.model, build.tokenizer, task.task_info)
+            save_model_folder(run.model(role), fitted.model, build.tokenizer, task.task_info)
         if fitted.model is not None:
             result.roles[role] = role_metrics(fitted, cfg.keep)
         result.seconds[role] = time.perf_counter() - started
     if accelerator.is_main_process:
-        write_run_file(run_dir / "curve.json", curves)
+        write_run_file(run.curve, curves)
         if result.finished:
-            write_run_file(result.metrics_path, {"run_id": result.run_id, "dataset_hash": data.dataset_hash, "size": result.size,
+            write_run_file(run.metrics, {"run_id": result.run_id, "dataset_hash": data.dataset_hash, "size": result.size,
                                                  **{role: asdict(m) for role, m in result.roles.items()}})
             record_runs(project, result, actor)
     accelerator.wait_for_everyone()
