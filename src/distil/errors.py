@@ -106,6 +106,12 @@ class RunError(DistilError):
     default_hint = "list the runs with `distil ledger log --kind run.trained` (or look in .distil/runs/)"
 
 
+class DeploymentError(DistilError):
+    """A run may not be put into service: no verified ship decision, or the wrong person serving it."""
+
+    default_hint = "decide first (`distil decide --as <validator>`), or serve with --allow-unshipped, which the ledger records"
+
+
 class CapabilityError(DistilError):
     """A step asks a teacher for something it cannot give (e.g. logits from a text-only API)."""
 

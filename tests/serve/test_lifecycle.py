@@ -93,7 +93,8 @@ def test_distil_serve_process_answers_and_flushes_its_traffic_on_sigterm(classif
     port = free_port()
     env = {**os.environ, "DISTIL_API_KEY": "sk-proc", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "distil", "serve", "r1", "--spec", str(classify_project), "--port", str(port), "--threshold", "0"],
+        [sys.executable, "-m", "distil", "serve", "r1", "--spec", str(classify_project), "--port", str(port), "--threshold", "0",
+         "--as", "ops", "--allow-unshipped"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console
+from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console, identity
 
 
 @app.command()
@@ -21,18 +22,27 @@ def serve(
     no_teacher: Annotated[bool, typer.Option("--no-teacher", help="Serve the student alone: nothing escalates.")] = False,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Larger request bodies get 413.")] = 1 << 20,
     no_traffic: Annotated[bool, typer.Option("--no-traffic", help="Do not write the traffic log.")] = False,
+    allow_unshipped: Annotated[bool, typer.Option("--allow-unshipped", help="Serve a run with no ship decision (the deployment row says so).")] = False,
+    as_: AsOpt = None,
     spec: SpecOpt = None,
 ) -> None:
     """Serve a run over an OpenAI-compatible API (/v1/chat/completions, /v1/models, /v1/classify, /healthz, /metrics).
 
-    Example: distil serve --port 8000 --api-key sk-local
+    Only a run whose newest (verified) decision is ship, unless --allow-unshipped; the operator's start and stop
+    are recorded as signed `deployment` and `deployment.stopped` ledger rows.
+
+    Example: distil serve --as ops --port 8000 --api-key sk-local
     """
-    from distil.serve.runs import load_served
+    from distil.serve.deployment import plan_deployment, record_start, record_stop
+    from distil.serve.runs import load_served, served_run
     from distil.serve.server import create_app, make_server
     from distil.serve.traffic import TrafficLog, prune_traffic, traffic_dir
 
     project = _project(spec)
-    served = load_served(project, run, threshold=threshold, with_teacher=not no_teacher)
+    operator = identity(as_)
+    target = served_run(project, run)
+    deployment = plan_deployment(project, target.run_id, operator, host, port, allow_unshipped=allow_unshipped)
+    served = load_served(project, target.run_id, threshold=threshold, with_teacher=not no_teacher)
     m = project.spec.maintenance
     pruned = prune_traffic(traffic_dir(project.state_dir), m.traffic_retention_days)
     traffic = None if no_traffic else TrafficLog(traffic_dir(project.state_dir), sample_rate=m.traffic_sample_rate, redaction=m.redact,
@@ -54,8 +64,26 @@ def serve(
     table.add_row("traffic log", "off" if traffic is None else f"{traffic.folder} (sample {m.traffic_sample_rate:.0%}, text {text}, retention {retention})")
     if pruned:
         table.add_row("retention", f"deleted {len(pruned)} traffic shard(s) older than {m.traffic_retention_days} days")
+    if deployment.decision_seq is None:
+        table.add_row("decision", "[yellow]none: served with --allow-unshipped[/yellow]")
+    else:
+        table.add_row("decision", f"ship (ledger event {deployment.decision_seq})")
+    server = make_server(create_app(served, api_key=key, max_body_bytes=max_body_bytes, traffic=traffic), host=host, port=port)
+    deployment = record_start(project, deployment)
+    table.add_row("deployment", f"ledger event {deployment.event_seq}, operator {operator}")
     console.print(table)
-    make_server(create_app(served, api_key=key, max_body_bytes=max_body_bytes, traffic=traffic), host=host, port=port).run()
+    # uvicorn stops gracefully on SIGTERM, then raises the signal again under the handler it found: this one,
+    # so the process leaves through `finally` and the stop is recorded instead of dying on the default handler
+    signal.signal(signal.SIGTERM, _exit_quietly)
+    try:
+        server.run()
+    finally:
+        seq = record_stop(project, deployment)
+        console.print(f"stopped; recorded as ledger event {seq}")
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 @app.command()

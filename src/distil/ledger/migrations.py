@@ -106,4 +106,23 @@ def m003_evaluation_sets(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_events, m002_typed_tables, m003_evaluation_sets]
+def m004_deployments(conn: sqlite3.Connection) -> None:
+    # A run put into service (`distil serve`) and taken out of it: one row per `deployment` event (stopped_at
+    # null) and one per `deployment.stopped` event (started_seq names the deployment it ends).
+    conn.execute(
+        """CREATE TABLE deployments (
+            event_seq INTEGER NOT NULL REFERENCES events(seq),
+            run_id TEXT NOT NULL,
+            decision_seq INTEGER,
+            allow_unshipped INTEGER NOT NULL,
+            operator TEXT NOT NULL,
+            host TEXT NOT NULL,
+            port INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            stopped_at TEXT,
+            started_seq INTEGER
+        )"""
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_events, m002_typed_tables, m003_evaluation_sets, m004_deployments]

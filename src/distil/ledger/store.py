@@ -40,7 +40,7 @@ from distil.ledger.migrations import MIGRATIONS
 from distil.spec.names import same_person
 
 GENESIS = "sha256:" + "0" * 64
-TYPED_TABLES = ("teachers", "gates", "datasets", "runs", "evaluations", "decisions", "alerts", "evaluation_sets")
+TYPED_TABLES = ("teachers", "gates", "datasets", "runs", "evaluations", "decisions", "alerts", "evaluation_sets", "deployments")
 
 
 def canonical_json(value: Any) -> str:

@@ -26,8 +26,10 @@ from distil.teachers.registry import build_teacher
 
 
 def served_run(project: Project, run_id: str | None) -> RunDir:
-    """The run ``run_id`` (default: the newest decided ship, else the newest trained) with its student folder."""
-    run = run_or_latest(project, run_id, shipped_first=True)
+    """The run ``run_id`` (default: the router's first specialist, else the newest decided ship, else the newest
+    trained) with its student folder."""
+    specialists = project.spec.router.specialists
+    run = run_or_latest(project, run_id or (specialists[0] if specialists else None), shipped_first=True)
     if not run.student.is_dir():
         raise RunError(f"run {run.run_id}: no student/ folder under {run.folder}", hint=LIST_RUNS_HINT)
     return run
@@ -117,7 +119,7 @@ def load_served(project: Project, run_id: str | None = None, threshold: float | 
     Threshold: ``threshold`` if given, else the spec's number, else calibrated on the validation
     split (0.0 — the student answers everything — when there is nothing to calibrate on).
     """
-    run = served_run(project, run_id or (project.spec.router.specialists[0] if project.spec.router.specialists else None))
+    run = served_run(project, run_id)
     task = project.spec.task
     student: Any = load_student(run.checked_model("student"))  # its files checked against the ledger first
     if task.kind == "classify":
