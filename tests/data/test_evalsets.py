@@ -14,7 +14,7 @@ from distil.data import dedupe
 from distil.data.curate import curate
 from distil.data.evalsets import content_hash, locked_set, require_locked_test
 from distil.data.records import read_records, write_records
-from distil.errors import EvaluationSetError
+from distil.errors import EvaluationSetError, RecordedFileError
 from distil.evaluate.run import evaluate_run
 from distil.ledger.store import sha256_file
 from distil.spec.gate import lock_gate
@@ -109,7 +109,7 @@ def test_evaluate_refuses_a_test_split_that_is_not_the_locked_one(locked_project
     (project.runs_dir / "r1").mkdir(parents=True)
     project.ledger.append("run.trained", {"run_id": "r1"}, table="runs",  # r1 was trained on this dataset
                           row={"run_id": "r1", "dataset_hash": result.dataset_hash, "role": "student", "path": ".distil/runs/r1/student", "metrics": {}})
-    with pytest.raises(EvaluationSetError, match="not the locked test split"):
+    with pytest.raises(RecordedFileError, match="test.parquet changed since it was recorded"):  # the curate's own record first
         evaluate_run(project, "r1", models={})
     assert main(["evaluate", "r1", "--spec", str(project.spec_path)]) == 2
 
