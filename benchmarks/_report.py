@@ -28,21 +28,22 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, Python {platform.python_version()}, torch {torch_version}"
 
 
-def write_section(name: str, title: str, body: str, command: str | None = None) -> Path:
+def write_section(name: str, title: str, body: str, command: str | None = None, doc: Path = DOC) -> Path:
+    """Write (or replace) section ``name`` of ``doc`` (default docs/benchmarks.md)."""
     command = command or "python " + " ".join(sys.argv)
     block = (
         f"<!-- begin:{name} -->\n## {title}\n\n"
         f"Machine: {machine()}. Date: {dt.date.today().isoformat()}. Command: `{command}`.\n\n"
         f"{body.strip()}\n<!-- end:{name} -->\n"
     )
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else HEADER
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    text = doc.read_text(encoding="utf-8") if doc.exists() else HEADER
     pattern = re.compile(rf"<!-- begin:{re.escape(name)} -->.*?<!-- end:{re.escape(name)} -->\n?", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
-    tmp = DOC.with_suffix(".md.tmp")
+    tmp = doc.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")
-    tmp.replace(DOC)
-    return DOC
+    tmp.replace(doc)
+    return doc
 
 
 def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
