@@ -9,6 +9,7 @@ newest" run or dataset is.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
