@@ -39,8 +39,8 @@ def serve(
     from distil.serve.traffic import TrafficLog, prune_traffic, traffic_dir
 
     project = _project(spec)
-    operator = identity(as_)
     target = served_run(project, run)
+    operator = identity(as_)
     deployment = plan_deployment(project, target.run_id, operator, host, port, allow_unshipped=allow_unshipped)
     served = load_served(project, target.run_id, threshold=threshold, with_teacher=not no_teacher)
     m = project.spec.maintenance
