@@ -103,8 +103,10 @@ class Target:
     def distil(self, *args: str) -> tuple[str, int, str]:
         """Run a `distil` command in this process: (the command as typed, exit code, everything it printed)."""
         from distil.cli import main
+        from distil.cli.app import console, err_console
 
         out, err = io.StringIO(), io.StringIO()
+        console.width = err_console.width = 200  # tables as on a wide terminal: a cell is not folded over lines
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main([*args, "--spec", str(self.spec)])
         return "distil " + " ".join(args), code, err.getvalue() + out.getvalue()
@@ -277,7 +279,9 @@ def url_with_credentials(t: Target) -> list[tuple[str, str]]:
     leaked = [str(p.relative_to(t.root)) for p in t.root.rglob("*") if p.is_file() and p != t.spec and SECRET.encode() in p.read_bytes()]
     if SECRET in text or leaked:
         return [(command, f"**NOT caught**: the password was {'printed' if SECRET in text else 'written to ' + ', '.join(leaked)}")]
-    shown = re.search(r"openai:\S*\*\*\*@[^\s│]*", text)
+    if code == 2:
+        return [refused((command, code, text))[:1] + (refused((command, code, text))[1] + "; the password is in no output and no file",)]
+    shown = re.search(r"openai:[^\s│]*\*\*\*@[^\s│]*", text)
     if shown is None:
         return [(command, f"**NOT caught**: the URL is not shown with its password masked (exit {code})")]
     return [(command, f"stripped (exit {code}): shown as {shown.group(0)}; the password is in no output and no file")]
