@@ -96,7 +96,7 @@ def test_a_student_cut_from_the_embedded_teacher_exports_and_quantizes(tmp_path,
                                                               "prompt_template": "Ticket: {input}\nCategory:", "max_length": 256}))
     texts = [json.loads(line)["input"] for line in (project.root / "gold.jsonl").read_text().splitlines()][:150]
     shutil.rmtree(project.data_dir / "curated", ignore_errors=True)
-    write_curated(project, texts, np.random.default_rng(0).dirichlet(np.ones(3), size=len(texts)))
+    write_curated(project, texts, np.random.default_rng(0).dirichlet(np.ones(3), size=len(texts)), run_id="real")
     result = export_run(project, "real", "onnx", "int8")
     check = result.checks["onnx_vs_pytorch"]
     assert check["agreement_with_float"] >= 0.99 and check["max_abs_prob_diff"] < 1e-3

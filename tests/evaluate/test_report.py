@@ -68,7 +68,7 @@ def test_report_renders_in_headless_chromium(reported, tmp_path: Path):
     for name, (complete, width, height) in images.items():
         assert complete == "1" and int(width) > 100 and int(height) > 100, name
     assert lines[-1] == "verdict-rows 7"  # every threshold of the triage gate
-    assert 'id="verdict"' in dom and ">fail<" in dom
+    assert 'id="verdict"' in dom and ">FAIL</td>" in dom  # the fixture's student misses the gate
 
     shot = tmp_path / "report.png"
     subprocess.run([*base_command(tmp_path / "profile"), f"--screenshot={shot}", "--window-size=1200,2400", html.as_uri()], capture_output=True, timeout=120)
