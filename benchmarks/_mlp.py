@@ -43,7 +43,9 @@ class Targets:
     teacher_logits: Tensor | None = None
 
 
-def step_loss(logits: Tensor, labels: Tensor, teacher_logits: Tensor | None, temperature: float, alpha: float) -> Tensor:
+def step_loss(
+    logits: Tensor, labels: Tensor, teacher_logits: Tensor | None, temperature: float, alpha: float
+) -> Tensor:
     """α·CE(labels) + (1-α)·KL_T(teacher || student), or CE alone without a teacher.
 
     Rows without a label (-100) count only in the KD term; with α = 0 the labels are not used at all.
@@ -75,7 +77,9 @@ def train(
     only for models trained on hard labels, since soft targets belong to the inputs they were computed on.
     """
     if augment is not None and data.teacher_logits is not None:
-        raise ValueError("augment applies to hard-label training only; the teacher's targets are for the unaugmented inputs")
+        raise ValueError(
+            "augment applies to hard-label training only; the teacher's targets are for the unaugmented inputs"
+        )
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     n = len(data.x)

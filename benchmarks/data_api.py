@@ -34,9 +34,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _report import markdown_table, write_section  # noqa: E402
 
-ANSWER = {"id": "x", "object": "chat.completion", "model": "bench", "choices": [{
-    "index": 0, "message": {"role": "assistant", "content": "billing"}, "finish_reason": "stop",
-    "logprobs": {"content": [{"token": " billing", "logprob": -0.1, "top_logprobs": [{"token": " billing", "logprob": -0.1}, {"token": " account", "logprob": -2.4}]}]}}]}
+ANSWER = {
+    "id": "x",
+    "object": "chat.completion",
+    "model": "bench",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "billing"},
+            "finish_reason": "stop",
+            "logprobs": {
+                "content": [
+                    {
+                        "token": " billing",
+                        "logprob": -0.1,
+                        "top_logprobs": [
+                            {"token": " billing", "logprob": -0.1},
+                            {"token": " account", "logprob": -2.4},
+                        ],
+                    }
+                ]
+            },
+        }
+    ],
+}
 SERVERS = {
     "lean": "plain asyncio HTTP/1.1 server",
     "fastapi": "FastAPI under uvicorn",
@@ -96,7 +117,14 @@ def serve_fastapi(port: int, latency: float) -> None:
 
 # --- the clients --------------------------------------------------------------------------------------
 
-BODY = {"model": "bench", "messages": [{"role": "user", "content": "ticket 1"}], "max_tokens": 1, "temperature": 0.0, "logprobs": True, "top_logprobs": 5}
+BODY = {
+    "model": "bench",
+    "messages": [{"role": "user", "content": "ticket 1"}],
+    "max_tokens": 1,
+    "temperature": 0.0,
+    "logprobs": True,
+    "top_logprobs": 5,
+}
 
 
 async def aiohttp_loop(url: str, n: int, concurrency: int) -> None:
@@ -129,14 +157,19 @@ async def httpx_loop(url: str, n: int, concurrency: int) -> None:
 async def socket_loop(port: int, n: int, concurrency: int) -> None:
     """No HTTP library: one pre-encoded request at a time on each of ``concurrency`` keep-alive sockets."""
     body = json.dumps(BODY).encode()
-    request = b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (port, len(body), body)
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (port, len(body), body)
+    )
 
     async def connection(count: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         for _ in range(count):
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
+            length = next(
+                int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+            )
             json.loads(await reader.readexactly(length))
         writer.close()
 
@@ -156,7 +189,9 @@ def adapter(port: int, concurrency: int) -> Callable[[int], None]:
 
     def send(n: int) -> None:
         answers = teacher.complete([f"ticket {i}" for i in range(n)], max_tokens=1)
-        assert len(answers) == n and answers[-1].top_logprobs, "the adapter should return every answer with its logprobs"
+        assert len(answers) == n and answers[-1].top_logprobs, (
+            "the adapter should return every answer with its logprobs"
+        )
 
     return send
 
@@ -185,14 +220,20 @@ def measure(send: Callable[[int], None], n: int, repeats: int, concurrency: int,
         rates.append(n / (time.perf_counter() - start))
         client_ms.append((own_cpu_s() - client0) / n * 1000)
         server_ms.append((process_cpu_s(server_pid) - server0) / n * 1000)
-    return {"rate": statistics.median(rates), "client_ms": statistics.median(client_ms), "server_ms": statistics.median(server_ms)}
+    return {
+        "rate": statistics.median(rates),
+        "client_ms": statistics.median(client_ms),
+        "server_ms": statistics.median(server_ms),
+    }
 
 
 def start_server(name: str, latency: float) -> tuple[subprocess.Popen, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--server", name, "--latency", str(latency)])
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(port), "--server", name, "--latency", str(latency)]
+    )
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -230,19 +271,41 @@ def main() -> None:
             ("distil adapter (aiohttp)", args.requests, c, adapter(port, c)),
             ("bare aiohttp loop", args.requests, c, lambda n, url=url: asyncio.run(aiohttp_loop(url, n, c))),
             ("bare httpx loop", args.httpx_requests, c, lambda n, url=url: asyncio.run(httpx_loop(url, n, c))),
-            ("raw sockets, no HTTP library", args.requests, c, lambda n, port=port: asyncio.run(socket_loop(port, n, c))),
+            (
+                "raw sockets, no HTTP library",
+                args.requests,
+                c,
+                lambda n, port=port: asyncio.run(socket_loop(port, n, c)),
+            ),
         ]
-        if name == "lean":  # twice as many in flight: does the machine have the throughput, is it latency that is short?
+        if (
+            name == "lean"
+        ):  # twice as many in flight: does the machine have the throughput, is it latency that is short?
             clients.append(("distil adapter (aiohttp)", 2 * args.requests, 2 * c, adapter(port, 2 * c)))
         try:
             for client, n, in_flight, send in clients:
                 result = measure(send, n, args.repeats, in_flight, server.pid)
                 loads.append(os.getloadavg()[0])
                 rate, row_ideal = result["rate"], in_flight / args.latency
-                print(f"{name:8s} {client:29s} {in_flight:4d} in flight {rate:6.0f} req/s ({rate / row_ideal:.2f} of ideal), "
-                      f"client {result['client_ms']:.2f} ms CPU/request, server {result['server_ms']:.2f}, load {loads[-1]:.1f}", flush=True)
-                rows.append([SERVERS[name], client, in_flight, n, f"{rate:.0f}", f"{rate / row_ideal:.2f}", f"{in_flight / rate * 1000:.0f}",
-                             f"{result['client_ms']:.2f}", f"{rate * result['client_ms'] / 10:.0f}%", f"{result['server_ms']:.2f}"])
+                print(
+                    f"{name:8s} {client:29s} {in_flight:4d} in flight {rate:6.0f} req/s ({rate / row_ideal:.2f} of ideal), "
+                    f"client {result['client_ms']:.2f} ms CPU/request, server {result['server_ms']:.2f}, load {loads[-1]:.1f}",
+                    flush=True,
+                )
+                rows.append(
+                    [
+                        SERVERS[name],
+                        client,
+                        in_flight,
+                        n,
+                        f"{rate:.0f}",
+                        f"{rate / row_ideal:.2f}",
+                        f"{in_flight / rate * 1000:.0f}",
+                        f"{result['client_ms']:.2f}",
+                        f"{rate * result['client_ms'] / 10:.0f}%",
+                        f"{result['server_ms']:.2f}",
+                    ]
+                )
         finally:
             server.terminate()
             server.wait(timeout=10)
@@ -260,8 +323,21 @@ def main() -> None:
         "full core and more requests in flight raise the rate, what falls short is latency added to each request "
         "(waiting in the client's event loop behind other answers, and for a CPU), not the machine's throughput. "
         f"Load average (1 min) while measuring, the machine being shared: {min(loads):.1f} to {max(loads):.1f}.\n\n"
-        + markdown_table(["server", "client", "in flight", "requests", "requests/s", "fraction of ideal", "time per request (ms)",
-                          "client CPU ms/request", "client busy", "server CPU ms/request"], rows)
+        + markdown_table(
+            [
+                "server",
+                "client",
+                "in flight",
+                "requests",
+                "requests/s",
+                "fraction of ideal",
+                "time per request (ms)",
+                "client CPU ms/request",
+                "client busy",
+                "server CPU ms/request",
+            ],
+            rows,
+        )
     )
     if not args.no_write:
         write_section("data_api", "API teacher throughput", body)

@@ -46,7 +46,9 @@ def short_texts(n: int, seed: int = 0, dup_rate: float = 0.05) -> list[str]:
     return out
 
 
-def old_near_duplicate_pairs(texts: Sequence[str], threshold: float, num_perm: int = NUM_PERM) -> list[tuple[int, int, float]]:
+def old_near_duplicate_pairs(
+    texts: Sequence[str], threshold: float, num_perm: int = NUM_PERM
+) -> list[tuple[int, int, float]]:
     """The previous method: LSH at the threshold itself, confirmed by the MinHash estimate."""
     from datasketch import MinHashLSH
 
@@ -82,10 +84,14 @@ def exact_pairs(texts: Sequence[str], threshold: float) -> set[tuple[int, int]]:
         for g in s:
             index[g].append(i)
     candidates = {(a, b) for ids in index.values() for k, a in enumerate(ids) for b in ids[k + 1 :]}
-    return {(i, j) for i, j in candidates if len(shingles[i] & shingles[j]) / len(shingles[i] | shingles[j]) >= threshold}
+    return {
+        (i, j) for i, j in candidates if len(shingles[i] & shingles[j]) / len(shingles[i] | shingles[j]) >= threshold
+    }
 
 
-def measure(method: Callable, texts: list[str], threshold: float, repeats: int, truth: set[tuple[int, int]]) -> tuple[float, float, float]:
+def measure(
+    method: Callable, texts: list[str], threshold: float, repeats: int, truth: set[tuple[int, int]]
+) -> tuple[float, float, float]:
     """(median seconds, recall, precision) of one method."""
     times, found = [], set()
     for _ in range(repeats):
@@ -110,8 +116,23 @@ def main() -> None:
         truth = exact_pairs(texts, args.threshold)
         old_s, old_r, old_p = measure(old_near_duplicate_pairs, texts, args.threshold, args.repeats, truth)
         new_s, new_r, new_p = measure(near_duplicate_pairs, texts, args.threshold, args.repeats, truth)
-        rows.append([f"{n:,}", f"{len(truth):,}", f"{old_s:.1f}", f"{old_r:.3f}", f"{old_p:.3f}", f"{new_s:.1f}", f"{new_r:.3f}", f"{new_p:.3f}", f"{new_s / old_s:.2f}x"])
-        print(f"{n}: {len(truth)} true pairs; old {old_s:.2f}s recall {old_r:.3f} precision {old_p:.3f}; new {new_s:.2f}s recall {new_r:.3f} precision {new_p:.3f}", flush=True)
+        rows.append(
+            [
+                f"{n:,}",
+                f"{len(truth):,}",
+                f"{old_s:.1f}",
+                f"{old_r:.3f}",
+                f"{old_p:.3f}",
+                f"{new_s:.1f}",
+                f"{new_r:.3f}",
+                f"{new_p:.3f}",
+                f"{new_s / old_s:.2f}x",
+            ]
+        )
+        print(
+            f"{n}: {len(truth)} true pairs; old {old_s:.2f}s recall {old_r:.3f} precision {old_p:.3f}; new {new_s:.2f}s recall {new_r:.3f} precision {new_p:.3f}",
+            flush=True,
+        )
     load_after = os.getloadavg()[0]
     body = (
         f"Near-duplicate pairs at word-shingle Jaccard ≥ {args.threshold} (datasketch MinHash, {NUM_PERM} permutations, word 2-shingles) on "
@@ -120,7 +141,20 @@ def main() -> None:
         "threshold is proposed with probability ≥ 0.995, every candidate confirmed by the exact Jaccard. Truth: the exact Jaccard of every pair "
         f"sharing a shingle. Median of {args.repeats} runs each. Target: new ≤ 1.5x the old time. "
         f"Load average (1 min) while measuring, the machine being shared: {load_before:.1f} before, {load_after:.1f} after.\n\n"
-        + markdown_table(["texts", "true pairs", "old s", "old recall", "old precision", "new s", "new recall", "new precision", "new / old time"], rows)
+        + markdown_table(
+            [
+                "texts",
+                "true pairs",
+                "old s",
+                "old recall",
+                "old precision",
+                "new s",
+                "new recall",
+                "new precision",
+                "new / old time",
+            ],
+            rows,
+        )
     )
     if not args.no_write:
         write_section("data_dedupe", "Near-duplicate detection: recall, precision, time", body)

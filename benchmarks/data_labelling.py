@@ -18,8 +18,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _report import markdown_table, write_section  # noqa: E402
 
-SUBJECTS = ["my invoice", "the app", "my password", "the refund", "the upload page", "my account e-mail", "the yearly plan", "the export button"]
-PROBLEMS = ["is wrong", "crashes again", "does not work", "was charged twice", "shows an error", "needs to change", "is missing", "times out"]
+SUBJECTS = [
+    "my invoice",
+    "the app",
+    "my password",
+    "the refund",
+    "the upload page",
+    "my account e-mail",
+    "the yearly plan",
+    "the export button",
+]
+PROBLEMS = [
+    "is wrong",
+    "crashes again",
+    "does not work",
+    "was charged twice",
+    "shows an error",
+    "needs to change",
+    "is missing",
+    "times out",
+]
 
 
 def inputs(n: int, seed: int = 0) -> list[str]:
@@ -66,7 +84,10 @@ def main() -> None:
         f"Load average while measuring (the machine is shared): {os.getloadavg()[0]:.1f}.\n\n"
         + markdown_table(
             ["mode", "seconds", "inputs/s"],
-            [["one at a time, full prompt", f"{alone:.2f}", f"{args.n / alone:.1f}"], ["shared prefix KV reused, batched", f"{reuse:.2f}", f"{args.n / reuse:.1f}"]],
+            [
+                ["one at a time, full prompt", f"{alone:.2f}", f"{args.n / alone:.1f}"],
+                ["shared prefix KV reused, batched", f"{reuse:.2f}", f"{args.n / reuse:.1f}"],
+            ],
         )
         + f"\n\nSpeed-up {alone / reuse:.2f}×; max abs difference of the label distributions {diff:.1e}."
     )

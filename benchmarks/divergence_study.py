@@ -51,10 +51,36 @@ COMPLETION_LEN = RATIONALE_LEN + 1 + ANSWER_LEN  # rationale, "|", answer
 
 SIZES = {
     # Llama shapes are (hidden, layers, intermediate, heads)
-    "cpu": dict(train=4000, test=400, teacher=(64, 2, 128, 4), teacher_steps=500, student=(48, 2, 96, 4), student_steps=400,
-                batch=64, lr=5e-3, seeds=2, fractions=(0.125, 0.5, 1.0), lambdas=(0.0, 0.5, 1.0), on_policy_kind="jsd", on_policy_steps=200),
-    "tiny": dict(train=64, test=32, teacher=(16, 1, 32, 2), teacher_steps=3, student=(16, 1, 32, 2), student_steps=2,
-                 batch=8, lr=3e-3, seeds=1, fractions=(0.5, 1.0), lambdas=(0.0, 1.0), on_policy_kind="jsd", on_policy_steps=1),
+    "cpu": dict(
+        train=4000,
+        test=400,
+        teacher=(64, 2, 128, 4),
+        teacher_steps=500,
+        student=(48, 2, 96, 4),
+        student_steps=400,
+        batch=64,
+        lr=5e-3,
+        seeds=2,
+        fractions=(0.125, 0.5, 1.0),
+        lambdas=(0.0, 0.5, 1.0),
+        on_policy_kind="jsd",
+        on_policy_steps=200,
+    ),
+    "tiny": dict(
+        train=64,
+        test=32,
+        teacher=(16, 1, 32, 2),
+        teacher_steps=3,
+        student=(16, 1, 32, 2),
+        student_steps=2,
+        batch=8,
+        lr=3e-3,
+        seeds=1,
+        fractions=(0.5, 1.0),
+        lambdas=(0.0, 1.0),
+        on_policy_kind="jsd",
+        on_policy_steps=1,
+    ),
 }
 KINDS = {"forward_kl": {}, "reverse_kl": {}, "jsd": {"beta": 0.5}, "skew_forward_kl": {"alpha": 0.1}}
 
@@ -111,9 +137,19 @@ def llama(shape: tuple[int, int, int, int], seed: int):
 
     hidden, layers, inter, heads = shape
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=layers, intermediate_size=inter,
-                      num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=64,
-                      bos_token_id=BOS, eos_token_id=BOS, pad_token_id=BOS, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        intermediate_size=inter,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=64,
+        bos_token_id=BOS,
+        eos_token_id=BOS,
+        pad_token_id=BOS,
+        tie_word_embeddings=True,
+    )
     return LlamaForCausalLM(cfg)
 
 
@@ -175,7 +211,9 @@ def exact_match(model, test: list[tuple[int, int]], task: str) -> float:  # noqa
     return float(np.mean([g == answer(a, b) for g, (a, b) in zip(got, test, strict=True)]))
 
 
-def on_policy_loss(student, teacher, text: torch.Tensor, t_logits: torch.Tensor, mask: torch.Tensor, lam: float, kind: str, seed: int):  # noqa: ANN001
+def on_policy_loss(
+    student, teacher, text: torch.Tensor, t_logits: torch.Tensor, mask: torch.Tensor, lam: float, kind: str, seed: int
+):  # noqa: ANN001
     """GKD's mixed step as loss_fn(rows, step): with probability λ the divergence is taken on the student's own
     samples for the rows' prompts (scored by the teacher), otherwise on the teacher's text. Counts on-policy steps."""
     sampler = torch.Generator().manual_seed(10_000 + seed)
@@ -184,14 +222,20 @@ def on_policy_loss(student, teacher, text: torch.Tensor, t_logits: torch.Tensor,
     def loss(rows: torch.Tensor, step: int) -> torch.Tensor:
         counts["steps"] += 1
         if not on_policy_step_uses_student(lam, step_rng(seed, step)):
-            return L.distillation_loss(shifted_logits(student, text[rows]), t_logits[rows], mask[rows], kind=kind, **KINDS[kind])
+            return L.distillation_loss(
+                shifted_logits(student, text[rows]), t_logits[rows], mask[rows], kind=kind, **KINDS[kind]
+            )
         counts["on_policy"] += 1
         prompts = text[rows, :PROMPT_LEN]
-        completion, keep = sample_completions(student, prompts, torch.ones_like(prompts), COMPLETION_LEN, temperature=1.0, generator=sampler)
+        completion, keep = sample_completions(
+            student, prompts, torch.ones_like(prompts), COMPLETION_LEN, temperature=1.0, generator=sampler
+        )
         ids = torch.cat([prompts, completion], dim=1)
         with torch.no_grad():
             teacher_logits = shifted_logits(teacher, ids)
-        on_mask = completion_mask(ids, PROMPT_LEN) & torch.cat([torch.zeros(len(ids), PROMPT_LEN - 1, dtype=torch.bool), keep.bool()], dim=1)
+        on_mask = completion_mask(ids, PROMPT_LEN) & torch.cat(
+            [torch.zeros(len(ids), PROMPT_LEN - 1, dtype=torch.bool), keep.bool()], dim=1
+        )
         return L.distillation_loss(shifted_logits(student, ids), teacher_logits, on_mask, kind=kind, **KINDS[kind])
 
     return loss, counts
@@ -213,7 +257,14 @@ def run(size: str = "cpu") -> tuple[str, dict]:
     gold_t = targets(gold, PROMPT_LEN)
     teacher = llama(cfg["teacher"], seed=0)
     t0 = time.time()
-    fit(teacher, cfg["teacher_steps"], cfg["batch"], 0, lambda r, _: L.cross_entropy(shifted_logits(teacher, gold[r]), gold_t[r]), len(gold))
+    fit(
+        teacher,
+        cfg["teacher_steps"],
+        cfg["batch"],
+        0,
+        lambda r, _: L.cross_entropy(shifted_logits(teacher, gold[r]), gold_t[r]),
+        len(gold),
+    )
     teacher_seconds = time.time() - t0
     teacher_acc = exact_match(teacher, test_p, "R")
     # the teacher's own text for every training problem, and its logits on that text
@@ -221,7 +272,9 @@ def run(size: str = "cpu") -> tuple[str, dict]:
     with torch.no_grad():
         t_logits = torch.cat([shifted_logits(teacher, text[i : i + 256]) for i in range(0, len(text), 256)])
     text_t, text_mask = targets(text, PROMPT_LEN), completion_mask(text, PROMPT_LEN)
-    teacher_train_acc = float(np.mean([t.split("|")[-1] == answer(a, b) for t, (a, b) in zip(decode(text), train_p, strict=True)]))
+    teacher_train_acc = float(
+        np.mean([t.split("|")[-1] == answer(a, b) for t, (a, b) in zip(decode(text), train_p, strict=True)])
+    )
     steps, batch, lr = cfg["student_steps"], cfg["batch"], cfg["lr"]
     seconds: dict[str, list[float]] = {}
 
@@ -240,7 +293,9 @@ def run(size: str = "cpu") -> tuple[str, dict]:
             if kind == "cross_entropy":
                 loss = lambda r, _, s=s: L.cross_entropy(shifted_logits(s, text[r]), text_t[r])  # noqa: E731
             else:
-                loss = lambda r, _, s=s, kind=kind: L.distillation_loss(shifted_logits(s, text[r]), t_logits[r], text_mask[r], kind=kind, **KINDS[kind])  # noqa: E731
+                loss = lambda r, _, s=s, kind=kind: L.distillation_loss(  # noqa: E731
+                    shifted_logits(s, text[r]), t_logits[r], text_mask[r], kind=kind, **KINDS[kind]
+                )
             div[kind].append(timed(kind, s, loss, len(text), seed, "R"))
             if kind == cfg["on_policy_kind"]:
                 checkpoints.append(copy.deepcopy(s.state_dict()))
@@ -274,7 +329,8 @@ def run(size: str = "cpu") -> tuple[str, dict]:
                     loss = lambda r, _, s=s, k=keep: L.cross_entropy(shifted_logits(s, label_ids[k[r]]), label_t[k[r]])  # noqa: E731
                 else:
                     loss = lambda r, _, s=s, k=keep: L.rationale_multitask_loss(  # noqa: E731
-                        shifted_logits(s, label_ids[k[r]]), label_t[k[r]], shifted_logits(s, rat_ids[k[r]]), rat_t[k[r]])
+                        shifted_logits(s, label_ids[k[r]]), label_t[k[r]], shifted_logits(s, rat_ids[k[r]]), rat_t[k[r]]
+                    )
                 frac[(f, mode)].append(timed(mode, s, loss, len(keep), seed, "L"))
 
     def ms(v: list[float]) -> str:
@@ -286,34 +342,65 @@ def run(size: str = "cpu") -> tuple[str, dict]:
     def secs(arm: str) -> str:
         return f"{np.mean(seconds[arm]):.0f}" if arm in seconds else "—"
 
-    names = {"cross_entropy": "cross-entropy on the teacher's tokens (sequence-level KD)", "forward_kl": "forward KL",
-             "reverse_kl": "reverse KL", "jsd": "JSD(β=0.5)", "skew_forward_kl": "skew forward KL (α=0.1)"}
+    names = {
+        "cross_entropy": "cross-entropy on the teacher's tokens (sequence-level KD)",
+        "forward_kl": "forward KL",
+        "reverse_kl": "reverse KL",
+        "jsd": "JSD(β=0.5)",
+        "skew_forward_kl": "skew forward KL (α=0.1)",
+    }
     n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     student_params = n_params(llama(cfg["student"], 0))
     div_table = markdown_table(
-        ["student loss (on the teacher's text, completion tokens)", "test exact match, % (mean ± std)", "per seed", "train s / seed"],
+        [
+            "student loss (on the teacher's text, completion tokens)",
+            "test exact match, % (mean ± std)",
+            "per seed",
+            "train s / seed",
+        ],
         [[names[k], ms(v), per_seed(v), secs(k)] for k, v in div.items()],
     )
     lam_table = markdown_table(
-        [f"λ ({names[kind]}), {more} more steps", "share of those steps on the student's samples",
-         "test exact match, % (mean ± std)", "per seed", "train s / seed"],
-        [[f"{lam:g}" + (" (off-policy)" if lam == 0.0 else ""), f"{np.mean(lam_share[lam]):.2f}", ms(lam_acc[lam]), per_seed(lam_acc[lam]),
-          secs(f"λ={lam}")] for lam in cfg["lambdas"]],
+        [
+            f"λ ({names[kind]}), {more} more steps",
+            "share of those steps on the student's samples",
+            "test exact match, % (mean ± std)",
+            "per seed",
+            "train s / seed",
+        ],
+        [
+            [
+                f"{lam:g}" + (" (off-policy)" if lam == 0.0 else ""),
+                f"{np.mean(lam_share[lam]):.2f}",
+                ms(lam_acc[lam]),
+                per_seed(lam_acc[lam]),
+                secs(f"λ={lam}"),
+            ]
+            for lam in cfg["lambdas"]
+        ],
     )
     frac_table = markdown_table(
         ["share of the teacher's problems", "label-only", "per seed", "rationale multitask", "per seed"],
-        [[f"{f:.1%} ({max(1, round(f * len(train_p)))})", ms(frac[(f, 'label-only')]), per_seed(frac[(f, 'label-only')]),
-          ms(frac[(f, 'rationale multitask')]), per_seed(frac[(f, 'rationale multitask')])] for f in cfg["fractions"]],
+        [
+            [
+                f"{f:.1%} ({max(1, round(f * len(train_p)))})",
+                ms(frac[(f, "label-only")]),
+                per_seed(frac[(f, "label-only")]),
+                ms(frac[(f, "rationale multitask")]),
+                per_seed(frac[(f, "rationale multitask")]),
+            ]
+            for f in cfg["fractions"]
+        ],
     )
     th, tl, ti, tn = cfg["teacher"]
     sh, sl, si, sn = cfg["student"]
     body = f"""CPU-sized version. Not run: the issue's teacher trained from scratch on an H100 (no GPU for this work), so the
 teacher below is a small Llama trained on the CPU, and every figure is from one CPU thread. Run: all four divergences
-off-policy, on-policy λ ∈ {{{', '.join(f'{lam:g}' for lam in cfg['lambdas'])}}} with {names[kind]}, and rationale vs label-only at
-{', '.join(f'{f:.1%}' for f in cfg['fractions'])} of the data, {cfg['seeds']} seeds each.
+off-policy, on-policy λ ∈ {{{", ".join(f"{lam:g}" for lam in cfg["lambdas"])}}} with {names[kind]}, and rationale vs label-only at
+{", ".join(f"{f:.1%}" for f in cfg["fractions"])} of the data, {cfg["seeds"]} seeds each.
 Task: {DIGITS}-digit addition, {len(train_p)} training and {len(test_p)} held-out problems,
 sequences of {PROMPT_LEN + COMPLETION_LEN} tokens over a {len(VOCAB)}-symbol vocabulary.
-Teacher: Llama {th} hidden × {tl} layers ({n_params(teacher):,} parameters), {cfg['teacher_steps']} steps of batch {cfg['batch']}
+Teacher: Llama {th} hidden × {tl} layers ({n_params(teacher):,} parameters), {cfg["teacher_steps"]} steps of batch {cfg["batch"]}
 from scratch ({teacher_seconds:.0f} s): {100 * teacher_acc:.1f}% exact match on the held-out problems, {100 * teacher_train_acc:.1f}% on the
 training problems it then wrote rationales for. Students: Llama {sh} hidden × {sl} layers ({student_params:,} parameters), fresh
 weights, {steps} steps of batch {batch}, AdamW lr {lr:g} with distil's warm-up + cosine schedule
@@ -336,14 +423,21 @@ Rationale vs label-only (Distilling step-by-step; the student answers from the l
 
 {frac_table}
 """
-    return body, {"teacher_acc": teacher_acc, "divergences": div, "lambdas": lam_acc, "on_policy_share": lam_share,
-                  "fractions": frac}
+    return body, {
+        "teacher_acc": teacher_acc,
+        "divergences": div,
+        "lambdas": lam_acc,
+        "on_policy_share": lam_share,
+        "fractions": frac,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
     from _report import sized_main
 
-    return sized_main("divergence_study", "Divergence study on generated addition (CPU-sized)", __file__, run, SIZES, __doc__, argv)
+    return sized_main(
+        "divergence_study", "Divergence study on generated addition (CPU-sized)", __file__, run, SIZES, __doc__, argv
+    )
 
 
 if __name__ == "__main__":

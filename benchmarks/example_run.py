@@ -30,7 +30,9 @@ def run_example(name: str) -> Path:
     from distil.spec.io import load_project
 
     sponsor_name = load_project(spec).spec.roles.sponsor
-    subprocess.run([*DISTIL, "gate", "lock", "--as", sponsor_name, "--spec", spec], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*DISTIL, "gate", "lock", "--as", sponsor_name, "--spec", spec], check=True, stdout=subprocess.DEVNULL
+    )
     subprocess.run([*DISTIL, "run", "--spec", spec], check=True, stdout=subprocess.DEVNULL)
     return project
 
@@ -46,22 +48,43 @@ def summarise(project: Path) -> str:
     run_dir = sorted(p.runs_dir.glob("*/evaluation.json"))[-1].parent
     ev = json.loads((run_dir / "evaluation.json").read_text())
     kind = p.spec.task.kind
-    cols = ["accuracy", "agreement", "kl", "p95_ms", "params"] if kind == "classify" else ["agreement", "rouge_l", "p50_ms", "p95_ms", "params"]
+    cols = (
+        ["accuracy", "agreement", "kl", "p95_ms", "params"]
+        if kind == "classify"
+        else ["agreement", "rouge_l", "p50_ms", "p95_ms", "params"]
+    )
     rows = []
     for name in ("teacher", "student", "baseline"):
         block, gold = ev[name], ev[name].get("gold") or {}
-        row = [name] + [("-" if block.get(c) is None else (f"{block[c]:,}" if isinstance(block[c], int) else f"{block[c]:.3f}")) for c in cols]
+        row = [name] + [
+            ("-" if block.get(c) is None else (f"{block[c]:,}" if isinstance(block[c], int) else f"{block[c]:.3f}"))
+            for c in cols
+        ]
         gold_metric = gold.get("accuracy") if kind == "classify" else gold.get("rouge_l")
         row.append("-" if gold_metric is None else f"{gold_metric:.3f}")
         rows.append(row)
-    metric = "agreement = exact match with the teacher's text, rouge_l = mean ROUGE-L F1 against it" if kind == "generate" else "agreement = top-1 agreement with the teacher"
-    checks = [[c["name"], "-" if c["value"] is None else f"{c['value']:.3f}", c["threshold"], "pass" if c["passed"] else "FAIL"] for c in ev["gate"]["checks"]]
+    metric = (
+        "agreement = exact match with the teacher's text, rouge_l = mean ROUGE-L F1 against it"
+        if kind == "generate"
+        else "agreement = top-1 agreement with the teacher"
+    )
+    checks = [
+        [
+            c["name"],
+            "-" if c["value"] is None else f"{c['value']:.3f}",
+            c["threshold"],
+            "pass" if c["passed"] else "FAIL",
+        ]
+        for c in ev["gate"]["checks"]
+    ]
     return (
         f"Project `{p.spec.name}` ({kind}), student {p.spec.student.init or 'custom'}; cadence from gate lock to evaluation: "
         f"**{minutes:.1f} minutes** (one run). Held-out split of the curated data; {metric}; the last column scores the "
         "gold set (accuracy against the hand labels for classify; for generate, ROUGE-L against the teacher's text on the gold inputs).\n\n"
         + markdown_table(["model", *cols, "gold"], rows)
-        + "\n\nGate verdict:\n\n" + markdown_table(["threshold", "value", "limit", "verdict"], checks) + "\n"
+        + "\n\nGate verdict:\n\n"
+        + markdown_table(["threshold", "value", "limit", "verdict"], checks)
+        + "\n"
     )
 
 

@@ -31,10 +31,34 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _mlp import Targets, count_params, errors, logits_of, mean_std, mlp, train  # noqa: E402
 
 SIZES = {
-    "full": dict(seeds=5, teachers=3, teacher_channels=(32, 64), teacher_fc=256, teacher_epochs=50, student_hidden=(256, 256),
-                 student_epochs=100, temperatures=(1, 2, 4, 8, 20), alphas=(0.0, 0.1, 0.5), val=297, test=500, low_labels=100),
-    "tiny": dict(seeds=2, teachers=1, teacher_channels=(4, 8), teacher_fc=16, teacher_epochs=2, student_hidden=(8,), student_epochs=2,
-                 temperatures=(1, 4), alphas=(0.5,), val=297, test=500, low_labels=100),
+    "full": dict(
+        seeds=5,
+        teachers=3,
+        teacher_channels=(32, 64),
+        teacher_fc=256,
+        teacher_epochs=50,
+        student_hidden=(256, 256),
+        student_epochs=100,
+        temperatures=(1, 2, 4, 8, 20),
+        alphas=(0.0, 0.1, 0.5),
+        val=297,
+        test=500,
+        low_labels=100,
+    ),
+    "tiny": dict(
+        seeds=2,
+        teachers=1,
+        teacher_channels=(4, 8),
+        teacher_fc=16,
+        teacher_epochs=2,
+        student_hidden=(8,),
+        student_epochs=2,
+        temperatures=(1, 4),
+        alphas=(0.5,),
+        val=297,
+        test=500,
+        low_labels=100,
+    ),
 }
 OMITTED = 3
 BIAS_GRID = np.arange(0.0, 15.01, 0.25)
@@ -67,8 +91,18 @@ def convnet(channels: tuple[int, int], fc: int) -> nn.Sequential:
     """Teacher member: two 3×3 convolutions, a 2×2 max-pool and a dropout-regularised dense head. [B, 64] -> [B, 10]."""
     c1, c2 = channels
     return nn.Sequential(
-        nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.5), nn.Linear(c2 * 16, fc), nn.ReLU(), nn.Dropout(0.5), nn.Linear(fc, 10),
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, c1, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(c1, c2, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(c2 * 16, fc),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(fc, 10),
     )
 
 
@@ -77,12 +111,22 @@ def ensemble_logits(members, x: torch.Tensor) -> torch.Tensor:
     return torch.stack([logits_of(m, x).log_softmax(-1) for m in members]).mean(0).log_softmax(-1)
 
 
-def student(cfg: dict, data: Targets, seed: int, temperature: float = 1.0, alpha: float = 1.0, epochs: int | None = None):
+def student(
+    cfg: dict, data: Targets, seed: int, temperature: float = 1.0, alpha: float = 1.0, epochs: int | None = None
+):
     """The unregularised student MLP (no dropout, no weight decay, no jitter) on hard labels or soft targets."""
     torch.manual_seed(seed)
     model = mlp(64, list(cfg["student_hidden"]), 10)
-    return train(model, data, epochs=epochs or cfg["student_epochs"], seed=seed, lr=1e-3, batch_size=STUDENT_BATCH,
-                 temperature=temperature, alpha=alpha)
+    return train(
+        model,
+        data,
+        epochs=epochs or cfg["student_epochs"],
+        seed=seed,
+        lr=1e-3,
+        batch_size=STUDENT_BATCH,
+        temperature=temperature,
+        alpha=alpha,
+    )
 
 
 def best_bias(logits: torch.Tensor, y: torch.Tensor, cls: int) -> float:
@@ -101,8 +145,18 @@ def run_seed(cfg: dict, seed: int) -> dict:
     for k in range(cfg["teachers"]):
         torch.manual_seed(1000 * seed + k)
         m = convnet(cfg["teacher_channels"], cfg["teacher_fc"])
-        members.append(train(m, Targets(x_tr, y_tr), epochs=cfg["teacher_epochs"], seed=1000 * seed + k, lr=1e-3, batch_size=128,
-                             weight_decay=1e-4, augment=jitter))
+        members.append(
+            train(
+                m,
+                Targets(x_tr, y_tr),
+                epochs=cfg["teacher_epochs"],
+                seed=1000 * seed + k,
+                lr=1e-3,
+                batch_size=128,
+                weight_decay=1e-4,
+                augment=jitter,
+            )
+        )
     t_tr = ensemble_logits(members, x_tr)
     out = {
         "teacher_test": errors(ensemble_logits(members, x_te), y_te),
@@ -140,12 +194,19 @@ def omitted_and_low_label(cfg: dict, seed: int, r: dict, t: float, a: float) -> 
     # low-label arm: ~low_labels labelled rows (stratified), the rest of train as unlabelled transfer set
     g = np.random.default_rng(seed)
     per_class = cfg["low_labels"] // 10
-    labelled = np.concatenate([g.choice(np.flatnonzero(y_tr.numpy() == c), per_class, replace=False) for c in range(10)])
+    labelled = np.concatenate(
+        [g.choice(np.flatnonzero(y_tr.numpy() == c), per_class, replace=False) for c in range(10)]
+    )
     few = torch.full_like(y_tr, -100)
     few[labelled] = y_tr[labelled]
     # the same number of optimiser steps as the distilled student, which walks all train rows each epoch
     steps = cfg["student_epochs"] * math.ceil(len(x_tr) / STUDENT_BATCH)
-    hard_few = student(cfg, Targets(x_tr[labelled], y_tr[labelled]), seed, epochs=math.ceil(steps / math.ceil(len(labelled) / STUDENT_BATCH)))
+    hard_few = student(
+        cfg,
+        Targets(x_tr[labelled], y_tr[labelled]),
+        seed,
+        epochs=math.ceil(steps / math.ceil(len(labelled) / STUDENT_BATCH)),
+    )
     alpha_few = a if a > 0 else 0.1  # the labelled rows carry a hard-label term too
     dist_few = student(cfg, Targets(x_tr, few, t_tr), seed, temperature=t, alpha=alpha_few)
     out["low_hard"], out["low_dist"] = errors(logits_of(hard_few, x_te), y_te), errors(logits_of(dist_few, x_te), y_te)
@@ -183,11 +244,22 @@ def run(size: str = "full") -> tuple[str, dict]:
     main = markdown_table(
         ["model", "params", f"test errors / {n_te} (mean ± std)"],
         [
-            [f"teacher: ensemble of {cfg['teachers']} convnets (conv {c1}-{c2}, dense {cfg['teacher_fc']}), dropout 0.5, jittered inputs",
-             results[0]["teacher_params"], mean_std(teacher)],
+            [
+                f"teacher: ensemble of {cfg['teachers']} convnets (conv {c1}-{c2}, dense {cfg['teacher_fc']}), dropout 0.5, jittered inputs",
+                results[0]["teacher_params"],
+                mean_std(teacher),
+            ],
             [f"student {shape}, hard labels", results[0]["student_params"], mean_std(hard)],
-            [f"student, distilled (T={chosen[0]}, α={chosen[1]}, chosen on validation)", results[0]["student_params"], mean_std(dist)],
-            [f"student, distilled (T={best_test[0]}, α={best_test[1]}, best on test: optimistic)", results[0]["student_params"], mean_std(dist_best_test)],
+            [
+                f"student, distilled (T={chosen[0]}, α={chosen[1]}, chosen on validation)",
+                results[0]["student_params"],
+                mean_std(dist),
+            ],
+            [
+                f"student, distilled (T={best_test[0]}, α={best_test[1]}, best on test: optimistic)",
+                results[0]["student_params"],
+                mean_std(dist_best_test),
+            ],
         ],
     )
     sweep_rows = []
@@ -200,26 +272,37 @@ def run(size: str = "full") -> tuple[str, dict]:
     hard_val = np.mean([r["hard_val"] for r in results])
     e = lambda key, i: mean_std([x[key][i] for x in extra])  # noqa: E731
     omit = markdown_table(
-        ["student (digit 3 absent from the transfer set)", f"test errors / {n_te}", f"errors on the {np.mean([x['omit_count'] for x in extra]):.0f} test 3s"],
+        [
+            "student (digit 3 absent from the transfer set)",
+            f"test errors / {n_te}",
+            f"errors on the {np.mean([x['omit_count'] for x in extra]):.0f} test 3s",
+        ],
         [
             ["hard labels", e("omit_hard", 0), e("omit_hard", 1)],
             [f"distilled (T={chosen[0]}, α={chosen[1]})", e("omit_dist", 0), e("omit_dist", 1)],
-            [f"distilled + bias on the 3 logit (chosen on validation, {mean_std([x['omit_bias'] for x in extra], 2)})", e("omit_corrected", 0), e("omit_corrected", 1)],
+            [
+                f"distilled + bias on the 3 logit (chosen on validation, {mean_std([x['omit_bias'] for x in extra], 2)})",
+                e("omit_corrected", 0),
+                e("omit_corrected", 1),
+            ],
         ],
     )
     low = markdown_table(
         ["student", f"test errors / {n_te}"],
         [
             [f"{extra[0]['low_labelled']} hard labels only", mean_std([x["low_hard"] for x in extra])],
-            [f"{extra[0]['low_labelled']} hard labels + soft targets on all {n_tr} train inputs (T={chosen[0]}, α={extra[0]['low_alpha']})", mean_std([x["low_dist"] for x in extra])],
+            [
+                f"{extra[0]['low_labelled']} hard labels + soft targets on all {n_tr} train inputs (T={chosen[0]}, α={extra[0]['low_alpha']})",
+                mean_std([x["low_dist"] for x in extra]),
+            ],
         ],
     )
     reached = "reached" if np.mean(hard) > np.mean(teacher) and closed >= 0.91 else "not reached"
-    body = f"""Sizes: {cfg['seeds']} seeds (a fresh stratified split per seed: {n_tr} train, {n_va} validation, {n_te} test of the
-1797 digits). Teacher: {cfg['teachers']} convnets × {cfg['teacher_epochs']} epochs on the train digits, each batch shifted afresh by
+    body = f"""Sizes: {cfg["seeds"]} seeds (a fresh stratified split per seed: {n_tr} train, {n_va} validation, {n_te} test of the
+1797 digits). Teacher: {cfg["teachers"]} convnets × {cfg["teacher_epochs"]} epochs on the train digits, each batch shifted afresh by
 up to one pixel (the paper's jitter), dropout 0.5, weight decay 1e-4, batch 128, AdamW lr 1e-3; the paper's teacher is a
 dropout MLP, but on 8×8 digits an MLP ensemble is no better than the unregularised student MLP, so there is no gap to close.
-Student: MLP {shape}, {cfg['student_epochs']} epochs, batch {STUDENT_BATCH}, AdamW lr 1e-3, no regularisation of any kind.
+Student: MLP {shape}, {cfg["student_epochs"]} epochs, batch {STUDENT_BATCH}, AdamW lr 1e-3, no regularisation of any kind.
 Transfer set: the same {n_tr} train digits, unjittered, with the teacher ensemble's soft targets on them (and their
 hard labels for the α term). One CPU thread; {time.time() - started:.0f} s in all. Every loss value (teachers and students)
 comes from `distil.train.losses` (`cross_entropy`, `forward_kl` with temperature, `mixed_loss` = α·CE + (1-α)·KD); the
@@ -228,7 +311,7 @@ few-line Adam loop is `benchmarks/_mlp.py`.
 {main}
 
 Share of the teacher–student error gap closed by distillation (mean errors): **{closed:.0%}** with (T, α) chosen on
-validation (per seed: {', '.join('n/a (no gap)' if np.isnan(p) else f'{p:.0%}' for p in per_seed)}), {closed_opt:.0%} with the best-on-test cell. The paper's
+validation (per seed: {", ".join("n/a (no gap)" if np.isnan(p) else f"{p:.0%}" for p in per_seed)}), {closed_opt:.0%} with the best-on-test cell. The paper's
 MNIST figure is 91% (146 → 74 errors against the teacher's 67); the 91% goal is **{reached}** here.
 
 Temperature × α sweep: test errors (mean ± std over seeds) and, in brackets, mean validation errors / {n_va}, on which
@@ -242,20 +325,35 @@ minimises validation errors.
 
 {omit}
 
-Low-label arm (Hinton §3: 3% of the data): {extra[0]['low_labelled']} labelled digits (10 per class) vs the same labels plus the
+Low-label arm (Hinton §3: 3% of the data): {extra[0]["low_labelled"]} labelled digits (10 per class) vs the same labels plus the
 teacher's soft targets on every train input; both students take the same number of optimiser steps. (The teacher
 itself was trained on all {n_tr} labels.)
 
 {low}
 """
-    return body, {"closed": closed, "closed_optimistic": closed_opt, "chosen": chosen, "teacher": teacher, "hard": hard, "dist": dist,
-                  "extra": extra}
+    return body, {
+        "closed": closed,
+        "closed_optimistic": closed_opt,
+        "chosen": chosen,
+        "teacher": teacher,
+        "hard": hard,
+        "dist": dist,
+        "extra": extra,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
     from _report import sized_main
 
-    return sized_main("hinton_digits", "Hinton et al. 2015 on load_digits: distillation vs hard labels", __file__, run, SIZES, __doc__, argv)
+    return sized_main(
+        "hinton_digits",
+        "Hinton et al. 2015 on load_digits: distillation vs hard labels",
+        __file__,
+        run,
+        SIZES,
+        __doc__,
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,28 @@ from distil.data.tabular import munge  # noqa: E402
 from distil.train.losses import probs_to_logprobs  # noqa: E402
 
 SIZES = {
-    "full": dict(seeds=5, trees=200, boost=100, teacher_mlp=(64, 64), student_hidden=4, epochs=60, synthetic_factor=10, latency_repeats=7, mlp_iter=1000),
-    "tiny": dict(seeds=1, trees=5, boost=5, teacher_mlp=(8,), student_hidden=4, epochs=2, synthetic_factor=2, latency_repeats=2, mlp_iter=50),
+    "full": dict(
+        seeds=5,
+        trees=200,
+        boost=100,
+        teacher_mlp=(64, 64),
+        student_hidden=4,
+        epochs=60,
+        synthetic_factor=10,
+        latency_repeats=7,
+        mlp_iter=1000,
+    ),
+    "tiny": dict(
+        seeds=1,
+        trees=5,
+        boost=5,
+        teacher_mlp=(8,),
+        student_hidden=4,
+        epochs=2,
+        synthetic_factor=2,
+        latency_repeats=2,
+        mlp_iter=50,
+    ),
 }
 DATASETS = ("breast_cancer", "wine")
 ARMS = {
@@ -79,7 +99,11 @@ def metrics(probs: np.ndarray, y: np.ndarray) -> dict:
     probs = np.clip(probs, 1e-7, 1.0)
     probs = probs / probs.sum(1, keepdims=True)
     labels = list(range(probs.shape[1]))
-    auc = roc_auc_score(y, probs[:, 1]) if probs.shape[1] == 2 else roc_auc_score(y, probs, multi_class="ovr", labels=labels)
+    auc = (
+        roc_auc_score(y, probs[:, 1])
+        if probs.shape[1] == 2
+        else roc_auc_score(y, probs, multi_class="ovr", labels=labels)
+    )
     return {"acc": accuracy_score(y, probs.argmax(1)), "logloss": log_loss(y, probs, labels=labels), "auc": auc}
 
 
@@ -148,10 +172,19 @@ def run(size: str = "full") -> tuple[str, dict]:
             rows.append([label] + [mean_std([r[key][m] for r in rs], 3) for m in ("acc", "logloss", "auc")])
         mean = {arm: {m: np.mean([r[arm][m] for r in rs]) for m in ("acc", "logloss", "auc")} for arm in ARMS}
         better = lambda x, y, m, mean=mean: mean[x][m] < mean[y][m] if m == "logloss" else mean[x][m] > mean[y][m]  # noqa: E731
-        claims = {"MUNGE (c) > original (b)": ("c", "b"), "original (b) > random (d)": ("b", "d"),
-                  "distilled (b) > labels (a)": ("b", "a"), "distilled + MUNGE (c) > labels (a)": ("c", "a")}
-        verdicts[name] = {claim: {m: bool(better(x, y, m)) for m in ("acc", "logloss", "auc")} for claim, (x, y) in claims.items()}
-        verdict_rows = [[claim] + ["yes" if v[m] else "no" for m in ("acc", "logloss", "auc")] for claim, v in verdicts[name].items()]
+        claims = {
+            "MUNGE (c) > original (b)": ("c", "b"),
+            "original (b) > random (d)": ("b", "d"),
+            "distilled (b) > labels (a)": ("b", "a"),
+            "distilled + MUNGE (c) > labels (a)": ("c", "a"),
+        }
+        verdicts[name] = {
+            claim: {m: bool(better(x, y, m)) for m in ("acc", "logloss", "auc")} for claim, (x, y) in claims.items()
+        }
+        verdict_rows = [
+            [claim] + ["yes" if v[m] else "no" for m in ("acc", "logloss", "auc")]
+            for claim, v in verdicts[name].items()
+        ]
         sections.append(
             f"**{name}** ({rs[0]['n']} train rows, {rs[0]['extra']} synthetic rows in (c) and (d), 30% test; student "
             f"{rs[0]['student_params']} parameters; teacher/student size {np.median([r['size_ratio'] for r in rs]):.0f}× "
@@ -176,7 +209,15 @@ def run(size: str = "full") -> tuple[str, dict]:
 def main(argv: list[str] | None = None) -> dict:
     from _report import sized_main
 
-    return sized_main("munge", "MUNGE model compression (Bucilă et al. 2006) on breast cancer and wine", __file__, run, SIZES, __doc__, argv)
+    return sized_main(
+        "munge",
+        "MUNGE model compression (Bucilă et al. 2006) on breast cancer and wine",
+        __file__,
+        run,
+        SIZES,
+        __doc__,
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -55,25 +55,37 @@ def run() -> str:
     table = []
     for entity in sorted(hits):
         got = hits[entity]
-        table.append([entity, len(got), sum(got), f"{sum(got) / len(got):.0%}", ", ".join(f"`{m}`" for m in missed[entity]) or "-"])
+        table.append(
+            [
+                entity,
+                len(got),
+                sum(got),
+                f"{sum(got) / len(got):.0%}",
+                ", ".join(f"`{m}`" for m in missed[entity]) or "-",
+            ]
+        )
     total = [ok for got in hits.values() for ok in got]
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return "\n".join([
-        f"Labelled set: `{DATA.relative_to(DATA.parents[2])}`, {len(rows)} sentences, {len(total)} labelled spans. "
-        f"Load average before the run: {load}.",
-        "",
-        markdown_table(["entity", "spans", "masked", "recall", "missed"], table),
-        "",
-        f"All spans: {sum(total)} of {len(total)} masked ({sum(total) / len(total):.0%}). "
-        f"Clean sentences altered: {len(altered)} of {clean}" + (f" ({'; '.join(repr(a) for a in altered)})" if altered else "") + ".",
-        f"Time: {build_s:.1f} s to build the analyzer once (imports included), {per_text_ms:.2f} ms per sentence after that.",
-        "",
-        "Presidio runs its pattern recognisers here on a blank spaCy pipeline (no model is downloaded), so its "
-        "person and location detection is off. Names are found only after a cue (\"my name is\", \"I'm\", \"Dr\", a "
-        "sign-off); a name standing alone in a sentence is the known gap. Addresses are found by house number plus "
-        "street word, and UK / US postcodes; continental postcodes and street forms other than German `-straße` are not. "
-        "Account numbers are masked as runs of 6 or more digits, so shorter ones stay.",
-    ])
+    return "\n".join(
+        [
+            f"Labelled set: `{DATA.relative_to(DATA.parents[2])}`, {len(rows)} sentences, {len(total)} labelled spans. "
+            f"Load average before the run: {load}.",
+            "",
+            markdown_table(["entity", "spans", "masked", "recall", "missed"], table),
+            "",
+            f"All spans: {sum(total)} of {len(total)} masked ({sum(total) / len(total):.0%}). "
+            f"Clean sentences altered: {len(altered)} of {clean}"
+            + (f" ({'; '.join(repr(a) for a in altered)})" if altered else "")
+            + ".",
+            f"Time: {build_s:.1f} s to build the analyzer once (imports included), {per_text_ms:.2f} ms per sentence after that.",
+            "",
+            "Presidio runs its pattern recognisers here on a blank spaCy pipeline (no model is downloaded), so its "
+            'person and location detection is off. Names are found only after a cue ("my name is", "I\'m", "Dr", a '
+            "sign-off); a name standing alone in a sentence is the known gap. Addresses are found by house number plus "
+            "street word, and UK / US postcodes; continental postcodes and street forms other than German `-straße` are not. "
+            "Account numbers are masked as runs of 6 or more digits, so shorter ones stay.",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,8 +95,12 @@ def main(argv: list[str] | None = None) -> None:
     body = run()
     print(body)
     if not args.no_write:
-        write_section("pii_redaction", "Traffic redaction: recall per kind of personal data", body,
-                      command="python benchmarks/pii_redaction.py")
+        write_section(
+            "pii_redaction",
+            "Traffic redaction: recall per kind of personal data",
+            body,
+            command="python benchmarks/pii_redaction.py",
+        )
 
 
 if __name__ == "__main__":

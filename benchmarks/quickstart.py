@@ -39,14 +39,18 @@ def evaluation_of(project: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--installed", action="store_true", help="Time only `distil quickstart` with everything installed.")
+    parser.add_argument(
+        "--installed", action="store_true", help="Time only `distil quickstart` with everything installed."
+    )
     parser.add_argument("--no-write", action="store_true", help="Print, do not write docs/benchmarks.md.")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="distil-quickstart-"))
     env = {**os.environ}
     if args.installed:
         project = work / "distil-quickstart"
-        seconds = timed([str(ROOT / ".venv" / "bin" / "distil"), "quickstart", str(project)], work, env, work / "quickstart.log")
+        seconds = timed(
+            [str(ROOT / ".venv" / "bin" / "distil"), "quickstart", str(project)], work, env, work / "quickstart.log"
+        )
         what = "`distil quickstart` (installed, teacher cache warm)"
     else:
         clone = work / "clone"
@@ -59,22 +63,56 @@ def main() -> None:
     rows = []
     for name in ("teacher", "student", "baseline"):
         b, gold = ev[name], ev[name].get("gold") or {}
-        rows.append([name, f"{gold.get('accuracy', float('nan')):.3f}", f"{gold.get('agreement', float('nan')):.3f}",
-                     f"{gold.get('kl', float('nan')):.3f}", f"{b['agreement']:.3f}", f"{b['kl']:.3f}", f"{b['p95_ms']:.1f}", f"{b['params']:,}"])
-    checks = [[c["name"], c["value"] if c["value"] is None else f"{c['value']:.3f}", c["threshold"], "pass" if c["passed"] else "FAIL"]
-              for c in ev["gate"]["checks"]]
+        rows.append(
+            [
+                name,
+                f"{gold.get('accuracy', float('nan')):.3f}",
+                f"{gold.get('agreement', float('nan')):.3f}",
+                f"{gold.get('kl', float('nan')):.3f}",
+                f"{b['agreement']:.3f}",
+                f"{b['kl']:.3f}",
+                f"{b['p95_ms']:.1f}",
+                f"{b['params']:,}",
+            ]
+        )
+    checks = [
+        [
+            c["name"],
+            c["value"] if c["value"] is None else f"{c['value']:.3f}",
+            c["threshold"],
+            "pass" if c["passed"] else "FAIL",
+        ]
+        for c in ev["gate"]["checks"]
+    ]
     body = (
         f"{what}: **{seconds / 60:.1f} minutes** (one run).\n\n"
         f"The triage example's evaluation: the held-out split ({ev['student'].get('n', '?')} tickets) for agreement / KL, "
         "the 168-ticket gold set for accuracy, for agreement / KL with the teacher on more tickets, and for latency "
         f"({ev['student']['latency']['requests']} of its tickets timed at batch 1):\n\n"
-        + markdown_table(["model", "gold accuracy", "gold agreement", "gold KL", "held-out agreement", "held-out KL", "p95 ms (batch 1)", "params"], rows)
-        + "\n\nGate verdict:\n\n" + markdown_table(["threshold", "value", "limit", "verdict"], checks) + "\n"
+        + markdown_table(
+            [
+                "model",
+                "gold accuracy",
+                "gold agreement",
+                "gold KL",
+                "held-out agreement",
+                "held-out KL",
+                "p95 ms (batch 1)",
+                "params",
+            ],
+            rows,
+        )
+        + "\n\nGate verdict:\n\n"
+        + markdown_table(["threshold", "value", "limit", "verdict"], checks)
+        + "\n"
     )
     print(body)
     if not args.no_write:
-        write_section("quickstart_installed" if args.installed else "quickstart_fresh", "Quickstart on the embedded default"
-                      + (" (installed)" if args.installed else " (fresh clone)"), body)
+        write_section(
+            "quickstart_installed" if args.installed else "quickstart_fresh",
+            "Quickstart on the embedded default" + (" (installed)" if args.installed else " (fresh clone)"),
+            body,
+        )
 
 
 if __name__ == "__main__":

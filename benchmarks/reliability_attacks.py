@@ -38,8 +38,16 @@ SECRET = "s3cret-pass"
 
 def use_home(base: Path) -> None:
     """Point the config folder (keys, kept heads), home and caches at ``base``."""
-    os.environ.update({"HOME": str(base / "home"), "XDG_CONFIG_HOME": str(base / "config"), "XDG_CACHE_HOME": str(base / "cache"),
-                       "DISTIL_CACHE": str(base / "cache" / "distil"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    os.environ.update(
+        {
+            "HOME": str(base / "home"),
+            "XDG_CONFIG_HOME": str(base / "config"),
+            "XDG_CACHE_HOME": str(base / "cache"),
+            "DISTIL_CACHE": str(base / "cache" / "distil"),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+        }
+    )
     os.environ.pop("DISTIL_USER", None)
 
 
@@ -169,17 +177,25 @@ def edit_typed_row(t: Target) -> list[tuple[str, str]]:
 def forged_decision(event_seq: Callable[[Target], int]) -> Callable[[Target], list[tuple[str, str]]]:
     def attack(t: Target) -> list[tuple[str, str]]:
         seq = event_seq(t)
-        t.sql("INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (?, 'r1', 'ship', 'quinn', 'dev', ?)",
-              (seq, t.seq("evaluation")))
+        t.sql(
+            "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (?, 'r1', 'ship', 'quinn', 'dev', ?)",
+            (seq, t.seq("evaluation")),
+        )
         return [refused(t.distil("ledger", "verify")), refused(t.distil("serve", "--as", "ops"))]
 
     return attack
 
 
 def forged_gate_v2(t: Target) -> list[tuple[str, str]]:
-    t.sql("INSERT INTO gates (event_seq, version, sha256, canonical, locked_by, reason) VALUES (9999, 2, 'sha256:x', ?, 'maria', 'lower')",
-          (json.dumps({"gate": {"fidelity_min": 0.1}}),))
-    return [refused(t.distil("ledger", "verify")), refused(t.distil("gate", "show")), refused(t.distil("decide", "--as", "quinn"))]
+    t.sql(
+        "INSERT INTO gates (event_seq, version, sha256, canonical, locked_by, reason) VALUES (9999, 2, 'sha256:x', ?, 'maria', 'lower')",
+        (json.dumps({"gate": {"fidelity_min": 0.1}}),),
+    )
+    return [
+        refused(t.distil("ledger", "verify")),
+        refused(t.distil("gate", "show")),
+        refused(t.distil("decide", "--as", "quinn")),
+    ]
 
 
 def delete_middle_row(t: Target) -> list[tuple[str, str]]:
@@ -200,9 +216,11 @@ def delete_last_rows(t: Target) -> list[tuple[str, str]]:
     shutil.rmtree(t.folder / "config" / "distil" / "heads")  # the validator's own kept head gone too
     neither = refused(t.distil("ledger", "verify"))
     step, outcome = refused(t.distil("ledger", "verify", "--head", kept))
-    return [(signer_kept[0] + " (the validator's kept head)", signer_kept[1]),
-            (neither[0] + " (no head kept anywhere: the known limit)", neither[1]),
-            (step.replace(kept, "SEQ:HASH") + " (a head kept elsewhere)", outcome)]
+    return [
+        (signer_kept[0] + " (the validator's kept head)", signer_kept[1]),
+        (neither[0] + " (no head kept anywhere: the known limit)", neither[1]),
+        (step.replace(kept, "SEQ:HASH") + " (a head kept elsewhere)", outcome),
+    ]
 
 
 def appended_event(t: Target) -> list[tuple[str, str]]:
@@ -210,8 +228,15 @@ def appended_event(t: Target) -> list[tuple[str, str]]:
 
     seq = t.one("SELECT max(seq) FROM events")[0] + 1
     row = ("r1", "ship", "quinn", "dev", t.seq("evaluation"))
-    t.sql("INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (?, ?, ?, ?, ?, ?)", (seq, *row))
-    payload = {"run_id": "r1", "decision": "ship", "typed_row": {"table": "decisions", "sha256": typed_row_hash(t.db, "decisions", seq)}}
+    t.sql(
+        "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (?, ?, ?, ?, ?, ?)",
+        (seq, *row),
+    )
+    payload = {
+        "run_id": "r1",
+        "decision": "ship",
+        "typed_row": {"table": "decisions", "sha256": typed_row_hash(t.db, "decisions", seq)},
+    }
     forge_event(t.db, "decision", "quinn", payload)
     return [refused(t.distil("ledger", "verify")), refused(t.distil("serve", "r1", "--as", "ops"))]
 
@@ -235,12 +260,17 @@ def change_model(t: Target) -> list[tuple[str, str]]:
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01
     weights.write_bytes(bytes(data))
-    return [refused(t.distil("ledger", "verify")), refused(t.distil("serve", "r1", "--as", "ops", "--allow-unshipped")),
-            refused(t.distil("export", "r1", "--format", "safetensors"))]
+    return [
+        refused(t.distil("ledger", "verify")),
+        refused(t.distil("serve", "r1", "--as", "ops", "--allow-unshipped")),
+        refused(t.distil("export", "r1", "--format", "safetensors")),
+    ]
 
 
 def forged_ship_then_serve(t: Target) -> list[tuple[str, str]]:
-    t.sql("INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (9999, 'r1', 'ship', 'quinn', 'dev', 1)")
+    t.sql(
+        "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (9999, 'r1', 'ship', 'quinn', 'dev', 1)"
+    )
     return [refused(t.distil("serve", "r1", "--as", "ops"))]
 
 
@@ -264,23 +294,45 @@ def crafted_checkpoint(t: Target) -> list[tuple[str, str]]:
     state.parent.mkdir(parents=True)
     marker = t.folder / "code-ran"
     torch.save({"model": {}, "payload": _Marker(marker)}, state)
-    step, outcome = raised("read_checkpoint_state(state.pt), the first read of `distil train --resume r1`", lambda: read_checkpoint_state(state))
+    step, outcome = raised(
+        "read_checkpoint_state(state.pt), the first read of `distil train --resume r1`",
+        lambda: read_checkpoint_state(state),
+    )
     return [(step, outcome + ("; **code ran**" if marker.exists() else "; no code ran"))]
 
 
 def dotdot_run_id(t: Target) -> list[tuple[str, str]]:
-    return [refused(t.distil("serve", "../x", "--as", "ops", "--allow-unshipped")), refused(t.distil("evaluate", "../x")),
-            refused(t.distil("train", "--resume", "../x"))]
+    return [
+        refused(t.distil("serve", "../x", "--as", "ops", "--allow-unshipped")),
+        refused(t.distil("evaluate", "../x")),
+        refused(t.distil("train", "--resume", "../x")),
+    ]
 
 
 def url_with_credentials(t: Target) -> list[tuple[str, str]]:
-    t.spec.write_text(t.spec.read_text().replace("source: hf:", f"source: openai:http://user:{SECRET}@127.0.0.1:9/v1#m\n    # was hf:"))
+    t.spec.write_text(
+        t.spec.read_text().replace(
+            "source: hf:", f"source: openai:http://user:{SECRET}@127.0.0.1:9/v1#m\n    # was hf:"
+        )
+    )
     command, code, text = t.distil("check")
-    leaked = [str(p.relative_to(t.root)) for p in t.root.rglob("*") if p.is_file() and p != t.spec and SECRET.encode() in p.read_bytes()]
+    leaked = [
+        str(p.relative_to(t.root))
+        for p in t.root.rglob("*")
+        if p.is_file() and p != t.spec and SECRET.encode() in p.read_bytes()
+    ]
     if SECRET in text or leaked:
-        return [(command, f"**NOT caught**: the password was {'printed' if SECRET in text else 'written to ' + ', '.join(leaked)}")]
+        return [
+            (
+                command,
+                f"**NOT caught**: the password was {'printed' if SECRET in text else 'written to ' + ', '.join(leaked)}",
+            )
+        ]
     if code == 2:
-        return [refused((command, code, text))[:1] + (refused((command, code, text))[1] + "; the password is in no output and no file",)]
+        return [
+            refused((command, code, text))[:1]
+            + (refused((command, code, text))[1] + "; the password is in no output and no file",)
+        ]
     shown = re.search(r"openai:[^\s│]*\*\*\*@[^\s│]*", text)
     if shown is None:
         return [(command, f"**NOT caught**: the URL is not shown with its password masked (exit {code})")]
@@ -319,7 +371,10 @@ ATTACKS: list[tuple[str, Callable[[Target], list[tuple[str, str]]]]] = [
     ("crafted checkpoint with a pickled callable", crafted_checkpoint),
     ("run id `../x`", dotdot_run_id),
     ("teacher URL with credentials", url_with_credentials),
-    ("`.inf` price (cost.teacher_per_1m_requests)", spec_edit("teacher_per_1m_requests:", "teacher_per_1m_requests: .inf #")),
+    (
+        "`.inf` price (cost.teacher_per_1m_requests)",
+        spec_edit("teacher_per_1m_requests:", "teacher_per_1m_requests: .inf #"),
+    ),
     ("role name with a zero-width space", spec_edit("validator: quinn", "validator: qu\u200binn")),
     ("duplicate YAML key (roles.validator twice)", duplicate_key),
 ]
@@ -334,7 +389,9 @@ def run_attacks() -> tuple[list[list[str]], float]:
         for number, (attack, perform) in enumerate(ATTACKS, start=1):
             target = Target(base, Path(tmp) / f"attack-{number}")
             for step, outcome in perform(target):
-                shown = outcome.replace(str(target.root) + "/", "").replace(str(target.folder) + "/", "")  # the temporary folder
+                shown = outcome.replace(str(target.root) + "/", "").replace(
+                    str(target.folder) + "/", ""
+                )  # the temporary folder
                 rows.append([attack, f"`{step}`" if step.startswith("distil ") else step, cell(shown)])
                 attack = "〃"
     return rows, time.perf_counter() - started
@@ -348,12 +405,16 @@ def main() -> None:
 
     rows, seconds = run_attacks()
     missed = sum("NOT caught" in r[2] for r in rows)
-    body = (f"{len(ATTACKS)} attacks, {len(rows)} steps, {missed} not caught; {seconds:.0f} s in all. Each row is what the "
-            "step printed (its first line), not what it is expected to print.\n\n"
-            + markdown_table(["attack", "command / step", "outcome"], rows))
+    body = (
+        f"{len(ATTACKS)} attacks, {len(rows)} steps, {missed} not caught; {seconds:.0f} s in all. Each row is what the "
+        "step printed (its first line), not what it is expected to print.\n\n"
+        + markdown_table(["attack", "command / step", "outcome"], rows)
+    )
     print(body)
     if not args.no_write:
-        write_section("attacks", "Attacks on the paper trail", body, command="python benchmarks/reliability_attacks.py", doc=DOC)
+        write_section(
+            "attacks", "Attacks on the paper trail", body, command="python benchmarks/reliability_attacks.py", doc=DOC
+        )
 
 
 if __name__ == "__main__":

@@ -29,11 +29,16 @@ def one_run(items: int, seed: int) -> dict:
         labels = {r.input: r.label for r in result.records}
         prompts = [teacher.classify_prompt(t) for t in expected]
         return {
-            "seed": seed, "rates": RATES, "faults": Counter(stats.faults), "requests": stats.total_requests,
-            "records": len(record_labels(project.root)), "ledger": dataset_counts(project.root)[-1]["seed"],
+            "seed": seed,
+            "rates": RATES,
+            "faults": Counter(stats.faults),
+            "requests": stats.total_requests,
+            "records": len(record_labels(project.root)),
+            "ledger": dataset_counts(project.root)[-1]["seed"],
             "answered_once": sum(stats.answered[p] == 1 for p in prompts),
             "wrong": sum(labels.get(t) != lab for t, lab in expected.items()),
-            "lost": sum(t not in labels for t in expected), "verify": project.ledger.verify().ok,
+            "lost": sum(t not in labels for t in expected),
+            "verify": project.ledger.verify().ok,
         }
 
 
@@ -47,9 +52,15 @@ def table(runs: list[dict], items: int) -> str:
     lines.append("")
     lines.append("| outcome | " + " | ".join(f"seed {r['seed']}" for r in runs) + " |")
     lines.append("|---|" + "---|" * len(runs))
-    for key, title in (("requests", "HTTP requests sent"), ("answered_once", f"items answered exactly once (of {items})"),
-                       ("records", "records in the raw shard"), ("ledger", "count in the ledger's dataset row"),
-                       ("lost", "items lost"), ("wrong", "items with a wrong label"), ("verify", "`ledger verify` holds")):
+    for key, title in (
+        ("requests", "HTTP requests sent"),
+        ("answered_once", f"items answered exactly once (of {items})"),
+        ("records", "records in the raw shard"),
+        ("ledger", "count in the ledger's dataset row"),
+        ("lost", "items lost"),
+        ("wrong", "items with a wrong label"),
+        ("verify", "`ledger verify` holds"),
+    ):
         lines.append(f"| {title} | " + " | ".join(str(r[key]) for r in runs) + " |")
     return "\n".join(lines)
 

@@ -24,8 +24,14 @@ from tests.conftest import EXAMPLES  # noqa: E402
 from tests.review.browser import AVAILABLE, SKIP_REASON, browser_page  # noqa: E402
 from tests.review.conftest import finished_project, serving  # noqa: E402
 
-PAGES = {"project": "/", "rounds": "/rounds", "run": "/runs/run-1", "disagreements": "/runs/run-1/disagreements?slice=tone%3Durgent",
-         "signoff": "/signoff", "after_launch": "/after-launch"}
+PAGES = {
+    "project": "/",
+    "rounds": "/rounds",
+    "run": "/runs/run-1",
+    "disagreements": "/runs/run-1/disagreements?slice=tone%3Durgent",
+    "signoff": "/signoff",
+    "after_launch": "/after-launch",
+}
 
 
 def main() -> None:

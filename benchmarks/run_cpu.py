@@ -28,7 +28,11 @@ SCRIPTS: list[tuple[str, list[str]]] = [
 
 def plan() -> list[tuple[str, list[str]]]:
     known = {name for name, _ in SCRIPTS}
-    others = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_") and p.name != Path(__file__).name and p.name not in known)
+    others = sorted(
+        p.name
+        for p in BENCH.glob("*.py")
+        if not p.name.startswith("_") and p.name != Path(__file__).name and p.name not in known
+    )
     return [(n, a) for n, a in SCRIPTS if (BENCH / n).exists()] + [(n, []) for n in others]
 
 

@@ -28,7 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-TEXTS = [json.loads(line)["input"] for line in (ROOT / "examples" / "triage" / "gold.jsonl").read_text().splitlines() if line.strip()]
+TEXTS = [
+    json.loads(line)["input"]
+    for line in (ROOT / "examples" / "triage" / "gold.jsonl").read_text().splitlines()
+    if line.strip()
+]
 
 
 def build_models(tiny: bool, workdir: Path):
@@ -53,12 +57,20 @@ def build_models(tiny: bool, workdir: Path):
         teacher_spec = spec.teachers[0]
         n_layers = 6
     model, tokenizer, fingerprint = load_causal_lm(teacher_spec.source)
-    teacher = HFLocalTeacher(teacher_spec, spec.task, seed_shots(project), model=model, tokenizer=tokenizer, fingerprint=fingerprint)
+    teacher = HFLocalTeacher(
+        teacher_spec, spec.task, seed_shots(project), model=model, tokenizer=tokenizer, fingerprint=fingerprint
+    )
     student_dir = workdir / "student"
     student_from_teacher_layers(model, n_layers).save_pretrained(student_dir)
     tokenizer.save_pretrained(student_dir)
-    task = {"kind": "classify", "labels": labels, "label_token_ids": label_token_ids(tokenizer, labels),
-            "prompt_template": "Ticket: {input}\nCategory:", "max_length": 256, "max_new_tokens": 16}
+    task = {
+        "kind": "classify",
+        "labels": labels,
+        "label_token_ids": label_token_ids(tokenizer, labels),
+        "prompt_template": "Ticket: {input}\nCategory:",
+        "max_length": 256,
+        "max_new_tokens": 16,
+    }
     (student_dir / "distil_task.json").write_text(json.dumps(task))
     return LockedPredictor(load_predictor(student_dir)), LockedPredictor(teacher), labels
 
@@ -92,8 +104,13 @@ def load(url: str, seconds: float, clients: int = 8, max_requests: int = 100_000
         t.join()
     wall = time.monotonic() - started
     ms = np.array(latencies) * 1000
-    return {"n": len(ms), "errors": errors[0], "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
-            "p95_ms": float(np.percentile(ms, 95)) if len(ms) else float("nan"), "rps": len(ms) / wall}
+    return {
+        "n": len(ms),
+        "errors": errors[0],
+        "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
+        "p95_ms": float(np.percentile(ms, 95)) if len(ms) else float("nan"),
+        "rps": len(ms) / wall,
+    }
 
 
 def router_overhead_us(labels: list[str], n: int = 20_000) -> dict[str, float]:
@@ -134,10 +151,16 @@ def main() -> None:
         student, teacher, labels = build_models(args.tiny, workdir)
         # As `distil serve` does: each model behind a micro-batcher (concurrent requests share a pass).
         targets = {
-            "student, one pass per request (no micro-batching)": ServedModel("bench", "classify", labels, student, None, 0.0),
-            "student (threshold 0: nothing escalates)": ServedModel("bench", "classify", labels, batched(student), None, 0.0),
+            "student, one pass per request (no micro-batching)": ServedModel(
+                "bench", "classify", labels, student, None, 0.0
+            ),
+            "student (threshold 0: nothing escalates)": ServedModel(
+                "bench", "classify", labels, batched(student), None, 0.0
+            ),
             "teacher (served directly)": ServedModel("bench", "classify", labels, batched(teacher), None, 0.0),
-            "router, everything escalated (student + teacher)": ServedModel("bench", "classify", labels, batched(student), batched(teacher), NEVER),
+            "router, everything escalated (student + teacher)": ServedModel(
+                "bench", "classify", labels, batched(student), batched(teacher), NEVER
+            ),
         }
         results = {}
         for name, served in targets.items():
@@ -146,7 +169,9 @@ def main() -> None:
                 load(url, min(2.0, seconds))  # warm-up, not reported
                 for _ in range(args.repeats):
                     runs.append(load(url, seconds, args.clients))
-            results[name] = {k: statistics.median(r[k] for r in runs) for k in ("p50_ms", "p95_ms", "rps", "n", "errors")}
+            results[name] = {
+                k: statistics.median(r[k] for r in runs) for k in ("p50_ms", "p95_ms", "rps", "n", "errors")
+            }
             print(name, results[name], flush=True)
         overhead = router_overhead_us(labels)
         print("router overhead", overhead)
@@ -157,8 +182,15 @@ def main() -> None:
         return
     from _report import markdown_table, write_section
 
-    model = "tiny random Llama (4 layers) and a 2-layer student" if args.tiny else "SmolLM2-135M-Instruct teacher (few-shot, calibrated) and a 6-layer student cut from it"
-    rows = [[name, f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['rps']:.1f}", int(r["n"]), int(r["errors"])] for name, r in results.items()]
+    model = (
+        "tiny random Llama (4 layers) and a 2-layer student"
+        if args.tiny
+        else "SmolLM2-135M-Instruct teacher (few-shot, calibrated) and a 6-layer student cut from it"
+    )
+    rows = [
+        [name, f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['rps']:.1f}", int(r["n"]), int(r["errors"])]
+        for name, r in results.items()
+    ]
     body = (
         f"`/v1/classify`, one ticket per request, {args.clients} concurrent clients on 127.0.0.1, {seconds:.0f} s per run, "
         f"median of {args.repeats} runs after a warm-up; server and clients in one process (uvicorn in a thread), CPU only. "

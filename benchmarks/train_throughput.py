@@ -27,8 +27,24 @@ os.environ["WANDB_DISABLED"] = "true"
 
 SIZES = {
     # hidden, layers, intermediate, heads, kv heads
-    "cpu": {"teacher": (256, 4, 512, 4, 2), "student": (128, 2, 256, 4, 2), "seq": 256, "batch": 4, "steps": 10, "warm": 3, "vocab": 8000},
-    "cuda": {"teacher": (2048, 22, 5632, 32, 4), "student": (768, 12, 2048, 12, 4), "seq": 1024, "batch": 8, "steps": 25, "warm": 5, "vocab": 32000},
+    "cpu": {
+        "teacher": (256, 4, 512, 4, 2),
+        "student": (128, 2, 256, 4, 2),
+        "seq": 256,
+        "batch": 4,
+        "steps": 10,
+        "warm": 3,
+        "vocab": 8000,
+    },
+    "cuda": {
+        "teacher": (2048, 22, 5632, 32, 4),
+        "student": (768, 12, 2048, 12, 4),
+        "seq": 1024,
+        "batch": 8,
+        "steps": 25,
+        "warm": 5,
+        "vocab": 32000,
+    },
 }
 
 
@@ -38,9 +54,19 @@ def configs(device: str, vocab: int):
     s = SIZES[device]
 
     def cfg(h, layers, inter, heads, kv):
-        return LlamaConfig(vocab_size=vocab, hidden_size=h, num_hidden_layers=layers, intermediate_size=inter, num_attention_heads=heads,
-                           num_key_value_heads=kv, max_position_embeddings=2048, pad_token_id=1, eos_token_id=2, bos_token_id=2,
-                           attn_implementation="sdpa")
+        return LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=h,
+            num_hidden_layers=layers,
+            intermediate_size=inter,
+            num_attention_heads=heads,
+            num_key_value_heads=kv,
+            max_position_embeddings=2048,
+            pad_token_id=1,
+            eos_token_id=2,
+            bos_token_id=2,
+            attn_implementation="sdpa",
+        )
 
     return cfg(*s["teacher"]), cfg(*s["student"])
 
@@ -142,8 +168,12 @@ def run_distil_cached(device: str, vocab: int, epochs: int, steps_per_epoch: int
             opt.zero_grad(set_to_none=True)
     sync(device)
     total = time.perf_counter() - start
-    return {"total_s": total, "cache_s": built, "cache_bytes": sum(int(i.nbytes + v.nbytes) for i, v in cache),
-            "tokens": s["batch"] * s["seq"] * steps_per_epoch}
+    return {
+        "total_s": total,
+        "cache_s": built,
+        "cache_bytes": sum(int(i.nbytes + v.nbytes) for i, v in cache),
+        "tokens": s["batch"] * s["seq"] * steps_per_epoch,
+    }
 
 
 def run_trl(device: str, vocab: int, steps: int | None = None) -> dict:
@@ -159,17 +189,23 @@ def run_trl(device: str, vocab: int, steps: int | None = None) -> dict:
     words = [f"w{i}" for i in range(vocab - 10)]
     tk = Tokenizer(tok_models.WordLevel(unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tk.train_from_iterator([" ".join(words)] + ["<|user|> <|assistant|>"],
-                           trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<eos>", "<|user|>", "<|assistant|>"]))
+    tk.train_from_iterator(
+        [" ".join(words)] + ["<|user|> <|assistant|>"],
+        trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<eos>", "<|user|>", "<|assistant|>"]),
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
-    tok.chat_template = ("{% for m in messages %}{{ '<|' + m['role'] + '|> ' + m['content'] + ' <eos> ' }}{% endfor %}"
-                         "{% if add_generation_prompt %}{{ '<|assistant|> ' }}{% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}{{ '<|' + m['role'] + '|> ' + m['content'] + ' <eos> ' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|> ' }}{% endif %}"
+    )
     teacher, student = models(device, vocab)
     half = s["seq"] // 2
     text = lambda n: " ".join(random.choice(words) for _ in range(n))  # noqa: E731
     steps = steps or s["steps"]
-    rows = [{"messages": [{"role": "user", "content": text(half - 8)}, {"role": "assistant", "content": text(half + 8)}]}
-            for _ in range(s["batch"] * (steps + 2))]
+    rows = [
+        {"messages": [{"role": "user", "content": text(half - 8)}, {"role": "assistant", "content": text(half + 8)}]}
+        for _ in range(s["batch"] * (steps + 2))
+    ]
     times: list[float] = []
 
     class Timer(TrainerCallback):
@@ -181,17 +217,43 @@ def run_trl(device: str, vocab: int, steps: int | None = None) -> dict:
             sync(device)
             times.append(time.perf_counter() - self.t)
 
-    args = GKDConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=s["batch"], max_length=s["seq"], max_steps=steps,
-                     lmbda=0.0, beta=0.0, temperature=1.0, bf16=device == "cuda", use_cpu=device == "cpu", logging_steps=1000,
-                     save_strategy="no", report_to=[], learning_rate=1e-4, dataloader_num_workers=0, seq_kd=False, disable_dropout=True)
-    trainer = GKDTrainer(model=student, teacher_model=teacher, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[Timer()])
+    args = GKDConfig(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=s["batch"],
+        max_length=s["seq"],
+        max_steps=steps,
+        lmbda=0.0,
+        beta=0.0,
+        temperature=1.0,
+        bf16=device == "cuda",
+        use_cpu=device == "cpu",
+        logging_steps=1000,
+        save_strategy="no",
+        report_to=[],
+        learning_rate=1e-4,
+        dataloader_num_workers=0,
+        seq_kd=False,
+        disable_dropout=True,
+    )
+    trainer = GKDTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        callbacks=[Timer()],
+    )
     batch = next(iter(trainer.get_train_dataloader()))
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     trainer.train()
     sync(device)
-    return {"tokens_per_step": int(batch["attention_mask"].sum()), "times": times, "total_s": time.perf_counter() - start}
+    return {
+        "tokens_per_step": int(batch["attention_mask"].sum()),
+        "times": times,
+        "total_s": time.perf_counter() - start,
+    }
 
 
 CACHE_EPOCHS, CACHE_STEPS_PER_EPOCH = 3, 8
@@ -206,17 +268,37 @@ def child(which: str, device: str, vocab: int) -> None:
         if which == "distil-cache":
             result = run_distil_cached(device, vocab, CACHE_EPOCHS, CACHE_STEPS_PER_EPOCH)
         else:
-            result = {k: v for k, v in run_trl(device, vocab, CACHE_EPOCHS * CACHE_STEPS_PER_EPOCH).items() if k != "times"}
-        peak = torch.cuda.max_memory_allocated() if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            result = {
+                k: v for k, v in run_trl(device, vocab, CACHE_EPOCHS * CACHE_STEPS_PER_EPOCH).items() if k != "times"
+            }
+        peak = (
+            torch.cuda.max_memory_allocated()
+            if device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        )
         print("RESULT " + json.dumps({**result, "peak_bytes": peak}))
         return
     result = run_distil(device, vocab) if which == "distil" else run_trl(device, vocab)
     warm = SIZES[device]["warm"]
     kept = sorted(result["times"][warm:])
     median = kept[len(kept) // 2]
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print("RESULT " + json.dumps({"tokens_per_s": result["tokens_per_step"] / median, "step_s": median, "peak_bytes": peak,
-                                  "tokens_per_step": result["tokens_per_step"], "steps_timed": len(kept)}))
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "tokens_per_s": result["tokens_per_step"] / median,
+                "step_s": median,
+                "peak_bytes": peak,
+                "tokens_per_step": result["tokens_per_step"],
+                "steps_timed": len(kept),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -224,8 +306,12 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--vocab", type=int, default=None)
     parser.add_argument("--child", choices=["distil", "trl", "distil-cache", "trl-epochs"], default=None)
-    parser.add_argument("--mode", choices=["step", "cache"], default="step",
-                        help="step: median step time and peak memory; cache: total time of 3 epochs, distil's cache build included.")
+    parser.add_argument(
+        "--mode",
+        choices=["step", "cache"],
+        default="step",
+        help="step: median step time and peak memory; cache: total time of 3 epochs, distil's cache build included.",
+    )
     parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/benchmarks.md alone.")
     args = parser.parse_args()
     vocab = args.vocab or SIZES[args.device]["vocab"]
@@ -243,8 +329,13 @@ def main() -> None:
 
     s = SIZES[args.device]
     tcfg, scfg = configs(args.device, vocab)
-    rows = [[name, f"{r['tokens_per_s']:,.0f}", f"{r['step_s'] * 1000:,.1f}", f"{r['peak_bytes'] / 2**20:,.0f}"] for name, r in results.items()]
-    if args.device == "cuda":  # model FLOPs utilisation: 6·N per student token (forward + backward), 2·N per teacher token
+    rows = [
+        [name, f"{r['tokens_per_s']:,.0f}", f"{r['step_s'] * 1000:,.1f}", f"{r['peak_bytes'] / 2**20:,.0f}"]
+        for name, r in results.items()
+    ]
+    if (
+        args.device == "cuda"
+    ):  # model FLOPs utilisation: 6·N per student token (forward + backward), 2·N per teacher token
         import torch
         from transformers import LlamaForCausalLM
 
@@ -259,20 +350,29 @@ def main() -> None:
         f"{scfg.hidden_size} × {scfg.num_hidden_layers} layers; batch {s['batch']}, sequence {s['seq']}; forward KL (TRL: λ=0, β=0). "
         f"Median of {s['steps'] - s['warm']} steps after {s['warm']} warm-up steps; each contender in its own process "
         f"({'peak = max allocated GPU memory' if args.device == 'cuda' else 'peak = max resident set size of the process, models and Python included'}).\n\n"
-        + markdown_table(["trainer", "tokens/s", "step ms", "peak MiB"] + (["MFU (of 989 TFLOP/s bf16)"] if args.device == "cuda" else []), rows)
+        + markdown_table(
+            ["trainer", "tokens/s", "step ms", "peak MiB"]
+            + (["MFU (of 989 TFLOP/s bf16)"] if args.device == "cuda" else []),
+            rows,
+        )
         + f"\n\ndistil / TRL: {ratio:.2f}× the tokens/s at {mem:.2f}× the peak memory. distil runs the vocabulary projection and "
         "the loss in 1024-position chunks whose backward runs inside the same chunk, so [batch, seq, vocab] is never built; "
         "TRL materialises full teacher and student logits."
     )
-    write_section(f"train_throughput_{args.device}", f"Training throughput: distil vs TRL GKDTrainer ({args.device})", body)
+    write_section(
+        f"train_throughput_{args.device}", f"Training throughput: distil vs TRL GKDTrainer ({args.device})", body
+    )
 
 
 def run_children(device: str, vocab: int, names: tuple[str, ...]) -> dict[str, dict]:
     """Each contender in its own process (so its peak memory is its own); its RESULT line, or the error."""
     results = {}
     for which in names:
-        done = subprocess.run([sys.executable, __file__, "--device", device, "--vocab", str(vocab), "--child", which],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--device", device, "--vocab", str(vocab), "--child", which],
+            capture_output=True,
+            text=True,
+        )
         line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
         results[which] = json.loads(line[-1][7:]) if line else {"error": done.stderr[-600:]}
         print(which, results[which], flush=True)
@@ -288,8 +388,20 @@ def cache_main(args, vocab: int) -> None:  # noqa: ANN001
 
     s = SIZES[args.device]
     ours, theirs = results["distil-cache"], results["trl-epochs"]
-    rows = [["distil, offline top-32 cache", f"{ours['total_s']:,.1f}", f"{ours['cache_s']:,.1f}", f"{ours['peak_bytes'] / 2**20:,.0f}"],
-            ["TRL GKDTrainer (teacher forward every step)", f"{theirs['total_s']:,.1f}", "-", f"{theirs['peak_bytes'] / 2**20:,.0f}"]]
+    rows = [
+        [
+            "distil, offline top-32 cache",
+            f"{ours['total_s']:,.1f}",
+            f"{ours['cache_s']:,.1f}",
+            f"{ours['peak_bytes'] / 2**20:,.0f}",
+        ],
+        [
+            "TRL GKDTrainer (teacher forward every step)",
+            f"{theirs['total_s']:,.1f}",
+            "-",
+            f"{theirs['peak_bytes'] / 2**20:,.0f}",
+        ],
+    ]
     body = (
         f"The configuration of the step benchmark above (vocabulary {vocab:,}, batch {s['batch']}, sequence {s['seq']}), "
         f"{CACHE_STEPS_PER_EPOCH} batches per epoch, {CACHE_EPOCHS} epochs. distil runs the teacher once over the data and keeps "
@@ -300,7 +412,9 @@ def cache_main(args, vocab: int) -> None:  # noqa: ANN001
         + f"\n\ndistil / TRL total time: {ours['total_s'] / theirs['total_s']:.2f}×. Load average at the end (the machine is shared): "
         f"{os.getloadavg()[0]:.1f}."
     )
-    write_section(f"train_cache_{args.device}", f"Three epochs with the offline teacher cache vs TRL ({args.device})", body)
+    write_section(
+        f"train_cache_{args.device}", f"Three epochs with the offline teacher cache vs TRL ({args.device})", body
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ def _isolated_home(tmp_path_factory, monkeypatch, request):
     yield
 
 
-def build_tiny_causal_lm(folder: Path, layers: int = 4, hidden: int = 64, seed: int = 0, vocab_size: int | None = None) -> Path:
+def build_tiny_causal_lm(
+    folder: Path, layers: int = 4, hidden: int = 64, seed: int = 0, vocab_size: int | None = None
+) -> Path:
     """Save a random-weight Llama (hidden 64, 4 layers by default) with the tiny tokenizer into ``folder``."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -81,8 +83,15 @@ def build_tiny_encoder(folder: Path, layers: int = 2, hidden: int = 32, seed: in
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     tokenizer = BertTokenizerFast(vocab=str(TINY_WORDPIECE), do_lower_case=True)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=hidden * 2, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(seed)
     model = BertModel(config)
     folder.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,9 @@ def state(triage_project):
 def test_a_step_is_skipped_when_its_key_is_unchanged(state):
     action = FakeAction()
     first = run_step(state, "train", KEY, action, announce=lambda _: None)
-    again = run_step(CadenceState(load_project(state.path.parents[1] / "distil.yaml")), "train", KEY, action, announce=lambda _: None)
+    again = run_step(
+        CadenceState(load_project(state.path.parents[1] / "distil.yaml")), "train", KEY, action, announce=lambda _: None
+    )
     assert len(action.calls) == 1 and not first.skipped and again.skipped
     assert again.output == first.output == {"run_id": "run-new", "n": 1}
 
@@ -135,7 +137,9 @@ def test_a_damaged_state_file_costs_only_a_recheck(state):
     state.path.parent.mkdir(parents=True, exist_ok=True)
     state.path.write_text("{not json")
     action = FakeAction()
-    outcome = run_step(CadenceState(load_project(state.path.parents[1] / "distil.yaml")), "train", KEY, action, announce=lambda _: None)
+    outcome = run_step(
+        CadenceState(load_project(state.path.parents[1] / "distil.yaml")), "train", KEY, action, announce=lambda _: None
+    )
     assert not outcome.skipped and len(action.calls) == 1
 
 
@@ -157,7 +161,14 @@ def test_whole_cadence_then_rerun_does_nothing(tiny_project):
         assert {"accuracy", "agreement", "kl", "p95_ms", "params", "slices"} <= set(evaluation[model])
     assert Path(result.report_path).read_text().startswith("<!")
     kinds = [e.kind for e in project.ledger.events()]
-    for kind in ("gate.locked", "teacher.registered", "dataset.generated", "dataset.curated", "run.trained", "evaluation"):
+    for kind in (
+        "gate.locked",
+        "teacher.registered",
+        "dataset.generated",
+        "dataset.curated",
+        "run.trained",
+        "evaluation",
+    ):
         assert kind in kinds
     assert project.ledger.verify(base=project.root).ok
 
@@ -258,8 +269,12 @@ def test_two_iterate_rounds_keep_the_locked_test_split_then_the_limit_and_the_ki
     assert first.labelled > 0  # new data did go through curate
     from distil.data.records import read_records
 
-    test_inputs = {r.input for r in read_records(project.path(project.ledger.latest("evaluation_sets", "name = 'test'")["path"]))}
-    assert first.failures and not {f.input for f in first.failures + second.failures} & test_inputs  # mined outside test
+    test_inputs = {
+        r.input for r in read_records(project.path(project.ledger.latest("evaluation_sets", "name = 'test'")["path"]))
+    }
+    assert (
+        first.failures and not {f.input for f in first.failures + second.failures} & test_inputs
+    )  # mined outside test
     rows = [e.payload for e in project.ledger.events(kind="iteration")]
     assert [r["round"] for r in rows] == [1, 2]
     assert rows[0]["to_run"] == rows[1]["from_run"] != rows[0]["from_run"]

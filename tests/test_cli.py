@@ -83,7 +83,18 @@ def test_every_command_that_records_an_actor_takes_the_one_as_option():
         for param in getattr(cmd, "params", []):
             if "--as" in getattr(param, "opts", []):
                 takes_as[name] = param
-    assert {"run", "iterate", "quickstart", "train", "evaluate", "generate", "curate", "decide", "gate lock", "export"} <= set(takes_as)
+    assert {
+        "run",
+        "iterate",
+        "quickstart",
+        "train",
+        "evaluate",
+        "generate",
+        "curate",
+        "decide",
+        "gate lock",
+        "export",
+    } <= set(takes_as)
     for name, param in takes_as.items():
         assert param.envvar == "DISTIL_USER", f"`distil {name} --as` does not read $DISTIL_USER"
 

@@ -20,15 +20,25 @@ THIRD_PARTY = ("Warning", "LOAD REPORT", "Loading weights", "it/s]", "[transform
 
 
 def run_cli(args: list[str], **env: str) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("TQDM_", "TRANSFORMERS_VERB", "HF_HUB_DISABLE", "DISTIL_PROGRESS"))}
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TQDM_", "TRANSFORMERS_VERB", "HF_HUB_DISABLE", "DISTIL_PROGRESS"))
+    }
     environment.update({"PYTHONPATH": str(SRC), "COLUMNS": "200", **env})
     # captured: stdout and stderr are pipes, not a terminal, as under CI, nohup or a log file
-    return subprocess.run([sys.executable, "-m", "distil", *args], capture_output=True, text=True, env=environment, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "distil", *args], capture_output=True, text=True, env=environment, timeout=300
+    )
 
 
 def test_train_in_a_log_is_quiet_and_shows_progress_lines(tmp_path, tiny_teacher_dir, tiny_encoder_dir):
-    spec = write_spec(tmp_path / "proj", tiny_teacher_dir, student={"kind": "encoder", "path": str(tiny_encoder_dir), "lora": True},
-                      train={"epochs": 2})
+    spec = write_spec(
+        tmp_path / "proj",
+        tiny_teacher_dir,
+        student={"kind": "encoder", "path": str(tiny_encoder_dir), "lora": True},
+        train={"epochs": 2},
+    )
     write_curated(spec, classify_records(24), classify_records(6, seed=1))
 
     quiet = run_cli(["train", "--spec", str(spec), "--no-baseline"], DISTIL_PROGRESS_INTERVAL="0")
@@ -42,7 +52,9 @@ def test_train_in_a_log_is_quiet_and_shows_progress_lines(tmp_path, tiny_teacher
 
     loud = run_cli(["--debug", "train", "--spec", str(spec), "--no-baseline"], DISTIL_PROGRESS_INTERVAL="3600")
     assert loud.returncode == 0, loud.stderr[-2000:]
-    assert any(text in loud.stdout + loud.stderr for text in THIRD_PARTY)  # --debug shows them: the check above can fail
+    assert any(
+        text in loud.stdout + loud.stderr for text in THIRD_PARTY
+    )  # --debug shows them: the check above can fail
     # a long interval: only the finishing line
     assert len([line for line in loud.stdout.splitlines() if re.match(r"student: \d+/12 steps", line)]) == 1
 

@@ -28,7 +28,14 @@ def _rights(rate: float, n: int) -> np.ndarray:
     return np.arange(n) < round(rate * n)
 
 
-def summary(agreement: float, min_slice: float = 0.9, p95: float = 10.0, payback: float | None = 2.0, baseline: float = 0.8, n: int = 4000) -> dict:
+def summary(
+    agreement: float,
+    min_slice: float = 0.9,
+    p95: float = 10.0,
+    payback: float | None = 2.0,
+    baseline: float = 0.8,
+    n: int = 4000,
+) -> dict:
     """An evaluation summary with its evidence, as :func:`summarise_evaluation` writes it, from ``n`` items
     (large by default, so the intervals are narrow and the point values decide)."""
     student_right, baseline_right = _rights(agreement, n), _rights(baseline, n)
@@ -41,7 +48,14 @@ def summary(agreement: float, min_slice: float = 0.9, p95: float = 10.0, payback
     }
     return {
         "teacher": {"agreement": 1.0, "quality": 0.9, "p95_ms": 100.0, "params": 1000},
-        "student": {"agreement": agreement, "quality": 0.88, "p95_ms": p95, "params": 300, "min_slice": "tone=urgent", "min_slice_agreement": min_slice},
+        "student": {
+            "agreement": agreement,
+            "quality": 0.88,
+            "p95_ms": p95,
+            "params": 300,
+            "min_slice": "tone=urgent",
+            "min_slice_agreement": min_slice,
+        },
         "baseline": {"agreement": baseline},
         "cost": {"payback_months": payback},
         "evidence": evidence,
@@ -50,7 +64,15 @@ def summary(agreement: float, min_slice: float = 0.9, p95: float = 10.0, payback
 
 def test_every_set_threshold_is_checked_with_value_margin_and_result():
     checks = {c.name: c for c in gate_checks(THRESHOLDS, summary(0.97))}
-    assert set(checks) == {"fidelity_min", "quality_min_vs_teacher", "per_slice_fidelity_min", "p95_latency_max_vs_teacher", "size_max_vs_teacher", "payback_months_max", "beat_baseline"}
+    assert set(checks) == {
+        "fidelity_min",
+        "quality_min_vs_teacher",
+        "per_slice_fidelity_min",
+        "p95_latency_max_vs_teacher",
+        "size_max_vs_teacher",
+        "payback_months_max",
+        "beat_baseline",
+    }
     assert checks["fidelity_min"].margin == pytest.approx(0.02) and checks["fidelity_min"].passed
     assert checks["quality_min_vs_teacher"].value == pytest.approx(0.88 / 0.9)
     assert checks["p95_latency_max_vs_teacher"].value == pytest.approx(0.1)
@@ -58,8 +80,12 @@ def test_every_set_threshold_is_checked_with_value_margin_and_result():
     assert checks["size_max_vs_teacher"].value == pytest.approx(0.3)
     assert checks["beat_baseline"].value == pytest.approx(0.17)
     assert all(c.passed and c.status == "pass" for c in checks.values())
-    failing = {c.name: c for c in gate_checks(THRESHOLDS, summary(0.97, min_slice=0.8, p95=50.0, payback=None, baseline=0.97))}
-    assert not failing["per_slice_fidelity_min"].passed and failing["per_slice_fidelity_min"].margin == pytest.approx(-0.05)
+    failing = {
+        c.name: c for c in gate_checks(THRESHOLDS, summary(0.97, min_slice=0.8, p95=50.0, payback=None, baseline=0.97))
+    }
+    assert not failing["per_slice_fidelity_min"].passed and failing["per_slice_fidelity_min"].margin == pytest.approx(
+        -0.05
+    )
     assert not failing["p95_latency_max_vs_teacher"].passed
     assert not failing["payback_months_max"].passed and failing["payback_months_max"].value is None
     assert not failing["beat_baseline"].passed  # a tie does not beat the baseline
@@ -118,7 +144,11 @@ def test_validator_must_be_the_validator_and_not_the_driver():
 def test_summary_takes_gold_accuracy_and_the_worst_slice():
     evaluation = {
         "teacher": {"accuracy": 0.8, "gold": {"accuracy": 0.9}, "slices": {}},
-        "student": {"accuracy": 0.7, "agreement": 0.9, "slices": {"tone": {"urgent": {"agreement": 0.7}, "calm": {"agreement": 0.95}}}},
+        "student": {
+            "accuracy": 0.7,
+            "agreement": 0.9,
+            "slices": {"tone": {"urgent": {"agreement": 0.7}, "calm": {"agreement": 0.95}}},
+        },
         "baseline": {"accuracy": 0.6},
         "cost": {"payback_months": 3.0},
     }

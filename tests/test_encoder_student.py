@@ -20,8 +20,9 @@ from tests.serve.conftest import running_server
 from tests.test_cadence import tiny_triage
 
 
-def test_encoder_student_with_another_tokenizer_trains_evaluates_exports_and_serves(tmp_path, tiny_teacher_dir, tiny_encoder_dir, capsys,
-                                                                                    monkeypatch):
+def test_encoder_student_with_another_tokenizer_trains_evaluates_exports_and_serves(
+    tmp_path, tiny_teacher_dir, tiny_encoder_dir, capsys, monkeypatch
+):
     import torch
 
     torch.set_num_threads(1)

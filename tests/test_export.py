@@ -33,7 +33,9 @@ def test_onnx_agrees_with_pytorch_on_the_held_out_set(project_with_data):
     project = project_with_data
     result = export_run(project, "r1", "onnx")
     assert (result.folder / ONNX_FILE).is_file()
-    test_inputs = [json.loads(line)["input"] for line in (project.root / "gold.jsonl").read_text().splitlines()][100:150]
+    test_inputs = [json.loads(line)["input"] for line in (project.root / "gold.jsonl").read_text().splitlines()][
+        100:150
+    ]
     torch_probs = load_predictor(project.runs_dir / "r1" / "student").label_distribution(test_inputs)
     onnx_probs = OnnxClassifier(result.folder).label_distribution(test_inputs)
     same = np.mean(torch_probs.argmax(1) == onnx_probs.argmax(1))
@@ -45,7 +47,9 @@ def test_onnx_agrees_with_pytorch_on_the_held_out_set(project_with_data):
 
 def test_quantized_model_is_evaluated_and_recorded_separately(project_with_data, capsys):
     project = project_with_data
-    code = main(["export", "r1", "--format", "onnx", "--quantize", "int8", "--spec", str(project.spec_path), "--as", "ops"])
+    code = main(
+        ["export", "r1", "--format", "onnx", "--quantize", "int8", "--spec", str(project.spec_path), "--as", "ops"]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "quantized" in out
     folder = project.state_dir / "exports" / "r1" / "onnx"
@@ -92,8 +96,17 @@ def test_a_student_cut_from_the_embedded_teacher_exports_and_quantizes(tmp_path,
     tokenizer.save_pretrained(student_dir)
     del model
     tok = AutoTokenizer.from_pretrained(str(student_dir))
-    (student_dir / "distil_task.json").write_text(json.dumps({"kind": "classify", "labels": LABELS, "label_token_ids": label_token_ids(tok, LABELS),
-                                                              "prompt_template": "Ticket: {input}\nCategory:", "max_length": 256}))
+    (student_dir / "distil_task.json").write_text(
+        json.dumps(
+            {
+                "kind": "classify",
+                "labels": LABELS,
+                "label_token_ids": label_token_ids(tok, LABELS),
+                "prompt_template": "Ticket: {input}\nCategory:",
+                "max_length": 256,
+            }
+        )
+    )
     texts = [json.loads(line)["input"] for line in (project.root / "gold.jsonl").read_text().splitlines()][:150]
     shutil.rmtree(project.data_dir / "curated", ignore_errors=True)
     write_curated(project, texts, np.random.default_rng(0).dirichlet(np.ones(3), size=len(texts)), run_id="real")

@@ -43,9 +43,19 @@ def test_every_file_of_a_run_has_one_name(triage_project):
     run = RunDir(project, "run-1")
     folder = project.runs_dir / "run-1"
     assert (run.student, run.baseline, run.metrics, run.curve, run.train_config) == (
-        folder / "student", folder / "baseline", folder / "metrics.json", folder / "curve.json", folder / "train_config.json")
+        folder / "student",
+        folder / "baseline",
+        folder / "metrics.json",
+        folder / "curve.json",
+        folder / "train_config.json",
+    )
     assert (run.evaluation, run.predictions, run.router, run.report_html, run.report_md) == (
-        folder / "evaluation.json", folder / "predictions.parquet", folder / "router.json", folder / "report.html", folder / "report.md")
+        folder / "evaluation.json",
+        folder / "predictions.parquet",
+        folder / "router.json",
+        folder / "report.html",
+        folder / "report.md",
+    )
     assert run.variant_evaluation("quantized") == folder / "evaluation.quantized.json"
     assert run.variant_evaluation("distilled") == run.evaluation
     run.variant_evaluation("quantized").write_text("{}")
@@ -71,8 +81,12 @@ def test_latest_run_prefers_the_ledger_then_a_shipped_run(triage_project):
     build_run(project, "run-1", seed=0)
     build_run(project, "run-2", seed=1)
     assert latest_run(project).run_id == "run-2"
-    project.ledger.append("decision", {"run_id": "run-1"}, table="decisions",
-                          row={"run_id": "run-1", "decision": "ship", "validator": "q", "driver": "d", "evaluation_seq": 1})
+    project.ledger.append(
+        "decision",
+        {"run_id": "run-1"},
+        table="decisions",
+        row={"run_id": "run-1", "decision": "ship", "validator": "q", "driver": "d", "evaluation_seq": 1},
+    )
     assert latest_run(project, shipped_first=True).run_id == "run-1"
     assert latest_run(project).run_id == "run-2"
 

@@ -25,7 +25,9 @@ def module_name(path: Path, src: Path = SRC) -> str:
 
 def _type_checking(node: ast.If) -> bool:
     test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(node: ast.AST):
@@ -141,7 +143,12 @@ def test_imports_are_found_wherever_they_sit(tmp_path):
         "if TYPE_CHECKING:\n    from distil import e\n"
     )
     known = {"distil.sub.b", "distil.c", "distil.d", "distil.e", "distil.sub"}
-    assert imported_modules(package / "a.py", known, src=tmp_path) == {"distil.sub", "distil.sub.b", "distil.c", "distil.d"}
+    assert imported_modules(package / "a.py", known, src=tmp_path) == {
+        "distil.sub",
+        "distil.sub.b",
+        "distil.c",
+        "distil.d",
+    }
 
 
 def test_no_import_cycles():

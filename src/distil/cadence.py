@@ -117,7 +117,9 @@ def run_step(
 
 
 def _say(console: Any) -> Callable[[str], None]:
-    return (lambda text: console.print(f"[bold cyan]»[/bold cyan] {text}")) if console is not None else (lambda text: None)
+    return (
+        (lambda text: console.print(f"[bold cyan]»[/bold cyan] {text}")) if console is not None else (lambda text: None)
+    )
 
 
 def run_cadence(
@@ -147,7 +149,11 @@ def run_cadence(
             raise SpecError(problems[0])
         return {"ok": True}
 
-    result.outcomes.append(run_step(state, "check", step_key(project.spec.model_dump(mode="json"), seeds_key, gold_key), check, announce=say))
+    result.outcomes.append(
+        run_step(
+            state, "check", step_key(project.spec.model_dump(mode="json"), seeds_key, gold_key), check, announce=say
+        )
+    )
 
     def plan(_: dict[str, Any]) -> dict[str, Any]:
         from distil.train.plan import estimate, require_fits
@@ -161,19 +167,43 @@ def run_cadence(
 
     def generate(_: dict[str, Any]) -> dict[str, Any]:
         generated = generate_dataset(project, actor=actor, show_progress=console is not None)
-        return {"dataset_hash": generated.dataset_hash, "counts": generated.counts, "shards": [str(p) for p in generated.shards]}
+        return {
+            "dataset_hash": generated.dataset_hash,
+            "counts": generated.counts,
+            "shards": [str(p) for p in generated.shards],
+        }
 
     raw_dir = project.data_dir / "raw"
     generate_key = step_key(spec_part(project, "task", "teachers"), _data_part(project, "generate"), seeds_key)
-    gen = run_step(state, "generate", generate_key, generate, still_there=lambda o: all(Path(p).is_file() for p in o.get("shards", [])) and raw_dir.is_dir(), announce=say)
+    gen = run_step(
+        state,
+        "generate",
+        generate_key,
+        generate,
+        still_there=lambda o: all(Path(p).is_file() for p in o.get("shards", [])) and raw_dir.is_dir(),
+        announce=say,
+    )
     result.outcomes.append(gen)
 
     def curate(_: dict[str, Any]) -> dict[str, Any]:
         curated = curate_data(project, actor=actor)
         return {"dataset_hash": curated.dataset_hash, "counts": curated.counts, "folder": str(curated.folder)}
 
-    curate_key = step_key(gen.output.get("dataset_hash"), _raw_key(raw_dir), _data_part(project, "curate"), gold_key, spec_part(project, "task"))
-    cur = run_step(state, "curate", curate_key, curate, still_there=lambda o: (Path(o.get("folder", "/nonexistent")) / "train.parquet").is_file(), announce=say)
+    curate_key = step_key(
+        gen.output.get("dataset_hash"),
+        _raw_key(raw_dir),
+        _data_part(project, "curate"),
+        gold_key,
+        spec_part(project, "task"),
+    )
+    cur = run_step(
+        state,
+        "curate",
+        curate_key,
+        curate,
+        still_there=lambda o: (Path(o.get("folder", "/nonexistent")) / "train.parquet").is_file(),
+        announce=say,
+    )
     result.outcomes.append(cur)
 
     def train(partial: dict[str, Any]) -> dict[str, Any]:
@@ -184,8 +214,12 @@ def run_cadence(
         run_id = train_run(project, baseline=baseline, run_id=run_id, actor=actor, console=console).run_id
         return {"run_id": run_id, "dataset_hash": cur.output["dataset_hash"]}
 
-    train_key = step_key(cur.output.get("dataset_hash"), spec_part(project, "student", "train", "task", "teachers"), baseline)
-    trained = run_step(state, "train", train_key, train, still_there=lambda o: _finished(project, o.get("run_id")), announce=say)
+    train_key = step_key(
+        cur.output.get("dataset_hash"), spec_part(project, "student", "train", "task", "teachers"), baseline
+    )
+    trained = run_step(
+        state, "train", train_key, train, still_there=lambda o: _finished(project, o.get("run_id")), announce=say
+    )
     result.outcomes.append(trained)
     result.run_id = trained.output["run_id"]
 
@@ -194,7 +228,14 @@ def run_cadence(
         return {"path": str(path)}
 
     evaluate_key = step_key(result.run_id, gate_hash(spec.gate), gold_key, requests, threads)
-    evaluated = run_step(state, "evaluate", evaluate_key, evaluate, still_there=lambda o: Path(o.get("path", "/nonexistent")).is_file(), announce=say)
+    evaluated = run_step(
+        state,
+        "evaluate",
+        evaluate_key,
+        evaluate,
+        still_there=lambda o: Path(o.get("path", "/nonexistent")).is_file(),
+        announce=say,
+    )
     result.outcomes.append(evaluated)
 
     def report(_: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +243,14 @@ def run_cadence(
         return {"html": str(html), "markdown": str(markdown)}
 
     report_key = step_key(result.run_id, file_key(Path(evaluated.output["path"])))
-    reported = run_step(state, "report", report_key, report, still_there=lambda o: Path(o.get("html", "/nonexistent")).is_file(), announce=say)
+    reported = run_step(
+        state,
+        "report",
+        report_key,
+        report,
+        still_there=lambda o: Path(o.get("html", "/nonexistent")).is_file(),
+        announce=say,
+    )
     result.outcomes.append(reported)
     result.report_path = reported.output["html"]
     return result

@@ -60,8 +60,13 @@ def progress_interval() -> float:
         return DEFAULT_PROGRESS_INTERVAL_S
 
 
-def progress(*columns: ProgressColumn, console: Console | None = None, disable: bool = False, unit: str = "items",
-             detail: str = "") -> Any:
+def progress(
+    *columns: ProgressColumn,
+    console: Console | None = None,
+    disable: bool = False,
+    unit: str = "items",
+    detail: str = "",
+) -> Any:
     """A rich ``Progress`` with ``columns`` in a terminal, else a :class:`PlainProgress` writing lines to ``console``.
 
     Both take ``add_task(description, total=..., completed=..., **fields)``, ``update(task, advance=..., **fields)``,
@@ -116,8 +121,15 @@ class PlainProgress:
     def advance(self, task_id: int, advance: float = 1) -> None:
         self.update(task_id, advance=advance)
 
-    def update(self, task_id: int, *, advance: float | None = None, completed: float | None = None, total: float | None = None,
-               **fields: Any) -> None:
+    def update(
+        self,
+        task_id: int,
+        *,
+        advance: float | None = None,
+        completed: float | None = None,
+        total: float | None = None,
+        **fields: Any,
+    ) -> None:
         task = self.tasks[task_id]
         task.completed = completed if completed is not None else task.completed + (advance or 0)
         task.total = total if total is not None else task.total

@@ -85,7 +85,13 @@ def quality_of(block: Mapping[str, Any]) -> float | None:
     """The quality figure the gate compares: gold-set accuracy, else held-out accuracy against gold
     labels, else macro-F1, else chrF against the teacher (generation), else ROUGE-L (older evaluations)."""
     gold = block.get("gold") or {}
-    for value in (gold.get("accuracy"), block.get("accuracy"), block.get("macro_f1"), block.get("chrf"), block.get("rouge_l")):
+    for value in (
+        gold.get("accuracy"),
+        block.get("accuracy"),
+        block.get("macro_f1"),
+        block.get("chrf"),
+        block.get("rouge_l"),
+    ):
         if value is not None:
             return float(value)
     return None
@@ -97,7 +103,9 @@ def summarise_evaluation(evaluation: Mapping[str, Any]) -> dict[str, Any]:
     from distil.evaluate.evidence import gate_evidence
 
     out: dict[str, Any] = {}
-    generation = (evaluation.get("student") or {}).get("kind") == "generate" or (evaluation.get("student") or {}).get("rouge_l") is not None
+    generation = (evaluation.get("student") or {}).get("kind") == "generate" or (evaluation.get("student") or {}).get(
+        "rouge_l"
+    ) is not None
     for name in MODELS:
         block = evaluation.get(name) or {}
         row = {k: block.get(k) for k in SUMMARY_FIELDS}
@@ -108,7 +116,10 @@ def summarise_evaluation(evaluation: Mapping[str, Any]) -> dict[str, Any]:
         row["min_slice"], row["min_slice_agreement"] = worst if worst else (None, None)
         out[name] = row
     cost = evaluation.get("cost") or {}
-    out["cost"] = {k: cost.get(k) for k in ("payback_months", "payback_reason", "monthly_savings", "build_cost", "escalated_share", "currency")}
+    out["cost"] = {
+        k: cost.get(k)
+        for k in ("payback_months", "payback_reason", "monthly_savings", "build_cost", "escalated_share", "currency")
+    }
     out["evidence"] = gate_evidence(evaluation)
     return out
 
@@ -149,10 +160,20 @@ def _items_needed(measure: Mapping[str, Any], threshold: float, direction: str) 
     return None if bound is None else m.bootstrap_items_needed(value, bound, threshold, n)
 
 
-def evidence_check(name: str, measure: Mapping[str, Any] | None, threshold: float, direction: str, detail: str) -> GateCheck:
+def evidence_check(
+    name: str, measure: Mapping[str, Any] | None, threshold: float, direction: str, detail: str
+) -> GateCheck:
     """A threshold on a sampled quantity: pass only when its interval's bound clears the threshold."""
     if not measure or measure.get("value") is None:
-        return GateCheck(name, None, threshold, None, False, f"{detail}; {NO_EVIDENCE if measure is None else 'not measured'}", UNDECIDED if measure is None else FAIL)
+        return GateCheck(
+            name,
+            None,
+            threshold,
+            None,
+            False,
+            f"{detail}; {NO_EVIDENCE if measure is None else 'not measured'}",
+            UNDECIDED if measure is None else FAIL,
+        )
     value = float(measure["value"])
     lo, hi = measure.get("interval") or [None, None]
     margin = value - threshold if direction == "min" else threshold - value
@@ -164,10 +185,23 @@ def evidence_check(name: str, measure: Mapping[str, Any] | None, threshold: floa
         return GateCheck(name, value, threshold, margin, True, detail, PASS, **common)
     needed = _items_needed(measure, threshold, direction)
     what = "timed requests" if "timed requests" in common["method"] else "test items"
-    more = f"{needed:,} {what} would decide it at the observed value" if needed else f"more {what} than can be gathered would be needed"
+    more = (
+        f"{needed:,} {what} would decide it at the observed value"
+        if needed
+        else f"more {what} than can be gathered would be needed"
+    )
     side = "lower" if direction == "min" else "upper"
-    return GateCheck(name, value, threshold, margin, False, f"{detail}; the 95% {side} bound does not clear it yet: {more}", UNDECIDED,
-                     items_needed=needed, **common)
+    return GateCheck(
+        name,
+        value,
+        threshold,
+        margin,
+        False,
+        f"{detail}; the 95% {side} bound does not clear it yet: {more}",
+        UNDECIDED,
+        items_needed=needed,
+        **common,
+    )
 
 
 def _slice_check(threshold: float, evidence: Mapping[str, Any], summary_student: Mapping[str, Any]) -> GateCheck:
@@ -176,14 +210,30 @@ def _slice_check(threshold: float, evidence: Mapping[str, Any], summary_student:
         return evidence_check("per_slice_fidelity_min", None, threshold, "min", "every slice's agreement")
     if not slices:
         return GateCheck("per_slice_fidelity_min", None, threshold, None, False, "no slices", FAIL)
-    checks = {name: evidence_check("per_slice_fidelity_min", measure, threshold, "min", f"slice {name}") for name, measure in slices.items()}
+    checks = {
+        name: evidence_check("per_slice_fidelity_min", measure, threshold, "min", f"slice {name}")
+        for name, measure in slices.items()
+    }
     order = {FAIL: 0, UNDECIDED: 1, PASS: 2}
     # the slice that decides: a failing one first, then an undecided one, then the weakest lower bound
     name, check = min(checks.items(), key=lambda kv: (order[kv[1].status], (kv[1].interval or [0])[0] or 0.0))
     if check.status == UNDECIDED:
         needed = [c.items_needed for c in checks.values() if c.status == UNDECIDED]
         most = None if None in needed else max(needed)
-        return GateCheck(check.name, check.value, threshold, check.margin, False, check.detail, UNDECIDED, check.interval, None, check.n, most, check.method)
+        return GateCheck(
+            check.name,
+            check.value,
+            threshold,
+            check.margin,
+            False,
+            check.detail,
+            UNDECIDED,
+            check.interval,
+            None,
+            check.n,
+            most,
+            check.method,
+        )
     return check
 
 
@@ -191,9 +241,15 @@ def _baseline_check(evidence: Mapping[str, Any], s: Mapping[str, Any], b: Mappin
     test = evidence.get("beat_baseline")
     if test is None:
         diff = None if s.get("agreement") is None or b.get("agreement") is None else s["agreement"] - b["agreement"]
-        return GateCheck("beat_baseline", diff, 0.0, None, False, f"student agreement − baseline agreement; {NO_EVIDENCE}", UNDECIDED)
+        return GateCheck(
+            "beat_baseline", diff, 0.0, None, False, f"student agreement − baseline agreement; {NO_EVIDENCE}", UNDECIDED
+        )
     kl = evidence.get("kl_vs_baseline")
-    kl_note = f"; KL baseline − student {kl['value']:+.4f} (paired bootstrap p = {kl['p_value']:.3g})" if kl and kl.get("value") is not None else ""
+    kl_note = (
+        f"; KL baseline − student {kl['value']:+.4f} (paired bootstrap p = {kl['p_value']:.3g})"
+        if kl and kl.get("value") is not None
+        else ""
+    )
     value, p, n = test.get("value"), test.get("p_value"), test.get("n")
     if "only_student" in test:
         what = f"student agreement − baseline agreement; discordant items: {test['only_student']} only the student, {test['only_baseline']} only the baseline"
@@ -210,11 +266,34 @@ def _baseline_check(evidence: Mapping[str, Any], s: Mapping[str, Any], b: Mappin
     if value is None:
         return GateCheck("beat_baseline", None, 0.0, None, False, "not measured", FAIL, **common)
     if not ahead:
-        return GateCheck("beat_baseline", value, 0.0, value, False, f"{what}: the student does not beat the baseline{kl_note}", FAIL, **common)
+        return GateCheck(
+            "beat_baseline",
+            value,
+            0.0,
+            value,
+            False,
+            f"{what}: the student does not beat the baseline{kl_note}",
+            FAIL,
+            **common,
+        )
     if p is not None and p < ALPHA:
         return GateCheck("beat_baseline", value, 0.0, value, True, f"{what}{kl_note}", PASS, **common)
-    more = f"{needed:,} test items would reach p < {ALPHA} at the observed discordance" if needed else "more test items than can be gathered"
-    return GateCheck("beat_baseline", value, 0.0, value, False, f"{what}; p ≥ {ALPHA}: {more}{kl_note}", UNDECIDED, items_needed=needed, **common)
+    more = (
+        f"{needed:,} test items would reach p < {ALPHA} at the observed discordance"
+        if needed
+        else "more test items than can be gathered"
+    )
+    return GateCheck(
+        "beat_baseline",
+        value,
+        0.0,
+        value,
+        False,
+        f"{what}; p ≥ {ALPHA}: {more}{kl_note}",
+        UNDECIDED,
+        items_needed=needed,
+        **common,
+    )
 
 
 def gate_checks(thresholds: Mapping[str, Any], summary: Mapping[str, Any]) -> list[GateCheck]:
@@ -223,27 +302,69 @@ def gate_checks(thresholds: Mapping[str, Any], summary: Mapping[str, Any]) -> li
     evidence = summary.get("evidence") or {}
     checks: list[GateCheck] = []
     if (v := thresholds.get("fidelity_min")) is not None:
-        checks.append(evidence_check("fidelity_min", evidence.get("agreement"), v, "min", "student agreement with the teacher"))
+        checks.append(
+            evidence_check("fidelity_min", evidence.get("agreement"), v, "min", "student agreement with the teacher")
+        )
     if (v := thresholds.get("quality_min_vs_teacher")) is not None:
-        checks.append(evidence_check("quality_min_vs_teacher", evidence.get("quality_ratio"), v, "min", "student quality / teacher quality"))
+        checks.append(
+            evidence_check(
+                "quality_min_vs_teacher", evidence.get("quality_ratio"), v, "min", "student quality / teacher quality"
+            )
+        )
     if (v := thresholds.get("per_slice_fidelity_min")) is not None:
         checks.append(_slice_check(v, evidence, s))
     if (v := thresholds.get("p95_latency_max_vs_teacher")) is not None:
-        checks.append(evidence_check("p95_latency_max_vs_teacher", evidence.get("p95_ratio"), v, "max", "student p95 / teacher p95 at batch 1"))
+        checks.append(
+            evidence_check(
+                "p95_latency_max_vs_teacher",
+                evidence.get("p95_ratio"),
+                v,
+                "max",
+                "student p95 / teacher p95 at batch 1",
+            )
+        )
     if (v := thresholds.get("p95_latency_max_ms")) is not None:
-        checks.append(evidence_check("p95_latency_max_ms", evidence.get("p95_ms"), v, "max", "student p95 at batch 1, ms"))
+        checks.append(
+            evidence_check("p95_latency_max_ms", evidence.get("p95_ms"), v, "max", "student p95 at batch 1, ms")
+        )
     if (v := thresholds.get("size_max_vs_teacher")) is not None:
-        checks.append(_check("size_max_vs_teacher", _ratio(s.get("params"), t.get("params")), v, "max", "student params / teacher params"))
+        checks.append(
+            _check(
+                "size_max_vs_teacher",
+                _ratio(s.get("params"), t.get("params")),
+                v,
+                "max",
+                "student params / teacher params",
+            )
+        )
     if (v := thresholds.get("payback_months_max")) is not None:
         cost = summary.get("cost") or {}
         payback, reason = cost.get("payback_months"), cost.get("payback_reason")
         never = f"never paid back: {reason}" if reason else "the student saves nothing: never paid back"
-        checks.append(_check("payback_months_max", payback, v, "max", "months until the measured monthly saving repays the build cost" if payback is not None else never))
+        checks.append(
+            _check(
+                "payback_months_max",
+                payback,
+                v,
+                "max",
+                "months until the measured monthly saving repays the build cost" if payback is not None else never,
+            )
+        )
     if thresholds.get("beat_baseline"):
         checks.append(_baseline_check(evidence, s, b))
     if (v := thresholds.get("retraining_path")) is not None:
         ok = bool(str(v).strip())
-        checks.append(GateCheck("retraining_path", v, "documented", None, ok, "stability play: how the student is retrained", PASS if ok else FAIL))
+        checks.append(
+            GateCheck(
+                "retraining_path",
+                v,
+                "documented",
+                None,
+                ok,
+                "stability play: how the student is retrained",
+                PASS if ok else FAIL,
+            )
+        )
     return checks
 
 
@@ -278,10 +399,18 @@ def decide_outcome(
     if len(rounds) >= 2 and fidelity[-1] is not None and fidelity[-2] is not None:
         moved = fidelity[-1] - fidelity[-2]
         if abs(moved) < PLATEAU:
-            return verdict("kill", f"{', '.join(failed)} not passed and fidelity moved {moved * 100:+.2f} points in the last round (< 1 point)")
+            return verdict(
+                "kill",
+                f"{', '.join(failed)} not passed and fidelity moved {moved * 100:+.2f} points in the last round (< 1 point)",
+            )
         if moved < 0:
-            return verdict("kill", f"{', '.join(failed)} not passed and fidelity fell {moved * 100:+.2f} points in the last round")
-        return verdict("iterate", f"{', '.join(failed)} not passed; fidelity rose {moved * 100:+.2f} points, {limit - used} iteration(s) left")
+            return verdict(
+                "kill", f"{', '.join(failed)} not passed and fidelity fell {moved * 100:+.2f} points in the last round"
+            )
+        return verdict(
+            "iterate",
+            f"{', '.join(failed)} not passed; fidelity rose {moved * 100:+.2f} points, {limit - used} iteration(s) left",
+        )
     return verdict("iterate", f"{', '.join(failed)} not passed; first round, {limit - used} iteration(s) left")
 
 
@@ -316,7 +445,9 @@ def evaluation_rounds(project: Any, run_id: str | None = None) -> tuple[dict[str
     writes a ``quantized`` row with a different shape) is never taken as the round; see
     :func:`variant_rows`.
     """
-    rows = [r for r in project.ledger.verified_rows("evaluations", order="event_seq ASC") if r["variant"] == DECIDED_VARIANT]
+    rows = [
+        r for r in project.ledger.verified_rows("evaluations", order="event_seq ASC") if r["variant"] == DECIDED_VARIANT
+    ]
     if run_id is not None:
         chosen = [r for r in rows if r["run_id"] == run_id]
         if not chosen:
@@ -357,20 +488,32 @@ def apply_choice(ruled: Decision, chosen: str | None, note: str) -> Decision:
     if chosen is None or chosen == ruled.decision:
         return ruled if not note.strip() else replace(ruled, reason=f"{ruled.reason}; validator: {note.strip()}")
     if chosen not in OUTCOMES:
-        raise EvaluationError(f"decision: {chosen!r} is not one of {', '.join(OUTCOMES)}", hint="choose ship, iterate or kill")
+        raise EvaluationError(
+            f"decision: {chosen!r} is not one of {', '.join(OUTCOMES)}", hint="choose ship, iterate or kill"
+        )
     if OUTCOMES.index(chosen) > OUTCOMES.index(ruled.decision):
         raise EvaluationError(
             f"decision: {chosen} is refused: the locked gate's rules say {ruled.decision} ({ruled.reason})",
             hint=f"record {ruled.decision} or a more cautious outcome, or lock a new gate version and evaluate again",
         )
     if not note.strip():
-        raise EvaluationError(f"decision: {chosen} differs from the rules' {ruled.decision} and needs a reason",
-                              hint="give the reason the validator chose a more cautious outcome")
-    return replace(ruled, decision=chosen, reason=f"validator chose {chosen} over the rules' {ruled.decision} ({ruled.reason}): {note.strip()}")
+        raise EvaluationError(
+            f"decision: {chosen} differs from the rules' {ruled.decision} and needs a reason",
+            hint="give the reason the validator chose a more cautious outcome",
+        )
+    return replace(
+        ruled,
+        decision=chosen,
+        reason=f"validator chose {chosen} over the rules' {ruled.decision} ({ruled.reason}): {note.strip()}",
+    )
 
 
 def record_decision(
-    project: Any, actor: str, run_id: str | None = None, chosen: str | None = None, note: str = "",
+    project: Any,
+    actor: str,
+    run_id: str | None = None,
+    chosen: str | None = None,
+    note: str = "",
 ) -> tuple[Decision, dict[str, Any], Any]:
     """Check roles and the gate, decide from the ledger's evaluations, append the decision row.
 

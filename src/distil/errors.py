@@ -31,7 +31,7 @@ class SpecError(DistilError):
 class GateError(DistilError):
     """The gate is not locked, was changed since it was locked, or the caller may not lock it."""
 
-    default_hint = "lock a new gate version with `distil gate lock --as <sponsor> --reason \"...\"`"
+    default_hint = 'lock a new gate version with `distil gate lock --as <sponsor> --reason "..."`'
 
 
 class RoleError(DistilError):
@@ -109,7 +109,9 @@ class RunError(DistilError):
 class DeploymentError(DistilError):
     """A run may not be put into service: no verified ship decision, or the wrong person serving it."""
 
-    default_hint = "decide first (`distil decide --as <validator>`), or serve with --allow-unshipped, which the ledger records"
+    default_hint = (
+        "decide first (`distil decide --as <validator>`), or serve with --allow-unshipped, which the ledger records"
+    )
 
 
 class CapabilityError(DistilError):

@@ -93,13 +93,24 @@ def export_onnx(student_folder: Path, out_folder: Path, opset: int = 17) -> Path
     path = out_folder / ONNX_FILE
     with torch.inference_mode(False), torch.no_grad():
         torch.onnx.export(
-            head, (dummy, torch.ones_like(dummy)), str(path),
-            input_names=["input_ids", "attention_mask"], output_names=["probs"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}, "probs": {0: "batch"}},
-            opset_version=opset, dynamo=False,
+            head,
+            (dummy, torch.ones_like(dummy)),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["probs"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "seq"},
+                "attention_mask": {0: "batch", 1: "seq"},
+                "probs": {0: "batch"},
+            },
+            opset_version=opset,
+            dynamo=False,
         )
     for f in student_folder.iterdir():  # tokenizer files and the task description travel with the graph
-        if f.is_file() and (f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "chat_template")) or f.name == "distil_task.json"):
+        if f.is_file() and (
+            f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "chat_template"))
+            or f.name == "distil_task.json"
+        ):
             shutil.copy2(f, out_folder / f.name)
     return path
 
@@ -139,8 +150,13 @@ class OnnxClassifier:
         for start in range(0, len(inputs), batch_size):
             texts = [template.replace("{input}", t) for t in inputs[start : start + batch_size]]
             batch = encode_prompts(self.tokenizer, texts, self.task.get("max_length", 256))
-            probs = self.session.run(["probs"], {"input_ids": batch["input_ids"].numpy().astype(np.int64),
-                                                  "attention_mask": batch["attention_mask"].numpy().astype(np.int64)})[0]
+            probs = self.session.run(
+                ["probs"],
+                {
+                    "input_ids": batch["input_ids"].numpy().astype(np.int64),
+                    "attention_mask": batch["attention_mask"].numpy().astype(np.int64),
+                },
+            )[0]
             out.append(probs.astype(np.float64))
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
 
@@ -158,14 +174,18 @@ def _median_ms_per_input(predict: Any, texts: Sequence[str], repeats: int = 3) -
     return float(np.median(times))
 
 
-def compare_variant(reference_probs: np.ndarray, teacher_probs: np.ndarray, variant_probs: np.ndarray) -> dict[str, float]:
+def compare_variant(
+    reference_probs: np.ndarray, teacher_probs: np.ndarray, variant_probs: np.ndarray
+) -> dict[str, float]:
     """Agreement of a variant with the teacher and with the model it was derived from; [n, L] each."""
     return {
         "agreement": agreement(teacher_probs, variant_probs),
         "kl": mean_kl(teacher_probs, variant_probs),
         "js": mean_js(teacher_probs, variant_probs),
         "agreement_with_float": agreement(reference_probs, variant_probs),
-        "max_abs_prob_diff": float(np.max(np.abs(reference_probs - variant_probs))) if len(variant_probs) else float("nan"),
+        "max_abs_prob_diff": float(np.max(np.abs(reference_probs - variant_probs)))
+        if len(variant_probs)
+        else float("nan"),
     }
 
 
@@ -176,22 +196,48 @@ def model_card(project: Project, run_id: str, fmt: str) -> str:
     from distil.teachers.urls import public_source
 
     spec = project.spec
-    lines = [f"# {spec.name}: student of run {run_id} ({fmt})", "",
-             f"A {spec.task.kind} student distilled with distil from the teacher(s) below.", "", "## Teachers", ""]
+    lines = [
+        f"# {spec.name}: student of run {run_id} ({fmt})",
+        "",
+        f"A {spec.task.kind} student distilled with distil from the teacher(s) below.",
+        "",
+        "## Teachers",
+        "",
+    ]
     for t in spec.teachers:
         lic = t.licence
-        terms = f"{lic.id or lic.name or 'unnamed licence'}, distillation permitted: {lic.distillation_permitted}" if lic else "no licence record"
+        terms = (
+            f"{lic.id or lic.name or 'unnamed licence'}, distillation permitted: {lic.distillation_permitted}"
+            if lic
+            else "no licence record"
+        )
         lines.append(f"- {t.id} ({public_source(t.source)}): {terms}")
     lines += ["", "## Duties inherited from the teachers' licences", ""]
     duties = duty_lines(spec)
-    lines += [f"- {d}" for d in duties] if duties else ["distil's licence registry lists no duties for these licences; check the terms."]
+    lines += (
+        [f"- {d}" for d in duties]
+        if duties
+        else ["distil's licence registry lists no duties for these licences; check the terms."]
+    )
     prefixes = sorted({d.duty.text for d in inherited_duties(spec) if d.duty.kind == "name_prefix"})
     if prefixes:
-        lines += ["", "Name this model so that it begins with " + " and ".join(f'"{p}"' for p in prefixes) + " before you distribute it."]
+        lines += [
+            "",
+            "Name this model so that it begins with "
+            + " and ".join(f'"{p}"' for p in prefixes)
+            + " before you distribute it.",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def export_run(project: Project, run_id: str | None, fmt: str, quantize: str | None = None, actor: str = "", latency_sample: int = 20) -> ExportResult:
+def export_run(
+    project: Project,
+    run_id: str | None,
+    fmt: str,
+    quantize: str | None = None,
+    actor: str = "",
+    latency_sample: int = 20,
+) -> ExportResult:
     """Export ``run_id`` (default: the run `distil serve` would pick) to ``.distil/exports/<run>/<fmt>/``."""
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -214,8 +260,10 @@ def export_run(project: Project, run_id: str | None, fmt: str, quantize: str | N
     if not records and quantize is None:
         return result
     if not records:
-        raise EvaluationError("the quantized model must be evaluated, but there is no held-out test split with teacher labels",
-                              hint="run `distil generate` and `distil curate` first")
+        raise EvaluationError(
+            "the quantized model must be evaluated, but there is no held-out test split with teacher labels",
+            hint="run `distil generate` and `distil curate` first",
+        )
     from distil.train.students import load_predictor
 
     texts = [r.input for r in records]
@@ -231,22 +279,49 @@ def export_run(project: Project, run_id: str | None, fmt: str, quantize: str | N
     int8 = OnnxClassifier(out, INT8_FILE)
     int8_probs = int8.label_distribution(texts)
     sample = texts[:latency_sample]
-    float_block = {**compare_variant(torch_probs, teacher_probs, onnx_probs), "size_bytes": onnx_path.stat().st_size,
-                   "p50_ms": _median_ms_per_input(OnnxClassifier(out).label_distribution, sample)}
-    int8_block = {**compare_variant(torch_probs, teacher_probs, int8_probs), "size_bytes": int8_path.stat().st_size,
-                  "p50_ms": _median_ms_per_input(int8.label_distribution, sample)}
-    evaluation = {"run_id": run.run_id, "variant": "quantized", "quantization": "int8 dynamic (onnxruntime)", "split": "test",
-                  "n": len(texts), "distilled": float_block, "quantized": int8_block,
-                  "model": str(int8_path.relative_to(project.root))}
+    float_block = {
+        **compare_variant(torch_probs, teacher_probs, onnx_probs),
+        "size_bytes": onnx_path.stat().st_size,
+        "p50_ms": _median_ms_per_input(OnnxClassifier(out).label_distribution, sample),
+    }
+    int8_block = {
+        **compare_variant(torch_probs, teacher_probs, int8_probs),
+        "size_bytes": int8_path.stat().st_size,
+        "p50_ms": _median_ms_per_input(int8.label_distribution, sample),
+    }
+    evaluation = {
+        "run_id": run.run_id,
+        "variant": "quantized",
+        "quantization": "int8 dynamic (onnxruntime)",
+        "split": "test",
+        "n": len(texts),
+        "distilled": float_block,
+        "quantized": int8_block,
+        "model": str(int8_path.relative_to(project.root)),
+    }
     eval_path, _ = run.next_evaluation("quantized")
     write_json_atomic(eval_path, evaluation)
-    summary = {"agreement": int8_block["agreement"], "agreement_distilled": float_block["agreement"],
-               "agreement_with_float": int8_block["agreement_with_float"], "size_bytes": int8_block["size_bytes"],
-               "size_bytes_distilled": float_block["size_bytes"], "p50_ms": int8_block["p50_ms"], "n": len(texts)}
+    summary = {
+        "agreement": int8_block["agreement"],
+        "agreement_distilled": float_block["agreement"],
+        "agreement_with_float": int8_block["agreement_with_float"],
+        "size_bytes": int8_block["size_bytes"],
+        "size_bytes_distilled": float_block["size_bytes"],
+        "p50_ms": int8_block["p50_ms"],
+        "n": len(texts),
+    }
     project.ledger.append(
-        "evaluation", {"run_id": run.run_id, "variant": "quantized", "summary": summary},
-        actor=actor, files=[eval_path, int8_path], table="evaluations",
-        row={"run_id": run.run_id, "variant": "quantized", "path": str(eval_path.relative_to(project.root)), "summary": summary},
+        "evaluation",
+        {"run_id": run.run_id, "variant": "quantized", "summary": summary},
+        actor=actor,
+        files=[eval_path, int8_path],
+        table="evaluations",
+        row={
+            "run_id": run.run_id,
+            "variant": "quantized",
+            "path": str(eval_path.relative_to(project.root)),
+            "summary": summary,
+        },
     )
     result.evaluation = evaluation
     return result

@@ -63,7 +63,9 @@ def iterations_used(project: Project) -> int:
 
 def _evaluation(run: RunDir) -> dict[str, Any]:
     if not run.evaluation.is_file():
-        raise EvaluationError(f"iterate: run {run.run_id} has no evaluation.json", hint=f"run `distil evaluate {run.run_id}` first")
+        raise EvaluationError(
+            f"iterate: run {run.run_id} has no evaluation.json", hint=f"run `distil evaluate {run.run_id}` first"
+        )
     return json.loads(run.evaluation.read_text(encoding="utf-8"))
 
 
@@ -83,7 +85,9 @@ def weak_slices(evaluation: dict[str, Any], floor: float | None) -> set[tuple[st
 MINED_SPLITS = ("validation", PROBE)  # never test: it is the locked yardstick every round is measured on
 
 
-def mine_failures(run: RunDir, evaluation: dict[str, Any], floor: float | None, splits: tuple[str, ...] = MINED_SPLITS) -> list[Failure]:
+def mine_failures(
+    run: RunDir, evaluation: dict[str, Any], floor: float | None, splits: tuple[str, ...] = MINED_SPLITS
+) -> list[Failure]:
     """Items of ``splits`` (validation and the probe pool) where the student disagrees with the teacher, and
     their items of weak slices.
 
@@ -96,9 +100,21 @@ def mine_failures(run: RunDir, evaluation: dict[str, Any], floor: float | None, 
         tags = teacher["tags"]
         in_weak = [f"{k}={v}" for k, v in tags.items() if (k, v) in weak]
         if teacher["label"] is not None and student["label"] != teacher["label"]:
-            failures.append(Failure(teacher["input"], tags, teacher["label"], student["label"], "student disagrees with the teacher"))
+            failures.append(
+                Failure(
+                    teacher["input"], tags, teacher["label"], student["label"], "student disagrees with the teacher"
+                )
+            )
         elif in_weak:
-            failures.append(Failure(teacher["input"], tags, teacher["label"], student["label"], f"slice below the floor: {', '.join(in_weak)}"))
+            failures.append(
+                Failure(
+                    teacher["input"],
+                    tags,
+                    teacher["label"],
+                    student["label"],
+                    f"slice below the floor: {', '.join(in_weak)}",
+                )
+            )
     return failures
 
 
@@ -122,7 +138,9 @@ def iterate_round(
     run = latest_run(project)
     run_id = run.run_id
     evaluation = _evaluation(run)
-    result = IterationResult(round=used + 1, from_run=run_id, fidelity_before=evaluation.get("student", {}).get("agreement"))
+    result = IterationResult(
+        round=used + 1, from_run=run_id, fidelity_before=evaluation.get("student", {}).get("agreement")
+    )
 
     teacher = build_teacher(project, actor=actor)
     if from_traffic:
@@ -139,7 +157,12 @@ def iterate_round(
     result.targets = len(targets)
     if targets:
         records, _shard = label_new_inputs(
-            project, [t.input for t in targets], source=source, tags=[t.tags for t in targets], teacher=teacher, actor=actor,
+            project,
+            [t.input for t in targets],
+            source=source,
+            tags=[t.tags for t in targets],
+            teacher=teacher,
+            actor=actor,
             show_progress=console is not None,
         )
         result.labelled = len(records)

@@ -63,7 +63,9 @@ def curated_data(project: Project, dataset_hash: str) -> CuratedData:
     it has none."""
     rows = project.ledger.verified_rows("datasets", "dataset_hash = ? AND stage = 'curated'", (dataset_hash,))
     if not rows:
-        raise DataError(f"dataset {dataset_hash}: no curated dataset with this hash in the ledger", hint="run `distil curate`")
+        raise DataError(
+            f"dataset {dataset_hash}: no curated dataset with this hash in the ledger", hint="run `distil curate`"
+        )
     require_recorded_files(project, rows[0]["event_seq"], f"dataset {dataset_hash[:19]}")
     return CuratedData(rows[0]["dataset_hash"], project.path(rows[0]["path"]))
 
@@ -76,7 +78,10 @@ def latest_curated(project: Project) -> CuratedData:
         raise DataError("no curated dataset yet", hint="run `distil generate` then `distil curate`")
     data = CuratedData(row["dataset_hash"], project.path(row["path"]))
     if not data.split_path("train").is_file():
-        raise DataError(f"{data.split_path('train')}: the curated dataset the ledger names is missing", hint="run `distil curate` again")
+        raise DataError(
+            f"{data.split_path('train')}: the curated dataset the ledger names is missing",
+            hint="run `distil curate` again",
+        )
     require_recorded_files(project, row["event_seq"], f"dataset {data.dataset_hash[:19]}")
     return data
 
@@ -139,7 +144,9 @@ class RunDir:
                 hint=f"train the run with `distil train` (or `distil train --resume {self.run_id}`), which records them",
             )
         if not folder.is_dir():
-            raise RecordedFileError(f"run {self.run_id}: recorded file {recorded} is missing; ledger event {event.seq} recorded it")
+            raise RecordedFileError(
+                f"run {self.run_id}: recorded file {recorded} is missing; ledger event {event.seq} recorded it"
+            )
         require_recorded_files(self.project, event.seq, f"run {self.run_id}", unrecorded=True)
         return folder
 
@@ -179,19 +186,31 @@ class RunDir:
     def predictions_beside(self, evaluation: Path) -> Path:
         """The predictions file written with the evaluation file ``evaluation``."""
         version = VERSION_PATTERN.search(evaluation.name)
-        return self.folder / EVALUATIONS_FOLDER / f"predictions-v{version.group(1)}.parquet" if version else self.folder / PREDICTIONS_FILE
+        return (
+            self.folder / EVALUATIONS_FOLDER / f"predictions-v{version.group(1)}.parquet"
+            if version
+            else self.folder / PREDICTIONS_FILE
+        )
 
     def evaluation_file(self, variant: str = DISTILLED, version: int = 1) -> Path:
         """Where version ``version`` of ``variant``'s evaluation is written."""
         name = "evaluation" if variant == DISTILLED else f"evaluation.{variant}"
-        return self.folder / f"{name}.json" if version == 1 else self.folder / EVALUATIONS_FOLDER / f"{name}-v{version}.json"
+        return (
+            self.folder / f"{name}.json"
+            if version == 1
+            else self.folder / EVALUATIONS_FOLDER / f"{name}-v{version}.json"
+        )
 
     def next_evaluation(self, variant: str = DISTILLED) -> tuple[Path, Path]:
         """(evaluation file, predictions file) for a new evaluation of ``variant``: a version no file and no ledger
         row has used, so an earlier evaluation (and the hashes the ledger keeps of it) is never overwritten."""
         recorded = len(self.project.ledger.rows("evaluations", "run_id = ? AND variant = ?", (self.run_id, variant)))
         on_disk = [1] if self.evaluation_file(variant).is_file() else []
-        on_disk += [int(m.group(1)) for p in self.folder.glob(f"{EVALUATIONS_FOLDER}/*") if (m := VERSION_PATTERN.search(p.name))]
+        on_disk += [
+            int(m.group(1))
+            for p in self.folder.glob(f"{EVALUATIONS_FOLDER}/*")
+            if (m := VERSION_PATTERN.search(p.name))
+        ]
         version = max([recorded, *on_disk]) + 1
         path = self.evaluation_file(variant, version)
         return path, self.predictions_beside(path)
@@ -255,7 +274,9 @@ def latest_run(project: Project, *, shipped_first: bool = False) -> RunDir:
     if trained:
         return RunDir(project, str(trained["run_id"]))
     runs = project.runs_dir.glob("*") if project.runs_dir.is_dir() else []
-    folders = [p for p in runs if RUN_ID_PATTERN.fullmatch(p.name) and (p / "student").is_dir()]  # not a temporary .name
+    folders = [
+        p for p in runs if RUN_ID_PATTERN.fullmatch(p.name) and (p / "student").is_dir()
+    ]  # not a temporary .name
     if folders:
         return RunDir(project, max(folders, key=lambda p: p.stat().st_mtime).name)
     raise RunError(f"no trained run in {project.runs_dir}", hint="run `distil train` first")
@@ -264,4 +285,3 @@ def latest_run(project: Project, *, shipped_first: bool = False) -> RunDir:
 def run_or_latest(project: Project, run_id: str | None, *, shipped_first: bool = False) -> RunDir:
     """The run a user named, else :func:`latest_run`."""
     return RunDir(project, run_id) if run_id else latest_run(project, shipped_first=shipped_first)
-

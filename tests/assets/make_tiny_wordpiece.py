@@ -17,7 +17,9 @@ WORDS = (
 
 def main() -> None:
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    pieces = SPECIAL + list("0123456789") + list(".,:;!?'-/") + letters + ["##" + c for c in letters + list("0123456789")]
+    pieces = (
+        SPECIAL + list("0123456789") + list(".,:;!?'-/") + letters + ["##" + c for c in letters + list("0123456789")]
+    )
     pieces += [w for w in dict.fromkeys(WORDS.split()) if w not in pieces]
     out = Path(__file__).parent / "tiny-wordpiece"
     out.mkdir(exist_ok=True)

@@ -32,8 +32,13 @@ def doc_sections(text: str) -> list[Section]:
         body = match.group("body")
         heading = body.splitlines()[0]
         command = COMMAND.search(body)
-        sections.append(Section(match.group("name"), heading.removeprefix("## ") if heading.startswith("## ") else "",
-                                command.group("command") if command else ""))
+        sections.append(
+            Section(
+                match.group("name"),
+                heading.removeprefix("## ") if heading.startswith("## ") else "",
+                command.group("command") if command else "",
+            )
+        )
     return sections
 
 
@@ -55,6 +60,7 @@ def string_pattern(node: ast.expr) -> str | None:
 
 def calls_to(tree: ast.Module, names: tuple[str, ...]) -> list[ast.Call]:
     """Calls of a function or method with one of ``names``."""
+
     def name(call: ast.Call) -> str | None:
         return call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", None)
 
@@ -68,8 +74,12 @@ def section_writers(tree: ast.Module) -> list[tuple[str | None, str | None]]:
 
 def option_strings(tree: ast.Module) -> set[str]:
     """The flags a script's argparse parser takes."""
-    return {a.value for c in calls_to(tree, ("add_argument",)) for a in c.args
-            if isinstance(a, ast.Constant) and isinstance(a.value, str) and a.value.startswith("-")}
+    return {
+        a.value
+        for c in calls_to(tree, ("add_argument",))
+        for a in c.args
+        if isinstance(a, ast.Constant) and isinstance(a.value, str) and a.value.startswith("-")
+    }
 
 
 def report_module() -> ast.Module:
@@ -104,8 +114,10 @@ def problems(text: str) -> list[str]:
         unknown = [w.split("=")[0] for w in words[2:] if w.startswith("--") and w.split("=")[0] not in options]
         if unknown:
             found.append(f"{s.name}: {words[1]} takes no {', '.join(unknown)}")
-        if not any(name and heading and re.fullmatch(name, s.name) and re.fullmatch(heading, s.heading)
-                   for name, heading in writers):
+        if not any(
+            name and heading and re.fullmatch(name, s.name) and re.fullmatch(heading, s.heading)
+            for name, heading in writers
+        ):
             found.append(f"{s.name}: {words[1]} writes no section named {s.name!r} with the heading {s.heading!r}")
     return found
 
@@ -126,14 +138,17 @@ Machine: x86_64. Date: 2026-01-01. Command: `python benchmarks/munge.py --size f
 """
 
 
-@pytest.mark.parametrize(("change", "complaint"), [
-    (lambda doc: doc + "\nA figure typed by hand: 0.93.\n", "outside the sections"),
-    (lambda doc: doc.replace("benchmarks/munge.py", "benchmarks/gone.py"), "not in the repository"),
-    (lambda doc: doc.replace("--size full", "--epochs 3"), "takes no --epochs"),
-    (lambda doc: doc.replace("## MUNGE model", "## MUNGE's model"), "writes no section"),
-    (lambda doc: doc.replace(":munge -->", ":munged -->"), "writes no section named"),
-    (lambda doc: doc.replace(" Command: `python benchmarks/munge.py --size full`.", ""), "no `python benchmarks/"),
-])
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        (lambda doc: doc + "\nA figure typed by hand: 0.93.\n", "outside the sections"),
+        (lambda doc: doc.replace("benchmarks/munge.py", "benchmarks/gone.py"), "not in the repository"),
+        (lambda doc: doc.replace("--size full", "--epochs 3"), "takes no --epochs"),
+        (lambda doc: doc.replace("## MUNGE model", "## MUNGE's model"), "writes no section"),
+        (lambda doc: doc.replace(":munge -->", ":munged -->"), "writes no section named"),
+        (lambda doc: doc.replace(" Command: `python benchmarks/munge.py --size full`.", ""), "no `python benchmarks/"),
+    ],
+)
 def test_the_check_finds_what_no_script_wrote(change, complaint):
     good = report_header() + "\n" + SAMPLE
     assert problems(good) == []

@@ -12,7 +12,9 @@ from tests.data.helpers import make_project
 
 def test_generate_curate_export_through_the_cli(tmp_path, tiny_teacher_dir, capsys):
     torch.set_num_threads(1)
-    spec_path = make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}", filters={"min_confidence": 0.0, "min_per_slice": 5})
+    spec_path = make_project(
+        tmp_path / "p", f"hf:{tiny_teacher_dir}", filters={"min_confidence": 0.0, "min_per_slice": 5}
+    )
     assert main(["generate", "--spec", str(spec_path)]) == 0
     assert main(["curate", "--spec", str(spec_path)]) == 0
     out = capsys.readouterr().out

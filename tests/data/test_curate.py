@@ -32,13 +32,24 @@ def _text(label: str, i: int) -> str:
 def _record(text: str, label: str, confidence: float = 0.9, source: str = "synthetic", tags=None) -> Record:
     rest = (1 - confidence) / 2
     probs = [confidence if name == label else rest for name in LABELS]
-    return Record(input=text, source=source, label=label, label_probs=probs, confidence=confidence, tags=tags or {"tone": "calm", "length": "short", "register": "formal"}, teacher_id="t", teacher_fingerprint="sha256:x")
+    return Record(
+        input=text,
+        source=source,
+        label=label,
+        label_probs=probs,
+        confidence=confidence,
+        tags=tags or {"tone": "calm", "length": "short", "register": "formal"},
+        teacher_id="t",
+        teacher_fingerprint="sha256:x",
+    )
 
 
 @pytest.fixture
 def project(tmp_path, tiny_teacher_dir):
     spec_path = make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}", gold="gold.jsonl")
-    (spec_path.parent / "gold.jsonl").write_text(json.dumps({"input": "an unrelated gold ticket", "label": "account"}) + "\n")
+    (spec_path.parent / "gold.jsonl").write_text(
+        json.dumps({"input": "an unrelated gold ticket", "label": "account"}) + "\n"
+    )
     return load_project(spec_path)
 
 
@@ -66,10 +77,14 @@ def test_curate_removes_planted_duplicates_contamination_and_low_confidence(proj
     assert result.counts["curated"] == 90 and result.counts["raw"] == 94
 
     # splits: every kept record once, in its split's file, no near-duplicate pair across splits
-    split_records = {name: read_records(result.folder / f"{name}.parquet") for name in ("train", "validation", "test", "probe")}
+    split_records = {
+        name: read_records(result.folder / f"{name}.parquet") for name in ("train", "validation", "test", "probe")
+    }
     assert sum(len(v) for v in split_records.values()) == 90
     assert all(r.split == name for name, rs in split_records.items() for r in rs)
-    assert len(split_records["test"]) >= 6 and len(split_records["validation"]) >= 6 and len(split_records["probe"]) >= 6
+    assert (
+        len(split_records["test"]) >= 6 and len(split_records["validation"]) >= 6 and len(split_records["probe"]) >= 6
+    )
     for ra, rb in itertools.combinations(split_records.values(), 2):
         for x in ra:
             for y in rb:
@@ -100,7 +115,9 @@ def test_oversampling_balances_train_only(project, tmp_path):
     spec_path = project.spec_path
     spec_path.write_text(spec_path.read_text().replace("min_per_slice: 5", "min_per_slice: 5\n    balance: oversample"))
     project = load_project(spec_path)
-    records = [_record(_text("billing", i), "billing") for i in range(40)] + [_record(_text("account", i), "account") for i in range(10)]
+    records = [_record(_text("billing", i), "billing") for i in range(40)] + [
+        _record(_text("account", i), "account") for i in range(10)
+    ]
     _write_raw(project, records)
     result = curate(project)
     train = read_records(result.folder / "train.parquet")
@@ -144,7 +161,9 @@ def test_the_malformed_filter_is_off_by_default(project):
     spec_path.write_text(spec_path.read_text().replace("min_words: 3", "").replace("min_letter_share: 0.6", ""))
     project = load_project(spec_path)
     assert project.spec.data.filters.min_words == 0
-    records = [_record(_text(label, i), label) for label in LABELS for i in range(10)] + [_record("12:44:58", "billing")]
+    records = [_record(_text(label, i), label) for label in LABELS for i in range(10)] + [
+        _record("12:44:58", "billing")
+    ]
     _write_raw(project, records)
     result = curate(project)
     assert result.counts["removed_malformed"] == 0 and result.counts["curated"] == 31
@@ -160,7 +179,11 @@ def test_one_semantic_pair_removes_exactly_one_record(project):
     assert dedupe.jaccard(twin.input, records[5].input) < project.spec.data.filters.near_duplicate_threshold
     assert dedupe.semantic_duplicate_pairs(vectors, threshold) == [(5, len(pool) - 1)]  # the planted pair and no other
     spec_path = project.spec_path
-    spec_path.write_text(spec_path.read_text().replace("min_per_slice: 5", f"min_per_slice: 5\n    semantic_duplicates: true\n    semantic_threshold: {threshold}"))
+    spec_path.write_text(
+        spec_path.read_text().replace(
+            "min_per_slice: 5", f"min_per_slice: 5\n    semantic_duplicates: true\n    semantic_threshold: {threshold}"
+        )
+    )
     project = load_project(spec_path)
     _write_raw(project, pool)
 

@@ -46,7 +46,11 @@ def test_groups_follow_chains():
 
 def test_contaminated_finds_references():
     refs = ["my invoice shows the wrong amount for march", "the app crashes on start"]
-    cands = ["My invoice shows the wrong amount for March!", "please reset my password", "the app crashes on start today"]
+    cands = [
+        "My invoice shows the wrong amount for March!",
+        "please reset my password",
+        "the app crashes on start today",
+    ]
     hits = dedupe.contaminated(cands, refs, threshold=0.6)
     assert hits[0] == 0 and hits[1] is None and hits[2] == 1
 
@@ -62,7 +66,11 @@ def test_semantic_pairs_from_unit_vectors():
 def test_minilm_embeddings_pair_paraphrases_not_unrelated_texts():
     import numpy as np
 
-    texts = ["I was charged twice for my subscription.", "My subscription was billed two times.", "The app crashes when I open settings."]
+    texts = [
+        "I was charged twice for my subscription.",
+        "My subscription was billed two times.",
+        "The app crashes when I open settings.",
+    ]
     vectors = dedupe.embed(texts)
     assert vectors.shape == (3, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     sims = vectors @ vectors.T
@@ -88,7 +96,12 @@ def _planted_around_threshold(n_base: int = 240, seed: int = 1) -> list[str]:
 
 
 def _exact_pairs(texts: list[str], threshold: float) -> set[tuple[int, int]]:
-    return {(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts)) if dedupe.jaccard(texts[i], texts[j]) >= threshold}
+    return {
+        (i, j)
+        for i in range(len(texts))
+        for j in range(i + 1, len(texts))
+        if dedupe.jaccard(texts[i], texts[j]) >= threshold
+    }
 
 
 def test_near_duplicate_pairs_match_exact_all_pairs_jaccard():

@@ -107,9 +107,21 @@ def test_evaluate_refuses_a_test_split_that_is_not_the_locked_one(locked_project
     with pytest.raises(EvaluationSetError, match="is not the locked test split"):
         require_locked_test(project, result.folder)
     (project.runs_dir / "r1").mkdir(parents=True)
-    project.ledger.append("run.trained", {"run_id": "r1"}, table="runs",  # r1 was trained on this dataset
-                          row={"run_id": "r1", "dataset_hash": result.dataset_hash, "role": "student", "path": ".distil/runs/r1/student", "metrics": {}})
-    with pytest.raises(RecordedFileError, match="test.parquet changed since it was recorded"):  # the curate's own record first
+    project.ledger.append(
+        "run.trained",
+        {"run_id": "r1"},
+        table="runs",  # r1 was trained on this dataset
+        row={
+            "run_id": "r1",
+            "dataset_hash": result.dataset_hash,
+            "role": "student",
+            "path": ".distil/runs/r1/student",
+            "metrics": {},
+        },
+    )
+    with pytest.raises(
+        RecordedFileError, match="test.parquet changed since it was recorded"
+    ):  # the curate's own record first
         evaluate_run(project, "r1", models={})
     assert main(["evaluate", "r1", "--spec", str(project.spec_path)]) == 2
 
@@ -117,7 +129,9 @@ def test_evaluate_refuses_a_test_split_that_is_not_the_locked_one(locked_project
 def test_a_changed_gold_file_is_refused(locked_project):
     project = locked_project
     result = curate(project, actor="dev")
-    (project.root / "gold.jsonl").write_text(json.dumps({"input": "another gold ticket about a refund", "label": "billing"}) + "\n")
+    (project.root / "gold.jsonl").write_text(
+        json.dumps({"input": "another gold ticket about a refund", "label": "billing"}) + "\n"
+    )
     with pytest.raises(EvaluationSetError, match="data.gold"):
         require_locked_test(project, result.folder)
     with pytest.raises(EvaluationSetError, match="data.gold"):
@@ -136,7 +150,9 @@ def test_a_new_test_split_needs_a_new_gate_version_and_a_reason(locked_project):
     project = load_project(project.spec_path)
     lock_gate(project, project.spec.roles.sponsor, reason="a lower bar for the pilot")
     kept = curate(project, actor="dev")  # a new gate version alone keeps the old test split
-    assert locked_set(project, "test") == first and read_records(kept.folder / "test.parquet")[0].id == first.item_ids[0]
+    assert (
+        locked_set(project, "test") == first and read_records(kept.folder / "test.parquet")[0].id == first.item_ids[0]
+    )
     curate(project, actor="dev", new_test_set="the pilot's gate: a larger test split")
     second = locked_set(project, "test")
     assert second.gate_version == 2 and second.reason == "the pilot's gate: a larger test split"

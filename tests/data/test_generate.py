@@ -46,7 +46,15 @@ def _counting(project, crash_on_call=None):
     from distil.teachers.registry import seed_shots
 
     spec = project.spec
-    return CountingTeacher(spec.teachers[0], spec.task, seed_shots(project), batch_size=4, fingerprint="sha256:tiny", crash_on_call=crash_on_call, **_loaded(spec))
+    return CountingTeacher(
+        spec.teachers[0],
+        spec.task,
+        seed_shots(project),
+        batch_size=4,
+        fingerprint="sha256:tiny",
+        crash_on_call=crash_on_call,
+        **_loaded(spec),
+    )
 
 
 _MODEL_CACHE: dict = {}
@@ -75,7 +83,11 @@ def test_raw_shards_have_the_record_schema_and_provenance(tmp_path, tiny_teacher
         assert r.source == "seed" and r.id.startswith("sha256:")
         assert len(r.label_probs) == 3 and abs(sum(r.label_probs) - 1) < 1e-5
         assert r.label == names[int(np.argmax(r.label_probs))]
-        assert r.teacher_fingerprint.startswith("sha256:") and r.prompt_hash.startswith("sha256:") and r.params_hash.startswith("sha256:")
+        assert (
+            r.teacher_fingerprint.startswith("sha256:")
+            and r.prompt_hash.startswith("sha256:")
+            and r.params_hash.startswith("sha256:")
+        )
         assert set(r.tags) == {"tone", "length", "register"}
         assert r.gold_label in names
     urgent = next(r for r in records if "urgent" in r.input)
@@ -156,12 +168,18 @@ def test_csv_seeds_traffic_window_and_synthetic_inputs(tmp_path, tiny_teacher_di
     data = spec_path.read_text().replace("seeds: seeds.jsonl", "seeds: seeds.csv")
     spec_path.write_text(data)
     with open(spec_path.parent / "seeds.csv", "w") as f:
-        f.write('input,label,tags\n"Refund me, please",billing,"{""tone"": ""urgent""}"\nApp is slow,technical,\nReset password,account,\n')
+        f.write(
+            'input,label,tags\n"Refund me, please",billing,"{""tone"": ""urgent""}"\nApp is slow,technical,\nReset password,account,\n'
+        )
     now = dt.datetime.now(dt.UTC)
     log = tmp_path / "traffic.jsonl"
     log.write_text(
-        json.dumps({"input": "old request about billing", "timestamp": (now - dt.timedelta(days=200)).isoformat()}) + "\n"
-        + json.dumps({"messages": [{"role": "user", "content": "new request about login"}], "timestamp": now.timestamp()}) + "\n"
+        json.dumps({"input": "old request about billing", "timestamp": (now - dt.timedelta(days=200)).isoformat()})
+        + "\n"
+        + json.dumps(
+            {"messages": [{"role": "user", "content": "new request about login"}], "timestamp": now.timestamp()}
+        )
+        + "\n"
     )
     project = load_project(spec_path)
     result = generate_dataset(project, traffic=log, since="90d", show_progress=False)
@@ -221,7 +239,9 @@ def test_list_prompts_continue_seeds_that_share_the_wanted_slices(tmp_path, tiny
     from distil.data.synthetic import synthetic_prompts
 
     project = load_project(make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}"))
-    spec = project.spec.model_copy(update={"data": project.spec.data.model_copy(update={"synthetic_header": "Tickets for {label}:"})})
+    spec = project.spec.model_copy(
+        update={"data": project.spec.data.model_copy(update={"synthetic_header": "Tickets for {label}:"})}
+    )
     seeds = read_inputs(project.path("seeds.jsonl"))
     prompts = synthetic_prompts(spec, seeds, 6, style="list")
     assert len(set(prompts)) == 6

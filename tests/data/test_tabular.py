@@ -39,7 +39,9 @@ def test_munge_rejects_bad_arguments():
 
 
 def test_synthetic_munge_uses_tabular_munge_for_json_rows():
-    seeds = [InputItem(json.dumps({"age": 20 + i, "colour": ["red", "blue"][i % 2], "score": 0.5 * i})) for i in range(20)]
+    seeds = [
+        InputItem(json.dumps({"age": 20 + i, "colour": ["red", "blue"][i % 2], "score": 0.5 * i})) for i in range(20)
+    ]
     assert tabular_rows(seeds) is not None
     items = munge_inputs(seeds, 50, seed=3)
     assert len(items) == 50 and all(i.source == "synthetic" for i in items)

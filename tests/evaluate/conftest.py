@@ -16,7 +16,11 @@ from distil.spec.gate import lock_gate
 from distil.spec.io import load_project
 
 LABELS = ["billing", "technical", "account"]
-WORDS = {"billing": ["charged", "refund", "invoice"], "technical": ["crash", "error", "bug"], "account": ["email", "password", "login"]}
+WORDS = {
+    "billing": ["charged", "refund", "invoice"],
+    "technical": ["crash", "error", "bug"],
+    "account": ["email", "password", "login"],
+}
 
 
 def teacher_probs(text: str) -> np.ndarray:
@@ -58,7 +62,9 @@ class NumpyPredictor:
         return np.array(rows)
 
 
-def numpy_models(flip_student: int = 0, flip_baseline: int = 3, prompt_log: list | None = None) -> dict[str, ModelUnderTest]:
+def numpy_models(
+    flip_student: int = 0, flip_baseline: int = 3, prompt_log: list | None = None
+) -> dict[str, ModelUnderTest]:
     def teacher_predict(model, batch):
         prompts = [f"Ticket: example\nCategory: billing\n\nTicket: {x}\nCategory:" for x in batch]
         if prompt_log is not None:
@@ -67,12 +73,18 @@ def numpy_models(flip_student: int = 0, flip_baseline: int = 3, prompt_log: list
 
     return {
         "teacher": ModelUnderTest(lambda: NumpyPredictor(0), teacher_predict, size_bytes=4000, params=1000),
-        "student": ModelUnderTest(lambda: NumpyPredictor(flip_student), lambda p, b: p.label_distribution(b), size_bytes=1200, params=300),
-        "baseline": ModelUnderTest(lambda: NumpyPredictor(flip_baseline), lambda p, b: p.label_distribution(b), size_bytes=1200, params=300),
+        "student": ModelUnderTest(
+            lambda: NumpyPredictor(flip_student), lambda p, b: p.label_distribution(b), size_bytes=1200, params=300
+        ),
+        "baseline": ModelUnderTest(
+            lambda: NumpyPredictor(flip_baseline), lambda p, b: p.label_distribution(b), size_bytes=1200, params=300
+        ),
     }
 
 
-def build_run(project, run_id: str = "run-1", n_test: int = 24, seed: int = 0, metrics: dict | None = None, write_model=None) -> str:
+def build_run(
+    project, run_id: str = "run-1", n_test: int = 24, seed: int = 0, metrics: dict | None = None, write_model=None
+) -> str:
     """Curated dataset (test split) + ledger rows + run folders for ``run_id``; ``metrics`` ({role: {...}}) go into
     the ``run.trained`` rows; ``write_model(folder, role)`` writes each model folder (default: a bare config) before
     its files are recorded."""
@@ -81,18 +93,38 @@ def build_run(project, run_id: str = "run-1", n_test: int = 24, seed: int = 0, m
         probs = teacher_probs(text)
         records.append(
             Record(
-                input=text, source="seed", tags=tags, gold_label=label, label=LABELS[int(probs.argmax())],
-                label_probs=[float(x) for x in probs], teacher_id="smollm2", split="test",
+                input=text,
+                source="seed",
+                tags=tags,
+                gold_label=label,
+                label=LABELS[int(probs.argmax())],
+                label_probs=[float(x) for x in probs],
+                teacher_id="smollm2",
+                split="test",
             )
         )
     dataset_hash = f"sha256:{seed:064d}"
     folder = project.data_dir / "curated" / dataset_hash[7:19]
     write_records(records, folder / "test.parquet")
-    (folder / "report.json").write_text(json.dumps({"counts": {"raw": 40, "curated": n_test}, "filters": {"min_confidence": {"removed": 7, "why": "teacher max probability below 0.4"}}}))
+    (folder / "report.json").write_text(
+        json.dumps(
+            {
+                "counts": {"raw": 40, "curated": n_test},
+                "filters": {"min_confidence": {"removed": 7, "why": "teacher max probability below 0.4"}},
+            }
+        )
+    )
     if not project.ledger.rows("datasets", "dataset_hash = ?", (dataset_hash,)):
         project.ledger.append(
-            "dataset.curated", {"dataset_hash": dataset_hash}, table="datasets",
-            row={"dataset_hash": dataset_hash, "stage": "curated", "path": str(folder.relative_to(project.root)), "counts": {"test": n_test}},
+            "dataset.curated",
+            {"dataset_hash": dataset_hash},
+            table="datasets",
+            row={
+                "dataset_hash": dataset_hash,
+                "stage": "curated",
+                "path": str(folder.relative_to(project.root)),
+                "counts": {"test": n_test},
+            },
         )
     run_dir = project.runs_dir / run_id
     for role in ("student", "baseline"):
@@ -102,10 +134,23 @@ def build_run(project, run_id: str = "run-1", n_test: int = 24, seed: int = 0, m
             (run_dir / role).mkdir(parents=True, exist_ok=True)
             (run_dir / role / "config.json").write_text("{}")
         project.ledger.append(
-            "run.trained", {"run_id": run_id}, files=[run_dir / role], table="runs",
-            row={"run_id": run_id, "dataset_hash": dataset_hash, "role": role, "path": str((run_dir / role).relative_to(project.root)), "metrics": (metrics or {}).get(role, {})},
+            "run.trained",
+            {"run_id": run_id},
+            files=[run_dir / role],
+            table="runs",
+            row={
+                "run_id": run_id,
+                "dataset_hash": dataset_hash,
+                "role": role,
+                "path": str((run_dir / role).relative_to(project.root)),
+                "metrics": (metrics or {}).get(role, {}),
+            },
         )
-    (run_dir / "curve.json").write_text(json.dumps({"student": {"step": [1, 2, 3, 4], "loss": [1.2, 0.8, 0.6, 0.5], "val_agreement": [0.5, 0.7, 0.8, 0.85]}}))
+    (run_dir / "curve.json").write_text(
+        json.dumps(
+            {"student": {"step": [1, 2, 3, 4], "loss": [1.2, 0.8, 0.6, 0.5], "val_agreement": [0.5, 0.7, 0.8, 0.85]}}
+        )
+    )
     return run_id
 
 

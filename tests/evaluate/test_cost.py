@@ -17,11 +17,29 @@ from distil.evaluate.cost import (
 from distil.spec.models import Cost
 
 # an API teacher at 600 per 1M requests; a machine at 3.6 an hour (0.001 a second); 3M requests a month
-PRICES = Cost(teacher_per_1m_requests=600, student_per_1m_requests=40, monthly_requests=3_000_000, build_cost=2500, machine_hour_price=3.6)
-BUILD = BuildLedger(teacher_calls=500, teacher_calls_cost=12.5, training_seconds={"r1/student": 5400.0, "r1/baseline": 1800.0}, datasets=2, note="")
+PRICES = Cost(
+    teacher_per_1m_requests=600,
+    student_per_1m_requests=40,
+    monthly_requests=3_000_000,
+    build_cost=2500,
+    machine_hour_price=3.6,
+)
+BUILD = BuildLedger(
+    teacher_calls=500,
+    teacher_calls_cost=12.5,
+    training_seconds={"r1/student": 5400.0, "r1/baseline": 1800.0},
+    datasets=2,
+    note="",
+)
 
 
-def measured(share: float | None, cost: Cost = PRICES, build: BuildLedger = BUILD, student_per_s: float = 100.0, teacher_per_s: float = 2.0) -> dict:
+def measured(
+    share: float | None,
+    cost: Cost = PRICES,
+    build: BuildLedger = BUILD,
+    student_per_s: float = 100.0,
+    teacher_per_s: float = 2.0,
+) -> dict:
     return cost_summary(cost, teacher_per_s, student_per_s, Escalation(share, MEASURED_VALIDATION, 0.7, 0.9, 40), build)
 
 
@@ -67,7 +85,9 @@ def test_escalations_raise_the_monthly_cost_and_the_payback():
 def test_no_saving_is_never_paid_back_with_a_reason():
     everything_escalated = measured(1.0)  # the student's serving on top of the teacher's bill
     assert everything_escalated["monthly_savings"] < 0
-    assert everything_escalated["payback_months"] is None and everything_escalated["payback_reason"].startswith("no saving")
+    assert everything_escalated["payback_months"] is None and everything_escalated["payback_reason"].startswith(
+        "no saving"
+    )
     no_traffic = measured(0.25, cost=PRICES.model_copy(update={"monthly_requests": 0}))
     assert no_traffic["payback_months"] is None and "never paid back" in no_traffic["payback_reason"]
     unmeasured = measured(None)

@@ -22,7 +22,12 @@ def test_decision_row_records_validator_driver_and_evaluation(run_project):
     # student disagrees on inputs with index % 5 == 1: fidelity < 0.95, first round -> iterate
     assert decision.decision == "iterate"
     row = run_project.ledger.rows("decisions")[0]
-    assert (row["validator"], row["driver"], row["evaluation_seq"], row["run_id"]) == ("quinn", "dev", evaluation_seq, "run-1")
+    assert (row["validator"], row["driver"], row["evaluation_seq"], row["run_id"]) == (
+        "quinn",
+        "dev",
+        evaluation_seq,
+        "run-1",
+    )
     assert {c["name"] for c in event.payload["checks"]} >= {"fidelity_min", "beat_baseline"}
 
 
@@ -50,7 +55,9 @@ def test_the_driver_may_not_decide(run_project, capsys):
 
 def test_decide_refuses_a_changed_gate(run_project, capsys):
     evaluate_run(run_project, models=numpy_models(), threads=1)
-    run_project.spec_path.write_text(run_project.spec_path.read_text().replace("max_iterations: 3", "max_iterations: 9"))
+    run_project.spec_path.write_text(
+        run_project.spec_path.read_text().replace("max_iterations: 3", "max_iterations: 9")
+    )
     with pytest.raises(GateError):
         record_decision(load_project(run_project.spec_path), "quinn")
     assert main(["decide", "--as", "quinn", "--spec", str(run_project.spec_path)]) == 2
@@ -81,9 +88,18 @@ def test_a_quantized_variant_is_shown_beside_the_round_never_taken_as_it(run_pro
     evaluate_run(run_project, models=numpy_models(), threads=1)
     distilled_seq = run_project.ledger.rows("evaluations")[0]["event_seq"]
     # the row `distil export --quantize int8` appends, with its flat summary
-    summary = {"agreement": 0.91, "agreement_distilled": 0.92, "agreement_with_float": 0.99, "size_bytes": 1000, "n": 24}
+    summary = {
+        "agreement": 0.91,
+        "agreement_distilled": 0.92,
+        "agreement_with_float": 0.99,
+        "size_bytes": 1000,
+        "n": 24,
+    }
     run_project.ledger.append(
-        "evaluation", {"run_id": "run-1", "variant": "quantized", "summary": summary}, actor="dev", table="evaluations",
+        "evaluation",
+        {"run_id": "run-1", "variant": "quantized", "summary": summary},
+        actor="dev",
+        table="evaluations",
         row={"run_id": "run-1", "variant": "quantized", "path": "x", "summary": summary},
     )
     decision, target, event = record_decision(run_project, "quinn")

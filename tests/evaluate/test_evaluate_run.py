@@ -15,12 +15,28 @@ from distil.spec.io import load_project
 
 from .conftest import numpy_models
 
-CONTRACT = {"accuracy", "macro_f1", "agreement", "kl", "js", "ece", "p50_ms", "p95_ms", "throughput_per_s", "params", "size_bytes", "peak_memory_bytes", "slices"}
+CONTRACT = {
+    "accuracy",
+    "macro_f1",
+    "agreement",
+    "kl",
+    "js",
+    "ece",
+    "p50_ms",
+    "p95_ms",
+    "throughput_per_s",
+    "params",
+    "size_bytes",
+    "peak_memory_bytes",
+    "slices",
+}
 
 
 def test_evaluation_json_has_the_contract_and_a_ledger_row(run_project):
     prompts: list[str] = []
-    path, document = evaluate_run(run_project, models=numpy_models(flip_student=0, flip_baseline=3, prompt_log=prompts), threads=1)
+    path, document = evaluate_run(
+        run_project, models=numpy_models(flip_student=0, flip_baseline=3, prompt_log=prompts), threads=1
+    )
     assert path == run_project.runs_dir / "run-1" / "evaluation.json"
     on_disk = json.loads(path.read_text())
     assert set(on_disk) == {"teacher", "student", "baseline", "cost", "gate"}
@@ -58,13 +74,17 @@ def test_evaluation_json_has_the_contract_and_a_ledger_row(run_project):
 def test_agreement_is_the_share_of_items_where_the_student_gives_the_teachers_label(run_project):
     # the student sends the tickets with index % 4 == 1 to another label: 6 of 24, none of them urgent
     # (the urgent ones have index % 4 == 0); the baseline those with index % 3 == 1: 8 of 24, 2 of them urgent
-    _, document = evaluate_run(run_project, models=numpy_models(flip_student=4, flip_baseline=3), threads=1, requests=20)
+    _, document = evaluate_run(
+        run_project, models=numpy_models(flip_student=4, flip_baseline=3), threads=1, requests=20
+    )
     student, baseline = document["student"], document["baseline"]
     assert student["agreement"] == pytest.approx(18 / 24) and baseline["agreement"] == pytest.approx(16 / 24)
     assert student["slices"]["tone"]["urgent"]["agreement"] == 1.0
     assert student["slices"]["tone"]["calm"]["agreement"] == pytest.approx(12 / 18)
     assert baseline["slices"]["tone"]["urgent"]["agreement"] == pytest.approx(4 / 6)
-    assert student["kl"] > 0 and baseline["kl"] > student["kl"]  # a flipped item is far from the teacher; more flips, more KL
+    assert (
+        student["kl"] > 0 and baseline["kl"] > student["kl"]
+    )  # a flipped item is far from the teacher; more flips, more KL
 
 
 def test_latency_is_measured_for_all_three_models_the_same_way(run_project):
@@ -101,7 +121,9 @@ def test_measure_model_sees_torch_memory_and_counts_parameters(tmp_path):
     assert measured.params == 64 * 32 + 32 + 32 * 3 + 3
     assert measured.peak_memory_bytes >= 50_000_000
     assert measured.timing.threads == 1 and len(measured.timing.samples_ms) == 100
-    save_file({k: v.contiguous() for k, v in measured.predictor.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in measured.predictor.state_dict().items()}, str(tmp_path / "model.safetensors")
+    )
     assert params_in_safetensors(tmp_path) == measured.params == params_of(measured.predictor)
     assert size_on_disk(tmp_path) == (tmp_path / "model.safetensors").stat().st_size
 
@@ -162,9 +184,11 @@ def test_gold_tickets_are_tagged_by_the_same_slice_rules_as_every_record(tmp_pat
     from tests.data.helpers import make_project
 
     spec_path = make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}", gold="gold.jsonl")
-    rows = [{"input": "I know the invoice total is wrong", "label": "billing"},
-            {"input": "fix the login now", "label": "account"},
-            {"input": "refund please", "label": "billing", "tags": {"tone": "urgent"}}]
+    rows = [
+        {"input": "I know the invoice total is wrong", "label": "billing"},
+        {"input": "fix the login now", "label": "account"},
+        {"input": "refund please", "label": "billing", "tags": {"tone": "urgent"}},
+    ]
     (spec_path.parent / "gold.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     tones = [r.tags["tone"] for r in read_gold(load_project(spec_path))]
     # "know" holds "now" but is not the word: calm; "now" is; a tag the row carries wins

@@ -38,7 +38,9 @@ def test_a_second_evaluation_is_a_new_version_and_the_trail_still_verifies(run_p
     assert result.ok, result.problems
     _, target, event = record_decision(run_project, "quinn", "run-1")
     newest = run_project.ledger.verified_latest("evaluations")
-    assert target["event_seq"] == event.payload["evaluation_seq"] == newest["event_seq"] and newest["path"].endswith("evaluation-v3.json")
+    assert target["event_seq"] == event.payload["evaluation_seq"] == newest["event_seq"] and newest["path"].endswith(
+        "evaluation-v3.json"
+    )
 
 
 def test_changed_or_missing_model_files_are_refused(triage_project):
@@ -70,8 +72,13 @@ def test_a_missing_test_split_is_refused_by_name(run_project, capsys):
 def test_a_recorded_split_changed_on_disk_is_refused(run_project):
     data = run_project.ledger.latest("datasets")
     folder = run_project.path(data["path"])
-    run_project.ledger.append("dataset.curated", {"dataset_hash": data["dataset_hash"]}, files=[folder], table="datasets",
-                              row={**{k: data[k] for k in ("dataset_hash", "stage", "path")}, "counts": {}})
+    run_project.ledger.append(
+        "dataset.curated",
+        {"dataset_hash": data["dataset_hash"]},
+        files=[folder],
+        table="datasets",
+        row={**{k: data[k] for k in ("dataset_hash", "stage", "path")}, "counts": {}},
+    )
     shard = folder / "test.parquet"
     shard.write_bytes(shard.read_bytes()[:-1] + b"\x00")
     with pytest.raises(RecordedFileError, match="test.parquet changed since it was recorded"):

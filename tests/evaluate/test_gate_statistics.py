@@ -20,7 +20,10 @@ def test_wilson_interval_known_values():
     assert lo == pytest.approx(0.4901625, abs=1e-6) and hi == pytest.approx(0.9433178, abs=1e-6)
     # by hand from the formula: centre (p + z²/2n) / (1 + z²/n), half z·sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n)
     z, n, p = 1.959963984540054, 40, 30 / 40
-    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    centre, half = (
+        (p + z * z / (2 * n)) / (1 + z * z / n),
+        z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n),
+    )
     assert m.wilson_interval(30, 40) == pytest.approx((centre - half, centre + half))
     # it never leaves [0, 1], and it does not collapse at all-right
     lo, hi = m.wilson_interval(10, 10)
@@ -68,7 +71,10 @@ def _summary(student_right: np.ndarray, baseline_right: np.ndarray) -> dict:
     return {
         "student": {"agreement": float(student_right.mean())},
         "baseline": {"agreement": float(baseline_right.mean())},
-        "evidence": {"agreement": E.rate_measure(int(student_right.sum()), n), "beat_baseline": E.mcnemar_measure(student_right, baseline_right)},
+        "evidence": {
+            "agreement": E.rate_measure(int(student_right.sum()), n),
+            "beat_baseline": E.mcnemar_measure(student_right, baseline_right),
+        },
     }
 
 

@@ -112,7 +112,9 @@ def test_rouge_l_and_exact_match_on_known_texts():
     # LCS of "a b c d" and "a c d e" is "a c d" (3): P = 3/4, R = 3/4
     assert m.rouge_l("a b c d", "a c d e") == pytest.approx(0.75)
     assert m.rouge_l("x y", "a b") == 0.0
-    scored = score_generator(["refund issued", "reset password"], ["refund issued", "password reset now"], [{"k": "v"}] * 2)
+    scored = score_generator(
+        ["refund issued", "reset password"], ["refund issued", "password reset now"], [{"k": "v"}] * 2
+    )
     assert scored["exact_match"] == 0.5
     assert scored["rouge_l"] == pytest.approx((1.0 + 0.4) / 2)
     # generation fidelity is graded (chrF against the teacher's text), not exact match
@@ -120,4 +122,7 @@ def test_rouge_l_and_exact_match_on_known_texts():
     assert scored["fidelity"] == scored["agreement"] == scored["chrf"] == pytest.approx(expected)
     assert 0.5 < scored["agreement"] < 1.0 and scored["fidelity_metric"] == "chrF"
     with_tokens = score_generator(["a", "b"], ["a", "c"], [{}] * 2, token_agreement=[1.0, 0.5])
-    assert with_tokens["token_agreement"] == pytest.approx(0.75) and with_tokens["per_item"]["token_agreement"] == [1.0, 0.5]
+    assert with_tokens["token_agreement"] == pytest.approx(0.75) and with_tokens["per_item"]["token_agreement"] == [
+        1.0,
+        0.5,
+    ]

@@ -27,18 +27,38 @@ def labelled(texts: list[str], source: str, cost: float, split: str | None = Non
     out = []
     for text in texts:
         probs = teacher_probs(text)
-        out.append(Record(input=text, source=source, label=LABELS[int(probs.argmax())], label_probs=[float(x) for x in probs],
-                          teacher_id="smollm2", teacher_fingerprint="sha256:teacher", prompt_hash="sha256:prompt", params_hash="sha256:params",
-                          cost=cost, split=split))
+        out.append(
+            Record(
+                input=text,
+                source=source,
+                label=LABELS[int(probs.argmax())],
+                label_probs=[float(x) for x in probs],
+                teacher_id="smollm2",
+                teacher_fingerprint="sha256:teacher",
+                prompt_hash="sha256:prompt",
+                params_hash="sha256:params",
+                cost=cost,
+                split=split,
+            )
+        )
     return out
 
 
 def record_raw(project, name: str, records: list[Record]) -> None:
     path = write_records(records, project.data_dir / "raw" / f"{name}.parquet")
     relative = str(path.relative_to(project.root))
-    project.ledger.append("dataset.generated", {"dataset_hash": f"sha256:{name}", "stage": "raw", "shards": [relative], "counts": {name: len(records)}},
-                          files=[path], table="datasets",
-                          row={"dataset_hash": f"sha256:{name}", "stage": "raw", "path": ".distil/data/raw", "counts": {name: len(records)}})
+    project.ledger.append(
+        "dataset.generated",
+        {"dataset_hash": f"sha256:{name}", "stage": "raw", "shards": [relative], "counts": {name: len(records)}},
+        files=[path],
+        table="datasets",
+        row={
+            "dataset_hash": f"sha256:{name}",
+            "stage": "raw",
+            "path": ".distil/data/raw",
+            "counts": {name: len(records)},
+        },
+    )
 
 
 @pytest.fixture
@@ -49,12 +69,24 @@ def recorded_project(triage_project):
     lock_gate(project, "maria")
     seeds = [f"seed {i}: refund please" for i in range(30)]
     record_raw(project, "seed", labelled(seeds, "seed", SEED_COST))
-    record_raw(project, "targeted", labelled(seeds[:5], "seed", SEED_COST) + labelled([f"new {i}: crash" for i in range(5)], "targeted", TARGETED_COST))
+    record_raw(
+        project,
+        "targeted",
+        labelled(seeds[:5], "seed", SEED_COST)
+        + labelled([f"new {i}: crash" for i in range(5)], "targeted", TARGETED_COST),
+    )
     # the student's row records seconds; the baseline's is an older row: tokens / tokens_per_s = 2,000 s
     build_run(project, metrics={"student": {"seconds": 5400.0}, "baseline": {"tokens": 1000, "tokens_per_s": 0.5}})
     folder = project.data_dir / "curated" / ("0" * 12)
-    write_records(labelled([f"ticket {100 + i}: {w} please" for i, w in enumerate(["refund", "crash", "password"] * 10)], "seed", 0.0, "validation"),
-                  folder / "validation.parquet")
+    write_records(
+        labelled(
+            [f"ticket {100 + i}: {w} please" for i, w in enumerate(["refund", "crash", "password"] * 10)],
+            "seed",
+            0.0,
+            "validation",
+        ),
+        folder / "validation.parquet",
+    )
     record_raw(project, "later", labelled([f"later {i}: invoice" for i in range(7)], "targeted", LATER_COST))
     return project
 
@@ -67,7 +99,9 @@ def test_payback_is_computed_from_the_ledgers_recorded_teacher_costs_and_trainin
     assert cost["teacher_calls_cost"] == pytest.approx(30 * SEED_COST + 5 * TARGETED_COST)
     assert cost["training_hours"] == pytest.approx((5400 + 2000) / 3600)
     price = recorded_project.spec.cost.machine_hour_price
-    assert cost["build_cost"] == pytest.approx(cost["teacher_calls_cost"] + cost["training_hours"] * price + recorded_project.spec.cost.build_cost)
+    assert cost["build_cost"] == pytest.approx(
+        cost["teacher_calls_cost"] + cost["training_hours"] * price + recorded_project.spec.cost.build_cost
+    )
     assert cost["monthly_savings"] > 0
     assert cost["payback_months"] == pytest.approx(cost["build_cost"] / cost["monthly_savings"])
     summary = json.loads(recorded_project.ledger.rows("evaluations")[0]["summary"])
@@ -79,8 +113,12 @@ def test_payback_is_computed_from_the_ledgers_recorded_teacher_costs_and_trainin
 def test_the_escalation_share_is_calibrated_on_validation_as_serve_calibrates_it(recorded_project):
     _, document = evaluate_run(recorded_project, models=numpy_models(flip_student=3), threads=1)
     escalated = next(t for t in document["cost"]["terms"] if t["name"] == "escalated_share")
-    assert escalated["source"] == "measured on the validation split" and "on 30 items" in escalated["detail"]  # 30 validation, 24 test
-    served = calibrate_router(recorded_project, RunDir(recorded_project, "run-1"), student=None)  # from predictions.parquet
+    assert (
+        escalated["source"] == "measured on the validation split" and "on 30 items" in escalated["detail"]
+    )  # 30 validation, 24 test
+    served = calibrate_router(
+        recorded_project, RunDir(recorded_project, "run-1"), student=None
+    )  # from predictions.parquet
     assert served is not None and served.n == 30
     assert document["cost"]["escalated_share"] == pytest.approx(served.escalated_share) and served.escalated_share > 0
     assert document["cost"]["escalation_monthly"] > 0
@@ -109,4 +147,6 @@ def test_without_validation_answers_the_share_is_what_serve_would_do(triage_proj
     spec = load_project(triage_project).spec
     assert escalation_on_validation(spec, None, None).share == 0.0  # serve: nothing to calibrate on, threshold 0
     fixed = spec.model_copy(update={"router": spec.router.model_copy(update={"threshold": 0.8})})
-    assert escalation_on_validation(fixed, None, None).share is None  # a fixed threshold would escalate an unknown share
+    assert (
+        escalation_on_validation(fixed, None, None).share is None
+    )  # a fixed threshold would escalate an unknown share

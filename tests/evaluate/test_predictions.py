@@ -31,8 +31,16 @@ def add_validation(project, n: int = 12) -> list[Record]:
     records = []
     for text, _label, tags in make_inputs(n, seed=7):
         probs = teacher_probs(text)
-        records.append(Record(input=text + " (validation)", source="seed", tags=tags, label=LABELS[int(probs.argmax())],
-                              label_probs=[float(x) for x in probs], split="validation"))
+        records.append(
+            Record(
+                input=text + " (validation)",
+                source="seed",
+                tags=tags,
+                label=LABELS[int(probs.argmax())],
+                label_probs=[float(x) for x in probs],
+                split="validation",
+            )
+        )
     write_records(records, RunDir(project, "run-1").dataset().split_path("validation"))
     return records
 
@@ -50,10 +58,16 @@ def test_predictions_hold_every_model_on_every_split(evaluated):
     assert table.schema.equals(PREDICTIONS_SCHEMA)
     rows = read_predictions(run.predictions)
     n_test, n_gold = document["student"]["n"], document["student"]["gold"]["n"]
-    counts = {(s, m): sum(1 for r in rows if r["split"] == s and r["model"] == m) for s in ("validation", "test", "gold") for m in ("teacher", "student", "baseline")}
-    assert counts == {**{("validation", m): len(validation) for m in ("teacher", "student", "baseline")},
-                      **{("test", m): n_test for m in ("teacher", "student", "baseline")},
-                      **{("gold", m): n_gold for m in ("teacher", "student", "baseline")}}
+    counts = {
+        (s, m): sum(1 for r in rows if r["split"] == s and r["model"] == m)
+        for s in ("validation", "test", "gold")
+        for m in ("teacher", "student", "baseline")
+    }
+    assert counts == {
+        **{("validation", m): len(validation) for m in ("teacher", "student", "baseline")},
+        **{("test", m): n_test for m in ("teacher", "student", "baseline")},
+        **{("gold", m): n_gold for m in ("teacher", "student", "baseline")},
+    }
     teacher_validation = read_predictions(run.predictions, "validation", "teacher")
     assert all(r["recorded"] for r in teacher_validation)  # taken from the records, not asked again
     assert np.allclose([r["distribution"] for r in teacher_validation], [r.label_probs for r in validation], atol=1e-6)
@@ -71,7 +85,11 @@ def test_iterate_mines_the_students_disagreements_from_the_predictions(evaluated
     _, run, _, _ = evaluated
     evaluation = json.loads(run.evaluation.read_text())
     failures = mine_failures(run, evaluation, floor=None)  # validation and probe, never the locked test split
-    disagreements = [(t["input"], t["label"], s["label"]) for t, s in paired(run.predictions, "validation", "student") if t["label"] != s["label"]]
+    disagreements = [
+        (t["input"], t["label"], s["label"])
+        for t, s in paired(run.predictions, "validation", "student")
+        if t["label"] != s["label"]
+    ]
     assert disagreements and [(f.input, f.teacher_label, f.student_label) for f in failures] == disagreements
     assert all(f.input.endswith("(validation)") for f in failures)
     on_test = mine_failures(run, evaluation, floor=None, splits=("test",))

@@ -47,7 +47,9 @@ def test_report_files_are_self_contained_and_summarised(reported):
     project, html, md = reported
     assert html == project.runs_dir / "run-1" / "report.html" and md.name == "report.md"
     text = html.read_text()
-    assert len(re.findall(r'<img class="plot" id="plot-(\w+)" alt="[^"]*" src="data:image/png;base64,', text)) == len(PLOTS)
+    assert len(re.findall(r'<img class="plot" id="plot-(\w+)" alt="[^"]*" src="data:image/png;base64,', text)) == len(
+        PLOTS
+    )
     assert "http://" not in text and "https://" not in text.replace("https://huggingface.co", "")  # nothing fetched
     assert "Apache-2.0" in text and "min_confidence" in text  # provenance: licence, filters
     assert '<ul id="duties">' in text and "Section 4(a)" in text  # the duties the student inherits, from the registry
@@ -57,7 +59,9 @@ def test_report_files_are_self_contained_and_summarised(reported):
     assert "| fidelity_min |" in summary and "| student |" in summary
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it with scripts/ensure-chromium.sh)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (make test installs it with scripts/ensure-chromium.sh)"
+)
 def test_report_renders_in_headless_chromium(reported, tmp_path: Path):
     _, html, _ = reported
     page = tmp_path / "report-check.html"
@@ -71,16 +75,25 @@ def test_report_renders_in_headless_chromium(reported, tmp_path: Path):
     assert 'id="verdict"' in dom and ">FAIL</td>" in dom  # the fixture's student misses the gate
 
     shot = tmp_path / "report.png"
-    subprocess.run([*base_command(tmp_path / "profile"), f"--screenshot={shot}", "--window-size=1200,2400", html.as_uri()], capture_output=True, timeout=120)
+    subprocess.run(
+        [*base_command(tmp_path / "profile"), f"--screenshot={shot}", "--window-size=1200,2400", html.as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.is_file() and shot.stat().st_size > 10_000
 
 
 def test_every_check_row_shows_value_interval_p_value_n_and_status(reported):
     project, html, md = reported
-    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]] for line in md.read_text().splitlines()
-            if line.startswith("| ") and line.split("|")[1].strip() in ("fidelity_min", "beat_baseline")}
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+        for line in md.read_text().splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip() in ("fidelity_min", "beat_baseline")
+    }
     value, interval, limit, p_value, n, status = rows["fidelity_min"]
-    assert interval.startswith("[0.") and n == "24" and status == "❌ FAIL" and p_value == "–"  # a student that flips every fifth ticket
+    assert (
+        interval.startswith("[0.") and n == "24" and status == "❌ FAIL" and p_value == "–"
+    )  # a student that flips every fifth ticket
     assert rows["beat_baseline"][3] not in ("", "–") and rows["beat_baseline"][4] == "24"  # the paired test's p-value
     verdict = re.search(r'<table id="verdict">.*?</table>', html.read_text(), re.S).group(0)
     assert "<th>95% interval</th>" in verdict and "<th>p-value</th>" in verdict and "<th>n</th>" in verdict
@@ -100,7 +113,27 @@ def test_the_cost_section_shows_each_term_and_its_source(reported):
 def test_an_undecided_check_is_shown_as_undecided_never_as_pass():
     from distil.evaluate.report import check_rows
 
-    (row,) = check_rows([{"name": "fidelity_min", "value": 1.0, "threshold": 0.95, "passed": False, "status": "undecided",
-                          "interval": [0.862, 1.0], "p_value": None, "n": 24, "detail": "student agreement with the teacher", "method": "Wilson"}])
-    assert (row["status"], row["css"], row["interval"], row["n"], row["p_value"]) == ("undecided", "undecided", "[0.862, 1.000]", "24", "–")
+    (row,) = check_rows(
+        [
+            {
+                "name": "fidelity_min",
+                "value": 1.0,
+                "threshold": 0.95,
+                "passed": False,
+                "status": "undecided",
+                "interval": [0.862, 1.0],
+                "p_value": None,
+                "n": 24,
+                "detail": "student agreement with the teacher",
+                "method": "Wilson",
+            }
+        ]
+    )
+    assert (row["status"], row["css"], row["interval"], row["n"], row["p_value"]) == (
+        "undecided",
+        "undecided",
+        "[0.862, 1.000]",
+        "24",
+        "–",
+    )
     assert row["detail"].endswith("(Wilson)")

@@ -78,7 +78,9 @@ def write_monitor_report(project, now: dt.datetime):
     for shard in traffic_dir(project.state_dir).glob("*.parquet"):  # only this check's traffic
         shard.unlink()
     write_traffic_rows(traffic_dir(project.state_dir), rows)
-    return run_monitor(project, sample=30, teacher=NumpyPredictor(0).label_distribution, embed=hashed_embedding, now=now)
+    return run_monitor(
+        project, sample=30, teacher=NumpyPredictor(0).label_distribution, embed=hashed_embedding, now=now
+    )
 
 
 @pytest.fixture
@@ -131,14 +133,18 @@ def test_monitor_section_shows_the_newest_report_with_its_plot_inlined(launched)
     section = _section(text, "monitor")
     assert result.n_traffic == 30 and monitor_path.name in section and "monitor-20250304T120000.json" in section
     windows = re.findall(r"<tr><td>(\d{4}-[^<]+)</td><td>(\d+)</td>", _table(section, "monitor-windows"))
-    assert [(start, int(n)) for start, n in windows] == [(w["start"], w["n"]) for w in result.windows] and len(windows) >= 2
+    assert [(start, int(n)) for start, n in windows] == [(w["start"], w["n"]) for w in result.windows] and len(
+        windows
+    ) >= 2
     slices = _table(section, "monitor-slices")
     for name, values in result.slices.items():
         for value, row in values.items():
             assert f"<tr><td>{name}={value}</td><td>{row['n']}</td>" in slices
     drift = _table(section, "monitor-drift")
     assert f"<td>{result.drift['p_value']:.3f}</td>" in drift and result.drift["n_reference"] > 0
-    assert result.alerts and all(f"<li>{html_escape(a)}</li>" in section for a in result.alerts)  # the student flips every third ticket
+    assert result.alerts and all(
+        f"<li>{html_escape(a)}</li>" in section for a in result.alerts
+    )  # the student flips every third ticket
     match = re.search(r'<img class="plot" id="plot-monitor" alt="[^"]*" src="data:image/png;base64,([^"]+)"', section)
     assert match and base64.b64decode(match.group(1)) == monitor_path.with_suffix(".png").read_bytes()
     assert "ticket 1:" not in section  # the checked traffic itself stays out of the shared report
@@ -148,9 +154,14 @@ def test_monitor_section_shows_the_newest_report_with_its_plot_inlined(launched)
 def test_markdown_summary_has_the_after_launch_facts(launched):
     _, _, md, quantized, router, result, monitor_path = launched
     summary = md.read_text()
-    assert f"**Quantized** (int8 dynamic (onnxruntime)): agreement {quantized['distilled']['agreement']:.3f} → {quantized['quantized']['agreement']:.3f}" in summary
+    assert (
+        f"**Quantized** (int8 dynamic (onnxruntime)): agreement {quantized['distilled']['agreement']:.3f} → {quantized['quantized']['agreement']:.3f}"
+        in summary
+    )
     assert "size 540,000 → 150,000 bytes (3.600× smaller)" in summary
-    assert f"**Router**: threshold {router['threshold']:.3f}, {100 * router['escalated_share']:.1f}% escalated" in summary
+    assert (
+        f"**Router**: threshold {router['threshold']:.3f}, {100 * router['escalated_share']:.1f}% escalated" in summary
+    )
     assert f"blended cost {router['blended_cost_per_1m']:,.3f} USD per 1M requests" in summary
     assert f"**Monitor** (`.distil/monitor/{monitor_path.name}`): agreement {result.agreement:.3f}" in summary
     assert "MMD²" in summary and result.alerts[0] in summary
@@ -201,12 +212,16 @@ window.addEventListener("load", function () {
 </script>"""
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it with scripts/ensure-chromium.sh)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (make test installs it with scripts/ensure-chromium.sh)"
+)
 def test_after_launch_report_renders_at_1100px_without_page_overflow(launched, tmp_path: Path):
     _, html, _, _, _, _, _ = launched
     page = tmp_path / "layout-check.html"
     page.write_text(html.read_text().replace("</body>", LAYOUT_CHECK + "</body>"))
-    lines, _ = rendered_check(page, tmp_path / "profile", "layout-check", "--hide-scrollbars", "--window-size=1100,2400")
+    lines, _ = rendered_check(
+        page, tmp_path / "profile", "layout-check", "--hide-scrollbars", "--window-size=1100,2400"
+    )
     images = {line.split()[0]: line.split()[1:] for line in lines if line.startswith("plot-")}
     assert set(images) == {f"plot-{p}" for p in (*PLOTS, "monitor")}
     for name, (complete, width, height) in images.items():

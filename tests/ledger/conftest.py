@@ -16,7 +16,14 @@ from distil.spec.templates import write_spec
 
 PASSING = {
     "teacher": {"agreement": 1.0, "quality": 0.9, "p95_ms": 100.0, "params": 1000},
-    "student": {"agreement": 0.99, "quality": 0.9, "p95_ms": 10.0, "params": 100, "min_slice": "tone=calm", "min_slice_agreement": 0.97},
+    "student": {
+        "agreement": 0.99,
+        "quality": 0.9,
+        "p95_ms": 10.0,
+        "params": 100,
+        "min_slice": "tone=calm",
+        "min_slice_agreement": 0.97,
+    },
     "baseline": {"agreement": 0.5},
     "cost": {"payback_months": 1.0},
 }
@@ -28,7 +35,12 @@ def record_evaluation(project, run_id: str = "run-1", summary: dict | None = Non
         {"run_id": run_id, "variant": "distilled"},
         actor="dev",
         table="evaluations",
-        row={"run_id": run_id, "variant": "distilled", "path": f".distil/runs/{run_id}/evaluation.json", "summary": summary or PASSING},
+        row={
+            "run_id": run_id,
+            "variant": "distilled",
+            "path": f".distil/runs/{run_id}/evaluation.json",
+            "summary": summary or PASSING,
+        },
     )
 
 
@@ -82,4 +94,3 @@ def typed_row_hash(db: Path, table: str, seq: int) -> str:
 def execute(db: Path, sql: str, args: tuple = ()) -> None:
     with sqlite3.connect(db) as conn:
         conn.execute(sql, args)
-

@@ -71,7 +71,10 @@ def test_changed_file_is_reported(tmp_path):
 def test_typed_rows_are_written_with_their_event(tmp_path):
     ledger = Ledger(tmp_path / "ledger.db")
     event = ledger.append(
-        "gate.locked", {"v": 1}, actor="maria", table="gates",
+        "gate.locked",
+        {"v": 1},
+        actor="maria",
+        table="gates",
         row={"version": 1, "sha256": "sha256:x", "canonical": "{}", "locked_by": "maria", "reason": ""},
     )
     row = ledger.latest("gates")

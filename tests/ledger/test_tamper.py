@@ -29,14 +29,26 @@ def test_a_clean_signed_project_verifies_with_its_acts_signed(signed_project):
 
 def test_an_edited_payload_is_named(signed_project):
     seq = _seq(signed_project, "evaluation")
-    execute(signed_project.ledger.path, "UPDATE events SET payload = replace(payload, 'run-1', 'run-2') WHERE seq = ?", (seq,))
+    execute(
+        signed_project.ledger.path,
+        "UPDATE events SET payload = replace(payload, 'run-1', 'run-2') WHERE seq = ?",
+        (seq,),
+    )
     result = signed_project.ledger.verify()
-    assert not result.ok and result.broken_seq == seq and f"row {seq} (evaluation): content does not match its hash" in result.reason
+    assert (
+        not result.ok
+        and result.broken_seq == seq
+        and f"row {seq} (evaluation): content does not match its hash" in result.reason
+    )
 
 
 def test_an_edited_typed_row_is_named_and_not_read(signed_project):
     seq = _seq(signed_project, "gate.locked")
-    execute(signed_project.ledger.path, "UPDATE gates SET canonical = replace(canonical, '0.95', '0.5') WHERE event_seq = ?", (seq,))
+    execute(
+        signed_project.ledger.path,
+        "UPDATE gates SET canonical = replace(canonical, '0.95', '0.5') WHERE event_seq = ?",
+        (seq,),
+    )
     result = signed_project.ledger.verify()
     assert not result.ok and f"row {seq} (gate.locked): its gates row was changed" in result.reason
     with pytest.raises(LedgerError, match=f"gates row of event {seq} does not verify"):
@@ -51,7 +63,10 @@ def test_a_forged_decision_bound_to_another_event_is_caught_and_never_served(sig
         (evaluation_seq, evaluation_seq),
     )
     result = signed_project.ledger.verify()
-    assert not result.ok and f"decisions row bound to event {evaluation_seq}: that event does not bind a decisions row" in result.reason
+    assert (
+        not result.ok
+        and f"decisions row bound to event {evaluation_seq}: that event does not bind a decisions row" in result.reason
+    )
     with pytest.raises(LedgerError, match=f"decisions row of event {evaluation_seq} does not verify"):
         latest_run(signed_project, shipped_first=True)
 
@@ -140,14 +155,26 @@ def test_deleting_the_last_signed_act_is_caught_by_the_head_its_signer_kept(sign
 
 def test_an_appended_act_with_recomputed_hashes_is_caught_when_acts_are_signed(signed_project):
     evaluation_seq = _seq(signed_project, "evaluation")
-    row = {"run_id": "run-1", "decision": "ship", "validator": "quinn", "driver": "dev", "evaluation_seq": evaluation_seq}
+    row = {
+        "run_id": "run-1",
+        "decision": "ship",
+        "validator": "quinn",
+        "driver": "dev",
+        "evaluation_seq": evaluation_seq,
+    }
     db = signed_project.ledger.path
     seq = signed_project.ledger.head()[0] + 1
-    execute(db, "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (?, ?, ?, ?, ?, ?)", (seq, *row.values()))
+    execute(
+        db,
+        "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (?, ?, ?, ?, ?, ?)",
+        (seq, *row.values()),
+    )
     payload = {**row, "typed_row": {"table": "decisions", "sha256": typed_row_hash(db, "decisions", seq)}}
     assert forge_event(db, "decision", "quinn", payload) == seq
     result = signed_project.ledger.verify()
-    assert not result.ok and f"row {seq} (decision): an act by quinn with no signature after signed acts" in result.reason
+    assert (
+        not result.ok and f"row {seq} (decision): an act by quinn with no signature after signed acts" in result.reason
+    )
     with pytest.raises(LedgerError, match="no signature after signed acts"):
         latest_run(signed_project, shipped_first=True)
 
@@ -169,7 +196,9 @@ def test_a_signed_act_edited_after_signing_is_caught(signed_project):
     with_reason["reason"] = "changed later"
     from distil.ledger.store import canonical_json
 
-    execute(signed_project.ledger.path, "UPDATE events SET payload = ? WHERE seq = ?", (canonical_json(with_reason), seq))
+    execute(
+        signed_project.ledger.path, "UPDATE events SET payload = ? WHERE seq = ?", (canonical_json(with_reason), seq)
+    )
     problems = signed_project.ledger.verify().problems
     assert any(f"row {seq} (gate.locked): its signature does not hold" in p for p in problems)
 
@@ -185,7 +214,10 @@ def test_a_missing_recorded_file_is_reported_unless_allowed(tmp_path):
     assert ledger.verify().ok
     shard.unlink()
     result = ledger.verify()
-    assert not result.ok and f"row {event.seq} (dataset.generated): recorded file .distil/data/shard.parquet is missing" in result.reason
+    assert (
+        not result.ok
+        and f"row {event.seq} (dataset.generated): recorded file .distil/data/shard.parquet is missing" in result.reason
+    )
     allowed = ledger.verify(allow_missing=True)
     assert allowed.ok and allowed.missing == (".distil/data/shard.parquet",)
 

@@ -16,8 +16,21 @@ from distil.spec.check import check_project
 from distil.spec.io import load_project
 from tests.conftest import EXAMPLES
 
-EXPECTED = {"apache-2.0", "mit", "llama-3", "llama-3.1", "llama-3.2", "llama-3.3", "gemma", "qwen", "qwen-research",
-            "openai-terms", "anthropic-terms", "gemini-api-terms", "mistral-terms"}
+EXPECTED = {
+    "apache-2.0",
+    "mit",
+    "llama-3",
+    "llama-3.1",
+    "llama-3.2",
+    "llama-3.3",
+    "gemma",
+    "qwen",
+    "qwen-research",
+    "openai-terms",
+    "anthropic-terms",
+    "gemini-api-terms",
+    "mistral-terms",
+}
 
 
 def test_registry_loads_and_every_entry_has_a_dated_source_and_a_clause():
@@ -62,7 +75,11 @@ def test_check_proposes_the_verdict_and_duties_of_a_known_licence(tmp_path, caps
     spec = _project(tmp_path, {"id": "llama-3.1", "distillation_permitted": "conditional", "reviewed_by": "maria"})
     assert main(["check", "--spec", str(spec)]) == 0
     out = capsys.readouterr().out
-    assert "smollm2 (llama-3.1) duty the student inherits" in out and 'must begin with "Llama"' in out and "Built with Llama" in out
+    assert (
+        "smollm2 (llama-3.1) duty the student inherits" in out
+        and 'must begin with "Llama"' in out
+        and "Built with Llama" in out
+    )
     assert "smollm2 (llama-3.1) condition: " in out
     # the proposal is not a review: without a named reviewer, check refuses and says what the registry proposes
     spec = _project(tmp_path / "b", {"id": "llama-3.1"})
@@ -102,7 +119,9 @@ def test_the_review_is_signed_when_the_spec_sets_keys(tmp_path):
     from distil.ledger.keys import create_key
 
     _, public = create_key("maria")
-    spec = _project(tmp_path, {"name": "Acme Model Licence v2", "distillation_permitted": "yes", "reviewed_by": "maria"})
+    spec = _project(
+        tmp_path, {"name": "Acme Model Licence v2", "distillation_permitted": "yes", "reviewed_by": "maria"}
+    )
     data = yaml.safe_load(spec.read_text())
     data["roles"]["keys"] = {"maria": public}
     spec.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -112,8 +131,11 @@ def test_the_review_is_signed_when_the_spec_sets_keys(tmp_path):
     assert recorded_reviews(project)["smollm2"].signed
     assert project.ledger.verify(check_files=False).ok
     # an unsigned review written around the key does not count in a project that signs
-    project.ledger.append("licence.reviewed", {**{k: v for k, v in event.payload.items() if k not in ("signature", "signed_head")}},
-                          actor="maria")
+    project.ledger.append(
+        "licence.reviewed",
+        {**{k: v for k, v in event.payload.items() if k not in ("signature", "signed_head")}},
+        actor="maria",
+    )
     assert recorded_reviews(project)["smollm2"].event_seq == event.seq
 
 

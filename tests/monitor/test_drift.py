@@ -18,15 +18,30 @@ from distil.serve.traffic import traffic_dir, write_traffic_rows
 from distil.spec.io import load_project
 from tests.conftest import EXAMPLES
 
-FOODS = ["lentil soup", "banana bread", "roast chicken", "apple pie", "fried rice", "pumpkin risotto", "fish tacos", "lemon tart"]
-STEPS = ["Preheat the oven to {t} degrees and bake the {f} for {m} minutes.", "Whisk two eggs, fold them into the {f} and let it rest for {m} minutes.",
-         "Season the {f} with salt and pepper, then simmer for {m} minutes at {t} degrees.", "Serve the {f} warm with fresh herbs after {m} minutes."]
+FOODS = [
+    "lentil soup",
+    "banana bread",
+    "roast chicken",
+    "apple pie",
+    "fried rice",
+    "pumpkin risotto",
+    "fish tacos",
+    "lemon tart",
+]
+STEPS = [
+    "Preheat the oven to {t} degrees and bake the {f} for {m} minutes.",
+    "Whisk two eggs, fold them into the {f} and let it rest for {m} minutes.",
+    "Season the {f} with salt and pepper, then simmer for {m} minutes at {t} degrees.",
+    "Serve the {f} warm with fresh herbs after {m} minutes.",
+]
 
 
 def recipe_texts(n: int, seed: int = 0) -> list[str]:
     """Traffic from another distribution entirely: cooking instructions instead of support tickets."""
     rng = random.Random(seed)
-    return [rng.choice(STEPS).format(f=rng.choice(FOODS), m=rng.randint(5, 90), t=rng.randint(150, 250)) for _ in range(n)]
+    return [
+        rng.choice(STEPS).format(f=rng.choice(FOODS), m=rng.randint(5, 90), t=rng.randint(150, 250)) for _ in range(n)
+    ]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -46,7 +61,12 @@ def monitored(tmp_path, tiny_teacher_dir):
     spec["teachers"][0]["source"] = f"hf:{tiny_teacher_dir}"
     spec["maintenance"] = {"drift_floor": 0.9, "refresh_days": 30}
     (root / "distil.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    tickets = [json.loads(line) for f in ("seeds.jsonl", "gold.jsonl") for line in (root / f).read_text().splitlines() if line.strip()]
+    tickets = [
+        json.loads(line)
+        for f in ("seeds.jsonl", "gold.jsonl")
+        for line in (root / f).read_text().splitlines()
+        if line.strip()
+    ]
     random.Random(0).shuffle(tickets)
     (root / "seeds.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tickets[:80]))
     return load_project(root / "distil.yaml"), [t["input"] for t in tickets[80:140]]
@@ -61,8 +81,16 @@ def log_traffic(project, texts, teacher, disagree_on: set[int] = frozenset(), st
     for i, (text, p) in enumerate(zip(texts, probs, strict=True)):
         served = np.roll(p, 1) if i in disagree_on else p
         assert (served.argmax() != p.argmax()) == (i in disagree_on)
-        rows.append({"timestamp": start + dt.timedelta(hours=i), "input": text, "route": "student", "answer": "x",
-                     "distribution": served.tolist(), "confidence": float(served.max())})
+        rows.append(
+            {
+                "timestamp": start + dt.timedelta(hours=i),
+                "input": text,
+                "route": "student",
+                "answer": "x",
+                "distribution": served.tolist(),
+                "confidence": float(served.max()),
+            }
+        )
     write_traffic_rows(traffic_dir(project.state_dir), rows)
 
 

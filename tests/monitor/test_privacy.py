@@ -13,8 +13,10 @@ from distil.serve.traffic import TrafficLog, traffic_dir
 from distil.spec.io import load_project
 from tests.monitor.test_drift import _teacher, log_traffic, monitored  # noqa: F401 (monitored is a fixture)
 
-SECRETS = ["my name is Dana Fox and my card 4111 1111 1111 1111 was charged twice",
-           "reply to dana.fox@example.org, the export crashes"]
+SECRETS = [
+    "my name is Dana Fox and my card 4111 1111 1111 1111 was charged twice",
+    "reply to dana.fox@example.org, the export crashes",
+]
 
 
 def _with_maintenance(project, **settings):

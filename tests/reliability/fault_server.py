@@ -67,9 +67,20 @@ def _pick_fault(config: FaultConfig, prompt: str, attempt: int) -> str | None:
 
 
 def _response(status: int, body: bytes, extra: dict[str, str] | None = None, length: int | None = None) -> bytes:
-    reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 400: "Bad Request", 429: "Too Many Requests",
-              500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Error")
-    headers = {"Content-Type": "application/json", "Content-Length": str(len(body) if length is None else length), **(extra or {})}
+    reason = {
+        200: "OK",
+        401: "Unauthorized",
+        404: "Not Found",
+        400: "Bad Request",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+    }.get(status, "Error")
+    headers = {
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body) if length is None else length),
+        **(extra or {}),
+    }
     head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
     return head.encode("latin-1") + body
 
@@ -138,7 +149,9 @@ class FaultServer:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
                 method, path = lines[0].split(" ")[:2]
-                headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
+                headers = {
+                    k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)
+                }
                 raw = await reader.readexactly(int(headers.get("content-length", "0")))
                 if not await self._respond(method, path, headers, raw, writer):
                     return
@@ -148,7 +161,9 @@ class FaultServer:
             if not writer.transport.is_closing():
                 writer.close()
 
-    async def _respond(self, method: str, path: str, headers: dict[str, str], raw: bytes, writer: asyncio.StreamWriter) -> bool:
+    async def _respond(
+        self, method: str, path: str, headers: dict[str, str], raw: bytes, writer: asyncio.StreamWriter
+    ) -> bool:
         """Write one answer (or fault); False when the connection must end."""
         if method != "POST" or not path.endswith("/chat/completions"):
             writer.write(_response(404, b'{"error": {"message": "not found"}}'))
@@ -173,14 +188,22 @@ class FaultServer:
             self.stats.authorization.append(headers.get("authorization", ""))
             answered_total = sum(self.stats.answered.values())
         if body.get("model") not in config.models:
-            writer.write(_response(404, json.dumps({"error": {"message": f"model {body.get('model')!r} does not exist"}}).encode()))
+            writer.write(
+                _response(
+                    404, json.dumps({"error": {"message": f"model {body.get('model')!r} does not exist"}}).encode()
+                )
+            )
             await writer.drain()
             return True
         if config.permanent_status is not None and answered_total >= config.permanent_after:
             writer.write(_response(config.permanent_status, b'{"error": {"message": "invalid api key"}}'))
             await writer.drain()
             return True
-        fault = _pick_fault(config, prompt, attempt) if self.stats.faults_per_prompt[prompt] < config.max_faults_per_prompt else None
+        fault = (
+            _pick_fault(config, prompt, attempt)
+            if self.stats.faults_per_prompt[prompt] < config.max_faults_per_prompt
+            else None
+        )
         if fault is not None:
             with self._lock:
                 self.stats.faults[fault] += 1

@@ -14,8 +14,21 @@ import yaml
 from tests.data.helpers import make_project
 
 REPO = Path(__file__).parents[2]
-WORDS = {"billing": ("invoice", "charge", "refund"), "technical": ("crash", "error", "button"), "account": ("password", "login", "email")}
-FILLER = ("please help", "since monday", "on my phone", "for the team plan", "again today", "after the update", "urgent!!", "hey pls")
+WORDS = {
+    "billing": ("invoice", "charge", "refund"),
+    "technical": ("crash", "error", "button"),
+    "account": ("password", "login", "email"),
+}
+FILLER = (
+    "please help",
+    "since monday",
+    "on my phone",
+    "for the team plan",
+    "again today",
+    "after the update",
+    "urgent!!",
+    "hey pls",
+)
 
 
 def tickets(n: int, offset: int = 0) -> list[tuple[str, str]]:
@@ -29,7 +42,9 @@ def tickets(n: int, offset: int = 0) -> list[tuple[str, str]]:
     return out
 
 
-def fault_project(root: Path, source: str, n: int, seeds: list[tuple[str, str]] | None = None, **teacher: object) -> Path:
+def fault_project(
+    root: Path, source: str, n: int, seeds: list[tuple[str, str]] | None = None, **teacher: object
+) -> Path:
     """The triage spec on ``source`` with ``n`` keyword tickets as seeds; ``teacher`` sets teachers[0] fields."""
     path = make_project(root, source, seeds=seeds or tickets(n))
     spec = yaml.safe_load(path.read_text())
@@ -50,7 +65,9 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 def run_cli(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(distil_cmd(*args), capture_output=True, text=True, timeout=timeout, env=cli_env(**env), cwd=REPO)
+    return subprocess.run(
+        distil_cmd(*args), capture_output=True, text=True, timeout=timeout, env=cli_env(**env), cwd=REPO
+    )
 
 
 def record_labels(project_root: Path) -> dict[str, str]:
@@ -66,4 +83,7 @@ def record_labels(project_root: Path) -> dict[str, str]:
 def dataset_counts(project_root: Path) -> list[dict]:
     from distil.ledger.store import Ledger
 
-    return [json.loads(r["counts"]) for r in Ledger(project_root / ".distil" / "ledger.db").rows("datasets", "stage = 'raw'")]
+    return [
+        json.loads(r["counts"])
+        for r in Ledger(project_root / ".distil" / "ledger.db").rows("datasets", "stage = 'raw'")
+    ]

@@ -21,16 +21,22 @@ from tests.reliability.helpers import fault_project, run_cli
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
-rows = st.dictionaries(st.sampled_from(["input", "label", "tags", "timestamp", "messages", "ts", "x"]), json_values, max_size=5)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+rows = st.dictionaries(
+    st.sampled_from(["input", "label", "tags", "timestamp", "messages", "ts", "x"]), json_values, max_size=5
+)
 lines = st.one_of(
     rows.map(lambda r: json.dumps(r).encode()),
     json_values.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=60),  # any bytes: bad encodings, broken JSON
-    st.just(b""), st.just(b"   "),
+    st.just(b""),
+    st.just(b"   "),
     st.just(json.dumps({"input": "x" * 200_000}).encode()),  # a huge line
-    st.just("{\"input\": \"caf\xe9\"}".encode("latin-1")),  # latin-1, not UTF-8
+    st.just('{"input": "caf\xe9"}'.encode("latin-1")),  # latin-1, not UTF-8
 )
 
 
@@ -53,9 +59,14 @@ def test_jsonl_seeds_and_traffic_fail_only_with_a_data_error(tmp_path_factory, b
 
 
 @FUZZ
-@given(header=st.lists(st.sampled_from(["input", "label", "tags", "", "x", "input"]), max_size=4),
-       cells=st.lists(st.lists(st.text(max_size=15) | st.binary(max_size=15).map(lambda b: b.decode("latin-1")), max_size=5), max_size=5),
-       encoding=st.sampled_from(["utf-8", "latin-1", "utf-16"]))
+@given(
+    header=st.lists(st.sampled_from(["input", "label", "tags", "", "x", "input"]), max_size=4),
+    cells=st.lists(
+        st.lists(st.text(max_size=15) | st.binary(max_size=15).map(lambda b: b.decode("latin-1")), max_size=5),
+        max_size=5,
+    ),
+    encoding=st.sampled_from(["utf-8", "latin-1", "utf-16"]),
+)
 def test_csv_seeds_fail_only_with_a_data_error(tmp_path_factory, header, cells, encoding):
     import csv
     import io
@@ -78,11 +89,24 @@ def test_traffic_with_an_impossible_timestamp_is_a_data_error(tmp_path, stamp):
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
-@pytest.mark.parametrize("bad", [b"\xff\xfe not utf-8\n", b'{"input": 3}\n', b'{"label": "billing"}\n', b'["a list"]\n',
-                                 b'{"input": "ok", "label": "refunds"}\n', b'{"input": "ok", "tags": "{not json"}\n'])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"\xff\xfe not utf-8\n",
+        b'{"input": 3}\n',
+        b'{"label": "billing"}\n',
+        b'["a list"]\n',
+        b'{"input": "ok", "label": "refunds"}\n',
+        b'{"input": "ok", "tags": "{not json"}\n',
+    ],
+)
 def test_generate_on_a_broken_seeds_file_is_one_line_and_keeps_earlier_data(tmp_path, bad):
     with FaultServer(FaultConfig()) as server:
         spec = fault_project(tmp_path / "p", server.source(), 12, timeout_s=5)
@@ -92,7 +116,9 @@ def test_generate_on_a_broken_seeds_file_is_one_line_and_keeps_earlier_data(tmp_
         seeds.write_bytes(seeds.read_bytes() + bad)
         done = run_cli("generate", "--spec", str(spec))
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert [line for line in done.stderr.splitlines() if line.startswith("error:")][0].startswith(f"error: {seeds}:13")  or "UTF-8" in done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("error:")][0].startswith(
+        f"error: {seeds}:13"
+    ) or "UTF-8" in done.stderr
     assert _hashes(spec.parent / ".distil" / "data") == before
 
 
@@ -114,8 +140,18 @@ def server_url(tmp_path_factory, tiny_teacher_dir):
 
 bodies = st.one_of(
     json_values.map(lambda v: json.dumps(v).encode()),
-    st.dictionaries(st.sampled_from(["input", "model", "messages", "max_tokens", "temperature", "stream", "labels"]), json_values, max_size=4).map(lambda d: json.dumps(d).encode()),
-    st.fixed_dictionaries({"messages": st.lists(st.dictionaries(st.sampled_from(["role", "content", "name"]), json_values, max_size=3), max_size=3)}).map(lambda d: json.dumps(d).encode()),
+    st.dictionaries(
+        st.sampled_from(["input", "model", "messages", "max_tokens", "temperature", "stream", "labels"]),
+        json_values,
+        max_size=4,
+    ).map(lambda d: json.dumps(d).encode()),
+    st.fixed_dictionaries(
+        {
+            "messages": st.lists(
+                st.dictionaries(st.sampled_from(["role", "content", "name"]), json_values, max_size=3), max_size=3
+            )
+        }
+    ).map(lambda d: json.dumps(d).encode()),
     st.binary(max_size=80),
     st.just(json.dumps({"input": "x" * 200_000}).encode()),  # past the body limit
 )

@@ -38,7 +38,9 @@ def _one_thread():
 def kill_when(args: list[str], condition: Callable[[], bool], timeout: float = 120) -> bool:
     """Run ``distil args``; SIGKILL it as soon as ``condition()`` holds. True when it was killed, False when it
     finished first."""
-    proc = subprocess.Popen(distil_cmd(*args), env=cli_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        distil_cmd(*args), env=cli_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + timeout
     try:
         while proc.poll() is None:
@@ -84,8 +86,14 @@ GENERATE_KILLS = {
     "after one batch": lambda root: cached_calls(root) >= 16,
     "mid run": lambda root: cached_calls(root) >= 40,
     "last batch": lambda root: cached_calls(root) >= 64,
-    "writing the shard": lambda root: any((root / ".distil" / "data" / "raw").glob("*")) if (root / ".distil" / "data" / "raw").exists() else False,
-    "shard written": lambda root: any((root / ".distil" / "data" / "raw").glob("*.parquet")) if (root / ".distil" / "data" / "raw").exists() else False,
+    "writing the shard": lambda root: (
+        any((root / ".distil" / "data" / "raw").glob("*")) if (root / ".distil" / "data" / "raw").exists() else False
+    ),
+    "shard written": lambda root: (
+        any((root / ".distil" / "data" / "raw").glob("*.parquet"))
+        if (root / ".distil" / "data" / "raw").exists()
+        else False
+    ),
 }
 
 
@@ -122,7 +130,11 @@ def test_generate_killed_at_any_point_resumes_to_the_same_records(tmp_path):
 
 
 def _run_dir(project_root: Path) -> Path | None:
-    runs = sorted(p for p in (project_root / ".distil" / "runs").glob("*") if p.is_dir()) if (project_root / ".distil" / "runs").exists() else []
+    runs = (
+        sorted(p for p in (project_root / ".distil" / "runs").glob("*") if p.is_dir())
+        if (project_root / ".distil" / "runs").exists()
+        else []
+    )
     return runs[0] if runs else None
 
 
@@ -205,11 +217,21 @@ def test_train_killed_at_any_point_resumes_to_the_same_model(tmp_path, tiny_teac
 def test_two_generates_and_ledger_writes_at_once_keep_the_ledger_whole(tmp_path):
     with FaultServer(FaultConfig(delay_s=0.005)) as server:
         spec = fault_project(tmp_path / "p", server.source(), 60, max_concurrency=4, timeout_s=5)
-        procs = [subprocess.Popen(distil_cmd("generate", "--spec", str(spec)), env=cli_env(), cwd=REPO,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+        procs = [
+            subprocess.Popen(
+                distil_cmd("generate", "--spec", str(spec)),
+                env=cli_env(),
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(2)
+        ]
         project = load_project(spec)
         for i in range(30):  # a third writer in this process, appending while both label
-            project.ledger.append("alert", {"n": i}, actor="ops", table="alerts", row={"source": "test", "message": f"m{i}"})
+            project.ledger.append(
+                "alert", {"n": i}, actor="ops", table="alerts", row={"source": "test", "message": f"m{i}"}
+            )
         for proc in procs:
             assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
     assert project.ledger.verify().ok

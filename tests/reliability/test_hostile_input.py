@@ -17,7 +17,11 @@ from tests.reliability.helpers import run_cli
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -50,6 +54,7 @@ def _set(path: str, value: object) -> Callable[[dict], None]:
         for key in parents:
             data = data[int(key)] if isinstance(data, list) else data.setdefault(key, {})
         data[last] = value
+
     return change
 
 
@@ -72,7 +77,11 @@ SPEC_CASES = [
     ("gate.fidelity_min", float("nan"), "gate.fidelity_min must be a finite number"),
     ("cost.build_cost", float("inf"), "cost.build_cost must be a finite number"),
     ("name", "triage\x1b[2J\x1b[31m", "name 'triage\\x1b[2J\\x1b[31m' holds a control character (U+001B)"),
-    ("task.labels.0.name", "bill\x1b]0;owned\x07ing", "task.labels[0].name 'bill\\x1b]0;owned\\x07ing' holds a control character"),
+    (
+        "task.labels.0.name",
+        "bill\x1b]0;owned\x07ing",
+        "task.labels[0].name 'bill\\x1b]0;owned\\x07ing' holds a control character",
+    ),
     ("data.slices.0.name", "to\u202ene", "data.slices[0].name 'to\\u202ene' holds a control character (U+202E)"),
     ("cost.currency", "US\rD", "cost.currency 'US\\rD' holds a control character"),
     ("router.specialists", ["../.."], "router.specialists run id '../..': not a plain name"),
@@ -94,8 +103,10 @@ def test_an_empty_content_free_list_is_accepted_with_calibration_off(project, ca
 # --- usage mistakes ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [("evaluate", "--run", "x"), ("train", "--bogus"), ("train", "--epochs", "3"), ("check", "--spec"),
-                                  ("nosuch",)])
+@pytest.mark.parametrize(
+    "argv",
+    [("evaluate", "--run", "x"), ("train", "--bogus"), ("train", "--epochs", "3"), ("check", "--spec"), ("nosuch",)],
+)
 def test_a_usage_mistake_is_one_line_and_exit_2(argv):
     done = run_cli(*argv)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
@@ -130,19 +141,34 @@ def test_a_state_folder_that_is_not_a_folder_is_named(project, capsys, kind, arg
 GOOD = '{"input": "I was charged twice", "label": "billing"}\n'
 SEED_FILES = [
     # (file name, bytes, what the error line must say after "error: <file>")
-    ("seeds.jsonl", (GOOD + '{"input": "x", "n": ' + "1" * 5000 + "}\n").encode(), ":2: not a usable JSON line (Exceeds the limit"),
+    (
+        "seeds.jsonl",
+        (GOOD + '{"input": "x", "n": ' + "1" * 5000 + "}\n").encode(),
+        ":2: not a usable JSON line (Exceeds the limit",
+    ),
     ("seeds.jsonl", (GOOD + '{"input": ' + "9" * 5000 + "}\n").encode(), ":2: not a usable JSON line"),
     ("seeds.jsonl", (GOOD + '{"input": ["a", "list"]}\n').encode(), ":2: `input` must be text, got list"),
     ("seeds.jsonl", (GOOD + "[" * 100_000 + "]" * 100_000 + "\n").encode(), ":2: JSON nested too deeply"),
     ("seeds.jsonl", b"", ": the file has no items"),
     ("seeds.jsonl", b"\n  \n\n", ": the file has no items"),
     ("seeds.csv", b"input,label\n", ": the file has no items"),
-    ("seeds.csv", b"input,label\nok,billing\n" + b"x" * 140_000 + b",billing\n", ":3: a field is longer than 131,072 characters"),
+    (
+        "seeds.csv",
+        b"input,label\nok,billing\n" + b"x" * 140_000 + b",billing\n",
+        ":3: a field is longer than 131,072 characters",
+    ),
     # an opening quote never closed swallows the rest of the file
-    ("seeds.csv", b'input,label\nok,billing\n"first row,billing\nsecond row,technical\nthird row,account\n', ":3: malformed CSV"),
+    (
+        "seeds.csv",
+        b'input,label\nok,billing\n"first row,billing\nsecond row,technical\nthird row,account\n',
+        ":3: malformed CSV",
+    ),
     # a stray quote closed two rows later merges three rows into one
-    ("seeds.csv", b'input,label\n"first row,billing\nsecond row,technical\nthird row",account\nfourth,billing\n',
-     ":2: lines up to 4 were read as one row, but 'first row,billing' inside it reads as a row of its own"),
+    (
+        "seeds.csv",
+        b'input,label\n"first row,billing\nsecond row,technical\nthird row",account\nfourth,billing\n',
+        ":2: lines up to 4 were read as one row, but 'first row,billing' inside it reads as a row of its own",
+    ),
 ]
 
 
@@ -171,11 +197,17 @@ def test_a_seeds_path_that_is_not_a_regular_file_says_so(project, capsys, kind):
     assert line.startswith(f"error: {seeds}: not a regular file"), line
 
 
-@pytest.mark.parametrize(("body", "expected"), [
-    ('{"input": "x", "label": "billing"}\n{"input": "my invoice", "label": "refunds"}\n', ":2: label 'refunds' is not one of task.labels"),
-    ('{"input": "x", "label": "billing"}\n{"input": "my invoice"}\n', ":2: `label` is required in this file"),
-    ("", ": the file has no items"),
-])
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            '{"input": "x", "label": "billing"}\n{"input": "my invoice", "label": "refunds"}\n',
+            ":2: label 'refunds' is not one of task.labels",
+        ),
+        ('{"input": "x", "label": "billing"}\n{"input": "my invoice"}\n', ":2: `label` is required in this file"),
+        ("", ": the file has no items"),
+    ],
+)
 def test_a_gold_set_with_an_unknown_label_or_no_items_is_refused_at_check_and_curate(project, capsys, body, expected):
     gold = project.parent / "gold.jsonl"
     gold.write_text(body)
@@ -192,8 +224,16 @@ def test_a_gold_set_with_an_unknown_label_or_no_items_is_refused_at_check_and_cu
 # --- run ids -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [("evaluate", "{id}"), ("serve", "{id}"), ("report", "{id}"), ("export", "{id}"),
-                                  ("decide", "--run", "{id}", "--as", "quinn")])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("evaluate", "{id}"),
+        ("serve", "{id}"),
+        ("report", "{id}"),
+        ("export", "{id}"),
+        ("decide", "--run", "{id}", "--as", "quinn"),
+    ],
+)
 def test_a_run_id_of_5000_characters_is_refused_by_name(project, capsys, argv):
     assert main(["gate", "lock", "--as", "maria", "--spec", str(project)]) == 0
     before = _hashes(project.parent)
@@ -229,7 +269,9 @@ def test_url_credentials_with_an_api_key_are_refused_and_alone_are_sent_as_basic
         assert "s3cret" not in done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("source", ["openai:http://127.0.0.1:notaport/v1#m", "openai:ftp://127.0.0.1/v1#m", "openai:/v1#m"])
+@pytest.mark.parametrize(
+    "source", ["openai:http://127.0.0.1:notaport/v1#m", "openai:ftp://127.0.0.1/v1#m", "openai:/v1#m"]
+)
 def test_a_base_url_that_is_not_http_with_a_host_is_a_teacher_error(source):
     from distil.errors import TeacherError
     from distil.teachers.openai_compat import parse_source

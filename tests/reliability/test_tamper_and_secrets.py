@@ -60,7 +60,9 @@ def test_a_changed_event_or_typed_row_is_reported(generated):
         original = conn.execute("SELECT counts FROM datasets WHERE event_seq = ?", (event.seq,)).fetchone()[0]
         conn.execute("UPDATE datasets SET counts = ? WHERE event_seq = ?", (json.dumps({"seed": 3000}), event.seq))
     done = verify_cli(spec)
-    assert done.returncode == 1 and f"row {event.seq} (dataset.generated)" in done.stderr and "datasets row" in done.stderr
+    assert (
+        done.returncode == 1 and f"row {event.seq} (dataset.generated)" in done.stderr and "datasets row" in done.stderr
+    )
     with sqlite3.connect(project.ledger.path) as conn:  # put it back: the chain holds again
         conn.execute("UPDATE datasets SET counts = ? WHERE event_seq = ?", (original, event.seq))
     assert verify_cli(spec).returncode == 0
@@ -97,7 +99,9 @@ def test_a_changed_model_file_in_a_run_folder_is_reported(tmp_path, tiny_teacher
     data[-8] ^= 0x01  # one bit of one weight
     weights.write_bytes(bytes(data))
     done = verify_cli(spec)
-    assert done.returncode == 1 and f"row {event.seq} (run.trained)" in done.stderr and "model.safetensors" in done.stderr
+    assert (
+        done.returncode == 1 and f"row {event.seq} (run.trained)" in done.stderr and "model.safetensors" in done.stderr
+    )
 
 
 def _files_containing(folder: Path, needle: bytes) -> list[Path]:
@@ -110,7 +114,9 @@ def test_a_planted_api_key_is_never_written(tmp_path):
     try:
         config = FaultConfig(rates={"429": 0.1, "500": 0.1, "malformed": 0.05})
         with FaultServer(config) as server:
-            spec = fault_project(tmp_path / "p", server.source(), 40, timeout_s=5, api_key_env="RELIABILITY_TEACHER_KEY")
+            spec = fault_project(
+                tmp_path / "p", server.source(), 40, timeout_s=5, api_key_env="RELIABILITY_TEACHER_KEY"
+            )
             done = run_cli("generate", "--spec", str(spec), timeout=120, RELIABILITY_TEACHER_KEY=key)
             assert done.returncode == 0, done.stderr
             project = load_project(spec)
@@ -121,7 +127,9 @@ def test_a_planted_api_key_is_never_written(tmp_path):
             config.permanent_status = 401
             with open(tmp_path / "p" / "seeds.jsonl", "a") as f:
                 f.write(json.dumps({"input": "a new ticket about my invoice"}) + "\n")
-            refused = run_cli("generate", "--spec", str(spec), "--synthetic", "0", timeout=120, RELIABILITY_TEACHER_KEY=key)
+            refused = run_cli(
+                "generate", "--spec", str(spec), "--synthetic", "0", timeout=120, RELIABILITY_TEACHER_KEY=key
+            )
             assert refused.returncode == 2 and "HTTP 401" in refused.stderr
             build_teacher(project)  # the library path too
     finally:
@@ -185,7 +193,9 @@ def _gguf_project(tmp_path, tiny_teacher_dir) -> tuple[Path, Path]:
     shutil.copytree(tiny_teacher_dir, cache)
     spec = write_spec(tmp_path / "p", tiny_teacher_dir)
     data = yaml.safe_load(spec.read_text())
-    data["teachers"][0].update(source=source, licence={"name": "Apache-2.0", "distillation_permitted": "yes", "reviewed_by": "sam"})
+    data["teachers"][0].update(
+        source=source, licence={"name": "Apache-2.0", "distillation_permitted": "yes", "reviewed_by": "sam"}
+    )
     spec.write_text(yaml.safe_dump(data))
     return spec, cache
 
@@ -204,7 +214,9 @@ def test_a_changed_gguf_teacher_cache_is_refused_against_the_ledger(tmp_path, ti
     project = load_project(spec)
     teacher = build_teacher(project)
     registered = project.ledger.events("teacher.registered")[-1]
-    assert registered.payload["fingerprint"] == teacher.fingerprint and registered.payload["dequantized_sha256"].startswith("sha256:")
+    assert registered.payload["fingerprint"] == teacher.fingerprint and registered.payload[
+        "dequantized_sha256"
+    ].startswith("sha256:")
     build_teacher(project)  # unchanged: accepted, not registered twice
     assert len(project.ledger.events("teacher.registered")) == 1
     _flip_a_weight(cache)
@@ -226,7 +238,10 @@ def test_a_changed_gguf_teacher_cache_is_refused_against_its_build_stamp(tmp_pat
     source = load_project(spec).spec.teacher().source
     from distil.teachers.loading import resolve_source
 
-    write_json_atomic(cache / CACHE_STAMP, {"source_sha256": weights_fingerprint(resolve_source(source)), "dequantized_sha256": folder_fingerprint(cache)})
+    write_json_atomic(
+        cache / CACHE_STAMP,
+        {"source_sha256": weights_fingerprint(resolve_source(source)), "dequantized_sha256": folder_fingerprint(cache)},
+    )
     assert local_model_folder(source)[0] == cache
     _flip_a_weight(cache)
     with pytest.raises(TeacherError, match="dequantized teacher cache is not what was built"):

@@ -14,12 +14,23 @@ from distil.teachers.registry import build_teacher
 from tests.reliability.fault_server import FaultConfig, FaultServer
 from tests.reliability.helpers import dataset_counts, fault_project, record_labels, run_cli, tickets
 
-RATES = {"429": 0.06, "500": 0.05, "503": 0.05, "reset": 0.04, "timeout": 0.02, "truncated": 0.04, "malformed": 0.04, "no_logprobs": 0.05}
+RATES = {
+    "429": 0.06,
+    "500": 0.05,
+    "503": 0.05,
+    "reset": 0.04,
+    "timeout": 0.02,
+    "truncated": 0.04,
+    "malformed": 0.04,
+    "no_logprobs": 0.05,
+}
 
 
 def run_faulty_generate(root, n: int = 500, rates: dict[str, float] | None = None, seed: int = 7):
     """Generate ``n`` items through a fault server; returns (project, result, server stats, fault config)."""
-    config = FaultConfig(rates=RATES if rates is None else rates, seed=seed, max_faults_per_prompt=3, timeout_sleep_s=2.5)
+    config = FaultConfig(
+        rates=RATES if rates is None else rates, seed=seed, max_faults_per_prompt=3, timeout_sleep_s=2.5
+    )
     with FaultServer(config) as server:
         project = load_project(fault_project(root, server.source(), n, max_concurrency=32, timeout_s=1.5))
         teacher = build_teacher(project, max_retries=6, backoff_s=0.01)
@@ -54,10 +65,14 @@ def test_a_rerun_after_faults_calls_the_teacher_for_nothing(tmp_path):
     config = FaultConfig(rates=RATES, seed=3)
     with FaultServer(config) as server:
         project = load_project(fault_project(tmp_path / "p", server.source(), 60, max_concurrency=32, timeout_s=0.4))
-        generate_dataset(project, teacher=build_teacher(project, max_retries=6, backoff_s=0.01), show_progress=False, batch_size=100)
+        generate_dataset(
+            project, teacher=build_teacher(project, max_retries=6, backoff_s=0.01), show_progress=False, batch_size=100
+        )
         first, before = record_labels(project.root), Counter(server.stats.requests)
         assert sum(server.stats.faults.values()) > 0
-        generate_dataset(project, teacher=build_teacher(project, max_retries=6, backoff_s=0.01), show_progress=False, batch_size=100)
+        generate_dataset(
+            project, teacher=build_teacher(project, max_retries=6, backoff_s=0.01), show_progress=False, batch_size=100
+        )
         # only the content-free calibration prompt is asked again (it is not a labelled item)
         asked_again = server.stats.requests - before
         assert all("Ticket: N/A" in prompt for prompt in asked_again), list(asked_again)[:3]
@@ -70,7 +85,9 @@ def test_a_401_stops_at_once_and_keeps_finished_work(tmp_path):
     # the first 40 answers (two batches of 20) succeed, then the key is refused
     config = FaultConfig(permanent_status=401, permanent_after=40)
     with FaultServer(config) as server:
-        project = load_project(fault_project(tmp_path / "p", server.source(), 100, max_concurrency=4, timeout_s=2, top_logprobs=5))
+        project = load_project(
+            fault_project(tmp_path / "p", server.source(), 100, max_concurrency=4, timeout_s=2, top_logprobs=5)
+        )
         # calibration off, so the 40 answers are the items of the first two batches
         teacher = build_teacher(project, max_retries=6, backoff_s=0.01)
         teacher.task = teacher.task.model_copy(update={"calibrate": False})

@@ -9,16 +9,26 @@ from typing import Any
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Without the background-networking flags Chromium keeps dialling out on a closed network.
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 try:
     from playwright.sync_api import sync_playwright
 except ImportError:  # pragma: no cover - the dev extra installs it
     sync_playwright = None
 
-SKIP_REASON = ("chromium is not installed (make test installs it with scripts/ensure-chromium.sh)" if CHROMIUM is None
-               else "playwright is not installed (pip install -e '.[dev]')")
+SKIP_REASON = (
+    "chromium is not installed (make test installs it with scripts/ensure-chromium.sh)"
+    if CHROMIUM is None
+    else "playwright is not installed (pip install -e '.[dev]')"
+)
 AVAILABLE = CHROMIUM is not None and sync_playwright is not None
 
 

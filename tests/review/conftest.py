@@ -30,10 +30,17 @@ def finished_project(spec_path: Path):
     build_run(project)
     evaluate_run(project, models=numpy_models(flip_student=5), threads=1)
     now = dt.datetime.now(dt.UTC)
-    write_traffic_rows(traffic_dir(project.state_dir), [
-        {"timestamp": now - dt.timedelta(hours=i), "input": f"ticket {i}: refund please", "route": "teacher" if i % 4 == 0 else "student"}
-        for i in range(8)
-    ])
+    write_traffic_rows(
+        traffic_dir(project.state_dir),
+        [
+            {
+                "timestamp": now - dt.timedelta(hours=i),
+                "input": f"ticket {i}: refund please",
+                "route": "teacher" if i % 4 == 0 else "student",
+            }
+            for i in range(8)
+        ],
+    )
     return project
 
 
@@ -47,7 +54,9 @@ def reviewed(triage_project: Path):
 def serving(spec_path: Path, api_key: str | None = None) -> Iterator[str]:
     """The review app on a free 127.0.0.1 port in a thread; yields its base URL, stops it on exit."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(spec_path, api_key), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(spec_path, api_key), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     for _ in range(200):  # until it accepts connections (started is set once it listens)

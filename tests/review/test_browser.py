@@ -10,8 +10,14 @@ from .conftest import serving
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason=SKIP_REASON)
 
-PAGES = {"/": "Project", "/rounds": "Runs and rounds", "/runs/run-1": "Run run-1", "/disagreements": "Disagreements in run",
-         "/signoff": "Sign-off", "/after-launch": "After launch"}
+PAGES = {
+    "/": "Project",
+    "/rounds": "Runs and rounds",
+    "/runs/run-1": "Run run-1",
+    "/disagreements": "Disagreements in run",
+    "/signoff": "Sign-off",
+    "/after-launch": "After launch",
+}
 
 
 def no_sideways_scroll(page) -> bool:

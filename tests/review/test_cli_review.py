@@ -23,7 +23,10 @@ def test_decide_with_a_more_permissive_outcome_is_refused(reviewed, capsys):
 
 def test_decide_with_a_more_cautious_outcome_and_a_reason_is_recorded(reviewed, capsys):
     project, spec = reviewed
-    assert main(["decide", "--as", "quinn", "--decision", "kill", "--reason", "the budget is gone", "--spec", str(spec)]) == 0
+    assert (
+        main(["decide", "--as", "quinn", "--decision", "kill", "--reason", "the budget is gone", "--spec", str(spec)])
+        == 0
+    )
     rows = project.ledger.verified_rows("decisions")
     assert [r["decision"] for r in rows] == ["kill"]
     event = project.ledger.event(rows[0]["event_seq"])

@@ -68,7 +68,11 @@ def test_disagreements_are_every_differing_item_filtered_by_slice_and_search(cli
 
     rows = read_predictions(project.runs_dir / "run-1" / "predictions.parquet")
     answers = {(r["split"], r["item_id"], r["model"]): r for r in rows if r["split"] in ("test", "gold")}
-    differing = {(s, i) for (s, i, m), r in answers.items() if m == "student" and r["label"] != answers[(s, i, "teacher")]["label"]}
+    differing = {
+        (s, i)
+        for (s, i, m), r in answers.items()
+        if m == "student" and r["label"] != answers[(s, i, "teacher")]["label"]
+    }
     assert differing, "the fixture's student must disagree somewhere"
 
     text = client.get("/runs/run-1/disagreements").text
@@ -86,7 +90,11 @@ def test_disagreements_are_every_differing_item_filtered_by_slice_and_search(cli
     assert found.count("<tr data-tags") >= 1 and some in found
 
     wrong = re.search(r'<table id="teacher-wrong".*?</table>', text, re.S).group(0)
-    n_wrong = sum(1 for (s, i, m), r in answers.items() if m == "teacher" and r["gold_label"] is not None and r["label"] != r["gold_label"])
+    n_wrong = sum(
+        1
+        for (s, i, m), r in answers.items()
+        if m == "teacher" and r["gold_label"] is not None and r["label"] != r["gold_label"]
+    )
     assert wrong.count("<tr><td>") == n_wrong
 
 
@@ -94,8 +102,17 @@ def test_signoff_records_a_decision_row_through_decide(client, reviewed):
     project, _ = reviewed
     page = client.get("/signoff")
     assert "the locked gate's rules say" in page.text
-    reply = client.post("/signoff", data={"token": token(page.text), "run_id": "run-1", "name": "quinn", "decision": "kill",
-                                          "reason": "the urgent slice is too thin to trust"}, follow_redirects=True)
+    reply = client.post(
+        "/signoff",
+        data={
+            "token": token(page.text),
+            "run_id": "run-1",
+            "name": "quinn",
+            "decision": "kill",
+            "reason": "the urgent slice is too thin to trust",
+        },
+        follow_redirects=True,
+    )
     assert reply.status_code == 200 and 'id="recorded"' in reply.text
     rows = project.ledger.verified_rows("decisions")
     assert len(rows) == 1 and rows[0]["decision"] == "kill" and rows[0]["validator"] == "quinn"
@@ -104,16 +121,22 @@ def test_signoff_records_a_decision_row_through_decide(client, reviewed):
     assert "the urgent slice is too thin" in reply.text  # the page shows who decided what, when, and why
 
 
-@pytest.mark.parametrize(("name", "decision", "expected"), [
-    ("dev", "iterate", "is the driver and may not sign"),
-    ("maria", "iterate", "only the validator (quinn) may decide"),
-    ("quinn", "ship", "ship is refused: the locked gate's rules say iterate"),
-    ("quinn", "kill", "needs a reason"),
-])
+@pytest.mark.parametrize(
+    ("name", "decision", "expected"),
+    [
+        ("dev", "iterate", "is the driver and may not sign"),
+        ("maria", "iterate", "only the validator (quinn) may decide"),
+        ("quinn", "ship", "ship is refused: the locked gate's rules say iterate"),
+        ("quinn", "kill", "needs a reason"),
+    ],
+)
 def test_a_refused_signoff_shows_the_reason_and_records_nothing(client, reviewed, name, decision, expected):
     project, _ = reviewed
     page = client.get("/signoff")
-    reply = client.post("/signoff", data={"token": token(page.text), "run_id": "run-1", "name": name, "decision": decision, "reason": ""})
+    reply = client.post(
+        "/signoff",
+        data={"token": token(page.text), "run_id": "run-1", "name": name, "decision": decision, "reason": ""},
+    )
     assert reply.status_code == 409
     refusal = html.unescape(re.search(r'<div class="refusal" id="refusal".*?</div>', reply.text, re.S).group(0))
     assert expected in refusal
@@ -125,7 +148,10 @@ def test_signoff_is_refused_when_the_gate_changed(client, reviewed):
     page = client.get("/signoff")
     spec.write_text(spec.read_text().replace("fidelity_min: 0.95", "fidelity_min: 0.5"))
     assert "fidelity_min: 0.5" in spec.read_text()
-    reply = client.post("/signoff", data={"token": token(page.text), "run_id": "run-1", "name": "quinn", "decision": "iterate", "reason": ""})
+    reply = client.post(
+        "/signoff",
+        data={"token": token(page.text), "run_id": "run-1", "name": "quinn", "decision": "iterate", "reason": ""},
+    )
     assert reply.status_code == 409 and "changed" in reply.text and project.ledger.rows("decisions") == []
 
 
@@ -150,7 +176,11 @@ def test_beyond_loopback_a_key_is_required(reviewed):
     _, spec = reviewed
     guarded = TestClient(create_app(spec, api_key="sekret"))
     assert guarded.get("/rounds").status_code == 401
-    assert guarded.get("/rounds", headers={"Accept": "text/html"}, follow_redirects=False).headers["location"].startswith("/login")
+    assert (
+        guarded.get("/rounds", headers={"Accept": "text/html"}, follow_redirects=False)
+        .headers["location"]
+        .startswith("/login")
+    )
     assert guarded.get("/rounds", headers={"Authorization": "Bearer sekret"}).status_code == 200
     assert guarded.post("/login", data={"key": "wrong", "next": "/rounds"}).status_code == 401
     assert guarded.post("/login", data={"key": "sekret", "next": "/rounds"}, follow_redirects=True).status_code == 200

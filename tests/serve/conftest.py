@@ -29,8 +29,14 @@ def write_classify_run(run_dir: Path, seed: int = 1) -> Path:
 
     student = build_tiny_causal_lm(run_dir / "student", layers=2, hidden=32, seed=seed)
     tokenizer = AutoTokenizer.from_pretrained(str(student))
-    task = {"kind": "classify", "labels": LABELS, "label_token_ids": label_token_ids(tokenizer, LABELS),
-            "prompt_template": "Ticket: {input}\nCategory:", "max_length": 128, "max_new_tokens": 16}
+    task = {
+        "kind": "classify",
+        "labels": LABELS,
+        "label_token_ids": label_token_ids(tokenizer, LABELS),
+        "prompt_template": "Ticket: {input}\nCategory:",
+        "max_length": 128,
+        "max_new_tokens": 16,
+    }
     (student / "distil_task.json").write_text(json.dumps(task))
     return run_dir
 
@@ -58,9 +64,19 @@ def make_classify_project(tmp_path: Path, tiny_teacher_dir: Path) -> Path:
 def record_trained(project, run_id: str, dataset_hash: str = "sha256:abcdef012345") -> None:
     """The `run.trained` row `distil train` appends: the student folder's files hashed into the ledger."""
     student = project.runs_dir / run_id / "student"
-    project.ledger.append("run.trained", {"run_id": run_id}, files=[student], table="runs",
-                          row={"run_id": run_id, "dataset_hash": dataset_hash, "role": "student",
-                               "path": str(student.relative_to(project.root)), "metrics": {}})
+    project.ledger.append(
+        "run.trained",
+        {"run_id": run_id},
+        files=[student],
+        table="runs",
+        row={
+            "run_id": run_id,
+            "dataset_hash": dataset_hash,
+            "role": "student",
+            "path": str(student.relative_to(project.root)),
+            "metrics": {},
+        },
+    )
 
 
 def write_curated(project, texts: list[str], teacher_probs: np.ndarray, run_id: str = "r1") -> None:
@@ -70,12 +86,19 @@ def write_curated(project, texts: list[str], teacher_probs: np.ndarray, run_id: 
     third = len(texts) // 3
     splits = {"train": slice(0, third), "validation": slice(third, 2 * third), "test": slice(2 * third, None)}
     for name, part in splits.items():
-        records = [Record(input=t, source="seed", label=LABELS[int(p.argmax())], label_probs=p.tolist(), split=name)
-                   for t, p in zip(texts[part], teacher_probs[part], strict=True)]
+        records = [
+            Record(input=t, source="seed", label=LABELS[int(p.argmax())], label_probs=p.tolist(), split=name)
+            for t, p in zip(texts[part], teacher_probs[part], strict=True)
+        ]
         write_records(records, folder / f"{name}.parquet")
     rel = str(folder.relative_to(project.root))
-    project.ledger.append("dataset.curated", {"path": rel}, files=[folder], table="datasets",
-                          row={"dataset_hash": "sha256:abcdef012345", "stage": "curated", "path": rel, "counts": {"curated": len(texts)}})
+    project.ledger.append(
+        "dataset.curated",
+        {"path": rel},
+        files=[folder],
+        table="datasets",
+        row={"dataset_hash": "sha256:abcdef012345", "stage": "curated", "path": rel, "counts": {"curated": len(texts)}},
+    )
     record_trained(project, run_id)
 
 

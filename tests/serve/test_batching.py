@@ -11,7 +11,10 @@ from distil.serve.batching import MicroBatcher
 def _probs(texts):
     """A deterministic 'model': each text's distribution depends on its length only."""
     lengths = np.array([len(t) for t in texts], dtype=np.float64)
-    return np.stack([lengths % 3 + 1, lengths % 5 + 1, np.ones_like(lengths)], axis=1) / (lengths % 3 + lengths % 5 + 3)[:, None]
+    return (
+        np.stack([lengths % 3 + 1, lengths % 5 + 1, np.ones_like(lengths)], axis=1)
+        / (lengths % 3 + lengths % 5 + 3)[:, None]
+    )
 
 
 def test_concurrent_callers_share_passes_and_get_their_own_rows():

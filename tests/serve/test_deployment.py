@@ -23,8 +23,13 @@ from tests.serve.conftest import free_port
 
 def _ship(project, run_id: str = "r1", decision: str = "ship") -> int:
     """A decision row as `distil decide` appends it (bound to its event)."""
-    return project.ledger.append("decision", {"run_id": run_id, "decision": decision}, actor="quinn", table="decisions",
-                                 row={"run_id": run_id, "decision": decision, "validator": "quinn", "driver": "dev", "evaluation_seq": 1}).seq
+    return project.ledger.append(
+        "decision",
+        {"run_id": run_id, "decision": decision},
+        actor="quinn",
+        table="decisions",
+        row={"run_id": run_id, "decision": decision, "validator": "quinn", "driver": "dev", "evaluation_seq": 1},
+    ).seq
 
 
 def test_a_run_without_a_ship_decision_is_refused(classify_project, capsys):
@@ -41,8 +46,12 @@ def test_a_run_without_a_ship_decision_is_refused(classify_project, capsys):
 @pytest.mark.parametrize("event_seq", [1, 9999])
 def test_a_ship_decision_inserted_by_hand_is_refused(classify_project, capsys, event_seq):
     project = load_project(classify_project)
-    execute(project.ledger.path, "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) "
-            "VALUES (?, 'r1', 'ship', 'quinn', 'dev', 1)", (event_seq,))
+    execute(
+        project.ledger.path,
+        "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) "
+        "VALUES (?, 'r1', 'ship', 'quinn', 'dev', 1)",
+        (event_seq,),
+    )
     with pytest.raises(LedgerError, match="decisions row of event .* does not verify"):
         plan_deployment(project, "r1", "ops", "127.0.0.1", 8000)
     assert main(["serve", "--as", "ops", "--spec", str(classify_project)]) == 2  # the default run is chosen by it too
@@ -54,7 +63,13 @@ def test_allow_unshipped_is_recorded_in_the_deployment_row(classify_project):
     deployment = record_start(project, plan_deployment(project, "r1", "ops", "127.0.0.1", 8123, allow_unshipped=True))
     stopped = record_stop(project, deployment)
     start, stop = project.ledger.verified_rows("deployments", order="event_seq ASC")
-    assert (start["run_id"], start["decision_seq"], start["allow_unshipped"], start["operator"], start["port"]) == ("r1", None, 1, "ops", 8123)
+    assert (start["run_id"], start["decision_seq"], start["allow_unshipped"], start["operator"], start["port"]) == (
+        "r1",
+        None,
+        1,
+        "ops",
+        8123,
+    )
     assert start["stopped_at"] is None and start["event_seq"] == deployment.event_seq
     assert stop["event_seq"] == stopped and stop["started_seq"] == deployment.event_seq and stop["stopped_at"]
     assert [e.kind for e in project.ledger.events()][-2:] == ["deployment", "deployment.stopped"]
@@ -70,7 +85,9 @@ def test_deployments_are_signed_by_the_operator(classify_project):
     assert result.ok and result.signed == 2 and not result.unsigned
     (project.root / "nokey.yaml").write_text(classify_project.read_text().replace("operator: ops", "operator: olga"))
     with pytest.raises(SigningError, match="olga has no public key"):
-        plan_deployment(load_project(project.root / "nokey.yaml"), "r1", "olga", "127.0.0.1", 8000, allow_unshipped=True)
+        plan_deployment(
+            load_project(project.root / "nokey.yaml"), "r1", "olga", "127.0.0.1", 8000, allow_unshipped=True
+        )
 
 
 def test_changed_or_missing_model_files_are_refused_before_loading(classify_project, capsys):
@@ -106,9 +123,26 @@ def test_a_shipped_run_is_served_and_its_start_and_stop_are_recorded(classify_pr
     decision_seq = _ship(project)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "distil", "serve", "--as", "ops", "--spec", str(classify_project), "--port", str(port),
-         "--threshold", "0", "--no-teacher", "--no-traffic"],
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "distil",
+            "serve",
+            "--as",
+            "ops",
+            "--spec",
+            str(classify_project),
+            "--port",
+            str(port),
+            "--threshold",
+            "0",
+            "--no-teacher",
+            "--no-traffic",
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -122,7 +156,12 @@ def test_a_shipped_run_is_served_and_its_start_and_stop_are_recorded(classify_pr
             assert time.monotonic() < deadline, "distil serve did not come up"
             time.sleep(0.2)
         (start,) = project.ledger.verified_rows("deployments")
-        assert (start["run_id"], start["decision_seq"], start["allow_unshipped"], start["port"]) == ("r1", decision_seq, 0, port)
+        assert (start["run_id"], start["decision_seq"], start["allow_unshipped"], start["port"]) == (
+            "r1",
+            decision_seq,
+            0,
+            port,
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, proc.stdout.read()
     finally:

@@ -75,6 +75,7 @@ def test_graceful_shutdown_finishes_the_request_in_flight_and_logs_it(tmp_path):
     served = ServedModel("slow", "classify", LABELS, student, None, 0.0)
     result = {}
     with running_server(create_app(served, traffic=log)) as (url, server):
+
         def call() -> None:
             result["response"] = httpx.post(f"{url}/v1/classify", json={"input": "in flight"}, timeout=30)
 
@@ -93,9 +94,26 @@ def test_distil_serve_process_answers_and_flushes_its_traffic_on_sigterm(classif
     port = free_port()
     env = {**os.environ, "DISTIL_API_KEY": "sk-proc", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "distil", "serve", "r1", "--spec", str(classify_project), "--port", str(port), "--threshold", "0",
-         "--as", "ops", "--allow-unshipped"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "distil",
+            "serve",
+            "r1",
+            "--spec",
+            str(classify_project),
+            "--port",
+            str(port),
+            "--threshold",
+            "0",
+            "--as",
+            "ops",
+            "--allow-unshipped",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -110,8 +128,12 @@ def test_distil_serve_process_answers_and_flushes_its_traffic_on_sigterm(classif
             assert time.monotonic() < deadline, "distil serve did not come up"
             time.sleep(0.2)
         assert httpx.post(f"{url}/v1/classify", json={"input": "x"}).status_code == 401
-        r = httpx.post(f"{url}/v1/classify", json={"input": ["my invoice is wrong", "call me on +44 20 7946 0958"]},
-                       headers={"Authorization": "Bearer sk-proc"}, timeout=30)
+        r = httpx.post(
+            f"{url}/v1/classify",
+            json={"input": ["my invoice is wrong", "call me on +44 20 7946 0958"]},
+            headers={"Authorization": "Bearer sk-proc"},
+            timeout=30,
+        )
         assert r.status_code == 200 and len(r.json()["data"]) == 2
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down cleanly (lifespan included), then re-raises the signal it caught
@@ -135,12 +157,26 @@ def test_default_run_is_the_newest_shipped_then_the_newest_trained(classify_proj
     ledger = project.ledger
     for run_id in ("r2", "r3"):
         (project.runs_dir / run_id).mkdir()  # a folder, but no student in it
-        ledger.append("run.trained", {"run_id": run_id}, table="runs",
-                      row={"run_id": run_id, "dataset_hash": "h", "role": "student", "path": f".distil/runs/{run_id}", "metrics": {}})
+        ledger.append(
+            "run.trained",
+            {"run_id": run_id},
+            table="runs",
+            row={
+                "run_id": run_id,
+                "dataset_hash": "h",
+                "role": "student",
+                "path": f".distil/runs/{run_id}",
+                "metrics": {},
+            },
+        )
     assert latest_run_id(project) == "r3"
     for run_id, decision in (("r2", "ship"), ("r3", "iterate")):
-        ledger.append("decision", {"run_id": run_id}, table="decisions",
-                      row={"run_id": run_id, "decision": decision, "validator": "quinn", "driver": "dev", "evaluation_seq": 1})
+        ledger.append(
+            "decision",
+            {"run_id": run_id},
+            table="decisions",
+            row={"run_id": run_id, "decision": decision, "validator": "quinn", "driver": "dev", "evaluation_seq": 1},
+        )
     assert latest_run_id(project) == "r2"
     with pytest.raises(RunError, match="r2: no student"):
         load_served(project)  # r2 was decided ship but its student is gone
@@ -155,7 +191,9 @@ def test_slow_clients_do_not_block_others(tmp_path):
         stalled = []
         for _ in range(20):  # each sends half a request, then goes quiet
             s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"inp")
+            s.sendall(
+                b'POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"inp'
+            )
             stalled.append(s)
         try:
             for _ in range(5):

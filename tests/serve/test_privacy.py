@@ -57,7 +57,11 @@ def test_every_claimed_entity_is_masked_in_a_served_traffic_row(classify_project
 def test_ordinary_ticket_text_is_left_alone():
     from distil.serve.redaction import redact
 
-    for text in ("I am Unable to open the invoice for order 42", "The app crashes on page 3 of 10", "Thanks for the quick fix!"):
+    for text in (
+        "I am Unable to open the invoice for order 42",
+        "The app crashes on page 3 of 10",
+        "Thanks for the quick fix!",
+    ):
         assert redact(text) == text
 
 
@@ -77,7 +81,9 @@ def test_sample_rate_is_honoured_and_seeded(tmp_path):
 def test_inputs_are_not_kept_when_the_spec_says_so(tmp_path):
     with TrafficLog(tmp_path, store_inputs=False, flush_every_s=0) as log:
         log.record("/v1/classify", "r1", ["my name is Dana Fox"], ["student"], ["billing"], [[0.8, 0.1, 0.1]], [0.8])
-        log.record("/v1/chat/completions", "r1", ["write to dana@example.org"], ["student"], ["Dear Dana Fox"], [None], [None])
+        log.record(
+            "/v1/chat/completions", "r1", ["write to dana@example.org"], ["student"], ["Dear Dana Fox"], [None], [None]
+        )
     rows = read_traffic(tmp_path)
     assert [(r["input"], r["answer"]) for r in rows] == [("", None), ("", None)]
     assert rows[0]["distribution"] is not None and rows[0]["confidence"] is not None

@@ -17,7 +17,12 @@ from tests.serve.conftest import LABELS, running_server
 
 KEY = "sk-test-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-TEXTS = ["I was charged twice this month", "The app crashes when I upload a file", "How do I change my e-mail address?", "refund please"]
+TEXTS = [
+    "I was charged twice this month",
+    "The app crashes when I upload a file",
+    "How do I change my e-mail address?",
+    "refund please",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,9 +45,15 @@ def test_auth_errors_and_openai_error_bodies(served):
                 assert r.status_code == 401 and r.json()["error"]["type"] == "invalid_api_key"
             assert c.get("/metrics").status_code == 401
 
-            r = c.post("/v1/classify", content=b'{"input": "unterminated', headers={**AUTH, "content-type": "application/json"})
+            r = c.post(
+                "/v1/classify", content=b'{"input": "unterminated', headers={**AUTH, "content-type": "application/json"}
+            )
             assert r.status_code == 400 and r.json()["error"]["code"] == "json_invalid"
-            r = c.post("/v1/classify", content=b"\xff\xfe not json at all", headers={**AUTH, "content-type": "application/json"})
+            r = c.post(
+                "/v1/classify",
+                content=b"\xff\xfe not json at all",
+                headers={**AUTH, "content-type": "application/json"},
+            )
             assert r.status_code == 400
             r = c.post("/v1/classify", json={"input": 42}, headers=AUTH)
             assert r.status_code == 400 and r.json()["error"]["param"].startswith("input")
@@ -82,7 +93,9 @@ def test_classify_chat_and_models_agree_with_the_student(served):
             np.testing.assert_allclose(got, expected, atol=1e-6)
             assert {d["route"] for d in data} == {"student"}  # threshold 0: the student answers all
 
-            chat = c.post("/v1/chat/completions", json={"model": "r1", "messages": [{"role": "user", "content": TEXTS[1]}]}).json()
+            chat = c.post(
+                "/v1/chat/completions", json={"model": "r1", "messages": [{"role": "user", "content": TEXTS[1]}]}
+            ).json()
             assert chat["object"] == "chat.completion"
             assert chat["choices"][0]["message"]["content"] == LABELS[int(expected[1].argmax())]
             assert c.get("/v1/models").json()["data"][0]["id"] == "r1"
@@ -116,7 +129,9 @@ def test_traffic_is_logged_and_nothing_is_lost_across_a_graceful_restart(served,
                 errors = []
 
                 def client(i: int, restart: int = restart, errors: list = errors) -> None:
-                    r = c.post("/v1/classify", json={"input": [f"mail me at a{i}@example.com ({restart})", TEXTS[i % 4]]})
+                    r = c.post(
+                        "/v1/classify", json={"input": [f"mail me at a{i}@example.com ({restart})", TEXTS[i % 4]]}
+                    )
                     if r.status_code != 200:
                         errors.append(r.status_code)
 
@@ -131,7 +146,9 @@ def test_traffic_is_logged_and_nothing_is_lost_across_a_graceful_restart(served,
     rows = read_traffic(folder)
     assert len(rows) == sent
     assert sum("[EMAIL]" in r["input"] for r in rows) == 12 and not any("@example.com" in r["input"] for r in rows)
-    assert {r["route"] for r in rows} == {"student"} and all(r["answer"] in LABELS and len(r["distribution"]) == 3 for r in rows)
+    assert {r["route"] for r in rows} == {"student"} and all(
+        r["answer"] in LABELS and len(r["distribution"]) == 3 for r in rows
+    )
     assert [r["timestamp"] for r in rows] == sorted(r["timestamp"] for r in rows)
 
 
@@ -142,19 +159,35 @@ def test_generate_run_answers_chat_and_refuses_classify(tmp_path):
     from tests.conftest import build_tiny_causal_lm
 
     folder = build_tiny_causal_lm(tmp_path / "student", layers=2, hidden=32)
-    (folder / "distil_task.json").write_text(json.dumps({"kind": "generate", "prompt_template": "Summarise: {input}\n", "max_length": 64, "max_new_tokens": 4}))
+    (folder / "distil_task.json").write_text(
+        json.dumps(
+            {"kind": "generate", "prompt_template": "Summarise: {input}\n", "max_length": 64, "max_new_tokens": 4}
+        )
+    )
     student = load_student(folder)
     expected = student.generate(["the printer is on fire"], max_new_tokens=3)[0]
     log = TrafficLog(tmp_path / "traffic", redaction=False, flush_every_s=0)
     served = ServedModel("g1", "generate", [], student, None, 0.0)
     with running_server(create_app(served, traffic=log)) as (url, _):
         with httpx.Client(base_url=url, timeout=30) as c:
-            r = c.post("/v1/chat/completions", json={"messages": [{"role": "system", "content": "be brief"},
-                                                                  {"role": "user", "content": [{"type": "text", "text": "the printer is on fire"}]}],
-                                                     "max_tokens": 3})
+            r = c.post(
+                "/v1/chat/completions",
+                json={
+                    "messages": [
+                        {"role": "system", "content": "be brief"},
+                        {"role": "user", "content": [{"type": "text", "text": "the printer is on fire"}]},
+                    ],
+                    "max_tokens": 3,
+                },
+            )
             assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == expected
             r = c.post("/v1/classify", json={"input": "x"})
             assert r.status_code == 400 and r.json()["error"]["code"] == "wrong_task"
-            assert c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "stream": True}).status_code == 400
+            assert (
+                c.post(
+                    "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "stream": True}
+                ).status_code
+                == 400
+            )
     rows = read_traffic(tmp_path / "traffic")
     assert [(r["input"], r["answer"], r["distribution"]) for r in rows] == [("the printer is on fire", expected, None)]

@@ -16,8 +16,13 @@ def lock_without_machine_hour_price(project) -> None:
     cost.pop("machine_hour_price")
     terms = {"gate": project.spec.gate.model_dump(mode="json"), "cost": cost}
     digest = sha256_text(canonical_json(terms))
-    project.ledger.append("gate.locked", {"version": 1, "sha256": digest, **terms, "reason": ""}, actor="maria", table="gates",
-                          row={"version": 1, "sha256": digest, "canonical": canonical_json(terms), "locked_by": "maria", "reason": ""})
+    project.ledger.append(
+        "gate.locked",
+        {"version": 1, "sha256": digest, **terms, "reason": ""},
+        actor="maria",
+        table="gates",
+        row={"version": 1, "sha256": digest, "canonical": canonical_json(terms), "locked_by": "maria", "reason": ""},
+    )
 
 
 def test_an_older_lock_still_holds_while_the_new_field_keeps_its_default(triage_project):
@@ -35,6 +40,10 @@ def test_an_older_lock_still_holds_while_the_new_field_keeps_its_default(triage_
 def test_the_machine_hour_price_is_finite_and_not_negative(triage_project, value):
     from distil.errors import SpecError
 
-    triage_project.write_text(triage_project.read_text().replace("  build_cost: 2500\n", f"  build_cost: 2500\n  machine_hour_price: {value}\n"))
+    triage_project.write_text(
+        triage_project.read_text().replace(
+            "  build_cost: 2500\n", f"  build_cost: 2500\n  machine_hour_price: {value}\n"
+        )
+    )
     with pytest.raises(SpecError, match="cost.machine_hour_price"):
         load_project(triage_project)

@@ -43,12 +43,21 @@ def test_yaml_yes_is_read_as_permitted():
         (lambda d: d["gate"].__setitem__("fidelity_min", 1.3), "gate.fidelity_min must be ≤ 1, got 1.3"),
         (lambda d: d["task"].__setitem__("kidn", "x"), "task.kidn is not a known field"),
         (lambda d: d["cost"].__setitem__("monthly_requests", "lots"), "cost.monthly_requests"),
-        (lambda d: d["roles"].__setitem__("validator", d["roles"]["driver"]), "roles.validator must differ from roles.driver"),
+        (
+            lambda d: d["roles"].__setitem__("validator", d["roles"]["driver"]),
+            "roles.validator must differ from roles.driver",
+        ),
         (lambda d: d["teachers"][0].__setitem__("source", "ftp://x"), "teachers[0].source"),
         (lambda d: d["student"].__setitem__("init", "teacher-layers:0"), "student.init"),
         (lambda d: d.pop("task"), "task is required"),
-        (lambda d: d["task"].update(scoring="channel", few_shot={"select": "similar"}), "task.scoring: channel scoring uses the fixed shots"),
-        (lambda d: d["task"].update(scoring="both", few_shot={"channel_template": "{input} {label}"}), "task.few_shot.channel_template"),
+        (
+            lambda d: d["task"].update(scoring="channel", few_shot={"select": "similar"}),
+            "task.scoring: channel scoring uses the fixed shots",
+        ),
+        (
+            lambda d: d["task"].update(scoring="both", few_shot={"channel_template": "{input} {label}"}),
+            "task.few_shot.channel_template",
+        ),
     ],
 )
 def test_bad_fields_are_named(mutate, field):
@@ -153,10 +162,20 @@ def test_the_gate_lock_covers_the_cost_section(triage_project):
 
 @pytest.mark.parametrize(
     ("section", "field", "value"),
-    [("cost", "teacher_per_1m_requests", ".inf"), ("cost", "build_cost", ".nan"), ("cost", "machine_hour_price", ".inf"), ("gate", "payback_months_max", ".inf"), ("gate", "p95_latency_max_ms", ".inf")],
+    [
+        ("cost", "teacher_per_1m_requests", ".inf"),
+        ("cost", "build_cost", ".nan"),
+        ("cost", "machine_hour_price", ".inf"),
+        ("gate", "payback_months_max", ".inf"),
+        ("gate", "p95_latency_max_ms", ".inf"),
+    ],
 )
 def test_prices_and_thresholds_must_be_finite(section, field, value):
-    text = (EXAMPLES / "triage" / "distil.yaml").read_text().replace(f"\n{section}:\n", f"\n{section}:\n  {field}: {value}\n", 1)
+    text = (
+        (EXAMPLES / "triage" / "distil.yaml")
+        .read_text()
+        .replace(f"\n{section}:\n", f"\n{section}:\n  {field}: {value}\n", 1)
+    )
     text = _drop_later_duplicate(text, section, field)
     with pytest.raises(SpecError, match=f"{section}.{field} must be a finite number"):
         spec_from_text(text)
@@ -176,16 +195,26 @@ def _drop_later_duplicate(text: str, section: str, field: str) -> str:
 
 @pytest.mark.parametrize(
     ("validator", "why"),
-    [("dev\u200b", "invisible or control character"), ("d\u0435v", "mixes letters of several scripts"), ("dev\u00a0", "invisible")],
+    [
+        ("dev\u200b", "invisible or control character"),
+        ("d\u0435v", "mixes letters of several scripts"),
+        ("dev\u00a0", "invisible"),
+    ],
 )
 def test_role_names_that_could_pass_as_another_person_are_refused(validator, why):
-    text = (EXAMPLES / "triage" / "distil.yaml").read_text().replace("validator: quinn", f"validator: {json.dumps(validator)}")
+    text = (
+        (EXAMPLES / "triage" / "distil.yaml")
+        .read_text()
+        .replace("validator: quinn", f"validator: {json.dumps(validator)}")
+    )
     with pytest.raises(SpecError, match=why):
         spec_from_text(text)
 
 
 def test_role_names_are_compared_normalised():
-    text = (EXAMPLES / "triage" / "distil.yaml").read_text().replace("validator: quinn", "validator: ＤＥＶ")  # full-width
+    text = (
+        (EXAMPLES / "triage" / "distil.yaml").read_text().replace("validator: quinn", "validator: ＤＥＶ")
+    )  # full-width
     with pytest.raises(SpecError, match="roles.validator must differ from roles.driver"):
         spec_from_text(text)
 
@@ -194,7 +223,9 @@ def test_a_key_written_twice_is_refused_with_both_lines():
     text = (EXAMPLES / "triage" / "distil.yaml").read_text()
     first = text.splitlines().index("  fidelity_min: 0.95") + 1
     twice = text.replace("  fidelity_min: 0.95\n", "  fidelity_min: 0.95\n  fidelity_min: 0.5\n")
-    with pytest.raises(SpecError, match=f"duplicate key 'fidelity_min' at line {first + 1} \\(first at line {first}\\)"):
+    with pytest.raises(
+        SpecError, match=f"duplicate key 'fidelity_min' at line {first + 1} \\(first at line {first}\\)"
+    ):
         spec_from_text(twice)
     gate_line = text.splitlines().index("gate:") + 1
     with pytest.raises(SpecError, match=f"duplicate key 'gate' at line .* \\(first at line {gate_line}\\)"):

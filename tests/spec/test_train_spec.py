@@ -14,18 +14,51 @@ from distil.spec.models import FLAT_TRAIN_KEYS, TrainSpec
 from ..conftest import EXAMPLES
 
 FLAT = {
-    "loss": "jsd", "temperature": 1.5, "alpha": 0.25, "beta": 0.3, "skew_alpha": 0.2, "epochs": 4, "batch_size": 2, "grad_accum": 3,
-    "lr": 1e-3, "weight_decay": 0.0, "warmup_ratio": 0.2, "max_length": 128, "patience": 1, "keep": "last", "eval_every": 5, "seed": 7,
-    "topk_cache_k": 16, "on_policy_lambda": 0.5, "chunk_size": 64, "on_policy_temperature": 0.7, "on_policy_max_new_tokens": 12,
-    "rationale_weight": 0.0, "feature_weight": 0.0, "feature_kind": "cosine", "feature_layers": {1: 2}, "relation_weight": 0.0,
-    "relation_kind": "similarity", "precision": "bf16", "compile": True, "freeze_embeddings": True,
+    "loss": "jsd",
+    "temperature": 1.5,
+    "alpha": 0.25,
+    "beta": 0.3,
+    "skew_alpha": 0.2,
+    "epochs": 4,
+    "batch_size": 2,
+    "grad_accum": 3,
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "warmup_ratio": 0.2,
+    "max_length": 128,
+    "patience": 1,
+    "keep": "last",
+    "eval_every": 5,
+    "seed": 7,
+    "topk_cache_k": 16,
+    "on_policy_lambda": 0.5,
+    "chunk_size": 64,
+    "on_policy_temperature": 0.7,
+    "on_policy_max_new_tokens": 12,
+    "rationale_weight": 0.0,
+    "feature_weight": 0.0,
+    "feature_kind": "cosine",
+    "feature_layers": {1: 2},
+    "relation_weight": 0.0,
+    "relation_kind": "similarity",
+    "precision": "bf16",
+    "compile": True,
+    "freeze_embeddings": True,
 }
 
 
 def _data(kind: str = "generate", teacher: str = "hf:/models/tiny", **train) -> dict:  # noqa: ANN003
-    task = {"kind": kind, **({"labels": [{"name": "a"}, {"name": "b"}]} if kind == "classify" else {"instruction": "Summarise: {input}"})}
-    return {"task": task, "play": {"kind": "cost"}, "roles": {"sponsor": "s", "driver": "d", "validator": "v"},
-            "teachers": [{"id": "t", "source": teacher}], "train": train}
+    task = {
+        "kind": kind,
+        **({"labels": [{"name": "a"}, {"name": "b"}]} if kind == "classify" else {"instruction": "Summarise: {input}"}),
+    }
+    return {
+        "task": task,
+        "play": {"kind": "cost"},
+        "roles": {"sponsor": "s", "driver": "d", "validator": "v"},
+        "teachers": [{"id": "t", "source": teacher}],
+        "train": train,
+    }
 
 
 def test_a_flat_spec_of_every_old_key_loads_into_the_groups():
@@ -66,13 +99,33 @@ def test_bad_group_values_name_the_grouped_field():
     ("kind", "teacher", "train", "message"),
     [
         ("classify", "hf:/m", {"on_policy": {"fraction": 0.5}}, "train.on_policy.fraction applies to generate tasks"),
-        ("generate", "openai:http://127.0.0.1:9/v1#gpt-x", {"on_policy_lambda": 0.5}, "train.on_policy.fraction needs a local teacher"),
+        (
+            "generate",
+            "openai:http://127.0.0.1:9/v1#gpt-x",
+            {"on_policy_lambda": 0.5},
+            "train.on_policy.fraction needs a local teacher",
+        ),
         ("generate", "hf:/m", {"features": {"weight": 1.0}}, "train.features.weight applies to classify tasks"),
         ("generate", "hf:/m", {"relation_weight": 1.0}, "train.features.relation_weight applies to classify tasks"),
-        ("generate", "hf:/m", {"distillation": {"rationale_weight": 1.0}}, "train.distillation.rationale_weight applies to classify"),
+        (
+            "generate",
+            "hf:/m",
+            {"distillation": {"rationale_weight": 1.0}},
+            "train.distillation.rationale_weight applies to classify",
+        ),
         ("classify", "openai:http://127.0.0.1:9/v1#gpt-x", {"feature_weight": 1.0}, "need the teacher's hidden states"),
-        ("classify", "openai:http://127.0.0.1:9/v1#gpt-x", {"features": {"relation_weight": 1.0}}, "need the teacher's hidden states"),
-        ("classify", "hf:/m", {"rationale_weight": 1.0}, "rationale_weight needs rationales to learn from: set data.rationales: true"),
+        (
+            "classify",
+            "openai:http://127.0.0.1:9/v1#gpt-x",
+            {"features": {"relation_weight": 1.0}},
+            "need the teacher's hidden states",
+        ),
+        (
+            "classify",
+            "hf:/m",
+            {"rationale_weight": 1.0},
+            "rationale_weight needs rationales to learn from: set data.rationales: true",
+        ),
     ],
 )
 def test_combinations_that_cannot_train_are_refused_when_the_spec_loads(kind, teacher, train, message):
@@ -87,7 +140,12 @@ def test_combinations_that_cannot_train_are_refused_when_the_spec_loads(kind, te
 
 def test_the_allowed_combinations_load():
     assert spec_from_data(_data("generate", "hf:/m", on_policy={"fraction": 0.5})).train.on_policy.fraction == 0.5
-    classify = _data("classify", "gguf:pkg#f.gguf", features={"weight": 1.0, "relation_weight": 1.0}, distillation={"rationale_weight": 1.0})
+    classify = _data(
+        "classify",
+        "gguf:pkg#f.gguf",
+        features={"weight": 1.0, "relation_weight": 1.0},
+        distillation={"rationale_weight": 1.0},
+    )
     classify["data"] = {"rationales": True}
     assert spec_from_data(classify).train.features.wants_teacher_states
 

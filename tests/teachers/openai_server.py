@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-KEYWORDS = {"billing": ("invoice", "charge", "refund"), "technical": ("crash", "error", "button"), "account": ("password", "login", "email")}
+KEYWORDS = {
+    "billing": ("invoice", "charge", "refund"),
+    "technical": ("crash", "error", "button"),
+    "account": ("password", "login", "email"),
+}
 
 
 @dataclass
@@ -41,7 +45,9 @@ def _keyword_answer(prompt: str) -> tuple[str, list[tuple[str, float]]]:
     total = sum(scores.values())
     ranked = sorted(scores.items(), key=lambda kv: -kv[1])
     # tokens as a BPE server would send them: leading space, sometimes a word piece
-    tops = [(" " + label[:4] if i == 0 else " " + label, math.log(s / total * 0.9)) for i, (label, s) in enumerate(ranked)]
+    tops = [
+        (" " + label[:4] if i == 0 else " " + label, math.log(s / total * 0.9)) for i, (label, s) in enumerate(ranked)
+    ]
     tops.append((" the", math.log(0.1)))
     return ranked[0][0], tops
 
@@ -67,18 +73,34 @@ def build_app(state: ServerState):
         k = int(body.get("top_logprobs") or 0)
         if body["model"] == "keyword":
             text, tops = _keyword_answer(prompt)
-            content = [{"token": tops[0][0], "logprob": tops[0][1], "top_logprobs": [{"token": t, "logprob": lp} for t, lp in tops[:k]]}]
+            content = [
+                {
+                    "token": tops[0][0],
+                    "logprob": tops[0][1],
+                    "top_logprobs": [{"token": t, "logprob": lp} for t, lp in tops[:k]],
+                }
+            ]
         else:
             tok, model = state.tokenizer, state.model
-            ids = tok.apply_chat_template(body["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+            ids = tok.apply_chat_template(
+                body["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )["input_ids"]
             content, new = [], []
             with torch.inference_mode():
                 for _ in range(int(body.get("max_tokens") or 8)):
                     logprobs = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), dim=-1)
                     nxt = int(logprobs.argmax())
                     top = torch.topk(logprobs, max(k, 1))
-                    content.append({"token": tok.decode([nxt]), "logprob": float(logprobs[nxt]),
-                                    "top_logprobs": [{"token": tok.decode([int(i)]), "logprob": float(v)} for v, i in zip(top.values[:k], top.indices[:k], strict=True)]})
+                    content.append(
+                        {
+                            "token": tok.decode([nxt]),
+                            "logprob": float(logprobs[nxt]),
+                            "top_logprobs": [
+                                {"token": tok.decode([int(i)]), "logprob": float(v)}
+                                for v, i in zip(top.values[:k], top.indices[:k], strict=True)
+                            ],
+                        }
+                    )
                     new.append(nxt)
                     ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
             text = tok.decode(new)
@@ -100,7 +122,9 @@ class RunningServer:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.state = state
-        self.server = uvicorn.Server(uvicorn.Config(build_app(state), host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(build_app(state), host="127.0.0.1", port=self.port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

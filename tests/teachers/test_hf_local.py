@@ -12,7 +12,14 @@ from distil.teachers.hf_local import HFLocalTeacher
 from distil.teachers.registry import build_teacher
 from tests.data.helpers import SEEDS, make_project
 
-INPUTS = ["my card was charged twice", "app crashes", "how do i change my email address on the profile page please", "x", "refund!!", "the export button is grey and nothing happens at all"]
+INPUTS = [
+    "my card was charged twice",
+    "app crashes",
+    "how do i change my email address on the profile page please",
+    "x",
+    "refund!!",
+    "the export button is grey and nothing happens at all",
+]
 
 
 @pytest.fixture
@@ -33,7 +40,11 @@ def test_prompt_is_plain_few_shot_with_seed_shots(teacher):
     assert prompt.startswith("Route each support ticket")
     assert "Ticket: I was charged twice for my subscription this month.\nCategory: billing\n\n" in prompt
     assert prompt.endswith("Ticket: the app is slow\nCategory:")
-    assert len(teacher.prompt.shots) == 6 and [lab for _, lab in teacher.prompt.shots[:3]] == ["billing", "technical", "account"]
+    assert len(teacher.prompt.shots) == 6 and [lab for _, lab in teacher.prompt.shots[:3]] == [
+        "billing",
+        "technical",
+        "account",
+    ]
 
 
 def test_calibration_divides_by_content_free_distribution(teacher):
@@ -129,7 +140,10 @@ def test_similar_shots_are_chosen_per_input_and_kv_reuse_still_matches(tmp_path,
     shots = prompt.shots_for("I was charged twice for my subscription")
     assert len(shots) == 3 and {label for _, label in shots} == {"billing", "technical", "account"}
     assert shots[-1] == ("I was charged twice for my subscription this month.", "billing")  # the nearest comes last
-    assert all(text != "I was charged twice for my subscription this month." for text, _ in prompt.shots_for("I was charged twice for my subscription this month."))
+    assert all(
+        text != "I was charged twice for my subscription this month."
+        for text, _ in prompt.shots_for("I was charged twice for my subscription this month.")
+    )
     full = teacher.classify_prompt("the app is slow")
     assert full.startswith(project.spec.task.instruction) and full.endswith("Ticket: the app is slow\nCategory:")
     assert full != teacher.classify_prompt("my card was charged twice")  # different inputs, different examples
@@ -155,7 +169,9 @@ def _scoring_teacher(tmp_path, tiny_teacher_dir, scoring: str):
 def test_channel_scores_each_input_after_each_label(tmp_path, tiny_teacher_dir):
     teacher = _scoring_teacher(tmp_path, tiny_teacher_dir, "channel")
     shots, heads = teacher._channel_prefixes()
-    assert shots.startswith("Category: billing\nTicket: I was charged twice for my subscription this month.\n\n") and shots.endswith("\n\n")
+    assert shots.startswith(
+        "Category: billing\nTicket: I was charged twice for my subscription this month.\n\n"
+    ) and shots.endswith("\n\n")
     assert heads == ["Category: billing\nTicket:", "Category: technical\nTicket:", "Category: account\nTicket:"]
     got = teacher.channel_log_likelihoods(INPUTS)
     # the reference: every (label, input) pair run whole, one at a time, its input tokens' log-probabilities summed
@@ -169,7 +185,9 @@ def test_channel_scores_each_input_after_each_label(tmp_path, tiny_teacher_dir):
             expected = logprobs.gather(1, torch.tensor(target).unsqueeze(1)).sum().item()
             assert got[i, label] == pytest.approx(expected, abs=1e-3)
     probs = teacher.label_distribution(INPUTS)
-    assert np.allclose(probs.sum(axis=1), 1) and np.allclose(probs, np.exp(got) / np.exp(got).sum(axis=1, keepdims=True))
+    assert np.allclose(probs.sum(axis=1), 1) and np.allclose(
+        probs, np.exp(got) / np.exp(got).sum(axis=1, keepdims=True)
+    )
 
 
 def test_both_is_the_renormalised_product_of_direct_and_channel(tmp_path, tiny_teacher_dir):
@@ -210,10 +228,16 @@ def test_rows_leave_the_batch_when_finished_and_the_rest_decode_as_transformers_
 
     tok = teacher.tokenizer
     tok.padding_side = "left"
-    prompts = ["Tickets:\n- my card was charged twice\n-", "hi", "the app crashes every time I open the settings page and"]
+    prompts = [
+        "Tickets:\n- my card was charged twice\n-",
+        "hi",
+        "the app crashes every time I open the settings page and",
+    ]
     batch = tok(prompts, return_tensors="pt", padding=True)
     with torch.inference_mode():
-        reference = teacher.model.generate(**batch, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)[:, batch["input_ids"].shape[1] :]
+        reference = teacher.model.generate(**batch, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)[
+            :, batch["input_ids"].shape[1] :
+        ]
     expected = [row.tolist() for row in reference]
     full = decode_rows(teacher.model, batch["input_ids"], batch["attention_mask"], 10, lambda ids: False)
     assert [r.ids for r in full] == expected

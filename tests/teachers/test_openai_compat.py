@@ -12,7 +12,12 @@ from distil.teachers.registry import build_teacher
 from tests.data.helpers import make_project
 from tests.teachers.openai_server import RunningServer, ServerState
 
-TICKETS = ["My invoice has a wrong charge", "The app shows an error and then a crash", "I forgot my password and cannot login", "hello there"]
+TICKETS = [
+    "My invoice has a wrong charge",
+    "The app shows an error and then a crash",
+    "I forgot my password and cannot login",
+    "hello there",
+]
 
 
 def _project(tmp_path, base_url, model, **teacher):

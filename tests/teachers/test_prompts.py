@@ -31,7 +31,9 @@ class PromptRecorder:
 
 def generate_project(tmp_path, source: str, instruction: str) -> Project:
     project = load_project(make_project(tmp_path / "p", source))
-    task = project.spec.task.model_copy(update={"kind": "generate", "instruction": instruction, "labels": [], "calibrate": False})
+    task = project.spec.task.model_copy(
+        update={"kind": "generate", "instruction": instruction, "labels": [], "calibrate": False}
+    )
     return Project(project.spec_path, project.spec.model_copy(update={"task": task}))
 
 
@@ -45,7 +47,9 @@ def test_every_path_gives_the_teacher_the_same_generation_prompt(tmp_path, tiny_
     assert expected[0] != INPUTS[0] if "{input}" in instruction else expected == INPUTS
 
     local = HFLocalTeacher(project.spec.teachers[0], task)
-    api = OpenAICompatTeacher(project.spec.teachers[0].model_copy(update={"source": "openai:http://127.0.0.1:9/v1#m"}), task)
+    api = OpenAICompatTeacher(
+        project.spec.teachers[0].model_copy(update={"source": "openai:http://127.0.0.1:9/v1#m"}), task
+    )
     assert [local.classify_prompt(x) for x in INPUTS] == expected  # what `distil generate` asks the local teacher
     assert [api.classify_prompt(x) for x in INPUTS] == expected  # ... and an API teacher
 

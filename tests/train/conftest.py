@@ -13,14 +13,26 @@ from distil.data.records import Record, write_records
 from distil.ledger.store import sha256_text
 
 LABELS = ["billing", "technical", "account"]
-WORDS = {"billing": ["charge", "refund", "invoice", "paid"], "technical": ["crash", "error", "bug", "slow"],
-         "account": ["password", "login", "email", "profile"]}
+WORDS = {
+    "billing": ["charge", "refund", "invoice", "paid"],
+    "technical": ["crash", "error", "bug", "slow"],
+    "account": ["password", "login", "email", "profile"],
+}
 
 
-def write_spec(folder: Path, teacher_dir: Path, kind: str = "classify", train: dict | None = None, student: dict | None = None) -> Path:
+def write_spec(
+    folder: Path, teacher_dir: Path, kind: str = "classify", train: dict | None = None, student: dict | None = None
+) -> Path:
     spec = {
         "name": "tiny",
-        "task": {"kind": kind, **({"labels": [{"name": n} for n in LABELS]} if kind == "classify" else {"instruction": "Summarise: {input}"})},
+        "task": {
+            "kind": kind,
+            **(
+                {"labels": [{"name": n} for n in LABELS]}
+                if kind == "classify"
+                else {"instruction": "Summarise: {input}"}
+            ),
+        },
         "play": {"kind": "cost"},
         "roles": {"sponsor": "sam", "driver": "dev", "validator": "val"},
         "teachers": [{"id": "tiny", "source": f"hf:{teacher_dir}"}],
@@ -41,7 +53,11 @@ def classify_records(n: int, seed: int = 0) -> list[Record]:
         text = f"ticket {i} " + " ".join(rng.choice(WORDS[label]) for _ in range(3))
         probs = [0.1, 0.1, 0.1]
         probs[LABELS.index(label)] = 0.8
-        out.append(Record(input=text, source="synthetic", label=label, label_probs=probs, gold_label=label if i % 4 == 0 else None))
+        out.append(
+            Record(
+                input=text, source="synthetic", label=label, label_probs=probs, gold_label=label if i % 4 == 0 else None
+            )
+        )
     return out
 
 
@@ -65,9 +81,18 @@ def write_curated(spec_path: Path, train: list[Record], validation: list[Record]
         for r in records:
             r.split = split
         write_records(records, folder / f"{split}.parquet")
-    project.ledger.append("dataset.curated", {"dataset_hash": dataset_hash}, actor="dev", table="datasets",
-                          row={"dataset_hash": dataset_hash, "stage": "curated", "path": str(folder.relative_to(project.root)),
-                               "counts": {"train": len(train), "validation": len(validation)}})
+    project.ledger.append(
+        "dataset.curated",
+        {"dataset_hash": dataset_hash},
+        actor="dev",
+        table="datasets",
+        row={
+            "dataset_hash": dataset_hash,
+            "stage": "curated",
+            "path": str(folder.relative_to(project.root)),
+            "counts": {"train": len(train), "validation": len(validation)},
+        },
+    )
     return dataset_hash
 
 
@@ -80,6 +105,8 @@ def classify_project(tmp_path, tiny_teacher_dir) -> Path:
 
 @pytest.fixture
 def generate_project(tmp_path, tiny_teacher_dir) -> Path:
-    spec = write_spec(tmp_path / "gen", tiny_teacher_dir, kind="generate", train={"epochs": 1, "topk_cache_k": 8, "alpha": 0.5})
+    spec = write_spec(
+        tmp_path / "gen", tiny_teacher_dir, kind="generate", train={"epochs": 1, "topk_cache_k": 8, "alpha": 0.5}
+    )
     write_curated(spec, generate_records(12), generate_records(4, seed=1))
     return spec

@@ -28,9 +28,25 @@ def launch_two_processes(folder: Path, options: str, spec: Path) -> subprocess.C
     )
     accelerate = Path(sys.executable).with_name("accelerate")
     return subprocess.run(
-        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", str(script), str(spec)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            str(accelerate),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            str(script),
+            str(spec),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
 
 
@@ -52,8 +68,12 @@ def test_accelerate_launch_two_processes_runs_on_policy_steps(tmp_path, tiny_tea
     """Both processes draw the same on-policy coin per step, sample their own rows and share the token count."""
     from tests.train.conftest import generate_records, write_curated, write_spec
 
-    spec = write_spec(tmp_path / "gen", tiny_teacher_dir, kind="generate",
-                      train={"epochs": 1, "topk_cache_k": 8, "alpha": 0.5, "on_policy_lambda": 1.0, "on_policy_max_new_tokens": 3})
+    spec = write_spec(
+        tmp_path / "gen",
+        tiny_teacher_dir,
+        kind="generate",
+        train={"epochs": 1, "topk_cache_k": 8, "alpha": 0.5, "on_policy_lambda": 1.0, "on_policy_max_new_tokens": 3},
+    )
     write_curated(spec, generate_records(16), generate_records(4, seed=1))
     done = launch_two_processes(tmp_path, "baseline=False", spec)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -65,17 +65,35 @@ def tiny_student(tokenizer, hidden: int, seed: int, tied: bool):  # noqa: ANN001
     """A fresh random two-layer Llama on the tiny tokenizer: it knows nothing of the teacher."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=tied)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=tied,
+    )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
 
 
 def train_spec(epochs: int, alpha: float = 0.0) -> TrainSpec:
-    return TrainSpec.model_validate({"epochs": epochs, "batch_size": 16, "max_length": 64, "patience": 0, "seed": SEED,
-                                     "optimizer": {"lr": 3e-3}, "distillation": {"alpha": alpha}})
+    return TrainSpec.model_validate(
+        {
+            "epochs": epochs,
+            "batch_size": 16,
+            "max_length": 64,
+            "patience": 0,
+            "seed": SEED,
+            "optimizer": {"lr": 3e-3},
+            "distillation": {"alpha": alpha},
+        }
+    )
 
 
 def trained(model, objective, cfg: TrainSpec, checkpoint: Path):  # noqa: ANN001, ANN201
@@ -109,8 +127,12 @@ def classify_records(weights: Tensor, n: int, seed: int) -> list[Record]:
 
 
 @torch.no_grad()
-def classify_scores(model, tokenizer, held_out: ClassifyExamples,  # noqa: ANN001
-                    label_ids: Tensor) -> tuple[float, float]:
+def classify_scores(
+    model,
+    tokenizer,
+    held_out: ClassifyExamples,  # noqa: ANN001
+    label_ids: Tensor,
+) -> tuple[float, float]:
     """(top-1 agreement with the teacher, mean KL(teacher || student)) over the held-out examples."""
     batch = classify_batch(tokenizer, held_out, list(range(len(held_out.prompts))), 64)
     logprobs = torch.log_softmax(label_logits(model, batch["input_ids"], batch["attention_mask"], label_ids), -1)
@@ -139,8 +161,9 @@ def test_a_classify_student_learns_the_teachers_labels_and_kd_brings_it_closest(
     # 0.965-0.985; KL 0.002-0.004 distilled against 0.25-0.47 for the baseline
     assert before <= majority + 0.1, f"the untrained student already agrees with the teacher ({before:.3f})"
     assert agreement >= 0.9, f"held-out agreement after distillation {agreement:.3f} (before {before:.3f})"
-    assert distilled_kl <= 0.05 and distilled_kl < 0.2 * baseline_kl, \
+    assert distilled_kl <= 0.05 and distilled_kl < 0.2 * baseline_kl, (
         f"KL distilled {distilled_kl:.4f}, hard-label {baseline_kl:.4f}"
+    )
 
 
 # --- generate -------------------------------------------------------------------------------------------------
@@ -163,8 +186,12 @@ def teacher_answer(counts: Tensor, u: Tensor, b: Tensor) -> tuple[list[int], Ten
     return path, torch.stack(probs)
 
 
-def generate_data(tokenizer, teacher: tuple[Tensor, Tensor], n: int,  # noqa: ANN001
-                  seed: int) -> tuple[GenerateExamples, Tensor]:
+def generate_data(
+    tokenizer,
+    teacher: tuple[Tensor, Tensor],
+    n: int,  # noqa: ANN001
+    seed: int,
+) -> tuple[GenerateExamples, Tensor]:
     """Examples with the teacher's text and its whole distribution as the top-k cache (k = len(WORDS)), and
     that distribution per answer token [n * ANSWER_TOKENS, len(WORDS)] in the batches' order."""
     word_ids = torch.tensor([tokenizer(" " + w, add_special_tokens=False).input_ids[0] for w in WORDS])
@@ -182,8 +209,13 @@ def generate_data(tokenizer, teacher: tuple[Tensor, Tensor], n: int,  # noqa: AN
 
 
 @torch.no_grad()
-def token_scores(model, held_out: GenerateExamples, teacher_probs: Tensor, word_ids: Tensor,  # noqa: ANN001
-                 pad_id: int) -> tuple[float, float]:
+def token_scores(
+    model,
+    held_out: GenerateExamples,
+    teacher_probs: Tensor,
+    word_ids: Tensor,  # noqa: ANN001
+    pad_id: int,
+) -> tuple[float, float]:
     """Teacher-forced (argmax match per answer token, mean token KL(teacher || student)) over the held-out set."""
     batch = generate_batch(held_out, list(range(len(held_out.answer_ids))), pad_id, with_topk=False)
     decoder, _ = base_and_head(model)
@@ -216,5 +248,6 @@ def test_a_generate_student_learns_the_teachers_tokens_and_token_kd_beats_sequen
     # 0.58-0.82 for the student of the text alone
     assert before <= 0.1, f"the untrained student already agrees with the teacher ({before:.3f})"
     assert agreement >= 0.85, f"held-out token agreement after distillation {agreement:.3f} (before {before:.3f})"
-    assert distilled_kl <= 0.1 and distilled_kl < 0.25 * sequence_kl, \
+    assert distilled_kl <= 0.1 and distilled_kl < 0.25 * sequence_kl, (
         f"token KL distilled {distilled_kl:.4f}, sequence-level {sequence_kl:.4f}"
+    )

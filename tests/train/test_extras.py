@@ -34,7 +34,9 @@ torch.set_num_threads(1)
 
 
 def _generate_project(tmp_path, teacher_dir, **train):  # noqa: ANN001, ANN003
-    spec = write_spec(tmp_path / "gen", teacher_dir, kind="generate", train={"epochs": 1, "topk_cache_k": 8, "alpha": 0.5, **train})
+    spec = write_spec(
+        tmp_path / "gen", teacher_dir, kind="generate", train={"epochs": 1, "topk_cache_k": 8, "alpha": 0.5, **train}
+    )
     write_curated(spec, generate_records(12), generate_records(4, seed=1))
     return load_project(spec)
 
@@ -53,7 +55,9 @@ def test_offline_cache_scores_the_answer_after_the_teachers_own_prompt(tmp_path,
         assert "Summarise: " + examples.inputs[i] in text and "Answer:" not in text
         answer = examples.answer_ids[i]
         with torch.no_grad():
-            logits = teacher(input_ids=torch.tensor([prompt + answer])).logits[0, len(prompt) - 1 : len(prompt) + len(answer) - 1]
+            logits = teacher(input_ids=torch.tensor([prompt + answer])).logits[
+                0, len(prompt) - 1 : len(prompt) + len(answer) - 1
+            ]
         top = torch.log_softmax(logits.float(), -1).topk(8, dim=-1)
         assert np.array_equal(ids[i], top.indices.numpy())
         np.testing.assert_allclose(logprobs[i].astype(np.float32), top.values.numpy(), atol=2e-3)
@@ -63,9 +67,15 @@ def test_on_policy_loss_equals_the_unchunked_divergence_on_the_students_tokens(t
     from tests.conftest import build_tiny_causal_lm
 
     teacher = AutoModelForCausalLM.from_pretrained(str(tiny_teacher_dir)).eval()
-    student = AutoModelForCausalLM.from_pretrained(str(build_tiny_causal_lm(tiny_teacher_dir.parent / "student-x", layers=2, seed=3)))
+    student = AutoModelForCausalLM.from_pretrained(
+        str(build_tiny_causal_lm(tiny_teacher_dir.parent / "student-x", layers=2, seed=3))
+    )
     cfg = TrainSpec(loss="jsd", beta=0.5, temperature=1.0, chunk_size=3)  # the flat keys of older specs still load
-    prompts, teacher_prompts, completions = [[5, 6, 7], [8, 9]], [[1, 2, 5, 6, 7], [1, 8, 9, 4]], [[10, 11, 12, 2], [13, 2]]
+    prompts, teacher_prompts, completions = (
+        [[5, 6, 7], [8, 9]],
+        [[1, 2, 5, 6, 7], [1, 8, 9, 4]],
+        [[10, 11, 12, 2], [13, 2]],
+    )
     batch = on_policy_batch(prompts, teacher_prompts, completions, pad_id=0)
     loss, _ = generate_loss(student, batch, cfg, num_items=6.0, teacher=teacher)
     loss.backward()
@@ -92,7 +102,9 @@ def test_on_policy_run_mixes_student_samples_by_lambda(tmp_path, tiny_teacher_di
     assert all(np.isfinite(p["loss"]) for p in curve)
     # the same seed draws the same steps again
     again = T.train_run(project, baseline=False).run_id
-    assert [p["on_policy"] for p in json.loads((project.runs_dir / again / "curve.json").read_text())["student"]] == flags
+    assert [
+        p["on_policy"] for p in json.loads((project.runs_dir / again / "curve.json").read_text())["student"]
+    ] == flags
 
 
 def _classify_project(tmp_path, teacher_dir, rationale: bool = False, **train):  # noqa: ANN001, ANN003
@@ -106,7 +118,9 @@ def _classify_project(tmp_path, teacher_dir, rationale: bool = False, **train): 
 
 
 def test_feature_and_relation_terms_train_and_the_saved_folder_stays_plain(tmp_path, tiny_teacher_dir):
-    project = _classify_project(tmp_path, tiny_teacher_dir, feature_weight=1.0, relation_weight=1.0, feature_layers={1: 2, 2: 4})
+    project = _classify_project(
+        tmp_path, tiny_teacher_dir, feature_weight=1.0, relation_weight=1.0, feature_layers={1: 2, 2: 4}
+    )
     run_id = T.train_run(project, baseline=False).run_id
     assert len(list((project.state_dir / "cache" / "states").glob("*.npy"))) == 1
     states = np.load(next((project.state_dir / "cache" / "states").glob("*.npy")))
@@ -130,9 +144,17 @@ def test_feature_relation_and_rationale_terms_add_to_the_loss(tmp_path, tiny_tea
         data["data"]["rationales"] = True
         data["train"].update(groups)
         weighted = dataclasses.replace(project, spec=Spec.model_validate(data))
-        objective = ClassifyObjective("student", examples, None, labels, build.tokenizer, weighted.spec.train, kd=True,
-                                      teacher_states=teacher_states_for(weighted, build, examples, console=None),
-                                      rationale=rationale_targets(weighted, build.tokenizer, examples, console=None))
+        objective = ClassifyObjective(
+            "student",
+            examples,
+            None,
+            labels,
+            build.tokenizer,
+            weighted.spec.train,
+            kd=True,
+            teacher_states=teacher_states_for(weighted, build, examples, console=None),
+            rationale=rationale_targets(weighted, build.tokenizer, examples, console=None),
+        )
         model = copy.deepcopy(build.model)
         torch.manual_seed(0)
         objective.prepare_model(model)

@@ -38,7 +38,11 @@ def test_generate_run_builds_the_teacher_cache_and_trains(generate_project):
 
     inputs, texts = ["note 1: refund crash", "note 2: login"], ["refund sent today", "reset your password"]
     shares = teacher_forced_agreement(predictor.model, predictor.tokenizer, inputs, texts, predictor.task["max_length"])
-    examples = generate_examples([Record(input=x, source="seed", teacher_text=t) for x, t in zip(inputs, texts, strict=True)], predictor.tokenizer, predictor.task["max_length"])
+    examples = generate_examples(
+        [Record(input=x, source="seed", teacher_text=t) for x, t in zip(inputs, texts, strict=True)],
+        predictor.tokenizer,
+        predictor.task["max_length"],
+    )
     for share, prompt, answer in zip(shares, examples.prompt_ids, examples.answer_ids, strict=True):
         with torch.no_grad():
             logits = predictor.model(input_ids=torch.tensor([prompt + answer])).logits[0]
@@ -60,7 +64,9 @@ def test_tokenizer_mismatch_refuses_logit_losses_but_allows_sequence_kd(tmp_path
     tok.add_tokens(["zzqq", "qqzz"])  # a different vocabulary
     tok.save_pretrained(other)
     student = {"path": str(other)}
-    spec = write_spec(tmp_path / "p", tiny_teacher_dir, kind="generate", train={"epochs": 1, "alpha": 0.5}, student=student)
+    spec = write_spec(
+        tmp_path / "p", tiny_teacher_dir, kind="generate", train={"epochs": 1, "alpha": 0.5}, student=student
+    )
     write_curated(spec, generate_records(8), generate_records(2, seed=1))
     project = load_project(spec)
     with pytest.raises(TrainError, match="tokenizers differ"):
@@ -69,7 +75,9 @@ def test_tokenizer_mismatch_refuses_logit_losses_but_allows_sequence_kd(tmp_path
     assert any("tokenizers differ" in n for n in plan.notes)
     with pytest.raises(TrainError, match="tokenizers differ"):
         require_fits(plan)
-    seq_spec = write_spec(tmp_path / "q", tiny_teacher_dir, kind="generate", train={"epochs": 1, "alpha": 1.0}, student=student)
+    seq_spec = write_spec(
+        tmp_path / "q", tiny_teacher_dir, kind="generate", train={"epochs": 1, "alpha": 1.0}, student=student
+    )
     write_curated(seq_spec, generate_records(8), generate_records(2, seed=1))
     assert T.train_run(load_project(seq_spec), baseline=False).finished
 

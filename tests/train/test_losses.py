@@ -157,9 +157,12 @@ def test_feature_loss_mse_and_cosine():
     assert mapping == {1: 2, 2: 4}
     projector = L.FeatureProjector(4, 6, list(mapping))
     mse = L.feature_loss(student, teacher, mapping, projector, kind="mse")
-    expected = np.mean([
-        ((projector(student[s], i) - teacher[t]) ** 2).mean().item() for i, (s, t) in enumerate(sorted(mapping.items()))
-    ])
+    expected = np.mean(
+        [
+            ((projector(student[s], i) - teacher[t]) ** 2).mean().item()
+            for i, (s, t) in enumerate(sorted(mapping.items()))
+        ]
+    )
     assert mse.item() == pytest.approx(expected, rel=1e-5)
     mse.backward()
     assert all(p.grad is not None for p in projector.parameters())

@@ -21,7 +21,9 @@ def test_greedy_sampling_matches_generate(tiny_teacher_dir):
     prompts = [[5, 6, 7, 8, 9], [11, 12], [20, 21, 22]]
     ids, mask = left_pad(prompts, pad_id=0)
     ours, keep = sample_completions(model, ids, mask, max_new_tokens=6, temperature=0.0)
-    reference = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None)
+    reference = model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None
+    )
     assert torch.equal(ours, reference[:, ids.shape[1] :])
     assert keep.all()
 
@@ -29,8 +31,11 @@ def test_greedy_sampling_matches_generate(tiny_teacher_dir):
 def test_sampling_stops_each_row_at_eos_and_is_seeded(tiny_teacher_dir):
     model = AutoModelForCausalLM.from_pretrained(str(tiny_teacher_dir)).eval()
     ids, mask = left_pad([[5, 6, 7], [8, 9]], pad_id=0)
+
     def sample(**kw):  # noqa: ANN003
-        return sample_completions(model, ids, mask, max_new_tokens=8, temperature=1.0, generator=torch.Generator().manual_seed(1), **kw)
+        return sample_completions(
+            model, ids, mask, max_new_tokens=8, temperature=1.0, generator=torch.Generator().manual_seed(1), **kw
+        )
 
     first, _ = sample()
     row = first[0].tolist()

@@ -9,7 +9,18 @@ import distil.train
 
 TRAIN = Path(distil.train.__file__).parent
 MAX_DEPTH = 4
-BLOCKS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith, ast.Try, ast.Match)
+BLOCKS = (
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.For,
+    ast.AsyncFor,
+    ast.While,
+    ast.If,
+    ast.With,
+    ast.AsyncWith,
+    ast.Try,
+    ast.Match,
+)
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -22,7 +33,11 @@ def _block_depth(statements: list[ast.stmt]) -> int:
     for node in statements:
         if not isinstance(node, BLOCKS):
             continue
-        bodies = [getattr(node, "body", [])] + [h.body for h in getattr(node, "handlers", [])] + [c.body for c in getattr(node, "cases", [])]
+        bodies = (
+            [getattr(node, "body", [])]
+            + [h.body for h in getattr(node, "handlers", [])]
+            + [c.body for c in getattr(node, "cases", [])]
+        )
         bodies += [getattr(node, "finalbody", [])]
         orelse = getattr(node, "orelse", [])
         inner = max(_block_depth(b) for b in bodies)
@@ -73,8 +88,10 @@ def test_no_distil_import_inside_a_function_of_train():
 
 def test_the_modules_of_train_import_each_other_without_a_cycle():
     modules = _modules()
-    graph = {name: {m.rsplit(".", 1)[-1] for m in _distil_imports(tree) if m.startswith("distil.train.")} & set(modules)
-             for name, tree in modules.items()}
+    graph = {
+        name: {m.rsplit(".", 1)[-1] for m in _distil_imports(tree) if m.startswith("distil.train.")} & set(modules)
+        for name, tree in modules.items()
+    }
     visiting, done = set(), set()
 
     def visit(name: str, path: list[str]) -> None:

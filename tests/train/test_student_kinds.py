@@ -48,8 +48,13 @@ print(json.dumps({"label": label, "n": int(logits.numel())}))
 
 
 def plain_load(folder) -> dict:  # noqa: ANN001
-    out = subprocess.run([sys.executable, "-c", PLAIN_LOAD, str(folder)], capture_output=True, text=True, timeout=120,
-                         env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", PLAIN_LOAD, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -60,8 +65,12 @@ def encoder_student(encoder_dir, lora: bool = False) -> dict:  # noqa: ANN001
 
 @pytest.mark.parametrize("kind", ["causal", "causal-lora", "encoder", "encoder-lora"])
 def test_every_student_kind_trains_and_loads_in_plain_transformers(kind, tmp_path, tiny_teacher_dir, tiny_encoder_dir):
-    student = {"causal": {"init": "teacher-layers:2"}, "causal-lora": {"init": "teacher-layers:2", "lora": True},
-               "encoder": encoder_student(tiny_encoder_dir), "encoder-lora": encoder_student(tiny_encoder_dir, lora=True)}[kind]
+    student = {
+        "causal": {"init": "teacher-layers:2"},
+        "causal-lora": {"init": "teacher-layers:2", "lora": True},
+        "encoder": encoder_student(tiny_encoder_dir),
+        "encoder-lora": encoder_student(tiny_encoder_dir, lora=True),
+    }[kind]
     spec = write_spec(tmp_path / "proj", tiny_teacher_dir, student=student, train={"epochs": 1})
     write_curated(spec, classify_records(16), classify_records(6, seed=1))
     project = load_project(spec)
@@ -98,20 +107,31 @@ def test_encoder_head_is_over_the_labels(tiny_encoder_dir):
 
 
 def test_encoder_students_are_refused_where_they_cannot_work(tmp_path, tiny_teacher_dir, tiny_encoder_dir):
-    generate = write_spec(tmp_path / "gen", tiny_teacher_dir, kind="generate", student=encoder_student(tiny_encoder_dir))
+    generate = write_spec(
+        tmp_path / "gen", tiny_teacher_dir, kind="generate", student=encoder_student(tiny_encoder_dir)
+    )
     with pytest.raises(SpecError, match="student.kind encoder applies to classify tasks"):
         load_project(generate)
-    features = write_spec(tmp_path / "feat", tiny_teacher_dir, student=encoder_student(tiny_encoder_dir),
-                          train={"features": {"weight": 1.0}})
+    features = write_spec(
+        tmp_path / "feat",
+        tiny_teacher_dir,
+        student=encoder_student(tiny_encoder_dir),
+        train={"features": {"weight": 1.0}},
+    )
     with pytest.raises(SpecError, match="train.features"):
         load_project(features)
     with pytest.raises(ValueError, match="an encoder student takes"):
         StudentSpec(kind="encoder", init="teacher-layers:2")
-    assert StudentSpec(kind="encoder").init is None and StudentSpec(kind="encoder").describe() == "encoder (embedded all-MiniLM-L6-v2)"
+    assert (
+        StudentSpec(kind="encoder").init is None
+        and StudentSpec(kind="encoder").describe() == "encoder (embedded all-MiniLM-L6-v2)"
+    )
 
 
 def test_encoder_too_short_for_max_length_is_refused(tmp_path, tiny_teacher_dir, tiny_encoder_dir):
-    spec = write_spec(tmp_path / "proj", tiny_teacher_dir, student=encoder_student(tiny_encoder_dir), train={"max_length": 256})
+    spec = write_spec(
+        tmp_path / "proj", tiny_teacher_dir, student=encoder_student(tiny_encoder_dir), train={"max_length": 256}
+    )
     write_curated(spec, classify_records(8), classify_records(3, seed=1))
     with pytest.raises(TrainError, match="reads at most 128 tokens"):
         T.train_run(load_project(spec), baseline=False)
@@ -129,7 +149,9 @@ def test_plan_says_an_encoder_needs_no_shared_tokenizer(tmp_path, tiny_teacher_d
 
 @pytest.mark.slow
 def test_embedded_minilm_student_trains_on_a_handful_of_items(tmp_path, tiny_teacher_dir):
-    spec = write_spec(tmp_path / "proj", tiny_teacher_dir, student={"kind": "encoder"}, train={"epochs": 1, "max_length": 32})
+    spec = write_spec(
+        tmp_path / "proj", tiny_teacher_dir, student={"kind": "encoder"}, train={"epochs": 1, "max_length": 32}
+    )
     write_curated(spec, classify_records(12), classify_records(4, seed=1))
     result = T.train_run(load_project(spec))
     loaded = plain_load(result.run_dir / "student")

@@ -38,8 +38,15 @@ def test_teacher_layers_copies_embeddings_and_spread_layers(tiny_teacher_dir):
 
 
 def test_config_and_path_students(tiny_teacher_dir, tmp_path):
-    config = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-              "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 512}
+    config = {
+        "model_type": "llama",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "vocab_size": 512,
+    }
     build = build_student(StudentSpec(config=config), tiny_teacher_dir)
     assert build.model.config.hidden_size == 32 and build.params == count_params(build.model)
     build.model.save_pretrained(tmp_path / "ckpt")

@@ -31,7 +31,10 @@ def test_classify_run_writes_student_baseline_and_ledger_rows(classify_project):
     run_dir = project.runs_dir / run_id
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["student"]["steps"] == metrics["baseline"]["steps"] == 12  # 24 examples / batch 4 × 2 epochs
-    assert metrics["student"]["final_train_loss"] is not None and metrics["baseline"]["best_validation_fidelity"] is not None
+    assert (
+        metrics["student"]["final_train_loss"] is not None
+        and metrics["baseline"]["best_validation_fidelity"] is not None
+    )
     curve = json.loads((run_dir / "curve.json").read_text())
     assert len(curve["student"]) == 12 and "validation_fidelity" in curve["student"][-1]
     assert json.loads((run_dir / "train_config.json").read_text())["dataset_hash"] == metrics["dataset_hash"]
@@ -182,7 +185,9 @@ def test_frozen_embeddings_stay_as_initialised_while_the_layers_learn(tmp_path, 
 def test_a_run_ends_with_the_best_evaluations_weights_or_the_last_steps(classify_project, keep):
     from safetensors.torch import load_file
 
-    classify_project.write_text(classify_project.read_text().replace("patience: 0", f"patience: 0\n  eval_every: 1\n  keep: {keep}"))
+    classify_project.write_text(
+        classify_project.read_text().replace("patience: 0", f"patience: 0\n  eval_every: 1\n  keep: {keep}")
+    )
     project = load_project(classify_project)
     run_id = T.train_run(project, baseline=False).run_id
     run_dir = project.runs_dir / run_id

@@ -31,9 +31,15 @@ console = Console()
 err_console = Console(stderr=True)
 _DEBUG = {"on": False}
 
-SpecOpt = Annotated[Path | None, typer.Option("--spec", help="Path to distil.yaml (default ./distil.yaml); the project folder is its folder.")]
+SpecOpt = Annotated[
+    Path | None,
+    typer.Option("--spec", help="Path to distil.yaml (default ./distil.yaml); the project folder is its folder."),
+]
 # Every command that records who acted takes this one option; Typer reads $DISTIL_USER when it is not given.
-AsOpt = Annotated[str | None, typer.Option("--as", envvar="DISTIL_USER", show_envvar=True, help="Who is acting (default: $DISTIL_USER).")]
+AsOpt = Annotated[
+    str | None,
+    typer.Option("--as", envvar="DISTIL_USER", show_envvar=True, help="Who is acting (default: $DISTIL_USER)."),
+]
 
 
 def actor(name: str | None) -> str:
@@ -62,8 +68,15 @@ def _project(spec: Path | None):
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors, and the libraries' own warnings, "
-                                                             "log lines and loading bars.")] = False) -> None:
+def _root(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help="Show full tracebacks on errors, and the libraries' own warnings, log lines and loading bars.",
+        ),
+    ] = False,
+) -> None:
     """distil: a success gate locked first, the teacher as a data factory, a student you own."""
     from distil.console import quiet_third_party
 

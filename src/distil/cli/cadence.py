@@ -12,8 +12,12 @@ from rich.table import Table
 from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console
 from distil.runs import RunDir
 
-RequestsOpt = Annotated[int, typer.Option("--requests", min=100, help="Batch-1 requests timed per model by the evaluation.")]
-ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch threads for every model's timing (default: min(4, CPUs)).")]
+RequestsOpt = Annotated[
+    int, typer.Option("--requests", min=100, help="Batch-1 requests timed per model by the evaluation.")
+]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", help="torch threads for every model's timing (default: min(4, CPUs)).")
+]
 
 
 def _steps_table(result: Any) -> Table:
@@ -22,7 +26,11 @@ def _steps_table(result: Any) -> Table:
     table.add_column("status")
     table.add_column("seconds", justify="right")
     for outcome in result.outcomes:
-        table.add_row(outcome.step, "skipped (up to date)" if outcome.skipped else "done", "-" if outcome.skipped else f"{outcome.seconds:.1f}")
+        table.add_row(
+            outcome.step,
+            "skipped (up to date)" if outcome.skipped else "done",
+            "-" if outcome.skipped else f"{outcome.seconds:.1f}",
+        )
     return table
 
 
@@ -34,11 +42,18 @@ def _verdict_table(run: RunDir) -> Table | None:
     for col in ("threshold", "value", "limit", "margin", "verdict"):
         table.add_column(col, justify="right" if col in ("value", "limit", "margin") else "left")
     for check in document.get("gate", {}).get("checks", []):
+
         def fmt(v: Any) -> str:
             return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
         verdict = "[green]pass[/green]" if check.get("passed") else "[red]FAIL[/red]"
-        table.add_row(str(check.get("name")), fmt(check.get("value")), fmt(check.get("threshold")), fmt(check.get("margin")), verdict)
+        table.add_row(
+            str(check.get("name")),
+            fmt(check.get("value")),
+            fmt(check.get("threshold")),
+            fmt(check.get("margin")),
+            verdict,
+        )
     return table
 
 
@@ -49,7 +64,9 @@ def what_next(project: Any, result: Any) -> list[str]:
     if result.report_path:
         lines.append(f"  open the report      {result.report_path}")
     if result.run_id:
-        lines.append(f"  decide               distil decide --as {project.spec.roles.validator} --run {result.run_id}{spec}")
+        lines.append(
+            f"  decide               distil decide --as {project.spec.roles.validator} --run {result.run_id}{spec}"
+        )
         operator = project.spec.roles.operator or "NAME"
         lines.append(f"  serve once shipped   distil serve {result.run_id} --as {operator}{spec}")
     return lines
@@ -86,14 +103,28 @@ def run(
     from distil.cadence import run_cadence
 
     project = _project(spec)
-    result = run_cadence(project, actor=actor(as_), console=console, baseline=not no_baseline, requests=requests, threads=threads)
+    result = run_cadence(
+        project, actor=actor(as_), console=console, baseline=not no_baseline, requests=requests, threads=threads
+    )
     _print_outcome(project, result)
 
 
 @app.command()
 def iterate(
-    from_traffic: Annotated[bool, typer.Option("--from-traffic", help="Target the traffic the newest `distil monitor` report found wrong or escalated.")] = False,
-    budget: Annotated[int | None, typer.Option("--budget", min=0, help="New inputs to ask the teacher for (default: 4 per failure, at least half the synthetic budget).")] = None,
+    from_traffic: Annotated[
+        bool,
+        typer.Option(
+            "--from-traffic", help="Target the traffic the newest `distil monitor` report found wrong or escalated."
+        ),
+    ] = False,
+    budget: Annotated[
+        int | None,
+        typer.Option(
+            "--budget",
+            min=0,
+            help="New inputs to ask the teacher for (default: 4 per failure, at least half the synthetic budget).",
+        ),
+    ] = None,
     requests: RequestsOpt = 100,
     threads: ThreadsOpt = None,
     as_: AsOpt = None,
@@ -108,7 +139,15 @@ def iterate(
     from distil.iterate import iterate_round
 
     project = _project(spec)
-    result = iterate_round(project, actor=actor(as_), console=console, budget=budget, from_traffic=from_traffic, requests=requests, threads=threads)
+    result = iterate_round(
+        project,
+        actor=actor(as_),
+        console=console,
+        budget=budget,
+        from_traffic=from_traffic,
+        requests=requests,
+        threads=threads,
+    )
     console.print(
         f"round {result.round}: {len(result.failures)} failures mined from run {result.from_run}, "
         f"{result.targets} new inputs, {result.labelled} labelled"
@@ -124,7 +163,9 @@ def iterate(
 
 @app.command()
 def quickstart(
-    directory: Annotated[Path, typer.Argument(help="Project folder to create (or continue).")] = Path("distil-quickstart"),
+    directory: Annotated[Path, typer.Argument(help="Project folder to create (or continue).")] = Path(
+        "distil-quickstart"
+    ),
     requests: RequestsOpt = 100,
     threads: ThreadsOpt = None,
     as_: AsOpt = None,
@@ -152,12 +193,17 @@ def quickstart(
         roles = spec.roles
         folder, keys = throwaway_keys(spec_path.parent, [roles.sponsor, roles.driver, roles.validator, roles.operator])
         write_spec(spec_path, spec.model_copy(update={"roles": roles.model_copy(update={"keys": keys})}))
-        console.print(f"made throwaway signing keys for {', '.join(keys)} in {folder} (outside the project; "
-                      "for a real project each person runs `distil keys init --as NAME`)", highlight=False)
+        console.print(
+            f"made throwaway signing keys for {', '.join(keys)} in {folder} (outside the project; "
+            "for a real project each person runs `distil keys init --as NAME`)",
+            highlight=False,
+        )
     else:
         console.print(f"continuing {spec_path}")
     project = load_project(spec_path)
     locked, new = lock_gate(project, project.spec.roles.sponsor)
     console.print(f"gate v{locked.version} {'locked' if new else 'already locked'} by {locked.locked_by}")
-    result = run_cadence(project, actor=actor(as_) or project.spec.roles.driver, console=console, requests=requests, threads=threads)
+    result = run_cadence(
+        project, actor=actor(as_) or project.spec.roles.driver, console=console, requests=requests, threads=threads
+    )
     _print_outcome(project, result)

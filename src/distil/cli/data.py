@@ -13,10 +13,19 @@ from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console
 
 @app.command()
 def generate(
-    traffic: Annotated[Path | None, typer.Option("--traffic", help="JSONL log of past requests (input or messages, timestamp) to label too.")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Only traffic newer than this, e.g. 90d, 12h, 2w.")] = None,
-    synthetic: Annotated[int | None, typer.Option("--synthetic", help="Synthetic inputs to write (default: data.synthetic_budget).")] = None,
-    teacher: Annotated[str | None, typer.Option("--teacher", help="Teacher id (default: the spec's first teacher).")] = None,
+    traffic: Annotated[
+        Path | None,
+        typer.Option("--traffic", help="JSONL log of past requests (input or messages, timestamp) to label too."),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only traffic newer than this, e.g. 90d, 12h, 2w.")
+    ] = None,
+    synthetic: Annotated[
+        int | None, typer.Option("--synthetic", help="Synthetic inputs to write (default: data.synthetic_budget).")
+    ] = None,
+    teacher: Annotated[
+        str | None, typer.Option("--teacher", help="Teacher id (default: the spec's first teacher).")
+    ] = None,
     as_: AsOpt = None,
     spec: SpecOpt = None,
 ) -> None:
@@ -32,7 +41,9 @@ def generate(
     project = _project(spec)
     who = actor(as_)
     chosen = build_teacher(project, project.spec.teacher(teacher), actor=who)
-    result = generate_dataset(project, teacher=chosen, traffic=traffic, since=since, synthetic_budget=synthetic, actor=who)
+    result = generate_dataset(
+        project, teacher=chosen, traffic=traffic, since=since, synthetic_budget=synthetic, actor=who
+    )
     table = Table(title=f"raw data ({chosen.teacher_id}, {chosen.fingerprint[:23]}…)")
     table.add_column("source")
     table.add_column("records", justify="right")
@@ -45,8 +56,16 @@ def generate(
 
 @app.command()
 def curate(
-    heldout: Annotated[list[Path] | None, typer.Option("--heldout", help="Extra held-out files (JSONL/CSV/Parquet) to decontaminate against.")] = None,
-    new_test_set: Annotated[str, typer.Option("--new-test-set", help="Reason for locking a new test split (and gold set); only under a new gate version.")] = "",
+    heldout: Annotated[
+        list[Path] | None,
+        typer.Option("--heldout", help="Extra held-out files (JSONL/CSV/Parquet) to decontaminate against."),
+    ] = None,
+    new_test_set: Annotated[
+        str,
+        typer.Option(
+            "--new-test-set", help="Reason for locking a new test split (and gold set); only under a new gate version."
+        ),
+    ] = "",
     as_: AsOpt = None,
     spec: SpecOpt = None,
 ) -> None:
@@ -72,16 +91,29 @@ def curate(
     for col in ("slice", "value", *labels, "total", "flag"):
         cov.add_column(col, justify="right" if col not in ("slice", "value", "flag") else "left")
     for c in result.coverage:
-        cov.add_row(c.slice, c.value, *(str(c.per_label.get(lab, 0)) for lab in labels), str(c.total), "[red]starved[/red]" if c.starved else "")
+        cov.add_row(
+            c.slice,
+            c.value,
+            *(str(c.per_label.get(lab, 0)) for lab in labels),
+            str(c.total),
+            "[red]starved[/red]" if c.starved else "",
+        )
     console.print(cov)
     counts = result.counts
-    console.print(f"curated {counts['curated']} of {counts['raw']}: train {counts['train']}, validation {counts['validation']}, test {counts['test']}, probe {counts['probe']}" + (f" (+{counts['oversampled']} oversampled)" if counts["oversampled"] else ""))
-    console.print(f"dataset {result.dataset_hash[:19]}… in {result.folder.relative_to(project.root)}; next: distil train")
+    console.print(
+        f"curated {counts['curated']} of {counts['raw']}: train {counts['train']}, validation {counts['validation']}, test {counts['test']}, probe {counts['probe']}"
+        + (f" (+{counts['oversampled']} oversampled)" if counts["oversampled"] else "")
+    )
+    console.print(
+        f"dataset {result.dataset_hash[:19]}… in {result.folder.relative_to(project.root)}; next: distil train"
+    )
 
 
 @app.command("export-data")
 def export_data(
-    out: Annotated[Path | None, typer.Option("--out", help="Folder to write (default .distil/exports/<dataset>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder to write (default .distil/exports/<dataset>).")
+    ] = None,
     spec: SpecOpt = None,
 ) -> None:
     """Export the newest curated dataset as OpenAI fine-tuning JSONL and a Hugging Face datasets folder.

@@ -26,8 +26,12 @@ def _fmt(value, digits: int = 3) -> str:
 @app.command()
 def evaluate(
     run: RunArg = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="torch threads for every model's timing (default: min(4, CPUs)).")] = None,
-    requests: Annotated[int, typer.Option("--requests", min=100, help="Batch-1 requests timed per model, after warm-up.")] = 100,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="torch threads for every model's timing (default: min(4, CPUs)).")
+    ] = None,
+    requests: Annotated[
+        int, typer.Option("--requests", min=100, help="Batch-1 requests timed per model, after warm-up.")
+    ] = 100,
     as_: AsOpt = None,
     spec: SpecOpt = None,
 ) -> None:
@@ -42,7 +46,20 @@ def evaluate(
         path, document = evaluate_run(project, run, actor=actor(as_), threads=threads, requests=requests)
 
     table = Table(title=f"evaluation ({path.parent.name})")
-    columns = ("accuracy", "macro_f1", "agreement", "kl", "js", "ece", "p50_ms", "p95_ms", "throughput_per_s", "params", "size_bytes", "peak_memory_bytes")
+    columns = (
+        "accuracy",
+        "macro_f1",
+        "agreement",
+        "kl",
+        "js",
+        "ece",
+        "p50_ms",
+        "p95_ms",
+        "throughput_per_s",
+        "params",
+        "size_bytes",
+        "peak_memory_bytes",
+    )
     table.add_column("model")
     for col in columns:
         table.add_column(col, justify="right")
@@ -72,8 +89,16 @@ def _print_checks(checks: list[dict]) -> None:
         status = c.get("status") or ("pass" if c["passed"] else "FAIL")
         p_value = "-" if c.get("p_value") is None else f"{c['p_value']:.3g}"
         detail = c.get("detail", "") + (f" ({c['method']})" if c.get("method") and c.get("method") != "exact" else "")
-        table.add_row(c["name"], _fmt(c["value"]), _interval(c.get("interval")), _fmt(c["threshold"]), p_value, _fmt(c.get("n")),
-                      f"[{colours.get(status, 'white')}]{status}[/{colours.get(status, 'white')}]", escape(detail))
+        table.add_row(
+            c["name"],
+            _fmt(c["value"]),
+            _interval(c.get("interval")),
+            _fmt(c["threshold"]),
+            p_value,
+            _fmt(c.get("n")),
+            f"[{colours.get(status, 'white')}]{status}[/{colours.get(status, 'white')}]",
+            escape(detail),
+        )
     console.print(table)
 
 
@@ -83,10 +108,18 @@ def _print_cost(cost: dict) -> None:
     for col in ("term", "value", "unit", "source"):
         table.add_column(col, justify="right" if col == "value" else "left", overflow="fold")
     for t in cost.get("terms") or []:
-        table.add_row(t["name"], _fmt(t["value"], 4 if isinstance(t["value"], float) and abs(t["value"]) < 1 else 2), t["unit"], escape(t["source"]))
+        table.add_row(
+            t["name"],
+            _fmt(t["value"], 4 if isinstance(t["value"], float) and abs(t["value"]) < 1 else 2),
+            t["unit"],
+            escape(t["source"]),
+        )
     console.print(table)
     payback = cost.get("payback_months")
-    console.print("payback: " + (f"{payback:.1f} months" if payback is not None else f"never ({cost.get('payback_reason', 'no saving')})"))
+    console.print(
+        "payback: "
+        + (f"{payback:.1f} months" if payback is not None else f"never ({cost.get('payback_reason', 'no saving')})")
+    )
 
 
 def _print_variants(variants: dict) -> None:
@@ -94,16 +127,33 @@ def _print_variants(variants: dict) -> None:
     for name, row in variants.items():
         summary = row.get("summary") or {}
         block = summary.get("student") or summary  # a variant row may be flat (the int8 export's is)
-        shown = ", ".join(f"{k} {_fmt(block[k])}" for k in ("agreement", "kl", "size_bytes") if block.get(k) is not None)
-        console.print(f"variant {name} (evaluation event {row['evaluation_seq']}, reported, not decided on): {shown or 'no figures'}")
+        shown = ", ".join(
+            f"{k} {_fmt(block[k])}" for k in ("agreement", "kl", "size_bytes") if block.get(k) is not None
+        )
+        console.print(
+            f"variant {name} (evaluation event {row['evaluation_seq']}, reported, not decided on): {shown or 'no figures'}"
+        )
 
 
 @app.command()
 def decide(
-    run: Annotated[str | None, typer.Option("--run", help="Run id to decide on (default: the latest evaluation).")] = None,
-    decision_: Annotated[str | None, typer.Option("--decision", help="ship | iterate | kill: the validator's outcome; never more "
-                                                   "permissive than the gate's rules (default: the rules' outcome).")] = None,
-    reason: Annotated[str, typer.Option("--reason", help="The validator's reason (needed when --decision is more cautious than the rules).")] = "",
+    run: Annotated[
+        str | None, typer.Option("--run", help="Run id to decide on (default: the latest evaluation).")
+    ] = None,
+    decision_: Annotated[
+        str | None,
+        typer.Option(
+            "--decision",
+            help="ship | iterate | kill: the validator's outcome; never more "
+            "permissive than the gate's rules (default: the rules' outcome).",
+        ),
+    ] = None,
+    reason: Annotated[
+        str,
+        typer.Option(
+            "--reason", help="The validator's reason (needed when --decision is more cautious than the rules)."
+        ),
+    ] = "",
     as_: AsOpt = None,
     spec: SpecOpt = None,
 ) -> None:
@@ -120,8 +170,12 @@ def decide(
     _print_checks([asdict(c) for c in decision.checks])
     _print_variants(event.payload.get("variants") or {})
     colour = {"ship": "green", "iterate": "yellow", "kill": "red"}[decision.decision]
-    console.print(f"decision for run {target['run_id']}: [bold {colour}]{decision.decision}[/bold {colour}] — {decision.reason}")
-    console.print(f"recorded as ledger event {event.seq} (evaluation event {target['event_seq']}, validator {event.actor}, driver {project.spec.roles.driver})")
+    console.print(
+        f"decision for run {target['run_id']}: [bold {colour}]{decision.decision}[/bold {colour}] — {decision.reason}"
+    )
+    console.print(
+        f"recorded as ledger event {event.seq} (evaluation event {target['event_seq']}, validator {event.actor}, driver {project.spec.roles.driver})"
+    )
 
 
 @app.command()

@@ -29,7 +29,10 @@ from distil.cli.app import (
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder for the new project (created if missing).")] = Path("."),
     example: Annotated[str | None, typer.Option("--example", help="Start from a shipped example, e.g. triage.")] = None,
-    play: Annotated[str | None, typer.Option("--play", help="cost | latency | stability | specialization: writes that play's default gate.")] = None,
+    play: Annotated[
+        str | None,
+        typer.Option("--play", help="cost | latency | stability | specialization: writes that play's default gate."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing distil.yaml.")] = False,
 ) -> None:
     """Create a project: a commented distil.yaml (and the example's seeds).
@@ -62,12 +65,22 @@ def check(spec: SpecOpt = None) -> None:
     qualification, problems = check_project(project)
 
     table = Table(title=f"{s.name} ({project.spec_path})", show_header=False)
-    table.add_row("task", f"{s.task.kind}" + (f": {', '.join(s.task.label_names)}" if s.task.kind == "classify" else ""))
+    table.add_row(
+        "task", f"{s.task.kind}" + (f": {', '.join(s.task.label_names)}" if s.task.kind == "classify" else "")
+    )
     table.add_row("play", f"{s.play.kind}: {s.play.trigger or '(no trigger given)'}")
-    table.add_row("roles", f"sponsor {s.roles.sponsor}, driver {s.roles.driver}, validator {s.roles.validator}, operator {s.roles.operator or '-'}")
+    table.add_row(
+        "roles",
+        f"sponsor {s.roles.sponsor}, driver {s.roles.driver}, validator {s.roles.validator}, operator {s.roles.operator or '-'}",
+    )
     student = s.student.describe()
-    table.add_row("student", student + (f", ≤ {s.student.size_max_params:,} params" if s.student.size_max_params else ""))
-    table.add_row("data", f"seeds {s.data.seeds}, gold {s.data.gold or '-'}, synthetic budget {s.data.synthetic_budget}, slices {', '.join(x.name for x in s.data.slices) or '-'}")
+    table.add_row(
+        "student", student + (f", ≤ {s.student.size_max_params:,} params" if s.student.size_max_params else "")
+    )
+    table.add_row(
+        "data",
+        f"seeds {s.data.seeds}, gold {s.data.gold or '-'}, synthetic budget {s.data.synthetic_budget}, slices {', '.join(x.name for x in s.data.slices) or '-'}",
+    )
     table.add_row("gate", f"locked v{locked.version} by {locked.locked_by}" if locked else "not locked yet")
     console.print(table)
 
@@ -82,14 +95,23 @@ def check(spec: SpecOpt = None) -> None:
         lic = t.licence
         entry = registry_entry(lic)
         review = reviews.get(t.id)
-        recorded = ("signed" if review.signed else "unsigned") if review_covers(review, t) else ("outdated" if review else "no")
+        recorded = (
+            ("signed" if review.signed else "unsigned")
+            if review_covers(review, t)
+            else ("outdated" if review else "no")
+        )
         teachers.add_row(
             t.id,
             public_source(t.source),
             (lic.id or lic.name) if lic else "(missing)",
             lic.distillation_permitted if lic else "-",
-            (f"{entry.distillation_permitted} ({entry.id}{', review required' if entry.review_required else ''})" if entry
-             else "unknown licence" if lic else "-"),
+            (
+                f"{entry.distillation_permitted} ({entry.id}{', review required' if entry.review_required else ''})"
+                if entry
+                else "unknown licence"
+                if lic
+                else "-"
+            ),
             f"{lic.reviewed_by} {lic.reviewed_at or ''}".strip() if lic and lic.reviewed_by else "no",
             recorded,
         )
@@ -101,7 +123,12 @@ def check(spec: SpecOpt = None) -> None:
         for condition in entry.conditions:
             console.print(f"{t.id} ({entry.id}) condition: {condition}", markup=False, highlight=False, soft_wrap=True)
         for duty in entry.duties:
-            console.print(f"{t.id} ({entry.id}) duty the student inherits: {duty.describe()}", markup=False, highlight=False, soft_wrap=True)
+            console.print(
+                f"{t.id} ({entry.id}) duty the student inherits: {duty.describe()}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
 
     qual = Table(title=f"play: {qualification.play}", show_header=False)
     for name, value in qualification.figures:
@@ -162,7 +189,9 @@ def gate_show(spec: SpecOpt = None) -> None:
     if locked.reason:
         console.print(f"reason: {locked.reason}")
     if locked.cost is None:
-        console.print("[yellow]this lock predates cost locking: the cost section is not covered; lock a new version to cover it[/yellow]")
+        console.print(
+            "[yellow]this lock predates cost locking: the cost section is not covered; lock a new version to cover it[/yellow]"
+        )
     changes = gate_changes(locked, project.spec)
     if changes:
         console.print(f"[yellow]the spec's gate differs from the locked one: {'; '.join(changes)}[/yellow]")
@@ -193,7 +222,11 @@ def ledger_log(
     for e in project.ledger.events(kind=kind, newest_first=True, limit=limit):
         details = {k: v for k, v in e.payload.items() if k not in hidden}
         signature = e.payload.get("signature")
-        signed = f"signed {signature.get('key', '')[8:20]}…" if isinstance(signature, dict) else ("unsigned" if e.kind in SIGNED_ACTS else "")
+        signed = (
+            f"signed {signature.get('key', '')[8:20]}…"
+            if isinstance(signature, dict)
+            else ("unsigned" if e.kind in SIGNED_ACTS else "")
+        )
         table.add_row(str(e.seq), e.ts[:19], e.kind, e.actor or "-", signed, json.dumps(details, default=str)[:120])
     console.print(table)
 
@@ -220,9 +253,18 @@ def ledger_head(spec: SpecOpt = None) -> None:
 
 @ledger_app.command("verify")
 def ledger_verify(
-    no_files: Annotated[bool, typer.Option("--no-files", help="Skip rechecking the content hashes of recorded files.")] = False,
-    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Report recorded files that are gone without failing.")] = False,
-    head: Annotated[str | None, typer.Option("--head", help="A head printed earlier by `distil ledger head` (SEQ:HASH) the chain must still hold.")] = None,
+    no_files: Annotated[
+        bool, typer.Option("--no-files", help="Skip rechecking the content hashes of recorded files.")
+    ] = False,
+    allow_missing: Annotated[
+        bool, typer.Option("--allow-missing", help="Report recorded files that are gone without failing.")
+    ] = False,
+    head: Annotated[
+        str | None,
+        typer.Option(
+            "--head", help="A head printed earlier by `distil ledger head` (SEQ:HASH) the chain must still hold."
+        ),
+    ] = None,
     spec: SpecOpt = None,
 ) -> None:
     """Check the hash chain, every typed row against its event, signatures, heads and recorded files;
@@ -231,11 +273,15 @@ def ledger_verify(
     Example: distil ledger verify --head 42:sha256:9f86d0...
     """
     project = _project(spec)
-    result = project.ledger.verify(check_files=not no_files, allow_missing=allow_missing, head=_parse_head(head) if head else None)
+    result = project.ledger.verify(
+        check_files=not no_files, allow_missing=allow_missing, head=_parse_head(head) if head else None
+    )
     for gone in result.missing if allow_missing else ():
         console.print(f"[yellow]missing[/yellow]: recorded file {gone} is gone", highlight=False)
     if result.unsigned:
-        console.print(f"[yellow]unsigned[/yellow]: {len(result.unsigned)} act(s) of people carry no signature (rows {', '.join(map(str, result.unsigned))})")
+        console.print(
+            f"[yellow]unsigned[/yellow]: {len(result.unsigned)} act(s) of people carry no signature (rows {', '.join(map(str, result.unsigned))})"
+        )
     if result.ok:
         console.print(f"[green]ledger OK[/green]: {result.checked} events, chain intact, {result.signed} signed act(s)")
         return
@@ -261,7 +307,12 @@ def keys_init(as_: AsOpt = None) -> None:
     name = identity(as_)
     path, public = create_key(name)
     console.print(f"private key: {path} (keep it; never copy it into a project)", highlight=False, soft_wrap=True)
-    console.print(f"public key for roles.keys in distil.yaml:\n  {name}: \"{public}\"", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f'public key for roles.keys in distil.yaml:\n  {name}: "{public}"',
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @keys_app.command("show")
@@ -278,8 +329,10 @@ def keys_show(as_: AsOpt = None, spec: SpecOpt = None) -> None:
     found = load_private_key(name, root)
     if found is None:
         places = ", ".join(str(p) for p in key_locations(name, root))
-        raise SigningError(f"--as {name}: no private key (looked in {places})", hint=f"make one with `distil keys init --as {name}`")
-    console.print(f"{name}: \"{public_key_text(found[1])}\"  ({found[0]})", markup=False, highlight=False, soft_wrap=True)
+        raise SigningError(
+            f"--as {name}: no private key (looked in {places})", hint=f"make one with `distil keys init --as {name}`"
+        )
+    console.print(f'{name}: "{public_key_text(found[1])}"  ({found[0]})', markup=False, highlight=False, soft_wrap=True)
 
 
 # --- licences ----------------------------------------------------------------------------------------
@@ -297,13 +350,22 @@ def licence_list() -> None:
     for col in ("id", "name", "outputs", "weights", "duties", "source", "review required"):
         table.add_column(col, overflow="fold")
     for e in registry().licences:
-        table.add_row(e.id, e.name, e.outputs, e.weights, str(len(e.duties)), f"{e.source.url} ({e.source.version})",
-                      "yes" if e.review_required else "no")
+        table.add_row(
+            e.id,
+            e.name,
+            e.outputs,
+            e.weights,
+            str(len(e.duties)),
+            f"{e.source.url} ({e.source.version})",
+            "yes" if e.review_required else "no",
+        )
     console.print(table)
 
 
 @licence_app.command("show")
-def licence_show(licence_id: Annotated[str, typer.Argument(help="A registry id, e.g. llama-3.1, or a licence name.")]) -> None:
+def licence_show(
+    licence_id: Annotated[str, typer.Argument(help="A registry id, e.g. llama-3.1, or a licence name.")],
+) -> None:
     """Print one registry entry: its verdict, conditions, duties, the clause and the dated source.
 
     Example: distil licence show llama-3.1
@@ -313,14 +375,22 @@ def licence_show(licence_id: Annotated[str, typer.Argument(help="A registry id, 
 
     entry = find_licence(licence_id) or find_licence(name=licence_id)
     if entry is None:
-        raise LicenceError(f"licence {licence_id!r} is not in distil's registry", hint=f"known ids: {', '.join(known_ids())}")
-    lines = [f"{entry.name} ({entry.id})", f"training on outputs: {entry.outputs}; on weights: {entry.weights}",
-             f"distillation_permitted proposed: {entry.distillation_permitted}", f"clause: {entry.clause}"]
+        raise LicenceError(
+            f"licence {licence_id!r} is not in distil's registry", hint=f"known ids: {', '.join(known_ids())}"
+        )
+    lines = [
+        f"{entry.name} ({entry.id})",
+        f"training on outputs: {entry.outputs}; on weights: {entry.weights}",
+        f"distillation_permitted proposed: {entry.distillation_permitted}",
+        f"clause: {entry.clause}",
+    ]
     lines += [f"condition: {c}" for c in entry.conditions]
     lines += [f"duty ({d.applies_when}): {d.describe()}" for d in entry.duties]
     lines += [f"source: {entry.source.url} ({entry.source.version}), read on {entry.source.read_on}"]
     lines += [f"notes: {entry.notes}"] if entry.notes else []
-    lines += ["review required: this reading is less certain; read the clause yourself"] if entry.review_required else []
+    lines += (
+        ["review required: this reading is less certain; read the clause yourself"] if entry.review_required else []
+    )
     for line in lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 

@@ -14,15 +14,28 @@ from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console, identi
 
 @app.command()
 def serve(
-    run: Annotated[str | None, typer.Argument(help="Run id to serve (default: the newest run decided ship, else the newest run).")] = None,
+    run: Annotated[
+        str | None, typer.Argument(help="Run id to serve (default: the newest run decided ship, else the newest run).")
+    ] = None,
     port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 8000,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
-    api_key: Annotated[str | None, typer.Option("--api-key", help="Required bearer key (default: $DISTIL_API_KEY; none: open).")] = None,
-    threshold: Annotated[float | None, typer.Option("--threshold", help="Router threshold (default: router.threshold, calibrated on the validation split).")] = None,
-    no_teacher: Annotated[bool, typer.Option("--no-teacher", help="Serve the student alone: nothing escalates.")] = False,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="Required bearer key (default: $DISTIL_API_KEY; none: open).")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold", help="Router threshold (default: router.threshold, calibrated on the validation split)."
+        ),
+    ] = None,
+    no_teacher: Annotated[
+        bool, typer.Option("--no-teacher", help="Serve the student alone: nothing escalates.")
+    ] = False,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Larger request bodies get 413.")] = 1 << 20,
     no_traffic: Annotated[bool, typer.Option("--no-traffic", help="Do not write the traffic log.")] = False,
-    allow_unshipped: Annotated[bool, typer.Option("--allow-unshipped", help="Serve a run with no ship decision (the deployment row says so).")] = False,
+    allow_unshipped: Annotated[
+        bool, typer.Option("--allow-unshipped", help="Serve a run with no ship decision (the deployment row says so).")
+    ] = False,
     as_: AsOpt = None,
     spec: SpecOpt = None,
 ) -> None:
@@ -45,8 +58,16 @@ def serve(
     served = load_served(project, target.run_id, threshold=threshold, with_teacher=not no_teacher)
     m = project.spec.maintenance
     pruned = prune_traffic(traffic_dir(project.state_dir), m.traffic_retention_days)
-    traffic = None if no_traffic else TrafficLog(traffic_dir(project.state_dir), sample_rate=m.traffic_sample_rate, redaction=m.redact,
-                                                 store_inputs=m.store_inputs)
+    traffic = (
+        None
+        if no_traffic
+        else TrafficLog(
+            traffic_dir(project.state_dir),
+            sample_rate=m.traffic_sample_rate,
+            redaction=m.redact,
+            store_inputs=m.store_inputs,
+        )
+    )
     key = api_key or os.environ.get("DISTIL_API_KEY") or None
     table = Table(title=f"serving {served.run_id} on http://{host}:{port}", show_header=False)
     table.add_row("task", served.kind + (f": {', '.join(served.labels)}" if served.kind == "classify" else ""))
@@ -55,20 +76,30 @@ def serve(
         table.add_row("threshold", f"{served.threshold:.4f}")
         if served.calibration:
             c = served.calibration
-            table.add_row("calibration", f"routed fidelity {c['routed_fidelity']:.3f} ≥ {c['target']:.3f}, escalated {c['escalated_share']:.1%} of {c['n']} validation examples")
+            table.add_row(
+                "calibration",
+                f"routed fidelity {c['routed_fidelity']:.3f} ≥ {c['target']:.3f}, escalated {c['escalated_share']:.1%} of {c['n']} validation examples",
+            )
             blended = served.student_per_1m + c["escalated_share"] * served.teacher_per_1m
             table.add_row("blended cost", f"{blended:,.2f} {project.spec.cost.currency} per 1M requests")
     table.add_row("api key", "required" if key else "none (open)")
     text = ("redacted" if m.redact else "as written") if m.store_inputs else "not kept"
     retention = f"{m.traffic_retention_days} days" if m.traffic_retention_days else "kept"
-    table.add_row("traffic log", "off" if traffic is None else f"{traffic.folder} (sample {m.traffic_sample_rate:.0%}, text {text}, retention {retention})")
+    table.add_row(
+        "traffic log",
+        "off"
+        if traffic is None
+        else f"{traffic.folder} (sample {m.traffic_sample_rate:.0%}, text {text}, retention {retention})",
+    )
     if pruned:
         table.add_row("retention", f"deleted {len(pruned)} traffic shard(s) older than {m.traffic_retention_days} days")
     if deployment.decision_seq is None:
         table.add_row("decision", "[yellow]none: served with --allow-unshipped[/yellow]")
     else:
         table.add_row("decision", f"ship (ledger event {deployment.decision_seq})")
-    server = make_server(create_app(served, api_key=key, max_body_bytes=max_body_bytes, traffic=traffic), host=host, port=port)
+    server = make_server(
+        create_app(served, api_key=key, max_body_bytes=max_body_bytes, traffic=traffic), host=host, port=port
+    )
     deployment = record_start(project, deployment)
     table.add_row("deployment", f"ledger event {deployment.event_seq}, operator {operator}")
     console.print(table)
@@ -88,7 +119,9 @@ def _exit_quietly(signum: int, frame: object) -> None:
 
 @app.command()
 def monitor(
-    since: Annotated[str | None, typer.Option("--since", help="Only traffic of the last span, e.g. 7d, 12h (default: all).")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only traffic of the last span, e.g. 7d, 12h (default: all).")
+    ] = None,
     sample: Annotated[int, typer.Option("--sample", help="Most logged requests the teacher is asked about.")] = 200,
     window: Annotated[str, typer.Option("--window", help="Length of each agreement window, e.g. 1d, 6h.")] = "1d",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and the permutation test.")] = 0,
@@ -102,8 +135,12 @@ def monitor(
     from distil.monitor.check import run_monitor
 
     project = _project(spec)
-    result, path = run_monitor(project, since=parse_since(since) if since else None, sample=sample, window=parse_since(window), seed=seed)
-    table = Table(title=f"traffic {result.window['since'] or '-'} … {result.window['until'] or '-'}: {result.n_sampled} of {result.n_traffic} requests checked")
+    result, path = run_monitor(
+        project, since=parse_since(since) if since else None, sample=sample, window=parse_since(window), seed=seed
+    )
+    table = Table(
+        title=f"traffic {result.window['since'] or '-'} … {result.window['until'] or '-'}: {result.n_sampled} of {result.n_traffic} requests checked"
+    )
     for col in ("check", "value", "floor / level", "status"):
         table.add_column(col)
 
@@ -111,36 +148,68 @@ def monitor(
         return "[green]ok[/green]" if ok else "[red]ALERT[/red]"
 
     if result.agreement is not None:
-        table.add_row("agreement (served vs teacher)", f"{result.agreement:.3f}", f"≥ {result.floor:.3f}", status(result.agreement >= result.floor))
+        table.add_row(
+            "agreement (served vs teacher)",
+            f"{result.agreement:.3f}",
+            f"≥ {result.floor:.3f}",
+            status(result.agreement >= result.floor),
+        )
     if result.student_agreement is not None:
         table.add_row("agreement (student-answered only)", f"{result.student_agreement:.3f}", "", "")
     if result.escalated_share is not None:
         table.add_row("escalated to the teacher", f"{result.escalated_share:.1%}", "", "")
     for w in result.windows:
-        table.add_row(f"  window {w['start'][:16]}", f"{w['agreement']:.3f} (n={w['n']})", "", status(w["agreement"] >= result.floor))
+        table.add_row(
+            f"  window {w['start'][:16]}",
+            f"{w['agreement']:.3f} (n={w['n']})",
+            "",
+            status(w["agreement"] >= result.floor),
+        )
     for name, values in result.slices.items():
         for value, s in values.items():
             table.add_row(f"  slice {name}={value}", f"{s['agreement']:.3f} (n={s['n']})", "", "")
     if result.drift:
         d = result.drift
-        table.add_row("input drift (MMD²)", f"{d['mmd2']:.4f}, p = {d['p_value']:.4f}", f"p ≥ {result.alpha}", status(d["p_value"] >= result.alpha))
+        table.add_row(
+            "input drift (MMD²)",
+            f"{d['mmd2']:.4f}, p = {d['p_value']:.4f}",
+            f"p ≥ {result.alpha}",
+            status(d["p_value"] >= result.alpha),
+        )
     r = result.refresh
     if r.get("due"):
-        table.add_row("refresh due", r["due"][:10], f"every {project.spec.maintenance.refresh_days} days", "[yellow]due now[/yellow]" if r["overdue"] else f"in {r['days_left']} days")
+        table.add_row(
+            "refresh due",
+            r["due"][:10],
+            f"every {project.spec.maintenance.refresh_days} days",
+            "[yellow]due now[/yellow]" if r["overdue"] else f"in {r['days_left']} days",
+        )
     console.print(table)
     console.print(f"report: {path}")
     for alert in result.alerts:
         console.print(f"[red]alert[/red]: {alert}")
     if result.alerts:
-        console.print("recorded an alert row in the ledger; next: `distil iterate --from-traffic` to label the failing traffic")
+        console.print(
+            "recorded an alert row in the ledger; next: `distil iterate --from-traffic` to label the failing traffic"
+        )
         raise typer.Exit(1)
 
 
 @app.command()
 def export(
-    run: Annotated[str | None, typer.Argument(help="Run id to export (default: the newest run decided ship, else the newest run).")] = None,
-    format_: Annotated[str, typer.Option("--format", help="safetensors | onnx (classify students: the label head at the answer position).")] = "onnx",
-    quantize: Annotated[str | None, typer.Option("--quantize", help="int8: dynamic quantization, evaluated on its own and recorded as variant `quantized`.")] = None,
+    run: Annotated[
+        str | None, typer.Argument(help="Run id to export (default: the newest run decided ship, else the newest run).")
+    ] = None,
+    format_: Annotated[
+        str,
+        typer.Option("--format", help="safetensors | onnx (classify students: the label head at the answer position)."),
+    ] = "onnx",
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            "--quantize", help="int8: dynamic quantization, evaluated on its own and recorded as variant `quantized`."
+        ),
+    ] = None,
     as_: AsOpt = None,
     spec: SpecOpt = None,
 ) -> None:
@@ -155,8 +224,10 @@ def export(
     console.print(f"exported {result.run_id} as {result.format} to [bold]{result.folder}[/bold]")
     check = result.checks.get("onnx_vs_pytorch")
     if check:
-        console.print(f"ONNX vs PyTorch on {result.checks['n']} held-out examples: same label on {check['agreement_with_float']:.1%}, "
-                      f"largest probability difference {check['max_abs_prob_diff']:.2e}")
+        console.print(
+            f"ONNX vs PyTorch on {result.checks['n']} held-out examples: same label on {check['agreement_with_float']:.1%}, "
+            f"largest probability difference {check['max_abs_prob_diff']:.2e}"
+        )
     if result.evaluation:
         e = result.evaluation
         table = Table(title=f"distilled vs distilled + {e['quantization']} (test split, n={e['n']})")
@@ -164,7 +235,13 @@ def export(
             table.add_column(col)
         for name in ("distilled", "quantized"):
             b = e[name]
-            table.add_row(name, f"{b['agreement']:.3f}", f"{b['kl']:.4f}", f"{b['agreement_with_float']:.3f}",
-                          f"{b['size_bytes'] / 1e6:.1f} MB", f"{b['p50_ms']:.2f}")
+            table.add_row(
+                name,
+                f"{b['agreement']:.3f}",
+                f"{b['kl']:.4f}",
+                f"{b['agreement_with_float']:.3f}",
+                f"{b['size_bytes'] / 1e6:.1f} MB",
+                f"{b['p50_ms']:.2f}",
+            )
         console.print(table)
         console.print("recorded an evaluation row (variant quantized) in the ledger")

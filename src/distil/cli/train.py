@@ -14,7 +14,9 @@ from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console
 def plan(
     spec: SpecOpt = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when present).")] = None,
-    memory_gib: Annotated[float | None, typer.Option("--memory-gib", help="Memory to plan against (default: what the device has).")] = None,
+    memory_gib: Annotated[
+        float | None, typer.Option("--memory-gib", help="Memory to plan against (default: what the device has).")
+    ] = None,
 ) -> None:
     """Preflight: peak memory, teacher-cache disk size and rough time; refuses with advice when it will not fit.
 
@@ -32,8 +34,10 @@ def plan(
     table.add_row("[bold]peak[/bold]", f"[bold]{result.peak_bytes / 2**20:,.1f}[/bold]")
     table.add_row("available", f"{result.available_bytes / 2**20:,.1f}")
     console.print(table)
-    console.print(f"teacher cache on disk: {result.cache_bytes / 2**20:,.2f} MiB; training tokens per epoch: {result.train_tokens:,}; "
-                  f"rough time: {result.seconds:,.0f} s")
+    console.print(
+        f"teacher cache on disk: {result.cache_bytes / 2**20:,.2f} MiB; training tokens per epoch: {result.train_tokens:,}; "
+        f"rough time: {result.seconds:,.0f} s"
+    )
     for note in result.notes:
         console.print(f"note: {note}")
     require_fits(result)
@@ -45,8 +49,12 @@ def train(
     spec: SpecOpt = None,
     who: AsOpt = None,
     no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Skip the hard-label baseline.")] = False,
-    resume: Annotated[str | None, typer.Option("--resume", help="Run id of an unfinished run to continue from its checkpoints.")] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop each model after this many optimiser steps (resume later).")] = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="Run id of an unfinished run to continue from its checkpoints.")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Stop each model after this many optimiser steps (resume later).")
+    ] = None,
 ) -> None:
     """Train the distilled student and its hard-label baseline on the newest curated dataset.
 
@@ -58,8 +66,9 @@ def train(
     project = _project(spec)
     if resume:
         RunDir(project, resume)  # a plain name, and a run that exists: else RunError, exit 2
-    result = train_run(project, baseline=not no_baseline, run_id=resume, max_steps=max_steps,
-                       actor=actor(who) or None, console=console)
+    result = train_run(
+        project, baseline=not no_baseline, run_id=resume, max_steps=max_steps, actor=actor(who) or None, console=console
+    )
     if not result.finished:
         console.print(f"run {result.run_id} paused; continue with `distil train --resume {result.run_id}`")
         return
@@ -69,6 +78,13 @@ def train(
     for role, m in result.roles.items():
         fid = m.best_validation_fidelity
         loss = "-" if m.final_train_loss is None else f"{m.final_train_loss:.4f}"
-        table.add_row(role, "-" if fid is None else f"{fid:.3f}", loss, str(m.steps), f"{m.tokens_per_s:,.0f}", f"{result.seconds.get(role, 0.0):,.1f}")
+        table.add_row(
+            role,
+            "-" if fid is None else f"{fid:.3f}",
+            loss,
+            str(m.steps),
+            f"{m.tokens_per_s:,.0f}",
+            f"{result.seconds.get(role, 0.0):,.1f}",
+        )
     console.print(table)
     console.print(f"wrote {result.run_dir}; next: distil evaluate {result.run_id}")

@@ -51,7 +51,10 @@ class CallCache:
         conn = self._connect()
         try:
             with conn:
-                conn.executemany("INSERT OR REPLACE INTO calls (key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()])
+                conn.executemany(
+                    "INSERT OR REPLACE INTO calls (key, value) VALUES (?, ?)",
+                    [(k, json.dumps(v)) for k, v in values.items()],
+                )
         finally:
             conn.close()
 

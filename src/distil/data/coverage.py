@@ -19,7 +19,9 @@ class SliceCoverage:
     starved: bool = False
 
 
-def coverage(records: Sequence[Record], slices: Sequence[SliceSpec], labels: Sequence[str], min_per_slice: int) -> list[SliceCoverage]:
+def coverage(
+    records: Sequence[Record], slices: Sequence[SliceSpec], labels: Sequence[str], min_per_slice: int
+) -> list[SliceCoverage]:
     """One row per (slice, value) the spec declares, also for values no record has (count 0, starved)."""
     out = []
     for sl in slices:

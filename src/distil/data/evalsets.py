@@ -68,8 +68,14 @@ def locked_set(project: Project, name: str) -> LockedSet | None:
         return None
     row = rows[0]
     return LockedSet(
-        name=row["name"], gate_version=row["gate_version"], item_ids=json.loads(row["item_ids"]), sha256=row["sha256"],
-        size=row["size"], path=row["path"], reason=row["reason"], event_seq=row["event_seq"],
+        name=row["name"],
+        gate_version=row["gate_version"],
+        item_ids=json.loads(row["item_ids"]),
+        sha256=row["sha256"],
+        size=row["size"],
+        path=row["path"],
+        reason=row["reason"],
+        event_seq=row["event_seq"],
     )
 
 
@@ -83,7 +89,10 @@ def read_locked_test(project: Project, locked: LockedSet) -> list[Record]:
         )
     records = read_records(path)
     if content_hash(records) != locked.sha256:
-        raise EvaluationSetError(f"{path}: the locked test split changed since it was locked (ledger row {locked.event_seq})", hint="restore the file from a backup")
+        raise EvaluationSetError(
+            f"{path}: the locked test split changed since it was locked (ledger row {locked.event_seq})",
+            hint="restore the file from a backup",
+        )
     return records
 
 
@@ -112,7 +121,9 @@ def plan_test_split(project: Project, new_test_set: str = "") -> SplitPlan:
     return SplitPlan(None, None, None, "")  # no gate yet: nothing to lock
 
 
-def lock_evaluation_sets(project: Project, test_path: Path, gate_version: int, reason: str, actor: str = "") -> list[LockedSet]:
+def lock_evaluation_sets(
+    project: Project, test_path: Path, gate_version: int, reason: str, actor: str = ""
+) -> list[LockedSet]:
     """Freeze ``test_path`` as the locked test split and register the gold set; one ledger row each, signed by
     ``actor`` (default: the driver) where the spec sets keys."""
     actor = actor or project.spec.roles.driver
@@ -131,12 +142,35 @@ def lock_evaluation_sets(project: Project, test_path: Path, gate_version: int, r
     return out
 
 
-def _append(project: Project, name: str, gate_version: int, ids: list[str], digest: str, path: Path, reason: str, actor: str,
-            signer: Signer | None) -> LockedSet:
+def _append(
+    project: Project,
+    name: str,
+    gate_version: int,
+    ids: list[str],
+    digest: str,
+    path: Path,
+    reason: str,
+    actor: str,
+    signer: Signer | None,
+) -> LockedSet:
     rel = _relative(project, path)
-    row = {"name": name, "gate_version": gate_version, "item_ids": ids, "sha256": digest, "size": len(ids), "path": rel, "reason": reason}
+    row = {
+        "name": name,
+        "gate_version": gate_version,
+        "item_ids": ids,
+        "sha256": digest,
+        "size": len(ids),
+        "path": rel,
+        "reason": reason,
+    }
     event = project.ledger.append(
-        EVENT, {k: v for k, v in row.items() if k != "item_ids"}, actor=actor, files=[path], table=TABLE, row=row, signer=signer
+        EVENT,
+        {k: v for k, v in row.items() if k != "item_ids"},
+        actor=actor,
+        files=[path],
+        table=TABLE,
+        row=row,
+        signer=signer,
     )
     return LockedSet(name, gate_version, ids, digest, len(ids), rel, reason, event.seq)
 

@@ -15,7 +15,17 @@ from distil.files import write_json_atomic
 from distil.runs import latest_curated
 from distil.spec.io import Project
 
-PROVENANCE = ("id", "source", "teacher_id", "teacher_fingerprint", "prompt_hash", "params_hash", "created_at", "cost", "split")
+PROVENANCE = (
+    "id",
+    "source",
+    "teacher_id",
+    "teacher_fingerprint",
+    "prompt_hash",
+    "params_hash",
+    "created_at",
+    "cost",
+    "split",
+)
 
 
 def chat_example(project: Project, record: Record) -> dict:
@@ -37,7 +47,12 @@ def export_data(project: Project, out: str | Path | None = None) -> Path:
     target = Path(out) if out else project.state_dir / "exports" / folder.name
     (target / "openai").mkdir(parents=True, exist_ok=True)
     (target / "hf").mkdir(parents=True, exist_ok=True)
-    info = {"description": f"{project.spec.name}: curated by distil", "dataset_hash": dataset_hash, "splits": {}, "features": {}}
+    info = {
+        "description": f"{project.spec.name}: curated by distil",
+        "dataset_hash": dataset_hash,
+        "splits": {},
+        "features": {},
+    }
     with open(target / "provenance.jsonl", "w", encoding="utf-8") as prov:
         for split in CURATED_SPLITS:
             if not (folder / f"{split}.parquet").is_file():
@@ -46,8 +61,30 @@ def export_data(project: Project, out: str | Path | None = None) -> Path:
             with open(target / "openai" / f"{split}.jsonl", "w", encoding="utf-8") as f:
                 for r in records:
                     f.write(json.dumps(chat_example(project, r), ensure_ascii=False) + "\n")
-            rows = [{"id": r.id, "input": r.input, "label": r.label, "label_probs": r.label_probs, "teacher_text": r.teacher_text, "tags": json.dumps(r.tags)} for r in records]
-            table = pa.Table.from_pylist(rows, schema=pa.schema([("id", pa.string()), ("input", pa.string()), ("label", pa.string()), ("label_probs", pa.list_(pa.float32())), ("teacher_text", pa.string()), ("tags", pa.string())]))
+            rows = [
+                {
+                    "id": r.id,
+                    "input": r.input,
+                    "label": r.label,
+                    "label_probs": r.label_probs,
+                    "teacher_text": r.teacher_text,
+                    "tags": json.dumps(r.tags),
+                }
+                for r in records
+            ]
+            table = pa.Table.from_pylist(
+                rows,
+                schema=pa.schema(
+                    [
+                        ("id", pa.string()),
+                        ("input", pa.string()),
+                        ("label", pa.string()),
+                        ("label_probs", pa.list_(pa.float32())),
+                        ("teacher_text", pa.string()),
+                        ("tags", pa.string()),
+                    ]
+                ),
+            )
             _write_hf_split(table, target / "hf", split)
             info["splits"][split] = {"name": split, "num_examples": len(rows)}
             info["features"] = {f.name: str(f.type) for f in table.schema}

@@ -33,7 +33,11 @@ def confidence_reasons(records: Sequence[Record], filters: Filters) -> list[str]
                 out.append("")
         elif r.teacher_text:
             conf = r.confidence
-            out.append(f"confidence {conf:.3f} < min_confidence {filters.min_confidence}" if conf is not None and conf < filters.min_confidence else "")
+            out.append(
+                f"confidence {conf:.3f} < min_confidence {filters.min_confidence}"
+                if conf is not None and conf < filters.min_confidence
+                else ""
+            )
         else:
             out.append("no teacher answer")
     return out

@@ -79,20 +79,35 @@ def label_items(
         stamp = now_iso()
         if classify:
             probs = teacher.label_distribution([items[i].input for i in chunk])
-            fresh = {keys[i]: {"label_probs": probs[j].tolist(), "created_at": stamp, "cost": cost} for j, i in enumerate(chunk)}
+            fresh = {
+                keys[i]: {"label_probs": probs[j].tolist(), "created_at": stamp, "cost": cost}
+                for j, i in enumerate(chunk)
+            }
         else:
             topk = min(getattr(teacher.capabilities, "topk", 0), 20)
-            outs = teacher.generate_detailed([prompts[i] for i in chunk], max_new_tokens=spec.task.max_new_tokens, topk=topk)
+            outs = teacher.generate_detailed(
+                [prompts[i] for i in chunk], max_new_tokens=spec.task.max_new_tokens, topk=topk
+            )
             fresh = {keys[i]: {**out, "created_at": stamp, "cost": cost} for i, out in zip(chunk, outs, strict=True)}
         cache.put_many(fresh)
         answers.update(fresh)
         if progress:
             progress(sum(1 for k in keys if k in fresh))
     rationales = _rationales(project, teacher, items, answers, keys, cache) if classify and spec.data.rationales else {}
-    return [_record(project, teacher, item, answers[key], params, rationales.get(key)) for item, key in zip(items, keys, strict=True)]
+    return [
+        _record(project, teacher, item, answers[key], params, rationales.get(key))
+        for item, key in zip(items, keys, strict=True)
+    ]
 
 
-def _rationales(project: Project, teacher: Teacher, items: Sequence[InputItem], answers: dict[str, Any], keys: list[str], cache: CallCache) -> dict[str, str]:
+def _rationales(
+    project: Project,
+    teacher: Teacher,
+    items: Sequence[InputItem],
+    answers: dict[str, Any],
+    keys: list[str],
+    cache: CallCache,
+) -> dict[str, str]:
     """One short explanation per labelled item, asked of the teacher and cached like any call."""
     names = project.spec.task.label_names
     asks = {}
@@ -110,7 +125,14 @@ def _rationales(project: Project, teacher: Teacher, items: Sequence[InputItem], 
     return {key: found[rkey] for key, (_, rkey) in asks.items()}
 
 
-def _record(project: Project, teacher: Teacher, item: InputItem, answer: dict[str, Any], params: dict[str, Any], rationale: str | None) -> Record:
+def _record(
+    project: Project,
+    teacher: Teacher,
+    item: InputItem,
+    answer: dict[str, Any],
+    params: dict[str, Any],
+    rationale: str | None,
+) -> Record:
     spec = project.spec
     common = {
         "input": item.input,
@@ -127,7 +149,12 @@ def _record(project: Project, teacher: Teacher, item: InputItem, answer: dict[st
     }
     if spec.task.kind == "classify":
         probs = np.asarray(answer["label_probs"], dtype=np.float64)
-        return Record(label=spec.task.label_names[int(np.argmax(probs))], label_probs=probs.tolist(), confidence=float(probs.max()), **common)
+        return Record(
+            label=spec.task.label_names[int(np.argmax(probs))],
+            label_probs=probs.tolist(),
+            confidence=float(probs.max()),
+            **common,
+        )
     return Record(
         teacher_text=answer.get("text", ""),
         topk_ids=answer.get("topk_ids"),
@@ -149,7 +176,14 @@ def write_raw_shard(project: Project, records: Sequence[Record], source: str) ->
 # --- inputs ----------------------------------------------------------------------------------------
 
 
-def synthetic_items(project: Project, teacher: Teacher, seeds: Sequence[InputItem], budget: int, batch_size: int = 16, progress: Progress | None = None) -> list[InputItem]:
+def synthetic_items(
+    project: Project,
+    teacher: Teacher,
+    seeds: Sequence[InputItem],
+    budget: int,
+    batch_size: int = 16,
+    progress: Progress | None = None,
+) -> list[InputItem]:
     """``budget`` new inputs written by the teacher (or munged from the seeds), each call cached."""
     spec = project.spec
     if budget <= 0 or spec.data.synthetic == "none" or not seeds:
@@ -164,13 +198,22 @@ def synthetic_items(project: Project, teacher: Teacher, seeds: Sequence[InputIte
         asked: dict[str, Any] = {"chat": False, "stop": "\n"} if style == "list" else {}
         if getattr(teacher, "write_dtype", None):
             asked["dtype"] = teacher.write_dtype
-        keys = [call_key(teacher.fingerprint, p, {"method": "synthetic", "slot": n, "temperature": 0.8, "seed": spec.data.seed, **asked}) for n, p in enumerate(prompts)]
+        keys = [
+            call_key(
+                teacher.fingerprint,
+                p,
+                {"method": "synthetic", "slot": n, "temperature": 0.8, "seed": spec.data.seed, **asked},
+            )
+            for n, p in enumerate(prompts)
+        ]
         found = cache.get_many(keys)
         missing = [n for n, k in enumerate(keys) if k not in found]
         if progress:
             progress(budget - len(missing))
         for chunk in _chunks(missing, chunk_size(teacher, batch_size)):
-            texts = teacher.generate([prompts[n] for n in chunk], max_new_tokens=64, temperature=0.8, seed=spec.data.seed + chunk[0], **asked)
+            texts = teacher.generate(
+                [prompts[n] for n in chunk], max_new_tokens=64, temperature=0.8, seed=spec.data.seed + chunk[0], **asked
+            )
             fresh = {keys[n]: text for n, text in zip(chunk, texts, strict=True)}
             cache.put_many(fresh)
             found.update(fresh)
@@ -193,10 +236,25 @@ class GenerateResult:
     records: list[Record] = field(default_factory=list)
 
 
-def _record_dataset(project: Project, shards: list[Path], counts: dict[str, int], teacher: Teacher, actor: str, extra: dict[str, Any] | None = None) -> str:
+def _record_dataset(
+    project: Project,
+    shards: list[Path],
+    counts: dict[str, int],
+    teacher: Teacher,
+    actor: str,
+    extra: dict[str, Any] | None = None,
+) -> str:
     dataset_hash = sha256_json(sorted(sha256_file(p) for p in shards))
     rel = [str(p.relative_to(project.root)) for p in shards]
-    payload = {"dataset_hash": dataset_hash, "stage": "raw", "shards": rel, "counts": counts, "teacher_id": teacher.teacher_id, "teacher_fingerprint": teacher.fingerprint, **(extra or {})}
+    payload = {
+        "dataset_hash": dataset_hash,
+        "stage": "raw",
+        "shards": rel,
+        "counts": counts,
+        "teacher_id": teacher.teacher_id,
+        "teacher_fingerprint": teacher.fingerprint,
+        **(extra or {}),
+    }
     project.ledger.append(
         "dataset.generated",
         payload,
@@ -260,7 +318,11 @@ def label_new_inputs(
     if not texts:
         return [], None
     teacher = teacher or build_teacher(project, actor=actor)
-    items = [InputItem(t.strip(), tags=dict(tags[i]) if tags else {}, source=source) for i, t in enumerate(texts) if t.strip()]
+    items = [
+        InputItem(t.strip(), tags=dict(tags[i]) if tags else {}, source=source)
+        for i, t in enumerate(texts)
+        if t.strip()
+    ]
     with _progress_bar(show_progress) as bar:
         task = bar.add_task(f"labelling {source}", total=len(items))
         records = label_items(project, teacher, items, progress=lambda n: bar.advance(task, n))
@@ -285,4 +347,11 @@ def _progress_bar(show: bool):
             speed = task.finished_speed or task.speed
             return Text(f"{speed:.1f} items/s" if speed else "- items/s")
 
-    return progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(), TimeRemainingColumn(), disable=not show)
+    return progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TimeRemainingColumn(),
+        disable=not show,
+    )

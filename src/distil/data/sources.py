@@ -59,7 +59,9 @@ def _item(row: object, where: str, labels: list[str] | None, need_label: bool) -
     return InputItem(text.strip(), label, dict(tags))
 
 
-def read_inputs(path: str | Path, labels: list[str] | None = None, need_label: bool = False, source: str = "seed") -> list[InputItem]:
+def read_inputs(
+    path: str | Path, labels: list[str] | None = None, need_label: bool = False, source: str = "seed"
+) -> list[InputItem]:
     """Read a JSONL or CSV file of inputs (``input``; optional ``label``, ``tags``); a file with none is refused."""
     path = Path(path)
     require_regular_file(path, hint="check data.seeds / data.gold in distil.yaml")
@@ -68,13 +70,18 @@ def read_inputs(path: str | Path, labels: list[str] | None = None, need_label: b
             if path.suffix.lower() == ".csv":
                 items = [_item(row, where, labels, need_label) for row, where in _csv_rows(f, path, labels)]
             else:
-                items = [_item(_json_line(line, f"{path}:{number}"), f"{path}:{number}", labels, need_label)
-                         for number, line in enumerate(f, start=1) if line.strip()]
+                items = [
+                    _item(_json_line(line, f"{path}:{number}"), f"{path}:{number}", labels, need_label)
+                    for number, line in enumerate(f, start=1)
+                    if line.strip()
+                ]
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text") from None
     if not items:
-        raise DataError(f"{path}: the file has no items (it is empty, blank or a header alone)",
-                        hint="add one line per input, or point data.seeds / data.gold in distil.yaml at the right file")
+        raise DataError(
+            f"{path}: the file has no items (it is empty, blank or a header alone)",
+            hint="add one line per input, or point data.seeds / data.gold in distil.yaml at the right file",
+        )
     for item in items:
         item.source = source
     return items
@@ -83,7 +90,9 @@ def read_inputs(path: str | Path, labels: list[str] | None = None, need_label: b
 def read_gold_inputs(path: str | Path, task: Task) -> list[InputItem]:
     """The gold set: every line labelled, and for a classify task with one of ``task.labels`` (a line with
     another label would be scored as a miss for every model, silently)."""
-    return read_inputs(path, labels=task.label_names if task.kind == "classify" else None, need_label=True, source="gold")
+    return read_inputs(
+        path, labels=task.label_names if task.kind == "classify" else None, need_label=True, source="gold"
+    )
 
 
 def require_regular_file(path: Path, hint: str | None = None) -> None:
@@ -127,17 +136,24 @@ def _csv_rows(f: TextIO, path: Path, labels: list[str] | None) -> Iterator[tuple
                 _refuse_merged_rows(cells, header, labels, f"{path}:{start}", end)
             yield {name: (cells[i] if i < len(cells) else None) for i, name in enumerate(header)}, f"{path}:{start}"
     except csv.Error as exc:
-        problem = (f"a field is longer than {csv.field_size_limit():,} characters" if "field limit" in str(exc)
-                   else f"malformed CSV ({exc})")
-        raise DataError(f"{path}:{end + 1}: {problem} in the row that starts here; is a quote opened and never closed?") from None
+        problem = (
+            f"a field is longer than {csv.field_size_limit():,} characters"
+            if "field limit" in str(exc)
+            else f"malformed CSV ({exc})"
+        )
+        raise DataError(
+            f"{path}:{end + 1}: {problem} in the row that starts here; is a quote opened and never closed?"
+        ) from None
 
 
 def _refuse_merged_rows(cells: list[str], header: list[str], labels: list[str] | None, where: str, end: int) -> None:
     """A quoted field may hold line breaks; rows merged by an unbalanced quote show themselves by missing
     columns, or by a line inside the field that reads as a whole row of its own (ending in a known label)."""
     if len(cells) < len(header):
-        raise DataError(f"{where}: a quoted field runs to line {end} and the row has {len(cells)} of {len(header)} columns; "
-                        "is a quote unbalanced?")
+        raise DataError(
+            f"{where}: a quoted field runs to line {end} and the row has {len(cells)} of {len(header)} columns; "
+            "is a quote unbalanced?"
+        )
     label_at = header.index("label") if "label" in header else None
     if labels is None or label_at is None or len(header) < 2:
         return
@@ -145,8 +161,10 @@ def _refuse_merged_rows(cells: list[str], header: list[str], labels: list[str] |
         for line in cell.splitlines():
             inner = next(csv.reader([line]), [])
             if len(inner) == len(header) and inner[label_at] in labels:
-                raise DataError(f"{where}: lines up to {end} were read as one row, but {line[:60]!r} inside it reads as a row "
-                                "of its own; is a quote unbalanced?")
+                raise DataError(
+                    f"{where}: lines up to {end} were read as one row, but {line[:60]!r} inside it reads as a row "
+                    "of its own; is a quote unbalanced?"
+                )
 
 
 # --- traffic ---------------------------------------------------------------------------------------

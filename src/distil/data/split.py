@@ -35,7 +35,12 @@ def split_groups(groups: Sequence[int], strata: Sequence[str], fractions: dict[s
         filled = dict.fromkeys(names, 0)
         for g in gs:
             # the split furthest below its target share takes the next group
-            name = max(names, key=lambda s: (fractions[s] * total - filled[s], -names.index(s)) if fractions[s] > 0 else (float("-inf"), 0))
+            name = max(
+                names,
+                key=lambda s: (
+                    (fractions[s] * total - filled[s], -names.index(s)) if fractions[s] > 0 else (float("-inf"), 0)
+                ),
+            )
             for i in members[g]:
                 out[i] = name
             filled[name] += len(members[g])

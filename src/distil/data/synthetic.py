@@ -28,7 +28,9 @@ def describe_slice_value(name: str, value: str, rule: SliceRule) -> str:
     return f"{value} in {name}"
 
 
-def synthetic_prompts(spec: Spec, seeds: Sequence[InputItem], budget: int, style: str = "chat", examples_per_prompt: int = 4) -> list[str]:
+def synthetic_prompts(
+    spec: Spec, seeds: Sequence[InputItem], budget: int, style: str = "chat", examples_per_prompt: int = 4
+) -> list[str]:
     """One prompt per synthetic slot, deterministic in ``data.seed``.
 
     Each slot wants one label (cycling through the labels) and one value of every slice (drawn at
@@ -60,7 +62,9 @@ def synthetic_prompts(spec: Spec, seeds: Sequence[InputItem], budget: int, style
     return prompts
 
 
-def _closest(pool: Sequence[InputItem], wanted: dict[str, str], tags: dict[int, dict[str, str]], k: int, rng: random.Random) -> list[InputItem]:
+def _closest(
+    pool: Sequence[InputItem], wanted: dict[str, str], tags: dict[int, dict[str, str]], k: int, rng: random.Random
+) -> list[InputItem]:
     """``k`` seeds of ``pool``, those sharing more of the ``wanted`` slice values first (ties at random), shuffled.
 
     ``tags`` maps ``id(seed)`` to the seed's slice tags."""
@@ -76,7 +80,11 @@ def _closest(pool: Sequence[InputItem], wanted: dict[str, str], tags: dict[int, 
 
 
 def _list_prompt(spec: Spec, label: str, shown: Sequence[InputItem]) -> str:
-    header = spec.data.synthetic_header.replace("{label}", label) if label else spec.data.synthetic_header.replace(" {label}", "").replace("{label}", "")
+    header = (
+        spec.data.synthetic_header.replace("{label}", label)
+        if label
+        else spec.data.synthetic_header.replace(" {label}", "").replace("{label}", "")
+    )
     return header.strip() + "\n" + "".join(f"- {' '.join(s.input.split())}\n" for s in shown) + "-"
 
 

@@ -41,7 +41,9 @@ def nearest_neighbours(x: np.ndarray, categorical: Sequence[int] = ()) -> np.nda
     return dist.argmin(1)
 
 
-def munge(x: np.ndarray, size: int, p: float = 0.5, s: float = 1.0, categorical: Sequence[int] = (), seed: int = 0) -> np.ndarray:
+def munge(
+    x: np.ndarray, size: int, p: float = 0.5, s: float = 1.0, categorical: Sequence[int] = (), seed: int = 0
+) -> np.ndarray:
     """``size`` synthetic rows made from x by MUNGE. x: [N, D] (N ≥ 2) -> [size, D].
 
     Each pass copies the data and, for every row e and its nearest neighbour e', changes each
@@ -81,7 +83,11 @@ def _parse_row(text: str) -> dict[str, float | str] | None:
             value = json.loads(text)
         except json.JSONDecodeError:
             return None
-        if isinstance(value, dict) and value and all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in value.values()):
+        if (
+            isinstance(value, dict)
+            and value
+            and all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in value.values())
+        ):
             return value
         return None
     parts = text.split(",")
@@ -99,7 +105,9 @@ def tabular_rows(seeds: Sequence[InputItem]) -> list[dict[str, float | str]] | N
     return rows  # type: ignore[return-value]
 
 
-def munge_items(seeds: Sequence[InputItem], budget: int, seed: int = 0, p: float = 0.5, s: float = 1.0) -> list[InputItem]:
+def munge_items(
+    seeds: Sequence[InputItem], budget: int, seed: int = 0, p: float = 0.5, s: float = 1.0
+) -> list[InputItem]:
     """``budget`` MUNGE rows from tabular seed items, written back in the seeds' own format.
 
     String-valued columns are categorical; a JSON seed gives JSON rows (same key order), a
@@ -107,19 +115,28 @@ def munge_items(seeds: Sequence[InputItem], budget: int, seed: int = 0, p: float
     """
     rows = tabular_rows(seeds)
     if rows is None:
-        raise ValueError("munge_items needs tabular seeds (JSON objects with the same keys, or comma-separated numbers)")
+        raise ValueError(
+            "munge_items needs tabular seeds (JSON objects with the same keys, or comma-separated numbers)"
+        )
     if budget <= 0:
         return []
     columns = list(rows[0])
     categorical = [j for j, c in enumerate(columns) if any(isinstance(r[c], str) for r in rows)]
     codes: dict[int, list[str]] = {j: sorted({str(r[columns[j]]) for r in rows}) for j in categorical}
-    x = np.array([[codes[j].index(str(r[c])) if j in codes else float(r[c]) for j, c in enumerate(columns)] for r in rows])
+    x = np.array(
+        [[codes[j].index(str(r[c])) if j in codes else float(r[c]) for j, c in enumerate(columns)] for r in rows]
+    )
     synthetic = munge(x, budget, p=p, s=s, categorical=categorical, seed=seed)
     as_json = seeds[0].input.strip().startswith("{")
-    integer = {j for j, c in enumerate(columns) if j not in codes and all(isinstance(r[c], int) for r in rows) and as_json}
+    integer = {
+        j for j, c in enumerate(columns) if j not in codes and all(isinstance(r[c], int) for r in rows) and as_json
+    }
     out = []
     for row in synthetic:
-        values = [codes[j][int(v)] if j in codes else (int(round(v)) if j in integer else float(f"{v:.6g}")) for j, v in enumerate(row)]
+        values = [
+            codes[j][int(v)] if j in codes else (int(round(v)) if j in integer else float(f"{v:.6g}"))
+            for j, v in enumerate(row)
+        ]
         text = json.dumps(dict(zip(columns, values, strict=True))) if as_json else ",".join(str(v) for v in values)
         out.append(InputItem(text, source="synthetic"))
     return out

@@ -51,10 +51,16 @@ def ledger_build_cost(project: Project, run_id: str) -> BuildLedger:
     runs = ledger.verified_rows("runs", order="event_seq ASC")
     own = [r["event_seq"] for r in runs if r["run_id"] == run_id]
     cutoff = max(own) if own else None  # a run the ledger does not know: everything recorded so far
-    training = {f"{r['run_id']}/{r['role']}": role_seconds(json.loads(r["metrics"] or "{}"))
-                for r in runs if cutoff is None or r["event_seq"] <= cutoff}
-    raw = [r for r in ledger.verified_rows("datasets", "stage = ?", ("raw",), order="event_seq ASC")
-           if cutoff is None or r["event_seq"] < cutoff]
+    training = {
+        f"{r['run_id']}/{r['role']}": role_seconds(json.loads(r["metrics"] or "{}"))
+        for r in runs
+        if cutoff is None or r["event_seq"] <= cutoff
+    }
+    raw = [
+        r
+        for r in ledger.verified_rows("datasets", "stage = ?", ("raw",), order="event_seq ASC")
+        if cutoff is None or r["event_seq"] < cutoff
+    ]
     shards: dict[Path, None] = {}
     missing: list[str] = []
     for row in raw:

@@ -90,10 +90,14 @@ def teacher_price_per_request(cost: Cost, teacher_throughput_per_s: float | None
     """(price, source): the spec's price when it sets one (an API teacher), else the local teacher's measured serving."""
     if cost.teacher_per_1m_requests > 0:
         return cost.teacher_per_1m_requests / 1e6, spec_source("teacher_per_1m_requests")
-    return serving_cost_per_request(teacher_throughput_per_s, cost.machine_hour_price), f"{MEASURED} × {spec_source('machine_hour_price')}"
+    return serving_cost_per_request(
+        teacher_throughput_per_s, cost.machine_hour_price
+    ), f"{MEASURED} × {spec_source('machine_hour_price')}"
 
 
-def distilled_per_request(student_per_request: float | None, escalated_share: float | None, teacher_per_request: float | None) -> float | None:
+def distilled_per_request(
+    student_per_request: float | None, escalated_share: float | None, teacher_per_request: float | None
+) -> float | None:
     """Every request runs the student; the escalated share also pays the teacher. None when a term is unmeasured."""
     if student_per_request is None or escalated_share is None or teacher_per_request is None:
         return None
@@ -105,14 +109,20 @@ def build_cost(build: BuildLedger, cost: Cost) -> float:
     return build.teacher_calls_cost + build.training_hours * cost.machine_hour_price + cost.build_cost
 
 
-def payback_months(build: float, teacher_monthly: float | None, distilled_monthly: float | None) -> tuple[float | None, str]:
+def payback_months(
+    build: float, teacher_monthly: float | None, distilled_monthly: float | None
+) -> tuple[float | None, str]:
     """(months, reason). None months means never: no saving, or a monthly figure that was not measured."""
     if teacher_monthly is None or distilled_monthly is None:
-        return None, "not measured: " + ("the teacher's" if teacher_monthly is None else "the distilled route's") + " monthly cost is unknown"
+        return None, "not measured: " + (
+            "the teacher's" if teacher_monthly is None else "the distilled route's"
+        ) + " monthly cost is unknown"
     saving = teacher_monthly - distilled_monthly
     if saving <= 0:
-        return None, (f"no saving: the distilled route costs {distilled_monthly:,.2f} a month and the teacher alone "
-                      f"{teacher_monthly:,.2f}, so the build cost is never paid back")
+        return None, (
+            f"no saving: the distilled route costs {distilled_monthly:,.2f} a month and the teacher alone "
+            f"{teacher_monthly:,.2f}, so the build cost is never paid back"
+        )
     return build / saving, "build cost / monthly saving"
 
 
@@ -137,36 +147,95 @@ def cost_summary(
         return None if each is None else each * volume
 
     teacher_monthly, student_monthly = monthly(teacher_each), monthly(student_each)
-    escalation_monthly = None if escalation.share is None or teacher_each is None else escalation.share * teacher_each * volume
+    escalation_monthly = (
+        None if escalation.share is None or teacher_each is None else escalation.share * teacher_each * volume
+    )
     distilled_monthly = monthly(distilled_each)
     savings = None if teacher_monthly is None or distilled_monthly is None else teacher_monthly - distilled_monthly
     training_cost = build.training_hours * cost.machine_hour_price
     total_build = build_cost(build, cost)
     months, reason = payback_months(total_build, teacher_monthly, distilled_monthly)
-    unmeasured = [name for name, v in (("teacher_per_request", teacher_each), ("student_per_request", student_each), ("escalated_share", escalation.share)) if v is None]
+    unmeasured = [
+        name
+        for name, v in (
+            ("teacher_per_request", teacher_each),
+            ("student_per_request", student_each),
+            ("escalated_share", escalation.share),
+        )
+        if v is None
+    ]
     if unmeasured:
-        reason = f"not measured: {', '.join(unmeasured)}" + (f" ({escalation.source})" if escalation.share is None else "")
+        reason = f"not measured: {', '.join(unmeasured)}" + (
+            f" ({escalation.source})" if escalation.share is None else ""
+        )
     priced = f"× {spec_source('machine_hour_price')}"
-    escalated = f"threshold {escalation.threshold:.4g} for routed fidelity ≥ {escalation.target:.3g} on {escalation.n} items" if escalation.threshold is not None else ""
+    escalated = (
+        f"threshold {escalation.threshold:.4g} for routed fidelity ≥ {escalation.target:.3g} on {escalation.n} items"
+        if escalation.threshold is not None
+        else ""
+    )
     terms = [
         Term("monthly_requests", float(volume), "requests / month", spec_source("monthly_requests")),
-        Term("machine_hour_price", cost.machine_hour_price, f"{cost.currency} / hour", spec_source("machine_hour_price")),
+        Term(
+            "machine_hour_price", cost.machine_hour_price, f"{cost.currency} / hour", spec_source("machine_hour_price")
+        ),
         Term("teacher_throughput_per_s", teacher_throughput_per_s, "requests / s", MEASURED),
         Term("teacher_per_request", teacher_each, cost.currency, teacher_source),
-        Term("teacher_monthly", teacher_monthly, f"{cost.currency} / month", COMPUTED, "monthly_requests × teacher_per_request"),
+        Term(
+            "teacher_monthly",
+            teacher_monthly,
+            f"{cost.currency} / month",
+            COMPUTED,
+            "monthly_requests × teacher_per_request",
+        ),
         Term("student_throughput_per_s", student_throughput_per_s, "requests / s", MEASURED),
         Term("student_per_request", student_each, cost.currency, f"{MEASURED} {priced}"),
-        Term("student_serving_monthly", student_monthly, f"{cost.currency} / month", COMPUTED, "monthly_requests × student_per_request"),
+        Term(
+            "student_serving_monthly",
+            student_monthly,
+            f"{cost.currency} / month",
+            COMPUTED,
+            "monthly_requests × student_per_request",
+        ),
         Term("escalated_share", escalation.share, "share of requests", escalation.source, escalated),
-        Term("escalation_monthly", escalation_monthly, f"{cost.currency} / month", COMPUTED, "monthly_requests × escalated_share × teacher_per_request"),
-        Term("distilled_monthly", distilled_monthly, f"{cost.currency} / month", COMPUTED, "student_serving_monthly + escalation_monthly"),
+        Term(
+            "escalation_monthly",
+            escalation_monthly,
+            f"{cost.currency} / month",
+            COMPUTED,
+            "monthly_requests × escalated_share × teacher_per_request",
+        ),
+        Term(
+            "distilled_monthly",
+            distilled_monthly,
+            f"{cost.currency} / month",
+            COMPUTED,
+            "student_serving_monthly + escalation_monthly",
+        ),
         Term("monthly_savings", savings, f"{cost.currency} / month", COMPUTED, "teacher_monthly − distilled_monthly"),
-        Term("teacher_calls_cost", build.teacher_calls_cost, cost.currency, LEDGER,
-             f"{build.teacher_calls:,} teacher calls recorded in {build.datasets} dataset.generated event(s); {build.note}".rstrip("; ")),
-        Term("training_hours", build.training_hours, "hours", LEDGER, ", ".join(f"{k} {v:,.0f} s" for k, v in build.training_seconds.items())),
-        Term("training_cost", training_cost, cost.currency, f"{LEDGER} {priced}", "training_hours × machine_hour_price"),
+        Term(
+            "teacher_calls_cost",
+            build.teacher_calls_cost,
+            cost.currency,
+            LEDGER,
+            f"{build.teacher_calls:,} teacher calls recorded in {build.datasets} dataset.generated event(s); {build.note}".rstrip(
+                "; "
+            ),
+        ),
+        Term(
+            "training_hours",
+            build.training_hours,
+            "hours",
+            LEDGER,
+            ", ".join(f"{k} {v:,.0f} s" for k, v in build.training_seconds.items()),
+        ),
+        Term(
+            "training_cost", training_cost, cost.currency, f"{LEDGER} {priced}", "training_hours × machine_hour_price"
+        ),
         Term("fixed_build_cost", cost.build_cost, cost.currency, spec_source("build_cost")),
-        Term("build_cost", total_build, cost.currency, COMPUTED, "teacher_calls_cost + training_cost + fixed_build_cost"),
+        Term(
+            "build_cost", total_build, cost.currency, COMPUTED, "teacher_calls_cost + training_cost + fixed_build_cost"
+        ),
         Term("payback_months", months, "months", COMPUTED, reason),
     ]
 

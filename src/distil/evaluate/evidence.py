@@ -38,7 +38,13 @@ def _finite(x: float) -> float | None:
 def rate_measure(successes: int, n: int) -> dict[str, Any]:
     """A yes/no rate with its Wilson interval."""
     lo, hi = m.wilson_interval(successes, n)
-    return {"value": _finite(successes / n) if n else None, "interval": [_finite(lo), _finite(hi)], "k": int(successes), "n": int(n), "method": WILSON}
+    return {
+        "value": _finite(successes / n) if n else None,
+        "interval": [_finite(lo), _finite(hi)],
+        "k": int(successes),
+        "n": int(n),
+        "method": WILSON,
+    }
 
 
 def mean_measure(values: np.ndarray, seed: int = 0) -> dict[str, Any]:
@@ -47,7 +53,12 @@ def mean_measure(values: np.ndarray, seed: int = 0) -> dict[str, Any]:
     if values.size == 0:
         return {"value": None, "interval": [None, None], "n": 0, "method": BOOTSTRAP}
     lo, hi = m.mean_ci(values, n_resamples=N_RESAMPLES, seed=seed) if values.size >= 2 else (float("nan"), float("nan"))
-    return {"value": float(values.mean()), "interval": [_finite(lo), _finite(hi)], "n": int(values.size), "method": BOOTSTRAP}
+    return {
+        "value": float(values.mean()),
+        "interval": [_finite(lo), _finite(hi)],
+        "n": int(values.size),
+        "method": BOOTSTRAP,
+    }
 
 
 def ratio_measure(first: np.ndarray, second: np.ndarray, seed: int = 0) -> dict[str, Any]:
@@ -61,10 +72,17 @@ def ratio_measure(first: np.ndarray, second: np.ndarray, seed: int = 0) -> dict[
     ratios = np.divide(num, den, out=np.full_like(num, np.nan), where=den > 0)
     ratios = ratios[np.isfinite(ratios)]
     lo, hi = np.percentile(ratios, [2.5, 97.5]) if ratios.size else (np.nan, np.nan)
-    return {"value": float(a.mean() / b.mean()), "interval": [_finite(lo), _finite(hi)], "n": int(a.size), "method": "paired " + BOOTSTRAP}
+    return {
+        "value": float(a.mean() / b.mean()),
+        "interval": [_finite(lo), _finite(hi)],
+        "n": int(a.size),
+        "method": "paired " + BOOTSTRAP,
+    }
 
 
-def p95_measure(samples_ms: list[float] | None, reference_ms: list[float] | None = None, seed: int = 0) -> dict[str, Any] | None:
+def p95_measure(
+    samples_ms: list[float] | None, reference_ms: list[float] | None = None, seed: int = 0
+) -> dict[str, Any] | None:
     """The p95 of ``samples_ms`` (or its ratio to ``reference_ms``'s p95) with a bootstrap interval."""
     if not samples_ms or (reference_ms is not None and not reference_ms):
         return None
@@ -77,7 +95,12 @@ def p95_measure(samples_ms: list[float] | None, reference_ms: list[float] | None
         ref_boot = np.percentile(r[rng.integers(0, r.size, size=(N_RESAMPLES, r.size))], 95, axis=1)
         boot, value = boot / ref_boot, value / float(np.percentile(r, 95))
     lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"value": value, "interval": [float(lo), float(hi)], "n": int(s.size), "method": BOOTSTRAP + " over timed requests"}
+    return {
+        "value": value,
+        "interval": [float(lo), float(hi)],
+        "n": int(s.size),
+        "method": BOOTSTRAP + " over timed requests",
+    }
 
 
 def mcnemar_measure(first_right: np.ndarray, second_right: np.ndarray) -> dict[str, Any]:
@@ -99,8 +122,13 @@ def paired_difference_measure(first: np.ndarray, second: np.ndarray, seed: int =
     """mean(first − second) on the same items, its paired bootstrap interval and one-sided p-value."""
     d = np.asarray(first, dtype=np.float64) - np.asarray(second, dtype=np.float64)
     boot = m.paired_bootstrap(d, n_resamples=N_RESAMPLES, seed=seed)
-    return {"value": _finite(boot["value"]), "interval": [_finite(boot["lo"]), _finite(boot["hi"])], "n": boot["n"],
-            "p_value": _finite(boot["p_value"]), "method": PAIRED_BOOTSTRAP}
+    return {
+        "value": _finite(boot["value"]),
+        "interval": [_finite(boot["lo"]), _finite(boot["hi"])],
+        "n": boot["n"],
+        "p_value": _finite(boot["p_value"]),
+        "method": PAIRED_BOOTSTRAP,
+    }
 
 
 # --- from an evaluation document -------------------------------------------------------------------------
@@ -143,7 +171,9 @@ def gate_evidence(document: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {}
     agree_s, agree_b = _items(student, "agreement"), _items(baseline, "agreement")
     if agree_s is not None:
-        out["agreement"] = mean_measure(agree_s, seed) if graded else rate_measure(int(agree_s.sum()), int(agree_s.size))
+        out["agreement"] = (
+            mean_measure(agree_s, seed) if graded else rate_measure(int(agree_s.sum()), int(agree_s.size))
+        )
     out["slices"] = _slice_measures(student, graded)
     quality_s, quality_t = _quality_items(student), _quality_items(teacher)
     if quality_s is not None and graded and quality_t is None:
@@ -151,7 +181,11 @@ def gate_evidence(document: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
     if quality_s is not None and quality_t is not None and quality_s.size == quality_t.size:
         out["quality_ratio"] = ratio_measure(quality_s, quality_t, seed)
     if agree_s is not None and agree_b is not None and agree_s.size == agree_b.size:
-        out["beat_baseline"] = paired_difference_measure(agree_s, agree_b, seed) if graded else mcnemar_measure(agree_s > 0.5, agree_b > 0.5)
+        out["beat_baseline"] = (
+            paired_difference_measure(agree_s, agree_b, seed)
+            if graded
+            else mcnemar_measure(agree_s > 0.5, agree_b > 0.5)
+        )
     kl_s, kl_b = _items(student, "kl"), _items(baseline, "kl")
     if kl_s is not None and kl_b is not None and kl_s.size == kl_b.size and kl_s.size:
         out["kl_vs_baseline"] = paired_difference_measure(kl_b, kl_s, seed)  # > 0: the student is closer to the teacher

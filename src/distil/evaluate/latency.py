@@ -252,7 +252,9 @@ def measure_model(
     with PeakRSS() as memory:
         with torch_threads(threads):
             model = load()
-        timing = time_predict(lambda batch: predict(model, batch), inputs, threads, requests, warmup, batch_size, budget_s=budget_s)
+        timing = time_predict(
+            lambda batch: predict(model, batch), inputs, threads, requests, warmup, batch_size, budget_s=budget_s
+        )
     return Measured(
         predictor=model,
         timing=timing,

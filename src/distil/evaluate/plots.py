@@ -83,7 +83,13 @@ def reliability_diagram(evaluation: Mapping[str, Any]) -> str | None:
         if bins:
             ece = evaluation[model].get("ece")
             label = f"{model} (ECE {ece:.3f})" if ece is not None else model
-            ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", label=label, color=COLOURS[model])
+            ax.plot(
+                [b["confidence"] for b in bins],
+                [b["accuracy"] for b in bins],
+                marker="o",
+                label=label,
+                color=COLOURS[model],
+            )
             drawn = True
     if not drawn:
         plt.close(fig)
@@ -110,7 +116,13 @@ def latency_histogram(evaluation: Mapping[str, Any]) -> str | None:
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for model in MODELS:
         if samples[model]:
-            ax.hist(samples[model], bins=edges, alpha=0.6, label=f"{model} p95 {evaluation[model]['p95_ms']:.2f} ms", color=COLOURS[model])
+            ax.hist(
+                samples[model],
+                bins=edges,
+                alpha=0.6,
+                label=f"{model} p95 {evaluation[model]['p95_ms']:.2f} ms",
+                color=COLOURS[model],
+            )
     if hi > lo:
         ax.set_xscale("log")
     ax.set_xlabel("latency at batch 1 (ms)")
@@ -136,7 +148,12 @@ def _curve_series(curve: Any, prefix: str = "") -> dict[str, tuple[list[float], 
     for key, value in curve.items():
         if isinstance(value, dict) or (isinstance(value, list) and value and isinstance(value[0], dict)):
             out.update(_curve_series(value, f"{prefix}{key} "))
-        elif key != x_key and isinstance(value, list) and value and all(isinstance(v, (int, float)) or v is None for v in value):
+        elif (
+            key != x_key
+            and isinstance(value, list)
+            and value
+            and all(isinstance(v, (int, float)) or v is None for v in value)
+        ):
             xs = curve[x_key] if x_key and len(curve[x_key]) == len(value) else list(range(1, len(value) + 1))
             pairs = [(x, y) for x, y in zip(xs, value, strict=True) if y is not None]
             out[f"{prefix}{key}"] = ([p[0] for p in pairs], [p[1] for p in pairs])
@@ -178,10 +195,16 @@ def cost_payback(cost: Mapping[str, Any]) -> str | None:
     ax.set_xlabel("months after launch")
     ax.set_ylabel(cost.get("currency", ""))
     ax.legend(fontsize=8)
+
     def per_1m(key: str) -> str:
         value = cost.get(key)
         return "–" if value is None else f"{value:,.2f}"
 
-    distilled = "distilled_per_1m_requests" if "distilled_per_1m_requests" in cost else "student_per_1m_requests"  # older evaluations
-    ax.set_title(f"Teacher {per_1m('teacher_per_1m_requests')} vs distilled {per_1m(distilled)} {cost.get('currency', '')} per 1M requests", fontsize=9)
+    distilled = (
+        "distilled_per_1m_requests" if "distilled_per_1m_requests" in cost else "student_per_1m_requests"
+    )  # older evaluations
+    ax.set_title(
+        f"Teacher {per_1m('teacher_per_1m_requests')} vs distilled {per_1m(distilled)} {cost.get('currency', '')} per 1M requests",
+        fontsize=9,
+    )
     return _png(fig)

@@ -61,17 +61,26 @@ def prediction_rows(
     rows = []
     if label_names is not None:
         probs = np.asarray(outputs, dtype=np.float64).reshape(len(records), len(label_names))
-        answers = [{"label": label_names[int(p.argmax())], "distribution": [float(x) for x in p], "text": None} for p in probs]
+        answers = [
+            {"label": label_names[int(p.argmax())], "distribution": [float(x) for x in p], "text": None} for p in probs
+        ]
     else:
         answers = [{"label": None, "distribution": None, "text": str(t)} for t in outputs]
     if len(answers) != len(records):
         raise ValueError(f"{model} on {split}: {len(answers)} outputs for {len(records)} items")
     for record, answer in zip(records, answers, strict=True):
-        rows.append({
-            "split": split, "item_id": record.id, "input": record.input,
-            "tags": json.dumps(record.tags, sort_keys=True, ensure_ascii=False), "model": model,
-            **answer, "gold_label": record.gold_label, "recorded": recorded,
-        })
+        rows.append(
+            {
+                "split": split,
+                "item_id": record.id,
+                "input": record.input,
+                "tags": json.dumps(record.tags, sort_keys=True, ensure_ascii=False),
+                "model": model,
+                **answer,
+                "gold_label": record.gold_label,
+                "recorded": recorded,
+            }
+        )
     return rows
 
 
@@ -86,11 +95,15 @@ def read_predictions(path: Path, split: str | None = None, model: str | None = N
     EvaluationError when the file is missing: the run was evaluated before predictions were kept, or not at all.
     """
     if not path.is_file():
-        raise EvaluationError(f"{path} not found", hint="run `distil evaluate` on the run: it writes every model's answers there")
+        raise EvaluationError(
+            f"{path} not found", hint="run `distil evaluate` on the run: it writes every model's answers there"
+        )
     try:
         rows = pq.read_table(path).to_pylist()
     except (OSError, pa.ArrowInvalid) as exc:
-        raise EvaluationError(f"{path}: not a readable predictions file: {exc}", hint="run `distil evaluate` again") from None
+        raise EvaluationError(
+            f"{path}: not a readable predictions file: {exc}", hint="run `distil evaluate` again"
+        ) from None
     out = []
     for row in rows:
         if (split is None or row["split"] == split) and (model is None or row["model"] == model):

@@ -27,11 +27,29 @@ from distil.teachers.urls import public_source
 MONITOR_DIR = "monitor"
 # (key, heading) of the distilled-vs-quantized table; accuracy and p50_ms only when a block has them
 VARIANT_METRICS = (
-    ("agreement", "agreement"), ("agreement_with_float", "agreement with float"), ("kl", "KL"), ("js", "JS"),
-    ("accuracy", "accuracy"), ("size_bytes", "size (bytes)"), ("p50_ms", "p50 ms / input"),
+    ("agreement", "agreement"),
+    ("agreement_with_float", "agreement with float"),
+    ("kl", "KL"),
+    ("js", "JS"),
+    ("accuracy", "accuracy"),
+    ("size_bytes", "size (bytes)"),
+    ("p50_ms", "p50 ms / input"),
 )
 OPTIONAL_VARIANT_METRICS = ("accuracy", "p50_ms")
-METRICS = ("accuracy", "macro_f1", "agreement", "kl", "js", "ece", "p50_ms", "p95_ms", "throughput_per_s", "params", "size_bytes", "peak_memory_bytes")
+METRICS = (
+    "accuracy",
+    "macro_f1",
+    "agreement",
+    "kl",
+    "js",
+    "ece",
+    "p50_ms",
+    "p95_ms",
+    "throughput_per_s",
+    "params",
+    "size_bytes",
+    "peak_memory_bytes",
+)
 
 HTML_TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -152,7 +170,13 @@ def fmt(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.3g}" if abs(value) < 0.01 and value != 0 else f"{value:,.3f}"
+        return (
+            f"{value:,.0f}"
+            if abs(value) >= 10_000
+            else f"{value:.3g}"
+            if abs(value) < 0.01 and value != 0
+            else f"{value:,.3f}"
+        )
     return str(value)
 
 
@@ -170,12 +194,19 @@ def check_rows(checks: list[dict[str, Any]]) -> list[dict[str, str]]:
         status = c.get("status") or ("pass" if c.get("passed") else "FAIL")
         lo, hi = (c.get("interval") or [None, None])[:2]
         detail = c.get("detail", "") + (f" ({c['method']})" if c.get("method") and c.get("method") != "exact" else "")
-        rows.append({
-            "name": c["name"], "value": fmt(c.get("value")), "threshold": fmt(c.get("threshold")),
-            "interval": f"[{fmt(lo)}, {fmt(hi)}]" if lo is not None and hi is not None else "–",
-            "p_value": "–" if c.get("p_value") is None else f"{c['p_value']:.3g}", "n": fmt(c.get("n")),
-            "status": status, "css": {"pass": "pass", "FAIL": "fail"}.get(status, "undecided"), "detail": detail,
-        })
+        rows.append(
+            {
+                "name": c["name"],
+                "value": fmt(c.get("value")),
+                "threshold": fmt(c.get("threshold")),
+                "interval": f"[{fmt(lo)}, {fmt(hi)}]" if lo is not None and hi is not None else "–",
+                "p_value": "–" if c.get("p_value") is None else f"{c['p_value']:.3g}",
+                "n": fmt(c.get("n")),
+                "status": status,
+                "css": {"pass": "pass", "FAIL": "fail"}.get(status, "undecided"),
+                "detail": detail,
+            }
+        )
     return rows
 
 
@@ -187,13 +218,18 @@ def cost_view(cost: dict[str, Any]) -> dict[str, Any]:
     reason = cost.get("payback_reason") or "the student saves nothing"
     if "terms" not in cost:
         when = f"in {fmt(payback)} months" if payback is not None else "never"
-        return {"terms": [], "headline": f"Teacher {fmt(cost.get('teacher_per_1m_requests'))} vs student {fmt(cost.get('student_per_1m_requests'))} "
-                f"{currency} per 1M requests; at {fmt(cost.get('monthly_requests'))} requests a month the student saves "
-                f"{fmt(cost.get('monthly_savings'))} {currency} a month and repays the build cost of {fmt(cost.get('build_cost'))} {when}."}
+        return {
+            "terms": [],
+            "headline": f"Teacher {fmt(cost.get('teacher_per_1m_requests'))} vs student {fmt(cost.get('student_per_1m_requests'))} "
+            f"{currency} per 1M requests; at {fmt(cost.get('monthly_requests'))} requests a month the student saves "
+            f"{fmt(cost.get('monthly_savings'))} {currency} a month and repays the build cost of {fmt(cost.get('build_cost'))} {when}.",
+        }
     when = f"pays back in {fmt(payback)} months" if payback is not None else f"is never paid back ({reason})"
-    headline = (f"At {fmt(cost.get('monthly_requests'))} requests a month the teacher alone costs {fmt(cost.get('teacher_monthly'))} {currency}, "
-                f"the distilled route {fmt(cost.get('distilled_monthly'))} {currency} (student serving plus {_pct(cost.get('escalated_share'))} "
-                f"escalated to the teacher); the build cost of {fmt(cost.get('build_cost'))} {currency} {when}.")
+    headline = (
+        f"At {fmt(cost.get('monthly_requests'))} requests a month the teacher alone costs {fmt(cost.get('teacher_monthly'))} {currency}, "
+        f"the distilled route {fmt(cost.get('distilled_monthly'))} {currency} (student serving plus {_pct(cost.get('escalated_share'))} "
+        f"escalated to the teacher); the build cost of {fmt(cost.get('build_cost'))} {currency} {when}."
+    )
     return {"terms": cost["terms"], "headline": headline}
 
 
@@ -238,11 +274,17 @@ def quantized_section(project: Any, run: RunDir) -> dict[str, Any] | None:
     data = _read_json(path)
     if not isinstance(data, dict):
         return None
-    blocks = [(label, data.get(key)) for key, label in (("distilled", "distilled"), ("quantized", "distilled + quantized"))]
+    blocks = [
+        (label, data.get(key)) for key, label in (("distilled", "distilled"), ("quantized", "distilled + quantized"))
+    ]
     rows = [(label, block) for label, block in blocks if isinstance(block, dict)]
     if not rows:
         return None
-    columns = [(k, h) for k, h in VARIANT_METRICS if k not in OPTIONAL_VARIANT_METRICS or any(b.get(k) is not None for _, b in rows)]
+    columns = [
+        (k, h)
+        for k, h in VARIANT_METRICS
+        if k not in OPTIONAL_VARIANT_METRICS or any(b.get(k) is not None for _, b in rows)
+    ]
     distilled, quantized = (data.get("distilled") or {}), (data.get("quantized") or {})
     size_f, size_q = _number(distilled.get("size_bytes")), _number(quantized.get("size_bytes"))
     agree_f, agree_q = _number(distilled.get("agreement")), _number(quantized.get("agreement"))
@@ -265,8 +307,22 @@ def router_section(run: RunDir) -> dict[str, Any] | None:
     data = _read_json(run.router)
     if not isinstance(data, dict) or data.get("threshold") is None:
         return None
-    keys = ("threshold", "routed_fidelity", "escalated_share", "student_fidelity", "target", "n", "blended_cost_per_1m", "student_per_1m", "teacher_per_1m")
-    return {**{k: data.get(k) for k in keys}, "currency": data.get("currency") or "", "escalated_pct": _pct(data.get("escalated_share"))}
+    keys = (
+        "threshold",
+        "routed_fidelity",
+        "escalated_share",
+        "student_fidelity",
+        "target",
+        "n",
+        "blended_cost_per_1m",
+        "student_per_1m",
+        "teacher_per_1m",
+    )
+    return {
+        **{k: data.get(k) for k in keys},
+        "currency": data.get("currency") or "",
+        "escalated_pct": _pct(data.get("escalated_share")),
+    }
 
 
 def newest_monitor_report(project: Any) -> Path | None:
@@ -286,12 +342,15 @@ def monitor_section(project: Any) -> dict[str, Any] | None:
     floor = _number(data.get("floor"))
     windows = [
         {**w, "ok": floor is None or (_number(w.get("agreement")) or 0.0) >= floor}
-        for w in data.get("windows") or [] if isinstance(w, dict)
+        for w in data.get("windows") or []
+        if isinstance(w, dict)
     ]
     slices = [
         {"key": f"{name}={value}", "n": row.get("n"), "agreement": row.get("agreement")}
-        for name, values in (data.get("slices") or {}).items() if isinstance(values, dict)
-        for value, row in values.items() if isinstance(row, dict)
+        for name, values in (data.get("slices") or {}).items()
+        if isinstance(values, dict)
+        for value, row in values.items()
+        if isinstance(row, dict)
     ]
     drift = data.get("drift") if isinstance(data.get("drift"), dict) else None
     alpha = _number(data.get("alpha"))
@@ -329,7 +388,11 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
     decision = None
     if decisions:
         event = project.ledger.event(decisions[0]["event_seq"])
-        decision = {**decisions[0], "reason": event.payload.get("reason", ""), "signed": bool(event.payload.get("signature"))}
+        decision = {
+            **decisions[0],
+            "reason": event.payload.get("reason", ""),
+            "signed": bool(event.payload.get("signature")),
+        }
     fingerprints = {r["teacher_id"]: r["fingerprint"] for r in reversed(project.ledger.rows("teachers"))}
     teachers = [
         {
@@ -365,17 +428,45 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
                 {
                     "key": f"{name}={value}",
                     "n": row.get("n"),
-                    "cells": [_ci_cell((evaluation[m].get("slices") or {}).get(name, {}).get(value)) for m in ("teacher", "baseline", "student")],
+                    "cells": [
+                        _ci_cell((evaluation[m].get("slices") or {}).get(name, {}).get(value))
+                        for m in ("teacher", "baseline", "student")
+                    ],
                     "accuracy": fmt(row.get("accuracy")),
                 }
             )
     curve = _read_json(run.curve)
     plot_list = [
-        {"id": "slices", "title": "Fidelity per slice", "png": plots.slice_fidelity(evaluation), "missing": "No slices in the held-out split."},
-        {"id": "reliability", "title": "Reliability diagram", "png": plots.reliability_diagram(evaluation), "missing": "No label distributions (generation task)."},
-        {"id": "latency", "title": "Latency histogram", "png": plots.latency_histogram(evaluation), "missing": "No latency samples."},
-        {"id": "curves", "title": "Training curves", "png": plots.training_curves(curve) if curve is not None else None, "missing": "The run has no curve.json."},
-        {"id": "cost", "title": "Cost and payback", "png": plots.cost_payback(evaluation["cost"]), "missing": "No cost figures."},
+        {
+            "id": "slices",
+            "title": "Fidelity per slice",
+            "png": plots.slice_fidelity(evaluation),
+            "missing": "No slices in the held-out split.",
+        },
+        {
+            "id": "reliability",
+            "title": "Reliability diagram",
+            "png": plots.reliability_diagram(evaluation),
+            "missing": "No label distributions (generation task).",
+        },
+        {
+            "id": "latency",
+            "title": "Latency histogram",
+            "png": plots.latency_histogram(evaluation),
+            "missing": "No latency samples.",
+        },
+        {
+            "id": "curves",
+            "title": "Training curves",
+            "png": plots.training_curves(curve) if curve is not None else None,
+            "missing": "The run has no curve.json.",
+        },
+        {
+            "id": "cost",
+            "title": "Cost and payback",
+            "png": plots.cost_payback(evaluation["cost"]),
+            "missing": "No cost figures.",
+        },
     ]
     gate = evaluation.get("gate") or {}
     return {
@@ -419,13 +510,21 @@ def render_markdown(context: dict[str, Any]) -> str:
     lines = [f"## {context['title']} — run `{context['run_id']}`", ""]
     if decision:
         signed = "" if decision["signed"] else ", unsigned"
-        lines += [f"**Decision: {decision['decision']}** — {decision['reason']} (validator {decision['validator']}, driver {decision['driver']}{signed})", ""]
+        lines += [
+            f"**Decision: {decision['decision']}** — {decision['reason']} (validator {decision['validator']}, driver {decision['driver']}{signed})",
+            "",
+        ]
     else:
         lines += ["**Decision: not recorded yet**", ""]
-    lines += ["| threshold | value | 95% interval | limit | p-value | n | status |", "|---|---:|---:|---:|---:|---:|---|"]
+    lines += [
+        "| threshold | value | 95% interval | limit | p-value | n | status |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     icons = {"pass": "✅ pass", "FAIL": "❌ FAIL", "undecided": "⚠️ undecided"}
     for c in context["checks"]:
-        lines.append(f"| {c['name']} | {c['value']} | {c['interval']} | {c['threshold']} | {c['p_value']} | {c['n']} | {icons.get(c['status'], c['status'])} |")
+        lines.append(
+            f"| {c['name']} | {c['value']} | {c['interval']} | {c['threshold']} | {c['p_value']} | {c['n']} | {icons.get(c['status'], c['status'])} |"
+        )
     cols = ("accuracy", "agreement", "kl", "ece", "p95_ms", "throughput_per_s", "params")
     lines += ["", "| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for name in context["models"]:
@@ -437,11 +536,17 @@ def render_markdown(context: dict[str, Any]) -> str:
         lines += [f"| {t['name']} | {fmt(t['value'])} | {t['unit']} | {t['source']} |" for t in view["terms"]]
     lines += [
         "",
-        f"Held-out examples: {context['n_test']}" + (f"; gold examples: {context['n_gold']}" if context["n_gold"] else "") + ".",
+        f"Held-out examples: {context['n_test']}"
+        + (f"; gold examples: {context['n_gold']}" if context["n_gold"] else "")
+        + ".",
         "",
     ]
     if context.get("duties"):
-        lines += ["Duties the student inherits from its teachers' licences:", ""] + [f"- {d}" for d in context["duties"]] + [""]
+        lines += (
+            ["Duties the student inherits from its teachers' licences:", ""]
+            + [f"- {d}" for d in context["duties"]]
+            + [""]
+        )
     lines += _after_launch_markdown(context)
     return "\n".join(lines)
 
@@ -453,8 +558,16 @@ def _after_launch_markdown(context: dict[str, Any]) -> list[str]:
     if q:
         d, i8 = q["distilled"], q["quantized"]
         ratio = f" ({fmt(q['size_ratio'])}× smaller)" if q["size_ratio"] else ""
-        p50 = f"; p50 {fmt(d.get('p50_ms'))} → {fmt(i8.get('p50_ms'))} ms" if d.get("p50_ms") is not None or i8.get("p50_ms") is not None else ""
-        accuracy = f"; accuracy {fmt(d.get('accuracy'))} → {fmt(i8.get('accuracy'))}" if d.get("accuracy") is not None or i8.get("accuracy") is not None else ""
+        p50 = (
+            f"; p50 {fmt(d.get('p50_ms'))} → {fmt(i8.get('p50_ms'))} ms"
+            if d.get("p50_ms") is not None or i8.get("p50_ms") is not None
+            else ""
+        )
+        accuracy = (
+            f"; accuracy {fmt(d.get('accuracy'))} → {fmt(i8.get('accuracy'))}"
+            if d.get("accuracy") is not None or i8.get("accuracy") is not None
+            else ""
+        )
         lines += [
             f"**Quantized** ({q['quantization']}): agreement {fmt(d.get('agreement'))} → {fmt(i8.get('agreement'))}, "
             f"KL {fmt(d.get('kl'))} → {fmt(i8.get('kl'))}{accuracy}; agreement with the float model {fmt(i8.get('agreement_with_float'))}; "
@@ -470,7 +583,11 @@ def _after_launch_markdown(context: dict[str, Any]) -> list[str]:
         ]
     m = context.get("monitor")
     if m:
-        drift = f"drift MMD² {fmt(m['drift'].get('mmd2'))}, p = {fmt(m['drift'].get('p_value'))}" if m["drift"] else "no drift test"
+        drift = (
+            f"drift MMD² {fmt(m['drift'].get('mmd2'))}, p = {fmt(m['drift'].get('p_value'))}"
+            if m["drift"]
+            else "no drift test"
+        )
         alerts = "; ".join(m["alerts"]) if m["alerts"] else "none"
         lines += [
             f"**Monitor** (`{m['path']}`): agreement {fmt(m['agreement'])} on {fmt(m['n_sampled'])} of {fmt(m['n_traffic'])} requests "

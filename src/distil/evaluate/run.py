@@ -132,7 +132,9 @@ def evaluate_models(
     throughput_budget_s: float | None = 20.0,
 ) -> dict[str, Any]:
     """The evaluation document: ``teacher``, ``student``, ``baseline``, ``cost`` and ``gate`` (see :func:`run_models`)."""
-    return run_models(spec, held_out, models, gold, thresholds, threads, requests, warmup, batch_size, seed, throughput_budget_s).document
+    return run_models(
+        spec, held_out, models, gold, thresholds, threads, requests, warmup, batch_size, seed, throughput_budget_s
+    ).document
 
 
 def run_models(
@@ -170,7 +172,9 @@ def run_models(
     :mod:`distil.evaluate.build_cost`).
     """
     if not held_out:
-        raise EvaluationError("evaluate: the held-out split is empty", hint="curate more data, or give data.split.test a larger share")
+        raise EvaluationError(
+            "evaluate: the held-out split is empty", hint="curate more data, or give data.split.test a larger share"
+        )
     missing = {"teacher", "student", "baseline"} - set(models)
     if missing:
         raise EvaluationError(f"evaluate: no {', '.join(sorted(missing))} to evaluate")
@@ -180,7 +184,9 @@ def run_models(
     timed = sets[-1]  # every model is timed on the gold inputs (else the held-out ones), which it answers on the way
     answered = [EvalSet(name, list(records)) for name, records in (unscored or {}).items() if records] + sets
     recorded = {"test": models["teacher"].reference_outputs}
-    recorded.update({s.name: recorded_teacher_outputs(s.records, classify) for s in answered if s.name not in ("test", "gold")})
+    recorded.update(
+        {s.name: recorded_teacher_outputs(s.records, classify) for s in answered if s.name not in ("test", "gold")}
+    )
     timing_inputs = [r.input for r in timed.records]
 
     outputs: dict[str, dict[str, Any]] = {}
@@ -189,8 +195,16 @@ def run_models(
     for name in MODEL_ORDER:
         model = models[name]
         m = measure_model(
-            model.load, model.predict, timing_inputs, threads, requests, warmup, batch_size,
-            params=model.params, size_bytes=model.size_bytes, budget_s=throughput_budget_s,
+            model.load,
+            model.predict,
+            timing_inputs,
+            threads,
+            requests,
+            warmup,
+            batch_size,
+            params=model.params,
+            size_bytes=model.size_bytes,
+            budget_s=throughput_budget_s,
         )
         outputs[name] = {}
         for s in answered:
@@ -199,7 +213,9 @@ def run_models(
             elif s is timed:
                 outputs[name][s.name] = m.timing.outputs
             else:
-                outputs[name][s.name] = _batched(lambda batch, p=m.predictor, f=model.predict: f(p, batch), [r.input for r in s.records], batch_size)
+                outputs[name][s.name] = _batched(
+                    lambda batch, p=m.predictor, f=model.predict: f(p, batch), [r.input for r in s.records], batch_size
+                )
         reference = models["teacher"].reference_outputs
         if not classify and model.token_agreement is not None and reference is not None:
             tokens[name] = model.token_agreement(m.predictor, [r.input for r in held_out], [str(t) for t in reference])
@@ -221,8 +237,13 @@ def run_models(
                     seed=seed,
                 )
             else:
-                scored = score_generator([str(x) for x in outputs["teacher"][s.name]], [str(x) for x in outputs[name][s.name]], tags, seed=seed,
-                                         token_agreement=tokens.get(name) if s.name == "test" else None)
+                scored = score_generator(
+                    [str(x) for x in outputs["teacher"][s.name]],
+                    [str(x) for x in outputs[name][s.name]],
+                    tags,
+                    seed=seed,
+                    token_agreement=tokens.get(name) if s.name == "test" else None,
+                )
             if s.name == "test":
                 block.update(scored)
             else:
@@ -231,8 +252,13 @@ def run_models(
         document[name] = block
 
     validation = {name: outputs[name].get("validation") for name in ("teacher", "student")}
-    document["cost"] = cost_summary(spec.cost, measured["teacher"].timing.throughput_per_s, measured["student"].timing.throughput_per_s,
-                                    escalation_on_validation(spec, validation["student"], validation["teacher"]), build)
+    document["cost"] = cost_summary(
+        spec.cost,
+        measured["teacher"].timing.throughput_per_s,
+        measured["student"].timing.throughput_per_s,
+        escalation_on_validation(spec, validation["student"], validation["teacher"]),
+        build,
+    )
     checks = gate_checks(thresholds or {}, summarise_evaluation(document))
     document["gate"] = {"checks": [asdict(c) for c in checks], "all_pass": all(c.passed for c in checks)}
     labels = spec.task.label_names if classify else None
@@ -240,7 +266,14 @@ def run_models(
         row
         for s in answered
         for name in ("teacher", "student", "baseline")
-        for row in prediction_rows(s.name, s.records, name, outputs[name][s.name], labels, recorded=name == "teacher" and recorded.get(s.name) is not None)
+        for row in prediction_rows(
+            s.name,
+            s.records,
+            name,
+            outputs[name][s.name],
+            labels,
+            recorded=name == "teacher" and recorded.get(s.name) is not None,
+        )
     ]
     return Evaluation(document, rows)
 
@@ -257,7 +290,9 @@ def escalation_on_validation(spec: Spec, student: Any, teacher: Any) -> Escalati
     if student is None or teacher is None or len(student) == 0:
         if isinstance(spec.router.threshold, float):
             return Escalation(None, "not measured: no validation answers to apply router.threshold to")
-        return Escalation(0.0, "no validation answers: `distil serve` has nothing to calibrate on and escalates nothing")
+        return Escalation(
+            0.0, "no validation answers: `distil serve` has nothing to calibrate on and escalates nothing"
+        )
     found = spec_calibration(spec, np.asarray(student, dtype=np.float64), np.asarray(teacher, dtype=np.float64))
     return Escalation(found.escalated_share, MEASURED_VALIDATION, found.threshold, found.target, found.n)
 
@@ -290,7 +325,11 @@ def read_gold(project: Any) -> list[Record]:
         if isinstance(tags, str):
             tags = json.loads(tags or "{}")
         tags = tag_slices(item["input"], project.spec.data.slices, tags)  # the same rules as every record's
-        out.append(Record(input=item["input"], source="gold", tags=tags, gold_label=item["label"], teacher_text=item.get("label")))
+        out.append(
+            Record(
+                input=item["input"], source="gold", tags=tags, gold_label=item["label"], teacher_text=item.get("label")
+            )
+        )
     return out
 
 
@@ -314,12 +353,16 @@ def _teacher_under_test(project: Any, held_out: Sequence[Record]) -> ModelUnderT
     if spec.task.kind == "classify":
         return ModelUnderTest(load, lambda t, batch: t.label_distribution(batch), size, params, reference)
     instruction = spec.task.instruction
-    return ModelUnderTest(load, lambda t, batch: t.generate([generation_prompt(instruction, x) for x in batch]), size, params, reference)
+    return ModelUnderTest(
+        load, lambda t, batch: t.generate([generation_prompt(instruction, x) for x in batch]), size, params, reference
+    )
 
 
 def _student_under_test(folder: Path, kind: str) -> ModelUnderTest:
     if not folder.is_dir():
-        raise EvaluationError(f"evaluate: {folder} not found", hint="run `distil train` to build the student and the baseline")
+        raise EvaluationError(
+            f"evaluate: {folder} not found", hint="run `distil train` to build the student and the baseline"
+        )
 
     def load() -> Any:
         from distil.train.students import load_predictor
@@ -327,16 +370,25 @@ def _student_under_test(folder: Path, kind: str) -> ModelUnderTest:
         return load_predictor(folder)
 
     if kind == "classify":
-        return ModelUnderTest(load, lambda p, batch: p.label_distribution(batch), size_on_disk(folder), params_in_safetensors(folder))
-    return ModelUnderTest(load, lambda p, batch: p.generate(batch), size_on_disk(folder), params_in_safetensors(folder),
-                          token_agreement=_token_agreement)
+        return ModelUnderTest(
+            load, lambda p, batch: p.label_distribution(batch), size_on_disk(folder), params_in_safetensors(folder)
+        )
+    return ModelUnderTest(
+        load,
+        lambda p, batch: p.generate(batch),
+        size_on_disk(folder),
+        params_in_safetensors(folder),
+        token_agreement=_token_agreement,
+    )
 
 
 def _token_agreement(predictor: Any, inputs: list[str], teacher_texts: list[str]) -> np.ndarray:
     # torch and transformers are imported only for a real student
     from distil.train.token_agreement import teacher_forced_agreement
 
-    return teacher_forced_agreement(predictor.model, predictor.tokenizer, inputs, teacher_texts, predictor.task.get("max_length", 256))
+    return teacher_forced_agreement(
+        predictor.model, predictor.tokenizer, inputs, teacher_texts, predictor.task.get("max_length", 256)
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -359,7 +411,11 @@ def _finite(value: Any) -> Any:
 
 
 def record_evaluation(
-    project: Any, run_id: str, document: dict[str, Any], actor: str = "", extra: dict[str, Any] | None = None,
+    project: Any,
+    run_id: str,
+    document: dict[str, Any],
+    actor: str = "",
+    extra: dict[str, Any] | None = None,
     predictions: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[Path, Any]:
     """Write a new version of the run's evaluation (and its predictions) atomically and append the ``evaluation`` row.
@@ -377,7 +433,14 @@ def record_evaluation(
     relative = str(path.relative_to(project.root))
     event = project.ledger.append(
         "evaluation",
-        {"run_id": run_id, "variant": "distilled", "path": relative, "summary": summary, "all_pass": document["gate"]["all_pass"], **(extra or {})},
+        {
+            "run_id": run_id,
+            "variant": "distilled",
+            "path": relative,
+            "summary": summary,
+            "all_pass": document["gate"]["all_pass"],
+            **(extra or {}),
+        },
         actor=actor,
         files=files,
         table="evaluations",
@@ -404,7 +467,9 @@ def evaluate_run(
     data = run.dataset()
     require_locked_test(project, data.folder)  # every round is compared on the same, locked items
     if not data.split_path("test").is_file():
-        raise EvaluationError(f"evaluate: {data.split_path('test')} not found", hint="run `distil curate` to rebuild the dataset's splits")
+        raise EvaluationError(
+            f"evaluate: {data.split_path('test')} not found", hint="run `distil curate` to rebuild the dataset's splits"
+        )
     held_out = data.records("test")
     unscored = {name: data.records(name) for name in ANSWERED_UNSCORED}
     gold = read_gold(project)
@@ -417,7 +482,9 @@ def evaluate_run(
         "baseline": _student_under_test(folders["baseline"], kind),
     }
     build = ledger_build_cost(project, run.run_id)
-    evaluated = run_models(project.spec, held_out, models, gold, locked.thresholds, threads, requests, unscored=unscored, build=build)
+    evaluated = run_models(
+        project.spec, held_out, models, gold, locked.thresholds, threads, requests, unscored=unscored, build=build
+    )
     document = evaluated.document
     document["gate"].update({"version": locked.version, "sha256": locked.sha256, "locked_by": locked.locked_by})
     extra = {
@@ -428,5 +495,7 @@ def evaluate_run(
         "threads": document["student"]["latency"]["threads"],
         "evaluated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    path, _ = record_evaluation(project, run.run_id, document, actor=actor, extra=extra, predictions=evaluated.predictions)
+    path, _ = record_evaluation(
+        project, run.run_id, document, actor=actor, extra=extra, predictions=evaluated.predictions
+    )
     return path, document

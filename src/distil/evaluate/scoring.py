@@ -62,7 +62,11 @@ def score_classifier(
     else:
         calib_reference, ece_reference = teacher_probs.argmax(axis=-1), "teacher"
     f1_ci = (
-        list(m.bootstrap_ci(lambda p, g: m.macro_f1(p, g, n_labels), predicted[has_gold], gold[has_gold], n_resamples=300, seed=seed))
+        list(
+            m.bootstrap_ci(
+                lambda p, g: m.macro_f1(p, g, n_labels), predicted[has_gold], gold[has_gold], n_resamples=300, seed=seed
+            )
+        )
         if has_gold.sum() >= 2
         else [None, None]
     )
@@ -133,6 +137,9 @@ def score_generator(
         "ece": None,
         "reliability": [],
         "slices": per_slice(tags, chrf, seed=seed),
-        "per_item": {"agreement": chrf.tolist(), "rouge_l": rouge.tolist(),
-                     **({} if tokens is None else {"token_agreement": tokens.tolist()})},
+        "per_item": {
+            "agreement": chrf.tolist(),
+            "rouge_l": rouge.tolist(),
+            **({} if tokens is None else {"token_agreement": tokens.tolist()}),
+        },
     }

@@ -27,7 +27,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from distil.errors import SigningError
 from distil.files import write_bytes_atomic, write_json_atomic
 
-SIGNED_ACTS = ("gate.locked", "licence.reviewed", "evaluation_set.locked", "deployment", "deployment.stopped", "decision")
+SIGNED_ACTS = (
+    "gate.locked",
+    "licence.reviewed",
+    "evaluation_set.locked",
+    "deployment",
+    "deployment.stopped",
+    "decision",
+)
 ALGORITHM = "ed25519"
 Signer = Callable[[bytes], dict[str, str]]
 
@@ -80,20 +87,29 @@ def create_key(name: str, folder: str | os.PathLike[str] | None = None) -> tuple
     target.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(target.parent, 0o700)
     private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     write_bytes_atomic(target, pem, mode=0o600)
     return target, public_key_text(private)
 
 
-def load_private_key(name: str, project_root: str | os.PathLike[str] | None = None) -> tuple[Path, Ed25519PrivateKey] | None:
+def load_private_key(
+    name: str, project_root: str | os.PathLike[str] | None = None
+) -> tuple[Path, Ed25519PrivateKey] | None:
     for path in key_locations(name, project_root):
         if path.is_file():
             try:
                 key = serialization.load_pem_private_key(path.read_bytes(), password=None)
             except (ValueError, TypeError) as exc:
-                raise SigningError(f"{path}: not a readable private key ({exc})", hint=f"move it away and run `distil keys init --as {name}`") from None
+                raise SigningError(
+                    f"{path}: not a readable private key ({exc})",
+                    hint=f"move it away and run `distil keys init --as {name}`",
+                ) from None
             if not isinstance(key, Ed25519PrivateKey):
-                raise SigningError(f"{path}: not an Ed25519 key", hint=f"move it away and run `distil keys init --as {name}`")
+                raise SigningError(
+                    f"{path}: not an Ed25519 key", hint=f"move it away and run `distil keys init --as {name}`"
+                )
             return path, key
     return None
 
@@ -119,7 +135,13 @@ def throwaway_keys(project_root: str | os.PathLike[str], names: list[str]) -> tu
 def act_message(kind: str, actor: str, body: dict[str, Any]) -> bytes:
     """The bytes a signature covers: the event's kind, actor and payload (less the signature itself)."""
     unsigned = {k: v for k, v in body.items() if k != "signature"}
-    return json.dumps({"kind": kind, "actor": actor, "payload": unsigned}, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    return json.dumps(
+        {"kind": kind, "actor": actor, "payload": unsigned},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    ).encode()
 
 
 def sign_message(private: Ed25519PrivateKey, message: bytes) -> dict[str, str]:

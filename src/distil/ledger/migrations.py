@@ -125,4 +125,9 @@ def m004_deployments(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_events, m002_typed_tables, m003_evaluation_sets, m004_deployments]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    m001_events,
+    m002_typed_tables,
+    m003_evaluation_sets,
+    m004_deployments,
+]

@@ -40,7 +40,17 @@ from distil.ledger.migrations import MIGRATIONS
 from distil.spec.names import same_person
 
 GENESIS = "sha256:" + "0" * 64
-TYPED_TABLES = ("teachers", "gates", "datasets", "runs", "evaluations", "decisions", "alerts", "evaluation_sets", "deployments")
+TYPED_TABLES = (
+    "teachers",
+    "gates",
+    "datasets",
+    "runs",
+    "evaluations",
+    "decisions",
+    "alerts",
+    "evaluation_sets",
+    "deployments",
+)
 
 
 def canonical_json(value: Any) -> str:
@@ -204,7 +214,9 @@ class Ledger:
                             "INSERT INTO events (seq, ts, kind, actor, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
                             (seq, ts, kind, actor, payload_text, prev, digest),
                         )
-                        ledger_id = digest if seq == 1 else conn.execute("SELECT hash FROM events WHERE seq = 1").fetchone()[0]
+                        ledger_id = (
+                            digest if seq == 1 else conn.execute("SELECT hash FROM events WHERE seq = 1").fetchone()[0]
+                        )
                         conn.execute("COMMIT")
                     except BaseException:
                         conn.execute("ROLLBACK")
@@ -216,7 +228,9 @@ class Ledger:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise LedgerError(f"{self.path}: cannot write the ledger: {exc}") from None
                 time.sleep(0.05 * (attempt + 1))
-        raise LedgerError(f"{self.path}: the ledger stayed locked by another command", hint="wait for it to finish, then retry")
+        raise LedgerError(
+            f"{self.path}: the ledger stayed locked by another command", hint="wait for it to finish, then retry"
+        )
 
     def recorded_path(self, path: str | Path) -> str:
         """How a file is named in the ledger: relative to the project root when it lies inside it (through a
@@ -265,7 +279,11 @@ class Ledger:
             for recorded, hashes in files.items():
                 folder = Path(recorded) if Path(recorded).is_absolute() else self.root / recorded
                 if folder.is_dir():
-                    extra = sorted(str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file() and str(f.relative_to(folder)) not in hashes)
+                    extra = sorted(
+                        str(f.relative_to(folder))
+                        for f in folder.rglob("*")
+                        if f.is_file() and str(f.relative_to(folder)) not in hashes
+                    )
                     problems += [f"file {recorded}/{name} was not there when it was recorded" for name in extra]
         return problems
 
@@ -275,7 +293,9 @@ class Ledger:
             row = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         return (row["seq"], row["hash"]) if row else (0, GENESIS)
 
-    def rows(self, table: str, where: str = "", args: Sequence[Any] = (), order: str = "event_seq DESC") -> list[dict[str, Any]]:
+    def rows(
+        self, table: str, where: str = "", args: Sequence[Any] = (), order: str = "event_seq DESC"
+    ) -> list[dict[str, Any]]:
         """Typed rows as stored, unchecked. Anything that decides from them reads :meth:`verified_rows`."""
         if table not in TYPED_TABLES:
             raise ValueError(f"unknown ledger table {table!r}")
@@ -287,7 +307,9 @@ class Ledger:
         found = self.rows(table, where, args)
         return found[0] if found else None
 
-    def verified_rows(self, table: str, where: str = "", args: Sequence[Any] = (), order: str = "event_seq DESC") -> list[dict[str, Any]]:
+    def verified_rows(
+        self, table: str, where: str = "", args: Sequence[Any] = (), order: str = "event_seq DESC"
+    ) -> list[dict[str, Any]]:
         """Like :meth:`rows`, but every row must be bound to its event: the event exists, hashes to its stored
         hash, links to the event before it, names this table with the row's hash, and (for an act of a person
         in a project with keys) is signed by that person. Refuses (LedgerError) naming the first row that is not."""
@@ -332,7 +354,12 @@ class Ledger:
                 seq = r["seq"]
                 label = f"row {seq} ({r['kind']})"
                 if seq != expected:
-                    problems.append((seq, f"row {seq}: sequence gap (expected {expected}); row(s) {expected}..{seq - 1} were deleted"))
+                    problems.append(
+                        (
+                            seq,
+                            f"row {seq}: sequence gap (expected {expected}); row(s) {expected}..{seq - 1} were deleted",
+                        )
+                    )
                 if r["prev_hash"] != prev:
                     problems.append((seq, f"row {seq}: prev_hash does not match row {seq - 1}"))
                 if event_hash(seq, r["ts"], r["kind"], r["actor"], r["payload"], r["prev_hash"]) != r["hash"]:
@@ -369,9 +396,16 @@ class Ledger:
                     if seq not in hashes:
                         problems.append((seq, f"{table} row bound to event {seq}: no such event (a forged row)"))
                         continue
-                    named = (json.loads(conn.execute("SELECT payload FROM events WHERE seq = ?", (seq,)).fetchone()[0]) or {}).get("typed_row") or {}
+                    named = (
+                        json.loads(conn.execute("SELECT payload FROM events WHERE seq = ?", (seq,)).fetchone()[0]) or {}
+                    ).get("typed_row") or {}
                     if named.get("table") != table:
-                        problems.append((seq, f"{table} row bound to event {seq}: that event does not bind a {table} row (a forged row)"))
+                        problems.append(
+                            (
+                                seq,
+                                f"{table} row bound to event {seq}: that event does not bind a {table} row (a forged row)",
+                            )
+                        )
         first = hashes.get(1)
         kept = [("the head you gave", head)] if head is not None else []
         remembered = remembered_head(first) if first else None
@@ -380,7 +414,12 @@ class Ledger:
         for what, (seq, digest) in kept:
             if hashes.get(seq) != digest:
                 last = max(hashes, default=0)
-                problems.append((seq, f"{what}, {seq}:{digest}, is not in the chain (it ends at row {last}): rows were deleted or rewritten"))
+                problems.append(
+                    (
+                        seq,
+                        f"{what}, {seq}:{digest}, is not in the chain (it ends at row {last}): rows were deleted or rewritten",
+                    )
+                )
         problems.sort(key=lambda p: (p[0] is None, p[0] or 0))
         messages = tuple(dict.fromkeys(m for _, m in problems))
         return VerifyResult(
@@ -395,12 +434,17 @@ class Ledger:
         )
 
 
-def _signature_problem(r: sqlite3.Row, payload: dict[str, Any], trusted: dict[str, str] | None, after_signed: bool) -> tuple[str, bool]:
+def _signature_problem(
+    r: sqlite3.Row, payload: dict[str, Any], trusted: dict[str, str] | None, after_signed: bool
+) -> tuple[str, bool]:
     """(problem or "", whether the event carries a good signature) for one event."""
     signature = payload.get("signature")
     if signature is None:
         if trusted and after_signed and r["kind"] in SIGNED_ACTS:
-            return f"an act by {r['actor']} with no signature after signed acts; it was added without {r['actor']}'s key", False
+            return (
+                f"an act by {r['actor']} with no signature after signed acts; it was added without {r['actor']}'s key",
+                False,
+            )
         return "", False
     if not signature_holds(signature, act_message(r["kind"], r["actor"], payload)):
         return "its signature does not hold (the act was changed after it was signed, or forged)", False
@@ -436,9 +480,12 @@ def _binding_problem(conn: sqlite3.Connection, table: str, seq: int, trusted: di
         return "the row was changed, or another row was added under the same event"
     after_signed = False
     if trusted and payload.get("signature") is None:
-        after_signed = conn.execute(
-            "SELECT 1 FROM events WHERE seq < ? AND payload LIKE '%\"signature\":{%' LIMIT 1", (seq,)
-        ).fetchone() is not None
+        after_signed = (
+            conn.execute(
+                "SELECT 1 FROM events WHERE seq < ? AND payload LIKE '%\"signature\":{%' LIMIT 1", (seq,)
+            ).fetchone()
+            is not None
+        )
     problem, _ = _signature_problem(r, payload, trusted, after_signed)
     return problem
 

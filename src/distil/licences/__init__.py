@@ -50,17 +50,23 @@ class Source(_Model):
 class LicenceEntry(_Model):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$", description="Registry id, written as teachers[].licence.id.")
     name: str = Field(min_length=1)
-    aliases: list[str] = Field(default_factory=list, description="Other names a spec may use in teachers[].licence.name.")
+    aliases: list[str] = Field(
+        default_factory=list, description="Other names a spec may use in teachers[].licence.name."
+    )
     kind: Literal["weights", "api_terms"]
     outputs: Permission = Field(description="May another model be trained on this teacher's outputs?")
     weights: Permission | Literal["not_applicable"] = Field(description="May another model be built from its weights?")
-    distillation_permitted: Permission = Field(description="What distil proposes for teachers[].licence.distillation_permitted.")
+    distillation_permitted: Permission = Field(
+        description="What distil proposes for teachers[].licence.distillation_permitted."
+    )
     conditions: list[str] = Field(default_factory=list, description="What `conditional` depends on.")
     clause: str = Field(min_length=1, description="The clause the answer comes from, quoted short or cited by section.")
     duties: list[Duty] = Field(default_factory=list)
     notes: str = ""
     source: Source
-    review_required: bool = Field(description="True where the reading is less certain; a reviewer should read the clause.")
+    review_required: bool = Field(
+        description="True where the reading is less certain; a reviewer should read the clause."
+    )
 
     @model_validator(mode="after")
     def _conditions_for_conditional(self) -> LicenceEntry:

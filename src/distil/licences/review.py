@@ -51,7 +51,9 @@ def _review_holds(event: Event, trusted: dict[str, str] | None) -> bool:
     signature = event.payload.get("signature")
     if not trusted:
         return signature is None or signature_holds(signature, act_message(event.kind, event.actor, event.payload))
-    if not isinstance(signature, dict) or not signature_holds(signature, act_message(event.kind, event.actor, event.payload)):
+    if not isinstance(signature, dict) or not signature_holds(
+        signature, act_message(event.kind, event.actor, event.payload)
+    ):
         return False
     return signature.get("key") == next((key for name, key in trusted.items() if same_person(name, event.actor)), None)
 
@@ -64,8 +66,13 @@ def recorded_reviews(project: Project) -> dict[str, RecordedReview]:
         if not isinstance(payload.get("teacher_id"), str) or not _review_holds(event, project.spec.roles.keys or None):
             continue
         out[payload["teacher_id"]] = RecordedReview(
-            payload["teacher_id"], event.actor, str(payload.get("record_sha256", "")), str(payload.get("distillation_permitted", "")),
-            isinstance(payload.get("signature"), dict), event.seq, event.ts,
+            payload["teacher_id"],
+            event.actor,
+            str(payload.get("record_sha256", "")),
+            str(payload.get("distillation_permitted", "")),
+            isinstance(payload.get("signature"), dict),
+            event.seq,
+            event.ts,
         )
     return out
 
@@ -86,28 +93,41 @@ def review_licence(project: Project, teacher_id: str, actor: str) -> Event:
     where = f"teachers[{spec.teachers.index(teacher)}].licence"
     lic = teacher.licence
     if lic is None:
-        raise LicenceError(f"{where}: teacher {teacher.id!r} has no licence record to review",
-                           hint="write its name, terms and distillation_permitted under teachers[].licence first")
+        raise LicenceError(
+            f"{where}: teacher {teacher.id!r} has no licence record to review",
+            hint="write its name, terms and distillation_permitted under teachers[].licence first",
+        )
     if not lic.reviewed_by.strip():
-        raise RoleError(f"{where}.reviewed_by is empty: name the person who read {teacher.id!r}'s terms",
-                        hint=f"set {where}.reviewed_by: {actor}, then run this again")
+        raise RoleError(
+            f"{where}.reviewed_by is empty: name the person who read {teacher.id!r}'s terms",
+            hint=f"set {where}.reviewed_by: {actor}, then run this again",
+        )
     if not same_person(actor, lic.reviewed_by):
-        raise RoleError(f"{where}.reviewed_by names {lic.reviewed_by}; only they may record this review, not {actor}",
-                        hint=f"run `distil licence review {teacher.id} --as {lic.reviewed_by}`")
+        raise RoleError(
+            f"{where}.reviewed_by names {lic.reviewed_by}; only they may record this review, not {actor}",
+            hint=f"run `distil licence review {teacher.id} --as {lic.reviewed_by}`",
+        )
     if lic.distillation_permitted == "unknown":
         entry = registry_entry(lic)
         proposal = f" (the registry proposes {entry.distillation_permitted!r} under {entry.name})" if entry else ""
-        raise LicenceError(f"{where}.distillation_permitted is unknown: write the verdict of the review{proposal}",
-                           hint=f"set {where}.distillation_permitted to yes, conditional or no")
+        raise LicenceError(
+            f"{where}.distillation_permitted is unknown: write the verdict of the review{proposal}",
+            hint=f"set {where}.distillation_permitted to yes, conditional or no",
+        )
     entry = registry_entry(lic)
     payload: dict[str, Any] = {
         "teacher_id": teacher.id,
         "licence": lic.model_dump(mode="json"),
         "record_sha256": record_hash(lic),
         "distillation_permitted": lic.distillation_permitted,
-        "registry": None if entry is None else {
-            "id": entry.id, "distillation_permitted": entry.distillation_permitted, "review_required": entry.review_required,
-            "source": str(entry.source.url), "version": entry.source.version,
+        "registry": None
+        if entry is None
+        else {
+            "id": entry.id,
+            "distillation_permitted": entry.distillation_permitted,
+            "review_required": entry.review_required,
+            "source": str(entry.source.url),
+            "version": entry.source.version,
         },
         "duties": [d.describe() for d in (entry.duties if entry else [])],
     }

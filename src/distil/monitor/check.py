@@ -80,7 +80,10 @@ def run_monitor(
     """
     spec = project.spec
     if spec.task.kind != "classify":
-        raise DataError("monitor: only classify tasks are monitored so far", hint="serve a classify run, or compare generate outputs by hand")
+        raise DataError(
+            "monitor: only classify tasks are monitored so far",
+            hint="serve a classify run, or compare generate outputs by hand",
+        )
     now = now or dt.datetime.now(dt.UTC)
     maintenance = spec.maintenance
     prune_traffic(traffic_dir(project.state_dir), maintenance.traffic_retention_days, now)
@@ -88,11 +91,17 @@ def run_monitor(
     logged = read_traffic(traffic_dir(project.state_dir), since=(now - since) if since else None)
     rows = [r for r in logged if r["input"]]
     if logged and not rows:
-        raise DataError(f"monitor: the {len(logged)} logged requests keep no text (maintenance.store_inputs: false), so the "
-                        "teacher cannot be asked about them", hint="set maintenance.store_inputs: true to monitor agreement")
+        raise DataError(
+            f"monitor: the {len(logged)} logged requests keep no text (maintenance.store_inputs: false), so the "
+            "teacher cannot be asked about them",
+            hint="set maintenance.store_inputs: true to monitor agreement",
+        )
     if not rows:
-        raise DataError(f"monitor: no traffic logged in {traffic_dir(project.state_dir)}" + (f" in the last {since}" if since else ""),
-                        hint="serve the student with `distil serve` (the traffic log is on by default), then rerun")
+        raise DataError(
+            f"monitor: no traffic logged in {traffic_dir(project.state_dir)}"
+            + (f" in the last {since}" if since else ""),
+            hint="serve the student with `distil serve` (the traffic log is on by default), then rerun",
+        )
     if teacher is None:
         teacher = build_teacher(project, spec.teacher(spec.router.generalist)).label_distribution
     if embed is None:
@@ -101,9 +110,17 @@ def run_monitor(
     reference_embeddings = np.asarray(embed(reference)) if len(reference) >= 2 else None
 
     result = check_traffic(
-        rows, spec.task.label_names, teacher, reference_embeddings, embed,
-        floor=monitor_floor(project), alpha=spec.maintenance.drift_alpha, sample=sample, window=window,
-        tagger=lambda text: tag_slices(text, spec.data.slices), seed=seed,
+        rows,
+        spec.task.label_names,
+        teacher,
+        reference_embeddings,
+        embed,
+        floor=monitor_floor(project),
+        alpha=spec.maintenance.drift_alpha,
+        sample=sample,
+        window=window,
+        tagger=lambda text: tag_slices(text, spec.data.slices),
+        seed=seed,
     )
     result.examples = [kept_example(e, maintenance.store_inputs, maintenance.redact) for e in result.examples]
     result.refresh = refresh_due(last_trained(project), spec.maintenance.refresh_days, now)
@@ -112,7 +129,9 @@ def run_monitor(
         for name, values in result.slices.items():
             for value, s in values.items():
                 if s["n"] >= 5 and s["agreement"] < per_slice_floor:
-                    result.alerts.append(f"slice {name}={value}: fidelity {s['agreement']:.3f} on {s['n']} requests is below {per_slice_floor:.3f}")
+                    result.alerts.append(
+                        f"slice {name}={value}: fidelity {s['agreement']:.3f} on {s['n']} requests is below {per_slice_floor:.3f}"
+                    )
     out_dir = project.state_dir / "monitor"
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = now.strftime("%Y%m%dT%H%M%S")
@@ -123,8 +142,15 @@ def run_monitor(
         operator = spec.maintenance.operator or spec.roles.operator
         project.ledger.append(
             "alert",
-            {"source": "monitor", "alerts": result.alerts, "agreement": result.agreement, "floor": result.floor,
-             "drift": result.drift, "operator": operator, "report": str(path.relative_to(project.root))},
+            {
+                "source": "monitor",
+                "alerts": result.alerts,
+                "agreement": result.agreement,
+                "floor": result.floor,
+                "drift": result.drift,
+                "operator": operator,
+                "report": str(path.relative_to(project.root)),
+            },
             actor=actor or operator,
             files=[path],
             table="alerts",
@@ -156,7 +182,9 @@ def _plot(result: MonitorResult, path: Path) -> Path | None:
     return path
 
 
-def targets_from_traffic(project: Project, report: Path | None = None, include_escalated: bool = True) -> list[TargetInput]:
+def targets_from_traffic(
+    project: Project, report: Path | None = None, include_escalated: bool = True
+) -> list[TargetInput]:
     """Inputs of the newest (or given) monitor report that the student got wrong or escalated.
 
     Each comes with its slice tags and the reason it was picked; `distil iterate --from-traffic`

@@ -37,10 +37,14 @@ def _mmd2_from_kernel(k: np.ndarray, is_x: np.ndarray) -> float:
     x, y = is_x, ~is_x
     n, m = int(x.sum()), int(y.sum())
     kxx, kyy, kxy = k[np.ix_(x, x)], k[np.ix_(y, y)], k[np.ix_(x, y)]
-    return float((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2.0 * kxy.mean())
+    return float(
+        (kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2.0 * kxy.mean()
+    )
 
 
-def mmd_permutation_test(x: np.ndarray, y: np.ndarray, n_permutations: int = 500, seed: int = 0) -> tuple[float, float, float]:
+def mmd_permutation_test(
+    x: np.ndarray, y: np.ndarray, n_permutations: int = 500, seed: int = 0
+) -> tuple[float, float, float]:
     """(MMD², p-value, bandwidth) of samples x [n, D] and y [m, D], n, m ≥ 2.
 
     Gaussian kernel exp(-d² / (2 σ²)) with σ² = the median pairwise squared distance / 2 of the
@@ -71,7 +75,9 @@ def window_start(stamp: dt.datetime, window: dt.timedelta, origin: dt.datetime) 
     return origin + window * ((stamp - origin) // window)
 
 
-def agreement_by_window(timestamps: Sequence[dt.datetime], agree: np.ndarray, window: dt.timedelta) -> list[dict[str, Any]]:
+def agreement_by_window(
+    timestamps: Sequence[dt.datetime], agree: np.ndarray, window: dt.timedelta
+) -> list[dict[str, Any]]:
     """Per window of length ``window`` (aligned on the first timestamp): start, n, agreement."""
     if not len(timestamps):
         return []
@@ -79,7 +85,9 @@ def agreement_by_window(timestamps: Sequence[dt.datetime], agree: np.ndarray, wi
     groups: dict[dt.datetime, list[float]] = {}
     for stamp, a in zip(timestamps, agree, strict=True):
         groups.setdefault(window_start(stamp, window, origin), []).append(float(a))
-    return [{"start": start.isoformat(), "n": len(v), "agreement": float(np.mean(v))} for start, v in sorted(groups.items())]
+    return [
+        {"start": start.isoformat(), "n": len(v), "agreement": float(np.mean(v))} for start, v in sorted(groups.items())
+    ]
 
 
 def agreement_by_slice(tags: Sequence[dict[str, str]], agree: np.ndarray) -> dict[str, dict[str, dict[str, float]]]:
@@ -88,7 +96,10 @@ def agreement_by_slice(tags: Sequence[dict[str, str]], agree: np.ndarray) -> dic
     for t, a in zip(tags, agree, strict=True):
         for name, value in t.items():
             out.setdefault(name, {}).setdefault(value, []).append(float(a))
-    return {name: {value: {"n": len(v), "agreement": float(np.mean(v))} for value, v in sorted(vals.items())} for name, vals in sorted(out.items())}
+    return {
+        name: {value: {"n": len(v), "agreement": float(np.mean(v))} for value, v in sorted(vals.items())}
+        for name, vals in sorted(out.items())
+    }
 
 
 # --- the whole check -------------------------------------------------------------------------------
@@ -109,7 +120,9 @@ class MonitorResult:
     alpha: float
     alerts: list[str] = field(default_factory=list)
     refresh: dict[str, Any] = field(default_factory=dict)
-    examples: list[dict[str, Any]] = field(default_factory=list)  # per sampled input: input, tags, served, teacher, agree
+    examples: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # per sampled input: input, tags, served, teacher, agree
 
     @property
     def ok(self) -> bool:
@@ -161,8 +174,15 @@ def check_traffic(
         tags = [tagger(t) for t in inputs]
         slices = agreement_by_slice(tags, agree)
         examples = [
-            {"input": r["input"], "tags": t, "route": r["route"], "served": labels[int(s.argmax())],
-             "teacher": labels[int(p.argmax())], "teacher_confidence": float(p.max()), "agree": bool(a)}
+            {
+                "input": r["input"],
+                "tags": t,
+                "route": r["route"],
+                "served": labels[int(s.argmax())],
+                "teacher": labels[int(p.argmax())],
+                "teacher_confidence": float(p.max()),
+                "agree": bool(a),
+            }
             for r, t, s, p, a in zip(chosen, tags, served, teacher_probs, agree, strict=True)
         ]
         if agreement < floor:
@@ -171,12 +191,21 @@ def check_traffic(
     if embed is not None and reference_embeddings is not None and len(chosen) >= 2 and len(reference_embeddings) >= 2:
         traffic_embeddings = np.asarray(embed([r["input"] for r in chosen]))
         mmd2, p_value, bandwidth = mmd_permutation_test(reference_embeddings, traffic_embeddings, n_permutations, seed)
-        drift = {"mmd2": mmd2, "p_value": p_value, "bandwidth": bandwidth, "n_reference": len(reference_embeddings), "n_traffic": len(chosen)}
+        drift = {
+            "mmd2": mmd2,
+            "p_value": p_value,
+            "bandwidth": bandwidth,
+            "n_reference": len(reference_embeddings),
+            "n_traffic": len(chosen),
+        }
         if p_value < alpha:
             alerts.append(f"input drift: MMD² {mmd2:.4f} with p = {p_value:.4f} < {alpha} against the training inputs")
     stamps = [r["timestamp"] for r in rows]
     return MonitorResult(
-        window={"since": min(stamps).isoformat() if stamps else None, "until": max(stamps).isoformat() if stamps else None},
+        window={
+            "since": min(stamps).isoformat() if stamps else None,
+            "until": max(stamps).isoformat() if stamps else None,
+        },
         n_traffic=len(rows),
         n_sampled=len(chosen),
         agreement=agreement,
@@ -198,8 +227,12 @@ def refresh_due(last_trained: dt.datetime | None, refresh_days: int, now: dt.dat
     if last_trained is None:
         return {"last_trained": None, "due": None, "overdue": False, "days_left": None}
     due = last_trained + dt.timedelta(days=refresh_days)
-    return {"last_trained": last_trained.isoformat(), "due": due.isoformat(), "overdue": now >= due,
-            "days_left": round((due - now).total_seconds() / 86400, 1)}
+    return {
+        "last_trained": last_trained.isoformat(),
+        "due": due.isoformat(),
+        "overdue": now >= due,
+        "days_left": round((due - now).total_seconds() / 86400, 1),
+    }
 
 
 @dataclass(frozen=True)
@@ -217,7 +250,11 @@ def targets_from_result(result: MonitorResult, include_escalated: bool = True) -
     out: list[TargetInput] = []
     seen: set[str] = set()
     for ex in result.examples:
-        reason = "disagreed" if not ex["agree"] else ("escalated" if include_escalated and ex["route"] == "teacher" else None)
+        reason = (
+            "disagreed"
+            if not ex["agree"]
+            else ("escalated" if include_escalated and ex["route"] == "teacher" else None)
+        )
         if reason is None or not ex["input"] or ex["input"] in seen:  # no input: the spec keeps no traffic text
             continue
         seen.add(ex["input"])

@@ -65,7 +65,9 @@ def create_app(spec: Path | None = None, api_key: str | None = None) -> FastAPI:
 
     def page(request: Request, template: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
         project_name = context.pop("_project_name", "")
-        return templates.TemplateResponse(request, template, {"project_name": project_name, "nav": template, **context}, status_code=status)
+        return templates.TemplateResponse(
+            request, template, {"project_name": project_name, "nav": template, **context}, status_code=status
+        )
 
     def project():
         return load_project(spec)
@@ -87,7 +89,9 @@ def create_app(spec: Path | None = None, api_key: str | None = None) -> FastAPI:
                 return Response("a key is needed: Authorization: Bearer KEY", status_code=401)
         response = await call_next(request)
         response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
+        )
         return response
 
     @app.get("/healthz")
@@ -147,16 +151,40 @@ def create_app(spec: Path | None = None, api_key: str | None = None) -> FastAPI:
     def disagreements_page(request: Request, run_id: str, slice: str = "", q: str = "") -> HTMLResponse:  # noqa: A002
         try:
             p = project()
-            return page(request, "disagreements.html", {"_project_name": p.spec.name, **views.disagreements_view(p, run_id, slice, q)})
+            return page(
+                request,
+                "disagreements.html",
+                {"_project_name": p.spec.name, **views.disagreements_view(p, run_id, slice, q)},
+            )
         except DistilError as exc:
             return failed(request, exc)
 
-    def signoff(request: Request, run: str | None, error: str = "", hint: str = "", recorded: int | None = None, status: int = 200,
-                form: dict[str, str] | None = None) -> HTMLResponse:
+    def signoff(
+        request: Request,
+        run: str | None,
+        error: str = "",
+        hint: str = "",
+        recorded: int | None = None,
+        status: int = 200,
+        form: dict[str, str] | None = None,
+    ) -> HTMLResponse:
         p = project()
         context = views.signoff_view(p, run)
-        return page(request, "signoff.html", {"_project_name": p.spec.name, **context, "error": error, "hint": hint, "recorded": recorded,
-                                              "form_token": form_token, "form": form or {}, "outcomes": OUTCOMES}, status)
+        return page(
+            request,
+            "signoff.html",
+            {
+                "_project_name": p.spec.name,
+                **context,
+                "error": error,
+                "hint": hint,
+                "recorded": recorded,
+                "form_token": form_token,
+                "form": form or {},
+                "outcomes": OUTCOMES,
+            },
+            status,
+        )
 
     @app.get("/signoff", response_class=HTMLResponse)
     def signoff_page(request: Request, run: str | None = None, recorded: int | None = None) -> HTMLResponse:

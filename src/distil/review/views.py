@@ -56,29 +56,52 @@ def project_view(project: Any) -> dict[str, Any]:
     for t in spec.teachers:
         entry = registry_entry(t.licence)
         review = reviews.get(t.id)
-        teachers.append({
-            "id": t.id,
-            "source": public_source(t.source),
-            "licence": (t.licence.name or t.licence.id or t.licence.terms) if t.licence else "(missing)",
-            "permitted": t.licence.distillation_permitted if t.licence else "unknown",
-            "reviewed_by": t.licence.reviewed_by if t.licence else "",
-            "reviewed_at": str(t.licence.reviewed_at or "") if t.licence else "",
-            "recorded_review": (f"{review.reviewer}, {review.ts[:10]}" + (", signed" if review.signed else "")
-                                + ("" if review_covers(review, t) else " (of an older licence record)")) if review else "none recorded",
-            "clause": entry.clause if entry else "",
-            "duties": [d.text for d in entry.duties] if entry else [],
-        })
+        teachers.append(
+            {
+                "id": t.id,
+                "source": public_source(t.source),
+                "licence": (t.licence.name or t.licence.id or t.licence.terms) if t.licence else "(missing)",
+                "permitted": t.licence.distillation_permitted if t.licence else "unknown",
+                "reviewed_by": t.licence.reviewed_by if t.licence else "",
+                "reviewed_at": str(t.licence.reviewed_at or "") if t.licence else "",
+                "recorded_review": (
+                    f"{review.reviewer}, {review.ts[:10]}"
+                    + (", signed" if review.signed else "")
+                    + ("" if review_covers(review, t) else " (of an older licence record)")
+                )
+                if review
+                else "none recorded",
+                "clause": entry.clause if entry else "",
+                "duties": [d.text for d in entry.duties] if entry else [],
+            }
+        )
     locked = locked_gate(project)
     gates = []
     for row in project.ledger.verified_rows("gates", order="event_seq ASC"):
         event = project.ledger.event(row["event_seq"])
-        gates.append({"version": row["version"], "sha256": row["sha256"], "locked_by": row["locked_by"], "reason": row["reason"],
-                      "when": event.ts[:19] if event else "", "signed": bool(event and event.payload.get("signature"))})
+        gates.append(
+            {
+                "version": row["version"],
+                "sha256": row["sha256"],
+                "locked_by": row["locked_by"],
+                "reason": row["reason"],
+                "when": event.ts[:19] if event else "",
+                "signed": bool(event and event.payload.get("signature")),
+            }
+        )
     changes = gate_changes(locked, spec) if locked else []
     sets = []
     for row in project.ledger.verified_rows("evaluation_sets", order="event_seq ASC"):
-        sets.append({"name": row["name"], "gate_version": row["gate_version"], "sha256": row["sha256"], "size": row["size"],
-                     "path": row["path"], "reason": row["reason"]})
+        sets.append(
+            {
+                "name": row["name"],
+                "gate_version": row["gate_version"],
+                "sha256": row["sha256"],
+                "size": row["size"],
+                "path": row["path"],
+                "reason": row["reason"],
+            }
+        )
     return {
         "name": spec.name,
         "task": spec.task.kind,
@@ -104,9 +127,16 @@ def _decisions(project: Any) -> list[dict[str, Any]]:
     for row in project.ledger.verified_rows("decisions"):
         event = project.ledger.event(row["event_seq"])
         payload = event.payload if event else {}
-        out.append({**row, "when": event.ts[:19] if event else "", "reason": payload.get("reason", ""),
-                    "ruled": payload.get("ruled", row["decision"]), "gate_version": payload.get("gate_version"),
-                    "signed": bool(payload.get("signature"))})
+        out.append(
+            {
+                **row,
+                "when": event.ts[:19] if event else "",
+                "reason": payload.get("reason", ""),
+                "ruled": payload.get("ruled", row["decision"]),
+                "gate_version": payload.get("gate_version"),
+                "signed": bool(payload.get("signature")),
+            }
+        )
     return out
 
 
@@ -114,7 +144,9 @@ def rounds_view(project: Any) -> dict[str, Any]:
     """One row per evaluated run (oldest first) with the locked gate's checks, and the chart per round."""
     locked = locked_gate(project)
     thresholds = locked.thresholds if locked else project.spec.gate.model_dump(mode="json")
-    rows = [r for r in project.ledger.verified_rows("evaluations", order="event_seq ASC") if r["variant"] == DECIDED_VARIANT]
+    rows = [
+        r for r in project.ledger.verified_rows("evaluations", order="event_seq ASC") if r["variant"] == DECIDED_VARIANT
+    ]
     latest: dict[str, dict[str, Any]] = {}
     for r in rows:
         latest.pop(r["run_id"], None)
@@ -128,27 +160,57 @@ def rounds_view(project: Any) -> dict[str, Any]:
         event = project.ledger.event(r["event_seq"])
         checks = [asdict(c) for c in gate_checks(thresholds, summary)]
         evidence = summary.get("evidence") or {}
-        rounds.append({
-            "number": number,
-            "run_id": r["run_id"],
-            "when": event.ts[:19] if event else "",
-            "checks": checks,
-            "fidelity": evidence.get("agreement") or {},
-            "quality": evidence.get("quality_ratio") or {},
-            "decision": decided.get(r["run_id"]),
-        })
+        rounds.append(
+            {
+                "number": number,
+                "run_id": r["run_id"],
+                "when": event.ts[:19] if event else "",
+                "checks": checks,
+                "fidelity": evidence.get("agreement") or {},
+                "quality": evidence.get("quality_ratio") or {},
+                "decision": decided.get(r["run_id"]),
+            }
+        )
     verdict = None
     if rounds:
-        verdict = decide_outcome(thresholds, [json.loads(r["summary"]) for r in latest.values()],
-                                 iterations_used=len(project.ledger.events(kind="iteration")))
+        verdict = decide_outcome(
+            thresholds,
+            [json.loads(r["summary"]) for r in latest.values()],
+            iterations_used=len(project.ledger.events(kind="iteration")),
+        )
     series = {
-        "fidelity": [RoundPoint(f"round {x['number']}", x["fidelity"].get("value"), *((x["fidelity"].get("interval") or [None, None])[:2])) for x in rounds],
-        "quality / teacher": [RoundPoint(f"round {x['number']}", x["quality"].get("value"), *((x["quality"].get("interval") or [None, None])[:2])) for x in rounds],
+        "fidelity": [
+            RoundPoint(
+                f"round {x['number']}",
+                x["fidelity"].get("value"),
+                *((x["fidelity"].get("interval") or [None, None])[:2]),
+            )
+            for x in rounds
+        ],
+        "quality / teacher": [
+            RoundPoint(
+                f"round {x['number']}", x["quality"].get("value"), *((x["quality"].get("interval") or [None, None])[:2])
+            )
+            for x in rounds
+        ],
     }
-    chart = rounds_chart(series, {"fidelity": thresholds.get("fidelity_min"), "quality / teacher": thresholds.get("quality_min_vs_teacher")},
-                         "Fidelity and quality per round, 95% intervals, against the locked thresholds") if rounds else ""
-    return {"rounds": rounds, "chart": chart, "verdict": verdict, "check_names": [c["name"] for c in rounds[-1]["checks"]] if rounds else [],
-            "gate_version": locked.version if locked else None, "interval_text": interval_text}
+    chart = (
+        rounds_chart(
+            series,
+            {"fidelity": thresholds.get("fidelity_min"), "quality / teacher": thresholds.get("quality_min_vs_teacher")},
+            "Fidelity and quality per round, 95% intervals, against the locked thresholds",
+        )
+        if rounds
+        else ""
+    )
+    return {
+        "rounds": rounds,
+        "chart": chart,
+        "verdict": verdict,
+        "check_names": [c["name"] for c in rounds[-1]["checks"]] if rounds else [],
+        "gate_version": locked.version if locked else None,
+        "interval_text": interval_text,
+    }
 
 
 # --- A run -----------------------------------------------------------------------------------------
@@ -171,7 +233,10 @@ def _curve_charts(curve: Any) -> list[str]:
         if metric in ("epoch", "tokens", "seconds") or not xs:
             continue
         by_metric.setdefault(metric, {})[role or "student"] = (xs, ys)
-    return [line_chart(series, f"Training: {metric.replace('_', ' ')}", metric.replace("_", " ")) for metric, series in sorted(by_metric.items())]
+    return [
+        line_chart(series, f"Training: {metric.replace('_', ' ')}", metric.replace("_", " "))
+        for metric, series in sorted(by_metric.items())
+    ]
 
 
 def _curation(project: Any, run: RunDir) -> dict[str, Any] | None:
@@ -194,8 +259,13 @@ def _curation(project: Any, run: RunDir) -> dict[str, Any] | None:
         if isinstance(spec, dict) and "removed" in spec:
             removed.append({"kind": kind, "count": spec.get("removed"), "examples": [{"reason": spec.get("why", "")}]})
     filters = [(k, fmt(v)) for k, v in (report.get("filters") or {}).items() if not isinstance(v, dict)]
-    return {"dataset_hash": data.dataset_hash, "counts": [(k, fmt(v)) for k, v in counts.items() if not k.startswith("removed_")],
-            "removed": removed, "filters": filters, "test_split": report.get("test_split")}
+    return {
+        "dataset_hash": data.dataset_hash,
+        "counts": [(k, fmt(v)) for k, v in counts.items() if not k.startswith("removed_")],
+        "removed": removed,
+        "filters": filters,
+        "test_split": report.get("test_split"),
+    }
 
 
 def run_view(project: Any, run_id: str) -> dict[str, Any]:
@@ -211,19 +281,38 @@ def run_view(project: Any, run_id: str) -> dict[str, Any]:
             for model in MODELS:
                 block = ((evaluation.get(model) or {}).get("slices") or {}).get(name, {}).get(value) or {}
                 cells[model] = interval_text(block.get("agreement"), block.get("agreement_ci"))
-            slices.append({"key": f"{name}={value}", "n": row.get("n"), "cells": cells,
-                           "accuracy": interval_text(row.get("accuracy"), row.get("accuracy_ci"))})
+            slices.append(
+                {
+                    "key": f"{name}={value}",
+                    "n": row.get("n"),
+                    "cells": cells,
+                    "accuracy": interval_text(row.get("accuracy"), row.get("accuracy_ci")),
+                }
+            )
     models = []
     for model in MODELS:
         block = evaluation.get(model) or {}
-        models.append({"name": model, "agreement": interval_text(block.get("agreement"), block.get("agreement_ci")),
-                       "accuracy": interval_text(block.get("accuracy"), block.get("accuracy_ci")),
-                       "kl": fmt(block.get("kl")), "ece": fmt(block.get("ece")), "p50_ms": fmt(block.get("p50_ms")),
-                       "p95_ms": fmt(block.get("p95_ms")), "params": fmt(block.get("params")), "size": fmt(block.get("size_bytes"))})
-    bins = {m: (evaluation.get(m) or {}).get("reliability") for m in MODELS if (evaluation.get(m) or {}).get("reliability")}
+        models.append(
+            {
+                "name": model,
+                "agreement": interval_text(block.get("agreement"), block.get("agreement_ci")),
+                "accuracy": interval_text(block.get("accuracy"), block.get("accuracy_ci")),
+                "kl": fmt(block.get("kl")),
+                "ece": fmt(block.get("ece")),
+                "p50_ms": fmt(block.get("p50_ms")),
+                "p95_ms": fmt(block.get("p95_ms")),
+                "params": fmt(block.get("params")),
+                "size": fmt(block.get("size_bytes")),
+            }
+        )
+    bins = {
+        m: (evaluation.get(m) or {}).get("reliability") for m in MODELS if (evaluation.get(m) or {}).get("reliability")
+    }
     cost = evaluation.get("cost") or {}
     cost_terms = [(k, fmt(v)) for k, v in cost.items() if not isinstance(v, (list, dict))]
-    spec_cost = [(k, fmt(v)) for k, v in project.spec.cost.model_dump(mode="json").items() if not isinstance(v, (list, dict))]
+    spec_cost = [
+        (k, fmt(v)) for k, v in project.spec.cost.model_dump(mode="json").items() if not isinstance(v, (list, dict))
+    ]
     checks = (evaluation.get("gate") or {}).get("checks") or []
     return {
         "run_id": run.run_id,
@@ -283,11 +372,17 @@ def disagreements_view(project: Any, run_id: str, slice_key: str = "", query: st
         if (slice_key and slice_key not in keys) or (needle and needle not in str(teacher.get("input", "")).lower()):
             continue
         item = {
-            "split": split, "item_id": item_id, "input": teacher.get("input", ""), "tags": keys,
-            "teacher": _answer(teacher), "student": _answer(student),
+            "split": split,
+            "item_id": item_id,
+            "input": teacher.get("input", ""),
+            "tags": keys,
+            "teacher": _answer(teacher),
+            "student": _answer(student),
             "baseline": _answer(models["baseline"]) if "baseline" in models else "",
-            "teacher_dist": _distribution(labels, teacher), "student_dist": _distribution(labels, student),
-            "gold": teacher.get("gold_label"), "recorded": bool(teacher.get("recorded")),
+            "teacher_dist": _distribution(labels, teacher),
+            "student_dist": _distribution(labels, student),
+            "gold": teacher.get("gold_label"),
+            "recorded": bool(teacher.get("recorded")),
         }
         if item["teacher"] != item["student"]:
             disagreements.append(item)
@@ -318,7 +413,9 @@ def signoff_view(project: Any, run_id: str | None = None) -> dict[str, Any]:
             if locked is None:
                 raise DistilError("the gate is not locked", hint="the sponsor locks it with `distil gate lock`")
             _, rounds = evaluation_rounds(project, chosen)
-            preview = decide_outcome(locked.thresholds, rounds, iterations_used=len(project.ledger.events(kind="iteration")))
+            preview = decide_outcome(
+                locked.thresholds, rounds, iterations_used=len(project.ledger.events(kind="iteration"))
+            )
         except DistilError as exc:
             problem = exc.message
     if locked is not None and not locked.matches(project.spec):

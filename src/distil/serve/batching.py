@@ -21,7 +21,13 @@ import numpy as np
 class MicroBatcher:
     """Thread-safe ``label_distribution(inputs) -> [n, L]`` around ``predict`` with micro-batching."""
 
-    def __init__(self, predict: Callable[[Sequence[str]], np.ndarray], max_batch: int = 32, max_wait_s: float = 0.002, labels: Sequence[str] = ()):
+    def __init__(
+        self,
+        predict: Callable[[Sequence[str]], np.ndarray],
+        max_batch: int = 32,
+        max_wait_s: float = 0.002,
+        labels: Sequence[str] = (),
+    ):
         self.predict = predict
         self.max_batch = max(1, int(max_batch))
         self.max_wait_s = max_wait_s

@@ -39,9 +39,18 @@ class Deployment:
     signer: Signer | None = None
 
     def row(self, **changes: Any) -> dict[str, Any]:
-        return {"run_id": self.run_id, "decision_seq": self.decision_seq, "allow_unshipped": int(self.allow_unshipped),
-                "operator": self.operator, "host": self.host, "port": self.port, "started_at": self.started_at,
-                "stopped_at": None, "started_seq": None, **changes}
+        return {
+            "run_id": self.run_id,
+            "decision_seq": self.decision_seq,
+            "allow_unshipped": int(self.allow_unshipped),
+            "operator": self.operator,
+            "host": self.host,
+            "port": self.port,
+            "started_at": self.started_at,
+            "stopped_at": None,
+            "started_seq": None,
+            **changes,
+        }
 
 
 def ship_decision(project: Project, run_id: str) -> dict[str, Any] | None:
@@ -55,11 +64,15 @@ def require_operator(project: Project, operator: str) -> None:
     """Only the spec's operator (when it names one) puts a run into service."""
     named = project.spec.roles.operator
     if named and not same_person(operator, named):
-        raise RoleError(f"roles.operator: only the operator ({named}) may serve a run, not {operator}",
-                        hint=f"run `distil serve --as {named}`")
+        raise RoleError(
+            f"roles.operator: only the operator ({named}) may serve a run, not {operator}",
+            hint=f"run `distil serve --as {named}`",
+        )
 
 
-def plan_deployment(project: Project, run_id: str, operator: str, host: str, port: int, allow_unshipped: bool = False) -> Deployment:
+def plan_deployment(
+    project: Project, run_id: str, operator: str, host: str, port: int, allow_unshipped: bool = False
+) -> Deployment:
     """Check who serves ``run_id`` and on what decision; nothing is written. DeploymentError (exit 2) for a run
     whose newest verified decision is not ``ship``, unless ``allow_unshipped``."""
     require_operator(project, operator)
@@ -67,9 +80,15 @@ def plan_deployment(project: Project, run_id: str, operator: str, host: str, por
     decision = ship_decision(project, run_id)
     if decision is None and not allow_unshipped:
         newest = project.ledger.verified_latest("decisions", "run_id = ?", (run_id,))
-        said = f"its newest decision is {newest['decision']} (ledger event {newest['event_seq']})" if newest else "it has no decision"
+        said = (
+            f"its newest decision is {newest['decision']} (ledger event {newest['event_seq']})"
+            if newest
+            else "it has no decision"
+        )
         raise DeploymentError(f"serve: run {run_id} was not decided ship: {said}")
-    return Deployment(run_id, decision["event_seq"] if decision else None, allow_unshipped, operator, host, port, signer=signer)
+    return Deployment(
+        run_id, decision["event_seq"] if decision else None, allow_unshipped, operator, host, port, signer=signer
+    )
 
 
 def record_start(project: Project, deployment: Deployment) -> Deployment:
@@ -83,7 +102,9 @@ def record_start(project: Project, deployment: Deployment) -> Deployment:
 def record_stop(project: Project, deployment: Deployment) -> int:
     """Append the signed ``deployment.stopped`` event for a started deployment; returns its seq."""
     row = deployment.row(stopped_at=_now(), started_seq=deployment.event_seq)
-    return project.ledger.append(STOPPED, row, actor=deployment.operator, table=TABLE, row=row, signer=deployment.signer).seq
+    return project.ledger.append(
+        STOPPED, row, actor=deployment.operator, table=TABLE, row=row, signer=deployment.signer
+    ).seq
 
 
 def _now() -> str:

@@ -24,7 +24,9 @@ def _escape(value: str) -> str:
 class ServerMetrics:
     """What `/metrics` shows. ``student_per_1m``/``teacher_per_1m`` price the blended cost gauge."""
 
-    def __init__(self, model: str, student_per_1m: float = 0.0, teacher_per_1m: float = 0.0, threshold: float | None = None):
+    def __init__(
+        self, model: str, student_per_1m: float = 0.0, teacher_per_1m: float = 0.0, threshold: float | None = None
+    ):
         self.model = model
         self.student_per_1m = student_per_1m
         self.teacher_per_1m = teacher_per_1m
@@ -78,10 +80,14 @@ class ServerMetrics:
             ]
             for endpoint in sorted(self.bucket_counts):
                 for edge, n in zip(LATENCY_BUCKETS_S, self.bucket_counts[endpoint], strict=True):
-                    lines.append(f"distil_request_latency_seconds_bucket{_labels(endpoint=endpoint, le=repr(edge))} {n}")
+                    lines.append(
+                        f"distil_request_latency_seconds_bucket{_labels(endpoint=endpoint, le=repr(edge))} {n}"
+                    )
                 count = self.latency_count[endpoint]
                 lines.append(f"distil_request_latency_seconds_bucket{_labels(endpoint=endpoint, le='+Inf')} {count}")
-                lines.append(f"distil_request_latency_seconds_sum{_labels(endpoint=endpoint)} {self.latency_sum[endpoint]!r}")
+                lines.append(
+                    f"distil_request_latency_seconds_sum{_labels(endpoint=endpoint)} {self.latency_sum[endpoint]!r}"
+                )
                 lines.append(f"distil_request_latency_seconds_count{_labels(endpoint=endpoint)} {count}")
             lines += [
                 "# HELP distil_routed_total Answers given, by the model that gave them (student or teacher).",

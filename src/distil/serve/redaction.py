@@ -44,10 +44,36 @@ _PERSON = re.compile(
     rf"(?P<name>{_NAME}(?:\s{_NAME}){{0,2}})"
 )
 # Words that follow "I'm" / "This is" in ordinary sentences and are capitalised only at a sentence start.
-_NOT_NAMES = {"Not", "Having", "Unable", "Sorry", "Trying", "Still", "Getting", "Looking", "Writing", "Here", "The", "A",
-              "An", "It", "Just", "So", "Very", "Really", "Also", "Now", "Urgent", "Again", "About", "Regarding"}
-_STREET_WORDS = (r"Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Boulevard|Blvd|Way|Court|Ct|Place|Pl|Terrace|Close|"
-                 r"Square|Sq|Crescent|Parkway|Pkwy|Highway|Hwy|Row|Mews|Gardens|Hill")
+_NOT_NAMES = {
+    "Not",
+    "Having",
+    "Unable",
+    "Sorry",
+    "Trying",
+    "Still",
+    "Getting",
+    "Looking",
+    "Writing",
+    "Here",
+    "The",
+    "A",
+    "An",
+    "It",
+    "Just",
+    "So",
+    "Very",
+    "Really",
+    "Also",
+    "Now",
+    "Urgent",
+    "Again",
+    "About",
+    "Regarding",
+}
+_STREET_WORDS = (
+    r"Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Boulevard|Blvd|Way|Court|Ct|Place|Pl|Terrace|Close|"
+    r"Square|Sq|Crescent|Parkway|Pkwy|Highway|Hwy|Row|Mews|Gardens|Hill"
+)
 _STREET = re.compile(
     rf"\b\d{{1,5}}[A-Za-z]?,?\s+(?:[A-Z][a-z]+\.?\s+){{1,4}}(?:{_STREET_WORDS})\b\.?"
     r"(?:,?\s*(?:Apt|Apartment|Suite|Unit|Flat)\.?\s*#?\w+)?"
@@ -88,8 +114,11 @@ def _analyzer() -> Any:
 
 
 def _pattern_spans(text: str) -> list[Span]:
-    spans = [Span("PERSON", m.start("name"), m.end("name")) for m in _PERSON.finditer(text)
-             if m.group("name").split()[0] not in _NOT_NAMES]
+    spans = [
+        Span("PERSON", m.start("name"), m.end("name"))
+        for m in _PERSON.finditer(text)
+        if m.group("name").split()[0] not in _NOT_NAMES
+    ]
     spans += [Span("STREET_ADDRESS", m.start(), m.end()) for m in _STREET.finditer(text)]
     spans += [Span("POSTCODE", m.start(), m.end()) for m in _POSTCODE.finditer(text)]
     spans += [Span("NUMBER", m.start(), m.end()) for m in _DIGITS.finditer(text)]
@@ -100,8 +129,10 @@ def find_pii(text: str) -> list[Span]:
     """Every span of personal data found in ``text``, overlapping spans merged (the longer one names it)."""
     if not text:
         return []
-    found = [Span(r.entity_type, r.start, r.end)
-             for r in _analyzer().analyze(text, language="en", entities=list(PRESIDIO_ENTITIES), score_threshold=MIN_SCORE)]
+    found = [
+        Span(r.entity_type, r.start, r.end)
+        for r in _analyzer().analyze(text, language="en", entities=list(PRESIDIO_ENTITIES), score_threshold=MIN_SCORE)
+    ]
     found += _pattern_spans(text)
     merged: list[Span] = []
     for span in sorted(found, key=lambda s: (s.start, -(s.end - s.start))):

@@ -40,7 +40,10 @@ class Calibration:
     n: int
 
     def as_dict(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in ("threshold", "routed_fidelity", "escalated_share", "student_fidelity", "target", "n")}
+        return {
+            k: getattr(self, k)
+            for k in ("threshold", "routed_fidelity", "escalated_share", "student_fidelity", "target", "n")
+        }
 
 
 def routed_fidelity(student_probs: np.ndarray, teacher_probs: np.ndarray, threshold: float) -> tuple[float, float]:
@@ -165,7 +168,9 @@ class Router:
     def decide(self, student_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(indices to escalate [k], a copy of the distributions to fill in [n, L])."""
         confidence = student_probs.max(axis=1)
-        escalate = np.flatnonzero(confidence < self.threshold) if self.teacher is not None else np.zeros(0, dtype=np.int64)
+        escalate = (
+            np.flatnonzero(confidence < self.threshold) if self.teacher is not None else np.zeros(0, dtype=np.int64)
+        )
         return escalate, student_probs.copy()
 
     def answers(self, final: np.ndarray, student_probs: np.ndarray, escalate_index: np.ndarray) -> list[Routed]:

@@ -107,13 +107,21 @@ def calibrate_router(project: Project, run: RunDir, student: Any, split: str = "
 
 def write_router_report(run: RunDir, calibration: Any, cost: Any) -> Path:
     """``<run>/router.json``: the calibrated threshold, the share escalated and the blended cost (for the report)."""
-    body = {**calibration.as_dict(), "currency": cost.currency,
-            "blended_cost_per_1m": blended_cost_per_1m(calibration.escalated_share, cost.student_per_1m_requests, cost.teacher_per_1m_requests),
-            "student_per_1m": cost.student_per_1m_requests, "teacher_per_1m": cost.teacher_per_1m_requests}
+    body = {
+        **calibration.as_dict(),
+        "currency": cost.currency,
+        "blended_cost_per_1m": blended_cost_per_1m(
+            calibration.escalated_share, cost.student_per_1m_requests, cost.teacher_per_1m_requests
+        ),
+        "student_per_1m": cost.student_per_1m_requests,
+        "teacher_per_1m": cost.teacher_per_1m_requests,
+    }
     return write_json_atomic(run.router, body)
 
 
-def load_served(project: Project, run_id: str | None = None, threshold: float | None = None, with_teacher: bool = True) -> ServedModel:
+def load_served(
+    project: Project, run_id: str | None = None, threshold: float | None = None, with_teacher: bool = True
+) -> ServedModel:
     """The run's student, the router's teacher and its threshold, ready for :func:`create_app`.
 
     Threshold: ``threshold`` if given, else the spec's number, else calibrated on the validation

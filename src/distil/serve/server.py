@@ -32,11 +32,20 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_INPUTS = 64
 
 
-def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def _error_response(status: int, message: str, type_: str, param: str | None = None, code: str | None = None, headers: dict | None = None) -> JSONResponse:
+def _error_response(
+    status: int,
+    message: str,
+    type_: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict | None = None,
+) -> JSONResponse:
     return JSONResponse(error_body(message, type_, param, code), status_code=status, headers=headers)
 
 
@@ -106,22 +115,38 @@ class GuardMiddleware:
         finally:
             self.metrics.in_flight -= 1
             # Unknown paths share one label, so a scanner cannot grow the metrics without bound.
-            self.metrics.observe_request(path if path in KNOWN_PATHS else "other", status_seen["code"], time.perf_counter() - start)
+            self.metrics.observe_request(
+                path if path in KNOWN_PATHS else "other", status_seen["code"], time.perf_counter() - start
+            )
 
     def _check_key(self, scope: dict) -> JSONResponse | None:
         if not self.api_key:
             return None
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"authorization", b"").decode("latin-1")
-        token = given[7:].strip() if given.lower().startswith("bearer ") else headers.get(b"x-api-key", b"").decode("latin-1")
+        token = (
+            given[7:].strip()
+            if given.lower().startswith("bearer ")
+            else headers.get(b"x-api-key", b"").decode("latin-1")
+        )
         if token and hmac.compare_digest(token.encode(), self.api_key.encode()):
             return None
-        return _error_response(401, "missing or invalid API key: send `Authorization: Bearer <key>`", "invalid_api_key",
-                               code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        return _error_response(
+            401,
+            "missing or invalid API key: send `Authorization: Bearer <key>`",
+            "invalid_api_key",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
     async def _bounded_body(self, scope: dict, receive: Any) -> tuple[JSONResponse | None, Any]:
         """Read the whole body (at most the limit), then replay it to the app."""
-        too_big = _error_response(413, f"request body is larger than the limit of {self.max_body_bytes} bytes", "invalid_request_error", code="request_too_large")
+        too_big = _error_response(
+            413,
+            f"request body is larger than the limit of {self.max_body_bytes} bytes",
+            "invalid_request_error",
+            code="request_too_large",
+        )
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
@@ -162,8 +187,12 @@ def create_app(
     traffic: TrafficLog | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``served``; ``traffic`` (optional) is closed when the app shuts down."""
-    metrics = ServerMetrics(served.run_id, served.student_per_1m, served.teacher_per_1m,
-                            served.threshold if served.kind == "classify" else None)
+    metrics = ServerMetrics(
+        served.run_id,
+        served.student_per_1m,
+        served.teacher_per_1m,
+        served.threshold if served.kind == "classify" else None,
+    )
     router = None
     if served.kind == "classify":
         teacher_fn = served.teacher.label_distribution if served.teacher is not None else None
@@ -185,7 +214,12 @@ def create_app(
         first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
         loc = [str(x) for x in first.get("loc", ()) if x != "body"]
         if first.get("type") == "json_invalid":
-            return _error_response(400, f"malformed JSON body: {first.get('ctx', {}).get('error', first['msg'])}", "invalid_request_error", code="json_invalid")
+            return _error_response(
+                400,
+                f"malformed JSON body: {first.get('ctx', {}).get('error', first['msg'])}",
+                "invalid_request_error",
+                code="json_invalid",
+            )
         param = ".".join(loc) or None
         message = f"{param}: {first['msg']}" if param else first["msg"]
         return _error_response(400, message, "invalid_request_error", param=param, code=first.get("type"))
@@ -201,15 +235,24 @@ def create_app(
 
     def _check_model(name: str | None) -> None:
         if name not in (None, "", served.run_id, "distil"):
-            raise _BadRequest(f"model: unknown model {name!r}; this server serves {served.run_id!r}", "model", "model_not_found")
+            raise _BadRequest(
+                f"model: unknown model {name!r}; this server serves {served.run_id!r}", "model", "model_not_found"
+            )
 
     def _route(inputs: list[str], endpoint: str):
         timing = RouteTiming()
         answers = router.route(inputs, timing)
         metrics.observe_routes([a.route for a in answers], timing.router_s)
         if traffic is not None:
-            traffic.record(endpoint, served.run_id, inputs, [a.route for a in answers], [a.label for a in answers],
-                           [a.distribution for a in answers], [a.confidence for a in answers])
+            traffic.record(
+                endpoint,
+                served.run_id,
+                inputs,
+                [a.route for a in answers],
+                [a.label for a in answers],
+                [a.distribution for a in answers],
+                [a.confidence for a in answers],
+            )
         return answers
 
     @app.exception_handler(_BadRequest)
@@ -233,19 +276,28 @@ def create_app(
     def classify(body: ClassifyRequest) -> dict[str, Any]:
         _check_model(body.model)
         if router is None:
-            raise _BadRequest(f"run {served.run_id} is a {served.kind} task; use /v1/chat/completions", None, "wrong_task")
+            raise _BadRequest(
+                f"run {served.run_id} is a {served.kind} task; use /v1/chat/completions", None, "wrong_task"
+            )
         inputs = [body.input] if isinstance(body.input, str) else list(body.input)
         if not inputs:
             raise _BadRequest("input: give at least one text", "input", "empty_input")
         if len(inputs) > max_inputs:
-            raise _BadRequest(f"input: at most {max_inputs} texts per request, got {len(inputs)}", "input", "too_many_inputs")
+            raise _BadRequest(
+                f"input: at most {max_inputs} texts per request, got {len(inputs)}", "input", "too_many_inputs"
+            )
         answers = _route(inputs, "/v1/classify")
         return {
             "object": "list",
             "model": served.run_id,
             "data": [
-                {"index": i, "label": a.label, "distribution": dict(zip(served.labels, a.distribution, strict=True)),
-                 "route": a.route, "confidence": a.confidence}
+                {
+                    "index": i,
+                    "label": a.label,
+                    "distribution": dict(zip(served.labels, a.distribution, strict=True)),
+                    "route": a.route,
+                    "confidence": a.confidence,
+                }
                 for i, a in enumerate(answers)
             ],
         }
@@ -265,7 +317,9 @@ def create_app(
             content = answer.label
             extra = {"route": answer.route, "distribution": dict(zip(served.labels, answer.distribution, strict=True))}
         else:
-            content = served.student.generate([text], **({"max_new_tokens": body.max_tokens} if body.max_tokens else {}))[0]
+            content = served.student.generate(
+                [text], **({"max_new_tokens": body.max_tokens} if body.max_tokens else {})
+            )[0]
             metrics.observe_routes(["student"], 0.0)
             if traffic is not None:
                 traffic.record("/v1/chat/completions", served.run_id, [text], ["student"], [content], [None], [None])
@@ -276,7 +330,11 @@ def create_app(
             "created": int(time.time()),
             "model": served.run_id,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": len(text.split()), "completion_tokens": len(content.split()), "total_tokens": len(text.split()) + len(content.split())},
+            "usage": {
+                "prompt_tokens": len(text.split()),
+                "completion_tokens": len(content.split()),
+                "total_tokens": len(text.split()) + len(content.split()),
+            },
             "distil": extra,
         }
 
@@ -293,6 +351,15 @@ def make_server(app: Any, host: str = "127.0.0.1", port: int = 8000, graceful_ti
     """A uvicorn.Server for ``app``; ``server.run()`` blocks, ``server.should_exit = True`` stops it gracefully."""
     import uvicorn
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=graceful_timeout_s,
-                            timeout_keep_alive=5, limit_concurrency=256, lifespan="on", access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=graceful_timeout_s,
+        timeout_keep_alive=5,
+        limit_concurrency=256,
+        lifespan="on",
+        access_log=False,
+    )
     return uvicorn.Server(config)

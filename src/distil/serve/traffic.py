@@ -45,6 +45,7 @@ TRAFFIC_SCHEMA = pa.schema(
     ]
 )
 
+
 def traffic_dir(state_dir: Path) -> Path:
     return Path(state_dir) / "traffic"
 
@@ -172,7 +173,9 @@ def _write_shard(folder: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def read_traffic(folder: str | Path, since: dt.datetime | None = None, until: dt.datetime | None = None) -> list[dict[str, Any]]:
+def read_traffic(
+    folder: str | Path, since: dt.datetime | None = None, until: dt.datetime | None = None
+) -> list[dict[str, Any]]:
     """Every logged row in ``[since, until)``, oldest first. Temporary files of unfinished writes are skipped."""
     folder = Path(folder)
     shards = sorted(p for p in folder.glob("traffic-*.parquet")) if folder.is_dir() else []
@@ -193,10 +196,21 @@ def read_traffic(folder: str | Path, since: dt.datetime | None = None, until: dt
 
 def write_traffic_rows(folder: str | Path, rows: list[dict[str, Any]]) -> Path:
     """Write already-formed rows (tests, imports from another log) as one shard."""
-    full = [{"request_id": uuid.uuid4().hex, "endpoint": "/v1/classify", "model": None, "route": "student",
-             "answer": None, "distribution": None, "confidence": None, "redacted": False, **r} for r in rows]
+    full = [
+        {
+            "request_id": uuid.uuid4().hex,
+            "endpoint": "/v1/classify",
+            "model": None,
+            "route": "student",
+            "answer": None,
+            "distribution": None,
+            "confidence": None,
+            "redacted": False,
+            **r,
+        }
+        for r in rows
+    ]
     return _write_shard(Path(folder), full)
-
 
 
 def shard_written_at(path: Path) -> dt.datetime | None:

@@ -31,15 +31,23 @@ def licence_problem(spec: Spec, teacher: TeacherSpec, reviews: Mapping[str, Any]
     named = f"{where}.id {lic.id!r}" if lic.id.strip() else f"{where}.name {lic.name or '(empty)'!r}"
     if not lic.reviewed_by.strip():
         if entry is not None:
-            return (f"{where}.reviewed_by is empty for teacher {teacher.id!r}: the registry proposes distillation_permitted: "
-                    f"{entry.distillation_permitted} under {entry.name} ({entry.clause[:80]}), but a named person must read the terms")
+            return (
+                f"{where}.reviewed_by is empty for teacher {teacher.id!r}: the registry proposes distillation_permitted: "
+                f"{entry.distillation_permitted} under {entry.name} ({entry.clause[:80]}), but a named person must read the terms"
+            )
         if lic.distillation_permitted == "unknown":
-            return f"{where}.distillation_permitted is unknown and {where}.reviewed_by is empty for teacher {teacher.id!r}"
-        return (f"{named} is not in distil's licence registry and {where}.reviewed_by is empty for teacher {teacher.id!r}: "
-                f"a named person must read its terms")
+            return (
+                f"{where}.distillation_permitted is unknown and {where}.reviewed_by is empty for teacher {teacher.id!r}"
+            )
+        return (
+            f"{named} is not in distil's licence registry and {where}.reviewed_by is empty for teacher {teacher.id!r}: "
+            f"a named person must read its terms"
+        )
     if entry is None and reviews is not None and not review_covers(reviews.get(teacher.id), teacher):
-        return (f"{named} is not in distil's licence registry and its review is not recorded for teacher {teacher.id!r}: "
-                f"run `distil licence review {teacher.id} --as {lic.reviewed_by}`")
+        return (
+            f"{named} is not in distil's licence registry and its review is not recorded for teacher {teacher.id!r}: "
+            f"run `distil licence review {teacher.id} --as {lic.reviewed_by}`"
+        )
     return ""
 
 
@@ -81,8 +89,10 @@ def qualify_play(spec: Spec) -> Qualification:
             q.figures.append(("monthly teacher spend", f"{teacher:,.2f} {cur}"))
             q.figures.append(("monthly student spend", f"{student:,.2f} {cur}"))
             q.figures.append(("monthly savings", f"{savings:,.2f} {cur}"))
-            q.notes.append("cost: an estimate from the spec's typed prices; `distil evaluate` measures the payback the gate is "
-                           "judged on (throughput on this machine, escalations, the ledger's build cost)")
+            q.notes.append(
+                "cost: an estimate from the spec's typed prices; `distil evaluate` measures the payback the gate is "
+                "judged on (throughput on this machine, escalations, the ledger's build cost)"
+            )
             if savings <= 0:
                 q.notes.append("cost: the student costs as much as the teacher; a cost play cannot pay back")
             elif c.build_cost > 0:
@@ -97,7 +107,9 @@ def qualify_play(spec: Spec) -> Qualification:
         if gate.p95_latency_max_ms is not None:
             q.figures.append(("p95 latency target", f"≤ {gate.p95_latency_max_ms:g} ms"))
         if gate.p95_latency_max_vs_teacher is None and gate.p95_latency_max_ms is None:
-            q.notes.append("latency: the gate sets no latency target (gate.p95_latency_max_vs_teacher or p95_latency_max_ms)")
+            q.notes.append(
+                "latency: the gate sets no latency target (gate.p95_latency_max_vs_teacher or p95_latency_max_ms)"
+            )
         q.notes.append("latency: the teacher's own latency is measured by `distil evaluate`; none is recorded yet")
     elif spec.play.kind == "stability":
         if gate.retraining_path:
@@ -108,7 +120,9 @@ def qualify_play(spec: Spec) -> Qualification:
         if spec.data.gold:
             q.figures.append(("domain evaluation set", spec.data.gold))
         else:
-            q.notes.append("specialization: data.gold is empty; a domain evaluation set is the evidence this play needs")
+            q.notes.append(
+                "specialization: data.gold is empty; a domain evaluation set is the evidence this play needs"
+            )
     return q
 
 

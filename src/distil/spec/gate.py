@@ -89,10 +89,18 @@ def locked_gate(project: Project) -> LockedGate | None:
 def gate_changes(locked: LockedGate, spec: Spec) -> list[str]:
     """What differs between the locked terms and the spec's, one "field old → new" per change."""
     now = spec.gate.model_dump(mode="json")
-    changes = [f"{k} {locked.thresholds.get(k)!r} → {now.get(k)!r}" for k in sorted(set(now) | set(locked.thresholds)) if locked.thresholds.get(k) != now.get(k)]
+    changes = [
+        f"{k} {locked.thresholds.get(k)!r} → {now.get(k)!r}"
+        for k in sorted(set(now) | set(locked.thresholds))
+        if locked.thresholds.get(k) != now.get(k)
+    ]
     if locked.cost is not None:
         cost = cost_as_locked(spec, locked.cost)
-        changes += [f"cost.{k} {locked.cost.get(k)!r} → {cost.get(k)!r}" for k in sorted(set(cost) | set(locked.cost)) if locked.cost.get(k) != cost.get(k)]
+        changes += [
+            f"cost.{k} {locked.cost.get(k)!r} → {cost.get(k)!r}"
+            for k in sorted(set(cost) | set(locked.cost))
+            if locked.cost.get(k) != cost.get(k)
+        ]
     return changes
 
 
@@ -106,7 +114,9 @@ def lock_gate(project: Project, actor: str, reason: str = "") -> tuple[LockedGat
         )
     digest = terms_hash(project.spec)
     current = locked_gate(project)
-    if current is not None and (current.sha256 == digest or (current.cost is not None and current.matches(project.spec))):
+    if current is not None and (
+        current.sha256 == digest or (current.cost is not None and current.matches(project.spec))
+    ):
         return current, False
     if current is not None and not reason.strip():
         raise GateError(
@@ -122,10 +132,18 @@ def lock_gate(project: Project, actor: str, reason: str = "") -> tuple[LockedGat
         {"version": version, "sha256": digest, **terms, "reason": reason},
         actor=actor,
         table="gates",
-        row={"version": version, "sha256": digest, "canonical": canonical_json(terms), "locked_by": actor, "reason": reason},
+        row={
+            "version": version,
+            "sha256": digest,
+            "canonical": canonical_json(terms),
+            "locked_by": actor,
+            "reason": reason,
+        },
         signer=signer,
     )
-    return LockedGate(version, digest, terms["gate"], actor, event.ts, reason, event.seq, terms["cost"], signer is not None), True
+    return LockedGate(
+        version, digest, terms["gate"], actor, event.ts, reason, event.seq, terms["cost"], signer is not None
+    ), True
 
 
 def require_unchanged_gate(project: Project, must_be_locked: bool = True) -> LockedGate | None:

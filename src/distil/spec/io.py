@@ -35,7 +35,12 @@ def _describe(error: dict[str, Any]) -> str:
     shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
     if len(shown) > 60:
         shown = shown[:57] + "..."
-    bounds = {"greater_than_equal": "≥ {ge}", "less_than_equal": "≤ {le}", "greater_than": "> {gt}", "less_than": "< {lt}"}
+    bounds = {
+        "greater_than_equal": "≥ {ge}",
+        "less_than_equal": "≤ {le}",
+        "greater_than": "> {gt}",
+        "less_than": "< {lt}",
+    }
     if kind in bounds:
         shown_ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in ctx.items()}
         return f"must be {bounds[kind].format(**shown_ctx)}, got {shown}"
@@ -52,7 +57,9 @@ def _describe(error: dict[str, Any]) -> str:
 def spec_from_data(data: Any, source: str = DEFAULT_SPEC) -> Spec:
     """Validate already-parsed YAML; every failure becomes one :class:`SpecError` line naming the field."""
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: the top level must be a mapping of sections (task, play, roles, ...), got {type(data).__name__}")
+        raise SpecError(
+            f"{source}: the top level must be a mapping of sections (task, play, roles, ...), got {type(data).__name__}"
+        )
     try:
         return Spec.model_validate(data)
     except ValidationError as exc:
@@ -84,7 +91,9 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, 
         except TypeError:
             continue  # an unhashable key: the mapping constructor reports it
         if first != line:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} at line {line} (first at line {first})", key_node.start_mark)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} at line {line} (first at line {first})", key_node.start_mark
+            )
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 

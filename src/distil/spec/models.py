@@ -76,7 +76,11 @@ class FewShot(_Model):
     @classmethod
     def _input_then_label(cls, value: str) -> str:
         # without {input} every query is the same text, so every record gets the same distribution
-        if value.count("{input}") != 1 or value.count("{label}") != 1 or value.index("{label}") < value.index("{input}"):
+        if (
+            value.count("{input}") != 1
+            or value.count("{label}") != 1
+            or value.index("{label}") < value.index("{input}")
+        ):
             raise ValueError(f"write {{input}} once, then {{label}} once after it, got {value!r}")
         return value
 
@@ -111,9 +115,15 @@ class Task(_Model):
     def _labels_match_kind(self) -> Task:
         if self.scoring != "direct":
             if self.few_shot.select == "similar":
-                raise ValueError("task.scoring: channel scoring uses the fixed shots; set task.few_shot.select: first or task.scoring: direct")
+                raise ValueError(
+                    "task.scoring: channel scoring uses the fixed shots; set task.few_shot.select: first or task.scoring: direct"
+                )
             template = self.few_shot.channel_template
-            if template.count("{input}") != 1 or template.count("{label}") != 1 or template.index("{label}") > template.index("{input}"):
+            if (
+                template.count("{input}") != 1
+                or template.count("{label}") != 1
+                or template.index("{label}") > template.index("{input}")
+            ):
                 raise ValueError("task.few_shot.channel_template: write {label} once, then {input} once after it")
         if self.kind == "classify":
             if len(self.labels) < 2:
@@ -126,11 +136,15 @@ class Task(_Model):
                 for word in lab.verbalizers:
                     # one word scored for two labels gives both the same probability: they cannot be told apart
                     if owner.setdefault(word.strip().casefold(), lab.name) != lab.name:
-                        raise ValueError(f"task.labels: the word {word!r} is given to both {owner[word.strip().casefold()]!r} and "
-                                         f"{lab.name!r}; give each label its own words")
+                        raise ValueError(
+                            f"task.labels: the word {word!r} is given to both {owner[word.strip().casefold()]!r} and "
+                            f"{lab.name!r}; give each label its own words"
+                        )
             if self.calibrate and not self.content_free_inputs:
-                raise ValueError("task.content_free_inputs is empty while task.calibrate is true: give at least one "
-                                 "content-free input (e.g. \"N/A\"), or set task.calibrate: false")
+                raise ValueError(
+                    "task.content_free_inputs is empty while task.calibrate is true: give at least one "
+                    'content-free input (e.g. "N/A"), or set task.calibrate: false'
+                )
         return self
 
     @property
@@ -144,8 +158,9 @@ class Play(_Model):
         "(own a model that does not change under you), specialization (beat the generalist on a domain)."
     )
     trigger: str = Field(
-        "", description="The trigger in words: the evidence that this play is worth running (e.g. 'API bill "
-        "of $4k/month on ticket routing')."
+        "",
+        description="The trigger in words: the evidence that this play is worth running (e.g. 'API bill "
+        "of $4k/month on ticket routing').",
     )
 
 
@@ -155,7 +170,9 @@ class Roles(_Model):
 
     sponsor: str = Field(min_length=1, description="Owns the outcome; locks the gate.")
     driver: str = Field(min_length=1, description="Builds the student: runs generate, curate, train, evaluate.")
-    validator: str = Field(min_length=1, description="Signs the ship / iterate / kill decision; must not be the driver.")
+    validator: str = Field(
+        min_length=1, description="Signs the ship / iterate / kill decision; must not be the driver."
+    )
     operator: str = Field("", description="Runs the student after launch: serving, monitoring, refreshes.")
     keys: dict[str, str] = Field(
         default_factory=dict,
@@ -174,7 +191,7 @@ class Roles(_Model):
             person = out.get(role)
             if isinstance(person, dict):
                 if set(person) - {"name", "key"} or not isinstance(person.get("name"), str):
-                    raise ValueError(f"roles.{role}: write a name, or {{name: NAME, key: \"ed25519:...\"}}")
+                    raise ValueError(f'roles.{role}: write a name, or {{name: NAME, key: "ed25519:..."}}')
                 out[role] = person["name"]
                 if person.get("key") is not None and isinstance(keys, dict):
                     keys[person["name"]] = person["key"]
@@ -193,7 +210,9 @@ class Roles(_Model):
         out: dict[str, str] = {}
         for name, key in value.items():
             if not _PUBLIC_KEY.match(key):
-                raise ValueError(f"roles.keys.{name}: expected ed25519:<base64 of 32 bytes> (from `distil keys init`), got {key[:24]!r}")
+                raise ValueError(
+                    f"roles.keys.{name}: expected ed25519:<base64 of 32 bytes> (from `distil keys init`), got {key[:24]!r}"
+                )
             out[person_name(name, f"roles.keys.{name}")] = key
         return out
 
@@ -218,14 +237,16 @@ _SOURCE = re.compile(r"^(gguf|hf|openai|random):.+$")
 
 class Licence(_Model):
     id: str = Field(
-        "", description="The licence's id in distil's registry (`distil licence list`), e.g. llama-3.1; empty: "
+        "",
+        description="The licence's id in distil's registry (`distil licence list`), e.g. llama-3.1; empty: "
         "matched by name. A known licence lets `distil check` propose the verdict and the duties the student inherits.",
     )
     name: str = Field("", description="Licence name, e.g. Apache-2.0, or the provider's terms of service.")
     terms: str = Field("", description="URL of the terms, or their text.")
     distillation_permitted: Literal["yes", "conditional", "no", "unknown"] = Field(
-        "unknown", description="Do the terms allow training another model on this teacher's outputs? conditional: yes, "
-        "under conditions the student must meet (the registry lists them)."
+        "unknown",
+        description="Do the terms allow training another model on this teacher's outputs? conditional: yes, "
+        "under conditions the student must meet (the registry lists them).",
     )
     reviewed_by: str = Field("", description="Who read the terms.")
     reviewed_at: dt.date | None = Field(None, description="When the terms were read (YYYY-MM-DD).")
@@ -242,14 +263,19 @@ class Licence(_Model):
 
 
 class TeacherSpec(_Model):
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Short name used in records and the ledger.")
+    id: str = Field(
+        min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Short name used in records and the ledger."
+    )
     source: str = Field(
         description="Where the teacher comes from: gguf:<package or path>#<file> | hf:<local path> | "
         "openai:<base url>#<model> | random:<config json path> (tests)."
     )
-    licence: Licence | None = Field(None, description="The teacher's licence terms; required before any data is collected.")
+    licence: Licence | None = Field(
+        None, description="The teacher's licence terms; required before any data is collected."
+    )
     api_key_env: str = Field(
-        "", description="Name of the environment variable holding the API key (openai sources). The key itself is never written."
+        "",
+        description="Name of the environment variable holding the API key (openai sources). The key itself is never written.",
     )
     max_concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight at once (openai sources).")
     timeout_s: float = Field(60.0, gt=0, le=3600, description="Per-request timeout in seconds (openai sources).")
@@ -264,9 +290,7 @@ class TeacherSpec(_Model):
     @classmethod
     def _known_scheme(cls, value: str) -> str:
         if not _SOURCE.match(value):
-            raise ValueError(
-                f"must start with gguf:, hf:, openai: or random: followed by a location, got {value!r}"
-            )
+            raise ValueError(f"must start with gguf:, hf:, openai: or random: followed by a location, got {value!r}")
         return value
 
     @property
@@ -296,9 +320,15 @@ class StudentSpec(_Model):
         "teacher-layers:6",
         description="teacher-layers:<N>: the teacher's architecture with N of its layers, evenly spread, copied in (causal students).",
     )
-    config: dict[str, Any] | None = Field(None, description="Any transformers config (dict) for a freshly initialised student.")
-    path: str | None = Field(None, description="A local checkpoint folder to start from (encoder: any local encoder folder).")
-    lora: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights; merged into the saved student.")
+    config: dict[str, Any] | None = Field(
+        None, description="Any transformers config (dict) for a freshly initialised student."
+    )
+    path: str | None = Field(
+        None, description="A local checkpoint folder to start from (encoder: any local encoder folder)."
+    )
+    lora: bool = Field(
+        False, description="Train LoRA adapters (peft) instead of all weights; merged into the saved student."
+    )
     size_max_params: int | None = Field(None, gt=0, description="Size target: most parameters the student may have.")
 
     @field_validator("init")
@@ -316,8 +346,10 @@ class StudentSpec(_Model):
             if len(given) > 1:
                 raise ValueError(f"student: give one of init, config, path (got {', '.join(given)})")
             if data.get("kind") == "encoder" and "init" in given:
-                raise ValueError("student.init teacher-layers:N builds a causal LM from the teacher; an encoder student takes "
-                                 "path (a local encoder folder; none: the embedded all-MiniLM-L6-v2) or config")
+                raise ValueError(
+                    "student.init teacher-layers:N builds a causal LM from the teacher; an encoder student takes "
+                    "path (a local encoder folder; none: the embedded all-MiniLM-L6-v2) or config"
+                )
             if (given and given[0] != "init") or data.get("kind") == "encoder":
                 data = {**data, "init": None}
         return data
@@ -338,7 +370,10 @@ class StudentSpec(_Model):
 
 
 class SliceRule(_Model):
-    keywords: list[str] = Field(default_factory=list, description="The input gets this value when it contains any of these words (case-insensitive).")
+    keywords: list[str] = Field(
+        default_factory=list,
+        description="The input gets this value when it contains any of these words (case-insensitive).",
+    )
     min_words: int | None = Field(None, ge=0, description="…or when it has at least this many words.")
     max_words: int | None = Field(None, ge=0, description="…or when it has at most this many words.")
 
@@ -368,25 +403,49 @@ class SliceSpec(_Model):
 
 
 class Filters(_Model):
-    min_confidence: float = Field(0.0, ge=0, le=1, description="Drop examples whose teacher max probability is below this.")
-    min_margin: float = Field(0.0, ge=0, le=1, description="Drop examples whose top-1 minus top-2 probability is below this.")
-    max_entropy: float | None = Field(None, ge=0, description="Drop examples whose label entropy (nats) is above this.")
-    min_words: int = Field(0, ge=0, description="Drop teacher-written inputs (synthetic, targeted) with fewer words than this.")
-    min_letter_share: float = Field(
-        0.0, ge=0, le=1, description="Drop teacher-written inputs in which letters are less than this share of the non-space characters (timestamps, IDs, number runs)."
+    min_confidence: float = Field(
+        0.0, ge=0, le=1, description="Drop examples whose teacher max probability is below this."
     )
-    near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of word shingles above which two inputs are near-duplicates.")
-    semantic_duplicates: bool = Field(False, description="Also drop semantic near-duplicates (all-MiniLM-L6-v2 cosine).")
-    semantic_threshold: float = Field(0.95, gt=0, le=1, description="Cosine similarity above which two inputs are semantic duplicates.")
+    min_margin: float = Field(
+        0.0, ge=0, le=1, description="Drop examples whose top-1 minus top-2 probability is below this."
+    )
+    max_entropy: float | None = Field(None, ge=0, description="Drop examples whose label entropy (nats) is above this.")
+    min_words: int = Field(
+        0, ge=0, description="Drop teacher-written inputs (synthetic, targeted) with fewer words than this."
+    )
+    min_letter_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Drop teacher-written inputs in which letters are less than this share of the non-space characters (timestamps, IDs, number runs).",
+    )
+    near_duplicate_threshold: float = Field(
+        0.8, gt=0, le=1, description="Jaccard similarity of word shingles above which two inputs are near-duplicates."
+    )
+    semantic_duplicates: bool = Field(
+        False, description="Also drop semantic near-duplicates (all-MiniLM-L6-v2 cosine)."
+    )
+    semantic_threshold: float = Field(
+        0.95, gt=0, le=1, description="Cosine similarity above which two inputs are semantic duplicates."
+    )
     min_per_slice: int = Field(5, ge=0, description="Slices with fewer curated examples than this are flagged.")
-    balance: Literal["none", "oversample"] = Field("none", description="Oversample rare labels up to the most common one.")
+    balance: Literal["none", "oversample"] = Field(
+        "none", description="Oversample rare labels up to the most common one."
+    )
 
 
 class DataSpec(_Model):
-    seeds: str = Field("seeds.jsonl", description="Seed inputs (JSONL or CSV with an `input` column; optional `label`, `tags`).")
-    gold: str | None = Field(None, description="Hand-labelled gold set (same format, `label` required), never trained on.")
+    seeds: str = Field(
+        "seeds.jsonl", description="Seed inputs (JSONL or CSV with an `input` column; optional `label`, `tags`)."
+    )
+    gold: str | None = Field(
+        None, description="Hand-labelled gold set (same format, `label` required), never trained on."
+    )
     synthetic_budget: int = Field(0, ge=0, le=1_000_000, description="How many synthetic inputs the teacher writes.")
-    synthetic: Literal["teacher", "munge", "none"] = Field("teacher", description="How synthetic inputs are made: the teacher writes them, or munge (MUNGE for tabular seeds, word-level variants of text seeds).")
+    synthetic: Literal["teacher", "munge", "none"] = Field(
+        "teacher",
+        description="How synthetic inputs are made: the teacher writes them, or munge (MUNGE for tabular seeds, word-level variants of text seeds).",
+    )
     synthetic_style: Literal["auto", "list", "chat"] = Field(
         "auto",
         description="How the teacher is asked for a synthetic input: list (it continues a list of seeds under data.synthetic_header; "
@@ -421,8 +480,10 @@ class DataSpec(_Model):
         if any(v < 0 for v in value.values()) or abs(sum(value.values()) - 1.0) > 1e-6:
             raise ValueError(f"fractions must be ≥ 0 and sum to 1, got {sum(value.values()):.3f}")
         if value["test"] == 0:
-            raise ValueError("test is 0: the student would be trained with nothing held out to evaluate it on; give "
-                             "the test split a share, e.g. 0.1")
+            raise ValueError(
+                "test is 0: the student would be trained with nothing held out to evaluate it on; give "
+                "the test split a share, e.g. 0.1"
+            )
         return value
 
 
@@ -434,16 +495,32 @@ class Gate(_Model):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # .inf passes every bound
 
-    fidelity_min: float | None = Field(None, ge=0, le=1, description="Student top-1 agreement with the teacher on held-out data.")
-    quality_min_vs_teacher: float | None = Field(None, ge=0, le=2, description="Student quality (accuracy / F1) as a fraction of the teacher's.")
+    fidelity_min: float | None = Field(
+        None, ge=0, le=1, description="Student top-1 agreement with the teacher on held-out data."
+    )
+    quality_min_vs_teacher: float | None = Field(
+        None, ge=0, le=2, description="Student quality (accuracy / F1) as a fraction of the teacher's."
+    )
     per_slice_fidelity_min: float | None = Field(None, ge=0, le=1, description="Agreement floor on every slice.")
-    p95_latency_max_vs_teacher: float | None = Field(None, gt=0, le=10, description="Student p95 latency at batch 1 as a fraction of the teacher's.")
+    p95_latency_max_vs_teacher: float | None = Field(
+        None, gt=0, le=10, description="Student p95 latency at batch 1 as a fraction of the teacher's."
+    )
     p95_latency_max_ms: float | None = Field(None, gt=0, description="Absolute p95 latency target in milliseconds.")
-    size_max_vs_teacher: float | None = Field(None, gt=0, le=10, description="Student parameters as a fraction of the teacher's.")
-    payback_months_max: float | None = Field(None, gt=0, description="Build cost must be paid back by savings within this many months.")
-    beat_baseline: bool = Field(False, description="The distilled student must beat the hard-label baseline on agreement.")
-    retraining_path: str | None = Field(None, description="Stability play: the documented way the student is retrained.")
-    max_iterations: int = Field(3, ge=1, le=100, description="Rounds of `distil iterate` before the decision must be ship or kill.")
+    size_max_vs_teacher: float | None = Field(
+        None, gt=0, le=10, description="Student parameters as a fraction of the teacher's."
+    )
+    payback_months_max: float | None = Field(
+        None, gt=0, description="Build cost must be paid back by savings within this many months."
+    )
+    beat_baseline: bool = Field(
+        False, description="The distilled student must beat the hard-label baseline on agreement."
+    )
+    retraining_path: str | None = Field(
+        None, description="Stability play: the documented way the student is retrained."
+    )
+    max_iterations: int = Field(
+        3, ge=1, le=100, description="Rounds of `distil iterate` before the decision must be ship or kill."
+    )
 
 
 # --- cost ------------------------------------------------------------------------------------------
@@ -457,23 +534,33 @@ class Cost(_Model):
     ledger recorded (teacher calls, training time) plus ``build_cost``.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # .inf prices pay back in 0 months
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, allow_inf_nan=False
+    )  # .inf prices pay back in 0 months
     currency: str = Field("USD", description="Currency of every price below.")
     teacher_per_1m_requests: float = Field(
-        0.0, ge=0, description="What 1M requests to the teacher cost (an API teacher's price per call × 1M); "
+        0.0,
+        ge=0,
+        description="What 1M requests to the teacher cost (an API teacher's price per call × 1M); "
         "0: a local teacher, priced by its measured throughput × machine_hour_price.",
     )
     student_per_1m_requests: float = Field(
-        0.0, ge=0, description="Your estimate of what 1M requests to the student cost, shown beside the measured figure; "
+        0.0,
+        ge=0,
+        description="Your estimate of what 1M requests to the student cost, shown beside the measured figure; "
         "payback uses the measured one (throughput on this machine × machine_hour_price).",
     )
     monthly_requests: int = Field(0, ge=0, description="Requests per month the student would take.")
     build_cost: float = Field(
-        0.0, ge=0, description="Fixed one-off cost added to the build cost the ledger records (people, review, anything "
+        0.0,
+        ge=0,
+        description="Fixed one-off cost added to the build cost the ledger records (people, review, anything "
         "not recorded); teacher calls and training time are summed from the ledger, so leave them out.",
     )
     machine_hour_price: float = Field(
-        1.0, ge=0, description="What one hour of the machine that serves and trains costs (default 1.0, roughly an "
+        1.0,
+        ge=0,
+        description="What one hour of the machine that serves and trains costs (default 1.0, roughly an "
         "on-demand 8-vCPU cloud machine); serving and training time are priced with it.",
     )
 
@@ -485,27 +572,42 @@ class Cost(_Model):
 
 # --- training --------------------------------------------------------------------------------------
 
+
 class OptimizerSpec(_Model):
     """AdamW and its learning-rate schedule."""
 
     lr: float = Field(5e-4, gt=0, le=1, description="Peak AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
-    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of optimiser steps spent warming the learning rate up, before cosine decay.")
+    warmup_ratio: float = Field(
+        0.1, ge=0, le=1, description="Share of optimiser steps spent warming the learning rate up, before cosine decay."
+    )
 
 
 class DistillationSpec(_Model):
     """What the distilled student learns from the teacher (the baseline learns from hard labels only)."""
 
     loss: Literal["forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tv"] = Field(
-        "forward_kl", description="Divergence between teacher and student distributions (jsd uses beta, skew_* use skew_alpha)."
+        "forward_kl",
+        description="Divergence between teacher and student distributions (jsd uses beta, skew_* use skew_alpha).",
     )
-    temperature: float = Field(2.0, gt=0, le=20, description="Softmax temperature of the KD term; the loss is scaled by T².")
-    alpha: float = Field(0.0, ge=0, le=1, description="Weight of hard-label cross-entropy in α·CE + (1-α)·KD (0: pure KD).")
+    temperature: float = Field(
+        2.0, gt=0, le=20, description="Softmax temperature of the KD term; the loss is scaled by T²."
+    )
+    alpha: float = Field(
+        0.0, ge=0, le=1, description="Weight of hard-label cross-entropy in α·CE + (1-α)·KD (0: pure KD)."
+    )
     beta: float = Field(0.5, ge=0, le=1, description="β of the generalized JSD (0: forward KL, 1: reverse KL).")
     skew_alpha: float = Field(0.1, ge=0, le=1, description="Mixing weight α of the skew KL losses.")
-    topk_cache_k: int = Field(32, ge=1, le=1024, description="How many teacher top-k logprobs the offline cache keeps per token (generate tasks).")
+    topk_cache_k: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="How many teacher top-k logprobs the offline cache keeps per token (generate tasks).",
+    )
     rationale_weight: float = Field(
-        0.0, ge=0, le=10,
+        0.0,
+        ge=0,
+        le=10,
         description="Classify: weight λ of the rationale target (Distilling step-by-step: L_label + λ·L_rationale) on records that "
         "carry a teacher rationale (needs data.rationales: true; 0: unused).",
     )
@@ -515,26 +617,39 @@ class OnPolicySpec(_Model):
     """On-policy distillation (GKD): on some steps the student writes the answers and the teacher scores them."""
 
     fraction: float = Field(
-        0.0, ge=0, le=1,
+        0.0,
+        ge=0,
+        le=1,
         description="GKD λ: share of optimiser steps where the student samples and the local teacher scores (generate tasks; 0: off-policy only).",
     )
-    temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature of the student's on-policy completions (0: greedy).")
-    max_new_tokens: int | None = Field(None, ge=1, le=4096, description="Longest on-policy completion (default: task.max_new_tokens).")
+    temperature: float = Field(
+        1.0, ge=0, le=10, description="Sampling temperature of the student's on-policy completions (0: greedy)."
+    )
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=4096, description="Longest on-policy completion (default: task.max_new_tokens)."
+    )
 
 
 class FeatureSpec(_Model):
     """Classify: matching the local teacher's hidden states at the answer position (needs an hf: or gguf: teacher)."""
 
     weight: float = Field(
-        0.0, ge=0, le=100,
+        0.0,
+        ge=0,
+        le=100,
         description="Weight of hidden-state matching against the teacher at the answer position, through a learned projection (0: unused).",
     )
-    kind: Literal["mse", "cosine"] = Field("mse", description="Hidden-state matching: mean squared error or 1 - cosine similarity.")
+    kind: Literal["mse", "cosine"] = Field(
+        "mse", description="Hidden-state matching: mean squared error or 1 - cosine similarity."
+    )
     layers: dict[int, int] | None = Field(
-        None, description="Layer map for hidden-state matching, student hidden-state index -> teacher index (default: last -> last)."
+        None,
+        description="Layer map for hidden-state matching, student hidden-state index -> teacher index (default: last -> last).",
     )
     relation_weight: float = Field(
-        0.0, ge=0, le=100,
+        0.0,
+        ge=0,
+        le=100,
         description="Weight of relation-based KD between the pooled answer-position states of a micro-batch (0: unused).",
     )
     relation_kind: Literal["distance_angle", "similarity"] = Field(
@@ -548,14 +663,24 @@ class FeatureSpec(_Model):
 
 # Keys of the flat TrainSpec that specs written before the groups still use: flat name -> (group, field).
 FLAT_TRAIN_KEYS: dict[str, tuple[str, str]] = {
-    "lr": ("optimizer", "lr"), "weight_decay": ("optimizer", "weight_decay"), "warmup_ratio": ("optimizer", "warmup_ratio"),
-    "loss": ("distillation", "loss"), "temperature": ("distillation", "temperature"), "alpha": ("distillation", "alpha"),
-    "beta": ("distillation", "beta"), "skew_alpha": ("distillation", "skew_alpha"), "topk_cache_k": ("distillation", "topk_cache_k"),
+    "lr": ("optimizer", "lr"),
+    "weight_decay": ("optimizer", "weight_decay"),
+    "warmup_ratio": ("optimizer", "warmup_ratio"),
+    "loss": ("distillation", "loss"),
+    "temperature": ("distillation", "temperature"),
+    "alpha": ("distillation", "alpha"),
+    "beta": ("distillation", "beta"),
+    "skew_alpha": ("distillation", "skew_alpha"),
+    "topk_cache_k": ("distillation", "topk_cache_k"),
     "rationale_weight": ("distillation", "rationale_weight"),
-    "on_policy_lambda": ("on_policy", "fraction"), "on_policy_temperature": ("on_policy", "temperature"),
+    "on_policy_lambda": ("on_policy", "fraction"),
+    "on_policy_temperature": ("on_policy", "temperature"),
     "on_policy_max_new_tokens": ("on_policy", "max_new_tokens"),
-    "feature_weight": ("features", "weight"), "feature_kind": ("features", "kind"), "feature_layers": ("features", "layers"),
-    "relation_weight": ("features", "relation_weight"), "relation_kind": ("features", "relation_kind"),
+    "feature_weight": ("features", "weight"),
+    "feature_kind": ("features", "kind"),
+    "feature_layers": ("features", "layers"),
+    "relation_weight": ("features", "relation_weight"),
+    "relation_kind": ("features", "relation_kind"),
 }
 
 
@@ -565,29 +690,49 @@ class TrainSpec(_Model):
     epochs: int = Field(3, ge=1, le=1000, description="Passes over the training split.")
     batch_size: int = Field(8, ge=1, le=4096, description="Examples per micro-batch (per process).")
     grad_accum: int = Field(1, ge=1, le=1024, description="Micro-batches per optimiser step.")
-    max_length: int = Field(256, ge=8, le=65536, description="Longest tokenised example; longer inputs are truncated from the left.")
-    chunk_size: int = Field(1024, ge=1, description="Positions per chunk of the fused vocabulary projection + loss (generate tasks).")
-    patience: int = Field(3, ge=0, le=1000, description="Evaluations without a gain in validation fidelity before stopping early (0: never stop early).")
+    max_length: int = Field(
+        256, ge=8, le=65536, description="Longest tokenised example; longer inputs are truncated from the left."
+    )
+    chunk_size: int = Field(
+        1024, ge=1, description="Positions per chunk of the fused vocabulary projection + loss (generate tasks)."
+    )
+    patience: int = Field(
+        3,
+        ge=0,
+        le=1000,
+        description="Evaluations without a gain in validation fidelity before stopping early (0: never stop early).",
+    )
     keep: Literal["best", "last"] = Field(
         "best",
         description="The weights a run ends with: those of the evaluation with the best validation fidelity, or the last step's "
         "(with a validation split of a few dozen examples the best evaluation is often picked by chance).",
     )
     eval_every: int = Field(0, ge=0, description="Optimiser steps between validation passes (0: once per epoch).")
-    seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="Random seed for initialisation, shuffling and dropout, in [0, 2**32).")
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="bf16: forward and backward under bfloat16 autocast (weights and optimiser stay fp32; softmaxes stay fp32)."
+    seed: int = Field(
+        0, ge=0, lt=SEED_LIMIT, description="Random seed for initialisation, shuffling and dropout, in [0, 2**32)."
     )
-    compile: bool = Field(False, description="Compile the student's decoder with torch.compile (pays off on long GPU runs).")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="bf16: forward and backward under bfloat16 autocast (weights and optimiser stay fp32; softmaxes stay fp32).",
+    )
+    compile: bool = Field(
+        False, description="Compile the student's decoder with torch.compile (pays off on long GPU runs)."
+    )
     freeze_embeddings: bool = Field(
         False,
         description="Keep the token embeddings (and an output head tied to them) as initialised: a third fewer weights to update "
         "for a teacher-layers student of a small model, and fewer to overfit with a few hundred examples.",
     )
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="AdamW and its learning-rate schedule.")
-    distillation: DistillationSpec = Field(default_factory=DistillationSpec, description="The KD loss and what it mixes in.")
-    on_policy: OnPolicySpec = Field(default_factory=OnPolicySpec, description="On-policy distillation (GKD), generate tasks.")
-    features: FeatureSpec = Field(default_factory=FeatureSpec, description="Hidden-state and relation KD, classify tasks.")
+    distillation: DistillationSpec = Field(
+        default_factory=DistillationSpec, description="The KD loss and what it mixes in."
+    )
+    on_policy: OnPolicySpec = Field(
+        default_factory=OnPolicySpec, description="On-policy distillation (GKD), generate tasks."
+    )
+    features: FeatureSpec = Field(
+        default_factory=FeatureSpec, description="Hidden-state and relation KD, classify tasks."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -613,38 +758,55 @@ def train_fits_the_task(spec: Spec) -> None:
     train, kind, teacher = spec.train, spec.task.kind, spec.teacher()
     local = teacher.scheme in ("hf", "gguf")
     if train.on_policy.fraction > 0 and kind != "generate":
-        raise ValueError("train.on_policy.fraction applies to generate tasks; a classify student already learns the teacher's "
-                         "whole label distribution (set it to 0)")
+        raise ValueError(
+            "train.on_policy.fraction applies to generate tasks; a classify student already learns the teacher's "
+            "whole label distribution (set it to 0)"
+        )
     if train.on_policy.fraction > 0 and not local:
-        raise ValueError(f"train.on_policy.fraction needs a local teacher (hf: or gguf:) to score the student's samples; "
-                         f"teacher {teacher.id!r} is {teacher.scheme}: (set it to 0: its top-k and text are used off-policy)")
-    classify_only = {"train.features.weight": train.features.weight, "train.features.relation_weight": train.features.relation_weight,
-                     "train.distillation.rationale_weight": train.distillation.rationale_weight}
+        raise ValueError(
+            f"train.on_policy.fraction needs a local teacher (hf: or gguf:) to score the student's samples; "
+            f"teacher {teacher.id!r} is {teacher.scheme}: (set it to 0: its top-k and text are used off-policy)"
+        )
+    classify_only = {
+        "train.features.weight": train.features.weight,
+        "train.features.relation_weight": train.features.relation_weight,
+        "train.distillation.rationale_weight": train.distillation.rationale_weight,
+    }
     for name, value in classify_only.items():
         if value > 0 and kind != "classify":
             raise ValueError(f"{name} applies to classify tasks (set it to 0 for a generate task)")
     if train.features.wants_teacher_states and not local:
-        raise ValueError(f"train.features.weight / relation_weight need the teacher's hidden states; teacher {teacher.id!r} is "
-                         f"{teacher.scheme}: (set them to 0, or use a local hf: or gguf: teacher)")
+        raise ValueError(
+            f"train.features.weight / relation_weight need the teacher's hidden states; teacher {teacher.id!r} is "
+            f"{teacher.scheme}: (set them to 0, or use a local hf: or gguf: teacher)"
+        )
     if spec.student.is_encoder:
         encoder_fits_the_task(spec)
     if train.distillation.rationale_weight > 0 and not spec.data.rationales:
-        raise ValueError("train.distillation.rationale_weight needs rationales to learn from: set data.rationales: true "
-                         "(the teacher writes one with each label), or set the weight to 0")
+        raise ValueError(
+            "train.distillation.rationale_weight needs rationales to learn from: set data.rationales: true "
+            "(the teacher writes one with each label), or set the weight to 0"
+        )
 
 
 def encoder_fits_the_task(spec: Spec) -> None:
     """An encoder student has a head over the labels and no vocabulary: it classifies, and learns from labels only."""
     train = spec.train
     if spec.task.kind != "classify":
-        raise ValueError("student.kind encoder applies to classify tasks (an encoder has a head over the labels and writes "
-                         "no text); use kind: causal for a generate task")
+        raise ValueError(
+            "student.kind encoder applies to classify tasks (an encoder has a head over the labels and writes "
+            "no text); use kind: causal for a generate task"
+        )
     if train.features.wants_teacher_states:
-        raise ValueError("train.features.weight / relation_weight read the teacher's states on the student's tokens; an encoder "
-                         "student learns the teacher's label distribution only (set them to 0)")
+        raise ValueError(
+            "train.features.weight / relation_weight read the teacher's states on the student's tokens; an encoder "
+            "student learns the teacher's label distribution only (set them to 0)"
+        )
     if train.distillation.rationale_weight > 0:
-        raise ValueError("train.distillation.rationale_weight trains the student to write the teacher's rationale; an encoder "
-                         "student writes no text (set it to 0)")
+        raise ValueError(
+            "train.distillation.rationale_weight trains the student to write the teacher's rationale; an encoder "
+            "student writes no text (set it to 0)"
+        )
 
 
 # --- after launch: router and maintenance ------------------------------------------------------------
@@ -657,14 +819,19 @@ class RouterSpec(_Model):
         default_factory=list,
         description="Run ids of the students that serve (one per task); empty: the run `distil serve` is given.",
     )
-    generalist: str | None = Field(None, description="Teacher id that takes escalated requests (default: the first teacher).")
+    generalist: str | None = Field(
+        None, description="Teacher id that takes escalated requests (default: the first teacher)."
+    )
     threshold: float | Literal["calibrate"] = Field(
         "calibrate",
         description="Student max probability at or above which the student answers; 'calibrate' picks the lowest "
         "threshold on the validation split that keeps routed fidelity at or above target_fidelity.",
     )
     target_fidelity: float | None = Field(
-        None, ge=0, le=1, description="Routed fidelity floor used by 'calibrate' (default: gate.fidelity_min, else 0.95)."
+        None,
+        ge=0,
+        le=1,
+        description="Routed fidelity floor used by 'calibrate' (default: gate.fidelity_min, else 0.95).",
     )
 
     @field_validator("specialists")
@@ -687,18 +854,29 @@ class Maintenance(_Model):
     """Who runs the student after launch, how often it is refreshed and when monitoring raises an alert."""
 
     operator: str = Field("", description="Who answers alerts and refreshes the student (default: roles.operator).")
-    refresh_days: int = Field(90, ge=1, le=3650, description="Refresh cadence: days between retrainings on fresh traffic.")
-    drift_floor: float | None = Field(
-        None, ge=0, le=1, description="Student-teacher agreement on traffic below which `distil monitor` alerts (default: gate.fidelity_min)."
+    refresh_days: int = Field(
+        90, ge=1, le=3650, description="Refresh cadence: days between retrainings on fresh traffic."
     )
-    drift_alpha: float = Field(0.01, gt=0, lt=1, description="Significance level of the embedding-drift permutation test.")
+    drift_floor: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Student-teacher agreement on traffic below which `distil monitor` alerts (default: gate.fidelity_min).",
+    )
+    drift_alpha: float = Field(
+        0.01, gt=0, lt=1, description="Significance level of the embedding-drift permutation test."
+    )
     traffic_sample_rate: float = Field(
-        0.1, ge=0, le=1,
+        0.1,
+        ge=0,
+        le=1,
         description="Share of served requests written to the traffic log (chosen at random; monitor and iterate need a "
         "few hundred a week, not every request).",
     )
     traffic_retention_days: int | None = Field(
-        30, ge=1, le=3650,
+        30,
+        ge=1,
+        le=3650,
         description="Traffic shards older than this many days are deleted by `distil serve` at start and by `distil monitor` "
         "(null: kept until you delete them).",
     )
@@ -728,7 +906,9 @@ class Spec(_Model):
     gate: Gate = Field(default_factory=Gate, description="Success thresholds, locked before building.")
     cost: Cost = Field(default_factory=Cost, description="Prices and volume for the payback estimate.")
     train: TrainSpec = Field(default_factory=TrainSpec, description="How the student is trained.")
-    router: RouterSpec = Field(default_factory=RouterSpec, description="Routing between the student and the teacher when serving.")
+    router: RouterSpec = Field(
+        default_factory=RouterSpec, description="Routing between the student and the teacher when serving."
+    )
     maintenance: Maintenance = Field(default_factory=Maintenance, description="Operating the student after launch.")
 
     @field_validator("name")
@@ -754,4 +934,6 @@ class Spec(_Model):
         for t in self.teachers:
             if t.id == teacher_id:
                 return t
-        raise SpecError(f"teachers: no teacher with id {teacher_id!r}", hint=f"known ids: {', '.join(t.id for t in self.teachers)}")
+        raise SpecError(
+            f"teachers: no teacher with id {teacher_id!r}", hint=f"known ids: {', '.join(t.id for t in self.teachers)}"
+        )

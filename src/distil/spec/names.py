@@ -28,10 +28,14 @@ def person_name(value: str, field: str = "") -> str:
     for char in value + name:  # before NFKC too: it turns a no-break space into a plain one
         category = unicodedata.category(char)
         if category in _HIDDEN_CATEGORIES or (category == "Zs" and char != " "):
-            raise ValueError(f"{where}{value!r} holds an invisible or control character (U+{ord(char):04X}); type the name plainly")
+            raise ValueError(
+                f"{where}{value!r} holds an invisible or control character (U+{ord(char):04X}); type the name plainly"
+            )
     scripts = sorted({_script(c) for c in name if unicodedata.category(c).startswith("L")})
     if len(scripts) > 1:
-        raise ValueError(f"{where}{value!r} mixes letters of several scripts ({', '.join(scripts)}); write it in one script")
+        raise ValueError(
+            f"{where}{value!r} mixes letters of several scripts ({', '.join(scripts)}); write it in one script"
+        )
     return name
 
 

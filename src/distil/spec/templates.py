@@ -17,7 +17,12 @@ from distil.spec.models import PLAYS, Gate, Spec
 # Each play's default gate (the trigger the play is judged on, plus a quality floor).
 PLAY_GATES: dict[str, dict[str, Any]] = {
     "cost": {"quality_min_vs_teacher": 0.95, "fidelity_min": 0.9, "payback_months_max": 6, "max_iterations": 3},
-    "latency": {"p95_latency_max_vs_teacher": 0.33, "fidelity_min": 0.9, "quality_min_vs_teacher": 0.95, "max_iterations": 3},
+    "latency": {
+        "p95_latency_max_vs_teacher": 0.33,
+        "fidelity_min": 0.9,
+        "quality_min_vs_teacher": 0.95,
+        "max_iterations": 3,
+    },
     "stability": {
         "quality_min_vs_teacher": 0.95,
         "fidelity_min": 0.9,
@@ -51,7 +56,12 @@ def starter_spec(play: str) -> Spec:
                 "labels": [{"name": "billing"}, {"name": "technical"}, {"name": "account"}],
             },
             "play": {"kind": play, "trigger": ""},
-            "roles": {"sponsor": "sponsor-name", "driver": "driver-name", "validator": "validator-name", "operator": ""},
+            "roles": {
+                "sponsor": "sponsor-name",
+                "driver": "driver-name",
+                "validator": "validator-name",
+                "operator": "",
+            },
             "teachers": [
                 {
                     "id": "smollm2",
@@ -106,7 +116,9 @@ def init_project(target: Path, example: str | None = None, play: str | None = No
     if example:
         source = examples_dir() / example
         if not (source / DEFAULT_SPEC).is_file():
-            raise SpecError(f"--example: no example named {example!r}", hint=f"known examples: {', '.join(example_names())}")
+            raise SpecError(
+                f"--example: no example named {example!r}", hint=f"known examples: {', '.join(example_names())}"
+            )
         for item in source.iterdir():
             if item.name == DEFAULT_SPEC:
                 continue
@@ -117,7 +129,9 @@ def init_project(target: Path, example: str | None = None, play: str | None = No
                 shutil.copy2(item, dest)
         spec = spec_from_text((source / DEFAULT_SPEC).read_text(encoding="utf-8"), str(source / DEFAULT_SPEC))
         if play is not None:
-            spec = spec.model_copy(update={"play": spec.play.model_copy(update={"kind": play}), "gate": Gate(**PLAY_GATES[play])})
+            spec = spec.model_copy(
+                update={"play": spec.play.model_copy(update={"kind": play}), "gate": Gate(**PLAY_GATES[play])}
+            )
     else:
         spec = starter_spec(play or "cost")
         seeds = target / spec.data.seeds

@@ -48,7 +48,13 @@ class Capabilities:
         return not self.full_logits and self.topk == 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"full_logits": self.full_logits, "topk": self.topk, "text": self.text, "hidden_states": self.hidden_states, "continuation": self.continuation}
+        return {
+            "full_logits": self.full_logits,
+            "topk": self.topk,
+            "text": self.text,
+            "hidden_states": self.hidden_states,
+            "continuation": self.continuation,
+        }
 
 
 @runtime_checkable
@@ -192,7 +198,9 @@ class ClassifyPrompt:
     def template_hash(self) -> str:
         value: dict[str, Any] = {"prefix": self.prefix, "query": self.query_template, "verbalizers": self.verbalizers}
         if self.retriever is not None:  # the pool and how shots are drawn from it change every prompt
-            value.update({"select": "similar", "per_label": self.per_label, "pool": self.shots, "example": self.example_template})
+            value.update(
+                {"select": "similar", "per_label": self.per_label, "pool": self.shots, "example": self.example_template}
+            )
         return sha256_json(value)
 
 
@@ -205,7 +213,9 @@ def build_classify_prompt(task: Task, shots: Sequence[tuple[str, str]] = ()) -> 
     """
     fs = task.few_shot
     template = fs.template
-    query_template = template.replace("{label}", "").rstrip(" ") if template.endswith("{label}") else template.replace("{label}", "")
+    query_template = (
+        template.replace("{label}", "").rstrip(" ") if template.endswith("{label}") else template.replace("{label}", "")
+    )
     names = task.label_names
     words_by_name = {lab.name: lab.verbalizers for lab in task.labels}
     verbalizers = [words_by_name[n] for n in names]
@@ -213,7 +223,9 @@ def build_classify_prompt(task: Task, shots: Sequence[tuple[str, str]] = ()) -> 
     instruction = [task.instruction.strip()] if task.instruction.strip() else []
     if used and fs.select == "similar":
         prefix = fs.separator.join(instruction) + fs.separator if instruction else ""
-        return ClassifyPrompt(prefix, query_template, names, verbalizers, used, template, fs.separator, fs.per_label, ShotRetriever(used))
+        return ClassifyPrompt(
+            prefix, query_template, names, verbalizers, used, template, fs.separator, fs.per_label, ShotRetriever(used)
+        )
     parts = list(instruction)
     parts += [render_shot(template, text, label, words_by_name) for text, label in used]
     prefix = fs.separator.join(parts) + fs.separator if parts else ""

@@ -80,7 +80,18 @@ def decode_rows(
     ids = input_ids
     with torch.inference_mode():
         for step in range(max_new_tokens):
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :].float()
+            logits = (
+                model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                .logits[:, -1, :]
+                .float()
+            )
             if temperature > 0:
                 chosen = torch.multinomial(torch.softmax(warpers(ids, logits), dim=-1), 1).squeeze(1)
             else:

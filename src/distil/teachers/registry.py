@@ -32,7 +32,9 @@ def register_teacher(project: Project, teacher: Any, teacher_spec: TeacherSpec, 
     too, and a later process whose copy hashes differently for the same GGUF is refused."""
     ledger = project.ledger
     dequantized = _dequantized_hash(teacher_spec)
-    known = ledger.verified_rows("teachers", "teacher_id = ? AND fingerprint = ?", (teacher_spec.id, teacher.fingerprint))
+    known = ledger.verified_rows(
+        "teachers", "teacher_id = ? AND fingerprint = ?", (teacher_spec.id, teacher.fingerprint)
+    )
     for row in known:
         event = ledger.event(row["event_seq"])
         recorded = event.payload.get("dequantized_sha256") if event else None
@@ -45,7 +47,13 @@ def register_teacher(project: Project, teacher: Any, teacher_spec: TeacherSpec, 
     if known:
         return False
     licence = teacher_spec.licence.model_dump(mode="json") if teacher_spec.licence else {}
-    payload = {"teacher_id": teacher_spec.id, "source": public_source(teacher_spec.source), "fingerprint": teacher.fingerprint, "capabilities": teacher.capabilities.as_dict(), "licence": licence}
+    payload = {
+        "teacher_id": teacher_spec.id,
+        "source": public_source(teacher_spec.source),
+        "fingerprint": teacher.fingerprint,
+        "capabilities": teacher.capabilities.as_dict(),
+        "licence": licence,
+    }
     if dequantized:
         payload["dequantized_sha256"] = dequantized
     ledger.append(
@@ -97,7 +105,10 @@ def build_teacher(
         per_call = spec.cost.teacher_per_1m_requests / 1e6
         teacher = OpenAICompatTeacher(teacher_spec, spec.task, shots, cost_per_call=per_call, **options)
     else:
-        raise TeacherError(f"teachers[].source {teacher_spec.source!r}: {scheme}: sources cannot label data", hint="use hf:, gguf: or openai:")
+        raise TeacherError(
+            f"teachers[].source {teacher_spec.source!r}: {scheme}: sources cannot label data",
+            hint="use hf:, gguf: or openai:",
+        )
     if project is not None:
         register_teacher(project, teacher, teacher_spec, actor=actor)
     return teacher

@@ -33,7 +33,15 @@ def public_url(url: str) -> str:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode([(k, REDACTED if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*")
     netloc = host if (parts.netloc or host) else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, REDACTED if parts.fragment and _SECRET_PARAM.search(parts.fragment) else parts.fragment))
+    return urlunsplit(
+        (
+            parts.scheme,
+            netloc,
+            parts.path,
+            query,
+            REDACTED if parts.fragment and _SECRET_PARAM.search(parts.fragment) else parts.fragment,
+        )
+    )
 
 
 def public_source(source: str) -> str:

@@ -27,7 +27,9 @@ STATE_FILE = "state.pt"
 PROGRESS_FILE = "progress.json"
 
 
-def save_model_folder(target: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task_info: dict[str, Any]) -> None:
+def save_model_folder(
+    target: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task_info: dict[str, Any]
+) -> None:
     """A plain transformers folder (LoRA merged in, no training-only modules) plus ``distil_task.json``."""
     if hasattr(model, PROJECTOR):
         model = copy.deepcopy(model)
@@ -43,13 +45,27 @@ def save_model_folder(target: Path, model: PreTrainedModel, tokenizer: PreTraine
     replace_dir_atomic(target, write)
 
 
-def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                    progress: dict[str, Any], best_state: dict[str, torch.Tensor] | None) -> None:
+def save_checkpoint(
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    progress: dict[str, Any],
+    best_state: dict[str, torch.Tensor] | None,
+) -> None:
     """``state.pt`` (weights, optimiser, scheduler, RNG, the best evaluation's weights) and ``progress.json``."""
 
     def write(tmp: Path) -> None:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "best": best_state}, tmp / STATE_FILE)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "best": best_state,
+            },
+            tmp / STATE_FILE,
+        )
         write_json_atomic(tmp / PROGRESS_FILE, progress)
 
     replace_dir_atomic(folder, write)
@@ -61,14 +77,23 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = str(exc).strip().splitlines()[0][:200]
-        raise TrainError(f"{path}: refused: the checkpoint holds more than tensors and plain values ({reason})",
-                         hint=f"delete {path.parent} to train that model from the start") from None
+        raise TrainError(
+            f"{path}: refused: the checkpoint holds more than tensors and plain values ({reason})",
+            hint=f"delete {path.parent} to train that model from the start",
+        ) from None
     except (RuntimeError, EOFError, OSError) as exc:
-        raise TrainError(f"{path}: not a readable checkpoint ({exc})", hint=f"delete {path.parent} to train that model from the start") from None
+        raise TrainError(
+            f"{path}: not a readable checkpoint ({exc})",
+            hint=f"delete {path.parent} to train that model from the start",
+        ) from None
 
 
-def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+def load_checkpoint(
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
     """Restore ``model``, ``optimizer``, ``scheduler`` and the RNG from ``folder``; returns (progress, best weights)."""
     saved = read_checkpoint_state(folder / STATE_FILE)
     model.load_state_dict(saved["model"])

@@ -34,7 +34,10 @@ def curated_splits(project: Project) -> CuratedDataset:
     data = latest_curated(project)
     splits = {split: data.records(split) for split in ("train", "validation", "test")}
     if not splits["train"]:
-        raise DataError(f"{data.folder}: the curated dataset has no training records", hint="run `distil curate` again with looser filters")
+        raise DataError(
+            f"{data.folder}: the curated dataset has no training records",
+            hint="run `distil curate` again with looser filters",
+        )
     return CuratedDataset(data.dataset_hash, data.folder, splits)
 
 
@@ -69,11 +72,18 @@ def classify_examples(records: list[Record], labels: list[str], template: str = 
         inputs.append(r.input)
         rationales.append(r.rationale.strip() if r.rationale and r.rationale.strip() else None)
     if not prompts:
-        raise DataError("no record carries a label distribution for the spec's labels", hint="check task.labels against the curated data")
-    return ClassifyExamples(prompts, torch.tensor(np.array(probs), dtype=torch.float32), torch.tensor(hard), inputs, rationales)
+        raise DataError(
+            "no record carries a label distribution for the spec's labels",
+            hint="check task.labels against the curated data",
+        )
+    return ClassifyExamples(
+        prompts, torch.tensor(np.array(probs), dtype=torch.float32), torch.tensor(hard), inputs, rationales
+    )
 
 
-def classify_batch(tokenizer: PreTrainedTokenizerBase, examples: ClassifyExamples, rows: list[int], max_length: int) -> dict[str, Tensor]:
+def classify_batch(
+    tokenizer: PreTrainedTokenizerBase, examples: ClassifyExamples, rows: list[int], max_length: int
+) -> dict[str, Tensor]:
     enc = encode_prompts(tokenizer, [examples.prompts[i] for i in rows], max_length)
     return {**enc, "teacher_probs": examples.teacher_probs[rows], "hard": examples.hard[rows]}
 
@@ -88,7 +98,9 @@ class GenerateExamples:
     topk_ids: list[np.ndarray | None] = field(default_factory=list)  # per example [n_answer, k] int32
     topk_logprobs: list[np.ndarray | None] = field(default_factory=list)  # per example [n_answer, k] fp16
     inputs: list[str] = field(default_factory=list)  # the bare inputs (the teacher's prompt is built from them)
-    teacher_prompt_ids: list[list[int]] = field(default_factory=list)  # the teacher's own prompt per example, when known
+    teacher_prompt_ids: list[list[int]] = field(
+        default_factory=list
+    )  # the teacher's own prompt per example, when known
 
     def tokens(self, rows: list[int]) -> int:
         """Answer tokens in ``rows``: the normaliser of the per-token losses."""
@@ -113,14 +125,21 @@ def generate_examples(records: list[Record], tokenizer: PreTrainedTokenizerBase,
         out.answer_ids.append(answer)
         out.inputs.append(r.input)
         # a record's own top-k counts only when it scored exactly these answer tokens (its greedy path)
-        if r.topk_ids and r.topk_logprobs and len(r.topk_ids) >= len(answer) and [row[0] for row in r.topk_ids[: len(answer)]] == answer:
+        if (
+            r.topk_ids
+            and r.topk_logprobs
+            and len(r.topk_ids) >= len(answer)
+            and [row[0] for row in r.topk_ids[: len(answer)]] == answer
+        ):
             out.topk_ids.append(np.asarray(r.topk_ids[: len(answer)], dtype=np.int32))
             out.topk_logprobs.append(np.asarray(r.topk_logprobs[: len(answer)], dtype=np.float16))
         else:
             out.topk_ids.append(None)
             out.topk_logprobs.append(None)
     if not out.answer_ids:
-        raise DataError("no record carries teacher text to learn from", hint="run `distil generate` for this generate task")
+        raise DataError(
+            "no record carries teacher text to learn from", hint="run `distil generate` for this generate task"
+        )
     return out
 
 
@@ -140,5 +159,7 @@ def generate_batch(examples: GenerateExamples, rows: list[int], pad_id: int, wit
     batch = {"input_ids": input_ids, "attention_mask": attention, "targets": targets}
     if with_topk:
         batch["topk_ids"] = torch.from_numpy(np.concatenate([examples.topk_ids[i] for i in rows])).long()
-        batch["topk_logprobs"] = torch.from_numpy(np.concatenate([examples.topk_logprobs[i] for i in rows]).astype(np.float32))
+        batch["topk_logprobs"] = torch.from_numpy(
+            np.concatenate([examples.topk_logprobs[i] for i in rows]).astype(np.float32)
+        )
     return batch

@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from distil.train.students import StudentBuild
 
 RATIONALE_TEMPLATE = "{input}\nRationale:"  # the second task of Distilling step-by-step; never used at inference
-PROJECTOR = "distil_feature_projector"  # the learned student -> teacher map, trained with the student, never saved with it
+PROJECTOR = (
+    "distil_feature_projector"  # the learned student -> teacher map, trained with the student, never saved with it
+)
 
 
 @dataclass
@@ -80,11 +82,16 @@ def on_policy_teacher(project: Project, build: StudentBuild, examples: GenerateE
     require_same_vocabulary(tokenizer, build.tokenizer, what="on-policy distillation")
     if not examples.teacher_prompt_ids:
         examples.teacher_prompt_ids = teacher_prompt_ids(tokenizer, spec.task.instruction, examples.inputs)
-    return OnPolicyTeacher(model.to(next(build.model.parameters()).device),
-                           spec.train.on_policy.max_new_tokens or spec.task.max_new_tokens, build.tokenizer.eos_token_id)
+    return OnPolicyTeacher(
+        model.to(next(build.model.parameters()).device),
+        spec.train.on_policy.max_new_tokens or spec.task.max_new_tokens,
+        build.tokenizer.eos_token_id,
+    )
 
 
-def teacher_states_for(project: Project, build: StudentBuild, examples: ClassifyExamples, console: Console | None) -> TeacherStates | None:
+def teacher_states_for(
+    project: Project, build: StudentBuild, examples: ClassifyExamples, console: Console | None
+) -> TeacherStates | None:
     """The teacher's states for feature / relation KD (None when neither is asked for); checks the layer map."""
     from transformers import AutoConfig  # slow to import; only runs with hidden-state KD pay for it
 
@@ -97,19 +104,24 @@ def teacher_states_for(project: Project, build: StudentBuild, examples: Classify
     mapping = dict(features.layers) if features.layers else {-1: -1}
     check_layers(mapping, int(build.model.config.num_hidden_layers), teacher_layers)
     layers = [t for _, t in sorted(mapping.items())] + [-1]
-    states = teacher_answer_states(project, source, examples.prompts, layers, build.tokenizer, spec.train.max_length, console=console)
+    states = teacher_answer_states(
+        project, source, examples.prompts, layers, build.tokenizer, spec.train.max_length, console=console
+    )
     return TeacherStates(states, mapping)
 
 
-def rationale_targets(project: Project, tokenizer: PreTrainedTokenizerBase, examples: ClassifyExamples,
-                      console: Console | None) -> GenerateExamples | None:
+def rationale_targets(
+    project: Project, tokenizer: PreTrainedTokenizerBase, examples: ClassifyExamples, console: Console | None
+) -> GenerateExamples | None:
     """The rationale task's examples (None when ``rationale_weight`` is 0 or no record carries a rationale)."""
     if project.spec.train.distillation.rationale_weight <= 0:
         return None
     if not any(examples.rationales):
         if console is not None:
-            console.print("[yellow]train.distillation.rationale_weight is set but no training record carries a rationale "
-                          "(curate again after `distil generate` with data.rationales: true); training on labels only[/yellow]")
+            console.print(
+                "[yellow]train.distillation.rationale_weight is set but no training record carries a rationale "
+                "(curate again after `distil generate` with data.rationales: true); training on labels only[/yellow]"
+            )
         return None
     return rationale_examples(examples, tokenizer, project.spec.train.max_length)
 
@@ -118,7 +130,11 @@ def rationale_examples(data: ClassifyExamples, tokenizer: PreTrainedTokenizerBas
     """Row i: "<input>\\nRationale:" then the teacher's rationale and EOS (no answer tokens when it has none)."""
     out = GenerateExamples([], [])
     for text, rationale in zip(data.inputs, data.rationales, strict=True):
-        answer = tokenizer(" " + rationale, add_special_tokens=False).input_ids + [tokenizer.eos_token_id] if rationale else []
+        answer = (
+            tokenizer(" " + rationale, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+            if rationale
+            else []
+        )
         answer = answer[: max(1, max_length // 2)] if answer else []
         prompt = tokenizer(RATIONALE_TEMPLATE.replace("{input}", text), add_special_tokens=False).input_ids
         out.prompt_ids.append(prompt[-(max_length - len(answer)) :])
@@ -126,8 +142,13 @@ def rationale_examples(data: ClassifyExamples, tokenizer: PreTrainedTokenizerBas
     return out
 
 
-def attach_logit_cache(project: Project, examples: GenerateExamples, tokenizer: PreTrainedTokenizerBase, accelerator: Accelerator,
-                       console: Console | None) -> None:
+def attach_logit_cache(
+    project: Project,
+    examples: GenerateExamples,
+    tokenizer: PreTrainedTokenizerBase,
+    accelerator: Accelerator,
+    console: Console | None,
+) -> None:
     """Give generate examples the teacher's top-k for every answer token: from the records when they carry
     it, else from the offline cache (built once from a local teacher). Leaves sequence-level KD alone
     when neither is possible, or when ``alpha`` is 1 (pure sequence-level KD needs no teacher logits)."""
@@ -146,4 +167,7 @@ def attach_logit_cache(project: Project, examples: GenerateExamples, tokenizer: 
         return
     examples.topk_ids, examples.topk_logprobs = cache.per_example()
     if examples.topk_ids and len(examples.topk_ids[0]) != len(examples.answer_ids[0]):
-        raise TrainError("the offline teacher cache does not match the training examples", hint="delete .distil/cache/topk and train again")
+        raise TrainError(
+            "the offline teacher cache does not match the training examples",
+            hint="delete .distil/cache/topk and train again",
+        )

@@ -61,7 +61,12 @@ class TopkCache:
 
     @classmethod
     def open(cls, folder: Path) -> TopkCache:
-        return cls(folder, np.load(folder / "ids.npy", mmap_mode="r"), np.load(folder / "logprobs.npy", mmap_mode="r"), np.load(folder / "offsets.npy"))
+        return cls(
+            folder,
+            np.load(folder / "ids.npy", mmap_mode="r"),
+            np.load(folder / "logprobs.npy", mmap_mode="r"),
+            np.load(folder / "offsets.npy"),
+        )
 
 
 def cache_key(fingerprint: str, examples: GenerateExamples, k: int) -> str:
@@ -69,13 +74,21 @@ def cache_key(fingerprint: str, examples: GenerateExamples, k: int) -> str:
     (the teacher's prompt and the answer)."""
     h = hashlib.sha256(f"{fingerprint}|{k}".encode())
     for prompt, answer in zip(examples.prompt_ids, examples.answer_ids, strict=True):
-        h.update(np.asarray(prompt, dtype=np.int64).tobytes() + b"|" + np.asarray(answer, dtype=np.int64).tobytes() + b";")
+        h.update(
+            np.asarray(prompt, dtype=np.int64).tobytes() + b"|" + np.asarray(answer, dtype=np.int64).tobytes() + b";"
+        )
     return h.hexdigest()[:16]
 
 
 @torch.no_grad()
-def teacher_topk(model: PreTrainedModel, examples: GenerateExamples, k: int, batch_size: int = 8, chunk_size: int = 1024,
-                 progress: Callable[[int], Any] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def teacher_topk(
+    model: PreTrainedModel,
+    examples: GenerateExamples,
+    k: int,
+    batch_size: int = 8,
+    chunk_size: int = 1024,
+    progress: Callable[[int], Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Score every answer token with ``model``: (ids [T, k] int32, logprobs [T, k] fp16, offsets [n+1]).
 
     The head runs on answer positions only, chunk by chunk, so [batch, seq, vocab] never exists.
@@ -100,8 +113,14 @@ def teacher_topk(model: PreTrainedModel, examples: GenerateExamples, k: int, bat
     return np.concatenate(all_ids), np.concatenate(all_logprobs), offsets
 
 
-def build_topk_cache(model: PreTrainedModel, fingerprint: str, examples: GenerateExamples, k: int, root: Path,
-                     console: Console | None = None) -> TopkCache:
+def build_topk_cache(
+    model: PreTrainedModel,
+    fingerprint: str,
+    examples: GenerateExamples,
+    k: int,
+    root: Path,
+    console: Console | None = None,
+) -> TopkCache:
     """Build (or reuse) the cache for ``examples`` under ``root``; written atomically."""
     folder = root / cache_key(fingerprint, examples, k)
     if (folder / "index.json").is_file():
@@ -115,12 +134,23 @@ def build_topk_cache(model: PreTrainedModel, fingerprint: str, examples: Generat
         np.save(tmp / "ids.npy", ids)
         np.save(tmp / "logprobs.npy", logprobs)
         np.save(tmp / "offsets.npy", offsets)
-        write_json_atomic(tmp / "index.json", {"fingerprint": fingerprint, "k": k, "tokens": int(len(ids)), "examples": len(offsets) - 1,
-                                               "bytes_per_token": bytes_per_token(k), "bytes": int(ids.nbytes + logprobs.nbytes)})
+        write_json_atomic(
+            tmp / "index.json",
+            {
+                "fingerprint": fingerprint,
+                "k": k,
+                "tokens": int(len(ids)),
+                "examples": len(offsets) - 1,
+                "bytes_per_token": bytes_per_token(k),
+                "bytes": int(ids.nbytes + logprobs.nbytes),
+            },
+        )
 
     replace_dir_atomic(folder, write)
     if console is not None:
-        console.print(f"teacher cache: {len(ids):,} tokens × top-{k} = {ids.nbytes + logprobs.nbytes:,} bytes ({bytes_per_token(k)} bytes per token)")
+        console.print(
+            f"teacher cache: {len(ids):,} tokens × top-{k} = {ids.nbytes + logprobs.nbytes:,} bytes ({bytes_per_token(k)} bytes per token)"
+        )
     return TopkCache.open(folder)
 
 
@@ -139,8 +169,14 @@ def teacher_view(examples: GenerateExamples) -> GenerateExamples:
     return GenerateExamples(list(examples.teacher_prompt_ids), examples.answer_ids)
 
 
-def build_or_load_cache(project: Project, source: str, examples: GenerateExamples, k: int, student_tokenizer: PreTrainedTokenizerBase,
-                        console: Console | None = None) -> TopkCache | None:
+def build_or_load_cache(
+    project: Project,
+    source: str,
+    examples: GenerateExamples,
+    k: int,
+    student_tokenizer: PreTrainedTokenizerBase,
+    console: Console | None = None,
+) -> TopkCache | None:
     """The project's cache for a local teacher (loaded only when the cache is missing); the teacher scores
     every answer token after its own prompt (``examples.teacher_prompt_ids``, attached here)."""
     # transformers is slow to import; only a run that builds the cache pays for it
@@ -148,7 +184,9 @@ def build_or_load_cache(project: Project, source: str, examples: GenerateExample
 
     folder, fingerprint = local_model_folder(source)
     if not examples.teacher_prompt_ids:
-        examples.teacher_prompt_ids = teacher_prompt_ids(AutoTokenizer.from_pretrained(str(folder)), project.spec.task.instruction, examples.inputs)
+        examples.teacher_prompt_ids = teacher_prompt_ids(
+            AutoTokenizer.from_pretrained(str(folder)), project.spec.task.instruction, examples.inputs
+        )
     view = teacher_view(examples)
     root = project.state_dir / "cache" / "topk"
     existing = root / cache_key(fingerprint, view, k)

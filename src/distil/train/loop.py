@@ -57,7 +57,9 @@ class Objective(Protocol):
 
     def to(self, device: torch.device) -> None: ...
 
-    def step_batches(self, model: PreTrainedModel, micro: list[list[int]], step_rows: list[int], step: int, rank: int) -> StepBatches: ...
+    def step_batches(
+        self, model: PreTrainedModel, micro: list[list[int]], step_rows: list[int], step: int, rank: int
+    ) -> StepBatches: ...
 
     def items(self, batch: dict[str, Tensor]) -> int: ...
 
@@ -135,7 +137,9 @@ def lr_lambda(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
     return factor
 
 
-def step_rows(order: list[int], step: int, per_step: int, batch: int, accum: int, world: int, rank: int) -> list[list[int]]:
+def step_rows(
+    order: list[int], step: int, per_step: int, batch: int, accum: int, world: int, rank: int
+) -> list[list[int]]:
     """This process's micro-batches of optimiser step ``step``: rows of ``order``, split evenly."""
     rows = order[step * per_step : (step + 1) * per_step]
     micro = []
@@ -169,10 +173,19 @@ def progress_bar(role: str, console: Console | None, enabled: bool) -> Progress 
     # rich's progress pulls in a lot; only training shows it
     from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 
-    return progress(TextColumn(f"[bold]{role}[/bold]"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-                    TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
-                    TextColumn("fidelity {task.fields[fid]}"), TimeRemainingColumn(), console=console, disable=not enabled,
-                    unit="steps", detail="loss {loss:.4f}, {tps:,.0f} tok/s, fidelity {fid}")
+    return progress(
+        TextColumn(f"[bold]{role}[/bold]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[tps]:,.0f} tok/s"),
+        TextColumn("fidelity {task.fields[fid]}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        unit="steps",
+        detail="loss {loss:.4f}, {tps:,.0f} tok/s, fidelity {fid}",
+    )
 
 
 # --- one optimiser step --------------------------------------------------------------------------------------
@@ -197,15 +210,22 @@ def optimiser_step(run: _Fit, order: list[int], step: int, state: FitState) -> d
     world, rank = accelerator.num_processes, accelerator.process_index
     per_step = cfg.batch_size * cfg.grad_accum * world
     micro = step_rows(order, step, per_step, cfg.batch_size, cfg.grad_accum, world, rank)
-    planned = run.objective.step_batches(accelerator.unwrap_model(run.model), micro, order[step * per_step : (step + 1) * per_step],
-                                         state.global_step, rank)
+    planned = run.objective.step_batches(
+        accelerator.unwrap_model(run.model),
+        micro,
+        order[step * per_step : (step + 1) * per_step],
+        state.global_step,
+        rank,
+    )
     num_items = max(1.0, _reduce_sum(run, float(sum(run.objective.items(b) for b in planned.batches if b is not None))))
     step_loss, step_tokens = 0.0, 0
     for m, batch in enumerate(planned.batches):
         sync = contextlib.nullcontext() if m == len(planned.batches) - 1 else accelerator.no_sync(run.model)
         with sync:
             loss, tokens = _micro_loss(run, batch, num_items)
-            accelerator.backward(loss * world)  # DDP averages gradients over processes; the loss is already a share of the global sum
+            accelerator.backward(
+                loss * world
+            )  # DDP averages gradients over processes; the loss is already a share of the global sum
         step_loss += float(loss.detach())
         step_tokens += tokens
     accelerator.clip_grad_norm_(run.params, 1.0)
@@ -218,7 +238,13 @@ def optimiser_step(run: _Fit, order: list[int], step: int, state: FitState) -> d
     state.seconds += elapsed
     state.global_step += 1
     state.step_in_epoch = step + 1
-    return {"step": state.global_step, "epoch": state.epoch, "loss": step_loss, "lr": run.scheduler.get_last_lr()[0], **planned.notes}
+    return {
+        "step": state.global_step,
+        "epoch": state.epoch,
+        "loss": step_loss,
+        "lr": run.scheduler.get_last_lr()[0],
+        **planned.notes,
+    }
 
 
 def validation_check(run: _Fit, state: FitState, point: dict[str, Any]) -> bool:
@@ -231,7 +257,9 @@ def validation_check(run: _Fit, state: FitState, point: dict[str, Any]) -> bool:
         return False
     if fidelity > state.best:
         state.best, state.bad_evals = fidelity, 0
-        run.best_state = {k: v.detach().cpu().clone() for k, v in run.accelerator.unwrap_model(run.model).state_dict().items()}
+        run.best_state = {
+            k: v.detach().cpu().clone() for k, v in run.accelerator.unwrap_model(run.model).state_dict().items()
+        }
         return False
     state.bad_evals += 1
     return run.cfg.patience > 0 and state.bad_evals >= run.cfg.patience
@@ -247,7 +275,9 @@ def _epoch_steps(run: _Fit, state: FitState) -> Iterator[tuple[list[int], int]]:
         state.epoch, state.step_in_epoch = state.epoch + 1, 0
 
 
-def run_steps(run: _Fit, state: FitState, max_steps: int | None, progress: Progress | PlainProgress, bar: TaskID | int) -> bool:
+def run_steps(
+    run: _Fit, state: FitState, max_steps: int | None, progress: Progress | PlainProgress, bar: TaskID | int
+) -> bool:
     """Optimiser steps until the epochs are done, patience runs out (True) or ``max_steps`` were taken."""
     eval_every = run.cfg.eval_every or run.steps_per_epoch
     steps_run = 0
@@ -257,8 +287,13 @@ def run_steps(run: _Fit, state: FitState, max_steps: int | None, progress: Progr
         if state.global_step % eval_every == 0 or step == run.steps_per_epoch - 1:
             stop = validation_check(run, state, point)
         state.curve.append(point)
-        progress.update(bar, advance=1, loss=point["loss"], tps=state.tokens / max(state.seconds, 1e-9),
-                        fid=f"{point.get('validation_fidelity', state.best):.3f}" if state.best >= 0 else "-")
+        progress.update(
+            bar,
+            advance=1,
+            loss=point["loss"],
+            tps=state.tokens / max(state.seconds, 1e-9),
+            fid=f"{point.get('validation_fidelity', state.best):.3f}" if state.best >= 0 else "-",
+        )
         steps_run += 1
         if stop or (max_steps is not None and steps_run >= max_steps):
             if state.step_in_epoch >= run.steps_per_epoch:  # the epoch's last step: the next call starts the next epoch
@@ -270,8 +305,15 @@ def run_steps(run: _Fit, state: FitState, max_steps: int | None, progress: Progr
 # --- the loop --------------------------------------------------------------------------------------------------
 
 
-def fit(model: PreTrainedModel, objective: Objective, cfg: TrainSpec, checkpoint: Path, accelerator: Accelerator,
-        console: Console | None = None, max_steps: int | None = None) -> FitResult:
+def fit(
+    model: PreTrainedModel,
+    objective: Objective,
+    cfg: TrainSpec,
+    checkpoint: Path,
+    accelerator: Accelerator,
+    console: Console | None = None,
+    max_steps: int | None = None,
+) -> FitResult:
     """Train a fresh copy of ``model`` on ``objective``, resuming from ``checkpoint`` when one is there.
 
     ``max_steps`` stops after that many optimiser steps in this call (the checkpoint is kept; call again
@@ -282,7 +324,9 @@ def fit(model: PreTrainedModel, objective: Objective, cfg: TrainSpec, checkpoint
     steps_per_epoch = max(1, math.ceil(objective.rows / (cfg.batch_size * cfg.grad_accum * accelerator.num_processes)))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(steps_per_epoch * cfg.epochs, cfg.optimizer.warmup_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(steps_per_epoch * cfg.epochs, cfg.optimizer.warmup_ratio)
+    )
     state, best_state = FitState(), None
     if (checkpoint / STATE_FILE).is_file():
         progress_json, best_state = load_checkpoint(checkpoint, model, optimizer, scheduler)
@@ -294,10 +338,16 @@ def fit(model: PreTrainedModel, objective: Objective, cfg: TrainSpec, checkpoint
     model, optimizer = accelerator.prepare(model, optimizer)
     objective.to(accelerator.device)
     device_type = accelerator.device.type
-    autocast = (lambda: torch.autocast(device_type, dtype=torch.bfloat16)) if cfg.precision == "bf16" else contextlib.nullcontext
+    autocast = (
+        (lambda: torch.autocast(device_type, dtype=torch.bfloat16))
+        if cfg.precision == "bf16"
+        else contextlib.nullcontext
+    )
     run = _Fit(model, objective, cfg, accelerator, optimizer, scheduler, params, autocast, steps_per_epoch, best_state)
     with progress_bar(objective.role, console, accelerator.is_main_process) as progress:
-        bar = progress.add_task(objective.role, total=steps_per_epoch * cfg.epochs, completed=state.global_step, loss=0.0, tps=0.0, fid="-")
+        bar = progress.add_task(
+            objective.role, total=steps_per_epoch * cfg.epochs, completed=state.global_step, loss=0.0, tps=0.0, fid="-"
+        )
         stop = run_steps(run, state, max_steps, progress, bar)
     state.done = stop or state.epoch >= cfg.epochs
     state.stopped_early = stop

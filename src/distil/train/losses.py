@@ -90,7 +90,9 @@ def _log_mix(log_p: Tensor, log_q: Tensor, weight_p: float) -> Tensor:
     # logaddexp(-inf, -inf) has a NaN gradient: give those entries finite stand-ins, then -inf back
     empty = torch.isneginf(log_p) & torch.isneginf(log_q)
     zero = torch.zeros_like(log_p)
-    mixed = torch.logaddexp(torch.where(empty, zero, log_p) + math.log(weight_p), torch.where(empty, zero, log_q) + math.log1p(-weight_p))
+    mixed = torch.logaddexp(
+        torch.where(empty, zero, log_p) + math.log(weight_p), torch.where(empty, zero, log_q) + math.log1p(-weight_p)
+    )
     return torch.where(empty, torch.full_like(mixed, float("-inf")), mixed)
 
 
@@ -153,40 +155,97 @@ def distillation_loss(
     return _reduce(per_position, mask, num_items)
 
 
-def forward_kl(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None, temperature: float = 1.0, num_items=None) -> Tensor:
+def forward_kl(
+    student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None, temperature: float = 1.0, num_items=None
+) -> Tensor:
     """KL(T || S)·T², [..., V] -> scalar."""
-    return distillation_loss(student_logits, teacher_logits, mask, kind="forward_kl", temperature=temperature, num_items=num_items)
+    return distillation_loss(
+        student_logits, teacher_logits, mask, kind="forward_kl", temperature=temperature, num_items=num_items
+    )
 
 
-def reverse_kl(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None, temperature: float = 1.0, num_items=None) -> Tensor:
+def reverse_kl(
+    student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None, temperature: float = 1.0, num_items=None
+) -> Tensor:
     """KL(S || T)·T², [..., V] -> scalar."""
-    return distillation_loss(student_logits, teacher_logits, mask, kind="reverse_kl", temperature=temperature, num_items=num_items)
+    return distillation_loss(
+        student_logits, teacher_logits, mask, kind="reverse_kl", temperature=temperature, num_items=num_items
+    )
 
 
-def generalized_jsd(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None, beta: float = 0.5, temperature: float = 1.0, num_items=None) -> Tensor:
+def generalized_jsd(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    mask: Tensor | None = None,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    num_items=None,
+) -> Tensor:
     """Generalized Jensen-Shannon divergence JSD(β) (GKD), [..., V] -> scalar."""
-    return distillation_loss(student_logits, teacher_logits, mask, kind="jsd", beta=beta, temperature=temperature, num_items=num_items)
+    return distillation_loss(
+        student_logits, teacher_logits, mask, kind="jsd", beta=beta, temperature=temperature, num_items=num_items
+    )
 
 
-def skew_forward_kl(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None, alpha: float = 0.1, temperature: float = 1.0, num_items=None) -> Tensor:
+def skew_forward_kl(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    mask: Tensor | None = None,
+    alpha: float = 0.1,
+    temperature: float = 1.0,
+    num_items=None,
+) -> Tensor:
     """KL(T || αT + (1-α)S)·T², [..., V] -> scalar."""
-    return distillation_loss(student_logits, teacher_logits, mask, kind="skew_forward_kl", alpha=alpha, temperature=temperature, num_items=num_items)
+    return distillation_loss(
+        student_logits,
+        teacher_logits,
+        mask,
+        kind="skew_forward_kl",
+        alpha=alpha,
+        temperature=temperature,
+        num_items=num_items,
+    )
 
 
-def skew_reverse_kl(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None, alpha: float = 0.1, temperature: float = 1.0, num_items=None) -> Tensor:
+def skew_reverse_kl(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    mask: Tensor | None = None,
+    alpha: float = 0.1,
+    temperature: float = 1.0,
+    num_items=None,
+) -> Tensor:
     """KL(S || αS + (1-α)T)·T², [..., V] -> scalar."""
-    return distillation_loss(student_logits, teacher_logits, mask, kind="skew_reverse_kl", alpha=alpha, temperature=temperature, num_items=num_items)
+    return distillation_loss(
+        student_logits,
+        teacher_logits,
+        mask,
+        kind="skew_reverse_kl",
+        alpha=alpha,
+        temperature=temperature,
+        num_items=num_items,
+    )
 
 
-def total_variation(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None, temperature: float = 1.0, num_items=None) -> Tensor:
+def total_variation(
+    student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None, temperature: float = 1.0, num_items=None
+) -> Tensor:
     """½·Σ|T - S|, [..., V] -> scalar."""
-    return distillation_loss(student_logits, teacher_logits, mask, kind="tv", temperature=temperature, num_items=num_items)
+    return distillation_loss(
+        student_logits, teacher_logits, mask, kind="tv", temperature=temperature, num_items=num_items
+    )
 
 
 # --- hard labels and mixes ---------------------------------------------------------------------------
 
 
-def cross_entropy(logits: Tensor, targets: Tensor, mask: Tensor | None = None, num_items: float | Tensor | None = None, ignore_index: int = -100) -> Tensor:
+def cross_entropy(
+    logits: Tensor,
+    targets: Tensor,
+    mask: Tensor | None = None,
+    num_items: float | Tensor | None = None,
+    ignore_index: int = -100,
+) -> Tensor:
     """Hard-label cross-entropy. logits: [..., C], targets: [...] int (ignore_index skipped). Scalar."""
     valid = targets != ignore_index
     mask = valid if mask is None else (mask.to(torch.bool) & valid)
@@ -254,7 +313,9 @@ def topk_kd_loss(
     rest = log_s.scatter(-1, ids, float("-inf"))
     empty = torch.isneginf(rest).all(-1, keepdim=True)  # [N, 1]
     s_tail = torch.where(empty, torch.zeros_like(rest), rest).logsumexp(-1, keepdim=True)
-    s_tail = torch.where(empty, torch.full_like(s_tail, LOG_FLOOR), s_tail.clamp_min(LOG_FLOOR))  # keep it finite, like the teacher's
+    s_tail = torch.where(
+        empty, torch.full_like(s_tail, LOG_FLOOR), s_tail.clamp_min(LOG_FLOOR)
+    )  # keep it finite, like the teacher's
     t_top = topk_logprobs.float().clamp_max(0.0)
     t_tail_mass = (1.0 - t_top.exp().sum(-1, keepdim=True)).clamp_min(FLOOR)
     log_t = torch.cat([t_top, t_tail_mass.log()], dim=-1)
@@ -337,7 +398,9 @@ def _angles(x: Tensor) -> Tensor:
     return torch.bmm(unit, unit.transpose(1, 2)).flatten()  # cos of angle at each vertex j
 
 
-def relation_loss(student_pooled: Tensor, teacher_pooled: Tensor, kind: str = "distance_angle", angle_weight: float = 2.0) -> Tensor:
+def relation_loss(
+    student_pooled: Tensor, teacher_pooled: Tensor, kind: str = "distance_angle", angle_weight: float = 2.0
+) -> Tensor:
     """Relation-based KD on pooled embeddings. student: [B, Ds], teacher: [B, Dt] (dims may differ).
 
     kind "distance_angle": RKD (Park et al. 2019), Huber loss on mean-normalised pairwise distances
@@ -371,7 +434,15 @@ class _ChunkedHeadLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, head: OutputHead, chunk_loss: ChunkLoss, chunk_size: int) -> Tensor:  # noqa: ANN001
+    def forward(
+        ctx,
+        hidden: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        head: OutputHead,
+        chunk_loss: ChunkLoss,
+        chunk_size: int,
+    ) -> Tensor:  # noqa: ANN001
         grad_hidden = torch.zeros_like(hidden)
         grad_weight = torch.zeros_like(weight, dtype=torch.float32)
         grad_bias = None if bias is None else torch.zeros_like(bias, dtype=torch.float32)
@@ -401,11 +472,19 @@ class _ChunkedHeadLoss(torch.autograd.Function):
     def backward(ctx, grad_output: Tensor):  # noqa: ANN001
         grad_hidden, grad_weight, *grad_bias = ctx.saved_tensors
         scaled_bias = grad_bias[0] * grad_output.to(grad_bias[0].dtype) if ctx.has_bias else None
-        return (grad_hidden * grad_output.to(grad_hidden.dtype), grad_weight * grad_output.to(grad_weight.dtype), scaled_bias,
-                None, None, None)
+        return (
+            grad_hidden * grad_output.to(grad_hidden.dtype),
+            grad_weight * grad_output.to(grad_weight.dtype),
+            scaled_bias,
+            None,
+            None,
+            None,
+        )
 
 
-def chunked_head_loss(hidden: Tensor, head: OutputHead | Tensor, chunk_loss: ChunkLoss, chunk_size: int = 1024) -> Tensor:
+def chunked_head_loss(
+    hidden: Tensor, head: OutputHead | Tensor, chunk_loss: ChunkLoss, chunk_size: int = 1024
+) -> Tensor:
     """Σ over chunks of ``chunk_loss(head(hidden[a:b]), a, b)`` without building [N, V].
 
     hidden: [N, H] (the positions that count, already gathered); head: the model's

@@ -63,7 +63,12 @@ class ClassifyObjective:
 
     @property
     def uses_projector(self) -> bool:
-        return self.kd and self.teacher_states is not None and self.cfg.features.weight > 0 and bool(self.teacher_states.feature_map)
+        return (
+            self.kd
+            and self.teacher_states is not None
+            and self.cfg.features.weight > 0
+            and bool(self.teacher_states.feature_map)
+        )
 
     def prepare_model(self, model: PreTrainedModel) -> None:
         if self.uses_projector:
@@ -73,7 +78,9 @@ class ClassifyObjective:
         if self.label_ids is not None:
             self.label_ids = self.label_ids.to(device)
 
-    def step_batches(self, model: PreTrainedModel, micro: list[list[int]], step_rows: list[int], step: int, rank: int) -> StepBatches:
+    def step_batches(
+        self, model: PreTrainedModel, micro: list[list[int]], step_rows: list[int], step: int, rank: int
+    ) -> StepBatches:
         return StepBatches([self.batch(rows, step_rows) if rows else None for rows in micro])
 
     def batch(self, rows: list[int], step_rows: list[int]) -> Batch:
@@ -101,7 +108,9 @@ class ClassifyObjective:
         for start in range(0, len(data.prompts), self.cfg.batch_size):
             rows = list(range(start, min(len(data.prompts), start + self.cfg.batch_size)))
             batch = classify_batch(self.tokenizer, data, rows, self.cfg.max_length)
-            logits = label_scores(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), self.label_ids)
+            logits = label_scores(
+                model, batch["input_ids"].to(device), batch["attention_mask"].to(device), self.label_ids
+            )
             agree += int((logits.argmax(-1).cpu() == batch["teacher_probs"].argmax(-1)).sum())
         return agree / max(len(data.prompts), 1)
 
@@ -113,11 +122,17 @@ def rationale_batch(data: GenerateExamples, rows: list[int], step_rows: list[int
     if not with_rationale or not norm:
         return {}
     r = generate_batch(data, with_rationale, pad_id, with_topk=False)
-    return {"rationale_input_ids": r["input_ids"], "rationale_attention_mask": r["attention_mask"], "rationale_targets": r["targets"],
-            "rationale_norm": torch.tensor(float(norm))}
+    return {
+        "rationale_input_ids": r["input_ids"],
+        "rationale_attention_mask": r["attention_mask"],
+        "rationale_targets": r["targets"],
+        "rationale_norm": torch.tensor(float(norm)),
+    }
 
 
-def classify_loss(model: PreTrainedModel, batch: Batch, objective: ClassifyObjective, num_items: float) -> tuple[Tensor, int]:
+def classify_loss(
+    model: PreTrainedModel, batch: Batch, objective: ClassifyObjective, num_items: float
+) -> tuple[Tensor, int]:
     """Summed loss of the micro-batch / num_items; logits only at the answer position, only label rows.
 
     The distilled student adds, when configured: hidden-state matching through the learned projector
@@ -129,7 +144,9 @@ def classify_loss(model: PreTrainedModel, batch: Batch, objective: ClassifyObjec
     with_states = objective.kd and "teacher_states" in batch
     states = None
     if with_states:
-        states = answer_states(model, batch["input_ids"], batch["attention_mask"], objective.teacher_states.student_layers)  # [B, M + 1, H]
+        states = answer_states(
+            model, batch["input_ids"], batch["attention_mask"], objective.teacher_states.student_layers
+        )  # [B, M + 1, H]
         logits = output_logits(model, states[:, -1], rows=objective.label_ids).float()
     else:
         logits = label_scores(model, batch["input_ids"], batch["attention_mask"], objective.label_ids)  # [B, L]
@@ -137,8 +154,15 @@ def classify_loss(model: PreTrainedModel, batch: Batch, objective: ClassifyObjec
     if not objective.kd:
         return ce, tokens
     d = cfg.distillation
-    kd = L.distillation_loss(logits, L.probs_to_logprobs(batch["teacher_probs"]), kind=d.loss, temperature=d.temperature, beta=d.beta,
-                             alpha=d.skew_alpha, num_items=num_items)
+    kd = L.distillation_loss(
+        logits,
+        L.probs_to_logprobs(batch["teacher_probs"]),
+        kind=d.loss,
+        temperature=d.temperature,
+        beta=d.beta,
+        alpha=d.skew_alpha,
+        num_items=num_items,
+    )
     loss = L.mixed_loss(ce, kd, d.alpha)
     if states is not None:
         loss = with_hidden_state_terms(loss, model, states, batch["teacher_states"], objective, num_items)
@@ -149,8 +173,9 @@ def classify_loss(model: PreTrainedModel, batch: Batch, objective: ClassifyObjec
     return loss, tokens
 
 
-def with_hidden_state_terms(loss: Tensor, model: PreTrainedModel, states: Tensor, theirs: Tensor, objective: ClassifyObjective,
-                            num_items: float) -> Tensor:
+def with_hidden_state_terms(
+    loss: Tensor, model: PreTrainedModel, states: Tensor, theirs: Tensor, objective: ClassifyObjective, num_items: float
+) -> Tensor:
     """``loss`` plus feature matching through the projector plus relation KD; states [B, M + 1, H], theirs [B, M + 1, Ht]."""
     features = objective.cfg.features
     total = loss
@@ -159,20 +184,27 @@ def with_hidden_state_terms(loss: Tensor, model: PreTrainedModel, states: Tensor
         student_states = {s: states[:, m : m + 1] for m, (s, _) in enumerate(pairs)}
         teacher_states = {t: theirs[:, m : m + 1] for m, (_, t) in enumerate(pairs)}
         projector = getattr(unwrap(model), PROJECTOR)
-        total = total + features.weight * L.feature_loss(student_states, teacher_states, dict(pairs), projector, kind=features.kind,
-                                                         num_items=num_items)
+        total = total + features.weight * L.feature_loss(
+            student_states, teacher_states, dict(pairs), projector, kind=features.kind, num_items=num_items
+        )
     if features.relation_weight > 0 and len(states) >= 3:
         share = len(states) / num_items
-        total = total + features.relation_weight * share * L.relation_loss(states[:, -1], theirs[:, -1], kind=features.relation_kind)
+        total = total + features.relation_weight * share * L.relation_loss(
+            states[:, -1], theirs[:, -1], kind=features.relation_kind
+        )
     return total
 
 
 def rationale_term(model: PreTrainedModel, batch: Batch, chunk_size: int) -> tuple[Tensor, int]:
     """Cross-entropy on the rationale tokens / the step's rationale token count, and the tokens read."""
     decoder, head = base_and_head(model)
-    hidden = decoder(input_ids=batch["rationale_input_ids"], attention_mask=batch["rationale_attention_mask"]).last_hidden_state
+    hidden = decoder(
+        input_ids=batch["rationale_input_ids"], attention_mask=batch["rationale_attention_mask"]
+    ).last_hidden_state
     keep = batch["rationale_targets"] != -100
-    summed = L.chunked_head_loss(hidden[keep], head, L.summed_cross_entropy_chunk(batch["rationale_targets"][keep]), chunk_size)
+    summed = L.chunked_head_loss(
+        hidden[keep], head, L.summed_cross_entropy_chunk(batch["rationale_targets"][keep]), chunk_size
+    )
     return summed / batch["rationale_norm"], int(batch["rationale_attention_mask"].sum())
 
 
@@ -209,28 +241,47 @@ class GenerateObjective:
 
     def on_policy_step(self, step: int) -> bool:
         """The step's coin: the same on every process and after a resume."""
-        return self.teacher is not None and on_policy_step_uses_student(self.cfg.on_policy.fraction, step_rng(self.cfg.seed, step))
+        return self.teacher is not None and on_policy_step_uses_student(
+            self.cfg.on_policy.fraction, step_rng(self.cfg.seed, step)
+        )
 
-    def step_batches(self, model: PreTrainedModel, micro: list[list[int]], step_rows: list[int], step: int, rank: int) -> StepBatches:
+    def step_batches(
+        self, model: PreTrainedModel, micro: list[list[int]], step_rows: list[int], step: int, rank: int
+    ) -> StepBatches:
         notes = {} if self.teacher is None else {"on_policy": self.on_policy_step(step)}
         if not notes.get("on_policy"):
             with_topk = self.kd and self.examples.has_topk
-            return StepBatches([generate_batch(self.examples, rows, self.pad_id, with_topk) if rows else None for rows in micro], notes)
+            return StepBatches(
+                [generate_batch(self.examples, rows, self.pad_id, with_topk) if rows else None for rows in micro], notes
+            )
         mine = [i for rows in micro for i in rows]
-        samples = dict(zip(mine, self.student_samples(model, mine, seed=self.cfg.seed * 1_000_003 + step * 97 + rank), strict=True))
+        samples = dict(
+            zip(mine, self.student_samples(model, mine, seed=self.cfg.seed * 1_000_003 + step * 97 + rank), strict=True)
+        )
         batches = [self.on_policy_batch(rows, samples) if rows else None for rows in micro]
         return StepBatches(batches, notes)
 
     def student_samples(self, model: PreTrainedModel, rows: list[int], seed: int) -> list[list[int]]:
         """The student's own completion for each of ``rows``: the on-policy data of a step."""
         on_policy = self.cfg.on_policy
-        return student_completions(model, [self.examples.prompt_ids[i] for i in rows], batch_size=self.cfg.batch_size,
-                                   max_new_tokens=self.teacher.max_new_tokens, temperature=on_policy.temperature,
-                                   eos_id=self.teacher.eos_id, pad_id=self.pad_id, seed=seed)
+        return student_completions(
+            model,
+            [self.examples.prompt_ids[i] for i in rows],
+            batch_size=self.cfg.batch_size,
+            max_new_tokens=self.teacher.max_new_tokens,
+            temperature=on_policy.temperature,
+            eos_id=self.teacher.eos_id,
+            pad_id=self.pad_id,
+            seed=seed,
+        )
 
     def on_policy_batch(self, rows: list[int], samples: dict[int, list[int]]) -> Batch:
-        return on_policy_batch([self.examples.prompt_ids[i] for i in rows], [self.examples.teacher_prompt_ids[i] for i in rows],
-                               [samples[i] for i in rows], self.pad_id)
+        return on_policy_batch(
+            [self.examples.prompt_ids[i] for i in rows],
+            [self.examples.teacher_prompt_ids[i] for i in rows],
+            [samples[i] for i in rows],
+            self.pad_id,
+        )
 
     def items(self, batch: Batch) -> int:
         return int((batch["targets"] != -100).sum())
@@ -248,19 +299,31 @@ class GenerateObjective:
         agree = total = 0
         size, chunk = self.cfg.batch_size, self.cfg.chunk_size
         for start in range(0, len(data.answer_ids), size):
-            batch = generate_batch(data, list(range(start, min(len(data.answer_ids), start + size))), self.pad_id, with_topk=False)
+            batch = generate_batch(
+                data, list(range(start, min(len(data.answer_ids), start + size))), self.pad_id, with_topk=False
+            )
             decoder, _ = base_and_head(model)
-            hidden = decoder(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).last_hidden_state
+            hidden = decoder(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            ).last_hidden_state
             keep = batch["targets"] != -100
             selected, targets = hidden[keep.to(device)], batch["targets"][keep].to(device)
-            agree += sum(int((output_logits(model, selected[a : a + chunk]).argmax(-1) == targets[a : a + chunk]).sum())
-                         for a in range(0, len(selected), chunk))
+            agree += sum(
+                int((output_logits(model, selected[a : a + chunk]).argmax(-1) == targets[a : a + chunk]).sum())
+                for a in range(0, len(selected), chunk)
+            )
             total += len(targets)
         return agree / max(total, 1)
 
 
-def generate_loss(model: PreTrainedModel, batch: Batch, cfg: TrainSpec, num_items: float, kd: bool = True,
-                  teacher: PreTrainedModel | None = None) -> tuple[Tensor, int]:
+def generate_loss(
+    model: PreTrainedModel,
+    batch: Batch,
+    cfg: TrainSpec,
+    num_items: float,
+    kd: bool = True,
+    teacher: PreTrainedModel | None = None,
+) -> tuple[Tensor, int]:
     """Summed loss over the answer positions / num_items, through the chunked head: the divergence from the
     live ``teacher`` when the batch carries its view (on-policy), else α·CE + (1-α)·top-k KD when it carries
     the teacher's top-k, else CE on the teacher's text (sequence-level KD)."""
@@ -295,7 +358,14 @@ def teacher_divergence_chunk(teacher: PreTrainedModel | None, batch: Batch, d: D
         raise ValueError("an on-policy batch needs the teacher that scores it")
     with torch.no_grad():
         decoder, _ = base_and_head(teacher)
-        hidden = decoder(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"]).last_hidden_state
+        hidden = decoder(
+            input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"]
+        ).last_hidden_state
         theirs = hidden[batch["teacher_targets"] != -100]  # [N, Ht], the same N positions in the same order
-    return L.summed_divergence_chunk(lambda a, b: output_logits(teacher, theirs[a:b]), kind=d.loss, temperature=d.temperature,
-                                     beta=d.beta, alpha=d.skew_alpha)
+    return L.summed_divergence_chunk(
+        lambda a, b: output_logits(teacher, theirs[a:b]),
+        kind=d.loss,
+        temperature=d.temperature,
+        beta=d.beta,
+        alpha=d.skew_alpha,
+    )

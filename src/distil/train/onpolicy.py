@@ -88,7 +88,13 @@ def sample_completions(
         if not bool(alive.any()):
             break
         mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=-1)
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_position, past_key_values=past, use_cache=True)
+        out = model(
+            input_ids=token[:, None],
+            attention_mask=mask,
+            position_ids=next_position,
+            past_key_values=past,
+            use_cache=True,
+        )
         past = out.past_key_values
         logits = out.logits[:, -1, :]
         next_position = next_position + 1
@@ -100,7 +106,9 @@ def sample_completions(
     return torch.stack(tokens, dim=1), torch.stack(keep, dim=1).long()
 
 
-def left_pad(sequences: list[list[int]], pad_id: int, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+def left_pad(
+    sequences: list[list[int]], pad_id: int, device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor]:
     """Left-padded ids and attention mask [B, P] for prompts of different lengths."""
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
@@ -117,8 +125,17 @@ def trim_completions(completion_ids: Tensor, completion_mask: Tensor) -> list[li
     return [ids[mask.bool()].tolist() for ids, mask in zip(completion_ids.cpu(), completion_mask.cpu(), strict=True)]
 
 
-def student_completions(model: PreTrainedModel, prompts: list[list[int]], *, batch_size: int, max_new_tokens: int, temperature: float,
-                        eos_id: int | None, pad_id: int, seed: int) -> list[list[int]]:
+def student_completions(
+    model: PreTrainedModel,
+    prompts: list[list[int]],
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    eos_id: int | None,
+    pad_id: int,
+    seed: int,
+) -> list[list[int]]:
     """The student's own completion of each prompt (through its first EOS), ``batch_size`` prompts at a time."""
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -130,8 +147,9 @@ def student_completions(model: PreTrainedModel, prompts: list[list[int]], *, bat
     return out
 
 
-def on_policy_batch(student_prompts: list[list[int]], teacher_prompts: list[list[int]], completions: list[list[int]],
-                    pad_id: int) -> dict[str, Tensor]:
+def on_policy_batch(
+    student_prompts: list[list[int]], teacher_prompts: list[list[int]], completions: list[list[int]], pad_id: int
+) -> dict[str, Tensor]:
     """A generate batch whose targets are the student's own completions, and the teacher's view of them.
 
     ``input_ids`` / ``attention_mask`` / ``targets`` [B, S]: the student's prompt + completion;

@@ -102,17 +102,23 @@ def estimate(project: Project, device: str | None = None, available_bytes: int |
         memory["logits (answer position × labels)"] = cfg.batch_size * len(spec.task.labels) * 4 * 3
         cache_bytes = 0
         if build.is_encoder:
-            notes.append("encoder student: KD over the task's labels, not the vocabulary, so teacher and student tokenizers need not match")
+            notes.append(
+                "encoder student: KD over the task's labels, not the vocabulary, so teacher and student tokenizers need not match"
+            )
     else:
         vocab = build.model.get_output_embeddings().weight.shape[0]
         memory["logits (one chunk × vocabulary, with gradient)"] = min(cfg.chunk_size, tokens_per_batch) * vocab * 4 * 3
         memory["(unchunked logits, for comparison)"] = tokens_per_batch * vocab * 4 * 3
-        cache_bytes = answer_tokens * bytes_per_token(cfg.distillation.topk_cache_k) if cfg.distillation.alpha < 1.0 else 0
+        cache_bytes = (
+            answer_tokens * bytes_per_token(cfg.distillation.topk_cache_k) if cfg.distillation.alpha < 1.0 else 0
+        )
         if teacher_folder is not None and cfg.distillation.alpha < 1.0:
             teacher_tok = AutoTokenizer.from_pretrained(str(teacher_folder))
             ok, why = same_vocabulary(teacher_tok, build.tokenizer)
             if not ok:
-                notes.append(f"tokenizers differ ({why}): logit losses refused; sequence-level KD (train.distillation.alpha: 1.0) allowed")
+                notes.append(
+                    f"tokenizers differ ({why}): logit losses refused; sequence-level KD (train.distillation.alpha: 1.0) allowed"
+                )
     seconds = 6 * build.params * train_tokens * cfg.epochs / ASSUMED_FLOPS[device]
     plan = Plan(memory, available, cache_bytes, seconds, train_tokens, device, notes=notes)
     if not plan.fits:
@@ -128,7 +134,9 @@ def advice_for(plan: Plan, cfg: TrainSpec, kind: str) -> list[str]:
         out.append("use the offline cache (train.on_policy.fraction: 0) so the teacher is not in memory while training")
     if biggest == "activations" or cfg.batch_size > 1:
         smaller = max(1, cfg.batch_size // 2)
-        out.append(f"batch {smaller} with train.grad_accum {cfg.grad_accum * 2} (same effective batch, half the activations)")
+        out.append(
+            f"batch {smaller} with train.grad_accum {cfg.grad_accum * 2} (same effective batch, half the activations)"
+        )
     if biggest.startswith("logits") and kind == "generate":
         out.append(f"a smaller train.chunk_size (now {cfg.chunk_size})")
     if biggest.startswith("gradients"):
@@ -144,4 +152,7 @@ def require_fits(plan: Plan) -> None:
         )
     for note in plan.notes:
         if note.startswith("tokenizers differ"):
-            raise TrainError(f"teacher and student {note}", hint="set train.distillation.alpha: 1.0 for sequence-level KD, or use student.init teacher-layers:N")
+            raise TrainError(
+                f"teacher and student {note}",
+                hint="set train.distillation.alpha: 1.0 for sequence-level KD, or use student.init teacher-layers:N",
+            )

@@ -78,7 +78,10 @@ def count_params(model: torch.nn.Module) -> int:
 def evenly_spread(teacher_layers: int, student_layers: int) -> list[int]:
     """Which teacher layers a student of ``student_layers`` copies: first and last included, even gaps."""
     if not 1 <= student_layers <= teacher_layers:
-        raise TrainError(f"student.init teacher-layers:{student_layers}: the teacher has {teacher_layers} layers", hint=f"choose N between 1 and {teacher_layers}")
+        raise TrainError(
+            f"student.init teacher-layers:{student_layers}: the teacher has {teacher_layers} layers",
+            hint=f"choose N between 1 and {teacher_layers}",
+        )
     if student_layers == 1:
         return [teacher_layers - 1]
     return [round(i * (teacher_layers - 1) / (student_layers - 1)) for i in range(student_layers)]
@@ -101,7 +104,9 @@ def student_from_teacher_layers(teacher: PreTrainedModel, n_layers: int) -> PreT
     copied = {}
     for key in student.state_dict():
         match = layer_key.search(key)
-        teacher_key = key if match is None else key.replace(match.group(0), f".layers.{picked[int(match.group(1))]}.", 1)
+        teacher_key = (
+            key if match is None else key.replace(match.group(0), f".layers.{picked[int(match.group(1))]}.", 1)
+        )
         if teacher_key in source:
             copied[key] = source[teacher_key]
     missing, _ = student.load_state_dict(copied, strict=False)
@@ -126,16 +131,24 @@ def apply_lora(model: PreTrainedModel, rank: int = 8, encoder: bool = False) -> 
         targets = encoder_lora_targets(model)
         if not targets:
             raise TrainError("student.lora: found no attention or feed-forward layers to adapt in this encoder")
-        return get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=2 * rank, target_modules=targets,
-                                                lora_dropout=0.0))
+        return get_peft_model(
+            model,
+            LoraConfig(
+                task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=0.0
+            ),
+        )
     names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-    targets = sorted(names & {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "c_attn", "c_proj"})
+    targets = sorted(
+        names & {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "c_attn", "c_proj"}
+    )
     if not targets:
         raise TrainError("student.lora: found no attention or MLP projections to adapt in this architecture")
     return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=0.0))
 
 
-def build_student(student_spec: StudentSpec, teacher_folder: Path | None, seed: int = 0, labels: list[str] | None = None) -> StudentBuild:
+def build_student(
+    student_spec: StudentSpec, teacher_folder: Path | None, seed: int = 0, labels: list[str] | None = None
+) -> StudentBuild:
     """The student the spec asks for; ``teacher_folder`` is the local teacher's transformers folder (or None);
     ``labels`` are the task's label names (an encoder student's head has one output per label)."""
     from transformers import (  # slow to import; only building a student pays for it
@@ -155,7 +168,10 @@ def build_student(student_spec: StudentSpec, teacher_folder: Path | None, seed: 
         model, tokenizer, description = build_encoder(student_spec, labels)
     elif student_spec.init:
         if teacher is None:
-            raise TrainError("student.init teacher-layers:N needs a local teacher (hf: or gguf:)", hint="use student.config or student.path with an API teacher")
+            raise TrainError(
+                "student.init teacher-layers:N needs a local teacher (hf: or gguf:)",
+                hint="use student.config or student.path with an API teacher",
+            )
         n = int(student_spec.init.split(":", 1)[1])
         model = student_from_teacher_layers(teacher, n)
         tokenizer = AutoTokenizer.from_pretrained(str(teacher_folder))
@@ -177,7 +193,9 @@ def build_student(student_spec: StudentSpec, teacher_folder: Path | None, seed: 
     else:
         folder = Path(student_spec.path).expanduser()
         if not (folder / "config.json").is_file():
-            raise TrainError(f"student.path {folder}: no config.json there", hint="point student.path at a saved transformers folder")
+            raise TrainError(
+                f"student.path {folder}: no config.json there", hint="point student.path at a saved transformers folder"
+            )
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         description = f"path {folder}"
@@ -188,7 +206,9 @@ def build_student(student_spec: StudentSpec, teacher_folder: Path | None, seed: 
         model = apply_lora(model, encoder=student_spec.is_encoder)
         description += ", LoRA adapters"
     del teacher
-    return StudentBuild(model, tokenizer, description, params, teacher_params, student_spec.size_max_params, student_spec.kind)
+    return StudentBuild(
+        model, tokenizer, description, params, teacher_params, student_spec.size_max_params, student_spec.kind
+    )
 
 
 # --- asking the model: the answer position, the label rows of the head ------------------------------------
@@ -206,7 +226,9 @@ def label_logits(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tens
     return output_logits(model, answer, rows=label_token_ids).float()  # [B, L]
 
 
-def label_scores(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor, label_token_ids: Tensor | None) -> Tensor:
+def label_scores(
+    model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor, label_token_ids: Tensor | None
+) -> Tensor:
     """Logits over the task's labels, float32 [B, L], for either kind of student: an encoder's classification
     head when ``label_token_ids`` is None, else a causal LM's label-word rows at the answer position."""
     if label_token_ids is None:
@@ -291,8 +313,12 @@ class Predictor:
         ids = None if self.is_encoder else torch.tensor(self.task["label_token_ids"], device=self.device)
         out = []
         for start in range(0, len(inputs), batch_size):
-            batch = encode_prompts(self.tokenizer, [self.prompt(t) for t in inputs[start : start + batch_size]], self.task["max_length"])
-            logits = label_scores(self.model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device), ids)
+            batch = encode_prompts(
+                self.tokenizer, [self.prompt(t) for t in inputs[start : start + batch_size]], self.task["max_length"]
+            )
+            logits = label_scores(
+                self.model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device), ids
+            )
             out.append(torch.softmax(logits.double(), -1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))
 
@@ -306,8 +332,12 @@ class Predictor:
         self.tokenizer.padding_side = "left"  # generation continues from the last column
         answers: list[str] = []
         for start in range(0, len(inputs), batch_size):
-            batch = self.tokenizer([self.prompt(t) for t in inputs[start : start + batch_size]], return_tensors="pt", padding=True).to(self.device)
-            rows = decode_rows(self.model, batch["input_ids"], batch["attention_mask"], limit, ends=end_ids(self.tokenizer))
+            batch = self.tokenizer(
+                [self.prompt(t) for t in inputs[start : start + batch_size]], return_tensors="pt", padding=True
+            ).to(self.device)
+            rows = decode_rows(
+                self.model, batch["input_ids"], batch["attention_mask"], limit, ends=end_ids(self.tokenizer)
+            )
             answers += [self.tokenizer.decode(row.ids, skip_special_tokens=True).strip() for row in rows]
         return answers
 

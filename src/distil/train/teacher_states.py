@@ -41,7 +41,9 @@ def check_layers(mapping: dict[int, int], student_layers: int, teacher_layers: i
                 )
 
 
-def answer_states(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: list[int]) -> torch.Tensor:
+def answer_states(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: list[int]
+) -> torch.Tensor:
     """Hidden states of ``layers`` at each row's last real position (right padding): [B, len(layers), H].
     Differentiable (the student's side); wrap the teacher's call in ``torch.no_grad``."""
     decoder, _ = base_and_head(model)
@@ -58,8 +60,16 @@ def states_key(fingerprint: str, prompts: list[str], layers: list[int], max_leng
     return h.hexdigest()[:16]
 
 
-def teacher_answer_states(project: Project, source: str, prompts: list[str], layers: list[int], student_tokenizer: PreTrainedTokenizerBase,
-                          max_length: int, batch_size: int = 16, console: Console | None = None) -> torch.Tensor:
+def teacher_answer_states(
+    project: Project,
+    source: str,
+    prompts: list[str],
+    layers: list[int],
+    student_tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    batch_size: int = 16,
+    console: Console | None = None,
+) -> torch.Tensor:
     """float32 [n, len(layers), H_teacher], from the cache or computed with the teacher loaded once."""
     _, fingerprint = local_model_folder(source)
     path = project.state_dir / "cache" / "states" / f"{states_key(fingerprint, prompts, layers, max_length)}.npy"
@@ -79,6 +89,8 @@ def teacher_answer_states(project: Project, source: str, prompts: list[str], lay
     np.save(buffer, states)
     write_bytes_atomic(path, buffer.getvalue())
     if console is not None:
-        console.print(f"teacher states: {states.shape[0]:,} examples × {len(layers)} layer(s) × {states.shape[2]} ({states.nbytes:,} bytes)")
+        console.print(
+            f"teacher states: {states.shape[0]:,} examples × {len(layers)} layer(s) × {states.shape[2]} ({states.nbytes:,} bytes)"
+        )
     del model
     return torch.from_numpy(states.astype(np.float32))

@@ -31,7 +31,9 @@ def teacher_forced_agreement(
 ) -> np.ndarray:
     """``[n]``: per input, the share of the teacher's answer tokens (tokenised as in training: its text
     after a space, then EOS) that the model's greedy next token reproduces, teacher-forced."""
-    records = [Record(input=x, source="seed", teacher_text=t or " ") for x, t in zip(inputs, teacher_texts, strict=True)]
+    records = [
+        Record(input=x, source="seed", teacher_text=t or " ") for x, t in zip(inputs, teacher_texts, strict=True)
+    ]
     examples = generate_examples(records, tokenizer, max_length)
     decoder, head = base_and_head(model)
     device = next(model.parameters()).device
@@ -39,7 +41,9 @@ def teacher_forced_agreement(
     for start in range(0, len(examples.answer_ids), batch_size):
         rows = list(range(start, min(len(examples.answer_ids), start + batch_size)))
         batch = generate_batch(examples, rows, tokenizer.pad_token_id, with_topk=False)
-        hidden = decoder(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).last_hidden_state
+        hidden = decoder(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+        ).last_hidden_state
         targets = batch["targets"].to(device)
         keep = targets != -100
         hits = (head(hidden).argmax(-1) == targets) & keep  # [B, S]

@@ -98,7 +98,9 @@ def teacher_folder(spec: Spec) -> Path | None:
     return local_model_folder(teacher.source)[0] if teacher.scheme in ("hf", "gguf") else None
 
 
-def task_data(project: Project, data: CuratedDataset, build: StudentBuild, accelerator: Accelerator, console: Console | None) -> TaskData:
+def task_data(
+    project: Project, data: CuratedDataset, build: StudentBuild, accelerator: Accelerator, console: Console | None
+) -> TaskData:
     """Tokenised train / validation examples (generate: with the teacher's top-k attached) and the task file."""
     spec, cfg = project.spec, project.spec.train
     splits = data.splits
@@ -107,7 +109,13 @@ def task_data(project: Project, data: CuratedDataset, build: StudentBuild, accel
         template = ENCODER_TEMPLATE if build.is_encoder else CLASSIFY_TEMPLATE
         train = classify_examples(splits["train"], labels, template)
         validation = classify_examples(splits["validation"], labels, template) if splits["validation"] else None
-        info = {"kind": "classify", "student_kind": build.kind, "prompt_template": template, "labels": labels, "max_length": cfg.max_length}
+        info = {
+            "kind": "classify",
+            "student_kind": build.kind,
+            "prompt_template": template,
+            "labels": labels,
+            "max_length": cfg.max_length,
+        }
         if build.is_encoder:  # the head is over the labels: no label words, no token ids, any tokenizer
             require_positions(build.model, cfg.max_length)
             return TaskData(train, validation, info)
@@ -117,40 +125,82 @@ def task_data(project: Project, data: CuratedDataset, build: StudentBuild, accel
         return TaskData(train, validation, info, label_ids)
     train = generate_examples(splits["train"], build.tokenizer, cfg.max_length)
     attach_logit_cache(project, train, build.tokenizer, accelerator, console)
-    validation = generate_examples(splits["validation"], build.tokenizer, cfg.max_length) if splits["validation"] else None
-    info = {"kind": "generate", "prompt_template": GENERATE_TEMPLATE, "max_new_tokens": spec.task.max_new_tokens, "max_length": cfg.max_length}
+    validation = (
+        generate_examples(splits["validation"], build.tokenizer, cfg.max_length) if splits["validation"] else None
+    )
+    info = {
+        "kind": "generate",
+        "prompt_template": GENERATE_TEMPLATE,
+        "max_new_tokens": spec.task.max_new_tokens,
+        "max_length": cfg.max_length,
+    }
     return TaskData(train, validation, info)
 
 
-def role_objectives(project: Project, task: TaskData, build: StudentBuild, roles: tuple[str, ...], console: Console | None) -> dict[str, RoleObjective]:
+def role_objectives(
+    project: Project, task: TaskData, build: StudentBuild, roles: tuple[str, ...], console: Console | None
+) -> dict[str, RoleObjective]:
     """The distilled student's objective (with its extras) and the baseline's (hard labels only)."""
     cfg, tokenizer = project.spec.train, build.tokenizer
     out: dict[str, RoleObjective] = {}
     if project.spec.task.kind == "classify":
-        extras = {"teacher_states": teacher_states_for(project, build, task.train, console),
-                  "rationale": rationale_targets(project, tokenizer, task.train, console)}
+        extras = {
+            "teacher_states": teacher_states_for(project, build, task.train, console),
+            "rationale": rationale_targets(project, tokenizer, task.train, console),
+        }
         for role in roles:
             label_ids = task.label_ids.clone() if task.label_ids is not None else None
-            out[role] = ClassifyObjective(role, task.train, task.validation, label_ids, tokenizer, cfg, kd=role == "student",
-                                          **(extras if role == "student" else {}))
+            out[role] = ClassifyObjective(
+                role,
+                task.train,
+                task.validation,
+                label_ids,
+                tokenizer,
+                cfg,
+                kd=role == "student",
+                **(extras if role == "student" else {}),
+            )
         return out
     teacher = on_policy_teacher(project, build, task.train)
     for role in roles:
-        out[role] = GenerateObjective(role, task.train, task.validation, tokenizer, cfg, kd=role == "student",
-                                      teacher=teacher if role == "student" else None)
+        out[role] = GenerateObjective(
+            role,
+            task.train,
+            task.validation,
+            tokenizer,
+            cfg,
+            kd=role == "student",
+            teacher=teacher if role == "student" else None,
+        )
     return out
 
 
 def role_metrics(fitted: FitResult, keep: str) -> RoleMetrics:
     state = fitted.state
-    return RoleMetrics(state.best_fidelity, keep, state.curve[-1]["loss"] if state.curve else None, state.global_step, state.tokens,
-                       state.tokens / max(state.seconds, 1e-9), state.stopped_early, state.seconds)
+    return RoleMetrics(
+        state.best_fidelity,
+        keep,
+        state.curve[-1]["loss"] if state.curve else None,
+        state.global_step,
+        state.tokens,
+        state.tokens / max(state.seconds, 1e-9),
+        state.stopped_early,
+        state.seconds,
+    )
 
 
 def announce_student(console: Console, build: StudentBuild) -> None:
     size = build.size_row()
-    of_teacher = f" ({size['fraction_of_teacher']:.1%} of the teacher's {size['teacher_params']:,})" if size["teacher_params"] else ""
-    target = f"; size target ≤ {size['size_max_params']:,}: {'met' if size['within_size_target'] else 'NOT met'}" if size["size_max_params"] else ""
+    of_teacher = (
+        f" ({size['fraction_of_teacher']:.1%} of the teacher's {size['teacher_params']:,})"
+        if size["teacher_params"]
+        else ""
+    )
+    target = (
+        f"; size target ≤ {size['size_max_params']:,}: {'met' if size['within_size_target'] else 'NOT met'}"
+        if size["size_max_params"]
+        else ""
+    )
     console.print(f"student: {build.description}: {size['student_params']:,} parameters{of_teacher}{target}")
 
 
@@ -163,10 +213,18 @@ def record_runs(project: Project, result: TrainResult, actor: str | None) -> Non
             continue
         row_metrics = asdict(metrics)
         project.ledger.append(
-            "run.trained", {"run_id": result.run_id, "role": role, "dataset_hash": result.dataset_hash, "metrics": row_metrics},
-            actor=actor or project.spec.roles.driver, files=[run.model(role)], table="runs",
-            row={"run_id": result.run_id, "dataset_hash": result.dataset_hash, "role": role,
-                 "path": str(run.model(role).relative_to(project.root)), "metrics": row_metrics},
+            "run.trained",
+            {"run_id": result.run_id, "role": role, "dataset_hash": result.dataset_hash, "metrics": row_metrics},
+            actor=actor or project.spec.roles.driver,
+            files=[run.model(role)],
+            table="runs",
+            row={
+                "run_id": result.run_id,
+                "dataset_hash": result.dataset_hash,
+                "role": role,
+                "path": str(run.model(role).relative_to(project.root)),
+                "metrics": row_metrics,
+            },
         )
 
 
@@ -208,9 +266,18 @@ def train_run(
     task = task_data(project, data, build, accelerator, console)
     result = TrainResult(ids[0], run_dir, data.dataset_hash, finished=True, size=build.size_row())
     if accelerator.is_main_process:
-        write_run_file(run.train_config, {"run_id": result.run_id, "dataset_hash": data.dataset_hash, "dataset_path": str(data.path),
-                                                       "train": cfg.model_dump(), "student": build.description, "size": result.size,
-                                                       "processes": accelerator.num_processes})
+        write_run_file(
+            run.train_config,
+            {
+                "run_id": result.run_id,
+                "dataset_hash": data.dataset_hash,
+                "dataset_path": str(data.path),
+                "train": cfg.model_dump(),
+                "student": build.description,
+                "size": result.size,
+                "processes": accelerator.num_processes,
+            },
+        )
         announce_student(console, build)
 
     objectives = role_objectives(project, task, build, ROLES if baseline else ROLES[:1], console)
@@ -229,8 +296,15 @@ def train_run(
     if accelerator.is_main_process:
         write_run_file(run.curve, curves)
         if result.finished:
-            write_run_file(run.metrics, {"run_id": result.run_id, "dataset_hash": data.dataset_hash, "size": result.size,
-                                                 **{role: asdict(m) for role, m in result.roles.items()}})
+            write_run_file(
+                run.metrics,
+                {
+                    "run_id": result.run_id,
+                    "dataset_hash": data.dataset_hash,
+                    "size": result.size,
+                    **{role: asdict(m) for role, m in result.roles.items()},
+                },
+            )
             record_runs(project, result, actor)
     accelerator.wait_for_everyone()
     return result

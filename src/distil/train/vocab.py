@@ -10,7 +10,9 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
-def same_vocabulary(teacher_tokenizer: PreTrainedTokenizerBase, student_tokenizer: PreTrainedTokenizerBase) -> tuple[bool, str]:
+def same_vocabulary(
+    teacher_tokenizer: PreTrainedTokenizerBase, student_tokenizer: PreTrainedTokenizerBase
+) -> tuple[bool, str]:
     """Token-level losses compare distributions id by id: both tokenizers must map the same strings to the same ids."""
     a, b = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
     if len(a) != len(b):
@@ -21,8 +23,9 @@ def same_vocabulary(teacher_tokenizer: PreTrainedTokenizerBase, student_tokenize
     return True, ""
 
 
-def require_same_vocabulary(teacher_tokenizer: PreTrainedTokenizerBase, student_tokenizer: PreTrainedTokenizerBase,
-                            what: str = "logit losses") -> None:
+def require_same_vocabulary(
+    teacher_tokenizer: PreTrainedTokenizerBase, student_tokenizer: PreTrainedTokenizerBase, what: str = "logit losses"
+) -> None:
     ok, why = same_vocabulary(teacher_tokenizer, student_tokenizer)
     if not ok:
         raise TrainError(
