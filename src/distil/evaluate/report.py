@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, select_autoescape
+from jinja2 import Environment, PackageLoader, select_autoescape
 
 from distil.errors import DataError, EvaluationError, RunError
 from distil.evaluate import plots
@@ -51,115 +51,12 @@ METRICS = (
     "peak_memory_bytes",
 )
 
-HTML_TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{{ title }}</title>
-<style>
- body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; box-sizing: border-box; color: #222; }
- table { border-collapse: collapse; margin: 0.6em 0 1.4em; font-size: 0.9em; }
- th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
- th:first-child, td:first-child, td.text { text-align: left; }
- .pass { color: #1a7f37; font-weight: 600; } .fail { color: #cf222e; font-weight: 600; } .undecided { color: #9a6700; font-weight: 600; }
- .decision { font-size: 1.3em; padding: 0.4em 0.8em; display: inline-block; border-radius: 4px; background: #f3f3f3; }
- figure { margin: 1em 0; } img.plot { max-width: 100%; border: 1px solid #eee; }
- .note { color: #666; font-style: italic; }
- .scroll { max-width: 100%; overflow-x: auto; margin: 0.6em 0 1.4em; }
- .scroll > table { margin: 0; }
- td.text { overflow-wrap: anywhere; }
- ul.alerts li { color: #cf222e; }
-</style></head>
-<body>
-<h1>{{ title }}</h1>
-<p>Run <code>{{ run_id }}</code> · task {{ task_kind }} · play {{ play }} · evaluated on {{ n_test }} held-out examples{% if n_gold %} and {{ n_gold }} gold examples{% endif %}.</p>
-
-<h2>Verdict</h2>
-{% if decision %}<p class="decision" id="decision">{{ decision.decision }}</p>
-<p>{{ decision.reason }} — signed by {{ decision.validator }} (validator; driver {{ decision.driver }}){% if not decision.signed %}, unsigned: the spec sets no keys{% endif %}.</p>
-{% else %}<p class="note" id="decision">No decision recorded yet: run <code>distil decide --as {{ validator }}</code>.</p>{% endif %}
-<div class="scroll"><table id="verdict">
-<thead><tr><th>threshold</th><th>value</th><th>95% interval</th><th>limit</th><th>p-value</th><th>n</th><th>status</th><th>detail</th></tr></thead>
-<tbody>
-{% for c in checks %}<tr><td>{{ c.name }}</td><td>{{ c.value }}</td><td>{{ c.interval }}</td><td>{{ c.threshold }}</td><td>{{ c.p_value }}</td><td>{{ c.n }}</td>
-<td class="{{ c.css }}">{{ c.status }}</td><td class="text">{{ c.detail }}</td></tr>
-{% else %}<tr><td colspan="8" class="text">The locked gate sets no thresholds.</td></tr>{% endfor %}
-</tbody></table></div>
-<p class="note">A threshold passes when its 95% interval clears it; undecided means the observed value would pass but the items are too few to say so (never a pass).</p>
-<p>Gate version {{ gate.version }} locked by {{ gate.locked_by }} ({{ gate.sha256 }}).</p>
-
-<h2>Teacher, baseline and student</h2>
-<div class="scroll"><table id="metrics"><thead><tr><th>model</th>{% for m in metrics %}<th>{{ m }}</th>{% endfor %}</tr></thead>
-<tbody>{% for name in models %}<tr><td>{{ name }}</td>{% for m in metrics %}<td>{{ fmt(evaluation[name][m]) }}</td>{% endfor %}</tr>{% endfor %}</tbody></table></div>
-<p class="note">Latency at batch 1 over {{ latency.requests }} requests after {{ latency.warmup }} warm-up calls, throughput at batch {{ latency.batch_size }}, {{ latency.threads }} torch thread(s) for every model; the teacher is timed with its few-shot prompt, the student with the bare input. Peak memory: {{ latency.memory_method }}.</p>
-
-{% for p in plot_list %}<figure><figcaption><strong>{{ p.title }}</strong></figcaption>
-{% if p.png %}<img class="plot" id="plot-{{ p.id }}" alt="{{ p.title }}" src="data:image/png;base64,{{ p.png }}">
-{% else %}<p class="note">{{ p.missing }}</p>{% endif %}</figure>
-{% endfor %}
-
-<h2>Slices</h2>
-<div class="scroll"><table id="slices"><thead><tr><th>slice</th><th>n</th>{% for name in models %}<th>{{ name }} agreement [95% CI]</th>{% endfor %}<th>student accuracy</th></tr></thead>
-<tbody>{% for row in slice_rows %}<tr><td>{{ row.key }}</td><td>{{ row.n }}</td>{% for cell in row.cells %}<td>{{ cell }}</td>{% endfor %}<td>{{ row.accuracy }}</td></tr>{% endfor %}</tbody></table></div>
-
-<h2>Cost</h2>
-<p id="payback">{{ cost_view.headline }}</p>
-{% if cost_view.terms %}<div class="scroll"><table id="cost-terms"><thead><tr><th>term</th><th>value</th><th>unit</th><th>source</th><th>how</th></tr></thead>
-<tbody>{% for t in cost_view.terms %}<tr><td>{{ t.name }}</td><td>{{ fmt(t.value) }}</td><td class="text">{{ t.unit }}</td><td class="text">{{ t.source }}</td><td class="text">{{ t.detail }}</td></tr>{% endfor %}</tbody></table></div>
-<p class="note">Measured: throughput at batch {{ latency.batch_size }} on this machine and the router's escalation share on the validation split; ledger: recorded teacher calls and training time; spec: the cost section locked with the gate.</p>{% endif %}
-
-{% if quantized %}<h2 id="quantized">Distilled and quantized</h2>
-<p>The same student before and after {{ quantized.quantization }}, each evaluated on its own against the teacher{% if quantized.n %} over {{ fmt(quantized.n) }} {{ quantized.split }} examples{% endif %} (<code>{{ quantized.path }}</code>).</p>
-<div class="scroll"><table id="quantized-table"><thead><tr><th>variant</th>{% for key, heading in quantized.columns %}<th>{{ heading }}</th>{% endfor %}</tr></thead>
-<tbody>{% for name, block in quantized.rows %}<tr><td>{{ name }}</td>{% for key, heading in quantized.columns %}<td>{{ fmt(block.get(key)) }}</td>{% endfor %}</tr>{% endfor %}</tbody></table></div>
-{% if quantized.size_ratio %}<p>The quantized model is {{ fmt(quantized.size_ratio) }}× smaller{% if quantized.agreement_delta is not none %}; its agreement with the teacher changes by {{ "%+.3f"|format(quantized.agreement_delta) }}{% endif %}.</p>{% endif %}
-{% endif %}
-{% if router %}<h2 id="router">Router</h2>
-<p>Requests go to the student when its confidence is at least the threshold calibrated on {{ fmt(router.n) }} held-out examples; the rest escalate to the teacher.</p>
-<div class="scroll"><table id="router-table"><tbody>
-<tr><td>calibrated threshold</td><td>{{ fmt(router.threshold) }}</td></tr>
-<tr><td>escalated to the teacher</td><td>{{ router.escalated_pct }}</td></tr>
-<tr><td>routed fidelity (target {{ fmt(router.target) }})</td><td>{{ fmt(router.routed_fidelity) }}</td></tr>
-<tr><td>student alone</td><td>{{ fmt(router.student_fidelity) }}</td></tr>
-<tr><td>blended cost per 1M requests</td><td>{{ fmt(router.blended_cost_per_1m) }} {{ router.currency }}</td></tr>
-{% if router.student_per_1m is not none %}<tr><td>student / teacher per 1M requests</td><td>{{ fmt(router.student_per_1m) }} / {{ fmt(router.teacher_per_1m) }} {{ router.currency }}</td></tr>{% endif %}
-</tbody></table></div>
-{% endif %}
-{% if monitor %}<h2 id="monitor">Monitoring</h2>
-<p>Newest monitor report <code>{{ monitor.path }}</code>: {{ fmt(monitor.n_sampled) }} of {{ fmt(monitor.n_traffic) }} logged requests checked against the teacher{% if monitor.since %}, {{ monitor.since }} to {{ monitor.until }}{% endif %}.
-Agreement {{ fmt(monitor.agreement) }} (student-answered only {{ fmt(monitor.student_agreement) }}) against the floor {{ fmt(monitor.floor) }}; {{ monitor.escalated_pct }} escalated.</p>
-{% if monitor.alerts %}<ul class="alerts" id="monitor-alerts">{% for a in monitor.alerts %}<li>{{ a }}</li>{% endfor %}</ul>
-{% else %}<p class="pass" id="monitor-alerts">No alerts.</p>{% endif %}
-<h3>Agreement per window</h3>
-<div class="scroll"><table id="monitor-windows"><thead><tr><th>window start</th><th>n</th><th>agreement</th><th>vs floor</th></tr></thead>
-<tbody>{% for w in monitor.windows %}<tr><td>{{ w.start }}</td><td>{{ fmt(w.n) }}</td><td>{{ fmt(w.agreement) }}</td><td class="{{ 'pass' if w.ok else 'fail' }}">{{ 'pass' if w.ok else 'fail' }}</td></tr>
-{% else %}<tr><td colspan="4" class="text">No windows.</td></tr>{% endfor %}</tbody></table></div>
-<h3>Agreement per slice</h3>
-<div class="scroll"><table id="monitor-slices"><thead><tr><th>slice</th><th>n</th><th>agreement</th></tr></thead>
-<tbody>{% for row in monitor.slices %}<tr><td>{{ row.key }}</td><td>{{ fmt(row.n) }}</td><td>{{ fmt(row.agreement) }}</td></tr>
-{% else %}<tr><td colspan="3" class="text">No slice tags on the checked traffic.</td></tr>{% endfor %}</tbody></table></div>
-<h3>Input drift</h3>
-{% if monitor.drift %}<div class="scroll"><table id="monitor-drift"><thead><tr><th>MMD²</th><th>p-value</th><th>alpha</th><th>reference inputs</th><th>traffic inputs</th><th>result</th></tr></thead>
-<tbody><tr><td>{{ fmt(monitor.drift.mmd2) }}</td><td>{{ fmt(monitor.drift.p_value) }}</td><td>{{ fmt(monitor.alpha) }}</td><td>{{ fmt(monitor.drift.n_reference) }}</td><td>{{ fmt(monitor.drift.n_traffic) }}</td>
-<td class="{{ 'fail' if monitor.drifted else 'pass' }}">{{ 'drift' if monitor.drifted else 'no drift' }}</td></tr></tbody></table></div>
-{% else %}<p class="note" id="monitor-drift">No drift test in this report (too few inputs or no reference data).</p>{% endif %}
-{% if monitor.refresh and monitor.refresh.due %}<p>Next refresh due {{ monitor.refresh.due[:16] }}{% if monitor.refresh.overdue %} — <span class="fail">overdue</span>{% endif %}.</p>{% endif %}
-<figure><figcaption><strong>Agreement per window against the floor</strong></figcaption>
-{% if monitor.png %}<img class="plot" id="plot-monitor" alt="Agreement per window against the floor" src="data:image/png;base64,{{ monitor.png }}">
-{% else %}<p class="note">The monitor report has no plot.</p>{% endif %}</figure>
-{% endif %}
-
-<h2>Provenance</h2>
-<div class="scroll"><table id="teachers"><thead><tr><th>teacher</th><th>source</th><th>licence</th><th>distillation permitted</th><th>reviewed by</th><th>fingerprint</th></tr></thead>
-<tbody>{% for t in teachers %}<tr><td>{{ t.id }}</td><td class="text">{{ t.source }}</td><td class="text">{{ t.licence }}</td><td class="text">{{ t.permitted }}</td><td class="text">{{ t.reviewed }}</td><td class="text"><code>{{ t.fingerprint }}</code></td></tr>{% endfor %}</tbody></table></div>
-<h3>Duties the student inherits</h3>
-{% if duties %}<ul id="duties">{% for line in duties %}<li>{{ line }}</li>{% endfor %}</ul>
-{% else %}<p class="note" id="duties">distil's licence registry lists no duties for these teachers' licences.</p>{% endif %}
-<table id="data"><tbody>{% for k, v in data_rows %}<tr><td>{{ k }}</td><td class="text">{{ v }}</td></tr>{% endfor %}</tbody></table>
-<h3>What curation removed</h3>
-{% if filter_rows %}<table id="filters"><thead><tr><th>filter</th><th>details</th></tr></thead>
-<tbody>{% for k, v in filter_rows %}<tr><td>{{ k }}</td><td class="text">{{ v }}</td></tr>{% endfor %}</tbody></table>
-{% else %}<p class="note">The curated dataset has no report.json.</p>{% endif %}
-</body></html>
-"""
+# The page lives in templates/report.html.j2 next to this module; every value it shows is escaped.
+HTML_TEMPLATE = "report.html.j2"
+_ENVIRONMENT = Environment(
+    loader=PackageLoader("distil.evaluate", "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+)
 
 
 def fmt(value: Any) -> str:
@@ -499,8 +396,7 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
 
 
 def render_html(context: dict[str, Any]) -> str:
-    env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
-    return env.from_string(HTML_TEMPLATE).render(**context, fmt=fmt)
+    return _ENVIRONMENT.get_template(HTML_TEMPLATE).render(**context, fmt=fmt)
 
 
 def render_markdown(context: dict[str, Any]) -> str:
