@@ -14,7 +14,10 @@ import sys
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-HEADER = "# Benchmarks\n\nEvery figure below was written by a script in `benchmarks/`; rerun the command shown to reproduce it.\n"
+HEADER = (
+    "# Benchmarks\n\nEvery figure below was written by a script in `benchmarks/`; rerun the command shown to "
+    "reproduce it.\n"
+)
 
 
 def machine() -> str:
@@ -25,7 +28,10 @@ def machine() -> str:
         torch_version = torch.__version__
     except ImportError:  # pragma: no cover
         gpu, torch_version = "no GPU", "not installed"
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, Python {platform.python_version()}, torch {torch_version}"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, Python {platform.python_version()}, torch "
+        f"{torch_version}"
+    )
 
 
 def write_section(name: str, title: str, body: str, command: str | None = None, doc: Path = DOC) -> Path:

@@ -158,8 +158,8 @@ async def socket_loop(port: int, n: int, concurrency: int) -> None:
     """No HTTP library: one pre-encoded request at a time on each of ``concurrency`` keep-alive sockets."""
     body = json.dumps(BODY).encode()
     request = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-        % (port, len(body), body)
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: "
+        b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (port, len(body), body)
     )
 
     async def connection(count: int) -> None:
@@ -288,8 +288,9 @@ def main() -> None:
                 loads.append(os.getloadavg()[0])
                 rate, row_ideal = result["rate"], in_flight / args.latency
                 print(
-                    f"{name:8s} {client:29s} {in_flight:4d} in flight {rate:6.0f} req/s ({rate / row_ideal:.2f} of ideal), "
-                    f"client {result['client_ms']:.2f} ms CPU/request, server {result['server_ms']:.2f}, load {loads[-1]:.1f}",
+                    f"{name:8s} {client:29s} {in_flight:4d} in flight {rate:6.0f} req/s ({rate / row_ideal:.2f} of "
+                    f"ideal), client {result['client_ms']:.2f} ms CPU/request, server {result['server_ms']:.2f}, "
+                    f"load {loads[-1]:.1f}",
                     flush=True,
                 )
                 rows.append(
@@ -310,19 +311,20 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=10)
     body = (
-        f"Chat Completions requests (logprobs on) to a local server in its own process that answers after "
-        f"{args.latency * 1000:.0f} ms, from one client process; with {args.concurrency} in flight the ideal rate is {ideal:.0f} requests/s. "
-        f"Median of {args.repeats} runs. Target for the distil adapter: ≥ 0.8× the ideal rate with {args.concurrency} in flight. "
-        f"The {SERVERS['lean']} (keep-alive, one fixed answer, the request body parsed as JSON) stands in for a remote API "
-        f"and spends little CPU per request; {SERVERS['fastapi']} is the framework server as installed with distil. The bare "
-        "loops (no distil code) are the ceiling of each client library on this machine; the raw-socket loop (pre-encoded "
-        "requests written on keep-alive sockets, answers parsed as JSON) is the machine's own ceiling. "
-        "Time per request = in flight / rate: how long one request really took, against the server's "
-        f"{args.latency * 1000:.0f} ms. CPU columns: CPU time per request of the client process and of the server process; "
-        "client busy = rate × client CPU time, the share of one core the client used. When the client is far from a "
-        "full core and more requests in flight raise the rate, what falls short is latency added to each request "
-        "(waiting in the client's event loop behind other answers, and for a CPU), not the machine's throughput. "
-        f"Load average (1 min) while measuring, the machine being shared: {min(loads):.1f} to {max(loads):.1f}.\n\n"
+        "Chat Completions requests (logprobs on) to a local server in its own process that answers after "
+        f"{args.latency * 1000:.0f} ms, from one client process; with {args.concurrency} in flight the ideal rate is "
+        f"{ideal:.0f} requests/s. Median of {args.repeats} runs. Target for the distil adapter: ≥ 0.8× the ideal "
+        f"rate with {args.concurrency} in flight. The {SERVERS['lean']} (keep-alive, one fixed answer, the request "
+        f"body parsed as JSON) stands in for a remote API and spends little CPU per request; {SERVERS['fastapi']} is "
+        "the framework server as installed with distil. The bare loops (no distil code) are the ceiling of each "
+        "client library on this machine; the raw-socket loop (pre-encoded requests written on keep-alive sockets, "
+        "answers parsed as JSON) is the machine's own ceiling. Time per request = in flight / rate: how long one "
+        f"request really took, against the server's {args.latency * 1000:.0f} ms. CPU columns: CPU time per request "
+        "of the client process and of the server process; client busy = rate × client CPU time, the share of one "
+        "core the client used. When the client is far from a full core and more requests in flight raise the rate, "
+        "what falls short is latency added to each request (waiting in the client's event loop behind other "
+        "answers, and for a CPU), not the machine's throughput. Load average (1 min) while measuring, the machine "
+        f"being shared: {min(loads):.1f} to {max(loads):.1f}.\n\n"
         + markdown_table(
             [
                 "server",

@@ -130,17 +130,20 @@ def main() -> None:
             ]
         )
         print(
-            f"{n}: {len(truth)} true pairs; old {old_s:.2f}s recall {old_r:.3f} precision {old_p:.3f}; new {new_s:.2f}s recall {new_r:.3f} precision {new_p:.3f}",
+            f"{n}: {len(truth)} true pairs; old {old_s:.2f}s recall {old_r:.3f} precision {old_p:.3f}; new "
+            f"{new_s:.2f}s recall {new_r:.3f} precision {new_p:.3f}",
             flush=True,
         )
     load_after = os.getloadavg()[0]
     body = (
-        f"Near-duplicate pairs at word-shingle Jaccard ≥ {args.threshold} (datasketch MinHash, {NUM_PERM} permutations, word 2-shingles) on "
-        "synthetic short texts (8-20 words from 5,000 words; 5% planted near-duplicates: an earlier text with a word added, replaced, or both). "
-        "Old: LSH tuned at the threshold, candidates kept on their MinHash estimate. New (`near_duplicate_pairs`): LSH banded so a pair at the "
-        "threshold is proposed with probability ≥ 0.995, every candidate confirmed by the exact Jaccard. Truth: the exact Jaccard of every pair "
-        f"sharing a shingle. Median of {args.repeats} runs each. Target: new ≤ 1.5x the old time. "
-        f"Load average (1 min) while measuring, the machine being shared: {load_before:.1f} before, {load_after:.1f} after.\n\n"
+        f"Near-duplicate pairs at word-shingle Jaccard ≥ {args.threshold} (datasketch MinHash, {NUM_PERM} "
+        "permutations, word 2-shingles) on synthetic short texts (8-20 words from 5,000 words; 5% planted "
+        "near-duplicates: an earlier text with a word added, replaced, or both). Old: LSH tuned at the threshold, "
+        "candidates kept on their MinHash estimate. New (`near_duplicate_pairs`): LSH banded so a pair at the "
+        "threshold is proposed with probability ≥ 0.995, every candidate confirmed by the exact Jaccard. Truth: the "
+        f"exact Jaccard of every pair sharing a shingle. Median of {args.repeats} runs each. Target: new ≤ 1.5x the "
+        f"old time. Load average (1 min) while measuring, the machine being shared: {load_before:.1f} before, "
+        f"{load_after:.1f} after.\n\n"
         + markdown_table(
             [
                 "texts",

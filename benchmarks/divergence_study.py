@@ -394,15 +394,20 @@ def run(size: str = "cpu") -> tuple[str, dict]:
     )
     th, tl, ti, tn = cfg["teacher"]
     sh, sl, si, sn = cfg["student"]
-    body = f"""CPU-sized version. Not run: the issue's teacher trained from scratch on an H100 (no GPU for this work), so the
+    body = f"""CPU-sized version. Not run: the issue's teacher trained from scratch on an H100 (no GPU for this work), \
+so the
 teacher below is a small Llama trained on the CPU, and every figure is from one CPU thread. Run: all four divergences
-off-policy, on-policy λ ∈ {{{", ".join(f"{lam:g}" for lam in cfg["lambdas"])}}} with {names[kind]}, and rationale vs label-only at
+off-policy, on-policy λ ∈ {{{", ".join(f"{lam:g}" for lam in cfg["lambdas"])}}} with {names[kind]}, and rationale vs \
+label-only at
 {", ".join(f"{f:.1%}" for f in cfg["fractions"])} of the data, {cfg["seeds"]} seeds each.
 Task: {DIGITS}-digit addition, {len(train_p)} training and {len(test_p)} held-out problems,
 sequences of {PROMPT_LEN + COMPLETION_LEN} tokens over a {len(VOCAB)}-symbol vocabulary.
-Teacher: Llama {th} hidden × {tl} layers ({n_params(teacher):,} parameters), {cfg["teacher_steps"]} steps of batch {cfg["batch"]}
-from scratch ({teacher_seconds:.0f} s): {100 * teacher_acc:.1f}% exact match on the held-out problems, {100 * teacher_train_acc:.1f}% on the
-training problems it then wrote rationales for. Students: Llama {sh} hidden × {sl} layers ({student_params:,} parameters), fresh
+Teacher: Llama {th} hidden × {tl} layers ({n_params(teacher):,} parameters), {cfg["teacher_steps"]} steps of batch \
+{cfg["batch"]}
+from scratch ({teacher_seconds:.0f} s): {100 * teacher_acc:.1f}% exact match on the held-out problems, \
+{100 * teacher_train_acc:.1f}% on the
+training problems it then wrote rationales for. Students: Llama {sh} hidden × {sl} layers ({student_params:,} \
+parameters), fresh
 weights, {steps} steps of batch {batch}, AdamW lr {lr:g} with distil's warm-up + cosine schedule
 (`distil.train.loop.lr_lambda`); temperature 1. Losses: `distil.train.losses.distillation_loss` (kind as named),
 `cross_entropy`, `rationale_multitask_loss`; on-policy sampling and the per-step coin: `distil.train.onpolicy`

@@ -78,9 +78,10 @@ def summarise(project: Path) -> str:
         for c in ev["gate"]["checks"]
     ]
     return (
-        f"Project `{p.spec.name}` ({kind}), student {p.spec.student.init or 'custom'}; cadence from gate lock to evaluation: "
-        f"**{minutes:.1f} minutes** (one run). Held-out split of the curated data; {metric}; the last column scores the "
-        "gold set (accuracy against the hand labels for classify; for generate, ROUGE-L against the teacher's text on the gold inputs).\n\n"
+        f"Project `{p.spec.name}` ({kind}), student {p.spec.student.init or 'custom'}; cadence from gate lock to "
+        f"evaluation: **{minutes:.1f} minutes** (one run). Held-out split of the curated data; {metric}; the last "
+        "column scores the gold set (accuracy against the hand labels for classify; for generate, ROUGE-L against "
+        "the teacher's text on the gold inputs).\n\n"
         + markdown_table(["model", *cols, "gold"], rows)
         + "\n\nGate verdict:\n\n"
         + markdown_table(["threshold", "value", "limit", "verdict"], checks)

@@ -79,7 +79,8 @@ def split(seed: int, val: int, test: int):
 
 
 def jitter(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Shift each 8×8 digit by -1, 0 or +1 pixel along each axis (zero fill), as the paper jitters MNIST. [B, 64] -> [B, 64]."""
+    """Shift each 8×8 digit by -1, 0 or +1 pixel along each axis (zero fill), as the paper jitters MNIST.
+    [B, 64] -> [B, 64]."""
     padded = nn.functional.pad(x.view(-1, 8, 8), (1, 1, 1, 1))
     dy, dx = torch.randint(0, 3, (2, len(x)), generator=g)
     rows = (dy[:, None] + torch.arange(8))[:, :, None]
@@ -245,7 +246,8 @@ def run(size: str = "full") -> tuple[str, dict]:
         ["model", "params", f"test errors / {n_te} (mean ± std)"],
         [
             [
-                f"teacher: ensemble of {cfg['teachers']} convnets (conv {c1}-{c2}, dense {cfg['teacher_fc']}), dropout 0.5, jittered inputs",
+                f"teacher: ensemble of {cfg['teachers']} convnets (conv {c1}-{c2}, dense {cfg['teacher_fc']}), "
+                "dropout 0.5, jittered inputs",
                 results[0]["teacher_params"],
                 mean_std(teacher),
             ],
@@ -281,7 +283,8 @@ def run(size: str = "full") -> tuple[str, dict]:
             ["hard labels", e("omit_hard", 0), e("omit_hard", 1)],
             [f"distilled (T={chosen[0]}, α={chosen[1]})", e("omit_dist", 0), e("omit_dist", 1)],
             [
-                f"distilled + bias on the 3 logit (chosen on validation, {mean_std([x['omit_bias'] for x in extra], 2)})",
+                "distilled + bias on the 3 logit (chosen on validation, "
+                f"{mean_std([x['omit_bias'] for x in extra], 2)})",
                 e("omit_corrected", 0),
                 e("omit_corrected", 1),
             ],
@@ -292,26 +295,33 @@ def run(size: str = "full") -> tuple[str, dict]:
         [
             [f"{extra[0]['low_labelled']} hard labels only", mean_std([x["low_hard"] for x in extra])],
             [
-                f"{extra[0]['low_labelled']} hard labels + soft targets on all {n_tr} train inputs (T={chosen[0]}, α={extra[0]['low_alpha']})",
+                f"{extra[0]['low_labelled']} hard labels + soft targets on all {n_tr} train inputs (T={chosen[0]}, "
+                f"α={extra[0]['low_alpha']})",
                 mean_std([x["low_dist"] for x in extra]),
             ],
         ],
     )
     reached = "reached" if np.mean(hard) > np.mean(teacher) and closed >= 0.91 else "not reached"
-    body = f"""Sizes: {cfg["seeds"]} seeds (a fresh stratified split per seed: {n_tr} train, {n_va} validation, {n_te} test of the
-1797 digits). Teacher: {cfg["teachers"]} convnets × {cfg["teacher_epochs"]} epochs on the train digits, each batch shifted afresh by
+    body = f"""Sizes: {cfg["seeds"]} seeds (a fresh stratified split per seed: {n_tr} train, {n_va} validation, {n_te} \
+test of the
+1797 digits). Teacher: {cfg["teachers"]} convnets × {cfg["teacher_epochs"]} epochs on the train digits, each batch \
+shifted afresh by
 up to one pixel (the paper's jitter), dropout 0.5, weight decay 1e-4, batch 128, AdamW lr 1e-3; the paper's teacher is a
-dropout MLP, but on 8×8 digits an MLP ensemble is no better than the unregularised student MLP, so there is no gap to close.
-Student: MLP {shape}, {cfg["student_epochs"]} epochs, batch {STUDENT_BATCH}, AdamW lr 1e-3, no regularisation of any kind.
+dropout MLP, but on 8×8 digits an MLP ensemble is no better than the unregularised student MLP, so there is no gap to \
+close.
+Student: MLP {shape}, {cfg["student_epochs"]} epochs, batch {STUDENT_BATCH}, AdamW lr 1e-3, no regularisation of any \
+kind.
 Transfer set: the same {n_tr} train digits, unjittered, with the teacher ensemble's soft targets on them (and their
-hard labels for the α term). One CPU thread; {time.time() - started:.0f} s in all. Every loss value (teachers and students)
+hard labels for the α term). One CPU thread; {time.time() - started:.0f} s in all. Every loss value (teachers and \
+students)
 comes from `distil.train.losses` (`cross_entropy`, `forward_kl` with temperature, `mixed_loss` = α·CE + (1-α)·KD); the
 few-line Adam loop is `benchmarks/_mlp.py`.
 
 {main}
 
 Share of the teacher–student error gap closed by distillation (mean errors): **{closed:.0%}** with (T, α) chosen on
-validation (per seed: {", ".join("n/a (no gap)" if np.isnan(p) else f"{p:.0%}" for p in per_seed)}), {closed_opt:.0%} with the best-on-test cell. The paper's
+validation (per seed: {", ".join("n/a (no gap)" if np.isnan(p) else f"{p:.0%}" for p in per_seed)}), {closed_opt:.0%} \
+with the best-on-test cell. The paper's
 MNIST figure is 91% (146 → 74 errors against the teacher's 67); the 91% goal is **{reached}** here.
 
 Temperature × α sweep: test errors (mean ± std over seeds) and, in brackets, mean validation errors / {n_va}, on which
@@ -325,7 +335,8 @@ minimises validation errors.
 
 {omit}
 
-Low-label arm (Hinton §3: 3% of the data): {extra[0]["low_labelled"]} labelled digits (10 per class) vs the same labels plus the
+Low-label arm (Hinton §3: 3% of the data): {extra[0]["low_labelled"]} labelled digits (10 per class) vs the same \
+labels plus the
 teacher's soft targets on every train input; both students take the same number of optimiser steps. (The teacher
 itself was trained on all {n_tr} labels.)
 

@@ -187,21 +187,23 @@ def run(size: str = "full") -> tuple[str, dict]:
         ]
         sections.append(
             f"**{name}** ({rs[0]['n']} train rows, {rs[0]['extra']} synthetic rows in (c) and (d), 30% test; student "
-            f"{rs[0]['student_params']} parameters; teacher/student size {np.median([r['size_ratio'] for r in rs]):.0f}× "
-            f"(pickled bytes), latency {np.median([r['latency_ratio'] for r in rs]):.0f}× (median, whole test set in one call))\n\n"
+            f"{rs[0]['student_params']} parameters; teacher/student size "
+            f"{np.median([r['size_ratio'] for r in rs]):.0f}× (pickled bytes), latency "
+            f"{np.median([r['latency_ratio'] for r in rs]):.0f}× (median, whole test set in one call))\n\n"
             + markdown_table(["model", "accuracy", "log-loss", "AUC"], rows)
             + "\n\nDoes the expected ordering hold on the means (strictly better; lower log-loss)?\n\n"
             + markdown_table(["claim", "accuracy", "log-loss", "AUC"], verdict_rows)
         )
     body = (
-        f"Sizes: {cfg['seeds']} seeds (a fresh stratified 70/30 split each), teacher = random forest ({cfg['trees']} trees) + gradient "
-        f"boosting ({cfg['boost']} stages) + MLP {cfg['teacher_mlp']} (scikit-learn), student MLP with one hidden layer of "
-        f"{cfg['student_hidden']} units, AdamW lr 1e-2, batch 32, the same number of steps in every arm ({cfg['epochs']} epochs of the "
-        f"original training set); MUNGE p = 0.5, s = 1, {cfg['synthetic_factor']}× the training set; random rows uniform in the "
-        f"standardised training data's bounding box. Mean ± std over seeds; one CPU thread; {time.time() - started:.0f} s in all. "
-        "Losses from `distil.train.losses` (`cross_entropy` for (a), `forward_kl` on `probs_to_logprobs` of the teacher for (b)–(d)); "
-        "the MUNGE generator is `distil.data.tabular.munge`, which `data.synthetic: munge` uses for tabular seeds.\n\n"
-        + "\n\n".join(sections)
+        f"Sizes: {cfg['seeds']} seeds (a fresh stratified 70/30 split each), teacher = random forest ({cfg['trees']} "
+        f"trees) + gradient boosting ({cfg['boost']} stages) + MLP {cfg['teacher_mlp']} (scikit-learn), student MLP "
+        f"with one hidden layer of {cfg['student_hidden']} units, AdamW lr 1e-2, batch 32, the same number of steps "
+        f"in every arm ({cfg['epochs']} epochs of the original training set); MUNGE p = 0.5, s = 1, "
+        f"{cfg['synthetic_factor']}× the training set; random rows uniform in the standardised training data's "
+        f"bounding box. Mean ± std over seeds; one CPU thread; {time.time() - started:.0f} s in all. Losses from "
+        "`distil.train.losses` (`cross_entropy` for (a), `forward_kl` on `probs_to_logprobs` of the teacher for "
+        "(b)–(d)); the MUNGE generator is `distil.data.tabular.munge`, which `data.synthetic: munge` uses for "
+        "tabular seeds.\n\n" + "\n\n".join(sections)
     )
     return body, {"results": results, "verdicts": verdicts}
 

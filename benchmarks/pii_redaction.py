@@ -77,12 +77,14 @@ def run() -> str:
             f"Clean sentences altered: {len(altered)} of {clean}"
             + (f" ({'; '.join(repr(a) for a in altered)})" if altered else "")
             + ".",
-            f"Time: {build_s:.1f} s to build the analyzer once (imports included), {per_text_ms:.2f} ms per sentence after that.",
+            f"Time: {build_s:.1f} s to build the analyzer once (imports included), {per_text_ms:.2f} ms per sentence "
+            "after that.",
             "",
             "Presidio runs its pattern recognisers here on a blank spaCy pipeline (no model is downloaded), so its "
             'person and location detection is off. Names are found only after a cue ("my name is", "I\'m", "Dr", a '
             "sign-off); a name standing alone in a sentence is the known gap. Addresses are found by house number plus "
-            "street word, and UK / US postcodes; continental postcodes and street forms other than German `-straße` are not. "
+            "street word, and UK / US postcodes; continental postcodes and street forms other than German "
+            "`-straße` are not. "
             "Account numbers are masked as runs of 6 or more digits, so shorter ones stay.",
         ]
     )

@@ -85,10 +85,10 @@ def main() -> None:
         for c in ev["gate"]["checks"]
     ]
     body = (
-        f"{what}: **{seconds / 60:.1f} minutes** (one run).\n\n"
-        f"The triage example's evaluation: the held-out split ({ev['student'].get('n', '?')} tickets) for agreement / KL, "
-        "the 168-ticket gold set for accuracy, for agreement / KL with the teacher on more tickets, and for latency "
-        f"({ev['student']['latency']['requests']} of its tickets timed at batch 1):\n\n"
+        f"{what}: **{seconds / 60:.1f} minutes** (one run).\n\nThe triage example's evaluation: the held-out split "
+        f"({ev['student'].get('n', '?')} tickets) for agreement / KL, the 168-ticket gold set for accuracy, for "
+        f"agreement / KL with the teacher on more tickets, and for latency ({ev['student']['latency']['requests']} "
+        "of its tickets timed at batch 1):\n\n"
         + markdown_table(
             [
                 "model",

@@ -178,7 +178,8 @@ def forged_decision(event_seq: Callable[[Target], int]) -> Callable[[Target], li
     def attack(t: Target) -> list[tuple[str, str]]:
         seq = event_seq(t)
         t.sql(
-            "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (?, 'r1', 'ship', 'quinn', 'dev', ?)",
+            "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (?, 'r1', "
+            "'ship', 'quinn', 'dev', ?)",
             (seq, t.seq("evaluation")),
         )
         return [refused(t.distil("ledger", "verify")), refused(t.distil("serve", "--as", "ops"))]
@@ -188,7 +189,8 @@ def forged_decision(event_seq: Callable[[Target], int]) -> Callable[[Target], li
 
 def forged_gate_v2(t: Target) -> list[tuple[str, str]]:
     t.sql(
-        "INSERT INTO gates (event_seq, version, sha256, canonical, locked_by, reason) VALUES (9999, 2, 'sha256:x', ?, 'maria', 'lower')",
+        "INSERT INTO gates (event_seq, version, sha256, canonical, locked_by, reason) VALUES (9999, 2, 'sha256:x', "
+        "?, 'maria', 'lower')",
         (json.dumps({"gate": {"fidelity_min": 0.1}}),),
     )
     return [
@@ -229,7 +231,8 @@ def appended_event(t: Target) -> list[tuple[str, str]]:
     seq = t.one("SELECT max(seq) FROM events")[0] + 1
     row = ("r1", "ship", "quinn", "dev", t.seq("evaluation"))
     t.sql(
-        "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (?, ?, ?, ?, "
+        "?, ?)",
         (seq, *row),
     )
     payload = {
@@ -269,7 +272,8 @@ def change_model(t: Target) -> list[tuple[str, str]]:
 
 def forged_ship_then_serve(t: Target) -> list[tuple[str, str]]:
     t.sql(
-        "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (9999, 'r1', 'ship', 'quinn', 'dev', 1)"
+        "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (9999, 'r1', "
+        "'ship', 'quinn', 'dev', 1)"
     )
     return [refused(t.distil("serve", "r1", "--as", "ops"))]
 
@@ -325,7 +329,8 @@ def url_with_credentials(t: Target) -> list[tuple[str, str]]:
         return [
             (
                 command,
-                f"**NOT caught**: the password was {'printed' if SECRET in text else 'written to ' + ', '.join(leaked)}",
+                "**NOT caught**: the password was "
+                f"{'printed' if SECRET in text else 'written to ' + ', '.join(leaked)}",
             )
         ]
     if code == 2:

@@ -192,15 +192,15 @@ def main() -> None:
         for name, r in results.items()
     ]
     body = (
-        f"`/v1/classify`, one ticket per request, {args.clients} concurrent clients on 127.0.0.1, {seconds:.0f} s per run, "
-        f"median of {args.repeats} runs after a warm-up; server and clients in one process (uvicorn in a thread), CPU only. "
-        f"Models: {model}.\n\n"
+        f"`/v1/classify`, one ticket per request, {args.clients} concurrent clients on 127.0.0.1, {seconds:.0f} s "
+        f"per run, median of {args.repeats} runs after a warm-up; server and clients in one process (uvicorn in a "
+        f"thread), CPU only. Models: {model}.\n\n"
         + markdown_table(["target", "p50 ms", "p95 ms", "requests/s", "requests (median run)", "errors"], rows)
-        + f"\n\nRouter overhead (routing one input around predictors that answer at once, {20_000:,} calls): "
-        f"p50 {overhead['p50_us']:.1f} µs, p95 {overhead['p95_us']:.1f} µs.\n"
-        "Each model runs one forward pass at a time; with micro-batching the requests waiting meanwhile (up to 32 inputs, "
-        "at most 2 ms extra wait) share the next pass. The machine's 2 cores were shared with other work while this ran, "
-        "so treat the figures as indicative. There is no GPU on this machine, so no GPU figures are given."
+        + f"\n\nRouter overhead (routing one input around predictors that answer at once, {20_000:,} calls): p50 "
+        f"{overhead['p50_us']:.1f} µs, p95 {overhead['p95_us']:.1f} µs.\nEach model runs one forward pass at a time; "
+        "with micro-batching the requests waiting meanwhile (up to 32 inputs, at most 2 ms extra wait) share the "
+        "next pass. The machine's 2 cores were shared with other work while this ran, so treat the figures as "
+        "indicative. There is no GPU on this machine, so no GPU figures are given."
     )
     write_section("serve_load", "Serving: /v1/classify under load", body)
 

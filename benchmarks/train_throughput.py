@@ -345,19 +345,25 @@ def main() -> None:
             row.append(f"{(6 * n_s + 2 * n_t) * r['tokens_per_s'] / H100_BF16_PEAK:.1%}")
     ratio = results["distil"]["tokens_per_s"] / results["trl"]["tokens_per_s"]
     mem = results["distil"]["peak_bytes"] / results["trl"]["peak_bytes"]
+    peak_note = (
+        "peak = max allocated GPU memory"
+        if args.device == "cuda"
+        else "peak = max resident set size of the process, models and Python included"
+    )
     body = (
-        f"Random-init Llamas, vocabulary {vocab:,}: teacher hidden {tcfg.hidden_size} × {tcfg.num_hidden_layers} layers, student hidden "
-        f"{scfg.hidden_size} × {scfg.num_hidden_layers} layers; batch {s['batch']}, sequence {s['seq']}; forward KL (TRL: λ=0, β=0). "
-        f"Median of {s['steps'] - s['warm']} steps after {s['warm']} warm-up steps; each contender in its own process "
-        f"({'peak = max allocated GPU memory' if args.device == 'cuda' else 'peak = max resident set size of the process, models and Python included'}).\n\n"
+        f"Random-init Llamas, vocabulary {vocab:,}: teacher hidden {tcfg.hidden_size} × {tcfg.num_hidden_layers} "
+        f"layers, student hidden {scfg.hidden_size} × {scfg.num_hidden_layers} layers; batch {s['batch']}, sequence "
+        f"{s['seq']}; forward KL (TRL: λ=0, β=0). Median of {s['steps'] - s['warm']} steps after {s['warm']} warm-up "
+        "steps; each contender in its own process "
+        f"({peak_note}).\n\n"
         + markdown_table(
             ["trainer", "tokens/s", "step ms", "peak MiB"]
             + (["MFU (of 989 TFLOP/s bf16)"] if args.device == "cuda" else []),
             rows,
         )
-        + f"\n\ndistil / TRL: {ratio:.2f}× the tokens/s at {mem:.2f}× the peak memory. distil runs the vocabulary projection and "
-        "the loss in 1024-position chunks whose backward runs inside the same chunk, so [batch, seq, vocab] is never built; "
-        "TRL materialises full teacher and student logits."
+        + f"\n\ndistil / TRL: {ratio:.2f}× the tokens/s at {mem:.2f}× the peak memory. distil runs the vocabulary "
+        "projection and the loss in 1024-position chunks whose backward runs inside the same chunk, so [batch, seq, "
+        "vocab] is never built; TRL materialises full teacher and student logits."
     )
     write_section(
         f"train_throughput_{args.device}", f"Training throughput: distil vs TRL GKDTrainer ({args.device})", body
@@ -403,14 +409,15 @@ def cache_main(args, vocab: int) -> None:  # noqa: ANN001
         ],
     ]
     body = (
-        f"The configuration of the step benchmark above (vocabulary {vocab:,}, batch {s['batch']}, sequence {s['seq']}), "
-        f"{CACHE_STEPS_PER_EPOCH} batches per epoch, {CACHE_EPOCHS} epochs. distil runs the teacher once over the data and keeps "
-        f"its top-32 log-probabilities ({ours['cache_bytes']:,} bytes for {ours['tokens']:,} tokens, "
-        f"{ours['cache_bytes'] / ours['tokens']:.0f} bytes per token), then trains the student with the teacher unloaded; "
-        "TRL's GKDTrainer runs the teacher on every step of every epoch. One run each, each in its own process.\n\n"
+        f"The configuration of the step benchmark above (vocabulary {vocab:,}, batch {s['batch']}, sequence "
+        f"{s['seq']}), {CACHE_STEPS_PER_EPOCH} batches per epoch, {CACHE_EPOCHS} epochs. distil runs the teacher "
+        f"once over the data and keeps its top-32 log-probabilities ({ours['cache_bytes']:,} bytes for "
+        f"{ours['tokens']:,} tokens, {ours['cache_bytes'] / ours['tokens']:.0f} bytes per token), then trains the "
+        "student with the teacher unloaded; TRL's GKDTrainer runs the teacher on every step of every epoch. One run "
+        "each, each in its own process.\n\n"
         + markdown_table(["trainer", "total s (3 epochs)", "of which cache build s", "peak MiB"], rows)
-        + f"\n\ndistil / TRL total time: {ours['total_s'] / theirs['total_s']:.2f}×. Load average at the end (the machine is shared): "
-        f"{os.getloadavg()[0]:.1f}."
+        + f"\n\ndistil / TRL total time: {ours['total_s'] / theirs['total_s']:.2f}×. Load average at the end (the "
+        f"machine is shared): {os.getloadavg()[0]:.1f}."
     )
     write_section(
         f"train_cache_{args.device}", f"Three epochs with the offline teacher cache vs TRL ({args.device})", body

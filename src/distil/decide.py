@@ -252,7 +252,10 @@ def _baseline_check(evidence: Mapping[str, Any], s: Mapping[str, Any], b: Mappin
     )
     value, p, n = test.get("value"), test.get("p_value"), test.get("n")
     if "only_student" in test:
-        what = f"student agreement − baseline agreement; discordant items: {test['only_student']} only the student, {test['only_baseline']} only the baseline"
+        what = (
+            f"student agreement − baseline agreement; discordant items: {test['only_student']} only the student, "
+            f"{test['only_baseline']} only the baseline"
+        )
         ahead = test["only_student"] > test["only_baseline"]
         needed = m.mcnemar_items_needed(test["only_student"], test["only_baseline"], int(n or 0)) if ahead else None
         interval = None
@@ -401,7 +404,8 @@ def decide_outcome(
         if abs(moved) < PLATEAU:
             return verdict(
                 "kill",
-                f"{', '.join(failed)} not passed and fidelity moved {moved * 100:+.2f} points in the last round (< 1 point)",
+                f"{', '.join(failed)} not passed and fidelity moved {moved * 100:+.2f} points in the last round (< 1 "
+                "point)",
             )
         if moved < 0:
             return verdict(
@@ -409,7 +413,8 @@ def decide_outcome(
             )
         return verdict(
             "iterate",
-            f"{', '.join(failed)} not passed; fidelity rose {moved * 100:+.2f} points, {limit - used} iteration(s) left",
+            f"{', '.join(failed)} not passed; fidelity rose {moved * 100:+.2f} points, {limit - used} iteration(s) "
+            "left",
         )
     return verdict("iterate", f"{', '.join(failed)} not passed; first round, {limit - used} iteration(s) left")
 

@@ -55,7 +55,10 @@ class SigningError(DistilError):
 class StateError(DistilError):
     """The project's state folder ``.distil`` is not a folder: a file, a broken symlink, a symlink loop."""
 
-    default_hint = "move the `.distil` named above aside, or point the symlink at a folder; distil creates the folder when it is missing"
+    default_hint = (
+        "move the `.distil` named above aside, or point the symlink at a folder; distil creates the folder when it "
+        "is missing"
+    )
 
 
 class LedgerError(DistilError):
@@ -67,7 +70,10 @@ class LedgerError(DistilError):
 class RecordedFileError(LedgerError):
     """A file the ledger recorded changed, went missing, or was never recorded: it is not loaded."""
 
-    default_hint = "restore the file from a copy you trust, or rebuild it (`distil train`, `distil curate`); `distil ledger verify` lists every recorded file"
+    default_hint = (
+        "restore the file from a copy you trust, or rebuild it (`distil train`, `distil curate`); `distil ledger "
+        "verify` lists every recorded file"
+    )
 
 
 class DataError(DistilError):

@@ -140,8 +140,10 @@ class RunDir:
         recorded = self.project.ledger.recorded_path(folder)
         if event is None or recorded not in (event.payload.get("files") or {}):
             raise RecordedFileError(
-                f"run {self.run_id}: the ledger records no files for its {role} ({recorded}), so they cannot be checked before loading",
-                hint=f"train the run with `distil train` (or `distil train --resume {self.run_id}`), which records them",
+                f"run {self.run_id}: the ledger records no files for its {role} ({recorded}), so they cannot be "
+                "checked before loading",
+                hint=f"train the run with `distil train` (or `distil train --resume {self.run_id}`), which records "
+                "them",
             )
         if not folder.is_dir():
             raise RecordedFileError(

@@ -6,7 +6,10 @@ import random
 
 from distil.data import dedupe
 
-WORDS = "billing invoice refund card charge account login password email app crash error page upload export report plan yearly monthly team".split()
+WORDS = (
+    "billing invoice refund card charge account login password email app crash error page upload export report plan "
+    "yearly monthly team"
+).split()
 
 
 def _texts(n: int, seed: int = 0) -> list[str]:

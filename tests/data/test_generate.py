@@ -169,7 +169,8 @@ def test_csv_seeds_traffic_window_and_synthetic_inputs(tmp_path, tiny_teacher_di
     spec_path.write_text(data)
     with open(spec_path.parent / "seeds.csv", "w") as f:
         f.write(
-            'input,label,tags\n"Refund me, please",billing,"{""tone"": ""urgent""}"\nApp is slow,technical,\nReset password,account,\n'
+            'input,label,tags\n"Refund me, please",billing,"{""tone"": ""urgent""}"\nApp is '
+            "slow,technical,\nReset password,account,\n"
         )
     now = dt.datetime.now(dt.UTC)
     log = tmp_path / "traffic.jsonl"

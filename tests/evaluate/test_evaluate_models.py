@@ -24,8 +24,9 @@ def _student_folder(folder, seed: int, tokenizer_dir) -> None:
     build_tiny_causal_lm(folder, layers=1, hidden=32, seed=seed)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in ("billing", "technical", "account")]
-    task = {"kind": "classify", "prompt_template": "Ticket: {input}\nCategory:", "labels": ["billing", "technical", "account"],
-            "label_words": ["billing", "technical", "account"], "label_token_ids": ids, "max_length": 64}  # fmt: skip
+    task = {"kind": "classify", "prompt_template": "Ticket: {input}\nCategory:",
+            "labels": ["billing", "technical", "account"], "label_words": ["billing", "technical", "account"],
+            "label_token_ids": ids, "max_length": 64}  # fmt: skip
     (folder / "distil_task.json").write_text(json.dumps(task))
 
 

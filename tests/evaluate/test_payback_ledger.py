@@ -94,7 +94,8 @@ def recorded_project(triage_project):
 def test_payback_is_computed_from_the_ledgers_recorded_teacher_costs_and_training_time(recorded_project):
     _, document = evaluate_run(recorded_project, models=numpy_models(flip_student=3), threads=1)
     cost = document["cost"]
-    # 35 distinct calls: 30 seeds at 0.002, 5 new targeted at 0.004; the five repeated from the cache once; the later shard not at all
+    # 35 distinct calls: 30 seeds at 0.002, 5 new targeted at 0.004; the five repeated from the cache once; the later
+    # shard not at all
     assert cost["teacher_calls"] == 35
     assert cost["teacher_calls_cost"] == pytest.approx(30 * SEED_COST + 5 * TARGETED_COST)
     assert cost["training_hours"] == pytest.approx((5400 + 2000) / 3600)

@@ -155,8 +155,8 @@ def test_markdown_summary_has_the_after_launch_facts(launched):
     _, _, md, quantized, router, result, monitor_path = launched
     summary = md.read_text()
     assert (
-        f"**Quantized** (int8 dynamic (onnxruntime)): agreement {quantized['distilled']['agreement']:.3f} → {quantized['quantized']['agreement']:.3f}"
-        in summary
+        f"**Quantized** (int8 dynamic (onnxruntime)): agreement {quantized['distilled']['agreement']:.3f} → "
+        f"{quantized['quantized']['agreement']:.3f}" in summary
     )
     assert "size 540,000 → 150,000 bytes (3.600× smaller)" in summary
     assert (

@@ -59,7 +59,8 @@ def test_a_forged_decision_bound_to_another_event_is_caught_and_never_served(sig
     evaluation_seq = _seq(signed_project, "evaluation")
     execute(
         signed_project.ledger.path,
-        "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (?, 'run-1', 'ship', 'quinn', 'dev', ?)",
+        "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (?, 'run-1', "
+        "'ship', 'quinn', 'dev', ?)",
         (evaluation_seq, evaluation_seq),
     )
     result = signed_project.ledger.verify()
@@ -75,7 +76,8 @@ def test_a_forged_decision_under_a_real_decision_event_is_caught(signed_project)
     _, _, event = record_decision(signed_project, "quinn")
     execute(
         signed_project.ledger.path,
-        "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (?, 'run-9', 'ship', 'quinn', 'dev', 2)",
+        "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (?, 'run-9', "
+        "'ship', 'quinn', 'dev', 2)",
         (event.seq,),
     )
     result = signed_project.ledger.verify()
@@ -87,7 +89,8 @@ def test_a_forged_decision_under_a_real_decision_event_is_caught(signed_project)
 def test_a_forged_ship_decision_with_no_event_is_refused_by_serve(unsigned_project):
     execute(
         unsigned_project.ledger.path,
-        "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (9999, 'run-x', 'ship', 'quinn', 'dev', 2)",
+        "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (9999, "
+        "'run-x', 'ship', 'quinn', 'dev', 2)",
     )
     assert "decisions row bound to event 9999: no such event" in unsigned_project.ledger.verify().reason
     with pytest.raises(LedgerError, match="decisions row of event 9999 does not verify: no such event"):
@@ -97,7 +100,8 @@ def test_a_forged_ship_decision_with_no_event_is_refused_by_serve(unsigned_proje
 def test_a_forged_evaluation_is_refused_by_decide(unsigned_project):
     execute(
         unsigned_project.ledger.path,
-        "INSERT INTO evaluations (event_seq, run_id, variant, path, summary) VALUES (9999, 'run-x', 'distilled', 'x', ?)",
+        "INSERT INTO evaluations (event_seq, run_id, variant, path, summary) VALUES (9999, 'run-x', 'distilled', "
+        "'x', ?)",
         (json.dumps({"student": {"agreement": 1.0}}),),
     )
     assert "evaluations row bound to event 9999" in unsigned_project.ledger.verify().reason
@@ -112,7 +116,8 @@ def test_a_forged_gate_version_is_not_shown_or_used(unsigned_project):
         execute(unsigned_project.ledger.path, "DELETE FROM gates WHERE version = 2")
         execute(
             unsigned_project.ledger.path,
-            "INSERT INTO gates (event_seq, version, sha256, canonical, locked_by, reason) VALUES (?, 2, 'sha256:x', ?, 'maria', 'lower')",
+            "INSERT INTO gates (event_seq, version, sha256, canonical, locked_by, reason) VALUES (?, 2, 'sha256:x', "
+            "?, 'maria', 'lower')",
             (event_seq, json.dumps({"fidelity_min": 0.1})),
         )
         assert not unsigned_project.ledger.verify().ok
@@ -166,7 +171,8 @@ def test_an_appended_act_with_recomputed_hashes_is_caught_when_acts_are_signed(s
     seq = signed_project.ledger.head()[0] + 1
     execute(
         db,
-        "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO decisions (event_seq, run_id, decision, validator, driver, evaluation_seq) VALUES (?, ?, ?, ?, "
+        "?, ?)",
         (seq, *row.values()),
     )
     payload = {**row, "typed_row": {"table": "decisions", "sha256": typed_row_hash(db, "decisions", seq)}}

@@ -192,7 +192,8 @@ def test_slow_clients_do_not_block_others(tmp_path):
         for _ in range(20):  # each sends half a request, then goes quiet
             s = socket.create_connection(("127.0.0.1", port))
             s.sendall(
-                b'POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"inp'
+                b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                b'application/json\r\nContent-Length: 100\r\n\r\n{"inp'
             )
             stalled.append(s)
         try:

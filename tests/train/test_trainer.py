@@ -58,10 +58,11 @@ def test_run_folder_loads_in_plain_transformers(classify_project):
     task = json.loads((folder / "distil_task.json").read_text())
     # a fresh interpreter with no distil import: only transformers reads the folder
     code = (
-        "import sys, json, torch; from transformers import AutoModelForCausalLM, AutoTokenizer; "
-        f"f={str(folder)!r}; m=AutoModelForCausalLM.from_pretrained(f); t=AutoTokenizer.from_pretrained(f); "
-        "task=json.load(open(f+'/distil_task.json')); ids=t(task['prompt_template'].replace('{input}','my invoice'),return_tensors='pt'); "
-        "out=m(**ids).logits[0,-1,task['label_token_ids']]; print(out.shape[0]); assert 'distil' not in sys.modules"
+        f"import sys, json, torch; from transformers import AutoModelForCausalLM, AutoTokenizer; f={str(folder)!r}; "
+        "m=AutoModelForCausalLM.from_pretrained(f); t=AutoTokenizer.from_pretrained(f); "
+        f"task=json.load(open(f+'/distil_task.json')); ids=t(task['prompt_template'].replace('{{input}}','my "
+        "invoice'),return_tensors='pt'); out=m(**ids).logits[0,-1,task['label_token_ids']]; print(out.shape[0]); "
+        "assert 'distil' not in sys.modules"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

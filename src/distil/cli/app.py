@@ -12,7 +12,8 @@ from distil.errors import RoleError
 
 app = typer.Typer(
     name="distil",
-    help="Turn a large teacher model into a small student model you own: gate, data, train, evaluate, decide, maintain.",
+    help="Turn a large teacher model into a small student model you own: gate, data, train, evaluate, decide, "
+    "maintain.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

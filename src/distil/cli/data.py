@@ -101,7 +101,8 @@ def curate(
     console.print(cov)
     counts = result.counts
     console.print(
-        f"curated {counts['curated']} of {counts['raw']}: train {counts['train']}, validation {counts['validation']}, test {counts['test']}, probe {counts['probe']}"
+        f"curated {counts['curated']} of {counts['raw']}: train {counts['train']}, validation "
+        f"{counts['validation']}, test {counts['test']}, probe {counts['probe']}"
         + (f" (+{counts['oversampled']} oversampled)" if counts["oversampled"] else "")
     )
     console.print(

@@ -131,7 +131,8 @@ def _print_variants(variants: dict) -> None:
             f"{k} {_fmt(block[k])}" for k in ("agreement", "kl", "size_bytes") if block.get(k) is not None
         )
         console.print(
-            f"variant {name} (evaluation event {row['evaluation_seq']}, reported, not decided on): {shown or 'no figures'}"
+            f"variant {name} (evaluation event {row['evaluation_seq']}, reported, not decided on): "
+            f"{shown or 'no figures'}"
         )
 
 
@@ -174,7 +175,8 @@ def decide(
         f"decision for run {target['run_id']}: [bold {colour}]{decision.decision}[/bold {colour}] — {decision.reason}"
     )
     console.print(
-        f"recorded as ledger event {event.seq} (evaluation event {target['event_seq']}, validator {event.actor}, driver {project.spec.roles.driver})"
+        f"recorded as ledger event {event.seq} (evaluation event {target['event_seq']}, validator {event.actor}, "
+        f"driver {project.spec.roles.driver})"
     )
 
 

@@ -71,7 +71,8 @@ def check(spec: SpecOpt = None) -> None:
     table.add_row("play", f"{s.play.kind}: {s.play.trigger or '(no trigger given)'}")
     table.add_row(
         "roles",
-        f"sponsor {s.roles.sponsor}, driver {s.roles.driver}, validator {s.roles.validator}, operator {s.roles.operator or '-'}",
+        f"sponsor {s.roles.sponsor}, driver {s.roles.driver}, validator {s.roles.validator}, operator "
+        f"{s.roles.operator or '-'}",
     )
     student = s.student.describe()
     table.add_row(
@@ -79,7 +80,8 @@ def check(spec: SpecOpt = None) -> None:
     )
     table.add_row(
         "data",
-        f"seeds {s.data.seeds}, gold {s.data.gold or '-'}, synthetic budget {s.data.synthetic_budget}, slices {', '.join(x.name for x in s.data.slices) or '-'}",
+        f"seeds {s.data.seeds}, gold {s.data.gold or '-'}, synthetic budget {s.data.synthetic_budget}, slices "
+        f"{', '.join(x.name for x in s.data.slices) or '-'}",
     )
     table.add_row("gate", f"locked v{locked.version} by {locked.locked_by}" if locked else "not locked yet")
     console.print(table)
@@ -190,7 +192,8 @@ def gate_show(spec: SpecOpt = None) -> None:
         console.print(f"reason: {locked.reason}")
     if locked.cost is None:
         console.print(
-            "[yellow]this lock predates cost locking: the cost section is not covered; lock a new version to cover it[/yellow]"
+            "[yellow]this lock predates cost locking: the cost section is not covered; lock a new version to cover "
+            "it[/yellow]"
         )
     changes = gate_changes(locked, project.spec)
     if changes:
@@ -280,7 +283,8 @@ def ledger_verify(
         console.print(f"[yellow]missing[/yellow]: recorded file {gone} is gone", highlight=False)
     if result.unsigned:
         console.print(
-            f"[yellow]unsigned[/yellow]: {len(result.unsigned)} act(s) of people carry no signature (rows {', '.join(map(str, result.unsigned))})"
+            f"[yellow]unsigned[/yellow]: {len(result.unsigned)} act(s) of people carry no signature (rows "
+            f"{', '.join(map(str, result.unsigned))})"
         )
     if result.ok:
         console.print(f"[green]ledger OK[/green]: {result.checked} events, chain intact, {result.signed} signed act(s)")

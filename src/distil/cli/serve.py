@@ -78,7 +78,8 @@ def serve(
             c = served.calibration
             table.add_row(
                 "calibration",
-                f"routed fidelity {c['routed_fidelity']:.3f} ≥ {c['target']:.3f}, escalated {c['escalated_share']:.1%} of {c['n']} validation examples",
+                f"routed fidelity {c['routed_fidelity']:.3f} ≥ {c['target']:.3f}, escalated "
+                f"{c['escalated_share']:.1%} of {c['n']} validation examples",
             )
             blended = served.student_per_1m + c["escalated_share"] * served.teacher_per_1m
             table.add_row("blended cost", f"{blended:,.2f} {project.spec.cost.currency} per 1M requests")
@@ -127,7 +128,8 @@ def monitor(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and the permutation test.")] = 0,
     spec: SpecOpt = None,
 ) -> None:
-    """Check logged traffic: student–teacher agreement per window and slice, input drift (MMD), refresh due; exit 1 on an alert.
+    """Check logged traffic: student–teacher agreement per window and slice, input drift (MMD), refresh due; exit 1 on
+    an alert.
 
     Example: distil monitor --since 7d --sample 200
     """
@@ -139,7 +141,8 @@ def monitor(
         project, since=parse_since(since) if since else None, sample=sample, window=parse_since(window), seed=seed
     )
     table = Table(
-        title=f"traffic {result.window['since'] or '-'} … {result.window['until'] or '-'}: {result.n_sampled} of {result.n_traffic} requests checked"
+        title=f"traffic {result.window['since'] or '-'} … {result.window['until'] or '-'}: {result.n_sampled} of "
+        f"{result.n_traffic} requests checked"
     )
     for col in ("check", "value", "floor / level", "status"):
         table.add_column(col)
@@ -225,8 +228,8 @@ def export(
     check = result.checks.get("onnx_vs_pytorch")
     if check:
         console.print(
-            f"ONNX vs PyTorch on {result.checks['n']} held-out examples: same label on {check['agreement_with_float']:.1%}, "
-            f"largest probability difference {check['max_abs_prob_diff']:.2e}"
+            f"ONNX vs PyTorch on {result.checks['n']} held-out examples: same label on "
+            f"{check['agreement_with_float']:.1%}, largest probability difference {check['max_abs_prob_diff']:.2e}"
         )
     if result.evaluation:
         e = result.evaluation

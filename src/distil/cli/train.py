@@ -35,8 +35,8 @@ def plan(
     table.add_row("available", f"{result.available_bytes / 2**20:,.1f}")
     console.print(table)
     console.print(
-        f"teacher cache on disk: {result.cache_bytes / 2**20:,.2f} MiB; training tokens per epoch: {result.train_tokens:,}; "
-        f"rough time: {result.seconds:,.0f} s"
+        f"teacher cache on disk: {result.cache_bytes / 2**20:,.2f} MiB; training tokens per epoch: "
+        f"{result.train_tokens:,}; rough time: {result.seconds:,.0f} s"
     )
     for note in result.notes:
         console.print(f"note: {note}")

@@ -160,7 +160,8 @@ def curate_records(
                 removed["semantic_duplicate"].append(
                     _removal(
                         record,
-                        f"cosine ≥ {filters.semantic_threshold} with {unique[group].id[:19]} {unique[group].input[:60]!r}",
+                        f"cosine ≥ {filters.semantic_threshold} with {unique[group].id[:19]} "
+                        f"{unique[group].input[:60]!r}",
                     )
                 )
         unique = semantic_kept

@@ -109,8 +109,10 @@ def plan_test_split(project: Project, new_test_set: str = "") -> SplitPlan:
         if gate is None or (test is not None and gate.version <= test.gate_version):
             locked_under = f"gate version {test.gate_version}" if test else "no gate"
             raise EvaluationSetError(
-                f"curate --new-test-set: the test split is locked under {locked_under}; a new test split needs a new gate version",
-                hint=f'lock a new gate version first: `distil gate lock --as {project.spec.roles.sponsor} --reason "..."`',
+                f"curate --new-test-set: the test split is locked under {locked_under}; a new test split needs a new "
+                "gate version",
+                hint=f"lock a new gate version first: `distil gate lock --as {project.spec.roles.sponsor} "
+                '--reason "..."`',
             )
         return SplitPlan(None, None, gate.version, new_test_set.strip())
     if test is not None:
@@ -190,9 +192,10 @@ def require_locked_gold(project: Project) -> LockedSet | None:
     current = project.path(project.spec.data.gold) if project.spec.data.gold else None
     if current is None or not current.is_file() or sha256_file(current) != gold.sha256:
         raise EvaluationSetError(
-            f"data.gold: {current or 'no gold set'} is not the gold set registered under gate version {gold.gate_version} "
-            f"({gold.path}, {gold.size} items, {gold.sha256[:19]})",
-            hint="restore the registered gold file; a new gold set needs a new gate version and `distil curate --new-test-set REASON`",
+            f"data.gold: {current or 'no gold set'} is not the gold set registered under gate version "
+            f"{gold.gate_version} ({gold.path}, {gold.size} items, {gold.sha256[:19]})",
+            hint="restore the registered gold file; a new gold set needs a new gate version and `distil curate "
+            "--new-test-set REASON`",
         )
     return gold
 
@@ -211,7 +214,8 @@ def require_locked_test(project: Project, folder: Path) -> LockedSet | None:
             raise EvaluationSetError(
                 f"evaluate: {path} is not the locked test split (gate version {test.gate_version}, {test.size} items, "
                 f"{test.sha256[:19]}; found {found[:19]}), so this round could not be compared with the others",
-                hint="rebuild the dataset with `distil curate` (it keeps the locked test split), then train and evaluate again",
+                hint="rebuild the dataset with `distil curate` (it keeps the locked test split), then train and "
+                "evaluate again",
             )
     require_locked_gold(project)
     return test

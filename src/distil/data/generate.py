@@ -113,7 +113,10 @@ def _rationales(
     asks = {}
     for item, key in zip(items, keys, strict=True):
         label = names[int(np.argmax(answers[key]["label_probs"]))]
-        prompt = f"{project.spec.task.instruction}\n\nInput: {item.input}\nLabel: {label}\n\nIn one sentence, why does this input get this label?"
+        prompt = (
+            f"{project.spec.task.instruction}\n\nInput: {item.input}\nLabel: {label}\n\nIn one sentence, why does "
+            "this input get this label?"
+        )
         asks[key] = (prompt, call_key(teacher.fingerprint, prompt, {"method": "rationale", "max_new_tokens": 48}))
     found = cache.get_many(k for _, k in asks.values())
     missing = [(key, prompt, rkey) for key, (prompt, rkey) in asks.items() if rkey not in found]

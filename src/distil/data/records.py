@@ -1,6 +1,7 @@
 """The record: one Parquet row per example, immutable once written.
 
-Shards are written through :mod:`distil.files`, so a reader never sees a half-written file. Curation writes new files; it never edits a shard in place.
+Shards are written through :mod:`distil.files`, so a reader never sees a half-written file. Curation writes new files;
+it never edits a shard in place.
 """
 
 from __future__ import annotations

@@ -62,7 +62,8 @@ class Escalation:
 
 @dataclass(frozen=True)
 class BuildLedger:
-    """What the ledger recorded about building the student (see :func:`distil.evaluate.build_cost.ledger_build_cost`)."""
+    """What the ledger recorded about building the student (see
+    :func:`distil.evaluate.build_cost.ledger_build_cost`)."""
 
     teacher_calls: int = 0
     teacher_calls_cost: float = 0.0
@@ -87,7 +88,8 @@ def serving_cost_per_request(throughput_per_s: float | None, machine_hour_price:
 
 
 def teacher_price_per_request(cost: Cost, teacher_throughput_per_s: float | None) -> tuple[float | None, str]:
-    """(price, source): the spec's price when it sets one (an API teacher), else the local teacher's measured serving."""
+    """(price, source): the spec's price when it sets one (an API teacher), else the local teacher's measured
+    serving."""
     if cost.teacher_per_1m_requests > 0:
         return cost.teacher_per_1m_requests / 1e6, spec_source("teacher_per_1m_requests")
     return serving_cost_per_request(
@@ -218,9 +220,8 @@ def cost_summary(
             build.teacher_calls_cost,
             cost.currency,
             LEDGER,
-            f"{build.teacher_calls:,} teacher calls recorded in {build.datasets} dataset.generated event(s); {build.note}".rstrip(
-                "; "
-            ),
+            f"{build.teacher_calls:,} teacher calls recorded in {build.datasets} dataset.generated event(s); "
+            f"{build.note}".rstrip("; "),
         ),
         Term(
             "training_hours",

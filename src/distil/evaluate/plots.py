@@ -204,7 +204,8 @@ def cost_payback(cost: Mapping[str, Any]) -> str | None:
         "distilled_per_1m_requests" if "distilled_per_1m_requests" in cost else "student_per_1m_requests"
     )  # older evaluations
     ax.set_title(
-        f"Teacher {per_1m('teacher_per_1m_requests')} vs distilled {per_1m(distilled)} {cost.get('currency', '')} per 1M requests",
+        f"Teacher {per_1m('teacher_per_1m_requests')} vs distilled {per_1m(distilled)} {cost.get('currency', '')} "
+        "per 1M requests",
         fontsize=9,
     )
     return _png(fig)

@@ -85,7 +85,8 @@ def _ci_cell(row: dict[str, Any] | None) -> str:
 
 
 def check_rows(checks: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Each gate check as the tables show it: value, 95% interval, limit, p-value, n, status (pass / FAIL / undecided), detail."""
+    """Each gate check as the tables show it: value, 95% interval, limit, p-value, n, status (pass / FAIL / undecided),
+    detail."""
     rows = []
     for c in checks:
         status = c.get("status") or ("pass" if c.get("passed") else "FAIL")
@@ -117,15 +118,18 @@ def cost_view(cost: dict[str, Any]) -> dict[str, Any]:
         when = f"in {fmt(payback)} months" if payback is not None else "never"
         return {
             "terms": [],
-            "headline": f"Teacher {fmt(cost.get('teacher_per_1m_requests'))} vs student {fmt(cost.get('student_per_1m_requests'))} "
-            f"{currency} per 1M requests; at {fmt(cost.get('monthly_requests'))} requests a month the student saves "
-            f"{fmt(cost.get('monthly_savings'))} {currency} a month and repays the build cost of {fmt(cost.get('build_cost'))} {when}.",
+            "headline": f"Teacher {fmt(cost.get('teacher_per_1m_requests'))} vs student "
+            f"{fmt(cost.get('student_per_1m_requests'))} {currency} per 1M requests; at "
+            f"{fmt(cost.get('monthly_requests'))} requests a month the student saves "
+            f"{fmt(cost.get('monthly_savings'))} {currency} a month and repays the build cost of "
+            f"{fmt(cost.get('build_cost'))} {when}.",
         }
     when = f"pays back in {fmt(payback)} months" if payback is not None else f"is never paid back ({reason})"
     headline = (
-        f"At {fmt(cost.get('monthly_requests'))} requests a month the teacher alone costs {fmt(cost.get('teacher_monthly'))} {currency}, "
-        f"the distilled route {fmt(cost.get('distilled_monthly'))} {currency} (student serving plus {_pct(cost.get('escalated_share'))} "
-        f"escalated to the teacher); the build cost of {fmt(cost.get('build_cost'))} {currency} {when}."
+        f"At {fmt(cost.get('monthly_requests'))} requests a month the teacher alone costs "
+        f"{fmt(cost.get('teacher_monthly'))} {currency}, the distilled route {fmt(cost.get('distilled_monthly'))} "
+        f"{currency} (student serving plus {_pct(cost.get('escalated_share'))} escalated to the teacher); the build "
+        f"cost of {fmt(cost.get('build_cost'))} {currency} {when}."
     )
     return {"terms": cost["terms"], "headline": headline}
 
@@ -407,7 +411,8 @@ def render_markdown(context: dict[str, Any]) -> str:
     if decision:
         signed = "" if decision["signed"] else ", unsigned"
         lines += [
-            f"**Decision: {decision['decision']}** — {decision['reason']} (validator {decision['validator']}, driver {decision['driver']}{signed})",
+            f"**Decision: {decision['decision']}** — {decision['reason']} (validator {decision['validator']}, driver "
+            f"{decision['driver']}{signed})",
             "",
         ]
     else:
@@ -419,7 +424,8 @@ def render_markdown(context: dict[str, Any]) -> str:
     icons = {"pass": "✅ pass", "FAIL": "❌ FAIL", "undecided": "⚠️ undecided"}
     for c in context["checks"]:
         lines.append(
-            f"| {c['name']} | {c['value']} | {c['interval']} | {c['threshold']} | {c['p_value']} | {c['n']} | {icons.get(c['status'], c['status'])} |"
+            f"| {c['name']} | {c['value']} | {c['interval']} | {c['threshold']} | {c['p_value']} | {c['n']} | "
+            f"{icons.get(c['status'], c['status'])} |"
         )
     cols = ("accuracy", "agreement", "kl", "ece", "p95_ms", "throughput_per_s", "params")
     lines += ["", "| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
@@ -466,15 +472,17 @@ def _after_launch_markdown(context: dict[str, Any]) -> list[str]:
         )
         lines += [
             f"**Quantized** ({q['quantization']}): agreement {fmt(d.get('agreement'))} → {fmt(i8.get('agreement'))}, "
-            f"KL {fmt(d.get('kl'))} → {fmt(i8.get('kl'))}{accuracy}; agreement with the float model {fmt(i8.get('agreement_with_float'))}; "
-            f"size {fmt(d.get('size_bytes'))} → {fmt(i8.get('size_bytes'))} bytes{ratio}{p50}.",
+            f"KL {fmt(d.get('kl'))} → {fmt(i8.get('kl'))}{accuracy}; agreement with the float model "
+            f"{fmt(i8.get('agreement_with_float'))}; size {fmt(d.get('size_bytes'))} → {fmt(i8.get('size_bytes'))} "
+            f"bytes{ratio}{p50}.",
             "",
         ]
     r = context.get("router")
     if r:
         lines += [
-            f"**Router**: threshold {fmt(r['threshold'])}, {r['escalated_pct']} escalated to the teacher, routed fidelity "
-            f"{fmt(r['routed_fidelity'])} (target {fmt(r['target'])}); blended cost {fmt(r['blended_cost_per_1m'])} {r['currency']} per 1M requests.",
+            f"**Router**: threshold {fmt(r['threshold'])}, {r['escalated_pct']} escalated to the teacher, routed "
+            f"fidelity {fmt(r['routed_fidelity'])} (target {fmt(r['target'])}); blended cost "
+            f"{fmt(r['blended_cost_per_1m'])} {r['currency']} per 1M requests.",
             "",
         ]
     m = context.get("monitor")
@@ -486,8 +494,9 @@ def _after_launch_markdown(context: dict[str, Any]) -> list[str]:
         )
         alerts = "; ".join(m["alerts"]) if m["alerts"] else "none"
         lines += [
-            f"**Monitor** (`{m['path']}`): agreement {fmt(m['agreement'])} on {fmt(m['n_sampled'])} of {fmt(m['n_traffic'])} requests "
-            f"(floor {fmt(m['floor'])}), {m['escalated_pct']} escalated; {drift}; alerts: {alerts}.",
+            f"**Monitor** (`{m['path']}`): agreement {fmt(m['agreement'])} on {fmt(m['n_sampled'])} of "
+            f"{fmt(m['n_traffic'])} requests (floor {fmt(m['floor'])}), {m['escalated_pct']} escalated; {drift}; "
+            f"alerts: {alerts}.",
             "",
         ]
     return lines

@@ -131,7 +131,8 @@ def evaluate_models(
     seed: int = 0,
     throughput_budget_s: float | None = 20.0,
 ) -> dict[str, Any]:
-    """The evaluation document: ``teacher``, ``student``, ``baseline``, ``cost`` and ``gate`` (see :func:`run_models`)."""
+    """The evaluation document: ``teacher``, ``student``, ``baseline``, ``cost`` and ``gate`` (see
+    :func:`run_models`)."""
     return run_models(
         spec, held_out, models, gold, thresholds, threads, requests, warmup, batch_size, seed, throughput_budget_s
     ).document

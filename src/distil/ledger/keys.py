@@ -192,7 +192,8 @@ def signer_for(project: Any, actor: str) -> Signer | None:
 
 
 def sign_act(project: Any, actor: str, kind: str, payload: dict[str, Any]) -> dict[str, str] | None:
-    """A signature dict for an act (None when the project sets no keys). ``Ledger.append(signer=...)`` is the usual way."""
+    """A signature dict for an act (None when the project sets no keys). ``Ledger.append(signer=...)`` is the usual
+    way."""
     signer = signer_for(project, actor)
     return None if signer is None else signer(act_message(kind, actor, payload))
 

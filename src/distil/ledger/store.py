@@ -146,7 +146,8 @@ class Ledger:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at "
+                "TEXT NOT NULL)"
             )
             done = {row[0] for row in conn.execute("SELECT number FROM migrations")}
             for number, migration in enumerate(MIGRATIONS, start=1):
@@ -211,7 +212,8 @@ class Ledger:
                         payload_text = canonical_json(body)
                         digest = event_hash(seq, ts, kind, actor, payload_text, prev)
                         conn.execute(
-                            "INSERT INTO events (seq, ts, kind, actor, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            "INSERT INTO events (seq, ts, kind, actor, payload, prev_hash, hash) VALUES (?, ?, ?, ?, "
+                            "?, ?, ?)",
                             (seq, ts, kind, actor, payload_text, prev, digest),
                         )
                         ledger_id = (
@@ -403,7 +405,8 @@ class Ledger:
                         problems.append(
                             (
                                 seq,
-                                f"{table} row bound to event {seq}: that event does not bind a {table} row (a forged row)",
+                                f"{table} row bound to event {seq}: that event does not bind a {table} row (a forged "
+                                "row)",
                             )
                         )
         first = hashes.get(1)
@@ -417,7 +420,8 @@ class Ledger:
                 problems.append(
                     (
                         seq,
-                        f"{what}, {seq}:{digest}, is not in the chain (it ends at row {last}): rows were deleted or rewritten",
+                        f"{what}, {seq}:{digest}, is not in the chain (it ends at row {last}): rows were deleted or "
+                        "rewritten",
                     )
                 )
         problems.sort(key=lambda p: (p[0] is None, p[0] or 0))

@@ -130,7 +130,8 @@ def run_monitor(
             for value, s in values.items():
                 if s["n"] >= 5 and s["agreement"] < per_slice_floor:
                     result.alerts.append(
-                        f"slice {name}={value}: fidelity {s['agreement']:.3f} on {s['n']} requests is below {per_slice_floor:.3f}"
+                        f"slice {name}={value}: fidelity {s['agreement']:.3f} on {s['n']} requests is below "
+                        f"{per_slice_floor:.3f}"
                     )
     out_dir = project.state_dir / "monitor"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,8 @@ def _y_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
 
 def _frame(title: str, y_lo: float, y_hi: float, y_label: str) -> list[str]:
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" class="chart" role="img" aria-label="{escape(title)}">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" class="chart" role="img" '
+        f'aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title>",
     ]
     for tick in _y_ticks(y_lo, y_hi):
@@ -46,8 +47,8 @@ def _frame(title: str, y_lo: float, y_hi: float, y_label: str) -> list[str]:
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
         parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{tick:.2f}</text>')
     parts.append(
-        f'<text x="14" y="{(TOP + HEIGHT - BOTTOM) / 2:.1f}" transform="rotate(-90 14 {(TOP + HEIGHT - BOTTOM) / 2:.1f})" '
-        f'text-anchor="middle" class="axis">{escape(y_label)}</text>'
+        f'<text x="14" y="{(TOP + HEIGHT - BOTTOM) / 2:.1f}" transform="rotate(-90 14 '
+        f'{(TOP + HEIGHT - BOTTOM) / 2:.1f})" text-anchor="middle" class="axis">{escape(y_label)}</text>'
     )
     return parts
 
@@ -77,7 +78,8 @@ def rounds_chart(series: dict[str, list[RoundPoint]], thresholds: dict[str, floa
     labels = next((points for points in series.values() if points), [])
     for i, point in enumerate(labels):
         parts.append(
-            f'<text x="{x_of(i):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" class="tick">{escape(point.label)}</text>'
+            f'<text x="{x_of(i):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" '
+            f'class="tick">{escape(point.label)}</text>'
         )
     palette = ["#1f6feb", "#bf8700", "#8250df", "#cf222e"]
     for k, (name, points) in enumerate(series.items()):
@@ -86,10 +88,12 @@ def rounds_chart(series: dict[str, list[RoundPoint]], thresholds: dict[str, floa
         if threshold is not None:
             y = _scale(threshold, y_lo, y_hi, HEIGHT - BOTTOM, TOP)
             parts.append(
-                f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}" class="threshold"/>'
+                f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="{colour}" '
+                'class="threshold"/>'
             )
             parts.append(
-                f'<text x="{WIDTH - RIGHT - 4}" y="{y - 4 - 13 * k:.1f}" text-anchor="end" class="tick" fill="{colour}">'
+                f'<text x="{WIDTH - RIGHT - 4}" y="{y - 4 - 13 * k:.1f}" text-anchor="end" class="tick" '
+                f'fill="{colour}">'
                 f"{escape(name)} threshold {threshold:.2f}</text>"
             )
         shift = (k - (len(series) - 1) / 2) * 8  # side by side, so whiskers of two series never hide each other
@@ -134,7 +138,8 @@ def line_chart(
         text = f"{x:,.0f}" if x_hi - x_lo >= 8 else f"{x:.3g}"  # a short run's steps would round to repeated labels
         parts.append(f'<text x="{px:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" class="tick">{text}</text>')
     parts.append(
-        f'<text x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT - BOTTOM + 30}" text-anchor="middle" class="axis">{escape(x_label)}</text>'
+        f'<text x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT - BOTTOM + 30}" text-anchor="middle" '
+        f'class="axis">{escape(x_label)}</text>'
     )
     for k, (name, (x_values, y_values)) in enumerate(sorted(series.items())):
         colour = next((c for role, c in COLOURS.items() if role in name), "#8250df")
@@ -165,7 +170,8 @@ def reliability_chart(bins_by_model: dict[str, Sequence[dict]], title: str = "Re
             f'<text x="{x_of(tick):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle" class="tick">{tick:.2f}</text>'
         )
     parts.append(
-        f'<text x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT - BOTTOM + 30}" text-anchor="middle" class="axis">confidence</text>'
+        f'<text x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT - BOTTOM + 30}" text-anchor="middle" '
+        'class="axis">confidence</text>'
     )
     for k, (model, bins) in enumerate(bins_by_model.items()):
         colour = COLOURS.get(model, "#8250df")
@@ -178,7 +184,8 @@ def reliability_chart(bins_by_model: dict[str, Sequence[dict]], title: str = "Re
         for b in filled:
             parts.append(
                 f'<circle cx="{x_of(b["confidence"]):.1f}" cy="{y_of(b["accuracy"]):.1f}" r="3" fill="{colour}">'
-                f"<title>{escape(model)}: confidence {b['confidence']:.2f}, accuracy {b['accuracy']:.2f}, n={b['count']}</title></circle>"
+                f"<title>{escape(model)}: confidence {b['confidence']:.2f}, accuracy {b['accuracy']:.2f}, "
+                f"n={b['count']}</title></circle>"
             )
         parts.append(
             f'<text x="{LEFT + 8 + 120 * k}" y="{TOP + 12}" class="legend" fill="{colour}">● {escape(model)}</text>'

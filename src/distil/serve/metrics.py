@@ -105,7 +105,8 @@ class ServerMetrics:
                 "# HELP distil_escalated_share Share of inputs answered by the teacher since start.",
                 "# TYPE distil_escalated_share gauge",
                 f"distil_escalated_share {share!r}",
-                "# HELP distil_blended_cost_per_1m_requests Student cost plus the escalated share of the teacher's, per 1M requests.",
+                "# HELP distil_blended_cost_per_1m_requests Student cost plus the escalated share of the teacher's, "
+                "per 1M requests.",
                 "# TYPE distil_blended_cost_per_1m_requests gauge",
                 f"distil_blended_cost_per_1m_requests {blended!r}",
                 "# HELP distil_router_seconds_total Time spent deciding routes (excluding model calls).",

@@ -93,7 +93,8 @@ def calibrate_threshold(student_probs: np.ndarray, teacher_probs: np.ndarray, ta
 
 
 def target_fidelity(spec: Spec) -> float:
-    """The routed-fidelity floor a calibrated threshold keeps: router.target_fidelity, else gate.fidelity_min, else 0.95."""
+    """The routed-fidelity floor a calibrated threshold keeps: router.target_fidelity, else gate.fidelity_min, else
+    0.95."""
     return spec.router.target_fidelity or spec.gate.fidelity_min or 0.95
 
 

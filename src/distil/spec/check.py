@@ -24,7 +24,10 @@ def licence_problem(spec: Spec, teacher: TeacherSpec, reviews: Mapping[str, Any]
     where = f"teachers[{index}].licence"
     lic = teacher.licence
     if lic is None:
-        return f"{where}: teacher {teacher.id!r} has no licence record; distil collects no data before its terms are recorded"
+        return (
+            f"{where}: teacher {teacher.id!r} has no licence record; distil collects no data before its terms are "
+            "recorded"
+        )
     if lic.distillation_permitted == "no":
         return f"{where}.distillation_permitted: teacher {teacher.id!r}'s terms do not permit distillation"
     entry = registry_entry(lic)
@@ -32,8 +35,9 @@ def licence_problem(spec: Spec, teacher: TeacherSpec, reviews: Mapping[str, Any]
     if not lic.reviewed_by.strip():
         if entry is not None:
             return (
-                f"{where}.reviewed_by is empty for teacher {teacher.id!r}: the registry proposes distillation_permitted: "
-                f"{entry.distillation_permitted} under {entry.name} ({entry.clause[:80]}), but a named person must read the terms"
+                f"{where}.reviewed_by is empty for teacher {teacher.id!r}: the registry proposes "
+                f"distillation_permitted: {entry.distillation_permitted} under {entry.name} ({entry.clause[:80]}), "
+                "but a named person must read the terms"
             )
         if lic.distillation_permitted == "unknown":
             return (

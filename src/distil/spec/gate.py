@@ -163,6 +163,7 @@ def require_unchanged_gate(project: Project, must_be_locked: bool = True) -> Loc
         raise GateError(
             f"gate: changed since version {current.version} was locked by {current.locked_by} "
             f"({'; '.join(gate_changes(current, project.spec))})",
-            hint=f'restore the locked values, or lock a new version: `distil gate lock --as {project.spec.roles.sponsor} --reason "..."`',
+            hint="restore the locked values, or lock a new version: `distil gate lock --as "
+            f'{project.spec.roles.sponsor} --reason "..."`',
         )
     return current

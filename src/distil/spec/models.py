@@ -116,7 +116,8 @@ class Task(_Model):
         if self.scoring != "direct":
             if self.few_shot.select == "similar":
                 raise ValueError(
-                    "task.scoring: channel scoring uses the fixed shots; set task.few_shot.select: first or task.scoring: direct"
+                    "task.scoring: channel scoring uses the fixed shots; set task.few_shot.select: first or "
+                    "task.scoring: direct"
                 )
             template = self.few_shot.channel_template
             if (
@@ -211,7 +212,8 @@ class Roles(_Model):
         for name, key in value.items():
             if not _PUBLIC_KEY.match(key):
                 raise ValueError(
-                    f"roles.keys.{name}: expected ed25519:<base64 of 32 bytes> (from `distil keys init`), got {key[:24]!r}"
+                    f"roles.keys.{name}: expected ed25519:<base64 of 32 bytes> (from `distil keys init`), got "
+                    f"{key[:24]!r}"
                 )
             out[person_name(name, f"roles.keys.{name}")] = key
         return out
@@ -275,15 +277,17 @@ class TeacherSpec(_Model):
     )
     api_key_env: str = Field(
         "",
-        description="Name of the environment variable holding the API key (openai sources). The key itself is never written.",
+        description="Name of the environment variable holding the API key (openai sources). The key itself is never "
+        "written.",
     )
     max_concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight at once (openai sources).")
     timeout_s: float = Field(60.0, gt=0, le=3600, description="Per-request timeout in seconds (openai sources).")
     top_logprobs: int = Field(20, ge=0, le=20, description="How many top logprobs to ask an API teacher for.")
     write_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
-        description="Precision a local teacher writes synthetic inputs in (sampled text, where precision hardly matters; labels, "
-        "scores and answers are always float32). auto: bfloat16 on a GPU or a CPU with native bf16 instructions, else float32.",
+        description="Precision a local teacher writes synthetic inputs in (sampled text, where precision hardly "
+        "matters; labels, scores and answers are always float32). auto: bfloat16 on a GPU or a CPU with native bf16 "
+        "instructions, else float32.",
     )
 
     @field_validator("source")
@@ -313,12 +317,14 @@ class StudentSpec(_Model):
 
     kind: Literal["causal", "encoder"] = Field(
         "causal",
-        description="causal: a causal LM (the teacher's family, a config or a path); encoder: a local encoder (BERT family) "
-        "with a classification head over the labels, classify tasks only (no path: the embedded all-MiniLM-L6-v2).",
+        description="causal: a causal LM (the teacher's family, a config or a path); encoder: a local encoder (BERT "
+        "family) with a classification head over the labels, classify tasks only (no path: the embedded "
+        "all-MiniLM-L6-v2).",
     )
     init: str | None = Field(
         "teacher-layers:6",
-        description="teacher-layers:<N>: the teacher's architecture with N of its layers, evenly spread, copied in (causal students).",
+        description="teacher-layers:<N>: the teacher's architecture with N of its layers, evenly spread, copied in "
+        "(causal students).",
     )
     config: dict[str, Any] | None = Field(
         None, description="Any transformers config (dict) for a freshly initialised student."
@@ -417,7 +423,8 @@ class Filters(_Model):
         0.0,
         ge=0,
         le=1,
-        description="Drop teacher-written inputs in which letters are less than this share of the non-space characters (timestamps, IDs, number runs).",
+        description="Drop teacher-written inputs in which letters are less than this share of the non-space "
+        "characters (timestamps, IDs, number runs).",
     )
     near_duplicate_threshold: float = Field(
         0.8, gt=0, le=1, description="Jaccard similarity of word shingles above which two inputs are near-duplicates."
@@ -444,17 +451,20 @@ class DataSpec(_Model):
     synthetic_budget: int = Field(0, ge=0, le=1_000_000, description="How many synthetic inputs the teacher writes.")
     synthetic: Literal["teacher", "munge", "none"] = Field(
         "teacher",
-        description="How synthetic inputs are made: the teacher writes them, or munge (MUNGE for tabular seeds, word-level variants of text seeds).",
+        description="How synthetic inputs are made: the teacher writes them, or munge (MUNGE for tabular seeds, "
+        "word-level variants of text seeds).",
     )
     synthetic_style: Literal["auto", "list", "chat"] = Field(
         "auto",
-        description="How the teacher is asked for a synthetic input: list (it continues a list of seeds under data.synthetic_header; "
-        "suits small local models), chat (it is asked in words; suits instruction-following API models), auto (list for local teachers, chat for API teachers).",
+        description="How the teacher is asked for a synthetic input: list (it continues a list of seeds under "
+        "data.synthetic_header; suits small local models), chat (it is asked in words; suits instruction-following "
+        "API models), auto (list for local teachers, chat for API teachers).",
     )
     synthetic_header: str = Field(
         "Examples labelled {label}:",
         min_length=1,
-        description="The line above the seeds in a list-style synthetic prompt; {label} is the wanted label (dropped for tasks without labels).",
+        description="The line above the seeds in a list-style synthetic prompt; {label} is the wanted label (dropped "
+        "for tasks without labels).",
     )
     rationales: bool = Field(False, description="Ask the teacher for a rationale with each label.")
     filters: Filters = Field(default_factory=Filters, description="Curation filters.")
@@ -468,7 +478,8 @@ class DataSpec(_Model):
         ge=0,
         lt=1,
         description="Share of the curated data outside the test split set aside as the probe pool (probe.parquet): "
-        "teacher-labelled, never trained on; `distil iterate` mines failures there and in validation, never in test or gold.",
+        "teacher-labelled, never trained on; `distil iterate` mines failures there and in validation, never in test "
+        "or gold.",
     )
     seed: int = Field(0, ge=0, lt=SEED_LIMIT, description="Random seed for sampling and splits, in [0, 2**32).")
 
@@ -608,8 +619,8 @@ class DistillationSpec(_Model):
         0.0,
         ge=0,
         le=10,
-        description="Classify: weight λ of the rationale target (Distilling step-by-step: L_label + λ·L_rationale) on records that "
-        "carry a teacher rationale (needs data.rationales: true; 0: unused).",
+        description="Classify: weight λ of the rationale target (Distilling step-by-step: L_label + λ·L_rationale) "
+        "on records that carry a teacher rationale (needs data.rationales: true; 0: unused).",
     )
 
 
@@ -620,7 +631,8 @@ class OnPolicySpec(_Model):
         0.0,
         ge=0,
         le=1,
-        description="GKD λ: share of optimiser steps where the student samples and the local teacher scores (generate tasks; 0: off-policy only).",
+        description="GKD λ: share of optimiser steps where the student samples and the local teacher scores "
+        "(generate tasks; 0: off-policy only).",
     )
     temperature: float = Field(
         1.0, ge=0, le=10, description="Sampling temperature of the student's on-policy completions (0: greedy)."
@@ -637,20 +649,23 @@ class FeatureSpec(_Model):
         0.0,
         ge=0,
         le=100,
-        description="Weight of hidden-state matching against the teacher at the answer position, through a learned projection (0: unused).",
+        description="Weight of hidden-state matching against the teacher at the answer position, through a learned "
+        "projection (0: unused).",
     )
     kind: Literal["mse", "cosine"] = Field(
         "mse", description="Hidden-state matching: mean squared error or 1 - cosine similarity."
     )
     layers: dict[int, int] | None = Field(
         None,
-        description="Layer map for hidden-state matching, student hidden-state index -> teacher index (default: last -> last).",
+        description="Layer map for hidden-state matching, student hidden-state index -> teacher index (default: last "
+        "-> last).",
     )
     relation_weight: float = Field(
         0.0,
         ge=0,
         le=100,
-        description="Weight of relation-based KD between the pooled answer-position states of a micro-batch (0: unused).",
+        description="Weight of relation-based KD between the pooled answer-position states of a micro-batch (0: "
+        "unused).",
     )
     relation_kind: Literal["distance_angle", "similarity"] = Field(
         "distance_angle", description="Relation KD: pairwise distances and angles (RKD) or similarity-matrix matching."
@@ -704,8 +719,8 @@ class TrainSpec(_Model):
     )
     keep: Literal["best", "last"] = Field(
         "best",
-        description="The weights a run ends with: those of the evaluation with the best validation fidelity, or the last step's "
-        "(with a validation split of a few dozen examples the best evaluation is often picked by chance).",
+        description="The weights a run ends with: those of the evaluation with the best validation fidelity, or the "
+        "last step's (with a validation split of a few dozen examples the best evaluation is often picked by chance).",
     )
     eval_every: int = Field(0, ge=0, description="Optimiser steps between validation passes (0: once per epoch).")
     seed: int = Field(
@@ -713,15 +728,17 @@ class TrainSpec(_Model):
     )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
-        description="bf16: forward and backward under bfloat16 autocast (weights and optimiser stay fp32; softmaxes stay fp32).",
+        description="bf16: forward and backward under bfloat16 autocast (weights and optimiser stay fp32; softmaxes "
+        "stay fp32).",
     )
     compile: bool = Field(
         False, description="Compile the student's decoder with torch.compile (pays off on long GPU runs)."
     )
     freeze_embeddings: bool = Field(
         False,
-        description="Keep the token embeddings (and an output head tied to them) as initialised: a third fewer weights to update "
-        "for a teacher-layers student of a small model, and fewer to overfit with a few hundred examples.",
+        description="Keep the token embeddings (and an output head tied to them) as initialised: a third fewer "
+        "weights to update for a teacher-layers student of a small model, and fewer to overfit with a few hundred "
+        "examples.",
     )
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="AdamW and its learning-rate schedule.")
     distillation: DistillationSpec = Field(
@@ -861,7 +878,8 @@ class Maintenance(_Model):
         None,
         ge=0,
         le=1,
-        description="Student-teacher agreement on traffic below which `distil monitor` alerts (default: gate.fidelity_min).",
+        description="Student-teacher agreement on traffic below which `distil monitor` alerts (default: "
+        "gate.fidelity_min).",
     )
     drift_alpha: float = Field(
         0.01, gt=0, lt=1, description="Significance level of the embedding-drift permutation test."
@@ -877,18 +895,20 @@ class Maintenance(_Model):
         30,
         ge=1,
         le=3650,
-        description="Traffic shards older than this many days are deleted by `distil serve` at start and by `distil monitor` "
-        "(null: kept until you delete them).",
+        description="Traffic shards older than this many days are deleted by `distil serve` at start and by `distil "
+        "monitor` (null: kept until you delete them).",
     )
     store_inputs: bool = Field(
         True,
-        description="Keep the request text (and generated answers) in the traffic log; false: only the route, the label "
-        "distribution and the confidence, so monitor cannot ask the teacher about them and nothing typed is kept.",
+        description="Keep the request text (and generated answers) in the traffic log; false: only the route, the "
+        "label distribution and the confidence, so monitor cannot ask the teacher about them and nothing typed is "
+        "kept.",
     )
     redact: bool = Field(
         True,
-        description="Mask personal data in the text kept: e-mails, phones, cards, IBANs, IP addresses, US SSNs (Presidio's "
-        "pattern recognisers), names after a cue, street addresses, postcodes and runs of 6+ digits. Names with no cue are missed.",
+        description="Mask personal data in the text kept: e-mails, phones, cards, IBANs, IP addresses, US SSNs "
+        "(Presidio's pattern recognisers), names after a cue, street addresses, postcodes and runs of 6+ digits. "
+        "Names with no cue are missed.",
     )
 
 

@@ -22,7 +22,8 @@ def _script(char: str) -> str:
 
 
 def person_name(value: str, field: str = "") -> str:
-    """``value`` NFKC-normalised and stripped; ValueError (naming ``field`` when given) when it hides or mixes characters."""
+    """``value`` NFKC-normalised and stripped; ValueError (naming ``field`` when given) when it hides or mixes
+    characters."""
     where = f"{field}: " if field else ""
     name = unicodedata.normalize("NFKC", value).strip()
     for char in value + name:  # before NFKC too: it turns a no-break space into a plain one

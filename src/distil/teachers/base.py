@@ -119,7 +119,8 @@ def sha256_json(value: Any) -> str:
 
 
 def api_fingerprint(base_url: str, model: str, date: str) -> str:
-    """An API teacher has no weights to hash: the endpoint (credentials removed), the model name and the day stand in."""
+    """An API teacher has no weights to hash: the endpoint (credentials removed), the model name and the day stand
+    in."""
     from distil.teachers.urls import public_url
 
     return f"api:{public_url(base_url.rstrip('/'))}#{model}@{date}"

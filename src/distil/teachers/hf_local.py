@@ -171,7 +171,8 @@ class HFLocalTeacher:
                 first = int(tokens[0])
                 if owner.get(first, name) != name:
                     raise TeacherError(
-                        f"task.labels: labels {owner[first]!r} and {name!r} start with the same token for teacher {self.teacher_id!r}",
+                        f"task.labels: labels {owner[first]!r} and {name!r} start with the same token for teacher "
+                        f"{self.teacher_id!r}",
                         hint="give the labels verbalizer words (task.labels[].words) that begin differently",
                     )
                 owner[first] = name
@@ -400,7 +401,8 @@ class HFLocalTeacher:
         return [r["text"] for r in self.generate_detailed(prompts, **params)]
 
     def topk_logprobs(self, prompts: Sequence[str], completions: Sequence[str], k: int = 20, chat: bool = True):
-        """For each (prompt, completion), the teacher's top-k (ids [T, k], logprobs [T, k]) at every completion token."""
+        """For each (prompt, completion), the teacher's top-k (ids [T, k], logprobs [T, k]) at every completion
+        token."""
         import torch
 
         out = []

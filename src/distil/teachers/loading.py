@@ -189,7 +189,8 @@ def check_dequantized_cache(folder: Path, source_fingerprint: str) -> str:
     built_from, built_as = stamp.get("source_sha256"), stamp.get("dequantized_sha256")
     if (built_from and built_from != source_fingerprint) or (built_as and built_as != content):
         raise TeacherError(
-            f"{folder}: the dequantized teacher cache is not what was built from the GGUF file ({content[:19]}… on disk)",
+            f"{folder}: the dequantized teacher cache is not what was built from the GGUF file ({content[:19]}… on "
+            "disk)",
             hint=f"delete {folder}; the next run rebuilds it from the GGUF file",
         )
     return content

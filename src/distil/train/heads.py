@@ -111,7 +111,8 @@ def _float_or_none(value: Any) -> float | None:
 
 
 def decoder_of(model: PreTrainedModel | nn.Module) -> nn.Module:
-    """The part of a model that returns hidden states (``last_hidden_state``: a causal LM's decoder, an encoder student's encoder), peft or not."""
+    """The part of a model that returns hidden states (``last_hidden_state``: a causal LM's decoder, an encoder
+    student's encoder), peft or not."""
     inner = _unwrapped(model)
     return getattr(inner, inner.base_model_prefix)
 

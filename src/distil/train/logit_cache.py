@@ -149,7 +149,8 @@ def build_topk_cache(
     replace_dir_atomic(folder, write)
     if console is not None:
         console.print(
-            f"teacher cache: {len(ids):,} tokens × top-{k} = {ids.nbytes + logprobs.nbytes:,} bytes ({bytes_per_token(k)} bytes per token)"
+            f"teacher cache: {len(ids):,} tokens × top-{k} = {ids.nbytes + logprobs.nbytes:,} bytes "
+            f"({bytes_per_token(k)} bytes per token)"
         )
     return TopkCache.open(folder)
 

@@ -150,7 +150,8 @@ def step_rows(
 
 
 def with_kept_weights(model: PreTrainedModel, best_state: dict[str, Tensor] | None, cfg: TrainSpec) -> PreTrainedModel:
-    """The finished model with the weights ``train.keep`` asks for: the best validation check's, or its own last ones."""
+    """The finished model with the weights ``train.keep`` asks for: the best validation check's, or its own last
+    ones."""
     if best_state is not None and cfg.keep == "best":
         model.load_state_dict(best_state)
     return model

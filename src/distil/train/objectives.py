@@ -176,7 +176,8 @@ def classify_loss(
 def with_hidden_state_terms(
     loss: Tensor, model: PreTrainedModel, states: Tensor, theirs: Tensor, objective: ClassifyObjective, num_items: float
 ) -> Tensor:
-    """``loss`` plus feature matching through the projector plus relation KD; states [B, M + 1, H], theirs [B, M + 1, Ht]."""
+    """``loss`` plus feature matching through the projector plus relation KD; states [B, M + 1, H],
+    theirs [B, M + 1, Ht]."""
     features = objective.cfg.features
     total = loss
     if objective.uses_projector:

@@ -103,7 +103,8 @@ def estimate(project: Project, device: str | None = None, available_bytes: int |
         cache_bytes = 0
         if build.is_encoder:
             notes.append(
-                "encoder student: KD over the task's labels, not the vocabulary, so teacher and student tokenizers need not match"
+                "encoder student: KD over the task's labels, not the vocabulary, so teacher and student tokenizers "
+                "need not match"
             )
     else:
         vocab = build.model.get_output_embeddings().weight.shape[0]
@@ -117,7 +118,8 @@ def estimate(project: Project, device: str | None = None, available_bytes: int |
             ok, why = same_vocabulary(teacher_tok, build.tokenizer)
             if not ok:
                 notes.append(
-                    f"tokenizers differ ({why}): logit losses refused; sequence-level KD (train.distillation.alpha: 1.0) allowed"
+                    f"tokenizers differ ({why}): logit losses refused; sequence-level KD (train.distillation.alpha: "
+                    "1.0) allowed"
                 )
     seconds = 6 * build.params * train_tokens * cfg.epochs / ASSUMED_FLOPS[device]
     plan = Plan(memory, available, cache_bytes, seconds, train_tokens, device, notes=notes)
@@ -147,7 +149,8 @@ def advice_for(plan: Plan, cfg: TrainSpec, kind: str) -> list[str]:
 def require_fits(plan: Plan) -> None:
     if not plan.fits:
         raise TrainError(
-            f"training needs about {plan.peak_bytes / 2**30:.2f} GiB but {plan.device} has {plan.available_bytes / 2**30:.2f} GiB",
+            f"training needs about {plan.peak_bytes / 2**30:.2f} GiB but {plan.device} has "
+            f"{plan.available_bytes / 2**30:.2f} GiB",
             hint="; ".join(plan.advice) or "choose a smaller student",
         )
     for note in plan.notes:

@@ -175,7 +175,10 @@ def build_student(
         n = int(student_spec.init.split(":", 1)[1])
         model = student_from_teacher_layers(teacher, n)
         tokenizer = AutoTokenizer.from_pretrained(str(teacher_folder))
-        description = f"{student_spec.init} ({model.config.model_type}, layers {evenly_spread(teacher.config.num_hidden_layers, n)} of the teacher)"
+        description = (
+            f"{student_spec.init} ({model.config.model_type}, layers "
+            f"{evenly_spread(teacher.config.num_hidden_layers, n)} of the teacher)"
+        )
     elif student_spec.config:
         settings = dict(student_spec.config)
         tokenizer_path = settings.pop("tokenizer", None) or teacher_folder
@@ -281,7 +284,8 @@ def load_student_model(folder: Path, task: dict[str, Any]) -> PreTrainedModel:
 
 
 class Predictor:
-    """A trained student (or baseline) folder of either kind: ``label_distribution`` for classify, ``generate`` for text."""
+    """A trained student (or baseline) folder of either kind: ``label_distribution`` for classify, ``generate`` for
+    text."""
 
     def __init__(self, folder: str | Path, device: str = "cpu"):
         from transformers import AutoTokenizer  # slow to import; only opening a model folder pays for it

@@ -90,7 +90,8 @@ def teacher_answer_states(
     write_bytes_atomic(path, buffer.getvalue())
     if console is not None:
         console.print(
-            f"teacher states: {states.shape[0]:,} examples × {len(layers)} layer(s) × {states.shape[2]} ({states.nbytes:,} bytes)"
+            f"teacher states: {states.shape[0]:,} examples × {len(layers)} layer(s) × {states.shape[2]} "
+            f"({states.nbytes:,} bytes)"
         )
     del model
     return torch.from_numpy(states.astype(np.float32))

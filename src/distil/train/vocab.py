@@ -30,6 +30,6 @@ def require_same_vocabulary(
     if not ok:
         raise TrainError(
             f"teacher and student tokenizers differ ({why}): {what} compare token ids and are refused",
-            hint="set train.distillation.alpha: 1.0 for sequence-level KD (cross-entropy on the teacher's text), which stays "
-            "allowed, or use student.init teacher-layers:N so the student shares the teacher's tokenizer",
+            hint="set train.distillation.alpha: 1.0 for sequence-level KD (cross-entropy on the teacher's text), "
+            "which stays allowed, or use student.init teacher-layers:N so the student shares the teacher's tokenizer",
         )
