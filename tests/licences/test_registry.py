@@ -141,11 +141,12 @@ def test_the_review_is_signed_when_the_spec_sets_keys(tmp_path):
 
 def test_duties_reach_the_report_lines_and_the_model_card(tmp_path, tiny_teacher_dir):
     from distil.export import MODEL_CARD, export_run
-    from tests.serve.conftest import write_classify_run
+    from tests.serve.conftest import record_trained, write_classify_run
 
     spec = _project(tmp_path, {"id": "llama-3.3", "distillation_permitted": "conditional", "reviewed_by": "maria"})
     write_classify_run(spec.parent / ".distil" / "runs" / "r1")
     project = load_project(spec)
+    record_trained(project, "r1")  # export loads only a student whose files the ledger recorded
     assert any('must begin with "Llama"' in line for line in duty_lines(project.spec))
     result = export_run(project, "r1", "safetensors")
     card = (result.folder / MODEL_CARD).read_text()
