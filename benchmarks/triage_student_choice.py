@@ -1,0 +1,173 @@
+"""The triage student's distillation temperature, chosen on a development set the teacher labelled.
+
+Builds the quickstart project once (``distil init --example triage``, then generate and curate through
+distil's library, in a temporary folder), then trains the student with T=1 and T=2 (training seeds 0
+and 1; everything else as examples/triage ships) and measures each student's agreement with the
+teacher on the inputs of ``examples/triage/dev.jsonl``: 120 tickets outside the project's data (neither
+seeds, synthetic, nor gold), labelled once by the same teacher that labelled the training data. Their
+hand labels play no part. The rule: the highest mean development agreement over the seeds; a tie keeps
+the temperature the example ships. Neither the test split nor the gold set is consulted.
+
+Writes its section of docs/benchmarks.md (README's quickstart section says which set chose each of the
+example's settings). Time-boxed: when the first training shows that four would not fit ``--budget-minutes``, only
+training seed 0 runs, and the section says so.
+
+    python benchmarks/triage_student_choice.py
+    python benchmarks/triage_student_choice.py --work /tmp/triage-choice   # reuse a built project
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _report import markdown_table, write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "triage"
+DEV = EXAMPLE / "dev.jsonl"
+TEMPERATURES = (1.0, 2.0)
+SEEDS = (0, 1)
+
+def build_project(work: Path):  # noqa: ANN201 - distil.spec.io.Project
+    """The quickstart project in ``work``: init from examples/triage, generate, curate (skipped when done)."""
+    from distil.data.curate import curate
+    from distil.data.generate import generate_dataset
+    from distil.errors import DataError
+    from distil.runs import latest_curated
+    from distil.spec.io import load_project
+    from distil.spec.templates import init_project
+
+    spec_path = work / "distil.yaml"
+    if not spec_path.is_file():
+        init_project(work, example="triage")
+    project = load_project(spec_path)
+    try:
+        latest_curated(project)
+        print(f"reusing the curated data in {work}", flush=True)
+        return project, None
+    except DataError:
+        pass
+    started = time.perf_counter()
+    generated = generate_dataset(project, actor=project.spec.roles.driver, show_progress=False)
+    curated = curate(project, actor=project.spec.roles.driver)
+    print(f"generate {generated.counts}, curate {curated.counts}", flush=True)
+    return project, time.perf_counter() - started
+
+
+def teacher_on_dev(project, cache: Path) -> np.ndarray:  # noqa: ANN001
+    """The teacher's label distribution on the development inputs, computed once and kept in ``cache``."""
+    if cache.is_file():
+        return np.array(json.loads(cache.read_text()))
+    from distil.data.sources import read_inputs
+    from distil.files import write_json_atomic
+    from distil.teachers.registry import build_teacher
+
+    teacher = build_teacher(project, actor=project.spec.roles.driver)
+    probs = teacher.label_distribution([item.input for item in read_inputs(DEV)])
+    write_json_atomic(cache, probs.tolist())
+    return probs
+
+
+def train_and_score(project, temperature: float, seed: int, teacher_probs: np.ndarray) -> dict:  # noqa: ANN001
+    """Train the student alone with this temperature and training seed; its agreement and KL on the dev inputs."""
+    from rich.console import Console
+
+    from distil.data.sources import read_inputs
+    from distil.spec.io import Project
+    from distil.train.students import load_predictor
+    from distil.train.trainer import train_run
+
+    spec = project.spec
+    distillation = spec.train.distillation.model_copy(update={"temperature": temperature})
+    train = spec.train.model_copy(update={"seed": seed, "distillation": distillation})
+    variant = Project(project.spec_path, spec.model_copy(update={"train": train}))
+    run_id = f"choice-t{temperature:g}-s{seed}"
+    started = time.perf_counter()
+    result = train_run(variant, baseline=False, run_id=run_id, console=Console(quiet=True))
+    seconds = time.perf_counter() - started
+    student = load_predictor(result.run_dir / "student").label_distribution([item.input for item in read_inputs(DEV)])
+    agreement = float((student.argmax(axis=1) == teacher_probs.argmax(axis=1)).mean())
+    kl = float(np.mean(np.sum(teacher_probs * (np.log(np.clip(teacher_probs, 1e-9, 1)) - np.log(np.clip(student, 1e-9, 1))), axis=1)))
+    return {"temperature": temperature, "seed": seed, "agreement": agreement, "kl": kl, "seconds": seconds}
+
+
+def choose(rows: list[dict], shipped: float) -> tuple[float, dict[float, float]]:
+    """The rule: the highest mean development agreement; a tie keeps the shipped temperature."""
+    means = {t: float(np.mean([r["agreement"] for r in rows if r["temperature"] == t])) for t in sorted({r["temperature"] for r in rows})}
+    best = max(means.values())
+    tied = [t for t, m in means.items() if abs(m - best) < 1e-9]
+    return (shipped if shipped in tied else tied[0]), means
+
+
+def section_body(spec, rows: list[dict], teacher_probs: np.ndarray, build_seconds: float | None, note: str) -> str:  # noqa: ANN001
+    """The docs/benchmarks.md section: the setting, one row per temperature, the rule and what it picks."""
+    shipped = spec.train.distillation.temperature
+    picked, means = choose(rows, shipped)
+    seeds_run = sorted({r["seed"] for r in rows})
+
+    def per_seed(t: float, field: str, fmt: str) -> str:
+        return " / ".join(format(r[field], fmt) for r in rows if r["temperature"] == t)
+
+    table = [[f"T={t:g}" + (" (ships)" if t == shipped else ""), per_seed(t, "agreement", ".3f"), f"{means[t]:.3f}",
+              per_seed(t, "kl", ".3f"), per_seed(t, "seconds", ".0f")] for t in means]
+    predicted = teacher_probs.argmax(axis=1)
+    labels = ", ".join(f"{int((predicted == i).sum())} {n}" for i, n in enumerate(spec.task.label_names))
+    return (
+        f"The quickstart project (`examples/triage` as it ships: `task.scoring: {spec.task.scoring}`, "
+        f"{spec.task.few_shot.per_label} shots per label, {spec.train.epochs} epochs, `keep: {spec.train.keep}`, "
+        f"`precision: {spec.train.precision}`), built once: generate and curate"
+        + (f" ({build_seconds / 60:.1f} min)" if build_seconds is not None else "")
+        + f". The student alone (no baseline) is trained with each temperature, training seeds {', '.join(map(str, seeds_run))}, "
+        f"and compared with the teacher on the {len(teacher_probs)} inputs of `examples/triage/dev.jsonl`, labelled once "
+        f"by the same teacher ({labels}); their hand labels, the test split and the gold set are not used.{note}\n\n"
+        + markdown_table(["temperature", "dev agreement per seed", "mean", "dev KL per seed", "train s per seed"], table)
+        + f"\n\nRule: the highest mean development agreement; a tie keeps the shipped temperature. It picks **T={picked:g}** "
+        f"(examples/triage ships T={shipped:g}).\n"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, help="Project folder to build in (or reuse); default: a new temporary folder.")
+    parser.add_argument("--budget-minutes", type=float, default=15.0, help="Training time allowed for all trainings.")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 on a busy machine).")
+    parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/benchmarks.md alone.")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    work = args.work or Path(tempfile.mkdtemp(prefix="triage-choice-"))
+    project, build_seconds = build_project(work)
+    spec = project.spec
+    teacher_probs = teacher_on_dev(project, work / "dev_teacher_probs.json")
+
+    plan = [(t, s) for s in SEEDS for t in TEMPERATURES]  # seed 0 of every temperature first
+    rows: list[dict] = []
+    note = ""
+    for temperature, seed in plan:
+        spent = sum(r["seconds"] for r in rows)
+        if rows and seed != SEEDS[0] and spent / len(rows) * len(plan) > args.budget_minutes * 60:
+            note = (f" Time box: one training took {spent / len(rows):.0f} s on average, so {len(plan)} would exceed "
+                    f"{args.budget_minutes:g} minutes; only training seed {SEEDS[0]} ran.")
+            break
+        rows.append(train_and_score(project, temperature, seed, teacher_probs))
+        print(rows[-1], flush=True)
+
+    body = section_body(spec, rows, teacher_probs, build_seconds, note)
+    print(body)
+    if not args.no_write:
+        write_section("triage_student_choice", "Triage student: temperature chosen on teacher-labelled development tickets", body,
+                      command="python benchmarks/triage_student_choice.py" + (f" --threads {args.threads}" if args.threads != 2 else ""))
+
+
+if __name__ == "__main__":
+    main()
