@@ -42,8 +42,10 @@ VARIANTS: list[tuple[str, dict]] = [
     ("both, first 3 per label", {"scoring": "both", "few_shot": {"per_label": 3}}),
     ("both, first 4 per label", {"scoring": "both", "few_shot": {"per_label": 4}}),
     ("direct, first 3 per label", {"scoring": "direct", "few_shot": {"per_label": 3}}),
-    ("direct, first 2, content-free N/A, empty, [MASK] averaged",
-     {"scoring": "direct", "few_shot": {"per_label": 2}, "content_free_inputs": ["N/A", "", "[MASK]"]}),
+    (
+        "direct, first 2, content-free N/A, empty, [MASK] averaged",
+        {"scoring": "direct", "few_shot": {"per_label": 2}, "content_free_inputs": ["N/A", "", "[MASK]"]},
+    ),
 ]
 QUICK = {"both, first 2 per label", "direct, first 2 per label", "channel, first 2 per label"}
 COMMON = {"few_shot": {"select": "first"}, "content_free_inputs": ["N/A"]}  # what a variant does not name
@@ -52,7 +54,10 @@ COMMON = {"few_shot": {"select": "first"}, "content_free_inputs": ["N/A"]}  # wh
 def task_variant(spec, settings: dict):  # noqa: ANN001
     dumped = spec.task.model_dump()
     few_shot = {**dumped["few_shot"], **COMMON["few_shot"], **settings.get("few_shot", {})}
-    top = {**{k: v for k, v in COMMON.items() if k != "few_shot"}, **{k: v for k, v in settings.items() if k != "few_shot"}}
+    top = {
+        **{k: v for k, v in COMMON.items() if k != "few_shot"},
+        **{k: v for k, v in settings.items() if k != "few_shot"},
+    }
     return spec.task.__class__.model_validate({**dumped, **top, "few_shot": few_shot})
 
 
@@ -68,8 +73,12 @@ def choose(rows: list[dict]) -> dict:
 
 def score_key(spec, task, scored: Path) -> str:  # noqa: ANN001
     """What a score depends on: the teacher, the task settings, the seeds (the shots) and the scored file."""
-    parts = [spec.teacher().source, json.dumps(task.model_dump(mode="json"), sort_keys=True),
-             hashlib.sha256((EXAMPLE / spec.data.seeds).read_bytes()).hexdigest(), hashlib.sha256(scored.read_bytes()).hexdigest()]
+    parts = [
+        spec.teacher().source,
+        json.dumps(task.model_dump(mode="json"), sort_keys=True),
+        hashlib.sha256((EXAMPLE / spec.data.seeds).read_bytes()).hexdigest(),
+        hashlib.sha256(scored.read_bytes()).hexdigest(),
+    ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -77,10 +86,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Three variants only, to estimate the full run's time.")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 on a busy machine).")
-    parser.add_argument("--gold", choices=("all", "picked"), default="all",
-                        help="Score the gold set (report only) for every variant, or only for the picked and the shipped one.")
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "distil-teacher-prompt.json",
-                        help="Scores already measured, reused by a rerun.")
+    parser.add_argument(
+        "--gold",
+        choices=("all", "picked"),
+        default="all",
+        help="Score the gold set (report only) for every variant, or only for the picked and the shipped one.",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "distil-teacher-prompt.json",
+        help="Scores already measured, reused by a rerun.",
+    )
     parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/benchmarks.md alone.")
     args = parser.parse_args()
 
@@ -108,7 +125,9 @@ def main() -> None:
         if not loaded:
             loaded.extend(load_causal_lm(spec.teacher().source))
         model, tokenizer, fingerprint = loaded
-        return HFLocalTeacher(spec.teacher(), task, choose_shots(task, seeds), model=model, tokenizer=tokenizer, fingerprint=fingerprint)
+        return HFLocalTeacher(
+            spec.teacher(), task, choose_shots(task, seeds), model=model, tokenizer=tokenizer, fingerprint=fingerprint
+        )
 
     def scored(task, path: Path, truth: np.ndarray) -> dict:  # noqa: ANN001
         key = score_key(spec, task, path)
@@ -118,9 +137,12 @@ def main() -> None:
             probs = teacher_for(task).label_distribution(inputs)
             seconds = time.perf_counter() - started
             predicted = probs.argmax(axis=1)
-            cache[key] = {"accuracy": float((predicted == truth).mean()), "rate": len(inputs) / seconds,
-                          "recall": [float((predicted[truth == i] == i).mean()) for i in range(len(names))],
-                          "top": float(probs.max(axis=1).mean())}
+            cache[key] = {
+                "accuracy": float((predicted == truth).mean()),
+                "rate": len(inputs) / seconds,
+                "recall": [float((predicted[truth == i] == i).mean()) for i in range(len(names))],
+                "top": float(probs.max(axis=1).mean()),
+            }
             write_json_atomic(args.cache, cache)
         return cache[key]
 
@@ -130,8 +152,19 @@ def main() -> None:
             continue
         task = task_variant(spec, settings)
         dev_score = scored(task, DEV, dev_truth)
-        rows.append({"name": name, "settings": settings, "task": task, "ships": ships(spec, settings), "dev": dev_score["accuracy"],
-                     "recall": dev_score["recall"], "top": dev_score["top"], "rate": dev_score["rate"], "gold": None})
+        rows.append(
+            {
+                "name": name,
+                "settings": settings,
+                "task": task,
+                "ships": ships(spec, settings),
+                "dev": dev_score["accuracy"],
+                "recall": dev_score["recall"],
+                "top": dev_score["top"],
+                "rate": dev_score["rate"],
+                "gold": None,
+            }
+        )
         print({k: v for k, v in rows[-1].items() if k not in ("settings", "task")}, flush=True)
     picked = choose(rows)
     for row in rows:  # report only
@@ -141,8 +174,14 @@ def main() -> None:
 
     shipped = next((row["name"] for row in rows if row["ships"]), "none of these")
     table = [
-        [row["name"] + (" (ships)" if row["ships"] else ""), f"{row['dev']:.3f}", *(f"{r:.2f}" for r in row["recall"]),
-         f"{row['top']:.2f}", f"{row['rate']:.1f}", "not scored" if row["gold"] is None else f"{row['gold']:.3f}"]
+        [
+            row["name"] + (" (ships)" if row["ships"] else ""),
+            f"{row['dev']:.3f}",
+            *(f"{r:.2f}" for r in row["recall"]),
+            f"{row['top']:.2f}",
+            f"{row['rate']:.1f}",
+            "not scored" if row["gold"] is None else f"{row['gold']:.3f}",
+        ]
         for row in rows
     ]
     body = (
@@ -152,17 +191,34 @@ def main() -> None:
         f"gold and that the cadence never reads. Recall and mean top probability are on the development file; labelling "
         f"rate: development tickets per second at batch 16, calibration included (CPU, shared machine: indicative). "
         f"Gold accuracy ({len(gold)} tickets) is report only, scored after the choice was made"
-        + (" and only for the picked and the shipped variant" if args.gold == "picked" else "") + ".\n\n"
-        + markdown_table(["prompt", "dev accuracy", *(f"dev recall {n}" for n in names), "dev mean top probability",
-                          "tickets / s", "gold accuracy (report only)"], table)
+        + (" and only for the picked and the shipped variant" if args.gold == "picked" else "")
+        + ".\n\n"
+        + markdown_table(
+            [
+                "prompt",
+                "dev accuracy",
+                *(f"dev recall {n}" for n in names),
+                "dev mean top probability",
+                "tickets / s",
+                "gold accuracy (report only)",
+            ],
+            table,
+        )
         + f"\n\nRule: the highest development accuracy; a tie goes to the faster variant. It picks **{picked['name']}** "
         f"(dev {picked['dev']:.3f}, {picked['rate']:.1f} tickets / s); examples/triage ships {shipped}.\n"
     )
     print(body)
     print("picked:", picked["name"], picked["settings"])
     if not args.no_write:
-        write_section("teacher_prompt", "Triage teacher: prompt variants chosen on the development file", body,
-                      command="python benchmarks/teacher_prompt.py" + (" --quick" if args.quick else "") + (" --gold picked" if args.gold == "picked" else "") + (f" --threads {args.threads}" if args.threads != 2 else ""))
+        write_section(
+            "teacher_prompt",
+            "Triage teacher: prompt variants chosen on the development file",
+            body,
+            command="python benchmarks/teacher_prompt.py"
+            + (" --quick" if args.quick else "")
+            + (" --gold picked" if args.gold == "picked" else "")
+            + (f" --threads {args.threads}" if args.threads != 2 else ""),
+        )
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ DEV = EXAMPLE / "dev.jsonl"
 TEMPERATURES = (1.0, 2.0)
 SEEDS = (0, 1)
 
+
 def build_project(work: Path):  # noqa: ANN201 - distil.spec.io.Project
     """The quickstart project in ``work``: init from examples/triage, generate, curate (skipped when done)."""
     from distil.data.curate import curate
@@ -95,13 +96,22 @@ def train_and_score(project, temperature: float, seed: int, teacher_probs: np.nd
     seconds = time.perf_counter() - started
     student = load_predictor(result.run_dir / "student").label_distribution([item.input for item in read_inputs(DEV)])
     agreement = float((student.argmax(axis=1) == teacher_probs.argmax(axis=1)).mean())
-    kl = float(np.mean(np.sum(teacher_probs * (np.log(np.clip(teacher_probs, 1e-9, 1)) - np.log(np.clip(student, 1e-9, 1))), axis=1)))
+    kl = float(
+        np.mean(
+            np.sum(
+                teacher_probs * (np.log(np.clip(teacher_probs, 1e-9, 1)) - np.log(np.clip(student, 1e-9, 1))), axis=1
+            )
+        )
+    )
     return {"temperature": temperature, "seed": seed, "agreement": agreement, "kl": kl, "seconds": seconds}
 
 
 def choose(rows: list[dict], shipped: float) -> tuple[float, dict[float, float]]:
     """The rule: the highest mean development agreement; a tie keeps the shipped temperature."""
-    means = {t: float(np.mean([r["agreement"] for r in rows if r["temperature"] == t])) for t in sorted({r["temperature"] for r in rows})}
+    means = {
+        t: float(np.mean([r["agreement"] for r in rows if r["temperature"] == t]))
+        for t in sorted({r["temperature"] for r in rows})
+    }
     best = max(means.values())
     tied = [t for t, m in means.items() if abs(m - best) < 1e-9]
     return (shipped if shipped in tied else tied[0]), means
@@ -116,8 +126,16 @@ def section_body(spec, rows: list[dict], teacher_probs: np.ndarray, build_second
     def per_seed(t: float, field: str, fmt: str) -> str:
         return " / ".join(format(r[field], fmt) for r in rows if r["temperature"] == t)
 
-    table = [[f"T={t:g}" + (" (ships)" if t == shipped else ""), per_seed(t, "agreement", ".3f"), f"{means[t]:.3f}",
-              per_seed(t, "kl", ".3f"), per_seed(t, "seconds", ".0f")] for t in means]
+    table = [
+        [
+            f"T={t:g}" + (" (ships)" if t == shipped else ""),
+            per_seed(t, "agreement", ".3f"),
+            f"{means[t]:.3f}",
+            per_seed(t, "kl", ".3f"),
+            per_seed(t, "seconds", ".0f"),
+        ]
+        for t in means
+    ]
     predicted = teacher_probs.argmax(axis=1)
     labels = ", ".join(f"{int((predicted == i).sum())} {n}" for i, n in enumerate(spec.task.label_names))
     return (
@@ -125,18 +143,23 @@ def section_body(spec, rows: list[dict], teacher_probs: np.ndarray, build_second
         f"{spec.task.few_shot.per_label} shots per label, {spec.train.epochs} epochs, `keep: {spec.train.keep}`, "
         f"`precision: {spec.train.precision}`), built once: generate and curate"
         + (f" ({build_seconds / 60:.1f} min)" if build_seconds is not None else "")
-        + f". The student alone (no baseline) is trained with each temperature, training seeds {', '.join(map(str, seeds_run))}, "
-        f"and compared with the teacher on the {len(teacher_probs)} inputs of `examples/triage/dev.jsonl`, labelled once "
-        f"by the same teacher ({labels}); their hand labels, the test split and the gold set are not used.{note}\n\n"
-        + markdown_table(["temperature", "dev agreement per seed", "mean", "dev KL per seed", "train s per seed"], table)
-        + f"\n\nRule: the highest mean development agreement; a tie keeps the shipped temperature. It picks **T={picked:g}** "
-        f"(examples/triage ships T={shipped:g}).\n"
+        + ". The student alone (no baseline) is trained with each temperature, training seeds "
+        f"{', '.join(map(str, seeds_run))}, and compared with the teacher on the {len(teacher_probs)} inputs of "
+        f"`examples/triage/dev.jsonl`, labelled once by the same teacher ({labels}); their hand labels, "
+        f"the test split and the gold set are not used.{note}\n\n"
+        + markdown_table(
+            ["temperature", "dev agreement per seed", "mean", "dev KL per seed", "train s per seed"], table
+        )
+        + "\n\nRule: the highest mean development agreement; a tie keeps the shipped temperature. "
+        f"It picks **T={picked:g}** (examples/triage ships T={shipped:g}).\n"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, help="Project folder to build in (or reuse); default: a new temporary folder.")
+    parser.add_argument(
+        "--work", type=Path, help="Project folder to build in (or reuse); default: a new temporary folder."
+    )
     parser.add_argument("--budget-minutes", type=float, default=15.0, help="Training time allowed for all trainings.")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 on a busy machine).")
     parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/benchmarks.md alone.")
@@ -156,8 +179,10 @@ def main() -> None:
     for temperature, seed in plan:
         spent = sum(r["seconds"] for r in rows)
         if rows and seed != SEEDS[0] and spent / len(rows) * len(plan) > args.budget_minutes * 60:
-            note = (f" Time box: one training took {spent / len(rows):.0f} s on average, so {len(plan)} would exceed "
-                    f"{args.budget_minutes:g} minutes; only training seed {SEEDS[0]} ran.")
+            note = (
+                f" Time box: one training took {spent / len(rows):.0f} s on average, so {len(plan)} would exceed "
+                f"{args.budget_minutes:g} minutes; only training seed {SEEDS[0]} ran."
+            )
             break
         rows.append(train_and_score(project, temperature, seed, teacher_probs))
         print(rows[-1], flush=True)
@@ -165,8 +190,13 @@ def main() -> None:
     body = section_body(spec, rows, teacher_probs, build_seconds, note)
     print(body)
     if not args.no_write:
-        write_section("triage_student_choice", "Triage student: temperature chosen on teacher-labelled development tickets", body,
-                      command="python benchmarks/triage_student_choice.py" + (f" --threads {args.threads}" if args.threads != 2 else ""))
+        write_section(
+            "triage_student_choice",
+            "Triage student: temperature chosen on teacher-labelled development tickets",
+            body,
+            command="python benchmarks/triage_student_choice.py"
+            + (f" --threads {args.threads}" if args.threads != 2 else ""),
+        )
 
 
 if __name__ == "__main__":
