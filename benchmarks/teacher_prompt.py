@@ -185,11 +185,13 @@ def main() -> None:
         for row in rows
     ]
     body = (
-        f"Teacher {spec.teacher().source}, shots from the seeds (`few_shot.select: first`), calibration on; content-free "
-        f"input N/A unless named. Chosen on the development file `examples/triage/dev.jsonl`: {len(dev)} hand-labelled "
-        f"tickets ({', '.join(f'{(dev_truth == i).sum()} {n}' for i, n in enumerate(names))}) that are neither seeds nor "
-        f"gold and that the cadence never reads. Recall and mean top probability are on the development file; labelling "
-        f"rate: development tickets per second at batch 16, calibration included (CPU, shared machine: indicative). "
+        f"Teacher {spec.teacher().source}, shots from the seeds (`few_shot.select: first`), calibration on; "
+        "content-free input N/A unless named. Chosen on the development file `examples/triage/dev.jsonl`: "
+        f"{len(dev)} hand-labelled tickets ({', '.join(f'{(dev_truth == i).sum()} {n}' for i, n in enumerate(names))}) "
+        "that are neither seeds nor gold and that the cadence never reads. "
+        "Recall and mean top probability are on the development file; "
+        "labelling rate: development tickets per second at batch 16, calibration included "
+        "(CPU, shared machine: indicative). "
         f"Gold accuracy ({len(gold)} tickets) is report only, scored after the choice was made"
         + (" and only for the picked and the shipped variant" if args.gold == "picked" else "")
         + ".\n\n"
@@ -204,7 +206,8 @@ def main() -> None:
             ],
             table,
         )
-        + f"\n\nRule: the highest development accuracy; a tie goes to the faster variant. It picks **{picked['name']}** "
+        + "\n\nRule: the highest development accuracy; a tie goes to the faster variant. "
+        f"It picks **{picked['name']}** "
         f"(dev {picked['dev']:.3f}, {picked['rate']:.1f} tickets / s); examples/triage ships {shipped}.\n"
     )
     print(body)
