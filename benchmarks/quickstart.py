@@ -32,6 +32,12 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> float:
     return time.perf_counter() - start
 
 
+def interval_text(interval: list | None) -> str:
+    if not interval or any(v is None for v in interval):
+        return ""
+    return f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
 def evaluation_of(project: Path) -> dict:
     runs = sorted((project / ".distil" / "runs").glob("*/evaluation.json"))
     return json.loads(runs[-1].read_text())
@@ -79,8 +85,12 @@ def main() -> None:
         [
             c["name"],
             c["value"] if c["value"] is None else f"{c['value']:.3f}",
+            interval_text(c.get("interval")),
             c["threshold"],
-            "pass" if c["passed"] else "FAIL",
+            "" if c.get("p_value") is None else f"{c['p_value']:.3g}",
+            "" if c.get("n") is None else c["n"],
+            c.get("status") or ("pass" if c["passed"] else "FAIL"),
+            "" if c.get("items_needed") is None else c["items_needed"],
         ]
         for c in ev["gate"]["checks"]
     ]
@@ -103,7 +113,10 @@ def main() -> None:
             rows,
         )
         + "\n\nGate verdict:\n\n"
-        + markdown_table(["threshold", "value", "limit", "verdict"], checks)
+        + markdown_table(
+            ["threshold", "value", "95% interval", "limit", "p-value", "n", "status", "items that would decide it"],
+            checks,
+        )
         + "\n"
     )
     print(body)
