@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,9 +77,11 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0][:200]
+        # torch's own text advises loading unsafely and carries terminal escapes: keep only what it refused
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        reason = f" (it asks to import {found.group(1)})" if found else ""
         raise TrainError(
-            f"{path}: refused: the checkpoint holds more than tensors and plain values ({reason})",
+            f"{path}: refused: the checkpoint holds more than tensors and plain values{reason}",
             hint=f"delete {path.parent} to train that model from the start",
         ) from None
     except (RuntimeError, EOFError, OSError) as exc:
