@@ -78,7 +78,7 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's own text advises loading unsafely and carries terminal escapes: keep only what it refused
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(exc))
         reason = f" (it asks to import {found.group(1)})" if found else ""
         raise TrainError(
             f"{path}: refused: the checkpoint holds more than tensors and plain values{reason}",
