@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console
+from distil.cli.evaluate import checks_table
 from distil.runs import RunDir
 
 RequestsOpt = Annotated[
@@ -38,23 +39,8 @@ def _verdict_table(run: RunDir) -> Table | None:
     if not run.evaluation.is_file():
         return None
     document = json.loads(run.evaluation.read_text(encoding="utf-8"))
-    table = Table(title=f"gate verdict ({run.run_id})")
-    for col in ("threshold", "value", "limit", "margin", "verdict"):
-        table.add_column(col, justify="right" if col in ("value", "limit", "margin") else "left")
-    for check in document.get("gate", {}).get("checks", []):
-
-        def fmt(v: Any) -> str:
-            return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
-
-        verdict = "[green]pass[/green]" if check.get("passed") else "[red]FAIL[/red]"
-        table.add_row(
-            str(check.get("name")),
-            fmt(check.get("value")),
-            fmt(check.get("threshold")),
-            fmt(check.get("margin")),
-            verdict,
-        )
-    return table
+    title = f"gate verdict ({run.run_id}; 95% intervals, undecided is not a pass)"
+    return checks_table(document.get("gate", {}).get("checks", []), title, detail=False)
 
 
 def what_next(project: Any, result: Any) -> list[str]:

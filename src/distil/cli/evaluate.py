@@ -79,16 +79,16 @@ def _interval(interval) -> str:
     return f"[{_fmt(interval[0])}, {_fmt(interval[1])}]"
 
 
-def _print_checks(checks: list[dict]) -> None:
-    """Every check with its evidence: value, 95% interval, p-value, item count, status, how to decide it."""
-    table = Table(title="gate (95% intervals; a threshold passes when its interval clears it)")
-    for col in ("threshold", "value", "95% interval", "limit", "p", "n", "status", "detail"):
+def checks_table(checks: list[dict], title: str, *, detail: bool = True) -> Table:
+    """Every check with its evidence: value, 95% interval, p-value, item count, status (and how it was decided)."""
+    table = Table(title=title)
+    for col in ("threshold", "value", "95% interval", "limit", "p", "n", "status", *(("detail",) if detail else ())):
         table.add_column(col)
     colours = {"pass": "green", "FAIL": "red", "undecided": "yellow"}
     for c in checks:
         status = c.get("status") or ("pass" if c["passed"] else "FAIL")
         p_value = "-" if c.get("p_value") is None else f"{c['p_value']:.3g}"
-        detail = c.get("detail", "") + (f" ({c['method']})" if c.get("method") and c.get("method") != "exact" else "")
+        how = c.get("detail", "") + (f" ({c['method']})" if c.get("method") and c.get("method") != "exact" else "")
         table.add_row(
             c["name"],
             _fmt(c["value"]),
@@ -97,9 +97,13 @@ def _print_checks(checks: list[dict]) -> None:
             p_value,
             _fmt(c.get("n")),
             f"[{colours.get(status, 'white')}]{status}[/{colours.get(status, 'white')}]",
-            escape(detail),
+            *((escape(how),) if detail else ()),
         )
-    console.print(table)
+    return table
+
+
+def _print_checks(checks: list[dict]) -> None:
+    console.print(checks_table(checks, "gate (95% intervals; a threshold passes when its interval clears it)"))
 
 
 def _print_cost(cost: dict) -> None:
