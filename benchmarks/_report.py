@@ -39,7 +39,8 @@ def write_section(name: str, title: str, body: str, command: str | None = None, 
     command = command or "python " + " ".join(sys.argv)
     block = (
         f"<!-- begin:{name} -->\n## {title}\n\n"
-        f"Machine: {machine()}. Date: {dt.date.today().isoformat()}. Command: `{command}`.\n\n"
+        f"Machine: {machine()}. Date: {dt.date.today().isoformat()}. Command: `{command}`. "
+        f"Load average when written (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}.\n\n"
         f"{body.strip()}\n<!-- end:{name} -->\n"
     )
     doc.parent.mkdir(parents=True, exist_ok=True)
