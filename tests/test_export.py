@@ -66,6 +66,14 @@ def test_quantized_model_is_evaluated_and_recorded_separately(project_with_data,
     int8 = OnnxClassifier(folder, INT8_FILE).label_distribution([r.input for r in test])
     assert evaluation["quantized"]["agreement"] == pytest.approx(np.mean(int8.argmax(1) == teacher.argmax(1)))
     assert project.ledger.verify(base=project.root).ok
+    # a later export rewrites the export folder (requantizing need not give the same bytes): the trail holds,
+    # because the evaluation recorded its own copy of the graph it measured
+    evaluated = project.root / evaluation["model"]
+    assert evaluated.read_bytes() == (folder / INT8_FILE).read_bytes() and evaluated.parent != folder
+    (folder / INT8_FILE).write_bytes((folder / INT8_FILE).read_bytes() + b"\0")
+    assert main(["export", "r1", "--format", "onnx", "--quantize", "int8", "--spec", str(project.spec_path)]) == 0
+    assert len(project.ledger.rows("evaluations")) == 2
+    assert project.ledger.verify(base=project.root).ok
 
 
 def test_export_refuses_unknown_formats_and_quantizing_safetensors(project_with_data):

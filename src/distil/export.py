@@ -25,7 +25,7 @@ import numpy as np
 
 from distil.errors import DistilError, EvaluationError
 from distil.evaluate.metrics import agreement, mean_js, mean_kl
-from distil.files import replace_dir_atomic, write_json_atomic, write_text_atomic
+from distil.files import replace_dir_atomic, write_json_atomic, write_text_atomic, write_with_atomic
 from distil.serve.runs import served_run
 from distil.spec.io import Project
 
@@ -300,6 +300,12 @@ def export_run(
         "model": str(int8_path.relative_to(project.root)),
     }
     eval_path, _ = run.next_evaluation("quantized")
+    # the evaluated int8 graph is kept beside its evaluation: a later export rewrites the export folder,
+    # and the files this evaluation recorded must stay as they were
+    evaluated_model = write_with_atomic(
+        eval_path.with_name(eval_path.stem + ".int8.onnx"), lambda tmp: shutil.copyfile(int8_path, tmp)
+    )
+    evaluation["model"] = str(evaluated_model.relative_to(project.root))
     write_json_atomic(eval_path, evaluation)
     summary = {
         "agreement": int8_block["agreement"],
@@ -314,7 +320,7 @@ def export_run(
         "evaluation",
         {"run_id": run.run_id, "variant": "quantized", "summary": summary},
         actor=actor,
-        files=[eval_path, int8_path],
+        files=[eval_path, evaluated_model],
         table="evaluations",
         row={
             "run_id": run.run_id,
