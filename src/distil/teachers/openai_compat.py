@@ -243,12 +243,20 @@ class OpenAICompatTeacher:
             extra["logprobs"] = True
             extra["top_logprobs"] = self.teacher_spec.top_logprobs
 
+        failed: list[BaseException] = []  # once one request fails for good, no waiting request is sent
+
         async def one(session, prompt: str) -> Completion:
             payload = json.dumps(
                 {"model": self.model, "messages": [{"role": "user", "content": prompt}], **extra}
             ).encode()
             async with gate:
-                data = await self._post(session, url, payload, proxy)
+                if failed:
+                    raise failed[0]
+                try:
+                    data = await self._post(session, url, payload, proxy)
+                except Exception as exc:
+                    failed.append(exc)
+                    raise
             return _completion(data)
 
         # one connection per request in flight, kept alive across requests; the timeout is per request
