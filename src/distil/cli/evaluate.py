@@ -39,6 +39,7 @@ def evaluate(
 
     Example: distil evaluate --threads 2
     """
+    from distil.evaluate.report import METRICS
     from distil.evaluate.run import evaluate_run
 
     project = _project(spec)
@@ -46,20 +47,7 @@ def evaluate(
         path, document = evaluate_run(project, run, actor=actor(as_), threads=threads, requests=requests)
 
     table = Table(title=f"evaluation ({path.parent.name})")
-    columns = (
-        "accuracy",
-        "macro_f1",
-        "agreement",
-        "kl",
-        "js",
-        "ece",
-        "p50_ms",
-        "p95_ms",
-        "throughput_per_s",
-        "params",
-        "size_bytes",
-        "peak_memory_bytes",
-    )
+    columns = METRICS  # the report's model table, in the same order
     table.add_column("model")
     for col in columns:
         table.add_column(col, justify="right")
