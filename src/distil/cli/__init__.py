@@ -15,7 +15,13 @@ except ImportError:  # pragma: no cover - an older typer on the real click
     from click.exceptions import ClickException, NoArgsIsHelpError
 
 # Importing a stage's module registers its commands on ``app``; the order is the order of `distil --help`.
-from distil.cli import cadence, data, evaluate, project, review, serve, train  # noqa: F401
+import distil.cli.cadence
+import distil.cli.data
+import distil.cli.evaluate
+import distil.cli.project
+import distil.cli.review
+import distil.cli.serve
+import distil.cli.train  # noqa: F401
 from distil.cli.app import _DEBUG, app, err_console
 from distil.errors import DistilError
 

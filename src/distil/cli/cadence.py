@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console
-from distil.cli.evaluate import checks_table
+from distil.cli.tables import checks_table
 from distil.runs import RunDir
 
 RequestsOpt = Annotated[

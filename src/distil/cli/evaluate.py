@@ -9,18 +9,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console, identity
+from distil.cli.tables import checks_table
+from distil.cli.tables import fmt as _fmt
 
 RunArg = Annotated[str | None, typer.Argument(help="Run id under .distil/runs/ (default: the latest run).")]
-
-
-def _fmt(value, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
 
 
 @app.command()
@@ -59,35 +51,6 @@ def evaluate(
     _print_cost(document["cost"])
     console.print(f"wrote [bold]{path}[/bold]")
     console.print(f"next: distil decide --as {project.spec.roles.validator}")
-
-
-def _interval(interval) -> str:
-    if not interval or interval[0] is None or interval[1] is None:
-        return "-"
-    return f"[{_fmt(interval[0])}, {_fmt(interval[1])}]"
-
-
-def checks_table(checks: list[dict], title: str, *, detail: bool = True) -> Table:
-    """Every check with its evidence: value, 95% interval, p-value, item count, status (and how it was decided)."""
-    table = Table(title=title)
-    for col in ("threshold", "value", "95% interval", "limit", "p", "n", "status", *(("detail",) if detail else ())):
-        table.add_column(col)
-    colours = {"pass": "green", "FAIL": "red", "undecided": "yellow"}
-    for c in checks:
-        status = c.get("status") or ("pass" if c["passed"] else "FAIL")
-        p_value = "-" if c.get("p_value") is None else f"{c['p_value']:.3g}"
-        how = c.get("detail", "") + (f" ({c['method']})" if c.get("method") and c.get("method") != "exact" else "")
-        table.add_row(
-            c["name"],
-            _fmt(c["value"]),
-            _interval(c.get("interval")),
-            _fmt(c["threshold"]),
-            p_value,
-            _fmt(c.get("n")),
-            f"[{colours.get(status, 'white')}]{status}[/{colours.get(status, 'white')}]",
-            *((escape(how),) if detail else ()),
-        )
-    return table
 
 
 def _print_checks(checks: list[dict]) -> None:
