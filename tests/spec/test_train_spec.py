@@ -126,6 +126,19 @@ def test_bad_group_values_name_the_grouped_field():
             {"rationale_weight": 1.0},
             "rationale_weight needs rationales to learn from: set data.rationales: true",
         ),
+        ("classify", "hf:/m", {"loss": "uld"}, "train.distillation.loss uld compares token distributions of text"),
+        (
+            "generate",
+            "openai:http://127.0.0.1:9/v1#gpt-x",
+            {"distillation": {"loss": "uld"}},
+            "train.distillation.loss uld scores the answers in the teacher's own tokens",
+        ),
+        (
+            "generate",
+            "hf:/m",
+            {"distillation": {"loss": "uld"}, "on_policy": {"fraction": 0.5}},
+            "on-policy steps score by token id",
+        ),
     ],
 )
 def test_combinations_that_cannot_train_are_refused_when_the_spec_loads(kind, teacher, train, message):
@@ -139,6 +152,7 @@ def test_combinations_that_cannot_train_are_refused_when_the_spec_loads(kind, te
 
 
 def test_the_allowed_combinations_load():
+    assert spec_from_data(_data("generate", "gguf:pkg#f.gguf", distillation={"loss": "uld"})).train.distillation.loss
     assert spec_from_data(_data("generate", "hf:/m", on_policy={"fraction": 0.5})).train.on_policy.fraction == 0.5
     classify = _data(
         "classify",

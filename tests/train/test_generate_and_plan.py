@@ -53,7 +53,7 @@ def test_generate_run_builds_the_teacher_cache_and_trains(generate_project):
     assert 0.0 <= metrics["student"]["best_validation_fidelity"] <= 1.0
 
 
-def test_tokenizer_mismatch_refuses_logit_losses_but_allows_sequence_kd(tmp_path, tiny_teacher_dir):
+def test_tokenizer_mismatch_trains_through_uld_and_refuses_on_policy(tmp_path, tiny_teacher_dir):
     from tests.conftest import build_tiny_causal_lm
     from tests.train.conftest import generate_records, write_curated, write_spec
 
@@ -69,12 +69,21 @@ def test_tokenizer_mismatch_refuses_logit_losses_but_allows_sequence_kd(tmp_path
     )
     write_curated(spec, generate_records(8), generate_records(2, seed=1))
     project = load_project(spec)
-    with pytest.raises(TrainError, match="tokenizers differ"):
-        T.train_run(project, baseline=False)
     plan = estimate(project, device="cpu")
-    assert any("tokenizers differ" in n for n in plan.notes)
+    assert any("tokenizers differ" in n and "uld" in n for n in plan.notes) and not plan.refusals
+    assert T.train_run(project, baseline=False).finished  # token-level KD through text-aligned ULD
+    on_policy = write_spec(
+        tmp_path / "o",
+        tiny_teacher_dir,
+        kind="generate",
+        train={"epochs": 1, "alpha": 0.5, "on_policy": {"fraction": 0.5}},
+        student=student,
+    )
+    write_curated(on_policy, generate_records(8), generate_records(2, seed=1))
     with pytest.raises(TrainError, match="tokenizers differ"):
-        require_fits(plan)
+        T.train_run(load_project(on_policy), baseline=False)
+    with pytest.raises(TrainError, match="tokenizers differ"):
+        require_fits(estimate(load_project(on_policy), device="cpu"))
     seq_spec = write_spec(
         tmp_path / "q", tiny_teacher_dir, kind="generate", train={"epochs": 1, "alpha": 1.0}, student=student
     )

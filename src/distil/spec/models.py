@@ -597,9 +597,11 @@ class OptimizerSpec(_Model):
 class DistillationSpec(_Model):
     """What the distilled student learns from the teacher (the baseline learns from hard labels only)."""
 
-    loss: Literal["forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tv"] = Field(
+    loss: Literal["forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tv", "uld"] = Field(
         "forward_kl",
-        description="Divergence between teacher and student distributions (jsd uses beta, skew_* use skew_alpha).",
+        description="Divergence between teacher and student distributions (jsd uses beta, skew_* use skew_alpha). "
+        "uld (generate tasks, local teacher): Universal Logit Distillation, sorted probabilities compared over "
+        "tokens aligned by their text, for a teacher whose tokenizer differs; used whenever the tokenizers differ.",
     )
     temperature: float = Field(
         2.0, gt=0, le=20, description="Softmax temperature of the KD term; the loss is scaled by T²."
@@ -784,6 +786,22 @@ def train_fits_the_task(spec: Spec) -> None:
             f"train.on_policy.fraction needs a local teacher (hf: or gguf:) to score the student's samples; "
             f"teacher {teacher.id!r} is {teacher.scheme}: (set it to 0: its top-k and text are used off-policy)"
         )
+    if train.distillation.loss == "uld":
+        if kind != "generate":
+            raise ValueError(
+                "train.distillation.loss uld compares token distributions of text; a classify student learns the "
+                "teacher's label distribution (choose forward_kl or another divergence)"
+            )
+        if not local:
+            raise ValueError(
+                f"train.distillation.loss uld scores the answers in the teacher's own tokens; teacher {teacher.id!r} "
+                f"is {teacher.scheme}: (use a local hf: or gguf: teacher, or another loss)"
+            )
+        if train.on_policy.fraction > 0:
+            raise ValueError(
+                "train.distillation.loss uld reads the teacher's offline cache; on-policy steps score by token id "
+                "and need the same tokenizer (set train.on_policy.fraction to 0)"
+            )
     classify_only = {
         "train.features.weight": train.features.weight,
         "train.features.relation_weight": train.features.relation_weight,

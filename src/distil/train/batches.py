@@ -101,6 +101,12 @@ class GenerateExamples:
     teacher_prompt_ids: list[list[int]] = field(
         default_factory=list
     )  # the teacher's own prompt per example, when known
+    answer_texts: list[str] = field(default_factory=list)  # the text each answer_ids tokenises (before EOS)
+    # a teacher whose tokenizer differs (ULD, distil.train.cross_tokenizer): per example, each answer token's
+    # text-aligned group [n_answer] (-1: none), and per group the teacher's top-k log-probs [G, k] and chain [G]
+    uld_groups: list[np.ndarray] = field(default_factory=list)
+    uld_teacher_logprobs: list[np.ndarray] = field(default_factory=list)
+    uld_teacher_chain: list[np.ndarray] = field(default_factory=list)
 
     def tokens(self, rows: list[int]) -> int:
         """Answer tokens in ``rows``: the normaliser of the per-token losses."""
@@ -110,6 +116,15 @@ class GenerateExamples:
     def has_topk(self) -> bool:
         return bool(self.topk_ids) and all(t is not None for t in self.topk_ids)
 
+    @property
+    def has_aligned(self) -> bool:
+        return len(self.uld_groups) == len(self.answer_ids) > 0
+
+
+def answer_limit(max_length: int) -> int:
+    """The most answer tokens (EOS included) an example keeps: half the sequence, the prompt gets the rest."""
+    return max(1, max_length // 2)
+
 
 def generate_examples(records: list[Record], tokenizer: PreTrainedTokenizerBase, max_length: int) -> GenerateExamples:
     """Prompt and answer ids tokenised apart, so the teacher cache and the student see the same answer ids."""
@@ -118,12 +133,14 @@ def generate_examples(records: list[Record], tokenizer: PreTrainedTokenizerBase,
         if not r.teacher_text:
             continue
         prompt = tokenizer(GENERATE_TEMPLATE.replace("{input}", r.input), add_special_tokens=False).input_ids
-        answer = tokenizer(" " + r.teacher_text.strip(), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-        answer = answer[: max(1, max_length // 2)]
+        text = " " + r.teacher_text.strip()
+        answer = tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        answer = answer[: answer_limit(max_length)]
         prompt = prompt[-(max_length - len(answer)) :]
         out.prompt_ids.append(prompt)
         out.answer_ids.append(answer)
         out.inputs.append(r.input)
+        out.answer_texts.append(text)
         # a record's own top-k counts only when it scored exactly these answer tokens (its greedy path)
         if (
             r.topk_ids
@@ -157,9 +174,30 @@ def generate_batch(examples: GenerateExamples, rows: list[int], pad_id: int, wit
         start = len(examples.prompt_ids[i]) - 1  # the last prompt position predicts the first answer token
         targets[b, start : start + len(examples.answer_ids[i])] = torch.tensor(examples.answer_ids[i])
     batch = {"input_ids": input_ids, "attention_mask": attention, "targets": targets}
-    if with_topk:
+    if with_topk and examples.has_aligned:
+        batch.update(aligned_batch(examples, rows))
+    elif with_topk:
         batch["topk_ids"] = torch.from_numpy(np.concatenate([examples.topk_ids[i] for i in rows])).long()
         batch["topk_logprobs"] = torch.from_numpy(
             np.concatenate([examples.topk_logprobs[i] for i in rows]).astype(np.float32)
         )
     return batch
+
+
+def aligned_batch(examples: GenerateExamples, rows: list[int]) -> dict[str, Tensor]:
+    """The cross-tokenizer targets of ``rows``, in the order of their answer tokens: ``uld_groups`` [N] (group ids
+    made unique across the batch; -1 stays -1), ``uld_teacher_logprobs`` [G, k] and ``uld_teacher_chain`` [G]."""
+    groups, offset = [], 0
+    for i in rows:
+        g = examples.uld_groups[i].astype(np.int64)
+        groups.append(np.where(g >= 0, g + offset, -1))
+        offset += len(examples.uld_teacher_chain[i])
+    return {
+        "uld_groups": torch.from_numpy(np.concatenate(groups)),
+        "uld_teacher_logprobs": torch.from_numpy(
+            np.concatenate([examples.uld_teacher_logprobs[i] for i in rows]).astype(np.float32)
+        ),
+        "uld_teacher_chain": torch.from_numpy(
+            np.concatenate([examples.uld_teacher_chain[i] for i in rows]).astype(np.float32)
+        ),
+    }

@@ -21,9 +21,10 @@ from distil.errors import TrainError
 from distil.teachers.loading import load_causal_lm, local_model_folder
 from distil.train import losses as L
 from distil.train.batches import ClassifyExamples, GenerateExamples
+from distil.train.cross_tokenizer import attach_aligned_teacher
 from distil.train.logit_cache import build_or_load_cache, teacher_prompt_ids
 from distil.train.teacher_states import check_layers, teacher_answer_states
-from distil.train.vocab import require_same_vocabulary
+from distil.train.vocab import require_same_vocabulary, same_vocabulary
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from distil.spec.io import Project
+    from distil.spec.models import Spec
     from distil.train.students import StudentBuild
 
 RATIONALE_TEMPLATE = "{input}\nRationale:"  # the second task of Distilling step-by-step; never used at inference
@@ -143,6 +145,17 @@ def rationale_examples(data: ClassifyExamples, tokenizer: PreTrainedTokenizerBas
     return out
 
 
+def uses_uld(spec: Spec, student_tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Token-level KD goes through text-aligned ULD when asked for (``distillation.loss: uld``) or when the local
+    teacher's tokenizer differs from the student's (ids cannot be compared)."""
+    from transformers import AutoTokenizer  # slow to import; only a generate run with a local teacher asks
+
+    if spec.train.distillation.loss == "uld":
+        return True
+    folder = local_model_folder(spec.teacher().source)[0]
+    return not same_vocabulary(AutoTokenizer.from_pretrained(str(folder)), student_tokenizer)[0]
+
+
 def attach_logit_cache(
     project: Project,
     examples: GenerateExamples,
@@ -151,13 +164,24 @@ def attach_logit_cache(
     console: Console | None,
 ) -> None:
     """Give generate examples the teacher's top-k for every answer token: from the records when they carry
-    it, else from the offline cache (built once from a local teacher). Leaves sequence-level KD alone
-    when neither is possible, or when ``alpha`` is 1 (pure sequence-level KD needs no teacher logits)."""
+    it, else from the offline cache (built once from a local teacher); through text-aligned groups (ULD) when
+    the teacher's tokenizer differs from the student's or ``distillation.loss`` is ``uld``. Leaves
+    sequence-level KD alone when neither is possible, or when ``alpha`` is 1 (pure sequence-level KD needs no
+    teacher logits)."""
     spec = project.spec
     teacher = spec.teacher()
-    if examples.has_topk or teacher.scheme not in ("hf", "gguf") or spec.train.distillation.alpha >= 1.0:
+    if teacher.scheme not in ("hf", "gguf") or spec.train.distillation.alpha >= 1.0:
         return
     k = spec.train.distillation.topk_cache_k
+    if uses_uld(spec, tokenizer):
+        if accelerator.is_main_process:  # one process builds the cache, the others read it
+            attach_aligned_teacher(project, teacher.source, examples, k, tokenizer, console=console)
+        accelerator.wait_for_everyone()
+        if not accelerator.is_main_process:
+            attach_aligned_teacher(project, teacher.source, examples, k, tokenizer)
+        return
+    if examples.has_topk:
+        return
     cache = None
     if accelerator.is_main_process:  # one process builds the cache, the others read it
         cache = build_or_load_cache(project, teacher.source, examples, k, tokenizer, console=console)

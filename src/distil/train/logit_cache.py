@@ -183,18 +183,26 @@ def build_or_load_cache(
     # transformers is slow to import; only a run that builds the cache pays for it
     from transformers import AutoTokenizer
 
-    folder, fingerprint = local_model_folder(source)
+    teacher_tokenizer = AutoTokenizer.from_pretrained(str(local_model_folder(source)[0]))
+    require_same_vocabulary(teacher_tokenizer, student_tokenizer, what="token-level KD from the offline cache")
     if not examples.teacher_prompt_ids:
         examples.teacher_prompt_ids = teacher_prompt_ids(
-            AutoTokenizer.from_pretrained(str(folder)), project.spec.task.instruction, examples.inputs
+            teacher_tokenizer, project.spec.task.instruction, examples.inputs
         )
-    view = teacher_view(examples)
+    return cached_topk(project, source, teacher_view(examples), k, console)
+
+
+def cached_topk(
+    project: Project, source: str, view: GenerateExamples, k: int, console: Console | None = None
+) -> TopkCache:
+    """The local teacher's top-k for every answer token of ``view`` (its own prompts and tokens), from the
+    project's cache; the teacher is loaded only when the cache is missing, and unloaded once it is written."""
+    _, fingerprint = local_model_folder(source)
     root = project.state_dir / "cache" / "topk"
     existing = root / cache_key(fingerprint, view, k)
     if (existing / "index.json").is_file():
         return TopkCache.open(existing)
-    model, tokenizer, fingerprint = load_causal_lm(source)
-    require_same_vocabulary(tokenizer, student_tokenizer, what="token-level KD from the offline cache")
+    model, _, fingerprint = load_causal_lm(source)
     cache = build_topk_cache(model, fingerprint, view, k, root, console)
     del model
     return cache

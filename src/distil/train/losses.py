@@ -324,6 +324,64 @@ def topk_kd_loss(
     return _reduce(_kl(log_t, log_s_buckets), mask, num_items)
 
 
+# --- cross-tokenizer: Universal Logit Distillation ---------------------------------------------------------
+
+
+def uld_loss(
+    student_logits: Tensor,
+    student_targets: Tensor,
+    student_groups: Tensor,
+    teacher_logprobs: Tensor,
+    teacher_chain: Tensor,
+    num_items: float | Tensor | None = None,
+) -> Tensor:
+    """Universal Logit Distillation (Boizard et al. 2024) over text-aligned groups, for tokenizers that differ.
+
+    Two vocabularies share no ids, so the distributions are compared as sorted probability vectors: the
+    Wasserstein-1 distance between them under a uniform transport cost is Σ_i |s_(i) - t_(i)|, the L1 distance
+    between the i-th largest probabilities. A group is the run of tokens on each side that covers the same text
+    (:mod:`distil.train.alignment`); its distribution is the one at its first token times the probability of
+    the rest of the group's actual tokens (the chain rule for the text written; GOLD's merge), so a word split
+    in three by one tokenizer and kept whole by the other is compared as one event.
+
+    student_logits: [N, V_s] at the student's answer positions; student_targets: [N] its tokens of the text;
+    student_groups: [N] int, each position's group (a row of the teacher's tensors), a group's positions
+    contiguous, -1 for a position no group covers; teacher_logprobs: [G, k] the teacher's top-k
+    log-probabilities at each group's first token, sorted, most likely first (k may exceed V_s: the student's
+    side is padded with zeros); teacher_chain: [G] log-probability of the teacher's other tokens in the group
+    (0 for a one-token group). Only the top k ranks are compared one by one; the rest of each side's mass is one
+    bucket, so the loss is exact when k covers both vocabularies and a lower bound on the rest otherwise
+    (|Σ a_i - Σ b_i| ≤ Σ |a_i - b_i|). No temperature: the teacher's log-probabilities are taken as given.
+    Returns Σ over groups / ``num_items`` (default: the number of groups).
+    """
+    log_s = F.log_softmax(student_logits.float(), dim=-1)
+    groups = student_groups.long()
+    counted = groups >= 0
+    previous = torch.cat([groups.new_full((1,), -2), groups[:-1]])
+    first = counted & (groups != previous)  # [N] a group's first position
+    picked = _floored(log_s.gather(-1, student_targets.long().clamp_min(0).unsqueeze(-1)).squeeze(-1))  # [N]
+    local = first.long().cumsum(0) - 1  # [N] each position's row among this call's groups
+    rest = counted & ~first
+    n_groups = int(first.sum())
+    chain_s = picked.new_zeros(n_groups).index_add(0, local[rest], picked[rest])  # [G']
+    k = teacher_logprobs.shape[-1]
+    s_top = log_s[first].topk(min(k, log_s.shape[-1]), dim=-1).values  # [G', min(k, V_s)], sorted
+    if s_top.shape[-1] < k:  # a smaller student vocabulary: its missing ranks hold no mass
+        s_top = F.pad(s_top, (0, k - s_top.shape[-1]), value=float("-inf"))
+    rows = groups[first]
+    t_top = teacher_logprobs[rows].float().clamp_max(0.0)  # [G', k]
+    chain_t = teacher_chain[rows].float()
+    s_probs = (s_top + chain_s.unsqueeze(-1)).exp()
+    t_probs = (t_top + chain_t.unsqueeze(-1)).exp()
+    # the mass past rank k, of the merged (unnormalised: it sums to the chain's probability) distributions
+    s_tail = chain_s.exp() * (1.0 - s_top.exp().sum(-1)).clamp_min(0.0)
+    t_tail = chain_t.exp() * (1.0 - t_top.exp().sum(-1)).clamp_min(0.0)
+    per_group = (s_probs - t_probs).abs().sum(-1) + (s_tail - t_tail).abs()
+    if num_items is None:
+        num_items = max(n_groups, 1)
+    return per_group.sum() / num_items
+
+
 # --- feature-based ------------------------------------------------------------------------------------
 
 
@@ -441,7 +499,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         bias: Tensor | None,
         head: OutputHead,
         chunk_loss: ChunkLoss,
-        chunk_size: int,
+        spans: tuple[tuple[int, int], ...],
     ) -> Tensor:  # noqa: ANN001
         grad_hidden = torch.zeros_like(hidden)
         grad_weight = torch.zeros_like(weight, dtype=torch.float32)
@@ -450,8 +508,7 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         w = weight.detach().requires_grad_(True)
         b = None if bias is None else bias.detach().requires_grad_(True)
         params = (w,) if b is None else (w, b)
-        for start in range(0, hidden.shape[0], chunk_size):
-            end = min(start + chunk_size, hidden.shape[0])
+        for start, end in spans:
             h = hidden[start:end].detach().requires_grad_(True)
             with torch.enable_grad():
                 loss = chunk_loss(head.project(h, w, b), start, end)
@@ -482,29 +539,56 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         )
 
 
+def chunk_spans(n: int, chunk_size: int, joined: Tensor | None = None) -> tuple[tuple[int, int], ...]:
+    """Cut positions 0..n-1 into chunks of at most ``chunk_size``; ``joined`` [n] bool marks a position that must
+    share its chunk with the one before (a cross-tokenizer group), so a chunk ends before such a run rather than
+    inside it, and a run longer than ``chunk_size`` is one chunk of its own."""
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be ≥ 1")
+    if joined is None:
+        return tuple((a, min(a + chunk_size, n)) for a in range(0, n, chunk_size))
+    flags = joined.tolist() if isinstance(joined, Tensor) else list(joined)
+    cuttable = [i == 0 or not flags[i] for i in range(n)] + [True]  # may a chunk start at position i?
+    spans, start = [], 0
+    while start < n:
+        end = min(start + chunk_size, n)
+        while end > start and not cuttable[end]:
+            end -= 1
+        if end == start:  # one run longer than a chunk: take it whole
+            end = start + 1
+            while not cuttable[end]:
+                end += 1
+        spans.append((start, end))
+        start = end
+    return tuple(spans)
+
+
 def chunked_head_loss(
-    hidden: Tensor, head: OutputHead | Tensor, chunk_loss: ChunkLoss, chunk_size: int = 1024
+    hidden: Tensor,
+    head: OutputHead | Tensor,
+    chunk_loss: ChunkLoss,
+    chunk_size: int = 1024,
+    joined: Tensor | None = None,
 ) -> Tensor:
     """Σ over chunks of ``chunk_loss(head(hidden[a:b]), a, b)`` without building [N, V].
 
     hidden: [N, H] (the positions that count, already gathered); head: the model's
     :class:`~distil.train.heads.OutputHead` (weight [V, H], bias, its family's scale or soft-cap), or a
     bare weight [V, H]; chunk_loss(logits [b-a, V], a, b) returns the chunk's *summed* loss (normalise
-    outside, e.g. by the step's token count). Gradients reach ``hidden`` and the head's weight and
-    bias; under no_grad it only sums.
+    outside, e.g. by the step's token count); joined [N] bool: positions kept in the chunk of the one before
+    (see :func:`chunk_spans`). Gradients reach ``hidden`` and the head's weight and bias; under no_grad it
+    only sums.
     """
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be ≥ 1")
+    spans = chunk_spans(hidden.shape[0], chunk_size, joined)
     if isinstance(head, Tensor):
         head = OutputHead(head)
     params = [p for p in (head.weight, head.bias) if p is not None]
     if not (torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in params))):
         total = hidden.new_zeros((), dtype=torch.float32)
-        for start in range(0, hidden.shape[0], chunk_size):
-            end = min(start + chunk_size, hidden.shape[0])
+        for start, end in spans:
             total += chunk_loss(head(hidden[start:end]), start, end).float()
         return total
-    return _ChunkedHeadLoss.apply(hidden, head.weight, head.bias, head, chunk_loss, chunk_size)
+    return _ChunkedHeadLoss.apply(hidden, head.weight, head.bias, head, chunk_loss, spans)
 
 
 def summed_divergence_chunk(
@@ -528,6 +612,18 @@ def summed_cross_entropy_chunk(targets: Tensor) -> ChunkLoss:
 
     def loss(student_logits: Tensor, start: int, end: int) -> Tensor:
         return cross_entropy(student_logits, targets[start:end].long(), num_items=1.0)  # summed; -inf safe
+
+    return loss
+
+
+def summed_uld_chunk(targets: Tensor, groups: Tensor, teacher_logprobs: Tensor, teacher_chain: Tensor) -> ChunkLoss:
+    """A chunk loss: summed ULD against the teacher's text-aligned groups (``targets``, ``groups`` [N] over all
+    positions; the teacher's [G, k] and [G]); use with ``joined`` so no group is cut between two chunks."""
+
+    def loss(student_logits: Tensor, start: int, end: int) -> Tensor:
+        return uld_loss(
+            student_logits, targets[start:end], groups[start:end], teacher_logprobs, teacher_chain, num_items=1.0
+        )
 
     return loss
 

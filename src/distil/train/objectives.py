@@ -251,7 +251,7 @@ class GenerateObjective:
     ) -> StepBatches:
         notes = {} if self.teacher is None else {"on_policy": self.on_policy_step(step)}
         if not notes.get("on_policy"):
-            with_topk = self.kd and self.examples.has_topk
+            with_topk = self.kd and (self.examples.has_topk or self.examples.has_aligned)
             return StepBatches(
                 [generate_batch(self.examples, rows, self.pad_id, with_topk) if rows else None for rows in micro], notes
             )
@@ -327,24 +327,33 @@ def generate_loss(
 ) -> tuple[Tensor, int]:
     """Summed loss over the answer positions / num_items, through the chunked head: the divergence from the
     live ``teacher`` when the batch carries its view (on-policy), else α·CE + (1-α)·top-k KD when it carries
-    the teacher's top-k, else CE on the teacher's text (sequence-level KD)."""
+    the teacher's top-k (by id, or by text-aligned group through ULD when the tokenizers differ), else CE on
+    the teacher's text (sequence-level KD)."""
     decoder, head = base_and_head(model)
     hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     keep = batch["targets"] != -100  # [B, S]
     selected = hidden[keep]  # [N, H]: only answer positions reach the head
+    targets, joined = batch["targets"][keep], None
+    alpha = cfg.distillation.alpha
     if "teacher_input_ids" in batch:
         chunk = teacher_divergence_chunk(teacher, batch, cfg.distillation)
+    elif kd and "uld_groups" in batch:
+        groups = batch["uld_groups"]
+        joined = torch.cat([groups.new_zeros(1, dtype=torch.bool), (groups[1:] == groups[:-1]) & (groups[1:] >= 0)])
+        uld = L.summed_uld_chunk(targets, groups, batch["uld_teacher_logprobs"], batch["uld_teacher_chain"])
+        chunk = mixed_chunk(targets, uld, alpha)
     elif kd and "topk_ids" in batch:
-        chunk = mixed_chunk(batch["targets"][keep], batch["topk_ids"], batch["topk_logprobs"], cfg.distillation.alpha)
+        chunk = mixed_chunk(targets, L.summed_topk_chunk(batch["topk_ids"], batch["topk_logprobs"]), alpha)
     else:
-        chunk = L.summed_cross_entropy_chunk(batch["targets"][keep])
-    return L.chunked_head_loss(selected, head, chunk, cfg.chunk_size) / num_items, int(batch["attention_mask"].sum())
+        chunk = L.summed_cross_entropy_chunk(targets)
+    summed = L.chunked_head_loss(selected, head, chunk, cfg.chunk_size, joined=joined)
+    return summed / num_items, int(batch["attention_mask"].sum())
 
 
-def mixed_chunk(targets: Tensor, topk_ids: Tensor, topk_logprobs: Tensor, alpha: float) -> L.ChunkLoss:
-    """α·CE on the teacher's tokens + (1-α)·top-k KD against its cached log-probabilities, summed per chunk."""
+def mixed_chunk(targets: Tensor, kd_chunk: L.ChunkLoss, alpha: float) -> L.ChunkLoss:
+    """α·CE on the teacher's tokens + (1-α)·``kd_chunk`` (top-k KD or ULD against its cached log-probabilities),
+    summed per chunk."""
     ce_chunk = L.summed_cross_entropy_chunk(targets)
-    kd_chunk = L.summed_topk_chunk(topk_ids, topk_logprobs)
 
     def chunk(logits: Tensor, a: int, b: int) -> Tensor:
         return alpha * ce_chunk(logits, a, b) + (1 - alpha) * kd_chunk(logits, a, b)

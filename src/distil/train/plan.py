@@ -44,6 +44,7 @@ class Plan:
     device: str
     advice: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)  # combinations that cannot train, whatever the memory
 
     @property
     def peak_bytes(self) -> int:
@@ -98,6 +99,7 @@ def estimate(project: Project, device: str | None = None, available_bytes: int |
         with torch.device("meta"):
             memory["teacher weights (on-policy)"] = count_params(AutoModelForCausalLM.from_config(teacher_cfg)) * 4
     notes: list[str] = []
+    refusals: list[str] = []
     if spec.task.kind == "classify":
         memory["logits (answer position × labels)"] = cfg.batch_size * len(spec.task.labels) * 4 * 3
         cache_bytes = 0
@@ -116,13 +118,17 @@ def estimate(project: Project, device: str | None = None, available_bytes: int |
         if teacher_folder is not None and cfg.distillation.alpha < 1.0:
             teacher_tok = AutoTokenizer.from_pretrained(str(teacher_folder))
             ok, why = same_vocabulary(teacher_tok, build.tokenizer)
-            if not ok:
+            if not ok and on_policy:
+                refusals.append(
+                    f"tokenizers differ ({why}): on-policy steps compare the teacher's and the student's token ids"
+                )
+            elif not ok:
                 notes.append(
-                    f"tokenizers differ ({why}): logit losses refused; sequence-level KD (train.distillation.alpha: "
-                    "1.0) allowed"
+                    f"tokenizers differ ({why}): token-level KD uses Universal Logit Distillation over tokens aligned "
+                    "by their text (train.distillation.loss: uld), with α·CE on the teacher's text"
                 )
     seconds = 6 * build.params * train_tokens * cfg.epochs / ASSUMED_FLOPS[device]
-    plan = Plan(memory, available, cache_bytes, seconds, train_tokens, device, notes=notes)
+    plan = Plan(memory, available, cache_bytes, seconds, train_tokens, device, notes=notes, refusals=refusals)
     if not plan.fits:
         plan.advice += advice_for(plan, cfg, spec.task.kind)
     return plan
@@ -153,9 +159,9 @@ def require_fits(plan: Plan) -> None:
             f"{plan.available_bytes / 2**30:.2f} GiB",
             hint="; ".join(plan.advice) or "choose a smaller student",
         )
-    for note in plan.notes:
-        if note.startswith("tokenizers differ"):
-            raise TrainError(
-                f"teacher and student {note}",
-                hint="set train.distillation.alpha: 1.0 for sequence-level KD, or use student.init teacher-layers:N",
-            )
+    for refusal in plan.refusals:
+        raise TrainError(
+            f"teacher and student {refusal}",
+            hint="set train.on_policy.fraction: 0 (token-level KD then aligns the two tokenizers by text, ULD), or "
+            "use student.init teacher-layers:N so the student shares the teacher's tokenizer",
+        )

@@ -137,6 +137,14 @@ def task_data(
     return TaskData(train, validation, info)
 
 
+def generate_kd(examples: ClassifyExamples | GenerateExamples) -> str | None:
+    """What a generate student's KD term reads: ``uld`` (text-aligned, the tokenizers differ or it was asked for),
+    ``topk`` (the teacher's top-k by id) or ``sequence`` (the teacher's text only); None for classify."""
+    if not isinstance(examples, GenerateExamples):
+        return None
+    return "uld" if examples.has_aligned else "topk" if examples.has_topk else "sequence"
+
+
 def role_objectives(
     project: Project, task: TaskData, build: StudentBuild, roles: tuple[str, ...], console: Console | None
 ) -> dict[str, RoleObjective]:
@@ -273,6 +281,7 @@ def train_run(
                 "dataset_hash": data.dataset_hash,
                 "dataset_path": str(data.path),
                 "train": cfg.model_dump(),
+                "generate_kd": generate_kd(task.train),
                 "student": build.description,
                 "size": result.size,
                 "processes": accelerator.num_processes,
