@@ -84,9 +84,18 @@ def step_key(*parts: Any) -> str:
     return sha256_text(canonical_json(list(parts)))
 
 
+# Settings that change where a step reports, not what it makes: a step is not rerun when only they change.
+NOT_IN_STEP_KEYS = {"train": ("report_to",)}
+
+
 def spec_part(project: Project, *sections: str) -> dict[str, Any]:
     dumped = project.spec.model_dump(mode="json")
-    return {s: dumped.get(s) for s in sections}
+    part = {s: dumped.get(s) for s in sections}
+    for section, fields in NOT_IN_STEP_KEYS.items():
+        for name in fields:
+            if isinstance(part.get(section), dict):
+                part[section].pop(name, None)
+    return part
 
 
 def run_step(

@@ -94,6 +94,12 @@ class TrainError(DistilError):
     default_hint = "run `distil plan` to see what fits, then adjust the student or batch size"
 
 
+class TrackingError(DistilError):
+    """The experiment tracker ``train.report_to`` names cannot be used (its library is not installed)."""
+
+    default_hint = "install the package named above, or set train.report_to: none"
+
+
 class EvaluationError(DistilError):
     """An evaluation cannot be run or read."""
 

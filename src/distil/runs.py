@@ -25,6 +25,12 @@ DISTILLED = "distilled"
 VERSION_PATTERN = re.compile(r"-v(\d+)\.(?:json|parquet)$")
 
 
+def evaluation_version(path: Path) -> int:
+    """Which evaluation of its run a file is: 1 for ``evaluation.json``, n for ``evaluations/evaluation-v<n>.json``."""
+    version = VERSION_PATTERN.search(path.name)
+    return int(version.group(1)) if version else 1
+
+
 def check_run_id(run_id: str) -> str:
     """``run_id`` when it is a plain folder name (no separators, no ``..``, at most 128 characters)."""
     problem = run_id_problem(run_id)
@@ -167,6 +173,16 @@ class RunDir:
     @property
     def train_config(self) -> Path:
         return self.folder / "train_config.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        """``tensorboard/``: event files for `tensorboard --logdir` (``train.report_to: tensorboard``)."""
+        return self.folder / "tensorboard"
+
+    @property
+    def mlflow_store(self) -> Path:
+        """``mlruns/``: an MLflow file store for `mlflow ui --backend-store-uri` (``train.report_to: mlflow``)."""
+        return self.folder / "mlruns"
 
     # --- what later steps write ----------------------------------------------------------------------
 

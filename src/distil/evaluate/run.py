@@ -37,13 +37,14 @@ from distil.evaluate.latency import (
 from distil.evaluate.predictions import prediction_rows, write_predictions
 from distil.evaluate.scoring import gold_indices, score_classifier, score_generator
 from distil.files import write_text_atomic
-from distil.runs import RunDir, run_or_latest
+from distil.runs import RunDir, evaluation_version, run_or_latest
 from distil.serve.router import spec_calibration
 from distil.spec.gate import require_unchanged_gate
 from distil.spec.models import Spec
 from distil.teachers.loading import local_model_folder, resolve_source
 from distil.teachers.prompts import generation_prompt
 from distil.teachers.registry import build_teacher
+from distil.tracking import log_evaluation, require_library
 
 ANSWERED_UNSCORED = ("validation", PROBE)  # answered into predictions.parquet for iterate to mine; never scored
 MODEL_ORDER = ("student", "baseline", "teacher")  # largest last: its memory is not hidden by reuse
@@ -464,6 +465,8 @@ def evaluate_run(
     replaces the real teacher / student / baseline loaders (tests, other variants).
     """
     locked = require_unchanged_gate(project)
+    report_to = project.spec.train.report_to
+    require_library(report_to)  # before the models are loaded: the evaluation is logged where training was
     run = run_or_latest(project, run_id)
     data = run.dataset()
     require_locked_test(project, data.folder)  # every round is compared on the same, locked items
@@ -499,4 +502,5 @@ def evaluate_run(
     path, _ = record_evaluation(
         project, run.run_id, document, actor=actor, extra=extra, predictions=evaluated.predictions
     )
+    log_evaluation(report_to, run, project.spec.name, document, evaluation_version(path))
     return path, document

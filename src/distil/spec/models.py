@@ -742,6 +742,12 @@ class TrainSpec(_Model):
         "weights to update for a teacher-layers student of a small model, and fewer to overfit with a few hundred "
         "examples.",
     )
+    report_to: Literal["none", "tensorboard", "mlflow"] = Field(
+        "none",
+        description="Where losses, learning rate, validation fidelity and the final evaluation are also logged: "
+        "tensorboard (event files in the run folder's tensorboard/) or mlflow (a file store in the run folder's "
+        "mlruns/, or $MLFLOW_TRACKING_URI when set); the library is needed only when chosen.",
+    )
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="AdamW and its learning-rate schedule.")
     distillation: DistillationSpec = Field(
         default_factory=DistillationSpec, description="The KD loss and what it mixes in."

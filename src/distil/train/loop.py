@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from distil.console import PlainProgress, progress
+from distil.tracking import Tracker, curve_metrics
 from distil.train.artefacts import STATE_FILE, load_checkpoint, save_checkpoint
 from distil.train.heads import decoder_of
 
@@ -113,6 +114,7 @@ class _Fit:
     autocast: Callable[[], contextlib.AbstractContextManager]
     steps_per_epoch: int
     best_state: dict[str, Tensor] | None = None
+    tracker: Tracker | None = None  # where each curve point is also logged (train.report_to); main process only
 
 
 # --- small pieces ------------------------------------------------------------------------------------------
@@ -288,6 +290,8 @@ def run_steps(
         if state.global_step % eval_every == 0 or step == run.steps_per_epoch - 1:
             stop = validation_check(run, state, point)
         state.curve.append(point)
+        if run.tracker is not None:
+            run.tracker.log_metrics(curve_metrics(run.objective.role, point), step=point["step"])
         progress.update(
             bar,
             advance=1,
@@ -314,11 +318,13 @@ def fit(
     accelerator: Accelerator,
     console: Console | None = None,
     max_steps: int | None = None,
+    tracker: Tracker | None = None,
 ) -> FitResult:
     """Train a fresh copy of ``model`` on ``objective``, resuming from ``checkpoint`` when one is there.
 
     ``max_steps`` stops after that many optimiser steps in this call (the checkpoint is kept; call again
     to go on). Returns the state and, once finished, the model with the weights ``train.keep`` asks for.
+    ``tracker`` (None on processes other than the main one) receives every curve point as it is made.
     """
     seed_everything(cfg.seed)
     model = prepared_model(model, objective, cfg)
@@ -344,7 +350,9 @@ def fit(
         if cfg.precision == "bf16"
         else contextlib.nullcontext
     )
-    run = _Fit(model, objective, cfg, accelerator, optimizer, scheduler, params, autocast, steps_per_epoch, best_state)
+    run = _Fit(
+        model, objective, cfg, accelerator, optimizer, scheduler, params, autocast, steps_per_epoch, best_state, tracker
+    )
     with progress_bar(objective.role, console, accelerator.is_main_process) as progress:
         bar = progress.add_task(
             objective.role, total=steps_per_epoch * cfg.epochs, completed=state.global_step, loss=0.0, tps=0.0, fid="-"

@@ -18,6 +18,7 @@ import torch
 
 from distil.runs import RunDir
 from distil.teachers.loading import local_model_folder
+from distil.tracking import Tracker, flat_params, open_tracker, require_library
 from distil.train.artefacts import save_model_folder, write_run_file
 from distil.train.batches import (
     ClassifyExamples,
@@ -236,6 +237,41 @@ def record_runs(project: Project, result: TrainResult, actor: str | None) -> Non
         )
 
 
+def open_run_tracker(project: Project, run: RunDir) -> Tracker | None:
+    """The tracker ``train.report_to`` names for this run, with the train settings as its parameters."""
+    cfg = project.spec.train
+    return open_tracker(cfg.report_to, run, project.spec.name, flat_params("train", cfg.model_dump(mode="json")))
+
+
+def fit_roles(
+    project: Project,
+    run: RunDir,
+    build: StudentBuild,
+    task: TaskData,
+    objectives: dict[str, RoleObjective],
+    result: TrainResult,
+    accelerator: Accelerator,
+    console: Console | None,
+    max_steps: int | None,
+    tracker: Tracker | None,
+) -> dict[str, Any]:
+    """Fit each role's objective, write its model folder once finished; the curves, per role."""
+    cfg = project.spec.train
+    curves: dict[str, Any] = {}
+    for role, objective in objectives.items():
+        started = time.perf_counter()
+        fitted = fit(build.model, objective, cfg, run.checkpoints(role), accelerator, console, max_steps, tracker)
+        curves[role] = fitted.state.curve
+        if fitted.model is None:
+            result.finished = False
+        elif accelerator.is_main_process:
+            save_model_folder(run.model(role), fitted.model, build.tokenizer, task.task_info)
+        if fitted.model is not None:
+            result.roles[role] = role_metrics(fitted, cfg.keep)
+        result.seconds[role] = time.perf_counter() - started
+    return curves
+
+
 def train_run(
     project: Project,
     *,
@@ -262,6 +298,7 @@ def train_run(
     accelerator = Accelerator(cpu=cpu if cpu is not None else not torch.cuda.is_available())
     if run_id:
         RunDir.new(project, run_id)  # a run id from outside is a plain name (RunError, exit 2) before any work
+    require_library(cfg.report_to)  # on every process, before any work: a missing library is one line, no hang
     data = curated_splits(project)
     ids = [run_id or new_run_id(data.dataset_hash)]
     broadcast_object_list(ids)
@@ -290,18 +327,12 @@ def train_run(
         announce_student(console, build)
 
     objectives = role_objectives(project, task, build, ROLES if baseline else ROLES[:1], console)
-    curves: dict[str, Any] = {}
-    for role, objective in objectives.items():
-        started = time.perf_counter()
-        fitted = fit(build.model, objective, cfg, run.checkpoints(role), accelerator, console, max_steps)
-        curves[role] = fitted.state.curve
-        if fitted.model is None:
-            result.finished = False
-        elif accelerator.is_main_process:
-            save_model_folder(run.model(role), fitted.model, build.tokenizer, task.task_info)
-        if fitted.model is not None:
-            result.roles[role] = role_metrics(fitted, cfg.keep)
-        result.seconds[role] = time.perf_counter() - started
+    tracker = open_run_tracker(project, run) if accelerator.is_main_process else None
+    try:
+        curves = fit_roles(project, run, build, task, objectives, result, accelerator, console, max_steps, tracker)
+    finally:
+        if tracker is not None:
+            tracker.close()
     if accelerator.is_main_process:
         write_run_file(run.curve, curves)
         if result.finished:
