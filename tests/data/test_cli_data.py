@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import torch
+from datasets import load_dataset, load_from_disk
 
 from distil.cli import main
 from tests.data.helpers import make_project
@@ -24,9 +25,20 @@ def test_generate_curate_export_through_the_cli(tmp_path, tiny_teacher_dir, caps
     lines = [json.loads(x) for x in (export / "openai" / "train.jsonl").read_text().splitlines()]
     assert lines and lines[0]["messages"][-1]["role"] == "assistant"
     assert lines[0]["messages"][-1]["content"] in ("billing", "technical", "account")
-    info = json.loads((export / "hf" / "dataset_info.json").read_text())
-    total = sum(s["num_examples"] for s in info["splits"].values())
+    assert (export / "hf" / "dataset_dict.json").is_file()  # written by datasets' own save_to_disk
+    saved = load_from_disk(str(export / "hf"))
+    total = sum(len(split) for split in saved.values())
     assert total == len((export / "provenance.jsonl").read_text().splitlines()) == 12
+    assert saved["train"].features["label"].names == ["billing", "technical", "account"]
+    first = saved["train"][0]
+    assert saved["train"].features["label"].int2str(first["label"]) == lines[0]["messages"][-1]["content"]
+    assert first["input"] == lines[0]["messages"][-2]["content"] and len(first["label_probs"]) == 3
+    files = {split: str(export / "parquet" / f"{split}.parquet") for split in saved}
+    parquet = load_dataset("parquet", data_files=files)
+    assert set(parquet) == set(saved)
+    for split in saved:  # the same rows, columns and class names as the saved DatasetDict
+        assert parquet[split].features == saved[split].features
+        assert parquet[split].to_list() == saved[split].to_list()
 
 
 def test_generate_refuses_unlicensed_teacher_with_exit_2(tmp_path, tiny_teacher_dir, capsys):

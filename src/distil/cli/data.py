@@ -117,7 +117,9 @@ def export_data(
     ] = None,
     spec: SpecOpt = None,
 ) -> None:
-    """Export the newest curated dataset as OpenAI fine-tuning JSONL and a Hugging Face datasets folder.
+    """Export the newest curated dataset as OpenAI fine-tuning JSONL, a Hugging Face DatasetDict and Parquet files.
+
+    `datasets.load_from_disk("<out>/hf")` and `datasets.load_dataset("parquet", data_files=...)` read them.
 
     Example: distil export-data --out handover/
     """
@@ -125,4 +127,8 @@ def export_data(
 
     project = _project(spec)
     target = run_export(project, out)
-    console.print(f"wrote {target}/openai/*.jsonl, {target}/hf/ and {target}/provenance.jsonl")
+    console.print(
+        f"wrote {target}/openai/*.jsonl, {target}/hf/ (datasets.load_from_disk), {target}/parquet/*.parquet and "
+        f"{target}/provenance.jsonl",
+        highlight=False,
+    )
