@@ -160,24 +160,81 @@ def _curve_series(curve: Any, prefix: str = "") -> dict[str, tuple[list[float], 
     return out
 
 
-def training_curves(curve: Any) -> str | None:
-    """Losses on the left axis, everything else (agreement, accuracy) on the right."""
+# Which panel a curve series goes in, by its last word: each kind of number on an axis of its own, so the
+# fidelity (0-1) is not flattened against a learning rate near 0 or an epoch count.
+LOSS_PANEL, FIDELITY_PANEL, RATE_PANEL = "loss", "validation fidelity", "learning rate"
+
+
+def curve_panel(name: str) -> str | None:
+    """The panel of series ``name`` ("student loss", "baseline validation_fidelity"); None: not drawn (the epoch
+    counter, which is drawn as boundaries, and an objective's notes)."""
+    key = name.rsplit(" ", 1)[-1]
+    if "loss" in key:
+        return LOSS_PANEL
+    if key == "lr":
+        return RATE_PANEL
+    if any(word in key for word in ("fidelity", "agreement", "accuracy")):
+        return FIDELITY_PANEL
+    return None
+
+
+def _colour(name: str) -> str | None:
+    return next((COLOURS[m] for m in MODELS if name.startswith(f"{m} ")), None)
+
+
+def epoch_boundaries(series: dict[str, tuple[list[float], list[float]]]) -> list[float]:
+    """The steps where the first model's epoch counter moves on (none when the curve has no epochs)."""
+    epochs = next((xy for name, xy in sorted(series.items()) if name.rsplit(" ", 1)[-1] == "epoch"), None)
+    if epochs is None:
+        return []
+    xs, ys = epochs
+    return [xs[i] - 0.5 for i in range(1, len(xs)) if ys[i] != ys[i - 1]]
+
+
+def training_curves_figure(curve: Any) -> Any:
+    """One panel each for the losses, the validation fidelity (0-1) and the learning rate, sharing the step axis;
+    the epoch boundaries dotted. None when curve.json has nothing to draw."""
     series = _curve_series(curve)
-    if not series:
+    panels: dict[str, list[str]] = {}
+    for name in sorted(series):
+        panel = curve_panel(name)
+        if panel is not None and series[name][0]:
+            panels.setdefault(panel, []).append(name)
+    order = [p for p in (LOSS_PANEL, FIDELITY_PANEL, RATE_PANEL) if p in panels]
+    if not order:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    other = ax.twinx()
-    for name, (xs, ys) in sorted(series.items()):
-        target = ax if "loss" in name else other
-        target.plot(xs, ys, label=name, linestyle="-" if "loss" in name else "--")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    other.set_ylabel("metric")
-    handles = ax.get_legend_handles_labels()
-    handles2 = other.get_legend_handles_labels()
-    ax.legend(handles[0] + handles2[0], handles[1] + handles2[1], fontsize=7, loc="center right")
-    ax.set_title("Training curves")
-    return _png(fig)
+    heights = {LOSS_PANEL: 2.0, FIDELITY_PANEL: 2.0, RATE_PANEL: 1.0}
+    fig, axes = plt.subplots(
+        len(order),
+        1,
+        sharex=True,
+        figsize=(6.5, 1.4 + 1.6 * sum(heights[p] for p in order) / 2),
+        gridspec_kw={"height_ratios": [heights[p] for p in order]},
+        squeeze=False,
+    )
+    boundaries = epoch_boundaries(series)
+    for ax, panel in zip(axes[:, 0], order, strict=True):
+        for name in panels[panel]:
+            xs, ys = series[name]
+            sparse = panel == FIDELITY_PANEL  # one point per validation check: markers show where they are
+            ax.plot(xs, ys, label=name, color=_colour(name), marker="o" if sparse else None, markersize=3)
+        for x in boundaries:
+            ax.axvline(x, color="#bbbbbb", linestyle=":", linewidth=0.8)
+        ax.set_ylabel(panel, fontsize=8)
+        ax.legend(fontsize=7, loc="best")
+        if panel == FIDELITY_PANEL:
+            ax.set_ylim(0, 1.02)
+        if panel == RATE_PANEL:
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    axes[-1, 0].set_xlabel("optimiser step" + (" (epochs dotted)" if boundaries else ""))
+    axes[0, 0].set_title("Training curves")
+    return fig
+
+
+def training_curves(curve: Any) -> str | None:
+    """:func:`training_curves_figure` as a PNG."""
+    fig = training_curves_figure(curve)
+    return _png(fig) if fig is not None else None
 
 
 def cost_payback(cost: Mapping[str, Any]) -> str | None:

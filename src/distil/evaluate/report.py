@@ -50,6 +50,23 @@ METRICS = (
     "size_bytes",
     "peak_memory_bytes",
 )
+# What each measure is called on the page; the model table has a row per measure, so it never outgrows the page.
+HEADINGS = {
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "agreement": "agreement with the teacher",
+    "kl": "KL(teacher ‖ model)",
+    "js": "JS divergence",
+    "ece": "ECE",
+    "p50_ms": "p50 latency (ms)",
+    "p95_ms": "p95 latency (ms)",
+    "throughput_per_s": "throughput (inputs/s)",
+    "params": "parameters",
+    "size_bytes": "size (bytes)",
+    "peak_memory_bytes": "peak memory (bytes)",
+}
+GOLD_METRICS = ("accuracy", "macro_f1", "agreement")
+MODELS = ("teacher", "baseline", "student")
 
 # The page lives in templates/report.html.j2 next to this module; every value it shows is escaped.
 HTML_TEMPLATE = "report.html.j2"
@@ -82,6 +99,64 @@ def _ci_cell(row: dict[str, Any] | None) -> str:
         return "–"
     lo, hi = (row.get("agreement_ci") or [None, None])[:2]
     return f"{row['agreement']:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "")
+
+
+def measured_on(evaluation: dict[str, Any]) -> dict[str, str]:
+    """For each measure of the model table, the items it was computed on: the test split's size, how many of them
+    carry a gold label, what ECE was measured against, which inputs were timed."""
+    student = evaluation["student"]
+    n, with_gold = student.get("n"), student.get("n_gold")
+    gold_set = (student.get("gold") or {}).get("n")
+    latency = student.get("latency") or {}
+    labelled = (
+        f"test split: the {fmt(with_gold)} of {fmt(n)} items with a gold label"
+        if with_gold
+        else "test split: no item has a gold label" + (" (see the gold-set rows)" if gold_set else "")
+    )
+    reference = "their gold labels" if student.get("ece_reference") == "gold" else "the teacher's top label"
+    timed = "the gold set's" if gold_set else "the test split's"
+    return {
+        "accuracy": labelled,
+        "macro_f1": labelled,
+        "agreement": f"test split: {fmt(n)} items, against the teacher's answers",
+        "kl": f"test split: {fmt(n)} items, against the teacher's distributions",
+        "js": f"test split: {fmt(n)} items, against the teacher's distributions",
+        "ece": f"test split: {fmt(n)} items, against {reference}",
+        "p50_ms": f"{fmt(latency.get('requests'))} requests at batch 1 on {timed} inputs, "
+        f"{fmt(latency.get('threads'))} thread(s)",
+        "p95_ms": f"{fmt(latency.get('requests'))} requests at batch 1 on {timed} inputs",
+        "throughput_per_s": f"batches of {fmt(latency.get('batch_size'))} of {timed} inputs",
+        "params": "the model's weights",
+        "size_bytes": "the model's files",
+        "peak_memory_bytes": latency.get("memory_method") or "–",
+    }
+
+
+def model_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model table: a row per measure (teacher, baseline, student side by side) with the items it came from;
+    the gold set's accuracy, macro-F1 and agreement follow when there is a gold set."""
+    sources = measured_on(evaluation)
+    rows = [
+        {
+            "key": key,
+            "heading": HEADINGS.get(key, key),
+            "cells": [fmt(evaluation[m].get(key)) for m in MODELS],
+            "source": sources.get(key, ""),
+        }
+        for key in METRICS
+    ]
+    gold_n = (evaluation["student"].get("gold") or {}).get("n")
+    if gold_n:
+        rows += [
+            {
+                "key": f"gold-{key}",
+                "heading": f"{HEADINGS[key]} on the gold set",
+                "cells": [fmt((evaluation[m].get("gold") or {}).get(key)) for m in MODELS],
+                "source": f"gold set: {fmt(gold_n)} items labelled by people",
+            }
+            for key in GOLD_METRICS
+        ]
+    return rows
 
 
 def check_rows(checks: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -382,8 +457,8 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
         "checks": check_rows(gate.get("checks") or []),
         "gate": gate,
         "evaluation": evaluation,
-        "models": ("teacher", "baseline", "student"),
-        "metrics": METRICS,
+        "models": MODELS,
+        "model_rows": model_rows(evaluation),
         "latency": evaluation["student"].get("latency") or {},
         "plot_list": plot_list,
         "slice_rows": slice_rows,
@@ -431,6 +506,12 @@ def render_markdown(context: dict[str, Any]) -> str:
     lines += ["", "| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for name in context["models"]:
         lines.append(f"| {name} | " + " | ".join(fmt(ev[name].get(c)) for c in cols) + " |")
+    sources = measured_on(ev)
+    lines += [
+        "",
+        f"Accuracy and macro-F1: {sources['accuracy']}; agreement and KL: {sources['kl']}; latency: "
+        f"{sources['p95_ms']}.",
+    ]
     view = context["cost_view"]
     lines += ["", view["headline"]]
     if view["terms"]:
