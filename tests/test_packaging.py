@@ -16,7 +16,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 # Package data a user's first commands read (`distil init`, `distil report`, `distil review`, licence checks).
 PACKAGE_DATA = (
@@ -69,7 +68,9 @@ def test_a_wheel_in_a_fresh_venv_inits_the_triage_example_and_checks_it(tmp_path
     )
     (wheel,) = (tmp_path / "dist").glob("distil-*.whl")
     python = _fresh_venv(tmp_path / "venv")
-    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)], tmp_path, env)
+    _run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)], tmp_path, env
+    )
 
     installed = Path(_run([str(python), "-c", "import distil; print(distil.__file__)"], tmp_path, env).stdout.strip())
     assert (tmp_path / "venv").resolve() in installed.resolve().parents  # the wheel, not the source checkout

@@ -165,7 +165,9 @@ def flat_params(prefix: str, value: Any, out: dict[str, str] | None = None) -> d
     return out
 
 
-def open_tracker(report_to: str, run: RunDir, experiment: str, params: Mapping[str, Any] | None = None) -> Tracker | None:
+def open_tracker(
+    report_to: str, run: RunDir, experiment: str, params: Mapping[str, Any] | None = None
+) -> Tracker | None:
     """The tracker ``report_to`` names for ``run`` (None for ``none``); TrackingError when its library is missing."""
     require_library(report_to)
     if report_to == "tensorboard":

@@ -51,7 +51,7 @@ def test_each_number_of_the_model_table_says_which_items_it_came_from(report, ru
     assert f"test split: the {n_labelled} of {n_test} items with a gold label" in text  # accuracy, macro-F1
     assert f"test split: {n_test} items, against the teacher&#39;s answers" in text  # agreement
     assert f"gold set: {n_gold} items labelled by people" in text
-    assert f"5 requests at batch 1 on the gold set&#39;s inputs" in text  # latency: timed on the gold inputs
+    assert "5 requests at batch 1 on the gold set&#39;s inputs" in text  # latency: timed on the gold inputs
     summary = (run_project.runs_dir / "run-1" / "report.md").read_text()
     assert f"the {n_labelled} of {n_test} items with a gold label" in summary
 

@@ -15,8 +15,10 @@ CHECKED = ("agreement", "accuracy", "kl", "n", "p95_ms")
 
 
 def _expected(project) -> list[dict]:
-    documents = [project.runs_dir / "run-1" / "evaluation.json", project.runs_dir / "run-1" / "evaluations" /
-                 "evaluation-v2.json"]
+    documents = [
+        project.runs_dir / "run-1" / "evaluation.json",
+        project.runs_dir / "run-1" / "evaluations" / "evaluation-v2.json",
+    ]
     return [json.loads(path.read_text()) for path in documents]
 
 

@@ -81,10 +81,13 @@ def test_nothing_is_tracked_by_default(tmp_path, tiny_teacher_dir):
     assert "student" in names and not names & {"tensorboard", "mlruns"}
 
 
-@pytest.mark.parametrize(("report_to", "module", "package"), [("mlflow", "mlflow", "mlflow-skinny"),
-                                                                ("tensorboard", "tensorboard", "tensorboard")])
-def test_a_missing_library_is_one_line_naming_the_pip_package(tmp_path, tiny_teacher_dir, capsys, monkeypatch,
-                                                              report_to, module, package):
+@pytest.mark.parametrize(
+    ("report_to", "module", "package"),
+    [("mlflow", "mlflow", "mlflow-skinny"), ("tensorboard", "tensorboard", "tensorboard")],
+)
+def test_a_missing_library_is_one_line_naming_the_pip_package(
+    tmp_path, tiny_teacher_dir, capsys, monkeypatch, report_to, module, package
+):
     spec = write_spec(tmp_path / "proj", tiny_teacher_dir, train={"report_to": report_to})
     write_curated(spec, classify_records(8), classify_records(4, seed=1))
     monkeypatch.setitem(sys.modules, module, None)  # how Python marks a module that cannot be imported

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distil.data.records import Record, read_records
+from distil.data.records import Record
 from distil.data.split import CURATED_SPLITS
 from distil.files import replace_dir_atomic, write_text_atomic
 from distil.runs import latest_curated
