@@ -28,7 +28,7 @@ LIBRARIES: dict[str, tuple[str, str]] = {
     "tensorboard": ("tensorboard", "tensorboard"),
     "mlflow": ("mlflow", "mlflow-skinny"),
 }
-RUN_TAG = "distil.run_id"  # the MLflow tag that finds a run again when training resumes or evaluate logs to it
+RUN_TAG = "distil_run_id"  # the MLflow tag that finds a run again when training resumes or evaluate logs to it
 MODELS = ("teacher", "student", "baseline")
 NOT_CHARTED = ("step", "epoch")  # the x axis and a counter, not measurements
 
@@ -119,7 +119,7 @@ def mlflow_uri(store: Path) -> str:
 
 
 class MlflowTracker:
-    """One MLflow run per distil run (tag ``distil.run_id``) in the experiment named after the project, found again
+    """One MLflow run per distil run (tag ``distil_run_id``) in the experiment named after the project, found again
     when training resumes and when ``distil evaluate`` logs to it."""
 
     def __init__(self, uri: str, experiment: str, run_id: str, params: Mapping[str, Any] | None = None):
