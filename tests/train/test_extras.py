@@ -23,6 +23,7 @@ from distil.train.batches import (
     curated_splits,
     generate_examples,
 )
+from distil.train.compact_topk import compression_kl
 from distil.train.extras import PROJECTOR, rationale_targets, teacher_states_for
 from distil.train.logit_cache import TopkCache, teacher_prompt_ids
 from distil.train.objectives import ClassifyObjective, generate_loss
@@ -48,8 +49,8 @@ def test_offline_cache_scores_the_answer_after_the_teachers_own_prompt(tmp_path,
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_teacher_dir))
     examples = generate_examples(curated_splits(project).splits["train"], tokenizer, project.spec.train.max_length)
     teacher = AutoModelForCausalLM.from_pretrained(str(tiny_teacher_dir)).eval()
-    ids, logprobs = cache.per_example()
     for i in (0, 5):
+        ids, logprobs = cache.example(i)
         prompt = teacher_prompt_ids(tokenizer, project.spec.task.instruction, [examples.inputs[i]])[0]
         text = tokenizer.decode(prompt)  # the instruction in the chat template, not the student's bare template
         assert "Summarise: " + examples.inputs[i] in text and "Answer:" not in text
@@ -59,8 +60,8 @@ def test_offline_cache_scores_the_answer_after_the_teachers_own_prompt(tmp_path,
                 0, len(prompt) - 1 : len(prompt) + len(answer) - 1
             ]
         top = torch.log_softmax(logits.float(), -1).topk(8, dim=-1)
-        assert np.array_equal(ids[i], top.indices.numpy())
-        np.testing.assert_allclose(logprobs[i].astype(np.float32), top.values.numpy(), atol=2e-3)
+        assert np.array_equal(np.sort(ids, 1), np.sort(top.indices.numpy(), 1))  # ids kept exactly
+        assert compression_kl(top.indices.numpy(), top.values.numpy(), ids, logprobs).max() < 1e-2
 
 
 def test_on_policy_loss_equals_the_unchunked_divergence_on_the_students_tokens(tiny_teacher_dir):

@@ -25,9 +25,12 @@ def test_generate_run_builds_the_teacher_cache_and_trains(generate_project):
     assert len(caches) == 1
     cache = TopkCache.open(caches[0])
     index = json.loads((caches[0] / "index.json").read_text())
-    assert cache.k == 8 and cache.ids.dtype == np.int32 and cache.logprobs.dtype == np.float16
-    assert index["bytes_per_token"] == 48 and index["tokens"] == cache.ids.shape[0] == cache.offsets[-1]
-    assert (np.diff(cache.logprobs.astype(np.float32), axis=1) <= 1e-3).all()  # sorted, most likely first
+    assert cache.k == 8 and cache.format == 2 and index["vocab"] == 512
+    assert index["bytes_per_token"] == cache.bytes_per_token == 16  # 8 ids of 512: 64 bits, levels 28, header 29
+    assert index["tokens"] == cache.tokens == cache.arrays["rows"].shape[0] and 0 <= index["kl_mean"] <= 0.01
+    ids, logprobs = cache.example(0)
+    assert ids.dtype == np.int32 and logprobs.dtype == np.float32 and ids.shape == (cache.offsets[1], 8)
+    assert (np.diff(logprobs, axis=1) <= 0).all()  # sorted, most likely first
     predictor = load_predictor(project.runs_dir / run_id / "student")
     answers = predictor.generate(["note 1: refund crash"], max_new_tokens=4)
     assert len(answers) == 1 and isinstance(answers[0], str)

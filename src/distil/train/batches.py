@@ -16,6 +16,8 @@ from distil.runs import latest_curated
 from distil.train.students import CLASSIFY_TEMPLATE, GENERATE_TEMPLATE, encode_prompts
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from transformers import PreTrainedTokenizerBase
 
     from distil.spec.io import Project
@@ -97,6 +99,8 @@ class GenerateExamples:
     answer_ids: list[list[int]]  # the teacher's text, tokenised, ending with EOS
     topk_ids: list[np.ndarray | None] = field(default_factory=list)  # per example [n_answer, k] int32
     topk_logprobs: list[np.ndarray | None] = field(default_factory=list)  # per example [n_answer, k] fp16
+    # the offline cache's rows of example i, (ids, log-probabilities) [n_answer, k], read when a batch needs them
+    topk_reader: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None
     inputs: list[str] = field(default_factory=list)  # the bare inputs (the teacher's prompt is built from them)
     teacher_prompt_ids: list[list[int]] = field(
         default_factory=list
@@ -114,7 +118,14 @@ class GenerateExamples:
 
     @property
     def has_topk(self) -> bool:
-        return bool(self.topk_ids) and all(t is not None for t in self.topk_ids)
+        return self.topk_reader is not None or (bool(self.topk_ids) and all(t is not None for t in self.topk_ids))
+
+    def topk(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Example i's top-k per answer token, (ids, log-probabilities) [n_answer, k]: from the cache, else the
+        record's own."""
+        if self.topk_reader is not None:
+            return self.topk_reader(i)
+        return self.topk_ids[i], self.topk_logprobs[i]
 
     @property
     def has_aligned(self) -> bool:
@@ -177,10 +188,9 @@ def generate_batch(examples: GenerateExamples, rows: list[int], pad_id: int, wit
     if with_topk and examples.has_aligned:
         batch.update(aligned_batch(examples, rows))
     elif with_topk:
-        batch["topk_ids"] = torch.from_numpy(np.concatenate([examples.topk_ids[i] for i in rows])).long()
-        batch["topk_logprobs"] = torch.from_numpy(
-            np.concatenate([examples.topk_logprobs[i] for i in rows]).astype(np.float32)
-        )
+        ids, logprobs = zip(*(examples.topk(i) for i in rows), strict=True)
+        batch["topk_ids"] = torch.from_numpy(np.concatenate(ids)).long()
+        batch["topk_logprobs"] = torch.from_numpy(np.concatenate(logprobs).astype(np.float32))
     return batch
 
 

@@ -105,10 +105,10 @@ def attach_aligned_teacher(
     view = GenerateExamples(list(examples.teacher_prompt_ids), answers)
     vocab = len(teacher_tokenizer)
     cache = cached_topk(project, source, view, min(k, vocab), console)
-    ids, logprobs = cache.per_example()
     examples.uld_groups, examples.uld_teacher_logprobs, examples.uld_teacher_chain = [], [], []
     for i, (s_groups, t_groups) in enumerate(zip(student_groups, teacher_groups, strict=True)):
-        rows, chain = group_rows(np.asarray(ids[i]), np.asarray(logprobs[i]), np.asarray(answers[i]), t_groups)
+        ids, logprobs = cache.example(i)
+        rows, chain = group_rows(ids, logprobs, np.asarray(answers[i]), t_groups)
         examples.uld_groups.append(s_groups)
         examples.uld_teacher_logprobs.append(rows)
         examples.uld_teacher_chain.append(chain)

@@ -190,9 +190,9 @@ def attach_logit_cache(
         cache = build_or_load_cache(project, teacher.source, examples, k, tokenizer)
     if cache is None:
         return
-    examples.topk_ids, examples.topk_logprobs = cache.per_example()
-    if examples.topk_ids and len(examples.topk_ids[0]) != len(examples.answer_ids[0]):
+    if len(cache) != len(examples.answer_ids) or len(cache.example(0)[0]) != len(examples.answer_ids[0]):
         raise TrainError(
             "the offline teacher cache does not match the training examples",
             hint="delete .distil/cache/topk and train again",
         )
+    examples.topk_reader = cache.example

@@ -1,16 +1,20 @@
 """The offline teacher cache: the teacher's top-k log-probabilities for every training answer token.
 
 Built once per (teacher, dataset, k, tokenisation) with the teacher in memory, then training runs with
-the teacher unloaded and every epoch reads the cache instead of running the teacher. Stored compactly
-in ``.distil/cache/topk/<key>/``: ``ids.npy`` int32 [T, k], ``logprobs.npy`` float16 [T, k],
-``offsets.npy`` int64 [n + 1] (example i owns rows offsets[i]:offsets[i+1]) and ``index.json``. That is
-k × 6 bytes per token (192 bytes at k = 32) against 4 × V bytes for full float32 logits.
+the teacher unloaded and every epoch reads the cache instead of running the teacher. Kept in
+``.distil/cache/topk/<key>/``: ``rows.npy`` uint8 [T, row_bytes] (format 2: each token's top-k ids, exact, and
+its log-probabilities and tail mass, quantised; :mod:`distil.train.compact_topk`, 100 bytes at k = 50 on a
+49k vocabulary), ``offsets.npy`` int64 [n + 1] (example i owns rows offsets[i]:offsets[i+1]) and ``index.json``
+(format, k, vocabulary, sizes, and the KL of the quantised rows from the exact ones, measured when it was
+built). The rows stay memory-mapped; an example's rows are decoded when a batch needs them. A cache written
+before format 2 (``ids.npy`` int32 and ``logprobs.npy`` float16 [T, k], 6 bytes per entry) is still read.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +26,7 @@ from distil.files import replace_dir_atomic, write_json_atomic
 from distil.teachers.loading import load_causal_lm, local_model_folder
 from distil.teachers.prompts import generation_prompt_ids
 from distil.train.batches import GenerateExamples, generate_batch
+from distil.train.compact_topk import RowLayout, compression_kl, decode_rows, encode_rows
 from distil.train.heads import base_and_head, output_logits
 from distil.train.vocab import require_same_vocabulary
 
@@ -33,40 +38,72 @@ if TYPE_CHECKING:
 
     from distil.spec.io import Project
 
-BYTES_PER_ENTRY = 4 + 2  # int32 id + float16 log-probability
+FORMAT = 2  # index.json "format"; absent: the first format, int32 ids + float16 log-probabilities
+FIRST_FORMAT_BYTES_PER_ENTRY = 4 + 2
 
 
-def bytes_per_token(k: int) -> int:
-    return k * BYTES_PER_ENTRY
+def bytes_per_token(k: int, vocab: int) -> int:
+    """What one answer token costs in a cache written now, for top-``k`` over ``vocab`` ids."""
+    return RowLayout(min(k, vocab), vocab).row_bytes
 
 
 @dataclass
 class TopkCache:
+    """An opened cache: its rows memory-mapped, decoded per example by :meth:`example`."""
+
     folder: Path
-    ids: np.ndarray  # [T, k] int32
-    logprobs: np.ndarray  # [T, k] float16
+    index: dict[str, Any]
     offsets: np.ndarray  # [n + 1] int64
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # memory-mapped: rows (format 2), or ids + logprobs
+
+    @property
+    def format(self) -> int:
+        return int(self.index.get("format", 1))
 
     @property
     def k(self) -> int:
-        return int(self.ids.shape[1])
+        return int(self.index["k"])
+
+    @property
+    def tokens(self) -> int:
+        return int(self.offsets[-1])
 
     @property
     def bytes_per_token(self) -> int:
-        return bytes_per_token(self.k)
+        if self.format == 1:
+            return self.k * FIRST_FORMAT_BYTES_PER_ENTRY
+        return int(self.arrays["rows"].shape[1])
 
-    def per_example(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        spans = list(zip(self.offsets[:-1], self.offsets[1:], strict=True))
-        return [self.ids[a:b] for a, b in spans], [self.logprobs[a:b] for a, b in spans]
+    def rows(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens start..end-1: (ids [n, k] int32, log-probabilities [n, k] float32), most likely first."""
+        if self.format == 1:
+            return np.asarray(self.arrays["ids"][start:end]), self.arrays["logprobs"][start:end].astype(np.float32)
+        return decode_rows(self.arrays["rows"][start:end], RowLayout(self.k, int(self.index["vocab"])))
+
+    def example(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Example i's answer tokens' top-k: (ids [n_i, k], log-probabilities [n_i, k])."""
+        return self.rows(int(self.offsets[i]), int(self.offsets[i + 1]))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
 
     @classmethod
     def open(cls, folder: Path) -> TopkCache:
-        return cls(
-            folder,
-            np.load(folder / "ids.npy", mmap_mode="r"),
-            np.load(folder / "logprobs.npy", mmap_mode="r"),
-            np.load(folder / "offsets.npy"),
-        )
+        index = json_file(folder / "index.json")
+        if int(index.get("format", 1)) > FORMAT:
+            raise TrainError(
+                f"{folder}: teacher cache format {index['format']} is newer than this distil reads ({FORMAT})",
+                hint="upgrade distil, or delete the folder so the cache is rebuilt",
+            )
+        names = ("rows",) if int(index.get("format", 1)) == FORMAT else ("ids", "logprobs")
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in names}
+        if "k" not in index:
+            index["k"] = int(arrays["ids"].shape[1])
+        return cls(folder, index, np.load(folder / "offsets.npy"), arrays)
+
+
+def json_file(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def cache_key(fingerprint: str, examples: GenerateExamples, k: int) -> str:
@@ -89,7 +126,7 @@ def teacher_topk(
     chunk_size: int = 1024,
     progress: Callable[[int], Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Score every answer token with ``model``: (ids [T, k] int32, logprobs [T, k] fp16, offsets [n+1]).
+    """Score every answer token with ``model``: (ids [T, k] int32, logprobs [T, k] float32, offsets [n+1]).
 
     The head runs on answer positions only, chunk by chunk, so [batch, seq, vocab] never exists.
     """
@@ -106,7 +143,7 @@ def teacher_topk(
             logprobs = torch.log_softmax(output_logits(model, selected[a : a + chunk_size]).float(), -1)
             top = logprobs.topk(k, dim=-1)
             all_ids.append(top.indices.to(torch.int32).numpy())
-            all_logprobs.append(top.values.to(torch.float16).numpy())
+            all_logprobs.append(top.values.numpy())
         if progress is not None:
             progress(len(rows))
     offsets = np.concatenate([[0], np.cumsum([len(a) for a in examples.answer_ids])]).astype(np.int64)
@@ -125,32 +162,39 @@ def build_topk_cache(
     folder = root / cache_key(fingerprint, examples, k)
     if (folder / "index.json").is_file():
         return TopkCache.open(folder)
-    vocab = model.get_output_embeddings().weight.shape[0]
+    vocab = int(model.get_output_embeddings().weight.shape[0])
     if k > vocab:
         raise TrainError(f"train.distillation.topk_cache_k {k} is larger than the teacher's vocabulary ({vocab})")
     ids, logprobs, offsets = teacher_topk(model, examples, k)
+    layout = RowLayout(k, vocab)
+    rows = encode_rows(ids, logprobs, layout)
+    kl = compression_kl(ids, logprobs, *decode_rows(rows, layout)) if len(rows) else np.zeros(0)
 
     def write(tmp: Path) -> None:
-        np.save(tmp / "ids.npy", ids)
-        np.save(tmp / "logprobs.npy", logprobs)
+        np.save(tmp / "rows.npy", rows)
         np.save(tmp / "offsets.npy", offsets)
         write_json_atomic(
             tmp / "index.json",
             {
+                "format": FORMAT,
                 "fingerprint": fingerprint,
                 "k": k,
-                "tokens": int(len(ids)),
+                "vocab": vocab,
+                "tokens": int(len(rows)),
                 "examples": len(offsets) - 1,
-                "bytes_per_token": bytes_per_token(k),
-                "bytes": int(ids.nbytes + logprobs.nbytes),
+                "bytes_per_token": layout.row_bytes,
+                "bytes": int(rows.nbytes),
+                "kl_mean": float(kl.mean()) if len(kl) else 0.0,
+                "kl_max": float(kl.max()) if len(kl) else 0.0,
             },
         )
 
     replace_dir_atomic(folder, write)
     if console is not None:
+        index = json_file(folder / "index.json")
         console.print(
-            f"teacher cache: {len(ids):,} tokens × top-{k} = {ids.nbytes + logprobs.nbytes:,} bytes "
-            f"({bytes_per_token(k)} bytes per token)"
+            f"teacher cache: {len(rows):,} tokens × top-{k} = {rows.nbytes:,} bytes ({layout.row_bytes} bytes per "
+            f"token; KL from the exact top-k: mean {index['kl_mean']:.1e}, max {index['kl_max']:.1e})"
         )
     return TopkCache.open(folder)
 

@@ -113,7 +113,7 @@ def estimate(project: Project, device: str | None = None, available_bytes: int |
         memory["logits (one chunk × vocabulary, with gradient)"] = min(cfg.chunk_size, tokens_per_batch) * vocab * 4 * 3
         memory["(unchunked logits, for comparison)"] = tokens_per_batch * vocab * 4 * 3
         cache_bytes = (
-            answer_tokens * bytes_per_token(cfg.distillation.topk_cache_k) if cfg.distillation.alpha < 1.0 else 0
+            answer_tokens * bytes_per_token(cfg.distillation.topk_cache_k, vocab) if cfg.distillation.alpha < 1.0 else 0
         )
         if teacher_folder is not None and cfg.distillation.alpha < 1.0:
             teacher_tok = AutoTokenizer.from_pretrained(str(teacher_folder))
