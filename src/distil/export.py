@@ -9,6 +9,11 @@
   fly) of the ONNX graph. Quantizing changes the model, so it is evaluated on its own on the held-out
   test split — agreement with the teacher and with the float model — and recorded as an
   ``evaluation`` ledger row with variant ``quantized``, next to the distilled one.
+* ``gguf``: causal Llama students as one GGUF file for llama.cpp and the runtimes built on it (see
+  :mod:`distil.export_gguf`), float32 by default; ``--quantize f16|q8_0|q4_0`` writes that type instead,
+  evaluated the same way (agreement with the teacher on the test split, read back through transformers' GGUF
+  loader) and recorded as variant ``gguf-<type>`` with its size on disk. A float32 export is checked against
+  PyTorch on the test split, like ONNX.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ import numpy as np
 from distil.errors import DistilError, EvaluationError
 from distil.evaluate.metrics import agreement, mean_js, mean_kl
 from distil.files import replace_dir_atomic, write_json_atomic, write_text_atomic, write_with_atomic
+from distil.runs import RunDir
 from distil.serve.runs import served_run
 from distil.spec.io import Project
 
-FORMATS = ("safetensors", "onnx")
-QUANTIZATIONS = ("int8",)
+FORMATS = ("safetensors", "onnx", "gguf")
+QUANTIZATIONS = {"onnx": ("int8",), "gguf": ("f16", "q8_0", "q4_0")}
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 MODEL_CARD = "README.md"
@@ -39,7 +45,7 @@ MODEL_CARD = "README.md"
 class ExportError(DistilError):
     """A run cannot be exported in the format asked for."""
 
-    default_hint = "export classify students to onnx; any student to safetensors"
+    default_hint = "export classify students to onnx, Llama students to gguf, any student to safetensors"
 
 
 @dataclass
@@ -241,10 +247,12 @@ def export_run(
     """Export ``run_id`` (default: the run `distil serve` would pick) to ``.distil/exports/<run>/<fmt>/``."""
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    if quantize is not None and quantize not in QUANTIZATIONS:
-        raise ExportError(f"--quantize {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
-    if quantize is not None and fmt != "onnx":
-        raise ExportError("--quantize needs --format onnx (the int8 model is an onnxruntime graph)")
+    if quantize is not None and fmt not in QUANTIZATIONS:
+        raise ExportError(
+            "--quantize needs --format onnx (int8: an onnxruntime graph) or gguf (f16, q8_0, q4_0: llama.cpp types)"
+        )
+    if quantize is not None and quantize not in QUANTIZATIONS[fmt]:
+        raise ExportError(f"--quantize {quantize!r}: --format {fmt} takes one of {', '.join(QUANTIZATIONS[fmt])}")
     run = served_run(project, run_id)
     student = run.checked_model("student")
     out = project.state_dir / "exports" / run.run_id / fmt
@@ -252,6 +260,8 @@ def export_run(
         replace_dir_atomic(out, lambda folder: shutil.copytree(student, folder, dirs_exist_ok=True))
         write_text_atomic(out / MODEL_CARD, model_card(project, run.run_id, fmt))
         return ExportResult(run.run_id, fmt, out, sorted(out.iterdir()))
+    if fmt == "gguf":
+        return export_gguf_run(project, run, student, out, quantize, actor)
 
     onnx_path = export_onnx(student, out)
     card = write_text_atomic(out / MODEL_CARD, model_card(project, run.run_id, fmt))
@@ -299,35 +309,124 @@ def export_run(
         "quantized": int8_block,
         "model": str(int8_path.relative_to(project.root)),
     }
-    eval_path, _ = run.next_evaluation("quantized")
-    # the evaluated int8 graph is kept beside its evaluation: a later export rewrites the export folder,
+    result.evaluation = record_variant(project, run, evaluation, int8_path, ".int8.onnx", actor)
+    return result
+
+
+def record_variant(
+    project: Project, run: RunDir, evaluation: dict[str, Any], model_file: Path, suffix: str, actor: str
+) -> dict[str, Any]:
+    """Write ``evaluation`` (``distilled`` and ``quantized`` blocks) as the next version of its variant, with a copy
+    of the evaluated model file beside it, and append its ``evaluation`` ledger row; returns the evaluation."""
+    variant = evaluation["variant"]
+    eval_path, _ = run.next_evaluation(variant)
+    # the evaluated model is kept beside its evaluation: a later export rewrites the export folder,
     # and the files this evaluation recorded must stay as they were
     evaluated_model = write_with_atomic(
-        eval_path.with_name(eval_path.stem + ".int8.onnx"), lambda tmp: shutil.copyfile(int8_path, tmp)
+        eval_path.with_name(eval_path.stem + suffix), lambda tmp: shutil.copyfile(model_file, tmp)
     )
-    evaluation["model"] = str(evaluated_model.relative_to(project.root))
+    evaluation = {**evaluation, "model": str(evaluated_model.relative_to(project.root))}
     write_json_atomic(eval_path, evaluation)
+    float_block, quantized_block = evaluation["distilled"], evaluation["quantized"]
     summary = {
-        "agreement": int8_block["agreement"],
+        "agreement": quantized_block["agreement"],
         "agreement_distilled": float_block["agreement"],
-        "agreement_with_float": int8_block["agreement_with_float"],
-        "size_bytes": int8_block["size_bytes"],
+        "agreement_with_float": quantized_block.get("agreement_with_float"),
+        "size_bytes": quantized_block["size_bytes"],
         "size_bytes_distilled": float_block["size_bytes"],
-        "p50_ms": int8_block["p50_ms"],
-        "n": len(texts),
+        "p50_ms": quantized_block.get("p50_ms"),
+        "n": evaluation["n"],
     }
     project.ledger.append(
         "evaluation",
-        {"run_id": run.run_id, "variant": "quantized", "summary": summary},
+        {"run_id": run.run_id, "variant": variant, "summary": summary},
         actor=actor,
         files=[eval_path, evaluated_model],
         table="evaluations",
         row={
             "run_id": run.run_id,
-            "variant": "quantized",
+            "variant": variant,
             "path": str(eval_path.relative_to(project.root)),
             "summary": summary,
         },
     )
-    result.evaluation = evaluation
+    return evaluation
+
+
+# --- GGUF ----------------------------------------------------------------------------------------------------
+
+
+def weights_size_bytes(folder: Path) -> int:
+    """Bytes of a model folder's weight files as stored (safetensors / PyTorch bins), tokenizer excluded."""
+    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file() and f.suffix in (".safetensors", ".bin"))
+
+
+def _gguf_variant_block(
+    predictor: Any, reference: Any, texts: list[str], teacher: np.ndarray | list[str]
+) -> dict[str, Any]:
+    """How ``predictor`` agrees with the teacher on the test split: a classify student's label distributions
+    (against the teacher's and ``reference``'s, the float student), a generate student's teacher-forced
+    token agreement with the teacher's answers."""
+    if predictor.task["kind"] == "classify":
+        reference_probs = reference if isinstance(reference, np.ndarray) else reference.label_distribution(texts)
+        return compare_variant(reference_probs, np.asarray(teacher), predictor.label_distribution(texts))
+    from distil.train.token_agreement import teacher_forced_agreement
+
+    shares = teacher_forced_agreement(
+        predictor.model, predictor.tokenizer, texts, list(teacher), predictor.task.get("max_length", 256)
+    )
+    return {"agreement": float(np.mean(shares)) if len(shares) else float("nan"), "measure": "token agreement"}
+
+
+def export_gguf_run(
+    project: Project, run: RunDir, student: Path, out: Path, quantize: str | None, actor: str
+) -> ExportResult:
+    """``model.<type>.gguf`` (float32 without ``quantize``) with ``distil_task.json`` and the model card in ``out``.
+    A float32 file is checked against PyTorch on the test split; a quantized one is evaluated against the teacher
+    there and recorded as variant ``gguf-<type>``."""
+    from distil.export_gguf import write_gguf
+    from distil.train.students import load_predictor, read_task
+
+    task = read_task(student)
+    gguf_type = quantize or "f32"
+    written = write_gguf(student, out / f"model.{gguf_type}.gguf", gguf_type, name=f"{project.spec.name}-{run.run_id}")
+    shutil.copy2(student / "distil_task.json", out / "distil_task.json")
+    card = write_text_atomic(out / MODEL_CARD, model_card(project, run.run_id, f"gguf {gguf_type}"))
+    result = ExportResult(run.run_id, "gguf", out, [written.path, card])
+    if task["kind"] == "classify":
+        records = [r for r in run.dataset().records("test") if r.label_probs is not None]
+        teacher: Any = np.array([r.label_probs for r in records], dtype=np.float64)
+    else:
+        records = [r for r in run.dataset().records("test") if r.teacher_text]
+        teacher = [str(r.teacher_text) for r in records]
+    if not records and quantize is None:
+        return result
+    if not records:
+        raise EvaluationError(
+            f"the {gguf_type} GGUF model must be evaluated, but there is no held-out test split with the teacher's "
+            "answers",
+            hint="run `distil generate` and `distil curate` first",
+        )
+    texts = [r.input for r in records]
+    float_student = load_predictor(student)
+    exported = load_predictor(out, gguf_file=written.path.name)
+    reference = float_student.label_distribution(texts) if task["kind"] == "classify" else float_student
+    exported_block = {**_gguf_variant_block(exported, reference, texts, teacher), "size_bytes": written.size_bytes}
+    if quantize is None:
+        result.checks = {"n": len(texts), "gguf_vs_pytorch": exported_block}
+        return result
+    float_block = {
+        **_gguf_variant_block(float_student, reference, texts, teacher),
+        "size_bytes": weights_size_bytes(student),
+    }
+    evaluation = {
+        "run_id": run.run_id,
+        "variant": f"gguf-{gguf_type}",
+        "quantization": f"GGUF {gguf_type} (llama.cpp block types; read back by transformers' GGUF loader)",
+        "split": "test",
+        "n": len(texts),
+        "distilled": float_block,
+        "quantized": exported_block,
+    }
+    result.evaluation = record_variant(project, run, evaluation, written.path, f".{gguf_type}.gguf", actor)
     return result

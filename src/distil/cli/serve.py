@@ -205,32 +205,47 @@ def export(
     ] = None,
     format_: Annotated[
         str,
-        typer.Option("--format", help="safetensors | onnx (classify students: the label head at the answer position)."),
+        typer.Option(
+            "--format",
+            help="safetensors | onnx (classify students: the label head at the answer position) | gguf (Llama "
+            "students, for llama.cpp).",
+        ),
     ] = "onnx",
     quantize: Annotated[
         str | None,
         typer.Option(
-            "--quantize", help="int8: dynamic quantization, evaluated on its own and recorded as variant `quantized`."
+            "--quantize",
+            help="onnx: int8 (variant `quantized`); gguf: f16, q8_0 or q4_0 (variant `gguf-<type>`). The quantized "
+            "model is evaluated on its own against the teacher and recorded with its size on disk.",
         ),
     ] = None,
     as_: AsOpt = None,
     spec: SpecOpt = None,
 ) -> None:
-    """Export a run's student to safetensors or ONNX; --quantize int8 adds a separately evaluated int8 model.
+    """Export a run's student to safetensors, ONNX or GGUF; --quantize adds a separately evaluated quantized model.
 
     Example: distil export --format onnx --quantize int8
+
+    Example: distil export --format gguf --quantize q8_0
     """
     from distil.export import export_run
 
     project = _project(spec)
     result = export_run(project, run, format_, quantize, actor=actor(as_))
     console.print(f"exported {result.run_id} as {result.format} to [bold]{result.folder}[/bold]")
-    check = result.checks.get("onnx_vs_pytorch")
-    if check:
-        console.print(
-            f"ONNX vs PyTorch on {result.checks['n']} held-out examples: same label on "
-            f"{check['agreement_with_float']:.1%}, largest probability difference {check['max_abs_prob_diff']:.2e}"
-        )
+    for name, check in result.checks.items():
+        if name == "n":
+            continue
+        against = "ONNX" if name == "onnx_vs_pytorch" else "GGUF (read back by transformers)"
+        if "agreement_with_float" in check:
+            console.print(
+                f"{against} vs PyTorch on {result.checks['n']} held-out examples: same label on "
+                f"{check['agreement_with_float']:.1%}, largest probability difference {check['max_abs_prob_diff']:.2e}"
+            )
+        else:
+            console.print(
+                f"{against}: token agreement with the teacher {check['agreement']:.3f} (n={result.checks['n']})"
+            )
     if result.evaluation:
         e = result.evaluation
         table = Table(title=f"distilled vs distilled + {e['quantization']} (test split, n={e['n']})")
@@ -239,12 +254,12 @@ def export(
         for name in ("distilled", "quantized"):
             b = e[name]
             table.add_row(
-                name,
+                name if name == "distilled" else e["variant"],
                 f"{b['agreement']:.3f}",
-                f"{b['kl']:.4f}",
-                f"{b['agreement_with_float']:.3f}",
-                f"{b['size_bytes'] / 1e6:.1f} MB",
-                f"{b['p50_ms']:.2f}",
+                f"{b['kl']:.4f}" if "kl" in b else "-",
+                f"{b['agreement_with_float']:.3f}" if "agreement_with_float" in b else "-",
+                f"{b['size_bytes'] / 1e6:.2f} MB",
+                f"{b['p50_ms']:.2f}" if "p50_ms" in b else "-",
             )
         console.print(table)
-        console.print("recorded an evaluation row (variant quantized) in the ledger")
+        console.print(f"recorded an evaluation row (variant {e['variant']}) in the ledger")

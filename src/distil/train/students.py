@@ -274,28 +274,31 @@ def read_task(folder: Path) -> dict[str, Any]:
     return task
 
 
-def load_student_model(folder: Path, task: dict[str, Any]) -> PreTrainedModel:
-    """The folder's model in float32 on the CPU, with the auto class of its kind, in eval mode."""
+def load_student_model(folder: Path, task: dict[str, Any], gguf_file: str | None = None) -> PreTrainedModel:
+    """The folder's model in float32 on the CPU, with the auto class of its kind, in eval mode (``gguf_file``: the
+    model in that GGUF file of the folder, dequantized by transformers' GGUF loader)."""
     # slow to import; only opening a model folder pays for it
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     auto = AutoModelForSequenceClassification if task["student_kind"] == "encoder" else AutoModelForCausalLM
-    return auto.from_pretrained(str(folder), dtype=torch.float32).eval()
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    return auto.from_pretrained(str(folder), dtype=torch.float32, **extra).eval()
 
 
 class Predictor:
     """A trained student (or baseline) folder of either kind: ``label_distribution`` for classify, ``generate`` for
     text."""
 
-    def __init__(self, folder: str | Path, device: str = "cpu"):
+    def __init__(self, folder: str | Path, device: str = "cpu", gguf_file: str | None = None):
         from transformers import AutoTokenizer  # slow to import; only opening a model folder pays for it
 
         self.folder = Path(folder)
         self.task = read_task(self.folder)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder))
+        extra = {"gguf_file": gguf_file} if gguf_file else {}  # a GGUF export: model and tokenizer from the file
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder), **extra)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = load_student_model(self.folder, self.task).to(device)
+        self.model = load_student_model(self.folder, self.task, gguf_file).to(device)
         self.device = device
 
     @property
@@ -346,6 +349,7 @@ class Predictor:
         return answers
 
 
-def load_predictor(folder: str | Path, device: str = "cpu") -> Predictor:
-    """Open a trained model folder (``.distil/runs/<id>/student`` or ``baseline``) for prediction."""
-    return Predictor(folder, device)
+def load_predictor(folder: str | Path, device: str = "cpu", gguf_file: str | None = None) -> Predictor:
+    """Open a trained model folder (``.distil/runs/<id>/student`` or ``baseline``) for prediction; ``gguf_file``:
+    the GGUF file in ``folder`` (an export beside its ``distil_task.json``)."""
+    return Predictor(folder, device, gguf_file)
