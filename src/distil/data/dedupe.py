@@ -13,13 +13,22 @@ Near-duplicates are found with MinHash LSH (datasketch) over word shingles, in t
 Groups are the connected components of confirmed pairs (union-find), which is what both removal (keep
 one per group) and splitting (a group never straddles two splits) need. Decontamination uses the same
 two steps. Semantic duplicates use all-MiniLM-L6-v2 embeddings and a cosine threshold.
+
+Past one machine's memory the LSH index lives in Redis (datasketch's Redis storage, ``storage=`` a
+datasketch ``storage_config`` such as ``{"type": "redis", "redis": {"host": "10.0.0.5", "port": 6379}}``), and
+:func:`near_duplicate_pairs_sharded` reads the texts one shard at a time: only the shard in hand is in the
+process; the bands and every earlier item's normalised text (for the exact Jaccard) are in Redis. Candidates
+are fetched for a whole shard at once, one pipelined round trip per band, and confirmed exactly as in memory,
+so both give the same pairs.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -137,9 +146,146 @@ def near_duplicate_pairs(
     return pairs
 
 
-def near_duplicate_groups(texts: Sequence[str], threshold: float, num_perm: int = NUM_PERM) -> list[int]:
-    """Group id per text: texts linked by a chain of near-duplicate pairs share the id of the earliest one."""
-    return groups_from_pairs(len(texts), [(i, j) for i, j, _ in near_duplicate_pairs(texts, threshold, num_perm)])
+def near_duplicate_groups(
+    texts: Sequence[str], threshold: float, num_perm: int = NUM_PERM, storage: dict[str, Any] | None = None
+) -> list[int]:
+    """Group id per text: texts linked by a chain of near-duplicate pairs share the id of the earliest one.
+    ``storage``: a datasketch storage_config (Redis) for the LSH index; None keeps it in memory."""
+    if storage is not None:
+        pairs = near_duplicate_pairs_sharded([texts], threshold, storage, num_perm)
+    else:
+        pairs = near_duplicate_pairs(texts, threshold, num_perm)
+    return groups_from_pairs(len(texts), [(i, j) for i, j, _ in pairs])
+
+
+# --- past one machine's memory: the index in Redis, the texts a shard at a time --------------------------
+
+
+def near_duplicate_pairs_sharded(
+    shards: Iterable[Sequence[str]], threshold: float, storage: dict[str, Any], num_perm: int = NUM_PERM
+) -> list[tuple[int, int, float]]:
+    """:func:`near_duplicate_pairs` over texts that come a shard at a time (items numbered across shards in
+    order), with the LSH index and the items' normalised texts in the store ``storage`` names (a datasketch
+    ``storage_config``, ``type: redis``). Only the shard in hand is held here; the store's keys are removed at the
+    end. Gives the same pairs as :func:`near_duplicate_pairs` on all the texts at once."""
+    from datasketch import MinHashLSH
+
+    basename = f"distil-dedupe-{uuid.uuid4().hex}".encode()
+    client = _redis_client(storage)
+    lsh = MinHashLSH(
+        num_perm=num_perm,
+        params=candidate_bands(threshold, num_perm),
+        storage_config={**storage, "basename": basename},
+        prepickle=False,
+    )
+    texts_key = basename + b"_texts"
+    pairs: list[tuple[int, int, float]] = []
+    offset = 0
+    try:
+        for shard in shards:
+            pairs += _shard_pairs(lsh, client, texts_key, list(shard), offset, threshold, num_perm)
+            offset += len(shard)
+    finally:
+        _drop_keys(client, basename)
+    return sorted(pairs)
+
+
+def _shard_pairs(lsh, client, texts_key: bytes, texts: list[str], offset: int, threshold: float, num_perm: int):  # noqa: ANN001 - datasketch and redis types
+    """The pairs that end in this shard (an earlier item, or one earlier in the shard, with one of its items);
+    then its items join the index. The rule of :func:`near_duplicate_pairs`: an exact duplicate pairs with the
+    first item of its text and stays out of the index."""
+    normalised = [normalise(t) for t in texts]
+    keys = [_item_key(offset + i) for i in range(len(texts))]
+    first_ids = client.hmget(texts_key + b"_first", normalised) if normalised else []
+    first: dict[str, int] = {}
+    pairs: list[tuple[int, int, float]] = []
+    unique: list[int] = []
+    for i, (key, seen) in enumerate(zip(normalised, first_ids, strict=True)):
+        if seen is not None:
+            pairs.append((int(seen), offset + i, 1.0))
+        elif key in first:
+            pairs.append((first[key], offset + i, 1.0))
+        else:
+            first[key] = offset + i
+            unique.append(i)
+    shingles = [word_shingles(t) for t in texts]
+    hashes = shingle_minhashes(shingles, num_perm)
+    earlier = _candidates(lsh, [hashes[i] for i in unique])
+    wanted = sorted({k for found in earlier for k in found})
+    stored = client.hmget(texts_key, wanted) if wanted else []
+    earlier_shingles = dict(zip(wanted, (_shingles_of(t) for t in stored), strict=True))
+    for i, found in zip(unique, earlier, strict=True):
+        for key in found:
+            score = _shingle_jaccard(earlier_shingles[key], shingles[i])
+            if score >= threshold:
+                pairs.append((_item_id(key), offset + i, score))
+    # within the shard: a small in-memory index, the same bands, the same exact check
+    inner = _candidate_index(hashes, threshold, num_perm, unique)
+    for i in unique:
+        for j in inner.query(hashes[i]):
+            if j > i and (score := _shingle_jaccard(shingles[i], shingles[j])) >= threshold:
+                pairs.append((offset + i, offset + j, score))
+    with lsh.insertion_session() as session:
+        for i in unique:
+            session.insert(keys[i], hashes[i], check_duplication=False)
+    if unique:
+        client.hset(texts_key, mapping={keys[i]: normalised[i] for i in unique})
+        client.hset(texts_key + b"_first", mapping={normalised[i]: offset + i for i in unique})
+    return pairs
+
+
+def _candidates(lsh, hashes) -> list[set[bytes]]:  # noqa: ANN001 - datasketch types
+    """The index's keys that share a band with each MinHash: per band, one pipelined read for all of them."""
+    found: list[set[bytes]] = [set() for _ in hashes]
+    if not hashes:
+        return found
+    for (start, end), table in zip(lsh.hashranges, lsh.hashtables, strict=True):
+        buckets = [_band_key(h, start, end) for h in hashes]
+        for i, members in enumerate(table.getmany(*buckets)):
+            found[i].update(members)
+    return found
+
+
+def _band_key(minhash, start: int, end: int) -> bytes:  # noqa: ANN001 - a datasketch MinHash
+    """The bucket of one band as datasketch's MinHashLSH names it (its default ``_byteswap``)."""
+    return bytes(minhash.hashvalues[start:end].byteswap().data)
+
+
+def _item_key(i: int) -> bytes:
+    return i.to_bytes(8, "big")
+
+
+def _item_id(key: bytes) -> int:
+    return int.from_bytes(key, "big")
+
+
+def _shingles_of(normalised: bytes | None) -> set[bytes]:
+    return word_shingles(normalised.decode("utf-8")) if normalised is not None else {b""}
+
+
+def _redis_client(storage: dict[str, Any]):
+    """A client for the Redis server a datasketch storage_config names; DataError when it is not Redis or the
+    redis package is missing."""
+    if storage.get("type") != "redis":
+        raise DataError(f"dedupe storage: type {storage.get('type')!r} is not supported; use type: redis")
+    try:
+        import redis
+    except ImportError:
+        raise DataError(
+            "dedupe storage: the redis package is not installed", hint="pip install 'distil[scale]'"
+        ) from None
+    return redis.Redis(**storage.get("redis", {}))
+
+
+def _drop_keys(client, basename: bytes) -> None:  # noqa: ANN001 - a redis client
+    batch = []
+    for key in client.scan_iter(match=basename + b"*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            client.unlink(*batch)
+            batch = []
+    if batch:
+        client.unlink(*batch)
 
 
 def contaminated(

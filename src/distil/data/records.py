@@ -117,7 +117,9 @@ def read_records(paths: str | Path | Iterable[str | Path]) -> list[Record]:
     out: list[Record] = []
     for f in files:
         try:
-            table = pq.read_table(f)
+            # ParquetFile reads one file without the dataset layer, whose import (pandas with it) costs a second
+            with pq.ParquetFile(f) as shard:
+                table = shard.read()
         except (OSError, pa.ArrowInvalid) as exc:
             raise DataError(f"{f}: not a readable Parquet shard: {exc}") from None
         missing = set(COLUMNS) - set(table.column_names)

@@ -184,7 +184,9 @@ def attach_logit_cache(
         return
     cache = None
     if accelerator.is_main_process:  # one process builds the cache, the others read it
-        cache = build_or_load_cache(project, teacher.source, examples, k, tokenizer, console=console)
+        cache = build_or_load_cache(
+            project, teacher.source, examples, k, tokenizer, console=console, device=accelerator.device
+        )
     accelerator.wait_for_everyone()
     if cache is None:
         cache = build_or_load_cache(project, teacher.source, examples, k, tokenizer)

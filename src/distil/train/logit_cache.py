@@ -128,22 +128,26 @@ def teacher_topk(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Score every answer token with ``model``: (ids [T, k] int32, logprobs [T, k] float32, offsets [n+1]).
 
-    The head runs on answer positions only, chunk by chunk, so [batch, seq, vocab] never exists.
+    The head runs on answer positions only, chunk by chunk, so [batch, seq, vocab] never exists. The batches go
+    to the model's device; what is kept comes back to the CPU.
     """
     decoder, _ = base_and_head(model)
+    device = next(model.parameters()).device
     pad = getattr(model.config, "pad_token_id", None) or 0
     all_ids, all_logprobs = [], []
     n = len(examples.answer_ids)
     for start in range(0, n, batch_size):
         rows = list(range(start, min(n, start + batch_size)))
         batch = generate_batch(examples, rows, pad, with_topk=False)
-        hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        selected = hidden[batch["targets"] != -100]
+        hidden = decoder(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+        ).last_hidden_state
+        selected = hidden[(batch["targets"] != -100).to(device)]
         for a in range(0, len(selected), chunk_size):
             logprobs = torch.log_softmax(output_logits(model, selected[a : a + chunk_size]).float(), -1)
             top = logprobs.topk(k, dim=-1)
-            all_ids.append(top.indices.to(torch.int32).numpy())
-            all_logprobs.append(top.values.numpy())
+            all_ids.append(top.indices.to(torch.int32).cpu().numpy())
+            all_logprobs.append(top.values.cpu().numpy())
         if progress is not None:
             progress(len(rows))
     offsets = np.concatenate([[0], np.cumsum([len(a) for a in examples.answer_ids])]).astype(np.int64)
@@ -221,9 +225,10 @@ def build_or_load_cache(
     k: int,
     student_tokenizer: PreTrainedTokenizerBase,
     console: Console | None = None,
+    device: torch.device | str = "cpu",
 ) -> TopkCache | None:
-    """The project's cache for a local teacher (loaded only when the cache is missing); the teacher scores
-    every answer token after its own prompt (``examples.teacher_prompt_ids``, attached here)."""
+    """The project's cache for a local teacher (loaded only when the cache is missing, onto ``device``); the
+    teacher scores every answer token after its own prompt (``examples.teacher_prompt_ids``, attached here)."""
     # transformers is slow to import; only a run that builds the cache pays for it
     from transformers import AutoTokenizer
 
@@ -233,20 +238,26 @@ def build_or_load_cache(
         examples.teacher_prompt_ids = teacher_prompt_ids(
             teacher_tokenizer, project.spec.task.instruction, examples.inputs
         )
-    return cached_topk(project, source, teacher_view(examples), k, console)
+    return cached_topk(project, source, teacher_view(examples), k, console, device)
 
 
 def cached_topk(
-    project: Project, source: str, view: GenerateExamples, k: int, console: Console | None = None
+    project: Project,
+    source: str,
+    view: GenerateExamples,
+    k: int,
+    console: Console | None = None,
+    device: torch.device | str = "cpu",
 ) -> TopkCache:
     """The local teacher's top-k for every answer token of ``view`` (its own prompts and tokens), from the
-    project's cache; the teacher is loaded only when the cache is missing, and unloaded once it is written."""
+    project's cache; the teacher is loaded only when the cache is missing, onto ``device`` (the training device,
+    so a GPU run scores on the GPU), and unloaded once it is written."""
     _, fingerprint = local_model_folder(source)
     root = project.state_dir / "cache" / "topk"
     existing = root / cache_key(fingerprint, view, k)
     if (existing / "index.json").is_file():
         return TopkCache.open(existing)
     model, _, fingerprint = load_causal_lm(source)
-    cache = build_topk_cache(model, fingerprint, view, k, root, console)
+    cache = build_topk_cache(model.to(device), fingerprint, view, k, root, console)
     del model
     return cache

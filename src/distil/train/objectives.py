@@ -352,8 +352,15 @@ def generate_loss(
 
 def mixed_chunk(targets: Tensor, kd_chunk: L.ChunkLoss, alpha: float) -> L.ChunkLoss:
     """α·CE on the teacher's tokens + (1-α)·``kd_chunk`` (top-k KD or ULD against its cached log-probabilities),
-    summed per chunk."""
+    summed per chunk.
+
+    A term of weight 0 is not computed at all (pure KD, the default, skips the cross-entropy pass over the
+    vocabulary): its value and gradient would be zero anyway."""
     ce_chunk = L.summed_cross_entropy_chunk(targets)
+    if alpha == 0.0:
+        return kd_chunk
+    if alpha == 1.0:
+        return ce_chunk
 
     def chunk(logits: Tensor, a: int, b: int) -> Tensor:
         return alpha * ce_chunk(logits, a, b) + (1 - alpha) * kd_chunk(logits, a, b)

@@ -32,7 +32,7 @@ from distil.train.encoders import build_encoder, encoder_lora_targets, head_scor
 from distil.train.heads import base_and_head, output_logits
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
     from distil.spec.models import StudentSpec
 
@@ -73,6 +73,15 @@ class StudentBuild:
 def count_params(model: torch.nn.Module) -> int:
     """Distinct parameters (a tied embedding and head count once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def config_params(config: PretrainedConfig) -> int:
+    """The parameters of a causal LM built from ``config``, counted on the meta device: no weights are read or
+    allocated, so sizing the student against a teacher does not load the teacher."""
+    from transformers import AutoModelForCausalLM  # slow to import; loading the spec does not need it
+
+    with torch.device("meta"):
+        return count_params(AutoModelForCausalLM.from_config(config))
 
 
 def evenly_spread(teacher_layers: int, student_layers: int) -> list[int]:
@@ -159,9 +168,10 @@ def build_student(
 
     torch.manual_seed(seed)
     teacher = None
-    if teacher_folder is not None:
+    if teacher_folder is not None and student_spec.init and not student_spec.is_encoder:
         teacher = AutoModelForCausalLM.from_pretrained(str(teacher_folder), dtype=torch.float32)
-    teacher_params = count_params(teacher) if teacher is not None else None
+    teacher_config = AutoConfig.from_pretrained(str(teacher_folder)) if teacher_folder is not None else None
+    teacher_params = config_params(teacher_config) if teacher_config is not None else None
     if student_spec.is_encoder:
         if not labels:
             raise TrainError("student.kind encoder: the task has no labels (encoder students classify)")
@@ -184,7 +194,9 @@ def build_student(
         tokenizer_path = settings.pop("tokenizer", None) or teacher_folder
         if tokenizer_path is None:
             raise TrainError("student.config: name a `tokenizer` folder in the config (the teacher is not local)")
-        model_type = settings.pop("model_type", None) or (teacher.config.model_type if teacher is not None else None)
+        model_type = settings.pop("model_type", None) or (
+            teacher_config.model_type if teacher_config is not None else None
+        )
         if model_type is None:
             raise TrainError("student.config: give model_type (e.g. llama)")
         try:
