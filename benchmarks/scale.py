@@ -9,7 +9,7 @@ shards of ``--shard`` (:func:`distil.data.dedupe.near_duplicate_pairs_sharded`).
 benchmarks/data_api.py that answers each request after 50 ms, like one replica that never saturates; the ideal
 rate is in flight / 50 ms.
 
-    python benchmarks/scale.py --sizes 10000,100000,1000000
+    python benchmarks/scale.py --sizes 10000,100000,1000000 --redis-sizes 10000,100000
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -87,13 +86,20 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen, int]:
     raise SystemExit("redis-server did not start")
 
 
-def dedupe_rows(sizes: list[int], shard: int, loads: list[float]) -> list[list[str]]:
+def dedupe_rows(sizes: list[int], redis_sizes: set[int], shard: int, loads: list[float]) -> list[list[str]]:
     import redis
 
     rows = []
-    for n in sizes:
-        memory = run_child(["--child", "memory", "--n", str(n)])
+    for n in sorted(set(sizes) | redis_sizes):
+        memory = run_child(["--child", "memory", "--n", str(n)]) if n in sizes else None
         loads.append(os.getloadavg()[0])
+        if n not in redis_sizes:
+            print(n, memory, flush=True)
+            rows.append(
+                [f"{n:,}", f"{memory['pairs']:,}", f"{memory['seconds']:,.1f}"]
+                + [f"{memory['peak_bytes'] / 2**20:,.0f}", "-", "-", "-", "-"]
+            )
+            continue
         folder = Path(tempfile.mkdtemp())
         server, port = start_redis(folder)
         try:
@@ -104,15 +110,15 @@ def dedupe_rows(sizes: list[int], shard: int, loads: list[float]) -> list[list[s
             server.wait(timeout=30)
             shutil.rmtree(folder, ignore_errors=True)
         loads.append(os.getloadavg()[0])
-        if in_redis["pairs"] != memory["pairs"]:
+        if memory is not None and in_redis["pairs"] != memory["pairs"]:
             raise SystemExit(f"{n} texts: {in_redis['pairs']} pairs with Redis, {memory['pairs']} in memory")
         print(n, memory, in_redis, redis_peak, flush=True)
         rows.append(
             [
                 f"{n:,}",
-                f"{memory['pairs']:,}",
-                f"{memory['seconds']:,.1f}",
-                f"{memory['peak_bytes'] / 2**20:,.0f}",
+                f"{in_redis['pairs']:,}",
+                f"{memory['seconds']:,.1f}" if memory else "-",
+                f"{memory['peak_bytes'] / 2**20:,.0f}" if memory else "-",
                 f"{in_redis['seconds']:,.1f}",
                 f"{in_redis['peak_bytes'] / 2**20:,.0f}",
                 f"{redis_peak / 2**20:,.0f}",
@@ -156,7 +162,10 @@ def labelling_rows(in_flight: list[int], repeats: int, loads: list[float]) -> li
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10000,100000", help="Numbers of texts for dedupe, comma-separated.")
+    parser.add_argument(
+        "--sizes", default="10000,100000", help="Numbers of texts for dedupe in memory, comma-separated."
+    )
+    parser.add_argument("--redis-sizes", default="10000,100000", help="Numbers of texts for dedupe with Redis.")
     parser.add_argument("--shard", type=int, default=50_000, help="Texts per shard in Redis mode.")
     parser.add_argument("--in-flight", default="1,4,16,64,256", help="Requests in flight for labelling.")
     parser.add_argument("--repeats", type=int, default=3)
@@ -172,7 +181,7 @@ def main() -> None:
         raise SystemExit("redis-server is not installed; run scripts/ensure-redis.sh")
     loads = [os.getloadavg()[0]]
     sizes = [int(x) for x in args.sizes.split(",")]
-    dedupe_table = dedupe_rows(sizes, args.shard, loads)
+    dedupe_table = dedupe_rows(sizes, {int(x) for x in args.redis_sizes.split(",")}, args.shard, loads)
     label_table = labelling_rows([int(x) for x in args.in_flight.split(",")], args.repeats, loads)
     body = (
         f"Near-duplicate pairs at word-shingle Jaccard ≥ {THRESHOLD} on the synthetic texts of "
@@ -180,7 +189,8 @@ def main() -> None:
         "`near_duplicate_pairs`; Redis: `near_duplicate_pairs_sharded` with the LSH bands and the normalised texts "
         f"in a local redis-server (7.0, no persistence), the texts read in shards of {args.shard:,}. One run per size "
         "and mode, each in its own process; seconds exclude making the texts; peak = maximum resident set of the "
-        "process (Python, the texts and the MinHashes included); both modes found the same number of pairs.\n\n"
+        "process (Python, the texts and the MinHashes included); where both ran, both found the same number of "
+        "pairs.\n\n"
         + markdown_table(
             [
                 "texts",
@@ -198,7 +208,15 @@ def main() -> None:
         f"{LATENCY * 1000:.0f} ms (one client process; median of {args.repeats} runs): the rate a client reaches with "
         "a given number of requests in flight, against the ideal in flight / latency.\n\n"
         + markdown_table(
-            ["in flight", "requests", "requests/s", "ideal", "fraction of ideal", "client CPU ms/request", "client busy"],
+            [
+                "in flight",
+                "requests",
+                "requests/s",
+                "ideal",
+                "fraction of ideal",
+                "client CPU ms/request",
+                "client busy",
+            ],
             label_table,
         )
         + f"\n\nLoad average (1 min) while measuring, the machine being shared: {min(loads):.1f} to {max(loads):.1f}."

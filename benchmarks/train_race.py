@@ -218,7 +218,9 @@ def run_distil(work: Path, run: int, threads: int, profile: bool = False) -> dic
     if profile:
         command += ["-m", "cProfile", "-o", str(work / f"distil-{run}.prof")]
     command += ["-m", "distil", "train", "--spec", str(project / "distil.yaml"), "--no-baseline"]
-    wall, peak, status = timed_process(command, fresh_env(work / f"home-distil-{run}", threads), work / f"distil-{run}.log")
+    wall, peak, status = timed_process(
+        command, fresh_env(work / f"home-distil-{run}", threads), work / f"distil-{run}.log"
+    )
     if status != 0:
         return {"error": (work / f"distil-{run}.log").read_text()[-2000:]}
     (metrics_file,) = (project / ".distil" / "runs").glob("*/metrics.json")
@@ -368,7 +370,7 @@ def section_body(device: str, vocab: int, repeats: int, threads: int, results: d
         f"with empty caches, the two alternated, median of {repeats}. tokens = non-padding tokens each student read "
         "(its own template: distil's bare prompt + answer, TRL's chat template); tokens/s = tokens / wall time of the "
         "process, set-up included; in-loop tokens/s = tokens / the trainer's own training time; peak = maximum "
-        "resident set of the process. Load average (1 min) at each start: "
+        "resident set of the process. Load average (1 min) at each start and at the end: "
         f"{', '.join(f'{x:.1f}' for x in loads)}.\n\n"
         + markdown_table(
             ["trainer", "tokens", "wall s", "tokens/s (wall)", "tokens/s (in loop)", "peak MiB", "wall s per run"],
@@ -409,7 +411,9 @@ def main() -> None:
     if not args.no_write:
         from _report import write_section
 
-        write_section(f"train_race_{args.device}", f"The training race: `distil train` vs TRL GKDTrainer ({args.device})", body)
+        write_section(
+            f"train_race_{args.device}", f"The training race: `distil train` vs TRL GKDTrainer ({args.device})", body
+        )
 
 
 def profile_distil(device: str, vocab: int, threads: int) -> None:

@@ -1,9 +1,10 @@
-"""distil's distillation step against TRL's GKDTrainer (λ=0, β=0: forward KL on fixed data).
+"""A hand loop over distil.train.losses (not `distil train`) against TRL's GKDTrainer (λ=0, β=0).
 
-Same random-init Llama teacher and student, same data, batch and sequence length. Each contender runs
-in its own process so peak memory is its own (CPU: max RSS; CUDA: max allocated). Median step time
-after warm-up. `--device cuda` uses the anchor configurations of ../shared/anchors (teacher 1.10B,
-student 125M at vocabulary 32k; set --vocab 151936 for the large-vocabulary case).
+This times distil's loss functions in a few lines of PyTorch, not the command a user runs; the race of `distil
+train` itself against TRL is benchmarks/train_race.py. Same random-init Llama teacher and student, same data,
+batch and sequence length. Each contender runs in its own process so peak memory is its own (CPU: max RSS;
+CUDA: max allocated). Median step time after warm-up. `--device cuda` uses the anchor configurations of
+../shared/anchors (teacher 1.10B, student 125M at vocabulary 32k; set --vocab 151936 for the large-vocabulary case).
 
     python benchmarks/train_throughput.py                # tiny CPU configs, writes docs/benchmarks.md
     python benchmarks/train_throughput.py --device cuda --vocab 32000
@@ -361,12 +362,14 @@ def main() -> None:
             + (["MFU (of 989 TFLOP/s bf16)"] if args.device == "cuda" else []),
             rows,
         )
-        + f"\n\ndistil / TRL: {ratio:.2f}× the tokens/s at {mem:.2f}× the peak memory. distil runs the vocabulary "
+        + f"\n\nhand loop / TRL: {ratio:.2f}× the tokens/s at {mem:.2f}× the peak memory. distil runs the vocabulary "
         "projection and the loss in 1024-position chunks whose backward runs inside the same chunk, so [batch, seq, "
         "vocab] is never built; TRL materialises full teacher and student logits."
     )
     write_section(
-        f"train_throughput_{args.device}", f"Training throughput: distil vs TRL GKDTrainer ({args.device})", body
+        f"train_throughput_{args.device}",
+        f"Training step: a hand loop over distil.train.losses (not `distil train`) vs TRL GKDTrainer ({args.device})",
+        body,
     )
 
 
@@ -420,7 +423,9 @@ def cache_main(args, vocab: int) -> None:  # noqa: ANN001
         f"machine is shared): {os.getloadavg()[0]:.1f}."
     )
     write_section(
-        f"train_cache_{args.device}", f"Three epochs with the offline teacher cache vs TRL ({args.device})", body
+        f"train_cache_{args.device}",
+        f"Three epochs, a hand loop with an offline top-k cache (not `distil train`) vs TRL ({args.device})",
+        body,
     )
 
 

@@ -175,7 +175,8 @@ def near_duplicate_pairs_sharded(
     lsh = MinHashLSH(
         num_perm=num_perm,
         params=candidate_bands(threshold, num_perm),
-        storage_config={**storage, "basename": basename},
+        # batched writes need no MULTI/EXEC: nothing reads the index while a shard is inserted
+        storage_config={"redis_buffer": {"transaction": False}, **storage, "basename": basename},
         prepickle=False,
     )
     texts_key = basename + b"_texts"
