@@ -522,7 +522,7 @@ def record_decision(
 ) -> tuple[Decision, dict[str, Any], Any]:
     """Check roles and the gate, decide from the ledger's evaluations, append the decision row.
 
-    ``chosen`` is the validator's outcome when they record one (``distil decide --decision``, the
+    ``chosen`` is the validator's outcome when they record one (``distil decide --decision OUTCOME``, the
     review app's sign-off); it may be more cautious than the rules' outcome, never more permissive,
     and then needs ``note``, the validator's reason. Returns (decision, evaluation row decided on,
     ledger event). The event's data carries every check's evidence (value, interval, p-value, item

@@ -32,7 +32,7 @@ _CLICK_ERRORS: tuple[type[Exception], ...] = (ClickException,)
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, prog_name="distil", standalone_mode=False)  # hints read `distil ...`, however started
     except DistilError as exc:
         if _DEBUG["on"]:
             raise
@@ -58,7 +58,7 @@ def _usage_error(exc: Exception) -> int:
         exc.show()
         return 2
     ctx = getattr(exc, "ctx", None)
-    command = ctx.command_path.replace("python -m ", "") if ctx is not None else "distil"
+    command = ctx.command_path if ctx is not None else "distil"
     message = " ".join(exc.format_message().split())
     if len(message) > 200:  # click echoes what it could not parse, which may be any length
         message = message[:199] + "…"

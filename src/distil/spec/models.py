@@ -365,7 +365,7 @@ class StudentSpec(_Model):
         return self.kind == "encoder"
 
     def describe(self) -> str:
-        """One line for `distil show`: the kind and where the student comes from."""
+        """One line for `distil check`: the kind and where the student comes from."""
         if self.is_encoder:
             source = "config" if self.config else (f"path {self.path}" if self.path else "embedded all-MiniLM-L6-v2")
             return f"encoder ({source})" + (", LoRA" if self.lora else "")
