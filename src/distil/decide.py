@@ -43,7 +43,8 @@ ALPHA = m.ALPHA
 MODELS = ("teacher", "student", "baseline")
 SUMMARY_FIELDS = (
     "accuracy", "macro_f1", "agreement", "kl", "js", "ece", "p50_ms", "p95_ms",
-    "throughput_per_s", "params", "size_bytes", "peak_memory_bytes", "fidelity", "chrf", "rouge_l", "token_agreement",
+    "throughput_per_s", "params", "size_bytes", "served_bytes", "peak_memory_bytes", "fidelity", "chrf", "rouge_l",
+    "token_agreement",
 )  # fmt: skip
 PASS, FAIL, UNDECIDED = "pass", "FAIL", "undecided"
 NO_EVIDENCE = "no item counts in this evaluation: re-run `distil evaluate`"
@@ -73,6 +74,7 @@ class Decision:
     fidelity_by_round: list[float | None] = field(default_factory=list)
     iterations_used: int = 0
     max_iterations: int = 0
+    warnings: list[str] = field(default_factory=list)  # degenerate models (distil.evaluate.figures), not decided on
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +103,7 @@ def summarise_evaluation(evaluation: Mapping[str, Any]) -> dict[str, Any]:
     """The compact form stored in the ledger's evaluations row and fed to the rules, with the gate's
     evidence (intervals, counts, paired tests) under ``evidence``."""
     from distil.evaluate.evidence import gate_evidence
+    from distil.evaluate.figures import label_warnings
 
     out: dict[str, Any] = {}
     generation = (evaluation.get("student") or {}).get("kind") == "generate" or (evaluation.get("student") or {}).get(
@@ -121,6 +124,7 @@ def summarise_evaluation(evaluation: Mapping[str, Any]) -> dict[str, Any]:
         for k in ("payback_months", "payback_reason", "monthly_savings", "build_cost", "escalated_share", "currency")
     }
     out["evidence"] = gate_evidence(evaluation)
+    out["warnings"] = label_warnings(evaluation)
     return out
 
 
@@ -204,19 +208,44 @@ def evidence_check(
     )
 
 
-def _slice_check(threshold: float, evidence: Mapping[str, Any], summary_student: Mapping[str, Any]) -> GateCheck:
+def _slice_check(threshold: float, evidence: Mapping[str, Any]) -> GateCheck:
     slices = evidence.get("slices")
     if slices is None:
         return evidence_check("per_slice_fidelity_min", None, threshold, "min", "every slice's agreement")
     if not slices:
         return GateCheck("per_slice_fidelity_min", None, threshold, None, False, "no slices", FAIL)
-    checks = {
-        name: evidence_check("per_slice_fidelity_min", measure, threshold, "min", f"slice {name}")
-        for name, measure in slices.items()
-    }
+    return weakest_check(
+        {
+            name: evidence_check("per_slice_fidelity_min", measure, threshold, "min", f"slice {name}")
+            for name, measure in slices.items()
+        },
+        threshold,
+    )
+
+
+def _label_recall_check(threshold: float, evidence: Mapping[str, Any]) -> GateCheck:
+    """Every label's recall by the student must clear ``threshold``; a label with no reference items is undecided."""
+    name, what = "min_label_recall", "student recall of label"
+    labels = evidence.get("label_recall")
+    if labels is None:
+        return evidence_check(name, None, threshold, "min", "every label's recall")
+    checks = {}
+    for label, measure in labels.items():
+        reference = "gold labels" if measure.get("reference") == "gold" else "the teacher's labels"
+        if not measure.get("n"):
+            checks[label] = GateCheck(
+                name, None, threshold, None, False, f"{what} {label}: no items of it in {reference}", UNDECIDED, n=0
+            )
+        else:
+            checks[label] = evidence_check(name, measure, threshold, "min", f"{what} {label} (against {reference})")
+    return weakest_check(checks, threshold)
+
+
+def weakest_check(checks: Mapping[str, GateCheck], threshold: float) -> GateCheck:
+    """The check that decides a floor on every member (slice, label): a failing one first, then an undecided one
+    (with the most items any undecided member needs), then the weakest lower bound."""
     order = {FAIL: 0, UNDECIDED: 1, PASS: 2}
-    # the slice that decides: a failing one first, then an undecided one, then the weakest lower bound
-    name, check = min(checks.items(), key=lambda kv: (order[kv[1].status], (kv[1].interval or [0])[0] or 0.0))
+    _, check = min(checks.items(), key=lambda kv: (order[kv[1].status], (kv[1].interval or [0])[0] or 0.0))
     if check.status == UNDECIDED:
         needed = [c.items_needed for c in checks.values() if c.status == UNDECIDED]
         most = None if None in needed else max(needed)
@@ -299,6 +328,16 @@ def _baseline_check(evidence: Mapping[str, Any], s: Mapping[str, Any], b: Mappin
     )
 
 
+def size_detail(student: Mapping[str, Any], teacher: Mapping[str, Any]) -> str:
+    """What the size check compares (parameters) and, beside it, what it does not: bytes on disk and in memory."""
+    parts = ["compares parameters (student / teacher), not bytes"]
+    for key, where in (("size_bytes", "on disk"), ("served_bytes", "in memory")):
+        s, t = student.get(key), teacher.get(key)
+        if s is not None and t is not None and t > 0:
+            parts.append(f"{where} {s / 1e6:,.1f} MB vs {t / 1e6:,.1f} MB ({s / t:.2f}×)")
+    return "; ".join(parts)
+
+
 def gate_checks(thresholds: Mapping[str, Any], summary: Mapping[str, Any]) -> list[GateCheck]:
     """Every set threshold of the locked gate against one evaluation summary, in a fixed order."""
     s, t, b = summary.get("student", {}), summary.get("teacher", {}), summary.get("baseline", {})
@@ -315,7 +354,9 @@ def gate_checks(thresholds: Mapping[str, Any], summary: Mapping[str, Any]) -> li
             )
         )
     if (v := thresholds.get("per_slice_fidelity_min")) is not None:
-        checks.append(_slice_check(v, evidence, s))
+        checks.append(_slice_check(v, evidence))
+    if (v := thresholds.get("min_label_recall")) is not None:
+        checks.append(_label_recall_check(v, evidence))
     if (v := thresholds.get("p95_latency_max_vs_teacher")) is not None:
         checks.append(
             evidence_check(
@@ -337,7 +378,7 @@ def gate_checks(thresholds: Mapping[str, Any], summary: Mapping[str, Any]) -> li
                 _ratio(s.get("params"), t.get("params")),
                 v,
                 "max",
-                "student params / teacher params",
+                size_detail(s, t),
             )
         )
     if (v := thresholds.get("payback_months_max")) is not None:
@@ -391,8 +432,10 @@ def decide_outcome(
     checks = gate_checks(thresholds, rounds[-1])
     fidelity = [(r.get("student") or {}).get("agreement") for r in rounds]
 
+    warnings = list(rounds[-1].get("warnings") or [])
+
     def verdict(decision: str, reason: str) -> Decision:
-        return Decision(decision, reason, checks, fidelity, used, limit)
+        return Decision(decision, reason, checks, fidelity, used, limit, warnings)
 
     failed = [c.name if c.status != UNDECIDED else f"{c.name} (undecided)" for c in checks if not c.passed]
     if not failed:
@@ -550,6 +593,7 @@ def record_decision(
             "fidelity_by_round": decision.fidelity_by_round,
             "iterations_used": decision.iterations_used,
             "max_iterations": decision.max_iterations,
+            "warnings": decision.warnings,
             "evaluation_seq": target["event_seq"],
             "variants": variants,
             "validator": actor,

@@ -39,7 +39,7 @@ def test_evaluation_json_has_the_contract_and_a_ledger_row(run_project):
     )
     assert path == run_project.runs_dir / "run-1" / "evaluation.json"
     on_disk = json.loads(path.read_text())
-    assert set(on_disk) == {"teacher", "student", "baseline", "cost", "gate"}
+    assert set(on_disk) == {"teacher", "student", "baseline", "cost", "gate", "labels", "warnings"}
     for name in ("teacher", "student", "baseline"):
         assert CONTRACT <= set(on_disk[name]), name
     # a student identical to the teacher

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.columns import Columns
 from rich.markup import escape
 from rich.table import Table
 
@@ -31,26 +32,95 @@ def evaluate(
 
     Example: distil evaluate --threads 2
     """
-    from distil.evaluate.report import METRICS
     from distil.evaluate.run import evaluate_run
 
     project = _project(spec)
     with console.status("evaluating teacher, student and baseline…"):
         path, document = evaluate_run(project, run, actor=actor(as_), threads=threads, requests=requests)
-
-    table = Table(title=f"evaluation ({path.parent.name})")
-    columns = METRICS  # the report's model table, in the same order
-    table.add_column("model")
-    for col in columns:
-        table.add_column(col, justify="right")
-    for name in ("teacher", "student", "baseline"):
-        block = document[name]
-        table.add_row(name, *(_fmt(block.get(col), 1 if col.endswith(("_ms", "_per_s")) else 3) for col in columns))
-    console.print(table)
+    print_figures(document, path.relative_to(project.runs_dir).parts[0])
     _print_checks(document["gate"]["checks"])
     _print_cost(document["cost"])
     console.print(f"wrote [bold]{path}[/bold]")
     console.print(f"next: distil decide --as {project.spec.roles.validator}")
+
+
+def print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*(escape(str(cell)) for cell in row))
+    return table
+
+
+def _label_tables(document: dict, which: str, reference: str) -> list[Table | Columns]:
+    """Per-label precision / recall of every model, then each model's confusion matrix side by side, on one set."""
+    from distil.evaluate import figures as f
+
+    models = f.per_label_models(which)
+    rows = f.per_label_rows(document, which)
+    per_label = _table(
+        f"per label on the {which} set against {reference} (hits / items)",
+        ["label", "items", *(f"{m} {what}" for m in models for what in ("precision", "recall"))],
+        [
+            [r["label"], _fmt(r["support"]), *(r["cells"][m][what] for m in models for what in ("precision", "recall"))]
+            for r in rows
+        ],
+    )
+    labels = f.label_names(document)
+    confusion = [
+        _table(
+            f"confusion of the {model} on the {which} set",
+            [f"{'gold' if which == f.GOLD else 'teacher'} ↓ / {model} →", *labels],
+            [[label, *(_fmt(v) for v in matrix[i])] for i, label in enumerate(labels)],
+        )
+        for model, matrix in f.confusion_matrices(document, which).items()
+    ]
+    return [per_label, Columns(confusion)] if confusion else [per_label]
+
+
+def print_figures(document: dict, run_id: str) -> None:
+    """Gold set first where there is one (the only figures against labels a person gave), then the held-out split,
+    then size and speed; every figure with its item count, and a warning for any degenerate model."""
+    from distil.evaluate import figures as f
+
+    print_warnings(document.get("warnings") or [])
+    gold = f.has_gold(document)
+    if gold:
+        n_gold = f.scored_set(document, "student", f.GOLD).get("n_gold")
+        console.print(
+            _table(
+                f"gold set ({n_gold} hand-labelled items; run {run_id})",
+                ["model", "accuracy", "macro-F1", "agreement with the teacher"],
+                [[r["model"], r["accuracy"], r["macro_f1"], r["agreement"]] for r in f.gold_rows(document)],
+            )
+        )
+        for table in _label_tables(document, f.GOLD, "gold labels"):
+            console.print(table)
+    columns = f.held_out_columns(document)
+    n_test = f.scored_set(document, "student", f.HELD_OUT).get("n")
+    console.print(
+        _table(
+            f"held-out split ({n_test} items; the teacher's answers are the reference; run {run_id})",
+            ["model", *(heading for _, heading in columns)],
+            [[r["model"], *(r[key] for key, _ in columns)] for r in f.held_out_rows(document)],
+        )
+    )
+    if not gold and not f.is_generation(document):
+        for table in _label_tables(document, f.HELD_OUT, "the teacher's labels"):
+            console.print(table)
+    console.print(
+        _table(
+            "size and speed (stored: the files on disk; served: the weights in memory once loaded)",
+            ["model", *(heading for _, heading in f.SIZE_COLUMNS)],
+            [[r["model"], *(r[key] for key, _ in f.SIZE_COLUMNS)] for r in f.size_rows(document)],
+        )
+    )
 
 
 def _print_checks(checks: list[dict]) -> None:
@@ -125,6 +195,7 @@ def decide(
     decision, target, event = record_decision(project, identity(as_), run, chosen=decision_, note=reason)
     _print_checks([asdict(c) for c in decision.checks])
     _print_variants(event.payload.get("variants") or {})
+    print_warnings(decision.warnings)
     colour = {"ship": "green", "iterate": "yellow", "kill": "red"}[decision.decision]
     console.print(
         f"decision for run {target['run_id']}: [bold {colour}]{decision.decision}[/bold {colour}] — {decision.reason}"

@@ -164,6 +164,26 @@ def _slice_measures(block: Mapping[str, Any], graded: bool) -> dict[str, dict[st
     return out
 
 
+def _label_recall_measures(document: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """Each label's recall by the student as a Wilson rate: of the label's items, those the student gave it.
+
+    Against the gold set's labels where a gold set was scored, else the teacher's labels on the held-out split; a
+    label the reference never uses has no items (``n`` 0, no value). None for an evaluation without per-label
+    figures (generation, or written before they existed)."""
+    from distil.evaluate.figures import GOLD, HELD_OUT, has_gold, label_names, reference_figures, scored_set
+
+    which = GOLD if has_gold(document) else HELD_OUT
+    figures = reference_figures(scored_set(document, "student", which), which)
+    if not figures:
+        return None
+    labels = label_names(document)
+    out = {}
+    for i, (hits, support) in enumerate(zip(figures["hits"], figures["support"], strict=True)):
+        measure = rate_measure(hits, support) if support else {"value": None, "interval": [None, None], "n": 0}
+        out[labels[i] if i < len(labels) else f"label {i}"] = {**measure, "reference": which}
+    return out
+
+
 def gate_evidence(document: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
     """Intervals and paired tests for every gate threshold, from the per-item results of ``document``."""
     student, teacher, baseline = (document.get(k) or {} for k in ("student", "teacher", "baseline"))
@@ -175,6 +195,8 @@ def gate_evidence(document: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
             mean_measure(agree_s, seed) if graded else rate_measure(int(agree_s.sum()), int(agree_s.size))
         )
     out["slices"] = _slice_measures(student, graded)
+    if not graded and (recall := _label_recall_measures(document)) is not None:
+        out["label_recall"] = recall
     quality_s, quality_t = _quality_items(student), _quality_items(teacher)
     if quality_s is not None and graded and quality_t is None:
         quality_t = np.ones_like(quality_s)  # generation: the teacher's text is the reference, quality 1

@@ -219,6 +219,21 @@ def params_of(obj: Any) -> int | None:
     return None
 
 
+def weights_in_memory(obj: Any) -> int | None:
+    """Bytes of a loaded model's weights as it serves them: every unique parameter and buffer at its dtype (a GGUF
+    file dequantised on load, or a float32 student, is larger here than on disk). The model is ``obj`` or its
+    ``.model``; None for a model that is not a torch module (an API teacher)."""
+    for candidate in (obj, getattr(obj, "model", None)):
+        if candidate is not None and hasattr(candidate, "parameters") and hasattr(candidate, "buffers"):
+            seen, total = set(), 0
+            for tensor in (*candidate.parameters(), *candidate.buffers()):
+                if tensor.data_ptr() not in seen:  # tied embeddings are held once
+                    seen.add(tensor.data_ptr())
+                    total += tensor.numel() * tensor.element_size()
+            return total
+    return None
+
+
 # --- one model, end to end ---------------------------------------------------------------------------
 
 
@@ -230,7 +245,8 @@ class Measured:
     timing: Timing
     peak_memory_bytes: int
     params: int | None
-    size_bytes: int | None
+    size_bytes: int | None  # as stored: the model's files on disk
+    served_bytes: int | None = None  # as served: its weights in memory once loaded
 
 
 def measure_model(
@@ -261,4 +277,5 @@ def measure_model(
         peak_memory_bytes=memory.peak_growth_bytes,
         params=params if params is not None else params_of(model),
         size_bytes=size_bytes,
+        served_bytes=weights_in_memory(model),
     )

@@ -20,38 +20,86 @@ EPS = 1e-12
 
 
 def accuracy(predicted: np.ndarray, reference: np.ndarray) -> float:
-    """Fraction of ``predicted [n]`` equal to ``reference [n]``; NaN when n == 0."""
+    """Fraction of ``predicted [n]`` equal to ``reference [n]`` (scikit-learn's ``accuracy_score``); NaN when n == 0."""
+    from sklearn.metrics import accuracy_score
+
     predicted, reference = np.asarray(predicted), np.asarray(reference)
     if predicted.size == 0:
         return float("nan")
-    return float(np.mean(predicted == reference))
+    return float(accuracy_score(reference, predicted))
 
 
 def macro_f1(predicted: np.ndarray, reference: np.ndarray, n_labels: int | None = None) -> float:
-    """Unweighted mean of per-class F1 over classes present in ``reference`` or ``predicted``.
+    """Unweighted mean of per-class F1 (scikit-learn's ``f1_score``, average="macro").
 
-    A class that appears in neither contributes nothing (as in scikit-learn with ``labels=None``).
+    A class that appears in neither ``predicted`` nor ``reference`` has no F1 and is left out of the mean
+    (``zero_division=nan``), so an absent class neither helps nor hurts; one predicted and never right counts 0.
     """
+    from sklearn.metrics import f1_score
+
     predicted, reference = np.asarray(predicted), np.asarray(reference)
     if predicted.size == 0:
         return float("nan")
-    classes = np.union1d(predicted, reference) if n_labels is None else np.arange(n_labels)
-    scores = []
-    for c in classes:
-        tp = np.sum((predicted == c) & (reference == c))
-        fp = np.sum((predicted == c) & (reference != c))
-        fn = np.sum((predicted != c) & (reference == c))
-        if tp + fp + fn == 0:
-            continue
-        scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else float("nan")
+    labels = None if n_labels is None else list(range(n_labels))
+    return float(f1_score(reference, predicted, labels=labels, average="macro", zero_division=np.nan))
+
+
+def macro_f1_resampled(predicted: np.ndarray, reference: np.ndarray, n_labels: int, index: np.ndarray) -> np.ndarray:
+    """``[R]`` :func:`macro_f1` of each resample ``index [R, n]`` of the items, vectorised.
+
+    The same F1 as scikit-learn's (2·tp / (2·tp + fp + fn) per class, classes with neither left out), from one
+    confusion count per resample: a bootstrap asks for hundreds, and ``f1_score`` costs milliseconds a call.
+    """
+    predicted, reference = np.asarray(predicted, dtype=np.int64), np.asarray(reference, dtype=np.int64)
+    resamples = index.shape[0]
+    cells = (np.arange(resamples)[:, None] * n_labels + reference[index]) * n_labels + predicted[index]
+    counts = np.bincount(cells.ravel(), minlength=resamples * n_labels * n_labels).reshape(resamples, n_labels, -1)
+    tp = np.diagonal(counts, axis1=1, axis2=2).astype(np.float64)
+    wrong = counts.sum(axis=1) + counts.sum(axis=2) - 2 * tp  # fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(2 * tp + wrong > 0, 2 * tp / (2 * tp + wrong), np.nan)
+    return np.nanmean(f1, axis=1)  # every resample has items, so some class has an F1
 
 
 def confusion_matrix(predicted: np.ndarray, reference: np.ndarray, n_labels: int) -> np.ndarray:
-    """``[L, L]`` counts; rows are the reference class, columns the predicted one."""
-    out = np.zeros((n_labels, n_labels), dtype=np.int64)
-    np.add.at(out, (np.asarray(reference, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
-    return out
+    """``[L, L]`` counts (scikit-learn's ``confusion_matrix``); rows are the reference class, columns the predicted."""
+    from sklearn.metrics import confusion_matrix as sk_confusion
+
+    predicted, reference = np.asarray(predicted, dtype=np.int64), np.asarray(reference, dtype=np.int64)
+    if predicted.size == 0:
+        return np.zeros((n_labels, n_labels), dtype=np.int64)
+    return sk_confusion(reference, predicted, labels=list(range(n_labels))).astype(np.int64)
+
+
+def per_label(predicted: np.ndarray, reference: np.ndarray, n_labels: int) -> dict[str, list]:
+    """Per class, in label order: ``precision``, ``recall``, ``f1`` (scikit-learn's
+    ``precision_recall_fscore_support``; None where undefined: a class never predicted has no precision, one
+    never in the reference no recall), ``support`` (items of the class in the reference), ``predicted`` (items
+    the model gave the class) and ``hits`` (both)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    predicted, reference = np.asarray(predicted, dtype=np.int64), np.asarray(reference, dtype=np.int64)
+    labels = list(range(n_labels))
+    if predicted.size:
+        precision, recall, f1, support = precision_recall_fscore_support(
+            reference, predicted, labels=labels, zero_division=np.nan
+        )
+    else:
+        precision = recall = f1 = np.full(n_labels, np.nan)
+        support = np.zeros(n_labels, dtype=np.int64)
+    matrix = confusion_matrix(predicted, reference, n_labels)
+
+    def plain(values: np.ndarray) -> list[float | None]:
+        return [None if np.isnan(v) else float(v) for v in np.asarray(values, dtype=np.float64)]
+
+    return {
+        "precision": plain(precision),
+        "recall": plain(recall),
+        "f1": plain(f1),
+        "support": [int(x) for x in support],
+        "predicted": [int(x) for x in matrix.sum(axis=0)],
+        "hits": [int(x) for x in np.diagonal(matrix)],
+    }
 
 
 # --- fidelity to the teacher ---------------------------------------------------------------------------

@@ -12,13 +12,14 @@ sections appear when their files exist: the distilled and the int8-quantized stu
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from distil.errors import DataError, EvaluationError, RunError
-from distil.evaluate import plots
+from distil.evaluate import figures, plots
 from distil.files import write_text_atomic
 from distil.licences.review import duty_lines
 from distil.runs import RunDir, run_or_latest
@@ -48,6 +49,7 @@ METRICS = (
     "throughput_per_s",
     "params",
     "size_bytes",
+    "served_bytes",
     "peak_memory_bytes",
 )
 # What each measure is called on the page; the model table has a row per measure, so it never outgrows the page.
@@ -62,10 +64,10 @@ HEADINGS = {
     "p95_ms": "p95 latency (ms)",
     "throughput_per_s": "throughput (inputs/s)",
     "params": "parameters",
-    "size_bytes": "size (bytes)",
+    "size_bytes": "size on disk (bytes)",
+    "served_bytes": "size in memory (bytes)",
     "peak_memory_bytes": "peak memory (bytes)",
 }
-GOLD_METRICS = ("accuracy", "macro_f1", "agreement")
 MODELS = ("teacher", "baseline", "student")
 
 # The page lives in templates/report.html.j2 next to this module; every value it shows is escaped.
@@ -127,16 +129,17 @@ def measured_on(evaluation: dict[str, Any]) -> dict[str, str]:
         "p95_ms": f"{fmt(latency.get('requests'))} requests at batch 1 on {timed} inputs",
         "throughput_per_s": f"batches of {fmt(latency.get('batch_size'))} of {timed} inputs",
         "params": "the model's weights",
-        "size_bytes": "the model's files",
+        "size_bytes": "the model's files as stored (a quantized file is smaller than its weights in memory)",
+        "served_bytes": "the model's weights in memory once loaded, as it serves",
         "peak_memory_bytes": latency.get("memory_method") or "–",
     }
 
 
 def model_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
-    """The model table: a row per measure (teacher, baseline, student side by side) with the items it came from;
-    the gold set's accuracy, macro-F1 and agreement follow when there is a gold set."""
+    """The model table: a row per measure (teacher, baseline, student side by side) with the items it came from.
+    The gold set's figures are not repeated here: they lead the report in a section of their own."""
     sources = measured_on(evaluation)
-    rows = [
+    return [
         {
             "key": key,
             "heading": HEADINGS.get(key, key),
@@ -145,18 +148,6 @@ def model_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
         }
         for key in METRICS
     ]
-    gold_n = (evaluation["student"].get("gold") or {}).get("n")
-    if gold_n:
-        rows += [
-            {
-                "key": f"gold-{key}",
-                "heading": f"{HEADINGS[key]} on the gold set",
-                "cells": [fmt((evaluation[m].get("gold") or {}).get(key)) for m in MODELS],
-                "source": f"gold set: {fmt(gold_n)} items labelled by people",
-            }
-            for key in GOLD_METRICS
-        ]
-    return rows
 
 
 def check_rows(checks: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -353,6 +344,38 @@ def monitor_section(project: Any) -> dict[str, Any] | None:
     }
 
 
+def figures_view(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation's tables, gold set first where there is one; every figure with its item count."""
+    gold = figures.has_gold(evaluation)
+    labelled = None if figures.is_generation(evaluation) else (figures.GOLD if gold else figures.HELD_OUT)
+    view: dict[str, Any] = {
+        "warnings": evaluation.get("warnings") or figures.label_warnings(evaluation),
+        "labels": figures.label_names(evaluation),
+        "gold": None,
+        "held_out": {
+            "n": figures.scored_set(evaluation, "student", figures.HELD_OUT).get("n"),
+            "columns": figures.held_out_columns(evaluation),
+            "rows": figures.held_out_rows(evaluation),
+        },
+        "size": {"columns": figures.SIZE_COLUMNS, "rows": figures.size_rows(evaluation)},
+        "per_label": None,
+    }
+    if gold:
+        view["gold"] = {
+            "n": figures.scored_set(evaluation, "student", figures.GOLD).get("n_gold"),
+            "rows": figures.gold_rows(evaluation),
+        }
+    if labelled is not None:
+        view["per_label"] = {
+            "set": labelled,
+            "reference": "gold labels" if labelled == figures.GOLD else "the teacher's labels",
+            "models": figures.per_label_models(labelled),
+            "rows": figures.per_label_rows(evaluation, labelled),
+            "confusion": figures.confusion_matrices(evaluation, labelled),
+        }
+    return view
+
+
 def report_context(project: Any, run_id: str) -> dict[str, Any]:
     """Everything the HTML and Markdown need, read from the run folder, the ledger and the spec."""
     run = RunDir(project, run_id)
@@ -459,6 +482,7 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
         "evaluation": evaluation,
         "models": MODELS,
         "model_rows": model_rows(evaluation),
+        "figures": figures_view(evaluation),
         "latency": evaluation["student"].get("latency") or {},
         "plot_list": plot_list,
         "slice_rows": slice_rows,
@@ -479,8 +503,8 @@ def render_html(context: dict[str, Any]) -> str:
 
 
 def render_markdown(context: dict[str, Any]) -> str:
-    """A short summary for a pull request: verdict, gate table, headline metrics, cost."""
-    ev = context["evaluation"]
+    """A short summary for a pull request: verdict, warnings, the gold set's figures, gate table, held-out and size
+    figures, cost."""
     decision = context["decision"]
     lines = [f"## {context['title']} — run `{context['run_id']}`", ""]
     if decision:
@@ -492,6 +516,15 @@ def render_markdown(context: dict[str, Any]) -> str:
         ]
     else:
         lines += ["**Decision: not recorded yet**", ""]
+    view = context["figures"]
+    lines += [f"> ⚠️ warning: {w}" for w in view["warnings"]] + ([""] if view["warnings"] else [])
+    if view["gold"]:
+        lines += _markdown_table(
+            f"Gold set ({view['gold']['n']} hand-labelled items)",
+            [("model", "model"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("agreement", "agreement")],
+            view["gold"]["rows"],
+        )
+        lines += _per_label_markdown(view)
     lines += [
         "| threshold | value | 95% interval | limit | p-value | n | status |",
         "|---|---:|---:|---:|---:|---:|---|",
@@ -502,18 +535,28 @@ def render_markdown(context: dict[str, Any]) -> str:
             f"| {c['name']} | {c['value']} | {c['interval']} | {c['threshold']} | {c['p_value']} | {c['n']} | "
             f"{icons.get(c['status'], c['status'])} |"
         )
-    cols = ("accuracy", "agreement", "kl", "ece", "p95_ms", "throughput_per_s", "params")
-    lines += ["", "| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-    for name in context["models"]:
-        lines.append(f"| {name} | " + " | ".join(fmt(ev[name].get(c)) for c in cols) + " |")
-    sources = measured_on(ev)
+    lines.append("")
+    held_out = view["held_out"]
+    lines += _markdown_table(
+        f"Held-out split ({held_out['n']} items; the teacher's answers are the reference)",
+        [("model", "model"), *held_out["columns"]],
+        held_out["rows"],
+    )
+    sources = measured_on(context["evaluation"])
     lines += [
-        "",
         f"Accuracy and macro-F1: {sources['accuracy']}; agreement and KL: {sources['kl']}; latency: "
         f"{sources['p95_ms']}.",
+        "",
     ]
+    if not view["gold"]:
+        lines += _per_label_markdown(view)
+    lines += _markdown_table(
+        "Size (stored: files on disk; served: weights in memory) and speed",
+        [("model", "model"), *view["size"]["columns"]],
+        view["size"]["rows"],
+    )
     view = context["cost_view"]
-    lines += ["", view["headline"]]
+    lines += [view["headline"]]
     if view["terms"]:
         lines += ["", "| cost term | value | unit | source |", "|---|---:|---|---|"]
         lines += [f"| {t['name']} | {fmt(t['value'])} | {t['unit']} | {t['source']} |" for t in view["terms"]]
@@ -532,6 +575,49 @@ def render_markdown(context: dict[str, Any]) -> str:
         )
     lines += _after_launch_markdown(context)
     return "\n".join(lines)
+
+
+def _markdown_table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]]) -> list[str]:
+    """``**title**``, then a table of ``rows`` (dicts) under ``columns`` ((key, heading)), then a blank line."""
+    lines = [
+        f"**{title}**",
+        "",
+        "| " + " | ".join(h for _, h in columns) + " |",
+        "|---|" + "---:|" * (len(columns) - 1),
+    ]
+    lines += ["| " + " | ".join(str(row[k]) for k, _ in columns) + " |" for row in rows]
+    return lines + [""]
+
+
+def _per_label_markdown(view: dict[str, Any]) -> list[str]:
+    """Per-label precision and recall of every model, then each model's confusion matrix, on the labelled set."""
+    per_label = view["per_label"]
+    if not per_label:
+        return []
+    models, labels = per_label["models"], view["labels"]
+    columns = [("label", "label"), ("support", "items")] + [
+        (f"{m}.{what}", f"{m} {what}") for m in models for what in ("precision", "recall")
+    ]
+    rows = [
+        {
+            "label": r["label"],
+            "support": fmt(r["support"]),
+            **{f"{m}.{what}": r["cells"][m][what] for m in models for what in ("precision", "recall")},
+        }
+        for r in per_label["rows"]
+    ]
+    lines = _markdown_table(f"Per label on the {per_label['set']} set, against {per_label['reference']}", columns, rows)
+    for model, matrix in per_label["confusion"].items():
+        confusion_columns = [("label", f"{per_label['reference']} ↓ / {model} →")] + [
+            (str(j), lab) for j, lab in enumerate(labels)
+        ]
+        confusion_rows = [
+            {"label": lab, **{str(j): v for j, v in enumerate(matrix[i])}} for i, lab in enumerate(labels)
+        ]
+        lines += _markdown_table(
+            f"Confusion of the {model} on the {per_label['set']} set", confusion_columns, confusion_rows
+        )
+    return lines
 
 
 def _after_launch_markdown(context: dict[str, Any]) -> list[str]:

@@ -27,6 +27,7 @@ from distil.decide import gate_checks, summarise_evaluation
 from distil.errors import DataError, EvaluationError
 from distil.evaluate.build_cost import ledger_build_cost
 from distil.evaluate.cost import MEASURED_VALIDATION, BuildLedger, Escalation, cost_summary
+from distil.evaluate.figures import label_warnings
 from distil.evaluate.latency import (
     MEMORY_METHOD,
     default_threads,
@@ -96,6 +97,7 @@ def _latency_fields(measured: Any) -> dict[str, Any]:
         "throughput_per_s": t.throughput_per_s,
         "params": measured.params,
         "size_bytes": measured.size_bytes,
+        "served_bytes": measured.served_bytes,
         "peak_memory_bytes": measured.peak_memory_bytes,
         "latency": {
             "mean_ms": t.mean_ms,
@@ -253,6 +255,9 @@ def run_models(
         block.update(_latency_fields(measured[name]))
         document[name] = block
 
+    if classify:
+        document["labels"] = list(spec.task.label_names)
+        document["warnings"] = label_warnings(document)
     validation = {name: outputs[name].get("validation") for name in ("teacher", "student")}
     document["cost"] = cost_summary(
         spec.cost,

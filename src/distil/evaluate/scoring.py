@@ -30,6 +30,18 @@ def gold_indices(gold_labels: Sequence[str | None], label_names: Sequence[str]) 
     return np.array([position.get(g, -1) if g is not None else -1 for g in gold_labels], dtype=np.int64)
 
 
+F1_RESAMPLES = 300
+
+
+def _macro_f1_ci(predicted: np.ndarray, gold: np.ndarray, n_labels: int, seed: int) -> list[float | None]:
+    """Percentile bootstrap 95% interval of macro-F1 over the gold-labelled items; nulls under two items."""
+    if predicted.size < 2:
+        return [None, None]
+    index = np.random.default_rng(seed).integers(0, predicted.size, size=(F1_RESAMPLES, predicted.size))
+    lo, hi = np.percentile(m.macro_f1_resampled(predicted, gold, n_labels, index), [2.5, 97.5])
+    return [_none_if_nan(float(lo)), _none_if_nan(float(hi))]
+
+
 def score_classifier(
     teacher_probs: np.ndarray,
     model_probs: np.ndarray,
@@ -42,8 +54,12 @@ def score_classifier(
     """Score label distributions ``model_probs [n, L]`` against ``teacher_probs [n, L]`` and ``gold [n]``.
 
     ``gold`` holds class indices with -1 for examples without a gold label. Accuracy and macro-F1 use
-    the gold-labelled examples only (null when there are none). ECE is measured against gold labels
-    when every example has one, else against the teacher's top-1 label; ``ece_reference`` says which.
+    the gold-labelled examples only (null when there are none; ``n_gold`` says how many there were), and so do
+    ``per_label`` (precision, recall, F1, support, predicted, hits per label;
+    :func:`~distil.evaluate.metrics.per_label`) and ``confusion`` (rows the gold label, columns the model's).
+    ``per_label_vs_teacher`` and ``confusion_vs_teacher`` take the teacher's top-1 label as the reference on
+    every item; ``predicted_counts`` is how often the model gave each label. ECE is measured against gold
+    labels when every example has one, else against the teacher's top-1 label; ``ece_reference`` says which.
     """
     teacher_probs = np.asarray(teacher_probs, dtype=np.float64)
     model_probs = np.asarray(model_probs, dtype=np.float64)
@@ -61,15 +77,8 @@ def score_classifier(
         calib_reference, ece_reference = gold, "gold"
     else:
         calib_reference, ece_reference = teacher_probs.argmax(axis=-1), "teacher"
-    f1_ci = (
-        list(
-            m.bootstrap_ci(
-                lambda p, g: m.macro_f1(p, g, n_labels), predicted[has_gold], gold[has_gold], n_resamples=300, seed=seed
-            )
-        )
-        if has_gold.sum() >= 2
-        else [None, None]
-    )
+    f1_ci = _macro_f1_ci(predicted[has_gold], gold[has_gold], n_labels, seed)
+    teacher_top = teacher_probs.argmax(axis=-1) if len(teacher_probs) else np.zeros(0, dtype=np.int64)
     return {
         "kind": "classify",
         "n": int(len(model_probs)),
@@ -86,7 +95,13 @@ def score_classifier(
         "ece": _none_if_nan(m.expected_calibration_error(model_probs, calib_reference, n_bins)),
         "ece_reference": ece_reference,
         "reliability": m.reliability_bins(model_probs, calib_reference, n_bins) if len(model_probs) else [],
-        "confusion_vs_teacher": m.confusion_matrix(predicted, teacher_probs.argmax(axis=-1), n_labels).tolist()
+        "predicted_counts": np.bincount(predicted, minlength=n_labels).tolist(),
+        "per_label": m.per_label(predicted[has_gold], gold[has_gold], n_labels) if has_gold.any() else None,
+        "confusion": m.confusion_matrix(predicted[has_gold], gold[has_gold], n_labels).tolist()
+        if has_gold.any()
+        else None,
+        "per_label_vs_teacher": m.per_label(predicted, teacher_top, n_labels),
+        "confusion_vs_teacher": m.confusion_matrix(predicted, teacher_top, n_labels).tolist()
         if len(model_probs)
         else [],
         "slices": per_slice(tags, agree, predicted, gold, kl, seed=seed),

@@ -18,9 +18,26 @@ from distil.spec.io import Project
 from distil.spec.models import Cost, Gate, Spec
 from distil.spec.names import same_person
 
+# Thresholds added after gates were first locked. While one is unset it is left out of the locked form, so every
+# gate locked before it existed (which was judged without it) keeps its hash and still verifies.
+ADDED_AFTER_LOCKS = ("min_label_recall",)
+
+
+def gate_terms(gate: Gate) -> dict[str, Any]:
+    """The gate as a lock holds it: every threshold, less those of ``ADDED_AFTER_LOCKS`` that are unset."""
+    terms = gate.model_dump(mode="json")
+    return {k: v for k, v in terms.items() if not (k in ADDED_AFTER_LOCKS and v is None)}
+
+
+def gate_as_locked(gate: Gate, locked_thresholds: dict[str, Any]) -> dict[str, Any]:
+    """The gate in the form ``locked_thresholds`` holds it: an added threshold the lock spells out, even unset, is
+    kept, so a lock written either way is compared like for like."""
+    full = gate.model_dump(mode="json")
+    return {**gate_terms(gate), **{k: full[k] for k in ADDED_AFTER_LOCKS if k in locked_thresholds}}
+
 
 def canonical_gate(gate: Gate) -> str:
-    return canonical_json(gate.model_dump(mode="json"))
+    return canonical_json(gate_terms(gate))
 
 
 def gate_hash(gate: Gate) -> str:
@@ -29,7 +46,7 @@ def gate_hash(gate: Gate) -> str:
 
 def locked_terms(spec: Spec) -> dict[str, Any]:
     """What a gate lock covers: the thresholds and the cost section they are judged with."""
-    return {"gate": spec.gate.model_dump(mode="json"), "cost": spec.cost.model_dump(mode="json")}
+    return {"gate": gate_terms(spec.gate), "cost": spec.cost.model_dump(mode="json")}
 
 
 def terms_hash(spec: Spec) -> str:
@@ -58,9 +75,10 @@ class LockedGate:
     signed: bool = False
 
     def matches(self, spec: Spec) -> bool:
+        gate = gate_as_locked(spec.gate, self.thresholds)
         if self.cost is None:
-            return self.sha256 == gate_hash(spec.gate)
-        terms = {"gate": spec.gate.model_dump(mode="json"), "cost": cost_as_locked(spec, self.cost)}
+            return self.sha256 == sha256_text(canonical_json(gate))
+        terms = {"gate": gate, "cost": cost_as_locked(spec, self.cost)}
         return self.sha256 == sha256_text(canonical_json(terms))
 
 
@@ -88,7 +106,7 @@ def locked_gate(project: Project) -> LockedGate | None:
 
 def gate_changes(locked: LockedGate, spec: Spec) -> list[str]:
     """What differs between the locked terms and the spec's, one "field old → new" per change."""
-    now = spec.gate.model_dump(mode="json")
+    now = gate_as_locked(spec.gate, locked.thresholds)
     changes = [
         f"{k} {locked.thresholds.get(k)!r} → {now.get(k)!r}"
         for k in sorted(set(now) | set(locked.thresholds))

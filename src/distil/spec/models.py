@@ -513,12 +513,24 @@ class Gate(_Model):
         None, ge=0, le=2, description="Student quality (accuracy / F1) as a fraction of the teacher's."
     )
     per_slice_fidelity_min: float | None = Field(None, ge=0, le=1, description="Agreement floor on every slice.")
+    min_label_recall: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Recall floor on every label: of each label's items, the share the student gives that label "
+        "(against the gold set's labels where there is one, else the teacher's). Fails a student that predicts one "
+        "label, or never predicts one.",
+    )
     p95_latency_max_vs_teacher: float | None = Field(
         None, gt=0, le=10, description="Student p95 latency at batch 1 as a fraction of the teacher's."
     )
     p95_latency_max_ms: float | None = Field(None, gt=0, description="Absolute p95 latency target in milliseconds.")
     size_max_vs_teacher: float | None = Field(
-        None, gt=0, le=10, description="Student parameters as a fraction of the teacher's."
+        None,
+        gt=0,
+        le=10,
+        description="Student parameters as a fraction of the teacher's (parameters, not bytes: evaluate reports each "
+        "model's bytes on disk and in memory beside it).",
     )
     payback_months_max: float | None = Field(
         None, gt=0, description="Build cost must be paid back by savings within this many months."
