@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from distil.cli import main
+from distil.cli.app import console
 from distil.data.records import read_records
 from distil.spec.gate import lock_gate
 from distil.spec.io import load_project
@@ -30,7 +31,7 @@ def _student_folder(folder, seed: int, tokenizer_dir) -> None:
     (folder / "distil_task.json").write_text(json.dumps(task))
 
 
-def test_evaluate_command_on_tiny_real_models(triage_project, tiny_teacher_dir, capsys):
+def test_evaluate_command_on_tiny_real_models(triage_project, tiny_teacher_dir, capsys, monkeypatch):
     pytest.importorskip("distil.train.students")
     import torch
 
@@ -50,6 +51,7 @@ def test_evaluate_command_on_tiny_real_models(triage_project, tiny_teacher_dir, 
     )
     run_dir = project.runs_dir / "run-1"
 
+    monkeypatch.setattr(console, "width", 200)  # no column heading is wrapped
     code = main(["evaluate", "--threads", "1", "--spec", str(triage_project)])
     out = capsys.readouterr()
     assert code == 0, out.err
@@ -57,6 +59,7 @@ def test_evaluate_command_on_tiny_real_models(triage_project, tiny_teacher_dir, 
     for name in ("teacher", "student", "baseline"):
         block = evaluation[name]
         assert block["params"] > 0 and block["size_bytes"] > 0
+        assert block["served_bytes"] >= block["params"] * 4  # float32 weights in memory (and buffers)
         assert block["p95_ms"] >= block["p50_ms"] > 0
         assert block["latency"]["threads"] == 1 and len(block["latency"]["samples_ms"]) == 100
         assert block["gold"]["n"] == 12
@@ -81,3 +84,7 @@ def test_evaluate_command_on_tiny_real_models(triage_project, tiny_teacher_dir, 
         assert len(matches) == 12 and evaluation[name]["agreement"] == pytest.approx(np.mean(matches))
     assert "wrote" in out.out and "evaluation.json" in out.out
     assert "payback: " in out.out and "fixed_build_cost" in out.out  # each cost term and the payback are printed
+    assert "MB stored" in out.out and "MB served" in out.out  # both sizes beside the parameters
+    (size,) = [c for c in evaluation["gate"]["checks"] if c["name"] == "size_max_vs_teacher"]
+    assert size["detail"].startswith("compares parameters (student / teacher), not bytes; on disk ")
+    assert "in memory" in size["detail"]

@@ -128,6 +128,21 @@ def test_measure_model_sees_torch_memory_and_counts_parameters(tmp_path):
     assert size_on_disk(tmp_path) == (tmp_path / "model.safetensors").stat().st_size
 
 
+def test_weights_are_counted_as_served_in_memory_not_as_stored():
+    import torch
+
+    from distil.evaluate.latency import weights_in_memory
+
+    model = torch.nn.Sequential(torch.nn.Embedding(100, 16), torch.nn.Linear(16, 100, bias=False))
+    model[1].weight = model[0].weight  # tied: held once
+    model.register_buffer("scale", torch.ones(10))
+    assert weights_in_memory(model) == (100 * 16 + 10) * 4
+    assert weights_in_memory(model.half()) == (100 * 16 + 10) * 2
+    holder = type("Predictor", (), {"model": model})()
+    assert weights_in_memory(holder) == (100 * 16 + 10) * 2  # a predictor holding the model in .model
+    assert weights_in_memory(object()) is None  # an API teacher has no weights here
+
+
 def test_every_input_is_answered_once_by_the_timed_calls_or_the_batches_after_them():
     import time
 
