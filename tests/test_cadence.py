@@ -279,6 +279,7 @@ def test_two_iterate_rounds_keep_the_locked_test_split_then_the_limit_and_the_ki
     assert [r["round"] for r in rows] == [1, 2]
     assert rows[0]["to_run"] == rows[1]["from_run"] != rows[0]["from_run"]
     assert all(r["max_iterations"] == 2 for r in rows)
+    assert all(isinstance(r["dropped"], dict) for r in rows)  # new inputs screened before labelling, counted
     with pytest.raises(IterationLimitError):
         iterate_round(load_project(path), budget=4)
 

@@ -610,4 +610,20 @@ def record_decision(
         },
         signer=signer,
     )
+    rewrite_report(project, target["run_id"])
     return decision, target, event
+
+
+def rewrite_report(project: Any, run_id: str) -> bool:
+    """Write the run's report again so it shows the decision just recorded; False when it could not be.
+
+    The report is derived from the ledger and the run folder: failing to write it never undoes the decision
+    (``distil report`` writes it again)."""
+    from distil.errors import DistilError
+    from distil.evaluate.report import write_report
+
+    try:
+        write_report(project, run_id)
+    except (DistilError, OSError):
+        return False
+    return True

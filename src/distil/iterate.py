@@ -1,6 +1,9 @@
 """`distil iterate`: one targeted round — mine the last run's failures, ask the teacher for inputs like
 them, label, curate, retrain, evaluate — and one ``iteration`` ledger row for the round.
 
+The teacher's new inputs are screened before labelling (:mod:`distil.data.written`): near-copies of each other or
+of the failures they were written from, the writing header itself and malformed inputs are dropped and counted.
+
 Failures are mined from the validation split and the probe pool (teacher-labelled inputs set aside at
 curate time, never trained on), never from the test split or the gold set: those are locked evaluation
 sets (:mod:`distil.data.evalsets`), and inputs written to resemble them would leak them into training.
@@ -20,6 +23,7 @@ from distil.cadence import CadenceResult, run_cadence
 from distil.data.generate import label_new_inputs, synthetic_items
 from distil.data.sources import InputItem
 from distil.data.split import PROBE
+from distil.data.written import screen_written_inputs
 from distil.errors import DistilError, EvaluationError
 from distil.evaluate.predictions import paired
 from distil.ledger.store import canonical_json
@@ -51,6 +55,7 @@ class IterationResult:
     from_run: str
     failures: list[Failure] = field(default_factory=list)
     targets: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # new inputs not labelled, by reason (distil.data.written)
     labelled: int = 0
     cadence: CadenceResult | None = None
     fidelity_before: float | None = None
@@ -152,7 +157,10 @@ def iterate_round(
         want = budget if budget is not None else max(len(seeds) * 4, project.spec.data.synthetic_budget // 2)
         # The round number goes into the seed so a later round asks for new inputs, not cached ones.
         round_project = _with_data_seed(project, project.spec.data.seed + 1000 * result.round)
-        targets = synthetic_items(round_project, teacher, seeds, want) if seeds else []
+        written = synthetic_items(round_project, teacher, seeds, want) if seeds else []
+        # near-copies of each other, of the failures or of the writing header are dropped before any is labelled
+        screened = screen_written_inputs(project.spec, written, known=[s.input for s in seeds])
+        targets, result.dropped = screened.kept, screened.dropped
         source = "targeted"
     result.targets = len(targets)
     if targets:
@@ -181,6 +189,7 @@ def iterate_round(
             "failures": len(result.failures),
             "failure_reasons": json.loads(canonical_json(_count_reasons(result.failures))),
             "targets": result.targets,
+            "dropped": result.dropped,
             "labelled": result.labelled,
             "fidelity_before": result.fidelity_before,
             "fidelity_after": result.fidelity_after,

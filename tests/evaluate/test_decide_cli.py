@@ -112,3 +112,16 @@ def test_a_quantized_variant_is_shown_beside_the_round_never_taken_as_it(run_pro
     for status in ("pass", "FAIL", "undecided"):
         if any(c.status == status for c in decision.checks):
             assert status in out
+
+
+def test_decide_rewrites_the_report_so_it_shows_the_decision(run_project, capsys):
+    from distil.evaluate.report import write_report
+
+    evaluate_run(run_project, models=numpy_models(flip_student=5), threads=1)
+    html, md = write_report(run_project)
+    assert "No decision recorded yet" in html.read_text() and "**Decision: not recorded yet**" in md.read_text()
+    assert main(["decide", "--as", "quinn", "--spec", str(run_project.spec_path)]) == 0
+    assert f"report with the decision: {html}" in capsys.readouterr().out.replace("\n", "")
+    assert "No decision recorded yet" not in html.read_text()
+    assert '<p class="decision" id="decision">iterate</p>' in html.read_text()
+    assert "**Decision: iterate**" in md.read_text()

@@ -95,6 +95,18 @@ def run(
     _print_outcome(project, result)
 
 
+def round_line(result: Any) -> str:
+    """What a round found and asked for: failures, new inputs, those dropped (and why) before labelling, labelled."""
+    dropped = sum(result.dropped.values())
+    why = ", ".join(f"{n} {reason}" for reason, n in result.dropped.items())
+    return (
+        f"round {result.round}: {len(result.failures)} failures mined from run {result.from_run}, "
+        f"{result.targets} new inputs"
+        + (f" ({dropped} dropped before labelling: {why})" if dropped else "")
+        + f", {result.labelled} labelled"
+    )
+
+
 @app.command()
 def iterate(
     from_traffic: Annotated[
@@ -134,10 +146,7 @@ def iterate(
         requests=requests,
         threads=threads,
     )
-    console.print(
-        f"round {result.round}: {len(result.failures)} failures mined from run {result.from_run}, "
-        f"{result.targets} new inputs, {result.labelled} labelled"
-    )
+    console.print(round_line(result), highlight=False)
     if result.cadence is not None:
         _print_outcome(project, result.cadence)
 

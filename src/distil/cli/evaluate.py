@@ -12,6 +12,7 @@ from rich.table import Table
 from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console, identity
 from distil.cli.tables import checks_table
 from distil.cli.tables import fmt as _fmt
+from distil.runs import RunDir
 
 RunArg = Annotated[str | None, typer.Argument(help="Run id under .distil/runs/ (default: the latest run).")]
 
@@ -204,6 +205,9 @@ def decide(
         f"recorded as ledger event {event.seq} (evaluation event {target['event_seq']}, validator {event.actor}, "
         f"driver {project.spec.roles.driver})"
     )
+    report_html = RunDir(project, target["run_id"]).report_html
+    if report_html.is_file():
+        console.print(f"report with the decision: [bold]{report_html}[/bold]")
 
 
 @app.command()

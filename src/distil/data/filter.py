@@ -52,18 +52,18 @@ def letter_share(text: str) -> float:
     return sum(c.isalpha() for c in chars) / len(chars) if chars else 1.0
 
 
+def malformed_reason(text: str, filters: Filters) -> str:
+    """Why a teacher-written input does not look like an input at all ("" when it does)."""
+    words, share = len(text.split()), letter_share(text)
+    if words < filters.min_words:
+        return f"{words} words < min_words {filters.min_words}"
+    if share < filters.min_letter_share:
+        return f"letters {share:.2f} of the characters < min_letter_share {filters.min_letter_share}"
+    return ""
+
+
 def malformed_reasons(records: Sequence[Record], filters: Filters) -> list[str]:
-    """Per record, why a teacher-written input does not look like an input at all ("" when it does).
+    """Per record, :func:`malformed_reason` of a teacher-written input ("" when it passes).
 
     Only synthetic and targeted inputs are judged: seeds, traffic and gold are what users wrote."""
-    out = []
-    for r in records:
-        reason = ""
-        if r.source in WRITTEN_BY_TEACHER:
-            words, share = len(r.input.split()), letter_share(r.input)
-            if words < filters.min_words:
-                reason = f"{words} words < min_words {filters.min_words}"
-            elif share < filters.min_letter_share:
-                reason = f"letters {share:.2f} of the characters < min_letter_share {filters.min_letter_share}"
-        out.append(reason)
-    return out
+    return [malformed_reason(r.input, filters) if r.source in WRITTEN_BY_TEACHER else "" for r in records]
