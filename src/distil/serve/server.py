@@ -24,6 +24,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from distil.serve.metrics import ServerMetrics
 from distil.serve.router import Router, RouteTiming
 from distil.serve.runs import ServedModel
+from distil.serve.schema import (
+    BODY_ERROR,
+    CRASH_ERROR,
+    KEY_ERROR,
+    SIZE_ERROR,
+    ChatResponse,
+    ClassifyResponse,
+    Health,
+    ModelList,
+    errors,
+    text_route_errors,
+)
 from distil.serve.traffic import TrafficLog
 
 OPEN_PATHS = ("/healthz",)  # no API key needed: load balancers probe it
@@ -55,21 +67,25 @@ def _error_response(
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     input: str | list[str] = Field(description="One text or a list of texts to classify.")
-    model: str | None = None
+    model: str | None = Field(None, description="The served run id, or `distil`; empty: the served run.")
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[dict[str, Any]] | None = Field(
+        None, description='Text, or OpenAI content parts; only parts with `"type": "text"` are read.'
+    )
 
 
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # OpenAI clients send many optional fields; unknown ones are ignored
-    model: str | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1, le=4096)
-    stream: bool = False
+    model: str | None = Field(None, description="The served run id, or `distil`; empty: the served run.")
+    messages: list[ChatMessage] = Field(
+        min_length=1, description="The conversation; the last user message is the input, the rest is ignored."
+    )
+    max_tokens: int | None = Field(None, ge=1, le=4096, description="Generate runs: the most new tokens to write.")
+    stream: bool = Field(False, description="Must be false: streaming is not supported.")
 
 
 def _message_text(message: ChatMessage) -> str:
@@ -259,21 +275,48 @@ def create_app(
     async def _bad(_: Request, exc: _BadRequest) -> JSONResponse:
         return _error_response(400, exc.message, "invalid_request_error", exc.param, exc.code)
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health, responses=errors(CRASH_ERROR))
     def healthz() -> dict[str, Any]:
+        """Liveness for load balancers: the run served and its task."""
         return {"status": "ok", "model": served.run_id, "kind": served.kind}
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={
+            200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format 0.0.4."},
+            **text_route_errors(KEY_ERROR),
+        },
+    )
     def prometheus() -> PlainTextResponse:
+        """Request counts and latencies per route and status, requests in flight, routes taken, the router's
+        threshold and the blended cost, in Prometheus' text format."""
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", response_model=ModelList, responses=errors(KEY_ERROR))
     def models() -> dict[str, Any]:
+        """The served run, as OpenAI's model list."""
         entry = {"id": served.run_id, "object": "model", "created": int(time.time()), "owned_by": "distil"}
         return {"object": "list", "data": [entry]}
 
-    @app.post("/v1/classify")
+    @app.post(
+        "/v1/classify",
+        response_model=ClassifyResponse,
+        responses=errors(
+            BODY_ERROR,
+            KEY_ERROR,
+            SIZE_ERROR,
+            CRASH_ERROR,
+            extra={
+                400: "This route's codes: `model_not_found` (a `model` that is not the served run), `wrong_task` "
+                "(the run generates text), `empty_input` (an empty list), `too_many_inputs` (more texts than the "
+                f"server's limit, {DEFAULT_MAX_INPUTS} by default)."
+            },
+        ),
+    )
     def classify(body: ClassifyRequest) -> dict[str, Any]:
+        """Label one text or a list of texts: each answer with its label, every label's probability, who answered
+        (the student, or the teacher when the student was unsure) and the student's confidence. Classify runs only."""
         _check_model(body.model)
         if router is None:
             raise _BadRequest(
@@ -302,8 +345,21 @@ def create_app(
             ],
         }
 
-    @app.post("/v1/chat/completions")
+    @app.post(
+        "/v1/chat/completions",
+        response_model=ChatResponse,
+        response_model_exclude_none=True,
+        responses=errors(
+            BODY_ERROR,
+            KEY_ERROR,
+            SIZE_ERROR,
+            CRASH_ERROR,
+            extra={400: "This route's codes: `model_not_found`, `unsupported` (`stream: true`), `no_user_message`."},
+        ),
+    )
     def chat(body: ChatRequest) -> dict[str, Any]:
+        """OpenAI-compatible chat completion on the last user message: a label for a classify run (routed like
+        /v1/classify), generated text for a generate run."""
         _check_model(body.model)
         if body.stream:
             raise _BadRequest("stream: streaming is not supported; send stream=false", "stream", "unsupported")

@@ -1,0 +1,136 @@
+"""The bodies the server answers with, and the errors each route can give: what ``docs/api.md`` is generated from.
+
+The routes declare these as their ``response_model``, so FastAPI both documents them and serialises every answer
+through them: the documentation cannot say one thing while the server sends another. The request bodies live
+next to the routes in :mod:`distil.serve.server`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+# --- answers -----------------------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = Field(description="Always ok while the server answers.")
+    model: str = Field(description="The run id served.")
+    kind: Literal["classify", "generate"] = Field(description="The task of the served run.")
+
+
+class ModelEntry(BaseModel):
+    id: str = Field(description="The run id served; send it (or `distil`, or nothing) as `model`.")
+    object: Literal["model"]
+    created: int = Field(description="Unix time of the request.")
+    owned_by: Literal["distil"]
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelEntry] = Field(description="One entry: the served run.")
+
+
+class LabelAnswer(BaseModel):
+    index: int = Field(description="Position of the text in the request's `input`.")
+    label: str = Field(description="The answer: one of the task's labels.")
+    distribution: dict[str, float] = Field(description="Probability of every label (sums to 1).")
+    route: Literal["student", "teacher"] = Field(
+        description="Who answered: the student, or the teacher when the student's confidence was under the "
+        "calibrated threshold."
+    )
+    confidence: float = Field(description="The student's highest label probability, which the route was decided on.")
+
+
+class ClassifyResponse(BaseModel):
+    object: Literal["list"]
+    model: str = Field(description="The run id that answered.")
+    data: list[LabelAnswer] = Field(description="One answer per input text, in order.")
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str = Field(description="The answer: a label for a classify run, generated text for a generate run.")
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: Literal["stop"]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = Field(description="Words in the last user message (an estimate, not tokenizer tokens).")
+    completion_tokens: int = Field(description="Words in the answer.")
+    total_tokens: int
+
+
+class DistilAnswer(BaseModel):
+    route: Literal["student", "teacher"] = Field(description="Who answered.")
+    distribution: dict[str, float] | None = Field(
+        None, description="Classify runs: the probability of every label. Absent for generate runs."
+    )
+
+
+class ChatResponse(BaseModel):
+    id: str = Field(description="`chatcmpl-` and a random hex id.")
+    object: Literal["chat.completion"]
+    created: int = Field(description="Unix time of the answer.")
+    model: str = Field(description="The run id that answered.")
+    choices: list[ChatChoice] = Field(description="One choice.")
+    usage: Usage
+    distil: DistilAnswer = Field(
+        description="What an OpenAI client ignores: the route and, for labels, the distribution."
+    )
+
+
+# --- errors ------------------------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    message: str = Field(description="What was wrong, naming the field where there is one.")
+    type: str = Field(description="invalid_request_error, invalid_api_key, not_found_error or server_error.")
+    param: str | None = Field(None, description="The request field at fault, dotted (e.g. `messages.0.role`).")
+    code: str | None = Field(None, description="A machine-readable reason, e.g. `json_invalid`, `too_many_inputs`.")
+
+
+class ErrorBody(BaseModel):
+    """Every error, whatever its status, has this OpenAI-style body."""
+
+    error: ErrorDetail
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+# Errors the guard in front of every route gives before a body is read (the key) or parsed (the size).
+KEY_ERROR = {401: _error("The server has an API key and the request did not send it (`invalid_api_key`).")}
+SIZE_ERROR = {413: _error("The body is larger than the server's limit (`request_too_large`).")}
+CRASH_ERROR = {500: _error("An unexpected failure (`server_error`); bad input never gives a 5xx.")}
+BODY_ERROR = {
+    400: _error(
+        "Malformed JSON (`json_invalid`), a field that breaks the schema (`code` is the check that failed, e.g. "
+        "`missing`, `string_type`, `extra_forbidden`; `param` names the field), or a value the route refuses "
+        "(the codes listed with the route)."
+    )
+}
+
+
+def errors(*groups: dict[int, dict[str, Any]], extra: dict[int, str] | None = None) -> dict[int, dict[str, Any]]:
+    """A route's ``responses``: the groups it can give, and its own reasons for a status (added to that status)."""
+    out: dict[int, dict[str, Any]] = {}
+    for group in groups:
+        out.update(group)
+    for status, reasons in (extra or {}).items():
+        base = out.get(status, _error(""))
+        out[status] = {**base, "description": f"{base['description']} {reasons}".strip()}
+    return out
+
+
+def text_route_errors(*groups: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """:func:`errors` for a route that answers ``text/plain``: FastAPI would document its errors under the route's
+    media type, but every error is JSON, so each names the ErrorBody schema (registered by the JSON routes)."""
+    json_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    return {status: {"description": r["description"], "content": json_body} for status, r in errors(*groups).items()}
