@@ -172,7 +172,7 @@ GENERATE_COLUMNS = (
     ("token_agreement", "token agreement"),
 )
 SIZE_COLUMNS = (
-    ("params", "parameters"),
+    ("params", "params"),
     ("size_bytes", "MB stored"),
     ("served_bytes", "MB served"),
     ("peak_memory_bytes", "peak MB"),
