@@ -294,3 +294,20 @@ def test_a_local_teacher_continues_list_prompts_and_an_api_teacher_is_asked_in_w
     assert synthetic_style(project.spec, SimpleNamespace(capabilities=Capabilities())) == "chat"
     chat = project.spec.model_copy(update={"data": project.spec.data.model_copy(update={"synthetic_style": "chat"})})
     assert synthetic_style(chat, teacher) == "chat"
+
+
+def test_a_shard_written_before_topk_tokens_existed_still_reads(tmp_path):
+    import pyarrow as pa
+
+    from distil.data.records import LATER_COLUMNS, Record, write_records
+
+    path = write_records([Record(input="hello", source="seed", teacher_text="hi")], tmp_path / "new.parquet")
+    table = pq.read_table(path)
+    old = table.drop_columns(sorted(LATER_COLUMNS))
+    pq.write_table(old, tmp_path / "old.parquet")
+    (record,) = read_records(tmp_path / "old.parquet")
+    assert record.teacher_text == "hi" and record.topk_tokens is None
+    assert "topk_tokens" in RECORD_SCHEMA.names and isinstance(table.schema.field("topk_tokens").type, pa.ListType)
+    pq.write_table(old.drop_columns(["teacher_text"]), tmp_path / "broken.parquet")
+    with pytest.raises(DataError, match="missing columns teacher_text"):
+        read_records(tmp_path / "broken.parquet")

@@ -129,12 +129,6 @@ def test_bad_group_values_name_the_grouped_field():
         ("classify", "hf:/m", {"loss": "uld"}, "train.distillation.loss uld compares token distributions of text"),
         (
             "generate",
-            "openai:http://127.0.0.1:9/v1#gpt-x",
-            {"distillation": {"loss": "uld"}},
-            "train.distillation.loss uld scores the answers in the teacher's own tokens",
-        ),
-        (
-            "generate",
             "hf:/m",
             {"distillation": {"loss": "uld"}, "on_policy": {"fraction": 0.5}},
             "on-policy steps score by token id",
@@ -172,3 +166,11 @@ def test_distil_check_refuses_before_any_teacher_is_called(tmp_path, capfd):
     (tmp_path / "distil.yaml").write_text(yaml.safe_dump(data))
     assert main(["check", "--spec", str(tmp_path / "distil.yaml")]) == 2
     assert "train.features.weight / relation_weight need the teacher's hidden states" in capfd.readouterr().err
+
+
+def test_uld_with_an_api_teacher_needs_its_top_logprobs():
+    data = _data("generate", "openai:http://127.0.0.1:9/v1#gpt-x", distillation={"loss": "uld"})
+    assert spec_from_data(data).train.distillation.loss == "uld"  # top_logprobs 20 by default
+    data["teachers"][0]["top_logprobs"] = 0
+    with pytest.raises(SpecError, match="uld needs the teacher's distribution at each of its tokens"):
+        spec_from_data(data)

@@ -91,12 +91,18 @@ def build_app(state: ServerState):
                     logprobs = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), dim=-1)
                     nxt = int(logprobs.argmax())
                     top = torch.topk(logprobs, max(k, 1))
+                    # as vLLM sends them: each token's text, its UTF-8 bytes and log-probability, then the top k
                     content.append(
                         {
                             "token": tok.decode([nxt]),
                             "logprob": float(logprobs[nxt]),
+                            "bytes": list(tok.decode([nxt]).encode()),
                             "top_logprobs": [
-                                {"token": tok.decode([int(i)]), "logprob": float(v)}
+                                {
+                                    "token": tok.decode([int(i)]),
+                                    "logprob": float(v),
+                                    "bytes": list(tok.decode([int(i)]).encode()),
+                                }
                                 for v, i in zip(top.values[:k], top.indices[:k], strict=True)
                             ],
                         }

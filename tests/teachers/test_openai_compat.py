@@ -66,10 +66,12 @@ def test_real_tiny_model_generation_with_and_without_logprobs(tmp_path, tiny_tea
             out = teacher.generate_detailed(["hello", "world"], max_new_tokens=4, topk=3)
         assert len(out) == 2 and all(isinstance(o["text"], str) for o in out)
         if logprobs:
-            assert len(out[0]["top_logprobs_text"]) == 4 and len(out[0]["top_logprobs_text"][0]) == 3
+            assert len(out[0]["topk_tokens"]) == 4 and len(out[0]["topk_tokens"][0]) == 3
+            assert len(out[0]["topk_logprobs"][0]) == 3 and out[0]["topk_logprobs"][0][0] <= 0
+            assert "".join(row[0] for row in out[0]["topk_tokens"]).strip() == out[0]["text"]  # written tokens first
             assert 0 < out[0]["confidence"] <= 1
         else:
-            assert "top_logprobs_text" not in out[0]
+            assert "topk_tokens" not in out[0]
 
 
 def test_retries_429_honouring_retry_after_and_sends_the_key(tmp_path, monkeypatch):

@@ -162,6 +162,7 @@ def _record(
         teacher_text=answer.get("text", ""),
         topk_ids=answer.get("topk_ids"),
         topk_logprobs=answer.get("topk_logprobs"),
+        topk_tokens=answer.get("topk_tokens"),
         confidence=answer.get("confidence"),
         **common,
     )

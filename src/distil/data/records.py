@@ -34,6 +34,9 @@ RECORD_SCHEMA = pa.schema(
         pa.field("label_probs", pa.list_(pa.float32())),  # teacher distribution over task.labels, in spec order
         pa.field("topk_ids", pa.list_(pa.list_(pa.int32()))),  # per answer token: the teacher's top-k token ids
         pa.field("topk_logprobs", pa.list_(pa.list_(pa.float32()))),  # ... and their log-probabilities
+        # an API teacher's answer tokens as text: per token, the written token then its top alternatives, with
+        # their log-probabilities in topk_logprobs (topk_ids then stays null: its ids are not the student's)
+        pa.field("topk_tokens", pa.list_(pa.list_(pa.string()))),
         pa.field("rationale", pa.string()),
         pa.field("confidence", pa.float32()),  # max label probability, or mean token probability for text
         pa.field("teacher_id", pa.string()),
@@ -46,6 +49,7 @@ RECORD_SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(RECORD_SCHEMA.names)
+LATER_COLUMNS = frozenset({"topk_tokens"})  # added after shards were written; an older shard reads them as null
 
 
 def content_id(text: str) -> str:
@@ -67,6 +71,7 @@ class Record:
     label_probs: list[float] | None = None
     topk_ids: list[list[int]] | None = None
     topk_logprobs: list[list[float]] | None = None
+    topk_tokens: list[list[str]] | None = None
     rationale: str | None = None
     confidence: float | None = None
     teacher_id: str | None = None
@@ -122,7 +127,7 @@ def read_records(paths: str | Path | Iterable[str | Path]) -> list[Record]:
                 table = shard.read()
         except (OSError, pa.ArrowInvalid) as exc:
             raise DataError(f"{f}: not a readable Parquet shard: {exc}") from None
-        missing = set(COLUMNS) - set(table.column_names)
+        missing = set(COLUMNS) - set(table.column_names) - LATER_COLUMNS
         if missing:
             raise DataError(f"{f}: not a distil record shard (missing columns {', '.join(sorted(missing))})")
         out.extend(Record.from_row(row) for row in table.to_pylist())

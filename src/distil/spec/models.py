@@ -612,8 +612,9 @@ class DistillationSpec(_Model):
     loss: Literal["forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tv", "uld"] = Field(
         "forward_kl",
         description="Divergence between teacher and student distributions (jsd uses beta, skew_* use skew_alpha). "
-        "uld (generate tasks, local teacher): Universal Logit Distillation, sorted probabilities compared over "
-        "tokens aligned by their text, for a teacher whose tokenizer differs; used whenever the tokenizers differ.",
+        "uld (generate tasks): Universal Logit Distillation, sorted probabilities compared over tokens aligned by "
+        "their text, for a teacher whose tokenizer differs; a local teacher's is used whenever the tokenizers differ, "
+        "an API teacher's top_logprobs go through it when asked.",
     )
     temperature: float = Field(
         2.0, gt=0, le=20, description="Softmax temperature of the KD term; the loss is scaled by T²."
@@ -810,10 +811,11 @@ def train_fits_the_task(spec: Spec) -> None:
                 "train.distillation.loss uld compares token distributions of text; a classify student learns the "
                 "teacher's label distribution (choose forward_kl or another divergence)"
             )
-        if not local:
+        if not local and not teacher.top_logprobs:
             raise ValueError(
-                f"train.distillation.loss uld scores the answers in the teacher's own tokens; teacher {teacher.id!r} "
-                f"is {teacher.scheme}: (use a local hf: or gguf: teacher, or another loss)"
+                f"train.distillation.loss uld needs the teacher's distribution at each of its tokens; teacher "
+                f"{teacher.id!r} is {teacher.scheme}: with top_logprobs 0 (ask for top_logprobs, use a local hf: or "
+                "gguf: teacher, or another loss)"
             )
         if train.on_policy.fraction > 0:
             raise ValueError(

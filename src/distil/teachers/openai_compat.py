@@ -87,6 +87,7 @@ class Completion:
     text: str
     top_logprobs: list[dict[str, float]] | None = None
     token_logprobs: list[float] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)  # the answer's tokens as the server wrote them, in order
 
 
 def retry_delay(attempt: int, retry_after: str | None, base: float = 0.5, cap: float = 30.0) -> float:
@@ -313,8 +314,9 @@ class OpenAICompatTeacher:
         topk: int = 0,
         **_: Any,
     ) -> list[dict[str, Any]]:
-        """Text per prompt, with the answer tokens' top logprobs as {token: logprob} lists when the server gives
-        them."""
+        """Text per prompt; when the server gives logprobs, also per answer token ``topk_tokens`` (the token it
+        wrote, then the other top alternatives, as text) and ``topk_logprobs`` beside them (see
+        :func:`written_first`)."""
         out = []
         for c in self.complete(
             prompts,
@@ -325,7 +327,7 @@ class OpenAICompatTeacher:
         ):
             item: dict[str, Any] = {"text": c.text.strip()}
             if c.top_logprobs:
-                item["top_logprobs_text"] = c.top_logprobs
+                item["topk_tokens"], item["topk_logprobs"] = written_first(c)
                 item["confidence"] = float(np.mean(np.exp(c.token_logprobs))) if c.token_logprobs else None
             out.append(item)
         return out
@@ -383,7 +385,22 @@ def _completion(data: dict[str, Any]) -> Completion:
         or {tok["token"]: float(tok["logprob"])}
         for tok in content
     ]
-    return Completion(text, tops, [float(tok["logprob"]) for tok in content])
+    return Completion(text, tops, [float(tok["logprob"]) for tok in content], [str(tok["token"]) for tok in content])
+
+
+def written_first(completion: Completion) -> tuple[list[list[str]], list[list[float]]]:
+    """Per answer token, the token the server wrote and then its other top alternatives (most likely first), with
+    their log-probabilities: row[0] is always the written token, as a local teacher's greedy row is, so the rows
+    say both what was written and what else the teacher would have written."""
+    tokens, logprobs = [], []
+    for written, logprob, top in zip(
+        completion.tokens, completion.token_logprobs, completion.top_logprobs or [], strict=False
+    ):
+        # k rows in all: a sampled token outside the top list pushes out the least likely alternative
+        others = sorted(((t, lp) for t, lp in top.items() if t != written), key=lambda kv: -kv[1])[: len(top) - 1]
+        tokens.append([written] + [t for t, _ in others])
+        logprobs.append([logprob] + [lp for _, lp in others])
+    return tokens, logprobs
 
 
 def _distribution_from_top_logprobs(top: dict[str, float], verbalizers: Sequence[Sequence[str]]) -> np.ndarray | None:

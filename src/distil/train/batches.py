@@ -111,6 +111,10 @@ class GenerateExamples:
     uld_groups: list[np.ndarray] = field(default_factory=list)
     uld_teacher_logprobs: list[np.ndarray] = field(default_factory=list)
     uld_teacher_chain: list[np.ndarray] = field(default_factory=list)
+    # an API teacher's answer as its records carry it: per answer token, the written token then its top alternatives
+    # as text, and their log-probabilities (None for an example without them); distil.train.api_topk reads these
+    api_tokens: list[list[list[str]] | None] = field(default_factory=list)
+    api_logprobs: list[list[list[float]] | None] = field(default_factory=list)
 
     def tokens(self, rows: list[int]) -> int:
         """Answer tokens in ``rows``: the normaliser of the per-token losses."""
@@ -126,6 +130,10 @@ class GenerateExamples:
         if self.topk_reader is not None:
             return self.topk_reader(i)
         return self.topk_ids[i], self.topk_logprobs[i]
+
+    @property
+    def has_api_topk(self) -> bool:
+        return any(rows is not None for rows in self.api_tokens)
 
     @property
     def has_aligned(self) -> bool:
@@ -152,6 +160,9 @@ def generate_examples(records: list[Record], tokenizer: PreTrainedTokenizerBase,
         out.answer_ids.append(answer)
         out.inputs.append(r.input)
         out.answer_texts.append(text)
+        api = bool(r.topk_tokens and r.topk_logprobs and len(r.topk_tokens) == len(r.topk_logprobs))
+        out.api_tokens.append(r.topk_tokens if api else None)
+        out.api_logprobs.append(r.topk_logprobs if api else None)
         # a record's own top-k counts only when it scored exactly these answer tokens (its greedy path)
         if (
             r.topk_ids

@@ -41,8 +41,13 @@ def group_rows(
     """One row per group of the teacher's tokens ([M] groups 0..G-1, -1 ignored): its top-k log-probabilities at
     the group's first token [G, k] (sorted, as the cache keeps them) and the summed log-probability of the
     group's other tokens [G] (0 for a one-token group)."""
+    return rows_by_group(topk_logprobs, chosen_logprobs(topk_ids, topk_logprobs.astype(np.float32), tokens), groups)
+
+
+def rows_by_group(topk_logprobs: np.ndarray, chosen: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[M, k] top-k log-probabilities (sorted), [M] the log-probability of each token written, [M] groups ->
+    the first token's row per group [G, k] and the summed log-probability of the group's other tokens [G]."""
     n_groups = int(groups.max()) + 1 if len(groups) and groups.max() >= 0 else 0
-    chosen = chosen_logprobs(topk_ids, topk_logprobs.astype(np.float32), tokens)
     rows = np.zeros((n_groups, topk_logprobs.shape[1]), dtype=np.float32)
     chain = np.zeros(n_groups, dtype=np.float32)
     seen: set[int] = set()

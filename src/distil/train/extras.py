@@ -20,6 +20,7 @@ import torch
 from distil.errors import TrainError
 from distil.teachers.loading import load_causal_lm, local_model_folder
 from distil.train import losses as L
+from distil.train.api_topk import attach_api_topk
 from distil.train.batches import ClassifyExamples, GenerateExamples
 from distil.train.cross_tokenizer import attach_aligned_teacher
 from distil.train.logit_cache import build_or_load_cache, teacher_prompt_ids
@@ -164,13 +165,22 @@ def attach_logit_cache(
     console: Console | None,
 ) -> None:
     """Give generate examples the teacher's top-k for every answer token: from the records when they carry
-    it, else from the offline cache (built once from a local teacher); through text-aligned groups (ULD) when
-    the teacher's tokenizer differs from the student's or ``distillation.loss`` is ``uld``. Leaves
+    it (an API teacher's as text, :mod:`distil.train.api_topk`), else from the offline cache (built once from a
+    local teacher); through text-aligned groups (ULD) when the teacher's tokenizer differs from the student's
+    or ``distillation.loss`` is ``uld``. Leaves
     sequence-level KD alone when neither is possible, or when ``alpha`` is 1 (pure sequence-level KD needs no
     teacher logits)."""
     spec = project.spec
     teacher = spec.teacher()
-    if teacher.scheme not in ("hf", "gguf") or spec.train.distillation.alpha >= 1.0:
+    if spec.train.distillation.alpha >= 1.0:
+        return
+    if examples.has_api_topk:  # an API teacher's top logprobs, as text: by id when they map, else by text (ULD)
+        by_text = spec.train.distillation.loss == "uld"
+        attach_api_topk(
+            examples, tokenizer, spec.train.max_length, by_text, console if accelerator.is_main_process else None
+        )
+        return
+    if teacher.scheme not in ("hf", "gguf"):
         return
     k = spec.train.distillation.topk_cache_k
     if uses_uld(spec, tokenizer):
