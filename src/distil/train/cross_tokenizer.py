@@ -20,6 +20,7 @@ from distil.train.batches import GenerateExamples, answer_limit
 from distil.train.logit_cache import cached_topk, teacher_prompt_ids
 
 if TYPE_CHECKING:
+    import torch
     from rich.console import Console
     from transformers import PreTrainedTokenizerBase
 
@@ -91,9 +92,10 @@ def attach_aligned_teacher(
     k: int,
     student_tokenizer: PreTrainedTokenizerBase,
     console: Console | None = None,
+    device: torch.device | str = "cpu",
 ) -> None:
     """Give ``examples`` the local teacher's text-aligned targets (``uld_*``), scoring the answers in the
-    teacher's own tokens after its own prompt through the offline cache."""
+    teacher's own tokens after its own prompt through the offline cache (built on ``device``)."""
     # transformers is slow to import; only a run that distils across tokenizers pays for it
     from transformers import AutoTokenizer
 
@@ -109,7 +111,7 @@ def attach_aligned_teacher(
     )
     view = GenerateExamples(list(examples.teacher_prompt_ids), answers)
     vocab = len(teacher_tokenizer)
-    cache = cached_topk(project, source, view, min(k, vocab), console)
+    cache = cached_topk(project, source, view, min(k, vocab), console, device)
     examples.uld_groups, examples.uld_teacher_logprobs, examples.uld_teacher_chain = [], [], []
     for i, (s_groups, t_groups) in enumerate(zip(student_groups, teacher_groups, strict=True)):
         ids, logprobs = cache.example(i)

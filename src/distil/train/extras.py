@@ -185,7 +185,9 @@ def attach_logit_cache(
     k = spec.train.distillation.topk_cache_k
     if uses_uld(spec, tokenizer):
         if accelerator.is_main_process:  # one process builds the cache, the others read it
-            attach_aligned_teacher(project, teacher.source, examples, k, tokenizer, console=console)
+            attach_aligned_teacher(
+                project, teacher.source, examples, k, tokenizer, console=console, device=accelerator.device
+            )
         accelerator.wait_for_everyone()
         if not accelerator.is_main_process:
             attach_aligned_teacher(project, teacher.source, examples, k, tokenizer)
