@@ -338,6 +338,23 @@ def size_detail(student: Mapping[str, Any], teacher: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _stored_size_check(threshold: int, summary: Mapping[str, Any]) -> GateCheck:
+    """``size_max_bytes``: the smallest the student is stored, among the student folder as evaluated and every
+    evaluated export variant of the run (``exported_sizes``, set by :func:`record_decision`)."""
+    sizes = {"student": (summary.get("student") or {}).get("size_bytes"), **(summary.get("exported_sizes") or {})}
+    sizes = {name: size for name, size in sizes.items() if size is not None}
+    if not sizes:
+        return _check(
+            "size_max_bytes",
+            None,
+            threshold,
+            "max",
+            "no size on disk measured: export the student, e.g. `distil export --format gguf --quantize q8_0`",
+        )
+    name = min(sizes, key=sizes.get)
+    return _check("size_max_bytes", sizes[name], threshold, "max", f"bytes on disk, smallest as stored: {name}")
+
+
 def gate_checks(thresholds: Mapping[str, Any], summary: Mapping[str, Any]) -> list[GateCheck]:
     """Every set threshold of the locked gate against one evaluation summary, in a fixed order."""
     s, t, b = summary.get("student", {}), summary.get("teacher", {}), summary.get("baseline", {})
@@ -381,6 +398,8 @@ def gate_checks(thresholds: Mapping[str, Any], summary: Mapping[str, Any]) -> li
                 size_detail(s, t),
             )
         )
+    if (v := thresholds.get("size_max_bytes")) is not None:
+        checks.append(_stored_size_check(v, summary))
     if (v := thresholds.get("payback_months_max")) is not None:
         cost = summary.get("cost") or {}
         payback, reason = cost.get("payback_months"), cost.get("payback_reason")
@@ -576,9 +595,13 @@ def record_decision(
     locked = require_unchanged_gate(project)
     target, rounds = evaluation_rounds(project, check_run_id(run_id) if run_id else None)
     iterations_used = len(project.ledger.events(kind="iteration"))
+    variants = variant_rows(project, target["run_id"])
+    exported_sizes = {
+        name: row["summary"]["size_bytes"] for name, row in variants.items() if row["summary"].get("size_bytes")
+    }
+    rounds = [*rounds[:-1], {**rounds[-1], "exported_sizes": exported_sizes}]  # the round decided on is the last
     ruled = decide_outcome(locked.thresholds, rounds, iterations_used=iterations_used)
     decision = apply_choice(ruled, chosen, note)
-    variants = variant_rows(project, target["run_id"])
     event = project.ledger.append(
         "decision",
         {

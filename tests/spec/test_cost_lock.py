@@ -6,7 +6,7 @@ import pytest
 
 from distil.errors import GateError
 from distil.ledger.store import canonical_json, sha256_text
-from distil.spec.gate import lock_gate, require_unchanged_gate
+from distil.spec.gate import gate_terms, lock_gate, require_unchanged_gate
 from distil.spec.io import load_project
 
 
@@ -14,7 +14,7 @@ def lock_without_machine_hour_price(project) -> None:
     """A lock as written before ``cost.machine_hour_price`` existed."""
     cost = project.spec.cost.model_dump(mode="json")
     cost.pop("machine_hour_price")
-    terms = {"gate": project.spec.gate.model_dump(mode="json"), "cost": cost}
+    terms = {"gate": gate_terms(project.spec.gate), "cost": cost}
     digest = sha256_text(canonical_json(terms))
     project.ledger.append(
         "gate.locked",

@@ -20,7 +20,7 @@ from distil.spec.names import same_person
 
 # Thresholds added after gates were first locked. While one is unset it is left out of the locked form, so every
 # gate locked before it existed (which was judged without it) keeps its hash and still verifies.
-ADDED_AFTER_LOCKS = ("min_label_recall",)
+ADDED_AFTER_LOCKS = ("min_label_recall", "size_max_bytes")
 
 
 def gate_terms(gate: Gate) -> dict[str, Any]:

@@ -544,6 +544,12 @@ class Gate(_Model):
     max_iterations: int = Field(
         3, ge=1, le=100, description="Rounds of `distil iterate` before the decision must be ship or kill."
     )
+    size_max_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="Largest student size on disk, bytes: the smallest evaluated export (`distil export --quantize`) "
+        "or the stored student must fit.",
+    )
 
 
 # --- cost ------------------------------------------------------------------------------------------
