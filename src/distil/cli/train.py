@@ -17,14 +17,27 @@ def plan(
     memory_gib: Annotated[
         float | None, typer.Option("--memory-gib", help="Memory to plan against (default: what the device has).")
     ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            help="phone | laptop | browser: instead of the training plan, what fits the device (params, bytes at "
+            "each export type, memory to run) and which teacher-layers:N inits meet it.",
+        ),
+    ] = None,
 ) -> None:
     """Preflight: peak memory, teacher-cache disk size and rough time; refuses with advice when it will not fit.
 
     Example: distil plan --spec demo/distil.yaml --memory-gib 16
+
+    Example: distil plan --target phone
     """
     from distil.train.plan import estimate, require_fits
 
     project = _project(spec)
+    if target:
+        _print_target(project, target)
+        return
     result = estimate(project, device=device, available_bytes=int(memory_gib * 2**30) if memory_gib else None)
     table = Table(title=f"plan on {result.device}")
     table.add_column("component")
@@ -42,6 +55,44 @@ def plan(
         console.print(f"note: {note}")
     require_fits(result)
     console.print("[green]fits[/green]")
+
+
+def _print_target(project, target: str) -> None:
+    from distil.train.targets import BYTES_PER_WEIGHT, plan_target
+
+    plan = plan_target(project, target)
+    console.print(
+        f"{plan.target}: {plan.budget_bytes / 2**30:.1f} GiB for the model ({plan.budget_source}); memory = weights + "
+        f"float16 KV cache of {plan.context} tokens + one row of logits"
+    )
+    table = Table(title=f"the spec's student ({plan.student[0].init}, {plan.student[0].params:,} params)")
+    for col in ("type", "file MiB", "memory MiB", f"fits {plan.target}"):
+        table.add_column(col, justify="right" if col != "type" else "left")
+    for row in plan.student:
+        table.add_row(
+            row.gguf_type,
+            f"{row.file_bytes / 2**20:,.1f}",
+            f"{row.memory_bytes / 2**20:,.1f}",
+            "yes" if row.fits else "no",
+        )
+    console.print(table)
+    inits = Table(title=f"teacher-layers:N inits that fit {plan.target} (the deepest at each type)")
+    for col in ("type", "deepest init", "params", "file MiB", "memory MiB"):
+        inits.add_column(col)
+    for gguf_type in BYTES_PER_WEIGHT:
+        best = plan.largest_fitting(gguf_type)
+        if best is None:
+            inits.add_row(gguf_type, "none fits", "-", "-", "-")
+        else:
+            inits.add_row(
+                gguf_type,
+                best.init,
+                f"{best.params:,}",
+                f"{best.file_bytes / 2**20:,.1f}",
+                f"{best.memory_bytes / 2**20:,.1f}",
+            )
+    console.print(inits)
+    console.print("export one with `distil export --format gguf --quantize <type>`; it is evaluated on its own")
 
 
 @app.command()
