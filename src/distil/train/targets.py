@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from distil.errors import TrainError
+from distil.teachers.loading import local_model_folder
+from distil.train.students import config_params, evenly_spread
 
 if TYPE_CHECKING:
     from distil.spec.io import Project
@@ -76,8 +78,6 @@ def running_memory(params: int, gguf_type: str, config: Any, context: int) -> tu
 
 
 def _rows(init: str, config: Any, context: int, budget: int) -> list[SizeRow]:
-    from distil.train.students import config_params
-
     params = config_params(config)
     rows = []
     for gguf_type in BYTES_PER_WEIGHT:
@@ -91,9 +91,6 @@ def plan_target(project: Project, target: str) -> TargetPlan:
     import copy
 
     from transformers import AutoConfig
-
-    from distil.teachers.loading import local_model_folder
-    from distil.train.students import evenly_spread
 
     if target not in DEVICE_BUDGETS:
         raise TrainError(f"--target {target!r}: choose one of {', '.join(DEVICE_BUDGETS)}")
