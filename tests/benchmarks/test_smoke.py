@@ -93,3 +93,13 @@ def test_run_cpu_lists_every_cpu_script():
     names = [s[0] for s in run_cpu.SCRIPTS]
     for name in ("hinton_digits.py", "munge.py", "divergence_study.py", "train_throughput.py"):
         assert name in names and (BENCH / name).exists()
+
+
+def test_cross_tokenizer_tiny(doc_untouched, capsys):
+    result = load("cross_tokenizer").main(["--size", "tiny", "--no-write"])
+    assert "other tokenizer (ULD)" in capsys.readouterr().out
+    same, cross = result["arms"]
+    assert (same["generate_kd"], cross["generate_kd"]) == ("topk", "uld")
+    for arm in (same, cross):
+        for role in ("before", "student", "baseline"):
+            assert all(0.0 <= arm[role][s] <= 1.0 for s in ("train", "validation"))
