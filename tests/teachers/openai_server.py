@@ -52,9 +52,59 @@ def _keyword_answer(prompt: str) -> tuple[str, list[tuple[str, float]]]:
     return ranked[0][0], tops
 
 
-def build_app(state: ServerState):
+def chat_answer(state: ServerState, body: dict) -> dict:
+    """The Chat Completions response body for a request ``body``."""
     import torch
 
+    prompt = body["messages"][-1]["content"]
+    want = state.logprobs and body.get("logprobs")
+    k = int(body.get("top_logprobs") or 0)
+    if body["model"] == "keyword":
+        text, tops = _keyword_answer(prompt)
+        content = [
+            {
+                "token": tops[0][0],
+                "logprob": tops[0][1],
+                "top_logprobs": [{"token": t, "logprob": lp} for t, lp in tops[:k]],
+            }
+        ]
+    else:
+        tok, model = state.tokenizer, state.model
+        ids = tok.apply_chat_template(
+            body["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
+        content, new = [], []
+        with torch.inference_mode():
+            for _ in range(int(body.get("max_tokens") or 8)):
+                logprobs = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), dim=-1)
+                nxt = int(logprobs.argmax())
+                top = torch.topk(logprobs, max(k, 1))
+                # as vLLM sends them: each token's text, its UTF-8 bytes and log-probability, then the top k
+                content.append(
+                    {
+                        "token": tok.decode([nxt]),
+                        "logprob": float(logprobs[nxt]),
+                        "bytes": list(tok.decode([nxt]).encode()),
+                        "top_logprobs": [
+                            {
+                                "token": tok.decode([int(i)]),
+                                "logprob": float(v),
+                                "bytes": list(tok.decode([int(i)]).encode()),
+                            }
+                            for v, i in zip(top.values[:k], top.indices[:k], strict=True)
+                        ],
+                    }
+                )
+                new.append(nxt)
+                ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+        text = tok.decode(new)
+    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+    if want:
+        choice["logprobs"] = {"content": content}
+    return {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [choice]}
+
+
+def build_app(state: ServerState):
     app = FastAPI()
 
     @app.post("/v1/chat/completions")
@@ -68,52 +118,7 @@ def build_app(state: ServerState):
             return JSONResponse({"error": {"message": "slow down"}}, status_code=state.fail_status, headers=headers)
         if state.delay_s:
             await asyncio.sleep(state.delay_s)
-        prompt = body["messages"][-1]["content"]
-        want = state.logprobs and body.get("logprobs")
-        k = int(body.get("top_logprobs") or 0)
-        if body["model"] == "keyword":
-            text, tops = _keyword_answer(prompt)
-            content = [
-                {
-                    "token": tops[0][0],
-                    "logprob": tops[0][1],
-                    "top_logprobs": [{"token": t, "logprob": lp} for t, lp in tops[:k]],
-                }
-            ]
-        else:
-            tok, model = state.tokenizer, state.model
-            ids = tok.apply_chat_template(
-                body["messages"], add_generation_prompt=True, return_tensors="pt", return_dict=True
-            )["input_ids"]
-            content, new = [], []
-            with torch.inference_mode():
-                for _ in range(int(body.get("max_tokens") or 8)):
-                    logprobs = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), dim=-1)
-                    nxt = int(logprobs.argmax())
-                    top = torch.topk(logprobs, max(k, 1))
-                    # as vLLM sends them: each token's text, its UTF-8 bytes and log-probability, then the top k
-                    content.append(
-                        {
-                            "token": tok.decode([nxt]),
-                            "logprob": float(logprobs[nxt]),
-                            "bytes": list(tok.decode([nxt]).encode()),
-                            "top_logprobs": [
-                                {
-                                    "token": tok.decode([int(i)]),
-                                    "logprob": float(v),
-                                    "bytes": list(tok.decode([int(i)]).encode()),
-                                }
-                                for v, i in zip(top.values[:k], top.indices[:k], strict=True)
-                            ],
-                        }
-                    )
-                    new.append(nxt)
-                    ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
-            text = tok.decode(new)
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        if want:
-            choice["logprobs"] = {"content": content}
-        return {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [choice]}
+        return chat_answer(state, body)
 
     return app
 

@@ -120,7 +120,7 @@ def _rationales(
         asks[key] = (prompt, call_key(teacher.fingerprint, prompt, {"method": "rationale", "max_new_tokens": 48}))
     found = cache.get_many(k for _, k in asks.values())
     missing = [(key, prompt, rkey) for key, (prompt, rkey) in asks.items() if rkey not in found]
-    for chunk in _chunks(missing, 16):
+    for chunk in _chunks(missing, chunk_size(teacher, 16)):
         texts = teacher.generate([p for _, p, _ in chunk], max_new_tokens=48)
         fresh = {rkey: text for (_, _, rkey), text in zip(chunk, texts, strict=True)}
         cache.put_many(fresh)

@@ -283,6 +283,19 @@ class TeacherSpec(_Model):
     max_concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight at once (openai sources).")
     timeout_s: float = Field(60.0, gt=0, le=3600, description="Per-request timeout in seconds (openai sources).")
     top_logprobs: int = Field(20, ge=0, le=20, description="How many top logprobs to ask an API teacher for.")
+    batch: bool = Field(
+        False,
+        description="Send this API teacher's calls (labelling, rationales, writing) through the OpenAI Batch API: "
+        "one JSONL upload and batch per call, polled, priced at cost.teacher_batch_discount off; the batch id is "
+        "recorded in the ledger, so a restarted command polls it rather than paying again (openai sources).",
+    )
+    batch_poll_s: float = Field(30.0, gt=0, le=3600, description="Seconds between polls of a running batch.")
+    batch_wait_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="How long one command waits for a batch before stopping with its id (run it again to pick the "
+        "batch up); the Batch API's completion window is 24 h.",
+    )
     write_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description="Precision a local teacher writes synthetic inputs in (sampled text, where precision hardly "
@@ -296,6 +309,12 @@ class TeacherSpec(_Model):
         if not _SOURCE.match(value):
             raise ValueError(f"must start with gguf:, hf:, openai: or random: followed by a location, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _batch_needs_an_api(self) -> TeacherSpec:
+        if self.batch and self.scheme != "openai":
+            raise ValueError(f"batch: true needs an openai: source, got {self.scheme}: (teacher {self.id!r})")
+        return self
 
     @property
     def scheme(self) -> str:
@@ -572,6 +591,13 @@ class Cost(_Model):
         ge=0,
         description="What 1M requests to the teacher cost (an API teacher's price per call × 1M); "
         "0: a local teacher, priced by its measured throughput × machine_hour_price.",
+    )
+    teacher_batch_discount: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="The share of teacher_per_1m_requests a Batch API call saves (OpenAI: 0.5); what a call of a "
+        "teacher with batch: true costs when it labels or writes data. Serving traffic is priced in full.",
     )
     student_per_1m_requests: float = Field(
         0.0,

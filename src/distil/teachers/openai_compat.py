@@ -41,6 +41,7 @@ from distil.teachers.base import (
     one_hot_from_text,
     sha256_json,
 )
+from distil.teachers.batch_journal import BatchJournal, MemoryJournal
 from distil.teachers.prompts import generation_prompt
 from distil.teachers.urls import public_source, public_url
 
@@ -129,6 +130,7 @@ class OpenAICompatTeacher:
         )
         self.logprobs_seen: bool | None = None  # what the server actually did, known after the first answer
         self.calls = 0
+        self.batch_journal: BatchJournal = MemoryJournal()  # build_teacher gives a project's teacher the ledger's
         self.prompt: ClassifyPrompt | None = build_classify_prompt(task, shots) if task.kind == "classify" else None
         self._content_free: np.ndarray | None = None
         self._api_key = ""
@@ -153,6 +155,10 @@ class OpenAICompatTeacher:
     @property
     def max_in_flight(self) -> int:
         """Requests this teacher keeps in flight; callers hand it at least this many prompts per call."""
+        if self.teacher_spec.batch:  # a whole batch is in flight at once: a call of twice this fills one batch
+            from distil.teachers.openai_batch import BATCH_MAX_REQUESTS
+
+            return BATCH_MAX_REQUESTS // 2
         return self.teacher_spec.max_concurrency
 
     # --- provenance ---------------------------------------------------------------------------------
@@ -220,15 +226,11 @@ class OpenAICompatTeacher:
             hint="check that the server is up, or lower teachers[].max_concurrency",
         )
 
-    async def _complete_all(
-        self, prompts: Sequence[str], max_tokens: int, temperature: float, logprobs: bool, seed: int | None
-    ) -> list[Completion]:
+    def _session_settings(self, url: str) -> tuple[dict[str, str], dict[str, Any]]:
+        """The headers every request carries and the proxy arguments for ``url``."""
         import aiohttp
         from yarl import URL
 
-        limit = self.teacher_spec.max_concurrency
-        gate = asyncio.Semaphore(limit)
-        url = f"{self.base_url}/chat/completions"
         proxy: dict[str, Any] = {}
         if proxy_url := proxy_for(url):
             proxy["proxy"] = proxy_url
@@ -237,19 +239,35 @@ class OpenAICompatTeacher:
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        extra: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
-        if seed is not None:
-            extra["seed"] = seed
-        if logprobs and self.teacher_spec.top_logprobs:
-            extra["logprobs"] = True
-            extra["top_logprobs"] = self.teacher_spec.top_logprobs
+        return headers, proxy
 
+    def _request_body(
+        self, prompt: str, max_tokens: int, temperature: float, logprobs: bool, seed: int | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        if seed is not None:
+            body["seed"] = seed
+        if logprobs and self.teacher_spec.top_logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = self.teacher_spec.top_logprobs
+        return body
+
+    async def _complete_all(self, bodies: Sequence[dict[str, Any]]) -> list[Completion]:
+        import aiohttp
+
+        limit = self.teacher_spec.max_concurrency
+        gate = asyncio.Semaphore(limit)
+        url = f"{self.base_url}/chat/completions"
+        headers, proxy = self._session_settings(url)
         failed: list[BaseException] = []  # once one request fails for good, no waiting request is sent
 
-        async def one(session, prompt: str) -> Completion:
-            payload = json.dumps(
-                {"model": self.model, "messages": [{"role": "user", "content": prompt}], **extra}
-            ).encode()
+        async def one(session, body: dict[str, Any]) -> Completion:
+            payload = json.dumps(body).encode()
             async with gate:
                 if failed:
                     raise failed[0]
@@ -264,7 +282,25 @@ class OpenAICompatTeacher:
         connector = aiohttp.TCPConnector(limit=limit)
         timeout = aiohttp.ClientTimeout(total=self.teacher_spec.timeout_s)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
-            return list(await asyncio.gather(*(one(session, p) for p in prompts)))
+            return list(await asyncio.gather(*(one(session, b) for b in bodies)))
+
+    async def _complete_batch(self, bodies: Sequence[dict[str, Any]]) -> list[Completion]:
+        """The same requests through the Batch API (:mod:`distil.teachers.openai_batch`)."""
+        import aiohttp
+
+        from distil.teachers.openai_batch import BatchClient, run_batch
+
+        headers, proxy = self._session_settings(f"{self.base_url}/batches")
+        headers.pop("Content-Type")  # the upload is multipart; aiohttp sets each request's own type
+        timeout = aiohttp.ClientTimeout(total=self.teacher_spec.timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+            client = BatchClient(
+                session, self.base_url, self.public_base_url, self.teacher_id, proxy, self.max_retries, self.backoff_s
+            )
+            spec = self.teacher_spec
+            answers = await run_batch(client, bodies, self.batch_journal, spec.batch_poll_s, spec.batch_wait_s)
+        self.calls += len(answers)
+        return [_completion(a) for a in answers]
 
     def complete(
         self,
@@ -277,7 +313,9 @@ class OpenAICompatTeacher:
         """Send every prompt (concurrently) and return the answers in order."""
         if not prompts:
             return []
-        results = _run(self._complete_all(prompts, max_tokens, temperature, logprobs, seed))
+        bodies = [self._request_body(p, max_tokens, temperature, logprobs, seed) for p in prompts]
+        send = self._complete_batch if self.teacher_spec.batch else self._complete_all
+        results = _run(send(bodies))
         if any(r.top_logprobs for r in results):
             self.logprobs_seen = True
         elif self.logprobs_seen is None and logprobs:

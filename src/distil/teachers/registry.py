@@ -11,9 +11,10 @@ from distil.spec.check import require_licence
 from distil.spec.io import Project
 from distil.spec.models import Spec, TeacherSpec
 from distil.teachers.base import choose_shots
+from distil.teachers.batch_journal import LedgerJournal
 from distil.teachers.hf_local import HFLocalTeacher
 from distil.teachers.openai_compat import OpenAICompatTeacher
-from distil.teachers.urls import public_source
+from distil.teachers.urls import public_source, public_url
 
 
 def seed_shots(project: Project) -> list[tuple[str, str]]:
@@ -103,7 +104,12 @@ def build_teacher(
         teacher = HFLocalTeacher(teacher_spec, spec.task, shots, **options)
     elif scheme == "openai":
         per_call = spec.cost.teacher_per_1m_requests / 1e6
+        if teacher_spec.batch:
+            per_call *= 1.0 - spec.cost.teacher_batch_discount
         teacher = OpenAICompatTeacher(teacher_spec, spec.task, shots, cost_per_call=per_call, **options)
+        if project is not None:
+            base_url = public_url(teacher.base_url)
+            teacher.batch_journal = LedgerJournal(project.ledger, teacher_spec.id, base_url, actor)
     else:
         raise TeacherError(
             f"teachers[].source {teacher_spec.source!r}: {scheme}: sources cannot label data",
