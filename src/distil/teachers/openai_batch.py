@@ -23,7 +23,7 @@ from typing import Any
 from distil.errors import TeacherError
 from distil.ledger.store import canonical_json, sha256_text
 from distil.teachers.batch_journal import BatchJournal
-from distil.teachers.openai_compat import RETRY_STATUS, retry_delay
+from distil.teachers.retries import RETRY_STATUS, retry_delay
 
 BATCH_MAX_REQUESTS = 50_000  # the most request lines the OpenAI Batch API takes in one input file
 ENDPOINT = "/v1/chat/completions"

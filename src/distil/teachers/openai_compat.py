@@ -21,7 +21,6 @@ import datetime as dt
 import json
 import math
 import os
-import random
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
@@ -43,9 +42,8 @@ from distil.teachers.base import (
 )
 from distil.teachers.batch_journal import BatchJournal, MemoryJournal
 from distil.teachers.prompts import generation_prompt
+from distil.teachers.retries import RETRY_STATUS, retry_delay
 from distil.teachers.urls import public_source, public_url
-
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 def parse_source(source: str) -> tuple[str, str]:
@@ -89,17 +87,6 @@ class Completion:
     top_logprobs: list[dict[str, float]] | None = None
     token_logprobs: list[float] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)  # the answer's tokens as the server wrote them, in order
-
-
-def retry_delay(attempt: int, retry_after: str | None, base: float = 0.5, cap: float = 30.0) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): Retry-After when given, else full-jitter backoff."""
-    if retry_after:
-        try:
-            return min(max(float(retry_after), 0.0), cap)
-        except ValueError:
-            pass  # an HTTP date: fall back to our own backoff
-    ceiling = min(cap, base * (2**attempt))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 class OpenAICompatTeacher:
