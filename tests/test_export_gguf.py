@@ -125,6 +125,19 @@ def test_gguf_export_is_checked_and_each_quantized_type_is_recorded_as_its_own_v
     assert q4["size_bytes"] < q8["size_bytes"] < (folder / "model.f32.gguf").stat().st_size
     assert q8["agreement_with_float"] >= 0.95
     assert project.ledger.verify(base=project.root).ok
+    # the report shows each GGUF variant beside the distilled student
+    from distil.evaluate.report import quantized_section
+    from distil.runs import RunDir
+
+    section = quantized_section(project, RunDir(project, "r1"), "gguf-q4_0")
+    assert [name for name, _ in section["rows"]] == ["distilled", "gguf-q4_0"]
+    assert section["size_ratio"] == pytest.approx(
+        evaluation_of(project, rows["gguf-q4_0"])["distilled"]["size_bytes"] / q4["size_bytes"]
+    )
+
+
+def evaluation_of(project, row) -> dict:
+    return json.loads((project.root / row["path"]).read_text())
 
 
 def test_export_refuses_quantizations_a_format_does_not_have(project_with_data):

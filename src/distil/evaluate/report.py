@@ -235,15 +235,15 @@ def _display_path(project: Any, path: Path) -> str:
         return str(path)
 
 
-def quantized_section(project: Any, run: RunDir) -> dict[str, Any] | None:
-    """The distilled and the int8 student side by side, from ``evaluation.quantized.json``; None without it."""
-    path = run.variant_evaluation("quantized")
+def quantized_section(project: Any, run: RunDir, variant: str = "quantized") -> dict[str, Any] | None:
+    """The distilled student and its exported ``variant`` side by side (the int8 ONNX graph, or a GGUF type
+    ``gguf-<type>``), from the variant's newest evaluation file; None without it."""
+    path = run.variant_evaluation(variant)
     data = _read_json(path)
     if not isinstance(data, dict):
         return None
-    blocks = [
-        (label, data.get(key)) for key, label in (("distilled", "distilled"), ("quantized", "distilled + quantized"))
-    ]
+    exported = "distilled + quantized" if variant == "quantized" else variant
+    blocks = [(label, data.get(key)) for key, label in (("distilled", "distilled"), ("quantized", exported))]
     rows = [(label, block) for label, block in blocks if isinstance(block, dict)]
     if not rows:
         return None
@@ -256,6 +256,7 @@ def quantized_section(project: Any, run: RunDir) -> dict[str, Any] | None:
     size_f, size_q = _number(distilled.get("size_bytes")), _number(quantized.get("size_bytes"))
     agree_f, agree_q = _number(distilled.get("agreement")), _number(quantized.get("agreement"))
     return {
+        "variant": variant,
         "path": _display_path(project, path),
         "quantization": data.get("quantization") or "quantization",
         "split": data.get("split") or "held-out",
@@ -493,6 +494,11 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
         "data_rows": data_rows,
         "filter_rows": filter_rows,
         "quantized": quantized_section(project, run),
+        "gguf_variants": [
+            section
+            for variant in sorted(run.variants)
+            if variant.startswith("gguf-") and (section := quantized_section(project, run, variant))
+        ],
         "router": router_section(run),
         "monitor": monitor_section(project),
     }
@@ -642,6 +648,14 @@ def _after_launch_markdown(context: dict[str, Any]) -> list[str]:
             f"KL {fmt(d.get('kl'))} → {fmt(i8.get('kl'))}{accuracy}; agreement with the float model "
             f"{fmt(i8.get('agreement_with_float'))}; size {fmt(d.get('size_bytes'))} → {fmt(i8.get('size_bytes'))} "
             f"bytes{ratio}{p50}.",
+            "",
+        ]
+    for g in context.get("gguf_variants") or []:
+        d, e = g["distilled"], g["quantized"]
+        ratio = f" ({fmt(g['size_ratio'])}× smaller)" if g["size_ratio"] else ""
+        lines += [
+            f"**{g['variant']}** ({g['quantization']}): agreement {fmt(d.get('agreement'))} → "
+            f"{fmt(e.get('agreement'))}; size {fmt(d.get('size_bytes'))} → {fmt(e.get('size_bytes'))} bytes{ratio}.",
             "",
         ]
     r = context.get("router")
