@@ -390,7 +390,7 @@ def export_gguf_run(
     task = read_task(student)
     gguf_type = quantize or "f32"
     written = write_gguf(student, out / f"model.{gguf_type}.gguf", gguf_type, name=f"{project.spec.name}-{run.run_id}")
-    shutil.copy2(student / "distil_task.json", out / "distil_task.json")
+    write_with_atomic(out / "distil_task.json", lambda tmp: shutil.copyfile(student / "distil_task.json", tmp))
     card = write_text_atomic(out / MODEL_CARD, model_card(project, run.run_id, f"gguf {gguf_type}"))
     result = ExportResult(run.run_id, "gguf", out, [written.path, card])
     if task["kind"] == "classify":
