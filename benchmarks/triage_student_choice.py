@@ -2,7 +2,7 @@
 
 Builds the quickstart project once (``distil init --example triage``, then generate and curate through
 distil's library, in a temporary folder), then trains the student with each candidate value of one
-setting (``--setting temperature``: T=1 and T=2; ``--setting lr``: 2e-4, 5e-4 and 1e-3; training seeds 0
+setting (``--setting temperature``: T=1 and T=2; ``--setting lr``: 2e-4, 5e-4, 1e-3, 2e-3 and 4e-3; training seeds 0
 and 1; everything else as examples/triage ships) and measures each student's agreement with the
 teacher on the inputs of ``examples/triage/dev.jsonl``: 120 tickets outside the project's data (neither
 seeds, synthetic, nor gold), labelled once by the same teacher that labelled the training data. Their
@@ -65,7 +65,7 @@ class Setting:
 
 SETTINGS = {
     "temperature": Setting("temperature", "temperature", ("distillation", "temperature"), (1.0, 2.0), "T"),
-    "lr": Setting("lr", "learning rate", ("optimizer", "lr"), (2e-4, 5e-4, 1e-3), "lr"),
+    "lr": Setting("lr", "learning rate", ("optimizer", "lr"), (2e-4, 5e-4, 1e-3, 2e-3, 4e-3), "lr"),
 }
 
 
@@ -207,6 +207,8 @@ def main() -> None:
 
     import torch
 
+    from distil.files import write_json_atomic
+
     torch.set_num_threads(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix="triage-choice-"))
     project, build_seconds = build_project(work)
@@ -215,6 +217,8 @@ def main() -> None:
     teacher_probs = teacher_on_dev(project, work / "dev_teacher_probs.json")
 
     plan = [(v, s) for s in SEEDS for v in setting.candidates]  # seed 0 of every value first
+    done_path = work / "choice_rows.json"  # every finished training, so a rerun with a longer list adds to it
+    done: dict[str, dict] = json.loads(done_path.read_text()) if done_path.is_file() else {}
     rows: list[dict] = []
     note = ""
     for value, seed in plan:
@@ -225,7 +229,11 @@ def main() -> None:
                 f"{args.budget_minutes:g} minutes; only training seed {SEEDS[0]} ran."
             )
             break
-        rows.append(train_and_score(project, setting, value, seed, teacher_probs))
+        key = f"{setting.name}={value:g} seed={seed}"
+        if key not in done:  # a training already measured on this curated data is not run again
+            done[key] = train_and_score(project, setting, value, seed, teacher_probs)
+            write_json_atomic(done_path, done)
+        rows.append(done[key])
         print(rows[-1], flush=True)
 
     body = section_body(spec, setting, rows, teacher_probs, build_seconds, note)
