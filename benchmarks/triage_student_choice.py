@@ -240,9 +240,8 @@ def main() -> None:
     print(body)
     if not args.no_write:
         # the temperature's section keeps its first name, so docs that link to it stay right
-        name = "triage_student_choice" if setting.name == "temperature" else f"triage_student_choice_{setting.name}"
         write_section(
-            name,
+            "triage_student_choice" if setting.name == "temperature" else f"triage_student_choice_{setting.name}",
             f"Triage student: {setting.title} chosen on teacher-labelled development tickets",
             body,
             command="python benchmarks/triage_student_choice.py"
