@@ -137,3 +137,25 @@ def test_an_undecided_check_is_shown_as_undecided_never_as_pass():
         "–",
     )
     assert row["detail"].endswith("(Wilson)")
+
+
+def test_agreement_between_labelling_teachers_is_shown_per_slice(run_project):
+    import json
+
+    from distil.runs import RunDir
+
+    evaluate_run(run_project, models=numpy_models(flip_student=5), threads=1)
+    curation = RunDir(run_project, "run-1").dataset().folder / "report.json"
+    report = json.loads(curation.read_text())
+    report["teacher_agreement"] = {
+        "age=new": {"n": 4, "top_label_agreement": 0.5, "mean_disagreement": 0.31},
+        "all": {"n": 12, "top_label_agreement": 0.75, "mean_disagreement": 0.125},
+    }
+    curation.write_text(json.dumps(report))
+    html, md = write_report(run_project)
+    text = html.read_text()
+    table = text[text.index('<table id="teacher-agreement">') :].split("</table>")[0]
+    assert re.findall(r'<td class="text">([^<]+)</td>', table) == ["all", "age=new"]  # all first, then by name
+    assert "0.750" in table and "0.310" in table
+    assert "teacher_agreement" not in text  # not repeated among the filters
+    assert "| all | 12 | 0.750 | 0.125 |" in md.read_text()

@@ -23,11 +23,17 @@ def batch_project(tmp_path, base_url: str, batch: bool = True, **teacher):
     spec = yaml.safe_load(path.read_text())
     spec["task"]["calibrate"] = False  # one call per seed: the batches below are the labelling ones
     spec["teachers"][0].update(
-        {"batch": batch, "batch_poll_s": 0.01, "batch_wait_s": 5.0, "top_logprobs": 5, "api_key_env": "BATCH_KEY"},
+        {
+            "batch": batch,
+            "batch_discount": 0.5,
+            "batch_poll_s": 0.01,
+            "batch_wait_s": 5.0,
+            "top_logprobs": 5,
+            "api_key_env": "BATCH_KEY",
+        },
         **teacher,
     )
     spec["cost"]["teacher_per_1m_requests"] = PRICE_PER_1M
-    spec["cost"]["teacher_batch_discount"] = 0.5
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return load_project(path)
 

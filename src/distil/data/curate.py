@@ -19,6 +19,7 @@ from typing import Any
 
 from distil.data import dedupe, evalsets
 from distil.data.coverage import SliceCoverage, coverage, coverage_dicts
+from distil.data.ensemble import agreement_by_slice, record_disagreement
 from distil.data.filter import confidence_reasons, malformed_reasons
 from distil.data.records import Record, read_records, write_records
 from distil.data.sources import read_gold_inputs, read_inputs
@@ -26,6 +27,7 @@ from distil.data.split import CURATED_SPLITS, PROBE, oversample, split_groups
 from distil.errors import DataError
 from distil.files import write_bytes_atomic, write_text_atomic
 from distil.spec.io import Project
+from distil.spec.models import Filters
 from distil.teachers.base import sha256_json
 
 # When two records duplicate each other, the one from the more trusted source is kept.
@@ -62,6 +64,19 @@ def reference_texts(project: Project, heldout: Sequence[str | Path] = ()) -> lis
             items = read_gold_inputs(path, project.spec.task) if path == gold else read_inputs(path)
             refs += [(item.input, f"{path}") for item in items]
     return refs
+
+
+def disagreement_reason(record: Record, filters: Filters) -> str:
+    """Why the record's teachers disagree too much for ``filters.max_teacher_disagreement`` ("" when they do not, or
+    when one teacher labelled it)."""
+    disagreement = record_disagreement(record)
+    if filters.max_teacher_disagreement is None or disagreement is None:
+        return ""
+    if disagreement <= filters.max_teacher_disagreement:
+        return ""
+    labels = ", ".join(f"{a['teacher_id']}: {a['label']}" for a in record.teacher_answers or [])
+    limit = filters.max_teacher_disagreement
+    return f"teacher disagreement {disagreement:.3f} > max_teacher_disagreement {limit} ({labels})"
 
 
 def split_fractions(split: dict[str, float], probe: float, test_locked: bool) -> dict[str, float]:
@@ -102,6 +117,7 @@ def curate_records(
         "exact_duplicate": [],
         "near_duplicate": [],
         "semantic_duplicate": [],
+        "teacher_disagreement": [],
     }
     test_ids = {r.id for r in frozen_test or ()}
     pool = sorted(
@@ -116,6 +132,8 @@ def curate_records(
             removed["malformed"].append(_removal(record, malformed))
         elif unsure:
             removed["confidence"].append(_removal(record, unsure))
+        elif filters.disagreement_action == "drop" and (disputed := disagreement_reason(record, filters)):
+            removed["teacher_disagreement"].append(_removal(record, disputed))
         else:
             kept.append(record)
 
@@ -166,6 +184,10 @@ def curate_records(
                 )
         unique = semantic_kept
 
+    # disputed examples (disagreement_action: probe) are labelled but never trained on: the probe pool takes them
+    to_probe = [r for r in unique if disagreement_reason(r, filters)]
+    unique = [r for r in unique if not disagreement_reason(r, filters)]
+
     # Removal leaves one item per near-duplicate group; grouping again guards the split against
     # chains LSH links only through items that were removed.
     split_group_ids = dedupe.near_duplicate_groups([r.input for r in unique], filters.near_duplicate_threshold)
@@ -175,6 +197,7 @@ def curate_records(
     splits: dict[str, list[Record]] = {name: [] for name in CURATED_SPLITS}
     for record, name in zip(unique, assignment, strict=True):
         splits[name].append(replace(record, split=name))
+    splits[PROBE] += [replace(r, split=PROBE) for r in to_probe]
     if frozen_test is not None:
         splits["test"] = list(frozen_test)
     curated = [r for name in CURATED_SPLITS for r in splits[name]]
@@ -192,6 +215,7 @@ def curate_records(
         "curated": len(curated),
         **{name: len(splits[name]) for name in CURATED_SPLITS},
         "oversampled": oversampled,
+        "probe_teacher_disagreement": len(to_probe),
     }
     counts["kept_in_locked_test"] = sum(r.id in test_ids for r in records)  # raw copies of the locked test items
     counts.update({f"removed_{k}": len(v) for k, v in removed.items()})
@@ -236,6 +260,7 @@ def curate(
         "removed": result.removed,
         "coverage": coverage_dicts(result.coverage),
         "starved_slices": [f"{c.slice}={c.value}" for c in result.starved],
+        **({"teacher_agreement": agreement} if (agreement := agreement_by_slice(records)) else {}),
         "raw_shards": sorted(p.name for p in raw.glob("*.parquet")),
         "test_split": "kept as locked"
         if plan.frozen is not None

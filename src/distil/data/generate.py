@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from distil.data.cache import CallCache, call_key
+from distil.data.ensemble import combined_records
 from distil.data.records import Record, now_iso, write_records
 from distil.data.sources import InputItem, read_inputs, read_traffic, tag_slices
 from distil.data.synthetic import clean_synthetic, munge_inputs, synthetic_prompts, synthetic_style
@@ -98,6 +99,31 @@ def label_items(
         _record(project, teacher, item, answers[key], params, rationales.get(key))
         for item, key in zip(items, keys, strict=True)
     ]
+
+
+def labelling_teachers(project: Project, teacher: Teacher | None = None, actor: str = "") -> list[Teacher]:
+    """The teachers that label (``data.teachers``, else the first teacher), each built, so its licence is checked,
+    before any of them is called; ``teacher``, when given, stands for the first."""
+    specs = project.spec.labelling_teachers()
+    first = teacher or build_teacher(project, specs[0], actor=actor)
+    return [first] + [build_teacher(project, s, actor=actor) for s in specs[1:]]
+
+
+def label_with_teachers(
+    project: Project,
+    teachers: Sequence[Teacher],
+    items: Sequence[InputItem],
+    batch_size: int = 16,
+    progress: Progress | None = None,
+) -> list[Record]:
+    """:func:`label_items` by each teacher; with several, one record per item with their distributions combined
+    (``data.combine``, ``teachers[].weight``) and each teacher's answer kept (:mod:`distil.data.ensemble`)."""
+    spec = project.spec
+    per_teacher = [label_items(project, t, items, batch_size, progress) for t in teachers]
+    if len(per_teacher) == 1:
+        return per_teacher[0]
+    weights = [spec.teacher(t.teacher_id).weight for t in teachers]
+    return combined_records(per_teacher, weights, spec.data.combine, spec.task.label_names)
 
 
 def _rationales(
@@ -244,7 +270,7 @@ def _record_dataset(
     project: Project,
     shards: list[Path],
     counts: dict[str, int],
-    teacher: Teacher,
+    teachers: Sequence[Teacher],
     actor: str,
     extra: dict[str, Any] | None = None,
 ) -> str:
@@ -255,8 +281,13 @@ def _record_dataset(
         "stage": "raw",
         "shards": rel,
         "counts": counts,
-        "teacher_id": teacher.teacher_id,
-        "teacher_fingerprint": teacher.fingerprint,
+        "teacher_id": teachers[0].teacher_id,
+        "teacher_fingerprint": teachers[0].fingerprint,
+        **(
+            {"teachers": [{"id": t.teacher_id, "fingerprint": t.fingerprint} for t in teachers]}
+            if len(teachers) > 1
+            else {}
+        ),
         **(extra or {}),
     }
     project.ledger.append(
@@ -284,7 +315,8 @@ def generate_dataset(
     spec = project.spec
     labels = spec.task.label_names if spec.task.kind == "classify" else None
     seeds = read_inputs(project.path(spec.data.seeds), labels=labels)
-    teacher = teacher or build_teacher(project, actor=actor)  # licence checked before any call
+    teachers = labelling_teachers(project, teacher, actor)  # every licence checked before any call
+    teacher = teachers[0]  # the first one writes the synthetic inputs
     budget = spec.data.synthetic_budget if synthetic_budget is None else synthetic_budget
     traffic_items = read_traffic(traffic, since) if traffic else []
     with _progress_bar(show_progress) as bar:
@@ -295,13 +327,13 @@ def generate_dataset(
         for source, items in groups.items():
             if not items:
                 continue
-            task = bar.add_task(f"labelling {source}", total=len(items))
-            records = label_items(project, teacher, items, batch_size, lambda n, t=task: bar.advance(t, n))
+            task = bar.add_task(f"labelling {source}", total=len(items) * len(teachers))
+            records = label_with_teachers(project, teachers, items, batch_size, lambda n, t=task: bar.advance(t, n))
             result.shards.append(write_raw_shard(project, records, source))
             result.counts[source] = len(records)
             result.records.extend(records)
     if result.shards:
-        result.dataset_hash = _record_dataset(project, result.shards, result.counts, teacher, actor)
+        result.dataset_hash = _record_dataset(project, result.shards, result.counts, teachers, actor)
     return result
 
 
@@ -321,17 +353,17 @@ def label_new_inputs(
     """
     if not texts:
         return [], None
-    teacher = teacher or build_teacher(project, actor=actor)
+    teachers = labelling_teachers(project, teacher, actor)
     items = [
         InputItem(t.strip(), tags=dict(tags[i]) if tags else {}, source=source)
         for i, t in enumerate(texts)
         if t.strip()
     ]
     with _progress_bar(show_progress) as bar:
-        task = bar.add_task(f"labelling {source}", total=len(items))
-        records = label_items(project, teacher, items, progress=lambda n: bar.advance(task, n))
+        task = bar.add_task(f"labelling {source}", total=len(items) * len(teachers))
+        records = label_with_teachers(project, teachers, items, progress=lambda n: bar.advance(task, n))
     shard = write_raw_shard(project, records, source)
-    _record_dataset(project, [shard], {source: len(records)}, teacher, actor)
+    _record_dataset(project, [shard], {source: len(records)}, teachers, actor)
     return records, shard
 
 

@@ -46,10 +46,16 @@ RECORD_SCHEMA = pa.schema(
         pa.field("created_at", pa.string()),  # ISO 8601, UTC
         pa.field("cost", pa.float64()),  # what the teacher call cost, in the spec's currency (0 for local)
         pa.field("split", pa.string()),  # train | validation | test once curated; null in raw shards
+        # several teachers (data.teachers): JSON list, each teacher's answer and provenance; the fields above then
+        # hold the combined label and name all the teachers
+        pa.field("teacher_answers", pa.string()),
+        pa.field("teacher_disagreement", pa.float32()),  # in [0, 1], see distil.data.ensemble
     ]
 )
 COLUMNS = tuple(RECORD_SCHEMA.names)
-LATER_COLUMNS = frozenset({"topk_tokens"})  # added after shards were written; an older shard reads them as null
+LATER_COLUMNS = frozenset(
+    {"topk_tokens", "teacher_answers", "teacher_disagreement"}
+)  # added after shards were written; an older shard reads them as null
 
 
 def content_id(text: str) -> str:
@@ -81,6 +87,8 @@ class Record:
     created_at: str = field(default_factory=now_iso)
     cost: float = 0.0
     split: str | None = None
+    teacher_answers: list[dict[str, Any]] | None = None
+    teacher_disagreement: float | None = None
     id: str = ""
 
     def __post_init__(self) -> None:
@@ -92,6 +100,8 @@ class Record:
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
         row["tags"] = json.dumps(self.tags, sort_keys=True, ensure_ascii=False)
+        if self.teacher_answers is not None:
+            row["teacher_answers"] = json.dumps(self.teacher_answers, sort_keys=True, ensure_ascii=False)
         return row
 
     @classmethod
@@ -99,6 +109,7 @@ class Record:
         data = {k: row.get(k) for k in COLUMNS}
         data["tags"] = json.loads(data["tags"] or "{}")
         data["cost"] = data["cost"] or 0.0
+        data["teacher_answers"] = json.loads(data["teacher_answers"]) if data["teacher_answers"] else None
         return cls(**data)
 
 

@@ -419,7 +419,8 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
     ]
     filter_rows: list[tuple[str, str]] = []
     if isinstance(curation, dict):
-        _flatten("", curation, filter_rows)
+        _flatten("", {k: v for k, v in curation.items() if k != "teacher_agreement"}, filter_rows)
+    agreement = curation.get("teacher_agreement") if isinstance(curation, dict) else None
 
     slice_rows = []
     for name, values in (evaluation["student"].get("slices") or {}).items():
@@ -493,6 +494,7 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
         "duties": duty_lines(spec),
         "data_rows": data_rows,
         "filter_rows": filter_rows,
+        "teacher_agreement": teacher_agreement_rows(agreement or {}),
         "quantized": quantized_section(project, run),
         "gguf_variants": [
             section
@@ -502,6 +504,28 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
         "router": router_section(run),
         "monitor": monitor_section(project),
     }
+
+
+TEACHER_AGREEMENT_COLUMNS = (
+    ("slice", "slice"),
+    ("n", "n"),
+    ("top_label_agreement", "same top label, all teachers"),
+    ("mean_disagreement", "mean disagreement (JSD, 0-1)"),
+)
+
+
+def teacher_agreement_rows(agreement: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The curation report's ``teacher_agreement`` (data.teachers) as table rows, all examples first."""
+    keys = sorted(agreement, key=lambda k: (k != "all", k))
+    return [
+        {
+            "slice": key,
+            "n": agreement[key]["n"],
+            "top_label_agreement": fmt(agreement[key]["top_label_agreement"]),
+            "mean_disagreement": fmt(agreement[key]["mean_disagreement"]),
+        }
+        for key in keys
+    ]
 
 
 def render_html(context: dict[str, Any]) -> str:
@@ -579,6 +603,9 @@ def render_markdown(context: dict[str, Any]) -> str:
             + [f"- {d}" for d in context["duties"]]
             + [""]
         )
+    if context.get("teacher_agreement"):
+        title = "Agreement between the labelling teachers, per slice"
+        lines += _markdown_table(title, TEACHER_AGREEMENT_COLUMNS, context["teacher_agreement"])
     lines += _after_launch_markdown(context)
     return "\n".join(lines)
 

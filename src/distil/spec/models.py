@@ -286,10 +286,22 @@ class TeacherSpec(_Model):
     batch: bool = Field(
         False,
         description="Send this API teacher's calls (labelling, rationales, writing) through the OpenAI Batch API: "
-        "one JSONL upload and batch per call, polled, priced at cost.teacher_batch_discount off; the batch id is "
+        "one JSONL upload and batch per call, polled, priced at batch_discount off; the batch id is "
         "recorded in the ledger, so a restarted command polls it rather than paying again (openai sources).",
     )
     batch_poll_s: float = Field(30.0, gt=0, le=3600, description="Seconds between polls of a running batch.")
+    batch_discount: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="The share of cost.teacher_per_1m_requests a Batch API call saves (OpenAI: 0.5): a call of this "
+        "teacher with batch: true costs the rest when it labels or writes data. Serving traffic is priced in full.",
+    )
+    weight: float = Field(
+        1.0,
+        gt=0,
+        description="This teacher's weight when data.teachers combines several teachers' label distributions.",
+    )
     batch_wait_s: float = Field(
         86_400.0,
         gt=0,
@@ -454,6 +466,18 @@ class Filters(_Model):
     semantic_threshold: float = Field(
         0.95, gt=0, le=1, description="Cosine similarity above which two inputs are semantic duplicates."
     )
+    max_teacher_disagreement: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="With several teachers (data.teachers): set aside examples whose teachers disagree more than "
+        "this (the weighted Jensen-Shannon divergence of their label distributions over its maximum, in [0, 1]).",
+    )
+    disagreement_action: Literal["drop", "probe"] = Field(
+        "drop",
+        description="What max_teacher_disagreement does with such an example: drop it, or keep it for the probe "
+        "pool (labelled, never trained on).",
+    )
     min_per_slice: int = Field(5, ge=0, description="Slices with fewer curated examples than this are flagged.")
     balance: Literal["none", "oversample"] = Field(
         "none", description="Oversample rare labels up to the most common one."
@@ -468,6 +492,16 @@ class DataSpec(_Model):
         None, description="Hand-labelled gold set (same format, `label` required), never trained on."
     )
     synthetic_budget: int = Field(0, ge=0, le=1_000_000, description="How many synthetic inputs the teacher writes.")
+    teachers: list[str] = Field(
+        default_factory=list,
+        description="Ids of the teachers that label every input together (classify tasks); empty: the first "
+        "teacher alone. Each answer is kept per record; the first one listed writes synthetic inputs.",
+    )
+    combine: Literal["mean", "product"] = Field(
+        "mean",
+        description="How data.teachers' label distributions become the record's: mean — their weighted mean; "
+        "product — a product of experts (the weighted geometric mean, renormalised).",
+    )
     synthetic: Literal["teacher", "munge", "none"] = Field(
         "teacher",
         description="How synthetic inputs are made: the teacher writes them, or munge (MUNGE for tabular seeds, "
@@ -591,13 +625,6 @@ class Cost(_Model):
         ge=0,
         description="What 1M requests to the teacher cost (an API teacher's price per call × 1M); "
         "0: a local teacher, priced by its measured throughput × machine_hour_price.",
-    )
-    teacher_batch_discount: float = Field(
-        0.5,
-        ge=0,
-        le=1,
-        description="The share of teacher_per_1m_requests a Batch API call saves (OpenAI: 0.5); what a call of a "
-        "teacher with batch: true costs when it labels or writes data. Serving traffic is priced in full.",
     )
     student_per_1m_requests: float = Field(
         0.0,
@@ -1014,9 +1041,30 @@ class Spec(_Model):
         return self
 
     @model_validator(mode="after")
+    def _labelling_teachers_exist(self) -> Spec:
+        ids = [t.id for t in self.teachers]
+        unknown = [t for t in self.data.teachers if t not in ids]
+        if unknown:
+            raise ValueError(
+                f"data.teachers: no teacher with id {', '.join(map(repr, unknown))} (known: {', '.join(ids)})"
+            )
+        if len(set(self.data.teachers)) != len(self.data.teachers):
+            raise ValueError("data.teachers: each teacher may be listed once")
+        if len(self.data.teachers) > 1 and self.task.kind != "classify":
+            raise ValueError(
+                "data.teachers: several teachers label classify tasks only (their label distributions are combined); "
+                "a generate task takes its text from one teacher"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _train_fits_the_task(self) -> Spec:
         train_fits_the_task(self)
         return self
+
+    def labelling_teachers(self) -> list[TeacherSpec]:
+        """The teachers that label the data: data.teachers in order, else the first teacher."""
+        return [self.teacher(t) for t in self.data.teachers] or [self.teachers[0]]
 
     def teacher(self, teacher_id: str | None = None) -> TeacherSpec:
         if teacher_id is None:

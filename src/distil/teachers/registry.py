@@ -105,7 +105,7 @@ def build_teacher(
     elif scheme == "openai":
         per_call = spec.cost.teacher_per_1m_requests / 1e6
         if teacher_spec.batch:
-            per_call *= 1.0 - spec.cost.teacher_batch_discount
+            per_call *= 1.0 - teacher_spec.batch_discount
         teacher = OpenAICompatTeacher(teacher_spec, spec.task, shots, cost_per_call=per_call, **options)
         if project is not None:
             base_url = public_url(teacher.base_url)
