@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -18,8 +20,8 @@ from tests.teachers.openai_server import RunningServer, ServerState
 PRICE_PER_1M = 600.0  # the triage example's teacher_per_1m_requests
 
 
-def batch_project(tmp_path, base_url: str, batch: bool = True, **teacher):
-    path = make_project(tmp_path, f"openai:{base_url}#keyword")
+def batch_project(tmp_path, base_url: str, batch: bool = True, model: str = "keyword", **teacher):
+    path = make_project(tmp_path, f"openai:{base_url}#{model}")
     spec = yaml.safe_load(path.read_text())
     spec["task"]["calibrate"] = False  # one call per seed: the batches below are the labelling ones
     spec["teachers"][0].update(
@@ -108,3 +110,20 @@ def test_a_batch_the_ledger_does_not_know_is_sent_again_and_a_local_teacher_cann
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     with pytest.raises(SpecError, match="batch: true needs an openai: source"):
         load_project(path)
+
+
+def test_generated_text_and_top_logprobs_come_back_from_a_batch_as_from_live_calls(tmp_path, tiny_teacher_dir):
+    from distil.teachers.loading import load_causal_lm
+
+    model, tokenizer, _ = load_causal_lm(f"hf:{tiny_teacher_dir}")
+    state = BatchState(chat=ServerState(model=model, tokenizer=tokenizer))
+    prompts = ["hello", "a refund for my invoice"]
+    with RunningBatchServer(state) as server:
+        batched = build_teacher(batch_project(tmp_path / "b", server.base_url, model="tiny", top_logprobs=3))
+        out = batched.generate_detailed(prompts, max_new_tokens=4, topk=3)
+    with RunningServer(ServerState(model=model, tokenizer=tokenizer)) as live:
+        expected = build_teacher(batch_project(tmp_path / "l", live.base_url, False, "tiny", top_logprobs=3))
+        assert out == expected.generate_detailed(prompts, max_new_tokens=4, topk=3)
+    assert len(state.uploads) == 1 and len(out[0]["topk_tokens"]) == 4 and len(out[0]["topk_tokens"][0]) == 3
+    body = json.loads(state.uploads[0]["lines"][0])["body"]
+    assert body["max_tokens"] == 4 and body["top_logprobs"] == 3 and body["logprobs"] is True
