@@ -1,12 +1,22 @@
-"""Load on `/v1/classify`: 8 concurrent clients on loopback, bounded in time, for the student, the
-teacher and the routed stack; plus the router's own overhead, measured without any model.
+"""Load on `/v1/classify`, two ways.
 
-Models (default): the embedded teacher SmolLM2-135M-Instruct (few-shot prompt, calibrated) and a
-student made of 6 of its 30 layers (copied, untrained: latency does not depend on training), asked
-with the bare input. `--tiny` uses tiny random models instead (for a smoke run).
+Latency (default; writes docs/benchmarks.md): 8 concurrent clients on loopback, bounded in time, for the
+student, the teacher and the routed stack; plus the router's own overhead, measured without any model.
+Models: the embedded teacher SmolLM2-135M-Instruct (few-shot prompt, calibrated) and a student made of 6 of
+its 30 layers (copied, untrained: latency does not depend on training), asked with the bare input. `--tiny`
+uses tiny random models instead (for a smoke run).
+
+Holding under load (`--hold`; writes docs/reliability.md): `distil serve` as its own process on a tiny random
+student, student-only and with escalation to an OpenAI-compatible teacher server on 127.0.0.1 that this
+script starts (the fault server of tests/reliability, faults off, a fixed delay per answer), at 1, 10, 50 and
+200 clients for a fixed time each: the share answered, refused with 429 and neither; latency percentiles;
+the share finished within 2 s; `/healthz` latency probed throughout; the server's RSS before and after; and
+300 connections trickling their headers while real requests are sent.
 
     python benchmarks/serve_load.py                  # 3 × 10 s per target, writes docs/benchmarks.md
     python benchmarks/serve_load.py --tiny --seconds 1 --repeats 1 --no-write
+    python benchmarks/serve_load.py --hold           # 10 s per client count, writes docs/reliability.md
+    python benchmarks/serve_load.py --hold --seconds 2 --no-write
 """
 
 from __future__ import annotations
@@ -136,30 +146,45 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="Runs per target; the median is reported.")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--tiny", action="store_true", help="Tiny random models instead of SmolLM2-135M.")
-    parser.add_argument("--no-write", action="store_true", help="Print only; do not touch docs/benchmarks.md.")
+    parser.add_argument(
+        "--hold", action="store_true", help="Backpressure, probes and memory of `distil serve` (docs/reliability.md)."
+    )
+    parser.add_argument("--no-write", action="store_true", help="Print only; leave the docs alone.")
     args = parser.parse_args()
+    if args.hold:
+        from _serve_hold import hold_main
+
+        hold_main(min(args.seconds, 30.0), write=not args.no_write)
+    else:
+        latency_main(args)
+
+
+def latency_main(args: argparse.Namespace) -> None:
     seconds = min(args.seconds, 30.0)
 
-    from distil.serve.batching import batched
     from distil.serve.router import NEVER
     from distil.serve.runs import ServedModel
     from distil.serve.server import create_app
+    from distil.spec.models import ServeSpec
     from tests.serve.conftest import running_server
 
     workdir = Path(tempfile.mkdtemp(prefix="distil-serve-bench-"))
     try:
         student, teacher, labels = build_models(args.tiny, workdir)
         # As `distil serve` does: each model behind a micro-batcher (concurrent requests share a pass).
+        # Each model behind its micro-batcher, as `distil serve` puts it; deadlines long enough that nothing is
+        # refused (this part measures latency, --hold measures refusals).
+        patient = ServeSpec(deadline_s=600, teacher_deadline_s=600, queue_depth=10_000)
         targets = {
             "student, one pass per request (no micro-batching)": ServedModel(
-                "bench", "classify", labels, student, None, 0.0
+                "bench", "classify", labels, student, None, 0.0, limits=patient.model_copy(update={"max_batch": 1})
             ),
             "student (threshold 0: nothing escalates)": ServedModel(
-                "bench", "classify", labels, batched(student), None, 0.0
+                "bench", "classify", labels, student, None, 0.0, limits=patient
             ),
-            "teacher (served directly)": ServedModel("bench", "classify", labels, batched(teacher), None, 0.0),
+            "teacher (served directly)": ServedModel("bench", "classify", labels, teacher, None, 0.0, limits=patient),
             "router, everything escalated (student + teacher)": ServedModel(
-                "bench", "classify", labels, batched(student), batched(teacher), NEVER
+                "bench", "classify", labels, student, teacher, NEVER, limits=patient
             ),
         }
         results = {}

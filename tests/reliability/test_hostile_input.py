@@ -84,6 +84,7 @@ SPEC_CASES = [
     ),
     ("data.slices.0.name", "to\u202ene", "data.slices[0].name 'to\\u202ene' holds a control character (U+202E)"),
     ("cost.currency", "US\rD", "cost.currency 'US\\rD' holds a control character"),
+    ("cost.currency", "US\ud800", "cost.currency 'US\\ud800' holds a lone surrogate (U+D800)"),
     ("router.specialists", ["../.."], "router.specialists run id '../..': not a plain name"),
 ]
 

@@ -9,7 +9,15 @@ from fastapi.routing import APIRoute
 
 from distil.serve.apidoc import DOC_PATH, api_schema, documentation_app, main, render
 from distil.serve.runs import load_served
-from distil.serve.schema import ChatResponse, ClassifyResponse, ErrorBody, ErrorDetail, Health, ModelList
+from distil.serve.schema import (
+    ChatResponse,
+    ClassifyResponse,
+    ErrorBody,
+    ErrorDetail,
+    Health,
+    ModelList,
+    Readiness,
+)
 from distil.serve.server import create_app
 from distil.spec.io import load_project
 from tests.serve.conftest import running_server
@@ -36,7 +44,7 @@ def test_every_route_is_documented_with_its_request_answer_and_errors():
             statuses = set(operation["responses"])
             assert "200" in statuses and statuses - {"200"}, f"{method} {path}: no errors documented"
             assert "422" not in statuses  # the server answers a bad body with 400, not FastAPI's 422
-            if path != "/healthz":
+            if path not in ("/healthz", "/readyz"):  # the probes are open
                 assert "401" in statuses, f"{method} {path}: the API key's 401 is not documented"
     for name in schema["components"]["schemas"]:
         assert f"### {name}\n" in text
@@ -58,6 +66,7 @@ def test_the_documented_bodies_are_the_ones_the_server_sends(classify_project):
     with running_server(create_app(served, api_key=KEY, max_body_bytes=2048)) as (url, _):
         with httpx.Client(base_url=url, timeout=30) as c:
             Health.model_validate(c.get("/healthz").json())
+            Readiness.model_validate(c.get("/readyz").json())
             ModelList.model_validate(c.get("/v1/models", headers=AUTH).json())
             answer = c.post("/v1/classify", json={"input": ["charged twice", "app crashes"]}, headers=AUTH).json()
             assert len(ClassifyResponse.model_validate(answer).data) == 2

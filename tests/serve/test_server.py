@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import httpx
@@ -60,7 +61,41 @@ def test_auth_errors_and_openai_error_bodies(served):
             r = c.post("/v1/classify", json={"input": []}, headers=AUTH)
             assert r.status_code == 400 and r.json()["error"]["param"] == "input"
             r = c.post("/v1/classify", json={"input": "x", "model": "other"}, headers=AUTH)
-            assert r.status_code == 400 and r.json()["error"]["code"] == "model_not_found"
+            assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"  # as OpenAI's API says
+            # a lone surrogate, an empty text, whitespace only: 400 naming the input, never a 500 or a label
+            for sent, param in (("\ud800 x", "input"), ("", "input"), (["ok", "  \n"], "input[1]")):
+                r = c.post(
+                    "/v1/classify",
+                    content=json.dumps({"input": sent}).encode(),
+                    headers={**AUTH, "content-type": "application/json"},
+                )
+                assert r.status_code == 400, (sent, r.status_code, r.text)
+                assert r.json()["error"] == {
+                    "message": r.json()["error"]["message"],
+                    "type": "invalid_request_error",
+                    "param": param,
+                    "code": "invalid_text",
+                }
+            assert (
+                "U+D800"
+                in c.post(
+                    "/v1/classify",
+                    content=b'{"input": "\\ud800 x"}',
+                    headers={**AUTH, "content-type": "application/json"},
+                ).json()["error"]["message"]
+            )
+            r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": ""}]}, headers=AUTH)
+            assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+            r = c.post(
+                "/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": [{"type": "text", "text": 7}]}]},
+                headers=AUTH,
+            )
+            assert r.status_code == 400 and r.json()["error"]["param"].startswith("messages")
+            # half a surrogate pair as a key or as the model's name is a 4xx, and echoed as an escape
+            for sent, status in ((b'{"input": "x", "\\udc00": 1}', 400), (b'{"input": "x", "model": "\\ud800"}', 404)):
+                r = c.post("/v1/classify", content=sent, headers={**AUTH, "content-type": "application/json"})
+                assert r.status_code == status and r.json()["error"]["message"], r.text
             r = c.post("/v1/chat/completions", json={"messages": []}, headers=AUTH)
             assert r.status_code == 400
             r = c.post("/v1/classify", json={"input": "x" * 5000}, headers=AUTH)
@@ -78,7 +113,8 @@ def test_auth_errors_and_openai_error_bodies(served):
             r = c.post("/v1/classify", json={"input": TEXTS[0]}, headers=AUTH)
             assert r.status_code == 200
             metrics = c.get("/metrics", headers=AUTH).text
-            assert 'distil_requests_total{endpoint="/v1/classify",status="400"} 5' in metrics
+            assert 'distil_requests_total{endpoint="/v1/classify",status="400"} 9' in metrics
+            assert 'distil_requests_total{endpoint="/v1/classify",status="404"} 2' in metrics
             assert 'distil_requests_total{endpoint="/v1/classify",status="413"} 2' in metrics
             assert 'endpoint="other",status="404"} 2' in metrics and "/nope" not in metrics
 

@@ -31,7 +31,10 @@ def serve(
     no_teacher: Annotated[
         bool, typer.Option("--no-teacher", help="Serve the student alone: nothing escalates.")
     ] = False,
-    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Larger request bodies get 413.")] = 1 << 20,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option("--max-body-bytes", help="Larger request bodies get 413 (default: serve.max_body_bytes)."),
+    ] = None,
     no_traffic: Annotated[bool, typer.Option("--no-traffic", help="Do not write the traffic log.")] = False,
     allow_unshipped: Annotated[
         bool, typer.Option("--allow-unshipped", help="Serve a run with no ship decision (the deployment row says so).")
@@ -39,10 +42,12 @@ def serve(
     as_: AsOpt = None,
     spec: SpecOpt = None,
 ) -> None:
-    """Serve a run over an OpenAI-compatible API (/v1/chat/completions, /v1/models, /v1/classify, /healthz, /metrics).
+    """Serve a run over an OpenAI-compatible API (/v1/chat/completions, /v1/models, /v1/classify, /healthz, /readyz,
+    /metrics).
 
     Only a run whose newest (verified) decision is ship, unless --allow-unshipped; the operator's start and stop
-    are recorded as signed `deployment` and `deployment.stopped` ledger rows.
+    are recorded as signed `deployment` and `deployment.stopped` ledger rows. Under load a full queue answers 429
+    with Retry-After and a saturated teacher leaves the student's answer (the spec's `serve` section).
 
     Example: distil serve --as ops --port 8000 --api-key sk-local
     """
@@ -83,6 +88,13 @@ def serve(
             )
             blended = served.student_per_1m + c["escalated_share"] * served.teacher_per_1m
             table.add_row("blended cost", f"{blended:,.2f} {project.spec.cost.currency} per 1M requests")
+    limits = served.limits
+    table.add_row(
+        "limits",
+        f"student queue {limits.queue_depth} (start within {limits.deadline_s:g} s), teacher queue "
+        f"{limits.teacher_queue_depth} (answer within {limits.teacher_deadline_s:g} s), {limits.max_connections} "
+        "connections",
+    )
     table.add_row("api key", "required" if key else "none (open)")
     text = ("redacted" if m.redact else "as written") if m.store_inputs else "not kept"
     retention = f"{m.traffic_retention_days} days" if m.traffic_retention_days else "kept"

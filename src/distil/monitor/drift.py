@@ -166,7 +166,8 @@ def check_traffic(
         teacher_probs = np.asarray(teacher(inputs), dtype=np.float64)
         served = np.array([r["distribution"] for r in chosen], dtype=np.float64)
         agree = (served.argmax(1) == teacher_probs.argmax(1)).astype(np.float64)
-        by_student = np.array([r["route"] == "student" for r in chosen])
+        # a student_fallback row is the student's answer (the teacher was saturated): the student's, not escalated
+        by_student = np.array([r["route"] != "teacher" for r in chosen])
         agreement = float(agree.mean())
         student_agreement = float(agree[by_student].mean()) if by_student.any() else None
         escalated = float(1.0 - by_student.mean())
@@ -253,7 +254,7 @@ def targets_from_result(result: MonitorResult, include_escalated: bool = True) -
         reason = (
             "disagreed"
             if not ex["agree"]
-            else ("escalated" if include_escalated and ex["route"] == "teacher" else None)
+            else ("escalated" if include_escalated and ex["route"] != "student" else None)  # or should have been
         )
         if reason is None or not ex["input"] or ex["input"] in seen:  # no input: the spec keeps no traffic text
             continue

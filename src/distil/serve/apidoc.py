@@ -25,13 +25,18 @@ FASTAPI_ONLY = ("HTTPValidationError", "ValidationError")
 INTRO = """\
 `distil serve RUN --as OPERATOR` answers on `http://127.0.0.1:8000` (`--host`, `--port`). It speaks enough of
 OpenAI's API for an OpenAI client to use it (`/v1/chat/completions`, `/v1/models`), plus `/v1/classify` for labels
-with their distributions, `/healthz` and Prometheus `/metrics`.
+with their distributions, `/healthz`, `/readyz` and Prometheus `/metrics`.
 
 - **API key.** Started with `--api-key KEY` (or `DISTIL_API_KEY`), every route except those marked *open* needs
   `Authorization: Bearer KEY` (or `X-API-Key: KEY`); without it the answer is 401.
 - **Bodies** are JSON. A body over the server's limit (1 MiB by default) is refused with 413 before it is read.
 - **Errors** all have one body, OpenAI's: `{"error": {"message", "type", "param", "code"}}` (see
   [ErrorBody](#errorbody)). Bad input is a 4xx, never a 5xx; an unknown path is 404 with the same body.
+- **Load.** Each model has a bounded queue (the spec's `serve` section): when the student's is full a model route
+  answers 429 with `Retry-After` at once; a saturated or slow teacher leaves the student's answer, marked
+  `student_fallback`. Texts longer than the student's context lose their start (`truncated`). A request head not
+  complete within `serve.header_timeout_s` closes the connection; a body not complete within `serve.body_timeout_s`
+  gets 408.
 
 ```sh
 curl -s http://127.0.0.1:8000/v1/classify -H "Authorization: Bearer $DISTIL_API_KEY" \\

@@ -124,8 +124,9 @@ class Routed:
 
     label: str
     distribution: list[float]
-    route: str  # "student" or "teacher"
+    route: str  # "student", "teacher", or "student_fallback" (should have escalated; the teacher was not available)
     confidence: float  # the student's max probability (what the route was decided on)
+    fallback: str | None = None  # why a student_fallback answer was not the teacher's: teacher_busy | teacher_slow | …
 
 
 @dataclass
@@ -174,16 +175,22 @@ class Router:
         )
         return escalate, student_probs.copy()
 
-    def answers(self, final: np.ndarray, student_probs: np.ndarray, escalate_index: np.ndarray) -> list[Routed]:
+    def answers(
+        self, final: np.ndarray, student_probs: np.ndarray, escalate_index: np.ndarray, fallback: str | None = None
+    ) -> list[Routed]:
+        """One answer per row of ``final``; with ``fallback`` (the reason) the escalated rows kept the student's
+        distribution and are marked ``student_fallback``."""
         escalated = np.zeros(len(final), dtype=bool)
         escalated[escalate_index] = True
         confidence = student_probs.max(axis=1)
+        routed_up = "teacher" if fallback is None else "student_fallback"
         return [
             Routed(
                 label=self.labels[int(np.argmax(row))],
                 distribution=[float(x) for x in row],
-                route="teacher" if escalated[i] else "student",
+                route=routed_up if escalated[i] else "student",
                 confidence=float(confidence[i]),
+                fallback=fallback if escalated[i] else None,
             )
             for i, row in enumerate(final)
         ]

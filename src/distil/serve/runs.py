@@ -1,15 +1,15 @@
 """Find the run to serve and load its student and the router's teacher.
 
 The student is loaded with the training stage's ``distil.train.students.load_predictor(folder)``;
-the teacher with ``distil.teachers.registry.build_teacher``. Classify models are micro-batched
-(concurrent requests share a forward pass); every model is called by one thread at a time.
+the teacher with ``distil.teachers.registry.build_teacher``. Every model is called by one thread at a
+time; the server puts each behind its own bounded micro-batching queue (``distil.serve.batching``).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,10 @@ from distil.errors import RunError
 from distil.evaluate.predictions import paired
 from distil.files import write_json_atomic
 from distil.runs import LIST_RUNS_HINT, RunDir, run_or_latest
-from distil.serve.batching import batched
+from distil.serve.context import ContextFitter, student_fitter
 from distil.serve.router import blended_cost_per_1m, spec_calibration, target_fidelity
 from distil.spec.io import Project
+from distil.spec.models import ServeSpec
 from distil.teachers.registry import build_teacher
 
 
@@ -73,6 +74,8 @@ class ServedModel:
     student_per_1m: float = 0.0
     teacher_per_1m: float = 0.0
     calibration: dict[str, float] | None = None
+    limits: ServeSpec = field(default_factory=ServeSpec)  # queues, deadlines, connection limits
+    fit: ContextFitter | None = None  # cuts an input to the student's context (None: inputs go as sent)
 
 
 def router_target(project: Project) -> float:
@@ -119,6 +122,14 @@ def write_router_report(run: RunDir, calibration: Any, cost: Any) -> Path:
     return write_json_atomic(run.router, body)
 
 
+def use_threads(threads: int | None) -> None:
+    """Set the threads a forward pass uses in this process (None: leave torch's default)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def load_served(
     project: Project, run_id: str | None = None, threshold: float | None = None, with_teacher: bool = True
 ) -> ServedModel:
@@ -129,14 +140,14 @@ def load_served(
     """
     run = served_run(project, run_id)
     task = project.spec.task
-    student: Any = load_student(run.checked_model("student"))  # its files checked against the ledger first
-    if task.kind == "classify":
-        student = batched(student)
+    use_threads(project.spec.serve.threads)
+    folder = run.checked_model("student")  # its files checked against the ledger first
+    student = load_student(folder)
     labels = list(getattr(student, "labels", None) or task.label_names)
     teacher = None
     teacher_id = project.spec.router.generalist or project.spec.teachers[0].id
     if with_teacher and task.kind == "classify":
-        teacher = batched(LockedPredictor(build_teacher(project, project.spec.teacher(teacher_id))))
+        teacher = LockedPredictor(build_teacher(project, project.spec.teacher(teacher_id)))
     calibration = None
     if threshold is None and isinstance(project.spec.router.threshold, float):
         threshold = project.spec.router.threshold
@@ -157,4 +168,6 @@ def load_served(
         student_per_1m=project.spec.cost.student_per_1m_requests,
         teacher_per_1m=project.spec.cost.teacher_per_1m_requests,
         calibration=calibration,
+        limits=project.spec.serve,
+        fit=student_fitter(folder),
     )

@@ -20,6 +20,20 @@ class Health(BaseModel):
     kind: Literal["classify", "generate"] = Field(description="The task of the served run.")
 
 
+class QueueState(BaseModel):
+    load: int = Field(description="Requests waiting for or running on the model now.")
+    depth: int | None = Field(description="The most it takes (serve.queue_depth / serve.teacher_queue_depth).")
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "busy"] = Field(description="ready: the student's queue has room; busy: it is full.")
+    model: str = Field(description="The run id served.")
+    queues: dict[str, QueueState] = Field(description="`student`, and `teacher` when the server escalates.")
+
+
+NOT_READY = "The student's queue is full: requests would get 429 now (the body says the same, status busy)."
+
+
 class ModelEntry(BaseModel):
     id: str = Field(description="The run id served; send it (or `distil`, or nothing) as `model`.")
     object: Literal["model"]
@@ -32,15 +46,23 @@ class ModelList(BaseModel):
     data: list[ModelEntry] = Field(description="One entry: the served run.")
 
 
+Fallback = Literal["teacher_busy", "teacher_slow", "teacher_error"]
+
+
 class LabelAnswer(BaseModel):
     index: int = Field(description="Position of the text in the request's `input`.")
     label: str = Field(description="The answer: one of the task's labels.")
     distribution: dict[str, float] = Field(description="Probability of every label (sums to 1).")
-    route: Literal["student", "teacher"] = Field(
+    route: Literal["student", "teacher", "student_fallback"] = Field(
         description="Who answered: the student, or the teacher when the student's confidence was under the "
-        "calibrated threshold."
+        "calibrated threshold; student_fallback: under the threshold, but the teacher was saturated, slow or "
+        "failing, so the student answered."
     )
     confidence: float = Field(description="The student's highest label probability, which the route was decided on.")
+    fallback: Fallback | None = Field(None, description="Why a student_fallback answer is not the teacher's.")
+    truncated: bool = Field(description="The text was longer than the student's context and lost its start.")
+    dropped_characters: int | None = Field(None, description="When truncated: characters cut from the start.")
+    kept_tokens: int | None = Field(None, description="When truncated: the student's tokens kept.")
 
 
 class ClassifyResponse(BaseModel):
@@ -61,16 +83,23 @@ class ChatChoice(BaseModel):
 
 
 class Usage(BaseModel):
-    prompt_tokens: int = Field(description="Words in the last user message (an estimate, not tokenizer tokens).")
+    prompt_tokens: int = Field(
+        description="The student's tokens in the last user message as read (after any cut); its words when the "
+        "server has no tokenizer for it."
+    )
     completion_tokens: int = Field(description="Words in the answer.")
     total_tokens: int
 
 
 class DistilAnswer(BaseModel):
-    route: Literal["student", "teacher"] = Field(description="Who answered.")
+    route: Literal["student", "teacher", "student_fallback"] = Field(description="Who answered (as in /v1/classify).")
     distribution: dict[str, float] | None = Field(
         None, description="Classify runs: the probability of every label. Absent for generate runs."
     )
+    fallback: Fallback | None = Field(None, description="Why a student_fallback answer is not the teacher's.")
+    truncated: bool = Field(description="The message was longer than the student's context and lost its start.")
+    dropped_characters: int | None = Field(None, description="When truncated: characters cut from the start.")
+    kept_tokens: int | None = Field(None, description="When truncated: the student's tokens kept.")
 
 
 class ChatResponse(BaseModel):
@@ -90,7 +119,9 @@ class ChatResponse(BaseModel):
 
 class ErrorDetail(BaseModel):
     message: str = Field(description="What was wrong, naming the field where there is one.")
-    type: str = Field(description="invalid_request_error, invalid_api_key, not_found_error or server_error.")
+    type: str = Field(
+        description="invalid_request_error, invalid_api_key, not_found_error, rate_limit_error or server_error."
+    )
     param: str | None = Field(None, description="The request field at fault, dotted (e.g. `messages.0.role`).")
     code: str | None = Field(None, description="A machine-readable reason, e.g. `json_invalid`, `too_many_inputs`.")
 
@@ -109,6 +140,14 @@ def _error(description: str) -> dict[str, Any]:
 KEY_ERROR = {401: _error("The server has an API key and the request did not send it (`invalid_api_key`).")}
 SIZE_ERROR = {413: _error("The body is larger than the server's limit (`request_too_large`).")}
 CRASH_ERROR = {500: _error("An unexpected failure (`server_error`); bad input never gives a 5xx.")}
+SLOW_BODY_ERROR = {408: _error("The body did not arrive within serve.body_timeout_s (`request_timeout`).")}
+MODEL_ERROR = {404: _error("`model` is not the served run (`model_not_found`), as OpenAI's API answers.")}
+BUSY_ERROR = {
+    429: _error(
+        "The student's queue is full (`queue_full`, answered before the body is parsed) or the student did not start "
+        "on the request within serve.deadline_s (`deadline_exceeded`); wait the `Retry-After` seconds and retry."
+    )
+}
 BODY_ERROR = {
     400: _error(
         "Malformed JSON (`json_invalid`), a field that breaks the schema (`code` is the check that failed, e.g. "

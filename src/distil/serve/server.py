@@ -1,53 +1,80 @@
-"""The OpenAI-compatible server: `/v1/chat/completions`, `/v1/models`, `/v1/classify`, `/healthz`, `/metrics`.
+"""The OpenAI-compatible server: `/v1/chat/completions`, `/v1/models`, `/v1/classify`, `/healthz`, `/readyz`,
+`/metrics`.
 
-Bad input never gets a 5xx: malformed JSON and schema violations are 400 with an OpenAI-style
-error body (``{"error": {"message", "type", "param", "code"}}``), a missing or wrong API key is 401,
-a body over the size limit is 413. Model calls run in the thread pool (the endpoints are plain
-functions), so a slow model never blocks the event loop that accepts connections. On shutdown
-uvicorn stops accepting, lets requests in flight finish, then the lifespan closes the traffic log.
+Bad input never gets a 5xx: malformed JSON, schema violations, empty texts and lone surrogates are 400 with an
+OpenAI-style error body (``{"error": {"message", "type", "param", "code"}}``), an unknown model is 404, a
+missing or wrong API key is 401, a body over the size limit is 413, one that does not arrive in time is 408.
+
+Under load the server degrades instead of queueing without bound (``serve`` in the spec): each model sits
+behind a bounded micro-batching queue (:mod:`distil.serve.batching`). A request that finds the student's
+queue full is refused at once with 429 and ``Retry-After``; one the student has not started on within
+``deadline_s`` is refused the same way and dropped. Escalations have their own, smaller queue and deadline;
+when the teacher is saturated, slow or failing, the student's answer is given, marked ``student_fallback``.
+The endpoints run on the event loop and only await the models' futures, so `/healthz` and `/readyz` answer
+at once however busy the models are. On shutdown uvicorn stops accepting, lets requests in flight finish,
+then the lifespan stops the model queues and closes the traffic log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import math
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from distil.serve.batching import MicroBatcher, QueueFull
+from distil.serve.context import Fitted, as_sent
 from distil.serve.metrics import ServerMetrics
-from distil.serve.router import Router, RouteTiming
+from distil.serve.router import Routed, Router
 from distil.serve.runs import ServedModel
 from distil.serve.schema import (
     BODY_ERROR,
+    BUSY_ERROR,
     CRASH_ERROR,
     KEY_ERROR,
+    MODEL_ERROR,
+    NOT_READY,
     SIZE_ERROR,
+    SLOW_BODY_ERROR,
     ChatResponse,
     ClassifyResponse,
     Health,
     ModelList,
+    Readiness,
     errors,
     text_route_errors,
 )
 from distil.serve.traffic import TrafficLog
+from distil.spec.models import ServeSpec
 
-OPEN_PATHS = ("/healthz",)  # no API key needed: load balancers probe it
-KNOWN_PATHS = ("/healthz", "/metrics", "/v1/models", "/v1/classify", "/v1/chat/completions")
+OPEN_PATHS = ("/healthz", "/readyz")  # no API key needed: load balancers probe them
+MODEL_PATHS = ("/v1/classify", "/v1/chat/completions")
+KNOWN_PATHS = ("/healthz", "/readyz", "/metrics", "/v1/models", "/v1/classify", "/v1/chat/completions")
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_INPUTS = 64
+SHOWN_CHARS = 80  # of a client's own text echoed in an error message
 
 
 def error_body(
     message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return {"error": {"message": _printable(message), "type": type_, "param": _printable(param), "code": code}}
+
+
+def _printable(text: str | None) -> str | None:
+    """A client's text as it can go into a UTF-8 JSON body: a lone surrogate would fail the encoding (a 500)."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _error_response(
@@ -70,10 +97,16 @@ class ClassifyRequest(BaseModel):
     model: str | None = Field(None, description="The served run id, or `distil`; empty: the served run.")
 
 
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = Field(
+    content: str | list[ContentPart] | None = Field(
         None, description='Text, or OpenAI content parts; only parts with `"type": "text"` are read.'
     )
 
@@ -91,20 +124,48 @@ class ChatRequest(BaseModel):
 def _message_text(message: ChatMessage) -> str:
     if isinstance(message.content, str):
         return message.content
-    return "".join(part.get("text", "") for part in message.content or [] if part.get("type") == "text")
+    return "".join(part.text or "" for part in message.content or [] if part.type == "text")
 
 
-# --- the ASGI guard: size limit and API key, before any body is parsed ------------------------------
+def text_problem(text: str) -> str | None:
+    """Why a text cannot be served (None when it can): empty, or not encodable as UTF-8 (a lone surrogate)."""
+    if not text.strip():
+        return "is empty; send the text to answer"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"holds a lone surrogate (U+{ord(text[exc.start]):04X}) at character {exc.start}; send valid Unicode "
+            "(escape pairs as \\ud83d\\ude00, not half of one)"
+        )
+    return None
+
+
+# --- the ASGI guard: size limit, body deadline and API key, before any body is parsed ----------------
 
 
 class GuardMiddleware:
-    """Reject oversize bodies (413) and missing keys (401); time every request for `/metrics`."""
+    """Reject oversize bodies (413), slow bodies (408) and missing keys (401), and refuse model requests while the
+    student's queue is full (429, before any parsing: a refusal must cost next to nothing); time every request for
+    `/metrics`."""
 
-    def __init__(self, app: Any, api_key: str | None, max_body_bytes: int, metrics: ServerMetrics):
+    def __init__(
+        self,
+        app: Any,
+        api_key: str | None,
+        max_body_bytes: int,
+        metrics: ServerMetrics,
+        body_timeout_s: float = 10.0,
+        limits: ServeSpec | None = None,
+        refuse_when_full: Callable[[], JSONResponse | None] | None = None,
+    ):
         self.app = app
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self.body_timeout_s = body_timeout_s
+        self.limits = limits or ServeSpec()  # what make_server configures uvicorn with
+        self.refuse_when_full = refuse_when_full
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -124,6 +185,8 @@ class GuardMiddleware:
             rejection = self._check_key(scope) if path not in OPEN_PATHS else None
             if rejection is None:
                 rejection, receive = await self._bounded_body(scope, receive)
+            if rejection is None and path in MODEL_PATHS and self.refuse_when_full is not None:
+                rejection = self.refuse_when_full()
             if rejection is not None:
                 await rejection(scope, receive, send_tracking)
             else:
@@ -156,12 +219,13 @@ class GuardMiddleware:
         )
 
     async def _bounded_body(self, scope: dict, receive: Any) -> tuple[JSONResponse | None, Any]:
-        """Read the whole body (at most the limit), then replay it to the app."""
+        """Read the whole body (at most the limit, within the body deadline), then replay it to the app."""
         too_big = _error_response(
             413,
             f"request body is larger than the limit of {self.max_body_bytes} bytes",
             "invalid_request_error",
             code="request_too_large",
+            headers={"Connection": "close"},
         )
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
@@ -170,16 +234,27 @@ class GuardMiddleware:
         chunks: list[bytes] = []
         size = 0
         more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None, receive
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return too_big, receive
-            chunks.append(chunk)
-            more = message.get("more_body", False)
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None, receive
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body_bytes:
+                        return too_big, receive
+                    chunks.append(chunk)
+                    more = message.get("more_body", False)
+        except TimeoutError:
+            slow = _error_response(
+                408,
+                f"the request body did not arrive within {self.body_timeout_s:g} s",
+                "invalid_request_error",
+                code="request_timeout",
+                headers={"Connection": "close"},
+            )
+            return slow, receive
         body = b"".join(chunks)
         replayed = {"done": False}
 
@@ -192,31 +267,108 @@ class GuardMiddleware:
         return None, replay
 
 
+# --- refusals and the model queues ------------------------------------------------------------------
+
+
+class _BadRequest(Exception):
+    def __init__(self, message: str, param: str | None, code: str | None, status: int = 400):
+        super().__init__(message)
+        self.message, self.param, self.code, self.status = message, param, code, status
+
+
+class _Overloaded(Exception):
+    """429: the student's queue is full, or it did not start on the request in time."""
+
+    def __init__(self, message: str, code: str, retry_after_s: int):
+        super().__init__(message)
+        self.message, self.code, self.retry_after_s = message, code, retry_after_s
+
+
+async def answer_from(queue: MicroBatcher, inputs: Sequence[str], wait_s: float, wait_if_started: bool, **params: Any):
+    """The model's rows for ``inputs``: QueueFull at once when its queue is full; TimeoutError when it has not
+    answered within ``wait_s`` — unless it has started and ``wait_if_started``, then its answer. A request it had
+    not started is withdrawn, so a time-out costs no model work."""
+    future = queue.submit(inputs, **params)
+    waiting = asyncio.wrap_future(future)
+    try:
+        return await asyncio.wait_for(asyncio.shield(waiting), wait_s)
+    except TimeoutError:
+        if future.cancel() or not wait_if_started:
+            raise
+        return await waiting
+
+
+def model_queues(served: ServedModel) -> tuple[MicroBatcher, MicroBatcher | None]:
+    """(student queue, teacher queue or None) with the limits of ``served.limits``.
+
+    A student pass first cuts its texts to the student's context (``served.fit``) and answers with
+    ``[(Fitted, row or text)]`` per input, so the tokenizing happens in the student's worker, never on the
+    event loop, and the teacher is asked about the same cut texts."""
+    limits = served.limits
+    fit = served.fit.fit_all if served.fit is not None else as_sent
+
+    def fitted_distribution(texts: list[str]) -> list[tuple[Fitted, np.ndarray]]:
+        fitted = fit(texts)
+        rows = np.asarray(served.student.label_distribution([f.text for f in fitted]), dtype=np.float64)
+        return list(zip(fitted, rows, strict=True))
+
+    def fitted_generation(texts: list[str], **params: Any) -> list[tuple[Fitted, str]]:
+        fitted = fit(texts)
+        return list(zip(fitted, served.student.generate([f.text for f in fitted], **params), strict=True))
+
+    if served.kind == "classify":
+        student = MicroBatcher(
+            fitted_distribution, limits.max_batch, limits.batch_wait_s, served.labels, limits.queue_depth, "student"
+        )
+    else:  # generation is one request per pass: its parameters (max_tokens) differ per request
+        student = MicroBatcher(fitted_generation, 1, 0.0, (), limits.queue_depth, "student")
+    teacher = None
+    if served.teacher is not None and served.kind == "classify":
+        teacher = MicroBatcher(
+            served.teacher.label_distribution,
+            limits.max_batch,
+            limits.batch_wait_s,
+            served.labels,
+            limits.teacher_queue_depth,
+            "teacher",
+        )
+    return student, teacher
+
+
 # --- the application -------------------------------------------------------------------------------
 
 
 def create_app(
     served: ServedModel,
     api_key: str | None = None,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_body_bytes: int | None = None,
     max_inputs: int = DEFAULT_MAX_INPUTS,
     traffic: TrafficLog | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving ``served``; ``traffic`` (optional) is closed when the app shuts down."""
+    """The app serving ``served`` with the limits of ``served.limits``; ``traffic`` (optional) is closed, and the
+    model queues stopped, when the app shuts down."""
+    limits = served.limits
     metrics = ServerMetrics(
         served.run_id,
         served.student_per_1m,
         served.teacher_per_1m,
         served.threshold if served.kind == "classify" else None,
     )
+    student_queue, teacher_queue = model_queues(served)
     router = None
     if served.kind == "classify":
-        teacher_fn = served.teacher.label_distribution if served.teacher is not None else None
-        router = Router(served.student.label_distribution, teacher_fn, served.labels, served.threshold)
+        teacher_fn = teacher_queue.label_distribution if teacher_queue is not None else None
+        router = Router(student_queue.label_distribution, teacher_fn, served.labels, served.threshold)
+    retry_after = max(1, math.ceil(limits.deadline_s))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        if traffic is not None:  # before the first connection is accepted, so no request pays for it
+            await asyncio.to_thread(traffic.warm_up)
         yield
+        for queue in (student_queue, teacher_queue):
+            if queue is not None:
+                queue.stop()
         if traffic is not None:
             traffic.close()
 
@@ -224,11 +376,12 @@ def create_app(
     app.state.metrics = metrics
     app.state.router = router
     app.state.served = served
+    app.state.queues = {"student": student_queue, "teacher": teacher_queue}
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        loc = [str(x)[:SHOWN_CHARS] for x in first.get("loc", ()) if x != "body"]
         if first.get("type") == "json_invalid":
             return _error_response(
                 400,
@@ -249,36 +402,122 @@ def create_app(
     async def _crash(_: Request, exc: Exception) -> JSONResponse:
         return _error_response(500, f"internal error: {type(exc).__name__}", "server_error")
 
-    def _check_model(name: str | None) -> None:
-        if name not in (None, "", served.run_id, "distil"):
-            raise _BadRequest(
-                f"model: unknown model {name!r}; this server serves {served.run_id!r}", "model", "model_not_found"
-            )
-
-    def _route(inputs: list[str], endpoint: str):
-        timing = RouteTiming()
-        answers = router.route(inputs, timing)
-        metrics.observe_routes([a.route for a in answers], timing.router_s)
-        if traffic is not None:
-            traffic.record(
-                endpoint,
-                served.run_id,
-                inputs,
-                [a.route for a in answers],
-                [a.label for a in answers],
-                [a.distribution for a in answers],
-                [a.confidence for a in answers],
-            )
-        return answers
-
     @app.exception_handler(_BadRequest)
     async def _bad(_: Request, exc: _BadRequest) -> JSONResponse:
-        return _error_response(400, exc.message, "invalid_request_error", exc.param, exc.code)
+        return _error_response(exc.status, exc.message, "invalid_request_error", exc.param, exc.code)
+
+    @app.exception_handler(_Overloaded)
+    async def _overloaded(_: Request, exc: _Overloaded) -> JSONResponse:
+        return _error_response(
+            429, exc.message, "rate_limit_error", code=exc.code, headers={"Retry-After": str(exc.retry_after_s)}
+        )
+
+    def _queue_full() -> _Overloaded:
+        return _Overloaded(
+            f"the model is busy: {limits.queue_depth} requests are waiting; retry after {retry_after} s",
+            "queue_full",
+            retry_after,
+        )
+
+    def _refuse_when_full() -> JSONResponse | None:
+        if not student_queue.full:
+            return None
+        exc = _queue_full()
+        return _error_response(
+            429, exc.message, "rate_limit_error", code=exc.code, headers={"Retry-After": str(exc.retry_after_s)}
+        )
+
+    def _check_model(name: str | None) -> None:
+        if name not in (None, "", served.run_id, "distil"):
+            shown = name[:SHOWN_CHARS] + ("…" if len(name) > SHOWN_CHARS else "")
+            raise _BadRequest(
+                f"model: the model {shown!r} does not exist; this server serves {served.run_id!r}",
+                "model",
+                "model_not_found",
+                status=404,
+            )
+
+    def _check_texts(texts: list[str], params: list[str]) -> None:
+        """400 naming the ``params`` entry of a text that is empty or not Unicode."""
+        for text, where in zip(texts, params, strict=True):
+            if problem := text_problem(text):
+                raise _BadRequest(f"{where}: the text {problem}", where, "invalid_text")
+
+    async def _student(inputs: list[str], **params: Any):
+        try:
+            return await answer_from(student_queue, inputs, limits.deadline_s, True, **params)
+        except QueueFull:  # it filled while this request was parsed
+            raise _queue_full() from None
+        except TimeoutError:
+            raise _Overloaded(
+                f"the model is busy: it did not start on this request within {limits.deadline_s:g} s; retry after "
+                f"{retry_after} s",
+                "deadline_exceeded",
+                retry_after,
+            ) from None
+
+    async def _routed(texts: list[str]) -> tuple[list[Fitted], list[Routed]]:
+        """The texts as cut to the context, and their answers (the student's, or the teacher's when escalated)."""
+        assert router is not None
+        start = time.perf_counter()
+        rows = await _student(texts)
+        fitted = [f for f, _ in rows]
+        inputs = [f.text for f in fitted]
+        student_probs = np.array([row for _, row in rows], dtype=np.float64)
+        escalate_index, final = router.decide(student_probs)
+        fallback = None
+        if escalate_index.size:
+            assert teacher_queue is not None
+            asked = [inputs[i] for i in escalate_index]
+            try:
+                final[escalate_index] = np.asarray(
+                    await answer_from(teacher_queue, asked, limits.teacher_deadline_s, False), dtype=np.float64
+                )
+            except QueueFull:
+                fallback = "teacher_busy"
+            except TimeoutError:
+                fallback = "teacher_slow"
+            except Exception:  # noqa: BLE001 - a failing teacher costs the escalation, never the answer
+                fallback = "teacher_error"
+        answers = router.answers(final, student_probs, escalate_index, fallback)
+        metrics.observe_routes([a.route for a in answers], time.perf_counter() - start)
+        return fitted, answers
+
+    async def _log(endpoint: str, inputs: list[str], answers: list[Routed]) -> None:
+        if traffic is None:
+            return
+        # redaction and a shard's write are CPU and disk work: off the event loop
+        await asyncio.to_thread(
+            traffic.record,
+            endpoint,
+            served.run_id,
+            inputs,
+            [a.route for a in answers],
+            [a.label for a in answers],
+            [a.distribution for a in answers],
+            [a.confidence for a in answers],
+        )
+
+    def _queue_state() -> dict[str, Any]:
+        return {
+            name: {"load": q.load, "depth": q.depth}
+            for name, q in (("student", student_queue), ("teacher", teacher_queue))
+            if q is not None
+        }
 
     @app.get("/healthz", response_model=Health, responses=errors(CRASH_ERROR))
-    def healthz() -> dict[str, Any]:
-        """Liveness for load balancers: the run served and its task."""
+    async def healthz() -> dict[str, Any]:
+        """Liveness for load balancers: the run served and its task. Answered on the event loop, which never runs
+        model work, so it answers however busy the models are."""
         return {"status": "ok", "model": served.run_id, "kind": served.kind}
+
+    @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": NOT_READY}})
+    async def readyz() -> JSONResponse:
+        """Readiness: the models are loaded (they are before the server listens) and the student's queue has room;
+        each queue's load and depth."""
+        ready = not student_queue.full
+        body = {"status": "ready" if ready else "busy", "model": served.run_id, "queues": _queue_state()}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get(
         "/metrics",
@@ -288,13 +527,13 @@ def create_app(
             **text_route_errors(KEY_ERROR),
         },
     )
-    def prometheus() -> PlainTextResponse:
+    async def prometheus() -> PlainTextResponse:
         """Request counts and latencies per route and status, requests in flight, routes taken, the router's
         threshold and the blended cost, in Prometheus' text format."""
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/models", response_model=ModelList, responses=errors(KEY_ERROR))
-    def models() -> dict[str, Any]:
+    async def models() -> dict[str, Any]:
         """The served run, as OpenAI's model list."""
         entry = {"id": served.run_id, "object": "model", "created": int(time.time()), "owned_by": "distil"}
         return {"object": "list", "data": [entry]}
@@ -302,35 +541,43 @@ def create_app(
     @app.post(
         "/v1/classify",
         response_model=ClassifyResponse,
+        response_model_exclude_none=True,
         responses=errors(
             BODY_ERROR,
             KEY_ERROR,
+            SLOW_BODY_ERROR,
             SIZE_ERROR,
+            MODEL_ERROR,
+            BUSY_ERROR,
             CRASH_ERROR,
             extra={
-                400: "This route's codes: `model_not_found` (a `model` that is not the served run), `wrong_task` "
-                "(the run generates text), `empty_input` (an empty list), `too_many_inputs` (more texts than the "
-                f"server's limit, {DEFAULT_MAX_INPUTS} by default)."
+                400: "This route's codes: `wrong_task` (the run generates text), `empty_input` (an empty list), "
+                f"`too_many_inputs` (more texts than the server's limit, {DEFAULT_MAX_INPUTS} by default), "
+                "`invalid_text` (a text that is empty, blank or holds a lone surrogate; `param` names it)."
             },
         ),
     )
-    def classify(body: ClassifyRequest) -> dict[str, Any]:
+    async def classify(body: ClassifyRequest) -> dict[str, Any]:
         """Label one text or a list of texts: each answer with its label, every label's probability, who answered
-        (the student, or the teacher when the student was unsure) and the student's confidence. Classify runs only."""
+        (the student; the teacher when the student was unsure; or the student again, marked `student_fallback`,
+        when the teacher was saturated, slow or failing), the student's confidence, and whether the text was cut
+        to the student's context. Classify runs only."""
         _check_model(body.model)
         if router is None:
             raise _BadRequest(
                 f"run {served.run_id} is a {served.kind} task; use /v1/chat/completions", None, "wrong_task"
             )
-        inputs = [body.input] if isinstance(body.input, str) else list(body.input)
-        if not inputs:
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if not texts:
             raise _BadRequest("input: give at least one text", "input", "empty_input")
-        if len(inputs) > max_inputs:
+        if len(texts) > max_inputs:
             raise _BadRequest(
-                f"input: at most {max_inputs} texts per request, got {len(inputs)}", "input", "too_many_inputs"
+                f"input: at most {max_inputs} texts per request, got {len(texts)}", "input", "too_many_inputs"
             )
-        answers = _route(inputs, "/v1/classify")
-        return {
+        _check_texts(texts, ["input"] if isinstance(body.input, str) else [f"input[{i}]" for i in range(len(texts))])
+        fitted, answers = await _routed(texts)
+        await _log("/v1/classify", [f.text for f in fitted], answers)
+        answer = {
             "object": "list",
             "model": served.run_id,
             "data": [
@@ -340,10 +587,13 @@ def create_app(
                     "distribution": dict(zip(served.labels, a.distribution, strict=True)),
                     "route": a.route,
                     "confidence": a.confidence,
+                    **({"fallback": a.fallback} if a.fallback else {}),
+                    **_truncation(f),
                 }
-                for i, a in enumerate(answers)
+                for i, (a, f) in enumerate(zip(answers, fitted, strict=True))
             ],
         }
+        return answer
 
     @app.post(
         "/v1/chat/completions",
@@ -352,12 +602,18 @@ def create_app(
         responses=errors(
             BODY_ERROR,
             KEY_ERROR,
+            SLOW_BODY_ERROR,
             SIZE_ERROR,
+            MODEL_ERROR,
+            BUSY_ERROR,
             CRASH_ERROR,
-            extra={400: "This route's codes: `model_not_found`, `unsupported` (`stream: true`), `no_user_message`."},
+            extra={
+                400: "This route's codes: `unsupported` (`stream: true`), `no_user_message`, `invalid_text` (the "
+                "last user message is empty, blank or holds a lone surrogate)."
+            },
         ),
     )
-    def chat(body: ChatRequest) -> dict[str, Any]:
+    async def chat(body: ChatRequest) -> dict[str, Any]:
         """OpenAI-compatible chat completion on the last user message: a label for a classify run (routed like
         /v1/classify), generated text for a generate run."""
         _check_model(body.model)
@@ -366,55 +622,86 @@ def create_app(
         users = [m for m in body.messages if m.role == "user"]
         if not users:
             raise _BadRequest("messages: include at least one user message", "messages", "no_user_message")
-        text = _message_text(users[-1])
+        sent = _message_text(users[-1])
+        _check_texts([sent], ["messages"])
         extra: dict[str, Any] = {}
         if router is not None:
-            answer = _route([text], "/v1/chat/completions")[0]
+            (fitted,), (answer,) = await _routed([sent])
+            await _log("/v1/chat/completions", [fitted.text], [answer])
             content = answer.label
             extra = {"route": answer.route, "distribution": dict(zip(served.labels, answer.distribution, strict=True))}
+            if answer.fallback:
+                extra["fallback"] = answer.fallback
         else:
-            content = served.student.generate(
-                [text], **({"max_new_tokens": body.max_tokens} if body.max_tokens else {})
-            )[0]
+            params = {"max_new_tokens": body.max_tokens} if body.max_tokens else {}
+            ((fitted, content),) = await _student([sent], **params)
             metrics.observe_routes(["student"], 0.0)
             if traffic is not None:
-                traffic.record("/v1/chat/completions", served.run_id, [text], ["student"], [content], [None], [None])
+                await asyncio.to_thread(
+                    traffic.record,
+                    "/v1/chat/completions",
+                    served.run_id,
+                    [fitted.text],
+                    ["student"],
+                    [content],
+                    [None],
+                    [None],
+                )
             extra = {"route": "student"}
-        return {
+        extra.update(_truncation(fitted))
+        completion = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": served.run_id,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {
-                "prompt_tokens": len(text.split()),
+                "prompt_tokens": fitted.tokens,
                 "completion_tokens": len(content.split()),
-                "total_tokens": len(text.split()) + len(content.split()),
+                "total_tokens": fitted.tokens + len(content.split()),
             },
             "distil": extra,
         }
+        return completion
 
-    return GuardMiddleware(app, api_key, max_body_bytes, metrics)  # type: ignore[return-value]
-
-
-class _BadRequest(Exception):
-    def __init__(self, message: str, param: str | None, code: str | None):
-        super().__init__(message)
-        self.message, self.param, self.code = message, param, code
+    return GuardMiddleware(  # type: ignore[return-value]
+        app, api_key, max_body_bytes or limits.max_body_bytes, metrics, limits.body_timeout_s, limits, _refuse_when_full
+    )
 
 
-def make_server(app: Any, host: str = "127.0.0.1", port: int = 8000, graceful_timeout_s: float = 30.0):
-    """A uvicorn.Server for ``app``; ``server.run()`` blocks, ``server.should_exit = True`` stops it gracefully."""
+def _truncation(fitted: Fitted) -> dict[str, Any]:
+    """What a response says of the cut: ``truncated``, and when it is true the characters dropped."""
+    if not fitted.truncated:
+        return {"truncated": False}
+    return {"truncated": True, "dropped_characters": fitted.dropped_characters, "kept_tokens": fitted.tokens}
+
+
+def make_server(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    graceful_timeout_s: float = 30.0,
+    limits: ServeSpec | None = None,
+):
+    """A uvicorn.Server for ``app``; ``server.run()`` blocks, ``server.should_exit = True`` stops it gracefully.
+
+    ``limits`` (default: the ones ``create_app`` was given): keep-alive, the head deadline and size, and the
+    connection cap."""
     import uvicorn
 
+    from distil.serve.connections import protocol_with_head_deadline
+
+    limits = limits or getattr(app, "limits", None) or ServeSpec()
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level="warning",
         timeout_graceful_shutdown=graceful_timeout_s,
-        timeout_keep_alive=5,
-        limit_concurrency=256,
+        timeout_keep_alive=limits.keep_alive_s,
+        limit_concurrency=limits.max_connections,
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+        http=protocol_with_head_deadline(limits.header_timeout_s),
         lifespan="on",
         access_log=False,
     )

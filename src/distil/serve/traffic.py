@@ -37,7 +37,7 @@ TRAFFIC_SCHEMA = pa.schema(
         pa.field("endpoint", pa.string(), nullable=False),  # /v1/classify or /v1/chat/completions
         pa.field("model", pa.string()),  # the run id that served it
         pa.field("input", pa.string(), nullable=False),  # redacted when redaction is on; "" when inputs are not stored
-        pa.field("route", pa.string(), nullable=False),  # student | teacher
+        pa.field("route", pa.string(), nullable=False),  # student | teacher | student_fallback (teacher saturated)
         pa.field("answer", pa.string()),  # the label, or the generated text (null when inputs are not stored)
         pa.field("distribution", pa.list_(pa.float32())),  # over the task's labels (classify), else null
         pa.field("confidence", pa.float32()),  # the student's max probability
@@ -126,6 +126,11 @@ class TrafficLog:
         if full:
             self.flush()
         return len(rows)
+
+    def warm_up(self) -> None:
+        """Load the redaction's recognisers now (about 2 s), not on the first logged request."""
+        if self.redaction and self.store_inputs:
+            redact("warm up: mail a@b.example")
 
     def _kept(self, text: str | None) -> str | None:
         """What of a request's text goes into the log: nothing, the text redacted, or the text as written.

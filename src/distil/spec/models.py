@@ -1009,6 +1009,74 @@ class Maintenance(_Model):
     )
 
 
+class ServeSpec(_Model):
+    """How `distil serve` holds under load: bounded queues per model, deadlines, connection limits."""
+
+    queue_depth: int = Field(
+        64,
+        ge=1,
+        le=100_000,
+        description="Requests waiting for or running on the student at once; one more is refused at once with 429 "
+        "and Retry-After.",
+    )
+    deadline_s: float = Field(
+        1.0,
+        gt=0,
+        le=600,
+        description="Longest a request waits for the student's answer; past it the request is refused with 429 and "
+        "work not yet started is dropped.",
+    )
+    teacher_queue_depth: int = Field(
+        8,
+        ge=1,
+        le=100_000,
+        description="Escalations waiting for or running on the teacher at once; past it an escalation is answered by "
+        "the student, marked student_fallback.",
+    )
+    teacher_deadline_s: float = Field(
+        0.8,
+        gt=0,
+        le=600,
+        description="Longest an escalation waits for the teacher before the student's answer is given instead "
+        "(marked student_fallback).",
+    )
+    max_batch: int = Field(32, ge=1, le=4096, description="Most inputs one forward pass of a model takes.")
+    threads: int | None = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="CPU threads a local model's forward pass uses (torch.set_num_threads); null: torch's default, "
+        "one per core. 1 leaves the other cores to the event loop and the other model: on two busy cores a tiny "
+        "student's pass ran 30 times slower on two threads than on one (they wait on each other).",
+    )
+    batch_wait_s: float = Field(
+        0.002, ge=0, le=1, description="How long a pass waits for more requests to share it (micro-batching)."
+    )
+    max_body_bytes: int = Field(
+        1 << 20, ge=1024, le=1 << 30, description="Request bodies larger than this get 413 (`--max-body-bytes`)."
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="A request body not received in full within this many seconds gets 408."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="A connection that has not sent a whole request line and headers within this many seconds of "
+        "starting it is closed (slow clients cannot hold connections).",
+    )
+    max_header_bytes: int = Field(
+        16_384, ge=1024, le=1 << 20, description="Most bytes of a request line and headers; larger ones get 400."
+    )
+    keep_alive_s: float = Field(5.0, gt=0, le=600, description="Idle seconds before a kept-alive connection is closed.")
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description="Open connections and requests at once; past it new requests get 503 until some close.",
+    )
+
+
 # --- the whole spec --------------------------------------------------------------------------------
 
 
@@ -1027,6 +1095,9 @@ class Spec(_Model):
         default_factory=RouterSpec, description="Routing between the student and the teacher when serving."
     )
     maintenance: Maintenance = Field(default_factory=Maintenance, description="Operating the student after launch.")
+    serve: ServeSpec = Field(
+        default_factory=ServeSpec, description="Queues, deadlines and connection limits of `distil serve`."
+    )
 
     @field_validator("name")
     @classmethod

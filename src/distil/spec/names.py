@@ -52,6 +52,8 @@ def plain_text(value: str, field: str = "") -> str:
     if not value.strip():
         raise ValueError(f"{where}is empty or only spaces; write a name")
     for char in value:
+        if unicodedata.category(char) == "Cs":  # YAML's "\ud800" escape gives half a pair, which no terminal prints
+            raise ValueError(f"{where}{value!r} holds a lone surrogate (U+{ord(char):04X}); write the name plainly")
         if unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS:
             raise ValueError(f"{where}{value!r} holds a control character (U+{ord(char):04X}); write the name plainly")
     return value
