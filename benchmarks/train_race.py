@@ -210,14 +210,30 @@ def timed_process(command: list[str], env: dict[str, str], log: Path) -> tuple[f
     return wall, usage.ru_maxrss * 1024, child.returncode
 
 
+# on a GPU the peak is torch's max allocated memory: the CLI runs as `python -m distil` would, and says it at exit
+CUDA_PEAK_WRAPPER = (
+    "import atexit, runpy, sys, torch\n"
+    "atexit.register(lambda: print('CUDA_PEAK', torch.cuda.max_memory_allocated(), flush=True))\n"
+    "sys.argv = ['distil', *sys.argv[1:]]\n"
+    "runpy.run_module('distil', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def cuda_peak(log: Path) -> int | None:
+    found = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("CUDA_PEAK ")]
+    return int(found[-1]) if found else None
+
+
 def run_distil(work: Path, run: int, threads: int, profile: bool = False) -> dict:
     """`distil train` on a fresh copy of the project (no teacher cache, no runs), in a fresh process."""
     project = work / f"distil-{run}"
     shutil.copytree(work / "project", project)
+    device = json.loads((work / "race.json").read_text())["device"]
     command = [sys.executable]
     if profile:
         command += ["-m", "cProfile", "-o", str(work / f"distil-{run}.prof")]
-    command += ["-m", "distil", "train", "--spec", str(project / "distil.yaml"), "--no-baseline"]
+    command += ["-c", CUDA_PEAK_WRAPPER] if device == "cuda" else ["-m", "distil"]
+    command += ["train", "--spec", str(project / "distil.yaml"), "--no-baseline"]
     wall, peak, status = timed_process(
         command, fresh_env(work / f"home-distil-{run}", threads), work / f"distil-{run}.log"
     )
@@ -227,7 +243,7 @@ def run_distil(work: Path, run: int, threads: int, profile: bool = False) -> dic
     student = json.loads(metrics_file.read_text())["student"]
     return {
         "wall_s": wall,
-        "peak_bytes": peak,
+        "peak_bytes": cuda_peak(work / f"distil-{run}.log") if device == "cuda" else peak,
         "tokens": student["tokens"],
         "loop_tokens_per_s": student["tokens_per_s"],
         "steps": student["steps"],
@@ -241,7 +257,7 @@ def run_trl(work: Path, run: int, threads: int) -> dict:
     lines = [x for x in log.read_text().splitlines() if x.startswith("RESULT ")]
     if status != 0 or not lines:
         return {"error": log.read_text()[-2000:]}
-    return {"wall_s": wall, "peak_bytes": peak, **json.loads(lines[-1][7:])}
+    return {"wall_s": wall, "peak_bytes": peak, **json.loads(lines[-1][7:])}  # on a GPU the child's own peak
 
 
 def trl_child(work: Path, run: int) -> None:
@@ -294,6 +310,7 @@ def trl_child(work: Path, run: int) -> None:
                 "tokens": tokens_per_epoch * s["epochs"],
                 "loop_tokens_per_s": tokens_per_epoch * s["epochs"] / runtime,
                 "steps": output.global_step,
+                **({"peak_bytes": torch.cuda.max_memory_allocated()} if setup["device"] == "cuda" else {}),
             }
         )
     )
@@ -369,8 +386,13 @@ def section_body(device: str, vocab: int, repeats: int, threads: int, results: d
         "vocabulary, the teacher run on every step), `trainer.save_model()` at the end. Each run a fresh process "
         f"with empty caches, the two alternated, median of {repeats}. tokens = non-padding tokens each student read "
         "(its own template: distil's bare prompt + answer, TRL's chat template); tokens/s = tokens / wall time of the "
-        "process, set-up included; in-loop tokens/s = tokens / the trainer's own training time; peak = maximum "
-        "resident set of the process. Load average (1 min) at each start and at the end: "
+        "process, set-up included; in-loop tokens/s = tokens / the trainer's own training time; peak = "
+        + (
+            "torch.cuda.max_memory_allocated() of the process."
+            if device == "cuda"
+            else "maximum resident set of the process."
+        )
+        + " Load average (1 min) at each start and at the end: "
         f"{', '.join(f'{x:.1f}' for x in loads)}.\n\n"
         + markdown_table(
             ["trainer", "tokens", "wall s", "tokens/s (wall)", "tokens/s (in loop)", "peak MiB", "wall s per run"],
