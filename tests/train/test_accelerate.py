@@ -85,7 +85,6 @@ def test_accelerate_launch_two_processes_runs_on_policy_steps(tmp_path, tiny_tea
 FSDP_CONFIG = Path(__file__).resolve().parents[2] / "docs" / "scale" / "accelerate-fsdp.yaml"
 
 
-@pytest.mark.slow
 def test_the_shipped_fsdp_config_launches_distil_train_in_two_processes(generate_project):
     """docs/scale/accelerate-fsdp.yaml as docs/scale.md gives it (`accelerate launch ... -m distil train`), on two CPU
     processes over gloo: accelerate runs an FSDP file on CPUs as DDP, so this checks the file and the command line,
