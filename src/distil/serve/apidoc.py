@@ -182,13 +182,15 @@ def operations(schema: Mapping[str, Any]) -> Iterable[tuple[str, str, dict[str, 
 
 
 def _body_of(content: Mapping[str, Any]) -> str:
-    """What a request or response content is: a linked body, or its media type."""
+    """What a request or response content is: a linked body, or its media type (each, when it has several)."""
+    kinds = []
     for media, spec in content.items():
         inner = spec.get("schema") or {}
         if "$ref" in inner:
-            return f"{link(ref_name(inner['$ref']))} (`{media}`)"
-        return f"`{media}`" + (f", {type_text(inner)}" if inner else "")
-    return "none"
+            kinds.append(f"{link(ref_name(inner['$ref']))} (`{media}`)")
+        else:
+            kinds.append(f"`{media}`" + (f", {type_text(inner)}" if inner else ""))
+    return " or ".join(kinds) or "none"
 
 
 def _is_open(operation: Mapping[str, Any]) -> bool:

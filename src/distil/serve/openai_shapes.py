@@ -61,17 +61,22 @@ def stream_events(
     pieces: Iterable[str],
     usage: dict[str, int] | None = None,
     extra: dict[str, Any] | None = None,
+    logprobs: dict[str, Any] | None = None,
 ) -> Iterable[str]:
     """The server-sent events of one streamed answer: a first chunk with the role, one chunk per piece of text,
     a last chunk with ``finish_reason`` ``stop`` (and ``usage`` when given, as ``stream_options.include_usage``
-    asks), then ``[DONE]``. ``extra`` (distil's route and distribution) rides on the last chunk."""
+    asks), then ``[DONE]``. ``extra`` (distil's route and distribution) rides on the last chunk; ``logprobs`` (a
+    label's, from :func:`label_logprobs`) on the first piece, which for a label is the only one."""
 
     def event(body: dict[str, Any]) -> str:
         return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
 
     yield event(_chunk(completion_id, created, model, {"role": "assistant", "content": ""}, None))
-    for piece in pieces:
-        yield event(_chunk(completion_id, created, model, {"content": piece}, None))
+    for i, piece in enumerate(pieces):
+        chunk = _chunk(completion_id, created, model, {"content": piece}, None)
+        if i == 0 and logprobs is not None:
+            chunk["choices"][0]["logprobs"] = logprobs
+        yield event(chunk)
     last = _chunk(completion_id, created, model, {}, "stop")
     if usage is not None:
         last["usage"] = usage

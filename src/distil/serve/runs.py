@@ -76,6 +76,7 @@ class ServedModel:
     calibration: dict[str, float] | None = None
     limits: ServeSpec = field(default_factory=ServeSpec)  # queues, deadlines, connection limits
     fit: ContextFitter | None = None  # cuts an input to the student's context (None: inputs go as sent)
+    project_name: str = ""  # another name `model` may take for the student (empty: only the run id)
 
 
 def router_target(project: Project) -> float:
@@ -170,4 +171,5 @@ def load_served(
         calibration=calibration,
         limits=project.spec.serve,
         fit=student_fitter(folder),
+        project_name=project.spec.name,
     )

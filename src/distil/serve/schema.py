@@ -35,7 +35,9 @@ NOT_READY = "The student's queue is full: requests would get 429 now (the body s
 
 
 class ModelEntry(BaseModel):
-    id: str = Field(description="The run id served; send it (or `distil`, or nothing) as `model`.")
+    id: str = Field(
+        description="A name to send as `model`: the run id served, the project's name, `student`, or `teacher`."
+    )
     object: Literal["model"]
     created: int = Field(description="Unix time of the request.")
     owned_by: Literal["distil"]
@@ -43,7 +45,10 @@ class ModelEntry(BaseModel):
 
 class ModelList(BaseModel):
     object: Literal["list"]
-    data: list[ModelEntry] = Field(description="One entry: the served run.")
+    data: list[ModelEntry] = Field(
+        description="The run id, the project's name and `student` (all three the student, routed to the teacher when "
+        "unsure), and `teacher` (the teacher alone) when the server has a teacher."
+    )
 
 
 Fallback = Literal["teacher_busy", "teacher_slow", "teacher_error"]
@@ -76,10 +81,28 @@ class AssistantMessage(BaseModel):
     content: str = Field(description="The answer: a label for a classify run, generated text for a generate run.")
 
 
+class TopLogprob(BaseModel):
+    token: str = Field(description="A label (a label is one token here, spelled as the label).")
+    logprob: float = Field(description="Its natural log-probability; -9999 for probability 0.")
+    bytes: list[int] = Field(description="The label's UTF-8 bytes.")
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(description="The `top_logprobs` most likely labels, most likely first.")
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] = Field(
+        description="One entry, the answer: the distribution of the model that answered (the student's; the "
+        "teacher's when it answered)."
+    )
+
+
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: Literal["stop"]
+    logprobs: ChoiceLogprobs | None = Field(None, description="With `logprobs: true` (classify runs).")
 
 
 class Usage(BaseModel):
@@ -87,7 +110,10 @@ class Usage(BaseModel):
         description="The student's tokens in the last user message as read (after any cut); its words when the "
         "server has no tokenizer for it."
     )
-    completion_tokens: int = Field(description="Words in the answer.")
+    completion_tokens: int = Field(
+        description="The student's tokens in the answer (no special tokens), whoever answered; words without a "
+        "tokenizer."
+    )
     total_tokens: int
 
 
@@ -106,7 +132,7 @@ class ChatResponse(BaseModel):
     id: str = Field(description="`chatcmpl-` and a random hex id.")
     object: Literal["chat.completion"]
     created: int = Field(description="Unix time of the answer.")
-    model: str = Field(description="The run id that answered.")
+    model: str = Field(description="The run id when the student was asked, `teacher` when the teacher was.")
     choices: list[ChatChoice] = Field(description="One choice.")
     usage: Usage
     distil: DistilAnswer = Field(
@@ -141,7 +167,16 @@ KEY_ERROR = {401: _error("The server has an API key and the request did not send
 SIZE_ERROR = {413: _error("The body is larger than the server's limit (`request_too_large`).")}
 CRASH_ERROR = {500: _error("An unexpected failure (`server_error`); bad input never gives a 5xx.")}
 SLOW_BODY_ERROR = {408: _error("The body did not arrive within serve.body_timeout_s (`request_timeout`).")}
-MODEL_ERROR = {404: _error("`model` is not the served run (`model_not_found`), as OpenAI's API answers.")}
+MODEL_ERROR = {404: _error("`model` is not a name `/v1/models` lists (`model_not_found`), as OpenAI's API answers.")}
+TEACHER_ERROR = {502: _error("With `model` `teacher`: the teacher failed to answer (`teacher_error`).")}
+STREAM_ANSWER = {
+    200: {
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "description": "success; with `stream: true`, server-sent events, `data: <chat.completion.chunk>` (OpenAI's chunk: the "
+        "role, then the label or one chunk per generated token, then `finish_reason` `stop` with `distil` and, with "
+        "`stream_options.include_usage`, `usage`), then `data: [DONE]`.",
+    }
+}
 BUSY_ERROR = {
     429: _error(
         "The student's queue is full (`queue_full`, answered before the body is parsed) or the student did not start "

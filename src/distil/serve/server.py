@@ -20,22 +20,25 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distil.serve.batching import MicroBatcher, QueueFull
 from distil.serve.context import Fitted, as_sent
 from distil.serve.metrics import ServerMetrics
+from distil.serve.openai_shapes import label_logprobs, model_names, stream_events, token_count, token_pieces
 from distil.serve.router import Routed, Router
 from distil.serve.runs import ServedModel
 from distil.serve.schema import (
@@ -47,6 +50,8 @@ from distil.serve.schema import (
     NOT_READY,
     SIZE_ERROR,
     SLOW_BODY_ERROR,
+    STREAM_ANSWER,
+    TEACHER_ERROR,
     ChatResponse,
     ClassifyResponse,
     Health,
@@ -94,7 +99,9 @@ def _error_response(
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     input: str | list[str] = Field(description="One text or a list of texts to classify.")
-    model: str | None = Field(None, description="The served run id, or `distil`; empty: the served run.")
+    model: str | None = Field(
+        None, description="As in /v1/chat/completions: a name `/v1/models` lists; `distil` or empty: the student."
+    )
 
 
 class ContentPart(BaseModel):
@@ -111,14 +118,39 @@ class ChatMessage(BaseModel):
     )
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool | None = Field(None, description="true: the last chunk carries `usage`.")
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # OpenAI clients send many optional fields; unknown ones are ignored
-    model: str | None = Field(None, description="The served run id, or `distil`; empty: the served run.")
+    model: str | None = Field(
+        None,
+        description="A name `/v1/models` lists: the served run id, the project's name or `student` (the student, "
+        "routed as usual), `teacher` (the teacher alone, when the server has one); `distil` or empty: the student.",
+    )
     messages: list[ChatMessage] = Field(
         min_length=1, description="The conversation; the last user message is the input, the rest is ignored."
     )
     max_tokens: int | None = Field(None, ge=1, le=4096, description="Generate runs: the most new tokens to write.")
-    stream: bool = Field(False, description="Must be false: streaming is not supported.")
+    stream: bool | None = Field(
+        False,
+        description="true: the answer as server-sent events (`data: <chat.completion.chunk>`), one chunk for a label, "
+        "one per token for generated text (sent once the text is generated), then `data: [DONE]`.",
+    )
+    stream_options: StreamOptions | None = Field(None, description="With `stream`: `include_usage` adds `usage`.")
+    logprobs: bool | None = Field(
+        False,
+        description="Classify runs: the answering model's label distribution as `choices[].logprobs` (the label is "
+        "one token, spelled as the label). Generate runs refuse it.",
+    )
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="With `logprobs`: how many of the most likely labels to list (at most all)."
+    )
+    n: int | None = Field(
+        None, ge=1, description="Choices to return: 1. More is refused (400, param `n`): the answer is deterministic."
+    )
 
 
 def _message_text(message: ChatMessage) -> str:
@@ -298,6 +330,21 @@ async def answer_from(queue: MicroBatcher, inputs: Sequence[str], wait_s: float,
         return await waiting
 
 
+@dataclass(frozen=True)
+class Generated:
+    """One generated answer, counted and cut where the student's tokenizer cuts it (in the student's worker)."""
+
+    fitted: Fitted
+    text: str
+    tokens: int  # the student's tokens in ``text``; its words when the server has no tokenizer
+    pieces: list[str] | None  # the stream's chunks, when the request streams
+
+
+def _word_pieces(text: str) -> list[str]:
+    """Without a tokenizer, a stream's chunks are words with the spaces after them (they join back to the text)."""
+    return re.findall(r"\S+\s*|\s+", text)
+
+
 def model_queues(served: ServedModel) -> tuple[MicroBatcher, MicroBatcher | None]:
     """(student queue, teacher queue or None) with the limits of ``served.limits``.
 
@@ -312,9 +359,18 @@ def model_queues(served: ServedModel) -> tuple[MicroBatcher, MicroBatcher | None
         rows = np.asarray(served.student.label_distribution([f.text for f in fitted]), dtype=np.float64)
         return list(zip(fitted, rows, strict=True))
 
-    def fitted_generation(texts: list[str], **params: Any) -> list[tuple[Fitted, str]]:
+    tokenizer = served.fit.tokenizer if served.fit is not None else None
+
+    def fitted_generation(texts: list[str], streamed: bool = False, **params: Any) -> list[Generated]:
         fitted = fit(texts)
-        return list(zip(fitted, served.student.generate([f.text for f in fitted], **params), strict=True))
+        out = []
+        for f, text in zip(fitted, served.student.generate([f.text for f in fitted], **params), strict=True):
+            if tokenizer is None:
+                out.append(Generated(f, text, len(text.split()), _word_pieces(text) if streamed else None))
+            else:
+                pieces = token_pieces(tokenizer, text) if streamed else None
+                out.append(Generated(f, text, token_count(tokenizer, text), pieces))
+        return out
 
     if served.kind == "classify":
         student = MicroBatcher(
@@ -360,6 +416,15 @@ def create_app(
         teacher_fn = teacher_queue.label_distribution if teacher_queue is not None else None
         router = Router(student_queue.label_distribution, teacher_fn, served.labels, served.threshold)
     retry_after = max(1, math.ceil(limits.deadline_s))
+    # `model` may name the student (run id, project name, `student`) or the teacher; `distil` and empty: the student
+    names = model_names(
+        served.run_id, served.project_name or served.run_id, router is not None and teacher_queue is not None
+    )
+    accepted = {**names, "distil": "student", "": "student"}
+    tokenizer = served.fit.tokenizer if served.fit is not None else None
+    label_tokens = {  # counted once, here: the tokenizer is the student worker's once the server runs
+        label: token_count(tokenizer, label) if tokenizer is not None else len(label.split()) for label in served.labels
+    }
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -404,7 +469,8 @@ def create_app(
 
     @app.exception_handler(_BadRequest)
     async def _bad(_: Request, exc: _BadRequest) -> JSONResponse:
-        return _error_response(exc.status, exc.message, "invalid_request_error", exc.param, exc.code)
+        type_ = "server_error" if exc.status >= 500 else "invalid_request_error"
+        return _error_response(exc.status, exc.message, type_, exc.param, exc.code)
 
     @app.exception_handler(_Overloaded)
     async def _overloaded(_: Request, exc: _Overloaded) -> JSONResponse:
@@ -427,15 +493,17 @@ def create_app(
             429, exc.message, "rate_limit_error", code=exc.code, headers={"Retry-After": str(exc.retry_after_s)}
         )
 
-    def _check_model(name: str | None) -> None:
-        if name not in (None, "", served.run_id, "distil"):
-            shown = name[:SHOWN_CHARS] + ("…" if len(name) > SHOWN_CHARS else "")
-            raise _BadRequest(
-                f"model: the model {shown!r} does not exist; this server serves {served.run_id!r}",
-                "model",
-                "model_not_found",
-                status=404,
-            )
+    def _target(name: str | None) -> str:
+        """``student`` or ``teacher``: who ``model`` names; 404 for a name the server does not serve."""
+        if (target := accepted.get(name or "")) is not None:
+            return target
+        shown = name[:SHOWN_CHARS] + ("…" if len(name) > SHOWN_CHARS else "") if name else ""
+        raise _BadRequest(
+            f"model: the model {shown!r} does not exist; this server serves {', '.join(map(repr, names))}",
+            "model",
+            "model_not_found",
+            status=404,
+        )
 
     def _check_texts(texts: list[str], params: list[str]) -> None:
         """400 naming the ``params`` entry of a text that is empty or not Unicode."""
@@ -456,8 +524,12 @@ def create_app(
                 retry_after,
             ) from None
 
-    async def _routed(texts: list[str]) -> tuple[list[Fitted], list[Routed]]:
-        """The texts as cut to the context, and their answers (the student's, or the teacher's when escalated)."""
+    async def _routed(texts: list[str], target: str = "student") -> tuple[list[Fitted], list[Routed]]:
+        """The texts as cut to the context, and their answers (the student's, or the teacher's when escalated).
+
+        ``target`` ``teacher`` (the client named it): every text goes to the teacher, after the student's pass that
+        cuts it to the context; a teacher that cannot answer is then a 429 (busy, slow) or 502 (failing), never
+        the student's answer under the teacher's name."""
         assert router is not None
         start = time.perf_counter()
         rows = await _student(texts)
@@ -465,6 +537,8 @@ def create_app(
         inputs = [f.text for f in fitted]
         student_probs = np.array([row for _, row in rows], dtype=np.float64)
         escalate_index, final = router.decide(student_probs)
+        if target == "teacher":
+            escalate_index = np.arange(len(texts))
         fallback = None
         if escalate_index.size:
             assert teacher_queue is not None
@@ -479,6 +553,16 @@ def create_app(
                 fallback = "teacher_slow"
             except Exception:  # noqa: BLE001 - a failing teacher costs the escalation, never the answer
                 fallback = "teacher_error"
+            if fallback is not None and target == "teacher":
+                if fallback == "teacher_error":
+                    raise _BadRequest(
+                        "the teacher failed to answer; retry, or send model `student`", None, fallback, 502
+                    )
+                raise _Overloaded(
+                    f"the teacher is busy ({fallback}); retry after {retry_after} s, or send model `student`",
+                    fallback,
+                    retry_after,
+                )
         answers = router.answers(final, student_probs, escalate_index, fallback)
         metrics.observe_routes([a.route for a in answers], time.perf_counter() - start)
         return fitted, answers
@@ -534,9 +618,13 @@ def create_app(
 
     @app.get("/v1/models", response_model=ModelList, responses=errors(KEY_ERROR))
     async def models() -> dict[str, Any]:
-        """The served run, as OpenAI's model list."""
-        entry = {"id": served.run_id, "object": "model", "created": int(time.time()), "owned_by": "distil"}
-        return {"object": "list", "data": [entry]}
+        """Every name `model` may take, as OpenAI's model list: the served run id, the project's name and `student`
+        (the student, routed as usual), and `teacher` when the server has one."""
+        created = int(time.time())
+        return {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": created, "owned_by": "distil"} for name in names],
+        }
 
     @app.post(
         "/v1/classify",
@@ -549,6 +637,7 @@ def create_app(
             SIZE_ERROR,
             MODEL_ERROR,
             BUSY_ERROR,
+            TEACHER_ERROR,
             CRASH_ERROR,
             extra={
                 400: "This route's codes: `wrong_task` (the run generates text), `empty_input` (an empty list), "
@@ -562,7 +651,7 @@ def create_app(
         (the student; the teacher when the student was unsure; or the student again, marked `student_fallback`,
         when the teacher was saturated, slow or failing), the student's confidence, and whether the text was cut
         to the student's context. Classify runs only."""
-        _check_model(body.model)
+        target = _target(body.model)
         if router is None:
             raise _BadRequest(
                 f"run {served.run_id} is a {served.kind} task; use /v1/chat/completions", None, "wrong_task"
@@ -575,7 +664,7 @@ def create_app(
                 f"input: at most {max_inputs} texts per request, got {len(texts)}", "input", "too_many_inputs"
             )
         _check_texts(texts, ["input"] if isinstance(body.input, str) else [f"input[{i}]" for i in range(len(texts))])
-        fitted, answers = await _routed(texts)
+        fitted, answers = await _routed(texts, target)
         await _log("/v1/classify", [f.text for f in fitted], answers)
         answer = {
             "object": "list",
@@ -599,42 +688,69 @@ def create_app(
         "/v1/chat/completions",
         response_model=ChatResponse,
         response_model_exclude_none=True,
-        responses=errors(
-            BODY_ERROR,
-            KEY_ERROR,
-            SLOW_BODY_ERROR,
-            SIZE_ERROR,
-            MODEL_ERROR,
-            BUSY_ERROR,
-            CRASH_ERROR,
-            extra={
-                400: "This route's codes: `unsupported` (`stream: true`), `no_user_message`, `invalid_text` (the "
-                "last user message is empty, blank or holds a lone surrogate)."
-            },
-        ),
+        responses={
+            **STREAM_ANSWER,
+            **errors(
+                BODY_ERROR,
+                KEY_ERROR,
+                SLOW_BODY_ERROR,
+                SIZE_ERROR,
+                MODEL_ERROR,
+                BUSY_ERROR,
+                TEACHER_ERROR,
+                CRASH_ERROR,
+                extra={
+                    400: "This route's codes: `unsupported_value` (`n` over 1; `logprobs` on a generate run), "
+                    "`invalid_value` (`top_logprobs` without `logprobs`), `no_user_message`, `invalid_text` (the "
+                    "last user message is empty, blank or holds a lone surrogate).",
+                    429: "With `model` `teacher`: the teacher's queue is full or it was slow (`teacher_busy`, "
+                    "`teacher_slow`).",
+                },
+            ),
+        },
     )
-    async def chat(body: ChatRequest) -> dict[str, Any]:
+    async def chat(body: ChatRequest) -> Any:
         """OpenAI-compatible chat completion on the last user message: a label for a classify run (routed like
-        /v1/classify), generated text for a generate run."""
-        _check_model(body.model)
-        if body.stream:
-            raise _BadRequest("stream: streaming is not supported; send stream=false", "stream", "unsupported")
+        /v1/classify), generated text for a generate run; as server-sent events with `stream`, with the label
+        distribution as `logprobs` when asked."""
+        target = _target(body.model)
+        if body.n is not None and body.n > 1:
+            raise _BadRequest(
+                f"n: this server returns one choice (its answer is deterministic, so {body.n} would be copies); "
+                "send n=1",
+                "n",
+                "unsupported_value",
+            )
+        if body.top_logprobs is not None and not body.logprobs:
+            raise _BadRequest("top_logprobs: send logprobs=true with it", "top_logprobs", "invalid_value")
+        if body.logprobs and router is None:
+            raise _BadRequest(
+                f"logprobs: run {served.run_id} generates text and does not return token log-probabilities; "
+                "send logprobs=false",
+                "logprobs",
+                "unsupported_value",
+            )
         users = [m for m in body.messages if m.role == "user"]
         if not users:
             raise _BadRequest("messages: include at least one user message", "messages", "no_user_message")
         sent = _message_text(users[-1])
         _check_texts([sent], ["messages"])
         extra: dict[str, Any] = {}
+        logprobs = None
         if router is not None:
-            (fitted,), (answer,) = await _routed([sent])
+            (fitted,), (answer,) = await _routed([sent], target)
             await _log("/v1/chat/completions", [fitted.text], [answer])
-            content = answer.label
+            content, completion_tokens, pieces = answer.label, label_tokens[answer.label], [answer.label]
             extra = {"route": answer.route, "distribution": dict(zip(served.labels, answer.distribution, strict=True))}
             if answer.fallback:
                 extra["fallback"] = answer.fallback
+            if body.logprobs:
+                logprobs = label_logprobs(served.labels, answer.distribution, answer.label, body.top_logprobs or 0)
         else:
             params = {"max_new_tokens": body.max_tokens} if body.max_tokens else {}
-            ((fitted, content),) = await _student([sent], **params)
+            (generated,) = await _student([sent], streamed=bool(body.stream), **params)
+            fitted, content, completion_tokens = generated.fitted, generated.text, generated.tokens
+            pieces = generated.pieces or []
             metrics.observe_routes(["student"], 0.0)
             if traffic is not None:
                 await asyncio.to_thread(
@@ -649,20 +765,31 @@ def create_app(
                 )
             extra = {"route": "student"}
         extra.update(_truncation(fitted))
-        completion = {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        model = served.run_id if target == "student" else "teacher"
+        usage = {
+            "prompt_tokens": fitted.tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": fitted.tokens + completion_tokens,
+        }
+        if body.stream:
+            wants_usage = body.stream_options is not None and bool(body.stream_options.include_usage)
+            events = stream_events(
+                completion_id, created, model, pieces, usage if wants_usage else None, extra, logprobs
+            )
+            return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        if logprobs is not None:
+            choice["logprobs"] = logprobs
+        return {
+            "id": completion_id,
             "object": "chat.completion",
-            "created": int(time.time()),
-            "model": served.run_id,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {
-                "prompt_tokens": fitted.tokens,
-                "completion_tokens": len(content.split()),
-                "total_tokens": fitted.tokens + len(content.split()),
-            },
+            "created": created,
+            "model": model,
+            "choices": [choice],
+            "usage": usage,
             "distil": extra,
         }
-        return completion
 
     return GuardMiddleware(  # type: ignore[return-value]
         app, api_key, max_body_bytes or limits.max_body_bytes, metrics, limits.body_timeout_s, limits, _refuse_when_full
