@@ -268,6 +268,12 @@ def test_the_api_answers_hostile_bodies_with_a_4xx_or_a_sound_answer(served_url,
             assert item["label"] in LABELS and item["route"] in ("student", "teacher", "student_fallback")
             assert math.isclose(sum(item["distribution"].values()), 1.0, abs_tol=1e-4)
             assert isinstance(item["truncated"], bool)
+    elif body.get("stream") is True:  # server-sent events: the label in one chunk, then [DONE]
+        events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        assert "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1]) in LABELS
+        users = [m for m in body["messages"] if m["role"] == "user"]
+        assert users, "answered a chat with no user message"
     else:
         assert r.json()["choices"][0]["message"]["content"] in LABELS
         users = [m for m in body["messages"] if m["role"] == "user"]

@@ -219,11 +219,17 @@ def test_generate_run_answers_chat_and_refuses_classify(tmp_path):
             assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == expected
             r = c.post("/v1/classify", json={"input": "x"})
             assert r.status_code == 400 and r.json()["error"]["code"] == "wrong_task"
-            assert (
-                c.post(
-                    "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "stream": True}
-                ).status_code
-                == 400
+            streamed = c.post(
+                "/v1/chat/completions",
+                json={
+                    "messages": [{"role": "user", "content": "the printer is on fire"}],
+                    "stream": True,
+                    "max_tokens": 3,
+                },
             )
+            assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+            assert streamed.text.endswith("data: [DONE]\n\n")
     rows = read_traffic(tmp_path / "traffic")
-    assert [(r["input"], r["answer"], r["distribution"]) for r in rows] == [("the printer is on fire", expected, None)]
+    assert [(r["input"], r["answer"], r["distribution"]) for r in rows] == [
+        ("the printer is on fire", expected, None)
+    ] * 2

@@ -172,9 +172,9 @@ TEACHER_ERROR = {502: _error("With `model` `teacher`: the teacher failed to answ
 STREAM_ANSWER = {
     200: {
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        "description": "success; with `stream: true`, server-sent events, `data: <chat.completion.chunk>` (OpenAI's chunk: the "
-        "role, then the label or one chunk per generated token, then `finish_reason` `stop` with `distil` and, with "
-        "`stream_options.include_usage`, `usage`), then `data: [DONE]`.",
+        "description": "success; with `stream: true`, server-sent events, `data: <chat.completion.chunk>` (OpenAI's "
+        "chunk: the role, then the label or one chunk per generated token, then `finish_reason` `stop` with "
+        "`distil` and, with `stream_options.include_usage`, `usage`), then `data: [DONE]`.",
     }
 }
 BUSY_ERROR = {
