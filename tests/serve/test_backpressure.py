@@ -7,6 +7,7 @@ holds, not a race it hopes to win."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -79,6 +80,62 @@ def test_a_full_queue_answers_429_with_retry_after_while_probes_still_answer():
             assert [f.result().status_code for f in held] == [200, 200]
             assert c.get("/readyz").status_code == 200
             assert 'distil_requests_total{endpoint="/v1/classify",status="429"} 1' in c.get("/metrics").text
+
+
+def test_probes_are_answered_by_the_connection_while_the_queue_and_the_connection_cap_are_full():
+    """With the student blocked, its queue full and every connection slot taken, a request that reaches the app
+    gets uvicorn's 503; the probes do not reach it: the connection answers them from the queue state."""
+    student = GatedModel()
+    served = _served(student, queue_depth=2, deadline_s=60, max_batch=1, max_connections=4)
+    with running_server(create_app(served)) as (url, _), ThreadPoolExecutor(4) as pool:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            held = [pool.submit(c.post, "/v1/classify", json={"input": f"held {i}"}) for i in range(2)]
+            _wait_for(lambda: c.get("/readyz").status_code == 503, "the student's queue filled")
+            idle = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))  # the 4th connection
+            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_response(idle).startswith(b"HTTP/1.1 200 OK")  # accepted, and kept open
+            over_cap = c.get("/v1/models")
+            assert (over_cap.status_code, over_cap.text) == (503, "Service Unavailable")  # uvicorn: the cap is reached
+            assert c.get("/healthz").json() == {"status": "ok", "model": "m", "kind": "classify"}
+            busy = c.get("/readyz")
+            assert busy.status_code == 503 and busy.json()["status"] == "busy"
+            assert busy.json()["queues"]["student"] == {"load": 2, "depth": 2}
+            student.gate.set()
+            assert [f.result().status_code for f in held] == [200, 200]
+            idle.close()
+            assert c.get("/readyz").json()["status"] == "ready"
+            assert 'distil_requests_total{endpoint="/healthz",status="200"} 2' in c.get("/metrics").text
+
+
+def test_a_probe_keeps_its_connection_open_unless_asked_to_close_and_odd_probes_reach_the_app():
+    with running_server(create_app(_served(GatedModel(gated=False)))) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            for _ in range(2):  # two probes on one keep-alive connection
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert _read_response(s).startswith(b"HTTP/1.1 200 OK")
+            s.sendall(b"GET /readyz?verbose=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = _read_response(s)
+            assert answer.startswith(b"HTTP/1.1 200 OK") and b'"status":"ready"' in answer
+            assert s.recv(64) == b""  # closed, as asked
+        # a probe with a body, and one split over two packets, go through the app and are answered the same
+        with httpx.Client(base_url=url, timeout=10) as c:
+            assert c.request("GET", "/healthz", content=b"x").json()["status"] == "ok"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\n")
+            s.sendall(b"Host: x\r\n\r\n")
+            assert _read_response(s).startswith(b"HTTP/1.1 200 OK")
+
+
+def _read_response(s: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(x for x in head.split(b"\r\n") if x.lower().startswith(b"content-length:")).split(b":")[1])
+    while len(body) < length:
+        body += s.recv(4096)
+    return head + b"\r\n\r\n" + body
 
 
 def test_a_request_not_started_before_its_deadline_is_refused_and_never_run():

@@ -10,8 +10,9 @@ behind a bounded micro-batching queue (:mod:`distil.serve.batching`). A request 
 queue full is refused at once with 429 and ``Retry-After``; one the student has not started on within
 ``deadline_s`` is refused the same way and dropped. Escalations have their own, smaller queue and deadline;
 when the teacher is saturated, slow or failing, the student's answer is given, marked ``student_fallback``.
-The endpoints run on the event loop and only await the models' futures, so `/healthz` and `/readyz` answer
-at once however busy the models are. On shutdown uvicorn stops accepting, lets requests in flight finish,
+The endpoints run on the event loop and only await the models' futures; `/healthz` and `/readyz` are answered
+by the connection itself as their bytes arrive (:mod:`distil.serve.connections`), ahead of the requests waiting
+for the loop, so they answer at once however busy the server is. On shutdown uvicorn stops accepting, lets requests in flight finish,
 then the lifespan stops the model queues and closes the traffic log.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import math
 import re
 import time
@@ -198,6 +200,7 @@ class GuardMiddleware:
         self.body_timeout_s = body_timeout_s
         self.limits = limits or ServeSpec()  # what make_server configures uvicorn with
         self.refuse_when_full = refuse_when_full
+        self.answer_probe: Callable[[str], tuple[int, bytes] | None] | None = None  # for make_server's connections
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -589,19 +592,41 @@ def create_app(
             if q is not None
         }
 
+    def _readiness() -> tuple[int, dict[str, Any]]:
+        ready = not student_queue.full
+        return 200 if ready else 503, {
+            "status": "ready" if ready else "busy",
+            "model": served.run_id,
+            "queues": _queue_state(),
+        }
+
+    probes: dict[str, Callable[[], tuple[int, dict[str, Any]]]] = {
+        "/healthz": lambda: (200, {"status": "ok", "model": served.run_id, "kind": served.kind}),
+        "/readyz": _readiness,
+    }
+
+    def answer_probe(path: str) -> tuple[int, bytes] | None:
+        """A probe's status and body for the connection to send itself (:mod:`distil.serve.connections`)."""
+        if path not in probes:
+            return None
+        start = time.perf_counter()
+        status, body = probes[path]()
+        metrics.observe_request(path, status, time.perf_counter() - start)
+        return status, json.dumps(body, separators=(",", ":")).encode()
+
     @app.get("/healthz", response_model=Health, responses=errors(CRASH_ERROR))
     async def healthz() -> dict[str, Any]:
-        """Liveness for load balancers: the run served and its task. Answered on the event loop, which never runs
-        model work, so it answers however busy the models are."""
-        return {"status": "ok", "model": served.run_id, "kind": served.kind}
+        """Liveness for load balancers: the run served and its task. The connection answers it as soon as its bytes
+        arrive, before routing and ahead of the requests waiting for the event loop; it never waits on model
+        work."""
+        return probes["/healthz"]()[1]
 
     @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": NOT_READY}})
     async def readyz() -> JSONResponse:
         """Readiness: the models are loaded (they are before the server listens) and the student's queue has room;
-        each queue's load and depth."""
-        ready = not student_queue.full
-        body = {"status": "ready" if ready else "busy", "model": served.run_id, "queues": _queue_state()}
-        return JSONResponse(body, status_code=200 if ready else 503)
+        each queue's load and depth. Answered by the connection, as `/healthz` is."""
+        status, body = _readiness()
+        return JSONResponse(body, status_code=status)
 
     @app.get(
         "/metrics",
@@ -791,9 +816,11 @@ def create_app(
             "distil": extra,
         }
 
-    return GuardMiddleware(  # type: ignore[return-value]
+    guard = GuardMiddleware(
         app, api_key, max_body_bytes or limits.max_body_bytes, metrics, limits.body_timeout_s, limits, _refuse_when_full
     )
+    guard.answer_probe = answer_probe
+    return guard  # type: ignore[return-value]
 
 
 def _truncation(fitted: Fitted) -> dict[str, Any]:
@@ -828,7 +855,7 @@ def make_server(
         timeout_keep_alive=limits.keep_alive_s,
         limit_concurrency=limits.max_connections,
         h11_max_incomplete_event_size=limits.max_header_bytes,
-        http=protocol_with_head_deadline(limits.header_timeout_s),
+        http=protocol_with_head_deadline(limits.header_timeout_s, getattr(app, "answer_probe", None)),
         lifespan="on",
         access_log=False,
     )
