@@ -6,8 +6,10 @@ tests build), once student-only and once escalating its least confident share to
 of tests/reliability (an OpenAI-compatible Chat Completions server, faults off, a fixed delay per answer) in
 a process of its own on 127.0.0.1. Clients are asyncio tasks in this process, one connection each; a client
 sends one ticket, waits for the answer, and after a 429 waits the `Retry-After` it was given, as OpenAI's
-SDKs do. `/healthz` is probed every 100 ms throughout. The server's RSS is read from /proc before the first
-run and a few seconds after the last.
+SDKs do. `/healthz` is probed every 100 ms throughout, from a thread of this process; and, for 50 and 200
+clients once more, from a process of its own while this process's load runs at nice 10, so that the figure is
+the server's and not the load generator's (both share the machine's cores). The server's RSS is read from /proc
+before the first run and a few seconds after the last.
 """
 
 from __future__ import annotations
@@ -51,6 +53,33 @@ with FaultServer(FaultConfig(delay_s=float(sys.argv[2]))) as server:
     print(server.port, flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin
 """
+
+
+PROBE_PROCESS = """
+import http.client, json, sys, time
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+ms, failed, end = [], 0, time.monotonic() + seconds
+conn = http.client.HTTPConnection(host, port, timeout=10)
+while time.monotonic() < end:
+    start = time.perf_counter()
+    try:
+        conn.request("GET", "/healthz")
+        answer = conn.getresponse()
+        answer.read()
+        ok = answer.status == 200
+    except (OSError, http.client.HTTPException):
+        ok = False
+        conn.close()
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+    if ok:
+        ms.append((time.perf_counter() - start) * 1000)
+    else:
+        failed += 1
+    time.sleep(0.1)
+print(json.dumps({"ms": ms, "failed": failed}))
+"""
+NICED_CLIENT_COUNTS = (50, 200)
+LOAD_NICE = 10
 
 
 # --- the project and the processes ----------------------------------------------------------------------
@@ -257,6 +286,25 @@ def run_load(url: str, clients: int, seconds: float) -> LoadResult:
     return result
 
 
+def run_load_niced(url: str, clients: int, seconds: float) -> LoadResult:
+    """As :func:`run_load`, with the load from a thread at nice ``LOAD_NICE`` and `/healthz` probed from a process
+    of its own at normal priority."""
+    result = LoadResult(clients, seconds)
+    host, port = url.removeprefix("http://").split(":")
+    probe = subprocess.Popen([sys.executable, "-c", PROBE_PROCESS, host, port, str(seconds)], stdout=subprocess.PIPE)
+
+    def load() -> None:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOAD_NICE)  # this thread only (Linux)
+        asyncio.run(_load(url, clients, seconds, result))
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    loader.join()
+    probed = json.loads(probe.communicate(timeout=60)[0])
+    result.healthz_ms, result.healthz_failed = probed["ms"], probed["failed"]
+    return result
+
+
 # --- slow connections --------------------------------------------------------------------------------------
 
 
@@ -358,7 +406,7 @@ def hold_main(seconds: float, write: bool = True) -> None:
     env = isolated_env(base)
     os.environ.update({k: v for k, v in env.items() if k != "PYTHONPATH"})
     teacher, teacher_port = start_teacher(env)
-    rows, memory, slow = [], [], None
+    rows, niced_rows, memory, slow = [], [], [], None
     try:
         spec = build_project(base, f"openai:http://127.0.0.1:{teacher_port}/v1#keyword")
         threshold = escalation_threshold(spec.parent / ".distil" / "runs" / "r1" / "student", ESCALATED_SHARE)
@@ -377,6 +425,10 @@ def hold_main(seconds: float, write: bool = True) -> None:
                     results.append(result)
                     statuses = Counter(s for s, _ in result.outcomes)
                     print(mode, clients, dict(statuses), f"within {result.within:.1%}", flush=True)
+                for clients in NICED_CLIENT_COUNTS:
+                    result = run_load_niced(url, clients, seconds)
+                    niced_rows += table_rows(mode, [result])
+                    print(mode, clients, "niced load", f"/healthz p99 {_pct(result.healthz_ms, 99)} ms", flush=True)
                 if mode == "student only":
                     slow = slow_connections(url)
                     print("slow connections", slow, flush=True)
@@ -430,9 +482,14 @@ def hold_main(seconds: float, write: bool = True) -> None:
         f"row. Server, teacher and clients share this machine's cores with other work (see the load average), so "
         f"read the figures as what this machine gave, not as a capacity.\n\n"
         + markdown_table(headers, rows)
+        + f"\n\nThe same load for {' and '.join(map(str, NICED_CLIENT_COUNTS))} clients, `/healthz` probed from a "
+        f"process of its own while the load generator ran at nice {LOAD_NICE} (the server at normal priority): "
+        "what a load balancer on another machine would see, less the network:\n\n"
+        + markdown_table(headers, niced_rows)
         + "\n\nServer memory (RSS, MiB): after the warm-up (before the first row), 3 s after the last row, and 3 s "
         f"after one more {CLIENT_COUNTS[-1]}-client row of {seconds:g} s (growth that stops there is a high-water "
-        "mark — buffers, allocator arenas, larger batches — not a leak):\n\n"
+        "mark — buffers, larger batches — not a leak). The server returns the allocator's free pages to the system "
+        "(`malloc_trim`) about a second after a burst ends:\n\n"
         + markdown_table(["mode", "before", "after the rows", "after one more row"], memory)
     )
     if slow:

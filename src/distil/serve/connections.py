@@ -107,4 +107,8 @@ def protocol_with_head_deadline(
     """A protocol class for ``uvicorn.Config(http=...)`` whose heads must arrive within ``header_timeout_s``, and
     which answers the probes ``answer_probe`` knows itself (None: every request goes to the app)."""
     probe = staticmethod(answer_probe) if answer_probe is not None else None  # a plain function would bind as a method
-    return type("HeadDeadlineH11", (HeadDeadlineH11Protocol,), {"header_timeout_s": float(header_timeout_s), "answer_probe": probe})
+    return type(
+        "HeadDeadlineH11",
+        (HeadDeadlineH11Protocol,),
+        {"header_timeout_s": float(header_timeout_s), "answer_probe": probe},
+    )

@@ -10,10 +10,11 @@ behind a bounded micro-batching queue (:mod:`distil.serve.batching`). A request 
 queue full is refused at once with 429 and ``Retry-After``; one the student has not started on within
 ``deadline_s`` is refused the same way and dropped. Escalations have their own, smaller queue and deadline;
 when the teacher is saturated, slow or failing, the student's answer is given, marked ``student_fallback``.
-The endpoints run on the event loop and only await the models' futures; `/healthz` and `/readyz` are answered
-by the connection itself as their bytes arrive (:mod:`distil.serve.connections`), ahead of the requests waiting
-for the loop, so they answer at once however busy the server is. On shutdown uvicorn stops accepting, lets requests in flight finish,
-then the lifespan stops the model queues and closes the traffic log.
+The endpoints run on the event loop and only await the models' futures; `/healthz` and `/readyz` are answered by
+the connection itself as their bytes arrive (:mod:`distil.serve.connections`), ahead of the requests waiting for
+the loop. After a burst, the allocator's free pages go back to the system (:mod:`distil.serve.memory`).
+On shutdown uvicorn stops accepting, lets requests in flight finish, then the lifespan stops the model queues
+and closes the traffic log.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distil.serve.batching import MicroBatcher, QueueFull
 from distil.serve.context import Fitted, as_sent
+from distil.serve.memory import trim_after_bursts
 from distil.serve.metrics import ServerMetrics
 from distil.serve.openai_shapes import label_logprobs, model_names, stream_events, token_count, token_pieces
 from distil.serve.router import Routed, Router
@@ -433,7 +435,11 @@ def create_app(
     async def lifespan(_: FastAPI):
         if traffic is not None:  # before the first connection is accepted, so no request pays for it
             await asyncio.to_thread(traffic.warm_up)
+        trimmer = asyncio.create_task(
+            trim_after_bursts(lambda: student_queue.passes, lambda: metrics.in_flight > 0 or student_queue.load > 0)
+        )
         yield
+        trimmer.cancel()
         for queue in (student_queue, teacher_queue):
             if queue is not None:
                 queue.stop()

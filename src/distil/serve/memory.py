@@ -1,0 +1,44 @@
+"""Memory handed back after a burst: under load the server's threads (the model worker, the traffic log's
+writers, the event loop) allocate in glibc arenas of their own, and freed memory stays in them, so the
+process's RSS stays near its peak long after the load. Once the server is idle again, ``malloc_trim(0)`` returns
+the free pages to the system; it costs a few milliseconds, and runs off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+from collections.abc import Callable
+
+
+def _libc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``; None on a C library without it (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+MALLOC_TRIM = _libc_trim()
+
+
+def release_free_memory() -> bool:
+    """Return the allocator's free pages to the system; False where the C library cannot."""
+    if MALLOC_TRIM is None:
+        return False
+    MALLOC_TRIM(0)
+    return True
+
+
+async def trim_after_bursts(work_done: Callable[[], int], busy: Callable[[], bool], every_s: float = 1.0) -> None:
+    """Forever: every ``every_s``, when work was done since the last look and none is going on, release free
+    memory. ``work_done`` is a count that grows with the work (passes run); ``busy`` says whether any is going on."""
+    trimmed_at = work_done()
+    while True:
+        await asyncio.sleep(every_s)
+        done = work_done()
+        if done != trimmed_at and not busy():
+            trimmed_at = done
+            await asyncio.to_thread(release_free_memory)
