@@ -32,8 +32,13 @@ def release_free_memory() -> bool:
     return True
 
 
-async def trim_after_bursts(work_done: Callable[[], int], busy: Callable[[], bool], every_s: float = 1.0) -> None:
-    """Forever: every ``every_s``, when work was done since the last look and none is going on, release free
+async def trim_after_bursts(
+    work_done: Callable[[], int],
+    busy: Callable[[], bool],
+    every_s: float = 1.0,
+    release: Callable[[], object] = release_free_memory,
+) -> None:
+    """Forever: every ``every_s``, when work was done since the last release and none is going on, ``release`` free
     memory. ``work_done`` is a count that grows with the work (passes run); ``busy`` says whether any is going on."""
     trimmed_at = work_done()
     while True:
@@ -41,4 +46,4 @@ async def trim_after_bursts(work_done: Callable[[], int], busy: Callable[[], boo
         done = work_done()
         if done != trimmed_at and not busy():
             trimmed_at = done
-            await asyncio.to_thread(release_free_memory)
+            await asyncio.to_thread(release)
