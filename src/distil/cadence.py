@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distil.data.audit import audit_data_files
 from distil.data.curate import curate as curate_data
 from distil.data.generate import generate_dataset
 from distil.errors import RunError, SpecError
@@ -155,8 +156,13 @@ def run_cadence(
     def check(_: dict[str, Any]) -> dict[str, Any]:
         _, problems = check_project(project)
         if problems:
-            raise SpecError(problems[0])
-        return {"ok": True}
+            raise SpecError(
+                problems[0] + (f" (and {len(problems) - 1} more; see `distil check`)" if len(problems) > 1 else "")
+            )
+        audits = audit_data_files(project)  # every line of every data file, before any teacher call
+        for warning in (w for a in audits for w in a.warnings):
+            say(f"[yellow]warning[/yellow]: {warning}")
+        return {"ok": True, "items": {a.field: a.items for a in audits}}
 
     result.outcomes.append(
         run_step(

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from distil.cli.app import (
@@ -28,22 +29,42 @@ from distil.cli.app import (
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder for the new project (created if missing).")] = Path("."),
-    example: Annotated[str | None, typer.Option("--example", help="Start from a shipped example, e.g. triage.")] = None,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", help="classify | generate: a commented spec for your own task (default classify)."),
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option("--labels", help="Your labels, comma-separated, e.g. positive,negative,neutral.")
+    ] = None,
+    example: Annotated[
+        str | None, typer.Option("--example", help="Copy a shipped example with its data instead, e.g. triage.")
+    ] = None,
     play: Annotated[
         str | None,
-        typer.Option("--play", help="cost | latency | stability | specialization: writes that play's default gate."),
+        typer.Option("--play", help="cost | latency | stability | specialization: that play's gate is suggested."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing distil.yaml.")] = False,
 ) -> None:
-    """Create a project: a commented distil.yaml (and the example's seeds).
+    """Create a project: a commented distil.yaml for your own task (placeholders to fill in, no data), or a
+    shipped example with its data.
 
-    Example: distil init demo --example triage
+    Example: distil init sentiment --task classify --labels positive,negative,neutral
     """
-    from distil.spec.templates import init_project
+    from distil.spec.templates import init_project, parse_labels
 
-    path = init_project(directory, example=example, play=play, force=force)
+    path = init_project(directory, example=example, play=play, force=force, task=task, labels=parse_labels(labels))
     console.print(f"wrote [bold]{path}[/bold]")
-    console.print(f"next: cd {directory} && distil check")
+    if example:
+        console.print(f"next: cd {directory} && distil check")
+        return
+    console.print(
+        "next: replace every <fill in: ...> in it, set a gate threshold, add seeds.jsonl"
+        + (" and gold.jsonl" if (task or "classify") == "classify" else "")
+        + f", then: cd {directory} && distil check",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 # --- 1. qualify --------------------------------------------------------------------------------------
@@ -51,11 +72,12 @@ def init(
 
 @app.command()
 def check(spec: SpecOpt = None) -> None:
-    """Validate the spec, show a summary, qualify the play's trigger and refuse unlicensed teachers.
+    """Validate the spec, read every data file it names (counts per label and slice, duplicates), qualify the
+    play's trigger and refuse placeholders, an empty gate and unlicensed teachers.
 
     Example: distil check --spec demo/distil.yaml
     """
-    from distil.errors import LicenceError
+    from distil.errors import SpecError
     from distil.spec.check import check_project
     from distil.spec.gate import require_unchanged_gate
 
@@ -139,8 +161,35 @@ def check(spec: SpecOpt = None) -> None:
         qual.add_row("note", note)
     console.print(qual)
     if problems:
-        raise LicenceError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        for problem in problems:
+            console.print(f"[red]to fix[/red]: {escape(problem)}", highlight=False, soft_wrap=True)
+        raise SpecError(
+            f"{len(problems)} thing(s) to fix before any data is collected; the first: {problems[0]}",
+            hint="fix each `to fix` line above in distil.yaml (or add the file it names), then `distil check` again",
+        )
+    from distil.data.audit import audit_data_files
+
+    audits = audit_data_files(project)  # every line of every data file; a bad one is a DataError naming it
+    console.print(data_table(s, audits))
+    for warning in (w for a in audits for w in a.warnings):
+        console.print(f"[yellow]warning[/yellow]: {escape(warning)}", highlight=False, soft_wrap=True)
     console.print("[green]spec OK[/green]")
+
+
+def data_table(s, audits) -> Table:  # noqa: ANN001 - a Spec and FileAudits, imported lazily
+    """One row per data file: items, per label, per slice value, repeats."""
+    table = Table(title="data files")
+    for col in ("file", "items", *(["per label"] if s.task.kind == "classify" else []), "per slice", "repeats"):
+        table.add_column(col, overflow="fold")
+    for a in audits:
+        labels = ", ".join(f"{k} {v}" for k, v in a.per_label.items())
+        slices = "; ".join(
+            f"{name}: " + ", ".join(f"{value} {n}" for value, n in values.items())
+            for name, values in a.per_slice.items()
+        )
+        row = [f"{a.field} {a.path.name}", str(a.items), *([labels] if s.task.kind == "classify" else [])]
+        table.add_row(*row, slices or "-", str(len(a.duplicates)))
+    return table
 
 
 # --- 2. lock the gate --------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def reference_texts(project: Project, heldout: Sequence[str | Path] = ()) -> lis
         if path.suffix == ".parquet" or path.is_dir():
             refs += [(r.input, f"{path}") for r in read_records(path)]
         else:
-            items = read_gold_inputs(path, project.spec.task) if path == gold else read_inputs(path)
+            items = read_gold_inputs(path, project.spec) if path == gold else read_inputs(path)
             refs += [(item.input, f"{path}") for item in items]
     return refs
 

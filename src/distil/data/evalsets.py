@@ -136,10 +136,10 @@ def lock_evaluation_sets(
     write_bytes_atomic(frozen, test_path.read_bytes())
     out = [_append(project, "test", gate_version, [r.id for r in records], digest, frozen, reason, actor, signer)]
     if project.spec.data.gold:
-        from distil.data.sources import read_inputs
+        from distil.data.sources import read_gold_inputs
 
         gold = project.path(project.spec.data.gold)
-        ids = [content_id(item.input) for item in read_inputs(gold)]
+        ids = [content_id(item.input) for item in read_gold_inputs(gold, project.spec)]
         out.append(_append(project, "gold", gate_version, ids, sha256_file(gold), gold, reason, actor, signer))
     return out
 

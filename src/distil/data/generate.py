@@ -17,7 +17,7 @@ import numpy as np
 from distil.data.cache import CallCache, call_key
 from distil.data.ensemble import combined_records
 from distil.data.records import Record, now_iso, write_records
-from distil.data.sources import InputItem, read_inputs, read_traffic, tag_slices
+from distil.data.sources import InputItem, read_seed_inputs, read_traffic, tag_slices
 from distil.data.synthetic import clean_synthetic, munge_inputs, synthetic_prompts, synthetic_style
 from distil.ledger.store import sha256_file
 from distil.spec.io import Project
@@ -313,8 +313,7 @@ def generate_dataset(
 ) -> GenerateResult:
     """Read the seeds (and a traffic log), write synthetic inputs, label everything, write raw shards."""
     spec = project.spec
-    labels = spec.task.label_names if spec.task.kind == "classify" else None
-    seeds = read_inputs(project.path(spec.data.seeds), labels=labels)
+    seeds = read_seed_inputs(project.path(spec.data.seeds), spec)
     teachers = labelling_teachers(project, teacher, actor)  # every licence checked before any call
     teacher = teachers[0]  # the first one writes the synthetic inputs
     budget = spec.data.synthetic_budget if synthetic_budget is None else synthetic_budget

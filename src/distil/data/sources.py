@@ -11,13 +11,13 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from distil.errors import DataError
-from distil.spec.models import SliceRule, SliceSpec, Task
+from distil.spec.models import SliceRule, SliceSpec, Spec
 
 
 @dataclass
@@ -29,25 +29,86 @@ class InputItem:
     tags: dict[str, str] = field(default_factory=dict)
     source: str = "seed"
     timestamp: dt.datetime | None = None
+    line: int | None = None  # where it was read from (seed and gold files), for messages
 
 
-def _item(row: object, where: str, labels: list[str] | None, need_label: bool) -> InputItem:
+@dataclass(frozen=True)
+class Columns:
+    """Which column of a seed or gold file holds what: ``data.fields`` and the columns slices read (``from_field``)."""
+
+    input: str = "input"
+    label: str = "label"
+    tags: tuple[tuple[str, str], ...] = ()  # (column, slice tag it becomes)
+
+    @property
+    def mapped(self) -> bool:
+        return self.input != "input" or self.label != "label"
+
+
+DEFAULT_COLUMNS = Columns()
+
+
+def spec_columns(spec: Spec) -> Columns:
+    """The columns the spec's seed and gold files are read with."""
+    fields = spec.data.fields
+    tags = [(column, column) for column in fields.tags]
+    tags += [(sl.from_field, sl.name) for sl in spec.data.slices if sl.from_field]
+    return Columns(fields.input, fields.label, tuple(dict.fromkeys(tags)))
+
+
+def _found(row: dict) -> str:
+    return ", ".join(map(str, row)) or "none"
+
+
+def _text_column(row: dict, skip: set[str]) -> str | None:
+    """The column most likely to hold the input: the one with the longest text."""
+    texts = {k: v for k, v in row.items() if isinstance(v, str) and k not in skip}
+    return max(texts, key=lambda k: len(texts[k])) if texts else None
+
+
+def _missing_input(row: dict, where: str, columns: Columns) -> DataError:
+    likely = _text_column(row, {columns.label, "tags"})
+    if columns.input != "input":
+        fix = f"data.fields.input is {columns.input!r}; set it to the column that holds the text"
+    else:
+        fix = "name the column that holds the text in distil.yaml: data.fields: {input: " + (likely or "COLUMN") + "}"
+    return DataError(f"{where}: no `{columns.input}` column (columns found: {_found(row)}); {fix}")
+
+
+def _label_fix(row: dict, columns: Columns) -> str:
+    if columns.label in row:
+        return "every line of this file needs a label; write one, or delete the line"
+    others = [k for k in row if k not in (columns.input, "tags")]
+    column = others[0] if others else "COLUMN"
+    return "name the column that holds the label in distil.yaml: data.fields: {label: " + column + "}"
+
+
+def _item(
+    row: object, where: str, labels: list[str] | None, need_label: bool, columns: Columns = DEFAULT_COLUMNS
+) -> InputItem:
     if not isinstance(row, dict):
-        raise DataError(f"{where}: expected an object with an `input` field, got {type(row).__name__}")
-    text = row.get("input")
+        raise DataError(f"{where}: expected an object with an `{columns.input}` field, got {type(row).__name__}")
+    if columns.input not in row:
+        raise _missing_input(row, where, columns)
+    text = row.get(columns.input)
     if text is not None and not isinstance(text, str):
-        raise DataError(f"{where}: `input` must be text, got {type(text).__name__}")
+        raise DataError(f"{where}: `{columns.input}` must be text, got {type(text).__name__}")
     if not isinstance(text, str) or not text.strip():
-        raise DataError(f"{where}: `input` is missing or empty")
-    label = row.get("label")
+        raise DataError(f"{where}: `{columns.input}` is empty; write the input's text there, or delete the line")
+    label = row.get(columns.label)
     if label in ("", None):
         label = None
     elif not isinstance(label, str):
-        raise DataError(f"{where}: `label` must be a string, got {label!r}")
+        raise DataError(f"{where}: `{columns.label}` must be a string, got {label!r}")
     elif labels is not None and label not in labels:
-        raise DataError(f"{where}: label {label!r} is not one of task.labels ({', '.join(labels)})")
+        raise DataError(
+            f"{where}: label {label!r} (column `{columns.label}`) is not one of task.labels ({', '.join(labels)}); "
+            "correct the line, or add the label to task.labels"
+        )
     if need_label and label is None:
-        raise DataError(f"{where}: `label` is required in this file")
+        raise DataError(
+            f"{where}: no label in column `{columns.label}` (columns found: {_found(row)}); {_label_fix(row, columns)}"
+        )
     tags = row.get("tags") or {}
     if isinstance(tags, str):
         try:
@@ -56,25 +117,46 @@ def _item(row: object, where: str, labels: list[str] | None, need_label: bool) -
             raise DataError(f"{where}: `tags` is not a JSON object: {tags[:60]!r}") from None
     if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
         raise DataError(f"{where}: `tags` must map slice names to string values")
-    return InputItem(text.strip(), label, dict(tags))
+    tags = dict(tags)
+    for column, name in columns.tags:
+        value = row.get(column)
+        if value in ("", None):
+            raise DataError(
+                f"{where}: no value in column `{column}` (columns found: {_found(row)}), which slice {name!r} reads; "
+                f"give every line one, or fix data.slices / data.fields.tags"
+            )
+        if isinstance(value, (dict, list)):
+            raise DataError(f"{where}: column `{column}` must hold a plain value for slice {name!r}, got {value!r}")
+        tags[name] = str(value)
+    return InputItem(text.strip(), label, tags)
 
 
 def read_inputs(
-    path: str | Path, labels: list[str] | None = None, need_label: bool = False, source: str = "seed"
+    path: str | Path,
+    labels: list[str] | None = None,
+    need_label: bool = False,
+    source: str = "seed",
+    columns: Columns = DEFAULT_COLUMNS,
 ) -> list[InputItem]:
-    """Read a JSONL or CSV file of inputs (``input``; optional ``label``, ``tags``); a file with none is refused."""
+    """Read a JSONL or CSV file of inputs (``input``; optional ``label``, ``tags``; other names through
+    ``columns``); a file with none is refused."""
     path = Path(path)
     require_regular_file(path, hint="check data.seeds / data.gold in distil.yaml")
     try:
         with open(path, encoding="utf-8", newline="") as f:
             if path.suffix.lower() == ".csv":
-                items = [_item(row, where, labels, need_label) for row, where in _csv_rows(f, path, labels)]
+                rows = [(row, where) for row, where in _csv_rows(f, path, labels, columns)]
             else:
-                items = [
-                    _item(_json_line(line, f"{path}:{number}"), f"{path}:{number}", labels, need_label)
+                rows = [
+                    (_json_line(line, f"{path}:{number}"), f"{path}:{number}")
                     for number, line in enumerate(f, start=1)
                     if line.strip()
                 ]
+            items = []
+            for row, where in rows:
+                item = _item(row, where, labels, need_label, columns)
+                item.line = int(where.rsplit(":", 1)[1])
+                items.append(item)
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text") from None
     if not items:
@@ -87,11 +169,22 @@ def read_inputs(
     return items
 
 
-def read_gold_inputs(path: str | Path, task: Task) -> list[InputItem]:
+def read_seed_inputs(path: str | Path, spec: Spec) -> list[InputItem]:
+    """The seeds, read with the spec's columns; for a classify task a given label must be one of ``task.labels``."""
+    labels = spec.task.label_names if spec.task.kind == "classify" else None
+    return read_inputs(path, labels=labels, columns=spec_columns(spec))
+
+
+def read_gold_inputs(path: str | Path, spec: Spec) -> list[InputItem]:
     """The gold set: every line labelled, and for a classify task with one of ``task.labels`` (a line with
     another label would be scored as a miss for every model, silently)."""
+    task = spec.task
     return read_inputs(
-        path, labels=task.label_names if task.kind == "classify" else None, need_label=True, source="gold"
+        path,
+        labels=task.label_names if task.kind == "classify" else None,
+        need_label=True,
+        source="gold",
+        columns=spec_columns(spec),
     )
 
 
@@ -118,22 +211,24 @@ def _json_line(line: str, where: str) -> object:
         raise DataError(f"{where}: JSON nested too deeply to read; an input is one object with text fields") from None
 
 
-def _csv_rows(f: TextIO, path: Path, labels: list[str] | None) -> Iterator[tuple[dict[str, str | None], str]]:
+def _csv_rows(
+    f: TextIO, path: Path, labels: list[str] | None, columns: Columns = DEFAULT_COLUMNS
+) -> Iterator[tuple[dict[str, str | None], str]]:
     """(row as a dict, "path:line") per data row of a CSV. ``strict`` refuses a quote left open at the end of
     the file; a row read across several lines is refused when it looks like rows merged by a stray quote."""
     reader = csv.reader(f, strict=True)
     end = 0  # the line the last complete row ended on
     try:
         header = next(reader, None)
-        if not header or "input" not in header:
-            raise DataError(f"{path}:1: a CSV of inputs needs an `input` column (found {', '.join(header or [])})")
+        if not header or columns.input not in header:
+            raise _missing_input(dict.fromkeys(header or []), f"{path}:1", columns)
         end = reader.line_num
         for cells in reader:
             start, end = end + 1, reader.line_num
             if not cells:
                 continue
             if end > start:
-                _refuse_merged_rows(cells, header, labels, f"{path}:{start}", end)
+                _refuse_merged_rows(cells, header, labels, f"{path}:{start}", end, columns.label)
             yield {name: (cells[i] if i < len(cells) else None) for i, name in enumerate(header)}, f"{path}:{start}"
     except csv.Error as exc:
         problem = (
@@ -146,7 +241,9 @@ def _csv_rows(f: TextIO, path: Path, labels: list[str] | None) -> Iterator[tuple
         ) from None
 
 
-def _refuse_merged_rows(cells: list[str], header: list[str], labels: list[str] | None, where: str, end: int) -> None:
+def _refuse_merged_rows(
+    cells: list[str], header: list[str], labels: list[str] | None, where: str, end: int, label_column: str = "label"
+) -> None:
     """A quoted field may hold line breaks; rows merged by an unbalanced quote show themselves by missing
     columns, or by a line inside the field that reads as a whole row of its own (ending in a known label)."""
     if len(cells) < len(header):
@@ -154,7 +251,7 @@ def _refuse_merged_rows(cells: list[str], header: list[str], labels: list[str] |
             f"{where}: a quoted field runs to line {end} and the row has {len(cells)} of {len(header)} columns; "
             "is a quote unbalanced?"
         )
-    label_at = header.index("label") if "label" in header else None
+    label_at = header.index(label_column) if label_column in header else None
     if labels is None or label_at is None or len(header) < 2:
         return
     for cell in cells:
@@ -239,17 +336,30 @@ def _rule_matches(rule: SliceRule, text: str) -> bool:
     return rule.max_words is not None and words <= rule.max_words
 
 
+def matching_value(spec: SliceSpec, text: str) -> str | None:
+    """The first value whose rule matches ``text``, or None (a ``{}`` value matches nothing)."""
+    return next((value for value, rule in spec.values.items() if _rule_matches(rule, text)), None)
+
+
 def slice_value(spec: SliceSpec, text: str) -> str:
-    for value, rule in spec.values.items():
-        if _rule_matches(rule, text):
-            return value
-    return spec.default or list(spec.values)[-1]
+    """The value the rules give ``text``: the first matching rule, else the slice's fallback (default, catch-all)."""
+    return matching_value(spec, text) or spec.fallback
 
 
 def tag_slices(text: str, slices: list[SliceSpec], given: dict[str, str] | None = None) -> dict[str, str]:
-    """Slice tags for ``text``: a tag the record already carries wins, otherwise the first matching rule."""
+    """Slice tags for ``text``: a tag the item already carries wins (its file's, or inherited from the seeds a
+    teacher-written input was written from), then the first matching rule, then the fallback."""
     tags = dict(given or {})
     for spec in slices:
         if spec.name not in tags:
             tags[spec.name] = slice_value(spec, text)
     return tags
+
+
+def shared_tags(items: Sequence[InputItem], slices: list[SliceSpec]) -> dict[str, str]:
+    """The slice values every one of ``items`` has (their carried tags, else their rules'): what an input written
+    from them inherits."""
+    if not items:
+        return {}
+    tagged = [tag_slices(item.input, slices, item.tags) for item in items]
+    return {sl.name: tagged[0][sl.name] for sl in slices if len({t[sl.name] for t in tagged}) == 1}

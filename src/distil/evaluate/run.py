@@ -8,7 +8,6 @@ The recipe is straight: find the run and its curated dataset, describe the three
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 from collections import Counter
@@ -21,7 +20,7 @@ import numpy as np
 
 from distil.data.evalsets import require_locked_test
 from distil.data.records import Record
-from distil.data.sources import tag_slices
+from distil.data.sources import read_gold_inputs, tag_slices
 from distil.data.split import PROBE
 from distil.decide import gate_checks, summarise_evaluation
 from distil.errors import DataError, EvaluationError
@@ -308,36 +307,22 @@ def escalation_on_validation(spec: Spec, student: Any, teacher: Any) -> Escalati
 
 
 def read_gold(project: Any) -> list[Record]:
-    """The spec's gold set (JSONL or CSV with ``input`` and ``label``; optional ``tags``), as records."""
+    """The spec's gold set (JSONL or CSV, read with ``data.fields``; every line labelled), as records."""
     if not project.spec.data.gold:
         return []
     path = project.path(project.spec.data.gold)
     if not path.is_file():
         raise DataError(f"data.gold: {path} not found", hint="fix data.gold in distil.yaml or remove it")
-    items: list[dict[str, Any]] = []
-    try:
-        if path.suffix.lower() == ".csv":
-            with open(path, newline="", encoding="utf-8") as f:
-                items = [dict(row) for row in csv.DictReader(f)]
-        else:
-            with open(path, encoding="utf-8") as f:
-                items = [json.loads(line) for line in f if line.strip()]
-    except (OSError, ValueError) as exc:
-        raise DataError(f"data.gold: {path}: cannot read: {exc}") from None
-    out = []
-    for i, item in enumerate(items, start=1):
-        if not item.get("input") or not item.get("label"):
-            raise DataError(f"data.gold: {path} row {i} needs `input` and `label`")
-        tags = item.get("tags") or {}
-        if isinstance(tags, str):
-            tags = json.loads(tags or "{}")
-        tags = tag_slices(item["input"], project.spec.data.slices, tags)  # the same rules as every record's
-        out.append(
-            Record(
-                input=item["input"], source="gold", tags=tags, gold_label=item["label"], teacher_text=item.get("label")
-            )
+    return [
+        Record(
+            input=item.input,
+            source="gold",
+            tags=tag_slices(item.input, project.spec.data.slices, item.tags),  # the same rules as every record's
+            gold_label=item.label,
+            teacher_text=item.label,
         )
-    return out
+        for item in read_gold_inputs(path, project.spec)
+    ]
 
 
 # --- loading the real models -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from distil.data.dedupe import embed as minilm_embed
-from distil.data.sources import read_inputs, tag_slices
+from distil.data.sources import read_seed_inputs, tag_slices
 from distil.errors import DataError
 from distil.files import write_json_atomic
 from distil.monitor.drift import MonitorResult, TargetInput, check_traffic, refresh_due, targets_from_result
@@ -40,7 +40,7 @@ def reference_inputs(project: Project, limit: int = 256, seed: int = 0) -> list[
     if not texts:
         seeds = project.path(project.spec.data.seeds)
         if seeds.is_file():
-            texts = [item.input for item in read_inputs(seeds)]
+            texts = [item.input for item in read_seed_inputs(seeds, project.spec)]
     if len(texts) > limit:
         rng = np.random.default_rng(seed)
         texts = [texts[i] for i in sorted(rng.choice(len(texts), size=limit, replace=False))]

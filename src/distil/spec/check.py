@@ -9,6 +9,7 @@ from typing import Any
 from distil.errors import LicenceError
 from distil.spec.io import Project
 from distil.spec.models import Spec, TeacherSpec
+from distil.spec.placeholders import is_placeholder
 
 
 def licence_problem(spec: Spec, teacher: TeacherSpec, reviews: Mapping[str, Any] | None = None) -> str:
@@ -32,7 +33,7 @@ def licence_problem(spec: Spec, teacher: TeacherSpec, reviews: Mapping[str, Any]
         return f"{where}.distillation_permitted: teacher {teacher.id!r}'s terms do not permit distillation"
     entry = registry_entry(lic)
     named = f"{where}.id {lic.id!r}" if lic.id.strip() else f"{where}.name {lic.name or '(empty)'!r}"
-    if not lic.reviewed_by.strip():
+    if not lic.reviewed_by.strip() or is_placeholder(lic.reviewed_by):
         if entry is not None:
             return (
                 f"{where}.reviewed_by is empty for teacher {teacher.id!r}: the registry proposes "
@@ -131,21 +132,22 @@ def qualify_play(spec: Spec) -> Qualification:
 
 
 def check_project(project: Project) -> tuple[Qualification, list[str]]:
-    """Qualification of the play and the licence problems of every teacher (empty when all may be used)."""
+    """Qualification of the play and what stops the project before any data is collected: placeholders left
+    by `distil init`, a gate with no threshold, licence problems of every teacher, data files that are missing
+    (empty when none). The data files themselves are read by :func:`distil.data.audit.audit_data_files`."""
+    from distil.data.audit import data_files
     from distil.licences.review import recorded_reviews
+    from distil.spec.placeholders import placeholder_problems
 
     spec = project.spec
     reviews = recorded_reviews(project)
-    problems = [p for t in spec.teachers if (p := licence_problem(spec, t, reviews))]
-    seeds = project.path(spec.data.seeds)
-    if not seeds.exists():
-        problems.append(f"data.seeds: {seeds} does not exist")
-    if spec.data.gold and not project.path(spec.data.gold).exists():
-        problems.append(f"data.gold: {project.path(spec.data.gold)} does not exist")
-    if not problems:  # read both files now: a bad line is named here, before any teacher call
-        from distil.data.sources import read_gold_inputs, read_inputs
-
-        read_inputs(seeds, labels=spec.task.label_names if spec.task.kind == "classify" else None)
-        if spec.data.gold:
-            read_gold_inputs(project.path(spec.data.gold), spec.task)
+    problems = placeholder_problems(spec)
+    problems += [p for t in spec.teachers if (p := licence_problem(spec, t, reviews))]
+    for name, path in data_files(project):
+        if not path.exists():
+            problems.append(
+                f"{name}: {path} does not exist; write one JSON object per line with `{spec.data.fields.input}`"
+                + (f" and `{spec.data.fields.label}`" if spec.task.kind == "classify" else "")
+                + " (or point data.fields at your columns)"
+            )
     return qualify_play(spec), problems

@@ -414,14 +414,38 @@ class SliceRule(_Model):
     min_words: int | None = Field(None, ge=0, description="…or when it has at least this many words.")
     max_words: int | None = Field(None, ge=0, description="…or when it has at most this many words.")
 
+    @property
+    def is_catch_all(self) -> bool:
+        """``{}``: a value no text matches; it is given only when nothing else decides (see SliceSpec)."""
+        return not self.keywords and self.min_words is None and self.max_words is None
+
 
 class SliceSpec(_Model):
+    """A dimension the evaluation is broken down by. How an item gets its value, first that applies:
+
+    1. a tag the item carries: ``tags`` in its file, the column ``from_field`` names (or one of ``data.fields.tags``),
+       or, for an input the teacher wrote, the value shared by all the seeds it was written from;
+    2. the first value (in the order written) whose rule matches the text;
+    3. ``default``, else the last value (write it as ``{}``, a catch-all), else ``unknown``.
+
+    `distil curate` reports how many items matched no rule, so a catch-all taking most items is seen.
+    """
+
     name: str = Field(min_length=1, description="Slice dimension, e.g. tone.")
     values: dict[str, SliceRule] = Field(
-        description="Each value of the slice and how to recognise it. An input whose record already carries "
-        "tags[name] keeps that tag; otherwise the first matching rule wins."
+        default_factory=dict,
+        description="Each value of the slice and the rule that recognises it in the text (keywords, min_words, "
+        "max_words); {} matches nothing and is the catch-all when written last. With from_field the values may be "
+        "left out: they are those the files give.",
     )
-    default: str | None = Field(None, description="Value given when no rule matches (default: the last value).")
+    default: str | None = Field(
+        None, description="Value given when no tag and no rule decides (default: the last value)."
+    )
+    from_field: str | None = Field(
+        None,
+        description="A column of the seed and gold files whose value is this slice's value (e.g. category); "
+        "teacher-written inputs inherit it from the seeds they were written from.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -430,13 +454,32 @@ class SliceSpec(_Model):
 
     @model_validator(mode="after")
     def _default_is_a_value(self) -> SliceSpec:
-        if not self.values:
-            raise ValueError("a slice needs at least one value")
+        if not self.values and self.from_field is None:
+            raise ValueError(
+                f"slice {self.name!r} needs at least one value, or from_field naming the column that holds it"
+            )
         for value in self.values:
             plain_text(value, f"data.slices[{self.name}].values")
-        if self.default is not None and self.default not in self.values:
+        if self.default is not None and self.values and self.default not in self.values:
             raise ValueError(f"default {self.default!r} is not one of the slice's values")
         return self
+
+    @property
+    def fallback(self) -> str:
+        """The value an item gets when no tag and no rule decides."""
+        return self.default or (list(self.values)[-1] if self.values else "unknown")
+
+
+class FieldMap(_Model):
+    """Which column of the seed and gold files holds what, for files whose columns are not named input / label."""
+
+    input: str = Field("input", min_length=1, description="The column holding the input text.")
+    label: str = Field("label", min_length=1, description="The column holding the label a person gave (classify).")
+    tags: list[str] = Field(
+        default_factory=list,
+        description="Further columns read as slice tags, each under its own name (e.g. [category]); a slice with "
+        "from_field reads its column without being listed here.",
+    )
 
 
 class Filters(_Model):
@@ -479,6 +522,7 @@ class Filters(_Model):
         "pool (labelled, never trained on).",
     )
     min_per_slice: int = Field(5, ge=0, description="Slices with fewer curated examples than this are flagged.")
+    min_per_label: int = Field(5, ge=0, description="Labels with fewer curated examples than this are flagged.")
     balance: Literal["none", "oversample"] = Field(
         "none", description="Oversample rare labels up to the most common one."
     )
@@ -490,6 +534,10 @@ class DataSpec(_Model):
     )
     gold: str | None = Field(
         None, description="Hand-labelled gold set (same format, `label` required), never trained on."
+    )
+    fields: FieldMap = Field(
+        default_factory=FieldMap,
+        description="Which columns of the seed and gold files hold the input, the label and slice tags.",
     )
     synthetic_budget: int = Field(0, ge=0, le=1_000_000, description="How many synthetic inputs the teacher writes.")
     teachers: list[str] = Field(

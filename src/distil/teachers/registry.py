@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from distil.data.sources import read_inputs
+from distil.data.sources import read_seed_inputs
 from distil.errors import TeacherError
 from distil.spec.check import require_licence
 from distil.spec.io import Project
@@ -22,7 +22,7 @@ def seed_shots(project: Project) -> list[tuple[str, str]]:
     seeds = project.path(project.spec.data.seeds)
     if not seeds.is_file():
         return []
-    labelled = [(item.input, item.label) for item in read_inputs(seeds) if item.label]
+    labelled = [(item.input, item.label) for item in read_seed_inputs(seeds, project.spec) if item.label]
     return choose_shots(project.spec.task, labelled)
 
 
