@@ -340,7 +340,7 @@ def record_variant(
     project.ledger.append(
         "evaluation",
         {"run_id": run.run_id, "variant": variant, "summary": summary},
-        actor=actor,
+        actor=actor or project.spec.roles.driver,
         files=[eval_path, evaluated_model],
         table="evaluations",
         row={

@@ -234,6 +234,7 @@ def curate(
     The first curate after a gate lock locks the test split (and registers the gold set); later ones keep
     it byte for byte. ``new_test_set`` (a reason) locks a new test split, allowed once per new gate version.
     """
+    actor = actor or project.spec.roles.driver  # every act has an actor: curating is the driver's
     raw = project.data_dir / "raw"
     records = read_records(raw) if raw.is_dir() else []
     if not records:

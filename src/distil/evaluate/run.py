@@ -433,7 +433,7 @@ def record_evaluation(
             "all_pass": document["gate"]["all_pass"],
             **(extra or {}),
         },
-        actor=actor,
+        actor=actor or project.spec.roles.driver,
         files=files,
         table="evaluations",
         row={"run_id": run_id, "variant": "distilled", "path": relative, "summary": summary},

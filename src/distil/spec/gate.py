@@ -164,6 +164,19 @@ def lock_gate(project: Project, actor: str, reason: str = "") -> tuple[LockedGat
     ), True
 
 
+def require_locked_gate(project: Project) -> LockedGate:
+    """Refuse (GateError, exit 2) while the gate was never locked: no teacher is called, no data is built, before
+    the sponsor has said what success is."""
+    current = locked_gate(project)
+    if current is None:
+        sponsor = project.spec.roles.sponsor
+        raise GateError(
+            f"gate: not locked yet; no teacher is called before the sponsor ({sponsor}) locks the gate",
+            hint=f"run `distil check`, then `distil gate lock --as {sponsor}`",
+        )
+    return current
+
+
 def require_unchanged_gate(project: Project, must_be_locked: bool = True) -> LockedGate | None:
     """Refuse (GateError, exit 2) when the spec's gate differs from the locked one.
 

@@ -8,6 +8,7 @@ from typing import Any
 from distil.data.sources import read_seed_inputs
 from distil.errors import TeacherError
 from distil.spec.check import require_licence
+from distil.spec.gate import require_locked_gate
 from distil.spec.io import Project
 from distil.spec.models import Spec, TeacherSpec
 from distil.teachers.base import choose_shots
@@ -60,7 +61,7 @@ def register_teacher(project: Project, teacher: Any, teacher_spec: TeacherSpec, 
     ledger.append(
         "teacher.registered",
         payload,
-        actor=actor,
+        actor=actor or project.spec.roles.driver,  # every act has an actor: the driver calls the teacher
         table="teachers",
         row={"teacher_id": teacher_spec.id, "fingerprint": teacher.fingerprint, "licence": licence},
     )
@@ -89,13 +90,15 @@ def build_teacher(
 
     Pass the :class:`Project` (as ``spec`` or ``project=``) so the few-shot examples come from the
     project's seeds and the teacher is recorded in the ledger; with a bare Spec, give ``shots``.
-    The licence is checked before anything is loaded or called.
+    A project's gate must be locked, and the licence is checked, before anything is loaded or called.
     """
     if isinstance(spec, Project):
         project, spec = spec, spec.spec
     teacher_spec = teacher_spec or spec.teacher()
     from distil.licences.review import recorded_reviews
 
+    if project is not None:
+        require_locked_gate(project)  # nothing is asked of a teacher before the sponsor has locked the gate
     require_licence(spec, teacher_spec, recorded_reviews(project) if project is not None else None)
     if shots is None:
         shots = seed_shots(project) if project is not None else []
