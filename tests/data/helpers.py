@@ -25,8 +25,11 @@ SEEDS = [
 ]
 
 
-def make_project(root: Path, teacher_source: str, seeds=SEEDS, scoring: str = "direct", **data_overrides) -> Path:
-    """Write distil.yaml + seeds.jsonl into ``root``; returns the spec path. ``scoring``: the task's label scoring."""
+def make_project(
+    root: Path, teacher_source: str, seeds=SEEDS, scoring: str = "direct", lock: bool = True, **data_overrides
+) -> Path:
+    """Write distil.yaml + seeds.jsonl into ``root`` and lock its gate as the sponsor (no teacher is called before;
+    ``lock=False`` leaves it unlocked); returns the spec path. ``scoring``: the task's label scoring."""
     spec = yaml.safe_load(EXAMPLE.read_text())
     spec["teachers"][0]["source"] = teacher_source
     spec["task"]["scoring"] = scoring
@@ -40,4 +43,9 @@ def make_project(root: Path, teacher_source: str, seeds=SEEDS, scoring: str = "d
             f.write(json.dumps({"input": text, "label": label}) + "\n")
     path = root / "distil.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    if lock:
+        from distil.spec.gate import lock_gate
+        from distil.spec.io import load_project
+
+        lock_gate(load_project(path), spec["roles"]["sponsor"])
     return path

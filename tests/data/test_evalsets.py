@@ -27,7 +27,7 @@ GOLD = "my march invoice lists a charge i never made and i want it removed from 
 
 @pytest.fixture
 def unlocked_project(tmp_path, tiny_teacher_dir):
-    spec_path = make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}", gold="gold.jsonl")
+    spec_path = make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}", gold="gold.jsonl", lock=False)
     (spec_path.parent / "gold.jsonl").write_text(json.dumps({"input": GOLD, "label": "billing"}) + "\n")
     return load_project(spec_path)
 

@@ -102,8 +102,8 @@ def _item(
         raise DataError(f"{where}: `{columns.label}` must be a string, got {label!r}")
     elif labels is not None and label not in labels:
         raise DataError(
-            f"{where}: label {label!r} (column `{columns.label}`) is not one of task.labels ({', '.join(labels)}); "
-            "correct the line, or add the label to task.labels"
+            f"{where}: label {label!r} is not one of task.labels ({', '.join(labels)}); correct the line (column "
+            f"`{columns.label}`), or add the label to task.labels"
         )
     if need_label and label is None:
         raise DataError(
