@@ -15,6 +15,7 @@ from distil.cli import main
 from distil.monitor.check import run_monitor, targets_from_traffic
 from distil.monitor.drift import mmd_permutation_test, refresh_due
 from distil.serve.traffic import traffic_dir, write_traffic_rows
+from distil.spec.gate import lock_gate
 from distil.spec.io import load_project
 from tests.conftest import EXAMPLES
 
@@ -69,7 +70,9 @@ def monitored(tmp_path, tiny_teacher_dir):
     ]
     random.Random(0).shuffle(tickets)
     (root / "seeds.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tickets[:80]))
-    return load_project(root / "distil.yaml"), [t["input"] for t in tickets[80:140]]
+    project = load_project(root / "distil.yaml")
+    lock_gate(project, project.spec.roles.sponsor)  # a project that serves traffic locked its gate long ago
+    return project, [t["input"] for t in tickets[80:140]]
 
 
 def log_traffic(project, texts, teacher, disagree_on: set[int] = frozenset(), start: dt.datetime | None = None) -> None:

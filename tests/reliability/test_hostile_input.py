@@ -205,7 +205,7 @@ def test_a_seeds_path_that_is_not_a_regular_file_says_so(project, capsys, kind):
             '{"input": "x", "label": "billing"}\n{"input": "my invoice", "label": "refunds"}\n',
             ":2: label 'refunds' is not one of task.labels",
         ),
-        ('{"input": "x", "label": "billing"}\n{"input": "my invoice"}\n', ":2: `label` is required in this file"),
+        ('{"input": "x", "label": "billing"}\n{"input": "my invoice"}\n', ":2: no label in column `label`"),
         ("", ": the file has no items"),
     ],
 )

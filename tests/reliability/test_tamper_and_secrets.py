@@ -197,6 +197,9 @@ def _gguf_project(tmp_path, tiny_teacher_dir) -> tuple[Path, Path]:
         source=source, licence={"name": "Apache-2.0", "distillation_permitted": "yes", "reviewed_by": "sam"}
     )
     spec.write_text(yaml.safe_dump(data))
+    from distil.spec.gate import lock_gate
+
+    lock_gate(load_project(spec), "sam")  # no teacher is built before the gate is locked
     return spec, cache
 
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from distil.data.records import Record, write_records
+from distil.spec.gate import lock_gate
 from distil.spec.io import load_project
 from tests.conftest import EXAMPLES, build_tiny_causal_lm
 
@@ -57,7 +58,9 @@ def make_classify_project(tmp_path: Path, tiny_teacher_dir: Path) -> Path:
     spec["maintenance"] = {**(spec.get("maintenance") or {}), "traffic_sample_rate": 1.0}  # every request logged
     (root / "distil.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     write_classify_run(root / ".distil" / "runs" / "r1")
-    record_trained(load_project(root / "distil.yaml"), "r1")
+    project = load_project(root / "distil.yaml")
+    lock_gate(project, project.spec.roles.sponsor)  # a served project locked its gate before its teacher was asked
+    record_trained(project, "r1")
     return root / "distil.yaml"
 
 

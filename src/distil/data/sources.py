@@ -56,13 +56,16 @@ def spec_columns(spec: Spec) -> Columns:
     return Columns(fields.input, fields.label, tuple(dict.fromkeys(tags)))
 
 
-def _found(row: dict) -> str:
-    return ", ".join(map(str, row)) or "none"
+def _found(row: dict, most: int = 12) -> str:
+    """The row's column names as a person can read them: odd ones quoted, long lists cut."""
+    names = [k if isinstance(k, str) and k.isprintable() and len(k) <= 40 else repr(k)[:40] for k in row]
+    shown = ", ".join(names[:most]) + (f", … ({len(names)} in all)" if len(names) > most else "")
+    return shown or "none"
 
 
 def _text_column(row: dict, skip: set[str]) -> str | None:
     """The column most likely to hold the input: the one with the longest text."""
-    texts = {k: v for k, v in row.items() if isinstance(v, str) and k not in skip}
+    texts = {k: v for k, v in row.items() if isinstance(v, str) and k not in skip and k.isprintable() and len(k) <= 40}
     return max(texts, key=lambda k: len(texts[k])) if texts else None
 
 
@@ -78,7 +81,7 @@ def _missing_input(row: dict, where: str, columns: Columns) -> DataError:
 def _label_fix(row: dict, columns: Columns) -> str:
     if columns.label in row:
         return "every line of this file needs a label; write one, or delete the line"
-    others = [k for k in row if k not in (columns.input, "tags")]
+    others = [k for k in row if k not in (columns.input, "tags") and k.isprintable() and len(k) <= 40]
     column = others[0] if others else "COLUMN"
     return "name the column that holds the label in distil.yaml: data.fields: {label: " + column + "}"
 
