@@ -18,7 +18,7 @@ from distil.data.cache import CallCache, call_key
 from distil.data.ensemble import combined_records
 from distil.data.records import Record, now_iso, write_records
 from distil.data.sources import InputItem, read_seed_inputs, read_traffic, tag_slices
-from distil.data.synthetic import clean_synthetic, munge_inputs, synthetic_prompts, synthetic_style
+from distil.data.synthetic import clean_synthetic, munge_inputs, synthetic_slots, synthetic_style
 from distil.ledger.store import sha256_file
 from distil.spec.gate import require_unchanged_gate
 from distil.spec.io import Project
@@ -220,11 +220,12 @@ def synthetic_items(
     if budget <= 0 or spec.data.synthetic == "none" or not seeds:
         return []
     if spec.data.synthetic == "munge":
-        items = munge_inputs(seeds, budget, seed=spec.data.seed)
+        items = munge_inputs(seeds, budget, seed=spec.data.seed, slices=spec.data.slices)
     else:
         cache = call_cache(project)
         style = synthetic_style(spec, teacher)
-        prompts = synthetic_prompts(spec, seeds, budget, style=style)
+        slots = synthetic_slots(spec, seeds, budget, style=style)
+        prompts = [slot.prompt for slot in slots]
         # a list prompt is continued as raw text up to the end of its line; a chat prompt is answered
         asked: dict[str, Any] = {"chat": False, "stop": "\n"} if style == "list" else {}
         if getattr(teacher, "write_dtype", None):
@@ -250,7 +251,11 @@ def synthetic_items(
             found.update(fresh)
             if progress:
                 progress(len(chunk))
-        items = [InputItem(clean_synthetic(found[k]), source="synthetic") for k in keys]
+        # each new input carries the slice values of the seeds it was written from
+        items = [
+            InputItem(clean_synthetic(found[k]), tags=dict(slot.tags), source="synthetic")
+            for k, slot in zip(keys, slots, strict=True)
+        ]
     known = {s.input for s in seeds}
     unique: dict[str, InputItem] = {}
     for item in items:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from distil.data.sources import InputItem, tag_slices
+from distil.data.sources import InputItem, shared_tags, tag_slices
 from distil.data.tabular import munge_items, tabular_rows
-from distil.spec.models import SliceRule, Spec
+from distil.spec.models import SliceRule, SliceSpec, Spec
 
 
 def describe_slice_value(name: str, value: str, rule: SliceRule) -> str:
@@ -28,38 +29,59 @@ def describe_slice_value(name: str, value: str, rule: SliceRule) -> str:
     return f"{value} in {name}"
 
 
+@dataclass(frozen=True)
+class SyntheticSlot:
+    """One input the teacher is asked to write: the prompt, and the slice tags the new input inherits (the values
+    all the seeds shown in the prompt share)."""
+
+    prompt: str
+    tags: dict[str, str]
+
+
 def synthetic_prompts(
     spec: Spec, seeds: Sequence[InputItem], budget: int, style: str = "chat", examples_per_prompt: int = 4
 ) -> list[str]:
-    """One prompt per synthetic slot, deterministic in ``data.seed``.
+    """The prompts of :func:`synthetic_slots`."""
+    return [slot.prompt for slot in synthetic_slots(spec, seeds, budget, style, examples_per_prompt)]
+
+
+def synthetic_slots(
+    spec: Spec, seeds: Sequence[InputItem], budget: int, style: str = "chat", examples_per_prompt: int = 4
+) -> list[SyntheticSlot]:
+    """One slot per synthetic input, deterministic in ``data.seed``.
 
     Each slot wants one label (cycling through the labels) and one value of every slice (drawn at
-    random, so rare combinations get asked for too). ``chat`` asks for the input in words, with the
-    seeds as examples (instruction-following models); ``list`` writes the slot's seeds as the start
-    of a list under ``data.synthetic_header`` and leaves the next item to the teacher, preferring
-    seeds that already have the wanted slice values (small models continue text far better than
-    they follow instructions).
+    random, so rare combinations get asked for too), and shows the seeds of that label that share the
+    most wanted values. ``chat`` asks for the input in words, with those seeds as examples
+    (instruction-following models); ``list`` writes them as the start of a list under
+    ``data.synthetic_header`` and leaves the next item to the teacher (small models continue text far
+    better than they follow instructions). The new input inherits the slice values all its shown seeds share.
     """
     rng = random.Random(spec.data.seed)
     labels = spec.task.label_names or [""]
-    tags = {id(s): tag_slices(s.input, spec.data.slices, s.tags) for s in seeds} if style == "list" else {}
-    prompts = []
+    tags = {id(s): tag_slices(s.input, spec.data.slices, s.tags) for s in seeds}
+    choices = {sl.name: list(sl.values) or sorted({t[sl.name] for t in tags.values()}) for sl in spec.data.slices}
+    slots = []
     for slot in range(budget):
         label = labels[slot % len(labels)]
         pool = [s for s in seeds if s.label == label] or list(seeds)
-        wanted = {sl.name: rng.choice(list(sl.values)) for sl in spec.data.slices}
+        wanted = {sl.name: rng.choice(choices[sl.name]) for sl in spec.data.slices}
+        shown = _closest(pool, wanted, tags, examples_per_prompt, rng)
+        inherited = shared_tags(shown, spec.data.slices)
         if style == "list":
-            prompts.append(_list_prompt(spec, label, _closest(pool, wanted, tags, examples_per_prompt, rng)))
+            slots.append(SyntheticSlot(_list_prompt(spec, label, shown), inherited))
             continue
-        shown = rng.sample(pool, min(examples_per_prompt, len(pool)))
-        wants = [describe_slice_value(sl.name, wanted[sl.name], sl.values[wanted[sl.name]]) for sl in spec.data.slices]
+        wants = [
+            describe_slice_value(sl.name, wanted[sl.name], sl.values.get(wanted[sl.name], SliceRule()))
+            for sl in spec.data.slices
+        ]
         lines = [spec.task.instruction.strip() or "Write inputs for this task.", "", "Examples:"]
         lines += [f"- {s.input}" for s in shown]
         about = f" that belongs to '{label}'" if label else ""
         style_words = f", {'; '.join(wants)}" if wants else ""
         lines += ["", f"Write one new, different example{about}{style_words}. Reply with the example text only."]
-        prompts.append("\n".join(lines))
-    return prompts
+        slots.append(SyntheticSlot("\n".join(lines), inherited))
+    return slots
 
 
 def _closest(
@@ -106,8 +128,15 @@ def clean_synthetic(text: str) -> str:
     return ""
 
 
-def munge_inputs(seeds: Sequence[InputItem], budget: int, seed: int = 0, drop: float = 0.1) -> list[InputItem]:
-    """Variants of the seeds by word dropout and one adjacent swap; labels are left to the teacher.
+def munge_inputs(
+    seeds: Sequence[InputItem],
+    budget: int,
+    seed: int = 0,
+    drop: float = 0.1,
+    slices: Sequence[SliceSpec] = (),
+) -> list[InputItem]:
+    """Variants of the seeds by word dropout and one adjacent swap, each inheriting its seed's slice values
+    (``slices``); labels are left to the teacher.
 
     Tabular seeds (JSON objects or comma-separated numbers) get real MUNGE instead (``data.tabular``).
     """
@@ -118,10 +147,11 @@ def munge_inputs(seeds: Sequence[InputItem], budget: int, seed: int = 0, drop: f
     if not seeds:
         return out
     for _ in range(budget):
-        words = rng.choice(list(seeds)).input.split()
+        base = rng.choice(list(seeds))
+        words = base.input.split()
         kept = [w for w in words if rng.random() > drop] or words
         if len(kept) > 2:
             i = rng.randrange(len(kept) - 1)
             kept[i], kept[i + 1] = kept[i + 1], kept[i]
-        out.append(InputItem(" ".join(kept), source="synthetic"))
+        out.append(InputItem(" ".join(kept), tags=shared_tags([base], list(slices)), source="synthetic"))
     return out
