@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from distil.data.audit import audit_data_files
 from distil.data.curate import curate as curate_data
 from distil.data.generate import generate_dataset
@@ -161,7 +163,7 @@ def run_cadence(
             )
         audits = audit_data_files(project)  # every line of every data file, before any teacher call
         for warning in (w for a in audits for w in a.warnings):
-            say(f"[yellow]warning[/yellow]: {warning}")
+            say(f"[yellow]warning[/yellow]: {escape(warning)}")
         return {"ok": True, "items": {a.field: a.items for a in audits}}
 
     result.outcomes.append(
@@ -202,7 +204,14 @@ def run_cadence(
 
     def curate(_: dict[str, Any]) -> dict[str, Any]:
         curated = curate_data(project, actor=actor)
-        return {"dataset_hash": curated.dataset_hash, "counts": curated.counts, "folder": str(curated.folder)}
+        for warning in curated.warnings:
+            say(f"[yellow]warning[/yellow]: {escape(warning)}")
+        return {
+            "dataset_hash": curated.dataset_hash,
+            "counts": curated.counts,
+            "folder": str(curated.folder),
+            "warnings": curated.warnings,
+        }
 
     curate_key = step_key(
         gen.output.get("dataset_hash"),

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console
@@ -107,6 +108,8 @@ def curate(
         f"{counts['validation']}, test {counts['test']}, probe {counts['probe']}"
         + (f" (+{counts['oversampled']} oversampled)" if counts["oversampled"] else "")
     )
+    for warning in result.warnings:
+        console.print(f"[yellow]warning[/yellow]: {escape(warning)}", highlight=False, soft_wrap=True)
     console.print(
         f"dataset {result.dataset_hash[:19]}… in {result.folder.relative_to(project.root)}; next: distil train"
     )

@@ -24,6 +24,15 @@ from distil.data.filter import confidence_reasons, malformed_reasons
 from distil.data.records import Record, read_records, write_records
 from distil.data.sources import read_gold_inputs, read_inputs
 from distil.data.split import CURATED_SPLITS, PROBE, oversample, split_groups
+from distil.data.warnings import (
+    TooSmall,
+    Unmatched,
+    as_dicts,
+    thin_labels,
+    too_small,
+    unmatched_by_rules,
+    warning_lines,
+)
 from distil.errors import DataError
 from distil.files import write_bytes_atomic, write_text_atomic
 from distil.spec.io import Project
@@ -42,6 +51,10 @@ class CurateResult:
     removed: dict[str, list[dict[str, Any]]]
     coverage: list[SliceCoverage]
     splits: dict[str, list[Record]] = field(default_factory=dict)
+    unmatched: list[Unmatched] = field(default_factory=list)  # items no slice rule matched, per slice
+    thin_labels: dict[str, int] = field(default_factory=dict)  # labels under data.filters.min_per_label
+    too_small: list[TooSmall] = field(default_factory=list)  # gate thresholds the evaluation sets cannot decide
+    warnings: list[str] = field(default_factory=list)  # all of the above, one line each
 
     @property
     def starved(self) -> list[SliceCoverage]:
@@ -223,7 +236,13 @@ def curate_records(
         [[r.split, r.id, r.label, r.label_probs, r.teacher_text] for name in CURATED_SPLITS for r in splits[name]]
     )
     folder = project.data_dir / "curated" / digest.split(":")[1][:12]
-    return CurateResult(digest, folder, counts, removed, audit, splits)
+    gold_file = str(project.path(spec.data.gold)) if spec.data.gold else None
+    gold = sum(1 for _, where in refs if where == gold_file)
+    unmatched = unmatched_by_rules(curated, spec)
+    thin = thin_labels(curated, spec)
+    small = too_small(spec, splits["test"], gold)
+    lines = warning_lines(audit, thin, unmatched, small, spec)
+    return CurateResult(digest, folder, counts, removed, audit, splits, unmatched, thin, small, lines)
 
 
 def curate(
@@ -262,6 +281,10 @@ def curate(
         "coverage": coverage_dicts(result.coverage),
         "starved_slices": [f"{c.slice}={c.value}" for c in result.starved],
         **({"teacher_agreement": agreement} if (agreement := agreement_by_slice(records)) else {}),
+        "thin_labels": result.thin_labels,
+        "unmatched_by_rules": as_dicts(result.unmatched),
+        "too_small_to_decide": as_dicts(result.too_small),
+        "warnings": result.warnings,
         "raw_shards": sorted(p.name for p in raw.glob("*.parquet")),
         "test_split": "kept as locked"
         if plan.frozen is not None

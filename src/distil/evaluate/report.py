@@ -495,6 +495,7 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
         "data_rows": data_rows,
         "filter_rows": filter_rows,
         "teacher_agreement": teacher_agreement_rows(agreement or {}),
+        "curation_warnings": [str(w) for w in (curation or {}).get("warnings") or []],
         "quantized": quantized_section(project, run),
         "gguf_variants": [
             section
@@ -597,6 +598,8 @@ def render_markdown(context: dict[str, Any]) -> str:
         + ".",
         "",
     ]
+    if context.get("curation_warnings"):
+        lines += ["Warnings from curate:", ""] + [f"- {w}" for w in context["curation_warnings"]] + [""]
     if context.get("duties"):
         lines += (
             ["Duties the student inherits from its teachers' licences:", ""]
