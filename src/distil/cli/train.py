@@ -26,7 +26,8 @@ def plan(
         ),
     ] = None,
 ) -> None:
-    """Preflight: peak memory, teacher-cache disk size and rough time; refuses with advice when it will not fit.
+    """Preflight: peak memory, teacher-cache disk size and training time (from a short run timed on this machine,
+    cached in .distil/); refuses with advice when it will not fit.
 
     Example: distil plan --spec demo/distil.yaml --memory-gib 16
 
@@ -47,10 +48,15 @@ def plan(
     table.add_row("[bold]peak[/bold]", f"[bold]{result.peak_bytes / 2**20:,.1f}[/bold]")
     table.add_row("available", f"{result.available_bytes / 2**20:,.1f}")
     console.print(table)
-    console.print(
-        f"teacher cache on disk: {result.cache_bytes / 2**20:,.2f} MiB; training tokens per epoch: "
-        f"{result.train_tokens:,}; rough time: {result.seconds:,.0f} s"
-    )
+    lines = [
+        f"teacher cache on disk: {result.cache_bytes / 2**20:,.2f} MiB",
+        f"training examples per epoch: {result.examples:,} ({result.examples_from}); tokens per epoch: "
+        f"{result.train_tokens:,}",
+        f"training time: about {result.seconds:,.0f} s for the student, as long again for the baseline",
+        f"  how: {result.time_method}",
+    ]
+    for line in lines:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     for note in result.notes:
         console.print(f"note: {note}")
     require_fits(result)

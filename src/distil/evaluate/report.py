@@ -495,7 +495,7 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
         "data_rows": data_rows,
         "filter_rows": filter_rows,
         "teacher_agreement": teacher_agreement_rows(agreement or {}),
-        "curation_warnings": [str(w) for w in (curation or {}).get("warnings") or []],
+        "curation_warnings": [str(w) for w in curation.get("warnings") or []] if isinstance(curation, dict) else [],
         "quantized": quantized_section(project, run),
         "gguf_variants": [
             section
