@@ -151,7 +151,10 @@ def estimate(project: Project, device: str | None = None, available_bytes: int |
             f"{steps:,} steps ({-(-examples // cfg.batch_size):,} per epoch × {cfg.epochs} epochs) × "
             f"{throughput.seconds_per_step:.3f} s per step, measured on this machine ({throughput.device}, "
             f"{throughput.threads} threads, batch {throughput.batch} × {throughput.seq} tokens, "
-            f"{throughput.steps} timed steps{', cached' if throughput.cached else ''})"
+            f"{throughput.steps} timed steps"
+            + (f", load average {throughput.load_average:.1f}" if throughput.load_average is not None else "")
+            + (", cached in .distil/cache/throughput.json" if throughput.cached else "")
+            + ")"
         )
     else:
         seconds = 6 * build.params * train_tokens * cfg.epochs / ASSUMED_FLOPS[device]
@@ -232,7 +235,7 @@ def step_throughput(project: Project, build: StudentBuild, seq: int, device: str
         seq,
         device,
         torch.get_num_threads(),
-        cfg.precision,
+        {"precision": cfg.precision, "freeze_embeddings": cfg.freeze_embeddings},
     )
     path = project.state_dir / "cache" / "throughput.json"
     found = cached_throughput(path, key)
@@ -242,7 +245,7 @@ def step_throughput(project: Project, build: StudentBuild, seq: int, device: str
     if spec.task.kind == "classify" and not build.is_encoder:
         rows = label_token_ids(build.tokenizer, [lab.verbalizers[0] for lab in spec.task.labels])
     measured = measure_step_seconds(
-        build, spec.task.kind, rows, len(labels), cfg.batch_size, seq, device, cfg.precision
+        build, spec.task.kind, rows, len(labels), cfg.batch_size, seq, device, cfg.precision, cfg.freeze_embeddings
     )
     store_throughput(path, key, measured)
     return measured

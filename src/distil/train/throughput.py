@@ -11,6 +11,7 @@ depends on (student, shape, device, threads, precision, torch version), so a sec
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -33,15 +34,17 @@ class Throughput:
     device: str
     threads: int
     steps: int  # timed steps behind the figure
+    load_average: float | None = None  # the machine's 1-minute load when measured: a busy machine is slower
     cached: bool = False
 
 
 def throughput_key(
-    student: dict, kind: str, n_labels: int, batch: int, seq: int, device: str, threads: int, precision: str
+    student: dict, kind: str, n_labels: int, batch: int, seq: int, device: str, threads: int, train: dict
 ) -> str:
-    """What the measurement depends on; the same key on the same machine reads the cache."""
+    """What the measurement depends on (``train``: precision, freeze_embeddings); the same key on the same machine
+    reads the cache."""
     machine = {"machine": platform.machine(), "processor": platform.processor(), "torch": torch.__version__}
-    parts = [student, kind, n_labels, batch, seq, device, threads, precision, machine]
+    parts = [student, kind, n_labels, batch, seq, device, threads, train, machine]
     return sha256_text(canonical_json(parts))
 
 
@@ -75,6 +78,7 @@ def measure_step_seconds(
     seq: int,
     device: str,
     precision: str = "fp32",
+    freeze_embeddings: bool = False,
     steps: int = TIMED_STEPS,
     seed: int = 0,
 ) -> Throughput:
@@ -82,6 +86,8 @@ def measure_step_seconds(
 
     The model is trained in place on noise: pass a copy, or a model about to be discarded."""
     model = build.model.to(device)
+    if freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)  # as the training loop does
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     generator = torch.Generator().manual_seed(seed)
@@ -111,4 +117,5 @@ def measure_step_seconds(
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - started) / steps
-    return Throughput(seconds, batch, seq, device, torch.get_num_threads(), steps)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return Throughput(seconds, batch, seq, device, torch.get_num_threads(), steps, load)
