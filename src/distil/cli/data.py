@@ -37,12 +37,13 @@ def generate(
     Example: distil generate --traffic requests.jsonl --since 90d
     """
     from distil.data.generate import generate_dataset
-    from distil.spec.gate import require_unchanged_gate
+    from distil.spec.gate import require_locked_gate, require_unchanged_gate
     from distil.teachers.registry import build_teacher
 
     project = _project(spec)
     who = actor(as_) or project.spec.roles.driver
-    require_unchanged_gate(project)  # before the teacher is even loaded
+    require_locked_gate(project)  # before the teacher is even loaded
+    require_unchanged_gate(project)
     chosen = build_teacher(project, project.spec.teacher(teacher), actor=who)
     result = generate_dataset(
         project, teacher=chosen, traffic=traffic, since=since, synthetic_budget=synthetic, actor=who

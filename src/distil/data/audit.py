@@ -68,7 +68,7 @@ def audit_items(spec: Spec, name: str, path: Path, items: list[InputItem]) -> Fi
                     f"is not one of data.slices[{sl.name}].values ({', '.join(sl.values)}); add it there, or fix the "
                     "line"
                 )
-        per_slice[sl.name] = {value: values.get(value, 0) for value in sl.values} | dict(values)
+        per_slice[sl.name] = {value: values.get(value, 0) for value in sl.values} | dict(sorted(values.items()))
     audit = FileAudit(name, path, len(items), per_label, per_slice, duplicates(items))
     audit.warnings = file_warnings(spec, audit)
     return audit

@@ -20,7 +20,7 @@ from distil.data.records import Record, now_iso, write_records
 from distil.data.sources import InputItem, read_seed_inputs, read_traffic, tag_slices
 from distil.data.synthetic import clean_synthetic, munge_inputs, synthetic_slots, synthetic_style
 from distil.ledger.store import sha256_file
-from distil.spec.gate import require_unchanged_gate
+from distil.spec.gate import require_locked_gate, require_unchanged_gate
 from distil.spec.io import Project
 from distil.teachers.base import CalibratedTeacher, Teacher, sha256_json
 from distil.teachers.registry import build_teacher
@@ -320,7 +320,8 @@ def generate_dataset(
     """Read the seeds (and a traffic log), write synthetic inputs, label everything, write raw shards."""
     spec = project.spec
     actor = actor or spec.roles.driver  # every act has an actor: building the data is the driver's
-    require_unchanged_gate(project)  # the data is built for the locked gate, and only once it is locked
+    require_locked_gate(project)  # no teacher call, no data, before the sponsor has locked the gate
+    require_unchanged_gate(project)  # ... and the data is built for the gate as locked
     seeds = read_seed_inputs(project.path(spec.data.seeds), spec)
     teachers = labelling_teachers(project, teacher, actor)  # gate lock and every licence checked before any call
     teacher = teachers[0]  # the first one writes the synthetic inputs

@@ -142,7 +142,12 @@ def check_project(project: Project) -> tuple[Qualification, list[str]]:
     spec = project.spec
     reviews = recorded_reviews(project)
     problems = placeholder_problems(spec)
-    problems += [p for t in spec.teachers if (p := licence_problem(spec, t, reviews))]
+    problems += [
+        p
+        for t in spec.teachers
+        if not (t.licence and is_placeholder(t.licence.reviewed_by))  # already named as a placeholder
+        and (p := licence_problem(spec, t, reviews))
+    ]
     for name, path in data_files(project):
         if not path.exists():
             problems.append(

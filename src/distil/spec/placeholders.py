@@ -46,7 +46,7 @@ def gate_is_empty(gate: Gate) -> bool:
 def placeholder_problems(spec: Spec) -> list[str]:
     """What is left to fill in before any data is collected, one line per field, naming it."""
     problems = [
-        f"{where}: still the placeholder {text!r} that `distil init` wrote; replace it in distil.yaml"
+        f"{where}: still the placeholder {text!r}; write yours in distil.yaml"
         for where, text in placeholder_fields(spec)
     ]
     if gate_is_empty(spec.gate):
