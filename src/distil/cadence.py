@@ -204,6 +204,8 @@ def run_cadence(
 
     def curate(_: dict[str, Any]) -> dict[str, Any]:
         curated = curate_data(project, actor=actor)
+        for note in curated.notes:
+            say(f"note: {escape(note)}")
         for warning in curated.warnings:
             say(f"[yellow]warning[/yellow]: {escape(warning)}")
         return {

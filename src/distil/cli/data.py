@@ -109,6 +109,8 @@ def curate(
         f"{counts['validation']}, test {counts['test']}, probe {counts['probe']}"
         + (f" (+{counts['oversampled']} oversampled)" if counts["oversampled"] else "")
     )
+    for note in result.notes:
+        console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     for warning in result.warnings:
         console.print(f"[yellow]warning[/yellow]: {escape(warning)}", highlight=False, soft_wrap=True)
     console.print(

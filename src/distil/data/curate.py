@@ -54,7 +54,8 @@ class CurateResult:
     unmatched: list[Unmatched] = field(default_factory=list)  # items no slice rule matched, per slice
     thin_labels: dict[str, int] = field(default_factory=dict)  # labels under data.filters.min_per_label
     too_small: list[TooSmall] = field(default_factory=list)  # gate thresholds the evaluation sets cannot decide
-    warnings: list[str] = field(default_factory=list)  # all of the above, one line each
+    warnings: list[str] = field(default_factory=list)  # thin labels and slices, sets too small: one line each
+    notes: list[str] = field(default_factory=list)  # items no slice rule matched: one line per slice
 
     @property
     def starved(self) -> list[SliceCoverage]:
@@ -241,8 +242,10 @@ def curate_records(
     unmatched = unmatched_by_rules(curated, spec)
     thin = thin_labels(curated, spec)
     small = too_small(spec, splits["test"], gold)
-    lines = warning_lines(audit, thin, unmatched, small, spec)
-    return CurateResult(digest, folder, counts, removed, audit, splits, unmatched, thin, small, lines)
+    lines = warning_lines(audit, thin, small, spec)
+    return CurateResult(
+        digest, folder, counts, removed, audit, splits, unmatched, thin, small, lines, note_lines(unmatched)
+    )
 
 
 def curate(
@@ -285,6 +288,7 @@ def curate(
         "unmatched_by_rules": as_dicts(result.unmatched),
         "too_small_to_decide": as_dicts(result.too_small),
         "warnings": result.warnings,
+        "notes": result.notes,
         "raw_shards": sorted(p.name for p in raw.glob("*.parquet")),
         "test_split": "kept as locked"
         if plan.frozen is not None

@@ -98,12 +98,20 @@ def too_small(spec: Spec, test: Sequence[Record], gold: int) -> list[TooSmall]:
     return out
 
 
+def note_lines(unmatched: Sequence[Unmatched]) -> list[str]:
+    """Items no rule of a slice matched, by the value they carry: with a catch-all, usually most of them."""
+    lines = []
+    for u in unmatched:
+        carried = ", ".join(f"{value} {n}" for value, n in u.values.items())
+        lines.append(
+            f"slice {u.slice}: {u.n} of {u.of} curated items match none of its rules; they carry {carried} (a tag "
+            f"of their own, or the catch-all {u.catch_all!r}); if that is too many, widen the rules"
+        )
+    return lines
+
+
 def warning_lines(
-    coverage: Sequence[SliceCoverage],
-    thin: Mapping[str, int],
-    unmatched: Sequence[Unmatched],
-    small: Sequence[TooSmall],
-    spec: Spec,
+    coverage: Sequence[SliceCoverage], thin: Mapping[str, int], small: Sequence[TooSmall], spec: Spec
 ) -> list[str]:
     """Each finding as one line: what, how many, and what to change."""
     filters = spec.data.filters
@@ -118,12 +126,6 @@ def warning_lines(
         for c in coverage
         if c.starved
     ]
-    for u in unmatched:
-        carried = ", ".join(f"{value} {n}" for value, n in u.values.items())
-        lines.append(
-            f"slice {u.slice}: {u.n} of {u.of} curated items match none of its rules (they carry: {carried}); "
-            f"an item with no tag of its own gets {u.catch_all!r}, so check the rules cover your inputs"
-        )
     for s in small:
         if s.threshold == "beat_baseline":
             lines.append(

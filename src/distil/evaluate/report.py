@@ -219,6 +219,13 @@ def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
         out.append((prefix, fmt(value)))
 
 
+def curation_lines(curation: Any) -> list[str]:
+    """The curate report's warnings, then its notes (items no slice rule matched), one line each."""
+    if not isinstance(curation, dict):
+        return []
+    return [str(w) for w in curation.get("warnings") or []] + [f"note: {n}" for n in curation.get("notes") or []]
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -495,7 +502,7 @@ def report_context(project: Any, run_id: str) -> dict[str, Any]:
         "data_rows": data_rows,
         "filter_rows": filter_rows,
         "teacher_agreement": teacher_agreement_rows(agreement or {}),
-        "curation_warnings": [str(w) for w in curation.get("warnings") or []] if isinstance(curation, dict) else [],
+        "curation_warnings": curation_lines(curation),
         "quantized": quantized_section(project, run),
         "gguf_variants": [
             section
