@@ -28,6 +28,7 @@ from distil.data.warnings import (
     TooSmall,
     Unmatched,
     as_dicts,
+    note_lines,
     thin_labels,
     too_small,
     unmatched_by_rules,
