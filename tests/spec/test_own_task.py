@@ -13,6 +13,8 @@ import yaml
 
 from distil.cli import main
 from distil.data.audit import audit_data_files
+from distil.data.curate import curate
+from distil.data.generate import label_new_inputs
 from distil.errors import GateError
 from distil.spec.io import load_project
 from tests.conftest import ASSETS
@@ -137,3 +139,13 @@ def test_no_teacher_before_the_gate_is_locked_and_every_act_has_an_actor(tmp_pat
     events = project.ledger.events()
     assert [e.kind for e in events] == ["gate.locked", "teacher.registered", "dataset.generated"]
     assert [e.actor for e in events] == ["ana", "ben", "ben"]
+    label_new_inputs(project, ["the zip broke on day one"])  # library calls given no actor: the driver's acts
+    curate(project)
+    later = project.ledger.events()[3:]
+    assert [e.kind for e in later] == [
+        "dataset.generated",
+        "evaluation_set.locked",
+        "evaluation_set.locked",
+        "dataset.curated",
+    ]
+    assert {e.actor for e in later} == {"ben"}
