@@ -75,6 +75,7 @@ def build_project(work: Path):  # noqa: ANN201 - distil.spec.io.Project
     from distil.data.generate import generate_dataset
     from distil.errors import DataError
     from distil.runs import latest_curated
+    from distil.spec.gate import lock_gate
     from distil.spec.io import load_project
     from distil.spec.templates import init_project
 
@@ -82,6 +83,7 @@ def build_project(work: Path):  # noqa: ANN201 - distil.spec.io.Project
     if not spec_path.is_file():
         init_project(work, example="triage")
     project = load_project(spec_path)
+    lock_gate(project, project.spec.roles.sponsor)  # no teacher is asked anything before the gate is locked
     try:
         latest_curated(project)
         print(f"reusing the curated data in {work}", flush=True)
