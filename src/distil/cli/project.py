@@ -49,6 +49,8 @@ def init(
     shipped example with its data.
 
     Example: distil init sentiment --task classify --labels positive,negative,neutral
+
+    Example: distil init demo --example triage
     """
     from distil.spec.templates import init_project, parse_labels
 

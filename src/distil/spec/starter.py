@@ -52,7 +52,8 @@ GATE_FIELDS = (
 
 
 def starter_text(task: str, labels: list[str], play: str, suggested_gate: dict[str, Any]) -> str:
-    """The commented spec `distil init --task` writes (it loads as it is; `distil check` refuses the placeholders)."""
+    """The commented spec `distil init --task classify` (or generate) writes: it loads as it is, and `distil check`
+    refuses its placeholders."""
     classify = task == "classify"
     if classify:
         task_block = f"""task:
