@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from distil.errors import TrainError
+from distil.spec.gate import lock_gate
 from distil.spec.io import load_project
 from distil.teachers.openai_compat import Completion, written_first
 from distil.train import trainer as T
@@ -67,6 +68,7 @@ def api_project(tmp_path, name: str, base_url: str, student: dict, **distillatio
     data["teachers"] = [{"id": "api", "source": f"openai:{base_url}#tiny", "top_logprobs": TOP, "licence": LICENCE}]
     spec_path.write_text(yaml.safe_dump(data))
     project = load_project(spec_path)
+    lock_gate(project, project.spec.roles.sponsor)  # no teacher is asked anything before the gate is locked
     inputs = [r.input for r in generate_records(14)]
     records, _ = label_new_inputs(project, inputs, source="synthetic")
     write_curated(spec_path, records[:10], records[10:])
