@@ -18,6 +18,7 @@ from distil.data.generate import generate_dataset
 from distil.data.records import read_records
 from distil.errors import LicenceError, SpecError
 from distil.evaluate.report import teacher_agreement_rows
+from distil.spec.gate import lock_gate
 from distil.spec.io import load_project
 from tests.data.helpers import SEEDS, make_project
 from tests.teachers.openai_server import RunningServer, ServerState
@@ -52,7 +53,7 @@ def test_disagreement_is_zero_for_the_same_answer_and_one_for_certain_different_
 
 
 def ensemble_project(tmp_path, base_url: str, tiny_teacher_dir, **data):
-    path = make_project(tmp_path, f"openai:{base_url}#keyword")
+    path = make_project(tmp_path, f"openai:{base_url}#keyword", lock=False)
     spec = yaml.safe_load(path.read_text())
     keyword = spec["teachers"][0]
     keyword.update({"id": "keyword", "top_logprobs": 5, "weight": 3.0})
@@ -62,7 +63,9 @@ def ensemble_project(tmp_path, base_url: str, tiny_teacher_dir, **data):
     spec["cost"]["teacher_per_1m_requests"] = 1000.0
     spec["data"].update({"teachers": ["keyword", "tiny"], "combine": "mean", **data})
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return load_project(path)
+    project = load_project(path)
+    lock_gate(project, project.spec.roles.sponsor)  # the prices are locked with the gate, before any teacher call
+    return project
 
 
 def test_two_teachers_label_together_each_answer_kept_and_disagreement_curated(tmp_path, tiny_teacher_dir):

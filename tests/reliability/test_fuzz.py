@@ -175,9 +175,9 @@ def test_a_hostile_gold_file_is_a_data_error_or_holds_only_the_tasks_labels(tmp_
     path = tmp_path_factory.mktemp("gold") / f"gold{suffix}"
     body = b"\n".join(lines)
     path.write_bytes(b"input,label\n" + body if suffix == ".csv" else body)
-    task = spec_from_data(copy.deepcopy(TRIAGE)).task
+    spec = spec_from_data(copy.deepcopy(TRIAGE))
     try:
-        items = read_gold_inputs(path, task)
+        items = read_gold_inputs(path, spec)
     except DataError as exc:
         assert exc.message.startswith(str(path)) and "\n" not in exc.message.strip()
         return
