@@ -648,8 +648,8 @@ class Gate(_Model):
     size_max_bytes: int | None = Field(
         None,
         gt=0,
-        description="Largest student size on disk, bytes: the smallest evaluated export (`distil export --quantize`) "
-        "or the stored student must fit.",
+        description="Largest student size on disk, bytes: the smallest evaluated export "
+        "(`distil export --quantize int8`) or the stored student must fit.",
     )
 
 
