@@ -191,6 +191,18 @@ BODY_ERROR = {
     )
 }
 
+# What either model route (/v1/classify, /v1/chat/completions) can answer besides its own 400 codes.
+MODEL_ROUTE_ERRORS = (
+    BODY_ERROR,
+    KEY_ERROR,
+    SLOW_BODY_ERROR,
+    SIZE_ERROR,
+    MODEL_ERROR,
+    BUSY_ERROR,
+    TEACHER_ERROR,
+    CRASH_ERROR,
+)
+
 
 def errors(*groups: dict[int, dict[str, Any]], extra: dict[int, str] | None = None) -> dict[int, dict[str, Any]]:
     """A route's ``responses``: the groups it can give, and its own reasons for a status (added to that status)."""

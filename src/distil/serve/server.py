@@ -46,16 +46,11 @@ from distil.serve.openai_shapes import label_logprobs, model_names, stream_event
 from distil.serve.router import Routed, Router
 from distil.serve.runs import ServedModel
 from distil.serve.schema import (
-    BODY_ERROR,
-    BUSY_ERROR,
     CRASH_ERROR,
     KEY_ERROR,
-    MODEL_ERROR,
+    MODEL_ROUTE_ERRORS,
     NOT_READY,
-    SIZE_ERROR,
-    SLOW_BODY_ERROR,
     STREAM_ANSWER,
-    TEACHER_ERROR,
     ChatResponse,
     ClassifyResponse,
     Health,
@@ -662,14 +657,7 @@ def create_app(
         response_model=ClassifyResponse,
         response_model_exclude_none=True,
         responses=errors(
-            BODY_ERROR,
-            KEY_ERROR,
-            SLOW_BODY_ERROR,
-            SIZE_ERROR,
-            MODEL_ERROR,
-            BUSY_ERROR,
-            TEACHER_ERROR,
-            CRASH_ERROR,
+            *MODEL_ROUTE_ERRORS,
             extra={
                 400: "This route's codes: `wrong_task` (the run generates text), `empty_input` (an empty list), "
                 f"`too_many_inputs` (more texts than the server's limit, {DEFAULT_MAX_INPUTS} by default), "
@@ -722,14 +710,7 @@ def create_app(
         responses={
             **STREAM_ANSWER,
             **errors(
-                BODY_ERROR,
-                KEY_ERROR,
-                SLOW_BODY_ERROR,
-                SIZE_ERROR,
-                MODEL_ERROR,
-                BUSY_ERROR,
-                TEACHER_ERROR,
-                CRASH_ERROR,
+                *MODEL_ROUTE_ERRORS,
                 extra={
                     400: "This route's codes: `unsupported_value` (`n` over 1; `logprobs` on a generate run), "
                     "`invalid_value` (`top_logprobs` without `logprobs`), `no_user_message`, `invalid_text` (the "
