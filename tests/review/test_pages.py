@@ -55,6 +55,10 @@ def test_run_page_shows_slices_models_curves_cost_and_curation(client):
     assert text.count('<svg xmlns="http://www.w3.org/2000/svg"') >= 3  # reliability + a chart per curve quantity
     assert "Training: loss" in text and "Training: val agreement" in text
     assert "min_confidence" in text and "teacher max probability below 0.4" in text
+    # held-out accuracy never alone: beside its count of hand-labelled items of the split
+    assert "held-out accuracy (labelled items)" in text
+    models = re.search(r"<th>model</th>.*?</tbody>", text, re.S).group(0)
+    assert len(re.findall(r"labelled of \d+\)", models)) == 3, models
 
 
 def test_unknown_run_is_a_404_page_with_a_hint(client):

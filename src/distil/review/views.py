@@ -15,6 +15,7 @@ from typing import Any
 
 from distil.decide import DECIDED_VARIANT, decide_outcome, evaluation_rounds, gate_checks
 from distil.errors import DistilError, RunError
+from distil.evaluate.figures import held_out_accuracy
 from distil.evaluate.plots import _curve_series  # the one reader of curve.json's shapes
 from distil.evaluate.predictions import read_predictions
 from distil.evaluate.report import fmt, monitor_section
@@ -296,7 +297,8 @@ def run_view(project: Any, run_id: str) -> dict[str, Any]:
             {
                 "name": model,
                 "agreement": interval_text(block.get("agreement"), block.get("agreement_ci")),
-                "accuracy": interval_text(block.get("accuracy"), block.get("accuracy_ci")),
+                # held-out accuracy only beside its count of hand-labelled items, as the report shows it
+                "accuracy": held_out_accuracy(block),
                 "kl": fmt(block.get("kl")),
                 "ece": fmt(block.get("ece")),
                 "p50_ms": fmt(block.get("p50_ms")),
