@@ -180,7 +180,9 @@ def section_body(  # noqa: PLR0913
     return (
         f"The quickstart project (`examples/triage` as it ships: `task.scoring: {spec.task.scoring}`, "
         f"{spec.task.few_shot.per_label} shots per label, {spec.train.epochs} epochs, `keep: {spec.train.keep}`, "
-        f"`precision: {spec.train.precision}`), built once: generate and curate"
+        f"`precision: {spec.train.precision}`, `lr: {spec.train.optimizer.lr:g}`, "
+        f"`temperature: {spec.train.distillation.temperature:g}`; the compared setting varies), "
+        "built once: generate and curate"
         + (f" ({build_seconds / 60:.1f} min)" if build_seconds is not None else "")
         + f". The student alone (no baseline) is trained with each {setting.title}, training seeds "
         f"{', '.join(map(str, seeds_run))}, and compared with the teacher on the {len(teacher_probs)} inputs of "
