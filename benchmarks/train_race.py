@@ -22,6 +22,7 @@ process's maximum resident set (``os.wait4``'s rusage of that child).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -109,8 +110,8 @@ def prepare(work: Path, device: str, vocab: int) -> dict:
     """Teacher and student folders, the records, and a distil project holding them as its curated dataset."""
     import torch
 
-    from distil.data.records import Record, write_records
-    from distil.ledger.store import sha256_text
+    from distil.data.curate import curated_folder, write_curated
+    from distil.data.records import Record
     from distil.spec.io import load_project
 
     s = SIZES[device]
@@ -133,7 +134,7 @@ def prepare(work: Path, device: str, vocab: int) -> dict:
         "train": [record() for _ in range(s["train"])],
         "validation": [record() for _ in range(s["validation"])],
     }
-    splits["test"] = splits["validation"]
+    splits["test"] = [dataclasses.replace(r) for r in splits["validation"]]
     project_dir = work / "project"
     spec = {
         "name": "race",
@@ -157,25 +158,8 @@ def prepare(work: Path, device: str, vocab: int) -> dict:
     project_dir.mkdir(parents=True)
     (project_dir / "distil.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     project = load_project(project_dir / "distil.yaml")
-    records = splits["train"] + splits["validation"]
-    dataset_hash = sha256_text("|".join(r.id for r in records))
-    folder = project.data_dir / "curated" / dataset_hash.split(":")[1][:12]
-    for split, rows in splits.items():
-        for r in rows:
-            r.split = split
-        write_records(rows, folder / f"{split}.parquet")
-    project.ledger.append(
-        "dataset.curated",
-        {"dataset_hash": dataset_hash},
-        actor="driver",
-        table="datasets",
-        row={
-            "dataset_hash": dataset_hash,
-            "stage": "curated",
-            "path": str(folder.relative_to(project.root)),
-            "counts": {split: len(rows) for split, rows in splits.items()},
-        },
-    )
+    dataset_hash = write_curated(project, splits)
+    folder = curated_folder(project, dataset_hash)
     return {"train_parquet": str(folder / "train.parquet"), "device": device, "vocab": vocab}
 
 

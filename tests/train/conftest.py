@@ -1,16 +1,16 @@
 """Tiny training projects: a spec on the tiny random teacher and a curated dataset written per the contract
-(shards with write_records, a `datasets` ledger row with stage `curated`)."""
+(shards and the `datasets` ledger row written by distil.data.curate.write_curated)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
 import pytest
 import yaml
 
-from distil.data.records import Record, write_records
-from distil.ledger.store import sha256_text
+from distil.data.records import Record
 
 LABELS = ["billing", "technical", "account"]
 WORDS = {
@@ -71,29 +71,12 @@ def generate_records(n: int, seed: int = 0) -> list[Record]:
 
 
 def write_curated(spec_path: Path, train: list[Record], validation: list[Record]) -> str:
-    """Shards and the ledger row exactly as curation writes them; returns the dataset hash."""
+    """Shards and the ledger row exactly as curation writes them (validation doubles as test); the dataset hash."""
+    from distil.data.curate import write_curated as write_dataset
     from distil.spec.io import load_project
 
-    project = load_project(spec_path)
-    dataset_hash = sha256_text("|".join(r.id for r in train + validation))
-    folder = project.data_dir / "curated" / dataset_hash.split(":")[1][:12]
-    for split, records in (("train", train), ("validation", validation), ("test", validation)):
-        for r in records:
-            r.split = split
-        write_records(records, folder / f"{split}.parquet")
-    project.ledger.append(
-        "dataset.curated",
-        {"dataset_hash": dataset_hash},
-        actor="dev",
-        table="datasets",
-        row={
-            "dataset_hash": dataset_hash,
-            "stage": "curated",
-            "path": str(folder.relative_to(project.root)),
-            "counts": {"train": len(train), "validation": len(validation)},
-        },
-    )
-    return dataset_hash
+    test = [dataclasses.replace(r) for r in validation]
+    return write_dataset(load_project(spec_path), {"train": train, "validation": validation, "test": test})
 
 
 @pytest.fixture

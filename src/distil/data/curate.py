@@ -234,10 +234,8 @@ def curate_records(
     }
     counts["kept_in_locked_test"] = sum(r.id in test_ids for r in records)  # raw copies of the locked test items
     counts.update({f"removed_{k}": len(v) for k, v in removed.items()})
-    digest = sha256_json(
-        [[r.split, r.id, r.label, r.label_probs, r.teacher_text] for name in CURATED_SPLITS for r in splits[name]]
-    )
-    folder = project.data_dir / "curated" / digest.split(":")[1][:12]
+    digest = curated_digest(splits)
+    folder = curated_folder(project, digest)
     gold_file = str(project.path(spec.data.gold)) if spec.data.gold else None
     gold = sum(1 for _, where in refs if where == gold_file)
     unmatched = unmatched_by_rules(curated, spec)
@@ -300,20 +298,57 @@ def curate(
         evalsets.lock_evaluation_sets(project, folder / "test.parquet", plan.lock_version, plan.reason, actor=actor)
     latest = project.ledger.latest("datasets", "stage = ?", ("curated",))
     if latest is None or latest["dataset_hash"] != result.dataset_hash:
-        rel = str(folder.relative_to(project.root))
-        project.ledger.append(
-            "dataset.curated",
-            {
-                "dataset_hash": result.dataset_hash,
-                "stage": "curated",
-                "path": rel,
-                "counts": result.counts,
-                "removed": {k: len(v) for k, v in result.removed.items()},
-                "starved_slices": report["starved_slices"],
-            },
-            actor=actor,
-            files=[folder],
-            table="datasets",
-            row={"dataset_hash": result.dataset_hash, "stage": "curated", "path": rel, "counts": result.counts},
-        )
+        removed = {k: len(v) for k, v in result.removed.items()}
+        extra = {"removed": removed, "starved_slices": report["starved_slices"]}
+        record_curated(project, folder, result.dataset_hash, result.counts, actor=actor, extra=extra)
     return result
+
+
+def curated_digest(splits: dict[str, list[Record]]) -> str:
+    """The dataset hash of curated ``splits``: each record's split, id, label and teacher answer, in split order."""
+    rows = [r for name in CURATED_SPLITS for r in splits.get(name, [])]
+    return sha256_json([[r.split, r.id, r.label, r.label_probs, r.teacher_text] for r in rows])
+
+
+def curated_folder(project: Project, dataset_hash: str) -> Path:
+    return project.data_dir / "curated" / dataset_hash.split(":")[1][:12]
+
+
+def record_curated(
+    project: Project,
+    folder: Path,
+    dataset_hash: str,
+    counts: dict[str, int],
+    *,
+    actor: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """The ``dataset.curated`` event and its ``datasets`` row for the dataset already written in ``folder``; the
+    event hashes the folder's files, so a shard changed later fails ``ledger verify``."""
+    rel = str(folder.relative_to(project.root))
+    row = {"dataset_hash": dataset_hash, "stage": "curated", "path": rel, "counts": counts}
+    project.ledger.append(
+        "dataset.curated",
+        {**row, **(extra or {})},
+        actor=actor or project.spec.roles.driver,
+        files=[folder],
+        table="datasets",
+        row=row,
+    )
+
+
+def write_curated(project: Project, splits: dict[str, list[Record]], *, actor: str | None = None) -> str:
+    """Write ready-made ``splits`` (name -> records) as a curated dataset and record it; returns its hash.
+
+    For a dataset built outside the recipe (a benchmark's fixed splits, a test's fixture): the same folder layout
+    and ledger row as `distil curate` writes, so `train`, `evaluate` and `verify` read it as they read any other.
+    """
+    for name, records in splits.items():
+        for record in records:
+            record.split = name
+    dataset_hash = curated_digest(splits)
+    folder = curated_folder(project, dataset_hash)
+    for name, records in splits.items():
+        write_records(records, folder / f"{name}.parquet")
+    record_curated(project, folder, dataset_hash, {name: len(rows) for name, rows in splits.items()}, actor=actor)
+    return dataset_hash
