@@ -34,36 +34,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from _llama import SHAPES, llama_config  # benchmarks/ is on the path when a script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 SPECIAL = ["<unk>", "<pad>", "<eos>", "<|user|>", "<|assistant|>", "Answer:"]  # "Answer:" ends distil's student prompt
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ '<|' + m['role'] + '|> ' + m['content'] + ' <eos> ' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|> ' }}{% endif %}"
 )
-SIZES = {
-    # teacher / student: hidden, layers, intermediate, heads, kv heads
-    "cpu": {
-        "teacher": (256, 4, 512, 4, 2),
-        "student": (128, 2, 256, 4, 2),
-        "vocab": 8000,
-        "seq": 256,
-        "batch": 4,
-        "train": 32,  # 8 optimiser steps per epoch
-        "validation": 8,
-        "epochs": 3,
-        "precision": "fp32",
-    },
-    "cuda": {  # the anchor configuration of ../shared/anchors (teacher 1.10B, student 125M at vocabulary 32k)
-        "teacher": (2048, 22, 5632, 32, 4),
-        "student": (768, 12, 2048, 12, 4),
-        "vocab": 32000,
-        "seq": 1024,
-        "batch": 8,
-        "train": 256,
-        "validation": 16,
-        "epochs": 3,
-        "precision": "bf16",
-    },
+SIZES = {  # the models and sequence shape of _llama.SHAPES, and this race's data and epochs
+    "cpu": {**SHAPES["cpu"], "train": 32, "validation": 8, "epochs": 3, "precision": "fp32"},  # 8 steps an epoch
+    "cuda": {**SHAPES["cuda"], "train": 256, "validation": 16, "epochs": 3, "precision": "bf16"},
 }
 LR = 1e-4
 TOPK = 32
@@ -86,24 +67,10 @@ def tokenizer(vocab: int):
     return tok, words
 
 
-def llama(dims: tuple[int, ...], vocab: int, tok):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def llama(dims: tuple[int, int, int, int, int], vocab: int, tok):
+    from transformers import LlamaForCausalLM
 
-    hidden, layers, inter, heads, kv = dims
-    return LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=vocab,
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            intermediate_size=inter,
-            num_attention_heads=heads,
-            num_key_value_heads=kv,
-            max_position_embeddings=2048,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-            bos_token_id=tok.eos_token_id,
-        )
-    )
+    return LlamaForCausalLM(llama_config(dims, vocab, tok.pad_token_id, tok.eos_token_id))
 
 
 def prepare(work: Path, device: str, vocab: int) -> dict:

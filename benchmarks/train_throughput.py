@@ -22,54 +22,21 @@ import sys
 import tempfile
 import time
 
+from _llama import SHAPES, llama_config  # benchmarks/ is on the path when a script runs
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ["WANDB_DISABLED"] = "true"
 
-SIZES = {
-    # hidden, layers, intermediate, heads, kv heads
-    "cpu": {
-        "teacher": (256, 4, 512, 4, 2),
-        "student": (128, 2, 256, 4, 2),
-        "seq": 256,
-        "batch": 4,
-        "steps": 10,
-        "warm": 3,
-        "vocab": 8000,
-    },
-    "cuda": {
-        "teacher": (2048, 22, 5632, 32, 4),
-        "student": (768, 12, 2048, 12, 4),
-        "seq": 1024,
-        "batch": 8,
-        "steps": 25,
-        "warm": 5,
-        "vocab": 32000,
-    },
+SIZES = {  # the models and sequence shape of _llama.SHAPES, and how many steps this benchmark times
+    "cpu": {**SHAPES["cpu"], "steps": 10, "warm": 3},
+    "cuda": {**SHAPES["cuda"], "steps": 25, "warm": 5},
 }
 
 
 def configs(device: str, vocab: int):
-    from transformers import LlamaConfig
-
     s = SIZES[device]
-
-    def cfg(h, layers, inter, heads, kv):
-        return LlamaConfig(
-            vocab_size=vocab,
-            hidden_size=h,
-            num_hidden_layers=layers,
-            intermediate_size=inter,
-            num_attention_heads=heads,
-            num_key_value_heads=kv,
-            max_position_embeddings=2048,
-            pad_token_id=1,
-            eos_token_id=2,
-            bos_token_id=2,
-            attn_implementation="sdpa",
-        )
-
-    return cfg(*s["teacher"]), cfg(*s["student"])
+    return tuple(llama_config(s[role], vocab, 1, 2, attn_implementation="sdpa") for role in ("teacher", "student"))
 
 
 def models(device: str, vocab: int):
