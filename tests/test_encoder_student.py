@@ -47,7 +47,7 @@ def test_encoder_student_with_another_tokenizer_trains_evaluates_exports_and_ser
     run_id = project.ledger.latest("runs", "role = ?", ("student",))["run_id"]
     run_dir = project.runs_dir / run_id
     assert "what next:" in printed and f"distil serve {run_id}" in printed
-    assert f"distil decide --as {project.spec.roles.validator} --run {run_id}" in printed
+    assert f"distil decide {run_id} --as {project.spec.roles.validator}" in printed
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     for model in ("student", "baseline"):
         assert 0 <= evaluation[model]["agreement"] <= 1 and evaluation[model]["params"] > 0

@@ -77,6 +77,19 @@ def test_decide_and_report_commands(run_project, capsys):
     assert decision["decision"] in {"ship", "iterate", "kill"}
 
 
+def test_decide_takes_the_run_as_evaluate_does_or_as_an_option(run_project, capsys):
+    evaluate_run(run_project, models=numpy_models(), threads=1)
+    spec = str(run_project.spec_path)
+    assert main(["decide", "run-1", "--as", "quinn", "--spec", spec]) == 0
+    assert "decision for run run-1" in capsys.readouterr().out
+    assert main(["decide", "--run", "run-1", "--as", "quinn", "--spec", spec]) == 0
+    assert main(["decide", "nope", "--as", "quinn", "--spec", spec]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["decide", "run-1", "--run", "other", "--as", "quinn", "--spec", spec]) == 2
+    assert "name different runs" in capsys.readouterr().err
+    assert len(run_project.ledger.rows("decisions")) == 2
+
+
 def test_commands_have_help_with_an_example():
     from distil.cli.evaluate import decide, evaluate, report
 

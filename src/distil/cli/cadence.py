@@ -51,7 +51,7 @@ def what_next(project: Any, result: Any) -> list[str]:
         lines.append(f"  open the report      {result.report_path}")
     if result.run_id:
         lines.append(
-            f"  decide               distil decide --as {project.spec.roles.validator} --run {result.run_id}{spec}"
+            f"  decide               distil decide {result.run_id} --as {project.spec.roles.validator}{spec}"
         )
         operator = project.spec.roles.operator or "NAME"
         lines.append(f"  serve once shipped   distil serve {result.run_id} --as {operator}{spec}")

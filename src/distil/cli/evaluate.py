@@ -12,6 +12,7 @@ from rich.table import Table
 from distil.cli.app import AsOpt, SpecOpt, _project, actor, app, console, identity
 from distil.cli.tables import checks_table
 from distil.cli.tables import fmt as _fmt
+from distil.errors import DistilError
 from distil.runs import RunDir
 
 RunArg = Annotated[str | None, typer.Argument(help="Run id under .distil/runs/ (default: the latest run).")]
@@ -164,9 +165,14 @@ def _print_variants(variants: dict) -> None:
 
 @app.command()
 def decide(
-    run: Annotated[
-        str | None, typer.Option("--run", help="Run id to decide on (default: the latest evaluation).")
+    run_arg: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[RUN]",
+            help="Run id to decide on, as `evaluate` and `serve` take it (default: the latest evaluation).",
+        ),
     ] = None,
+    run: Annotated[str | None, typer.Option("--run", help="The same run id, given as an option.")] = None,
     decision_: Annotated[
         str | None,
         typer.Option(
@@ -192,8 +198,13 @@ def decide(
 
     from distil.decide import record_decision
 
+    if run_arg and run and run_arg != run:
+        raise DistilError(
+            f"decide: RUN {run_arg!r} and --run {run!r} name different runs",
+            hint="give the run once, e.g. `distil decide RUN`",
+        )
     project = _project(spec)
-    decision, target, event = record_decision(project, identity(as_), run, chosen=decision_, note=reason)
+    decision, target, event = record_decision(project, identity(as_), run_arg or run, chosen=decision_, note=reason)
     _print_checks([asdict(c) for c in decision.checks])
     _print_variants(event.payload.get("variants") or {})
     print_warnings(decision.warnings)
