@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from distil.errors import DistilError, EvaluationError
-from distil.evaluate.metrics import agreement, mean_js, mean_kl
+from distil.export_eval import TEST, ScoringSet, classify_sets, compare_variant, predict_sets, variant_scores
 from distil.files import replace_dir_atomic, write_json_atomic, write_text_atomic, write_with_atomic
 from distil.runs import RunDir
 from distil.serve.runs import served_run
@@ -180,21 +180,6 @@ def _median_ms_per_input(predict: Any, texts: Sequence[str], repeats: int = 3) -
     return float(np.median(times))
 
 
-def compare_variant(
-    reference_probs: np.ndarray, teacher_probs: np.ndarray, variant_probs: np.ndarray
-) -> dict[str, float]:
-    """Agreement of a variant with the teacher and with the model it was derived from; [n, L] each."""
-    return {
-        "agreement": agreement(teacher_probs, variant_probs),
-        "kl": mean_kl(teacher_probs, variant_probs),
-        "js": mean_js(teacher_probs, variant_probs),
-        "agreement_with_float": agreement(reference_probs, variant_probs),
-        "max_abs_prob_diff": float(np.max(np.abs(reference_probs - variant_probs)))
-        if len(variant_probs)
-        else float("nan"),
-    }
-
-
 def model_card(project: Project, run_id: str, fmt: str) -> str:
     """The exported model's README.md: what it is, which teachers it learnt from under which terms, and the
     duties it inherits from them (a required notice, a name prefix, use restrictions)."""
@@ -243,8 +228,12 @@ def export_run(
     quantize: str | None = None,
     actor: str = "",
     latency_sample: int = 20,
+    threads: int | None = None,
 ) -> ExportResult:
-    """Export ``run_id`` (default: the run `distil serve` would pick) to ``.distil/exports/<run>/<fmt>/``."""
+    """Export ``run_id`` (default: the run `distil serve` would pick) to ``.distil/exports/<run>/<fmt>/``.
+
+    A quantized classify variant is scored on the test split and the gold set (:mod:`distil.export_eval`);
+    ``threads`` caps onnxruntime's threads (default: its own choice)."""
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if quantize is not None and fmt not in QUANTIZATIONS:
@@ -266,36 +255,39 @@ def export_run(
     onnx_path = export_onnx(student, out)
     card = write_text_atomic(out / MODEL_CARD, model_card(project, run.run_id, fmt))
     result = ExportResult(run.run_id, fmt, out, [onnx_path, card])
-    records = [r for r in run.dataset().records("test") if r.label_probs is not None]
-    if not records and quantize is None:
-        return result
-    if not records:
+    sets = [s for s in classify_sets(run, project.spec.task.label_names) if len(s.inputs)]
+    if not any(s.name == TEST for s in sets):
+        if quantize is None:
+            return result
         raise EvaluationError(
             "the quantized model must be evaluated, but there is no held-out test split with teacher labels",
             hint="run `distil generate` and `distil curate` first",
         )
     from distil.train.students import load_predictor
 
-    texts = [r.input for r in records]
-    teacher_probs = np.array([r.label_probs for r in records], dtype=np.float64)
-    torch_probs = load_predictor(student).label_distribution(texts)
-    onnx_probs = OnnxClassifier(out).label_distribution(texts)
-    result.checks = {"n": len(texts), "onnx_vs_pytorch": compare_variant(torch_probs, teacher_probs, onnx_probs)}
+    test = sets[0]
+    sets = sets if quantize else [test]  # the float graph is only checked, on the test split
+    torch_probs = predict_sets(load_predictor(student).label_distribution, sets)
+    onnx = OnnxClassifier(out, threads=threads)
+    onnx_probs = predict_sets(onnx.label_distribution, sets)
+    result.checks = {
+        "n": len(test.inputs),
+        "onnx_vs_pytorch": compare_variant(torch_probs[TEST], test.teacher, onnx_probs[TEST]),
+    }
     if quantize is None:
         return result
 
     int8_path = quantize_int8(onnx_path)
     result.files.append(int8_path)
-    int8 = OnnxClassifier(out, INT8_FILE)
-    int8_probs = int8.label_distribution(texts)
-    sample = texts[:latency_sample]
+    int8 = OnnxClassifier(out, INT8_FILE, threads=threads)
+    sample = test.inputs[:latency_sample]
     float_block = {
-        **compare_variant(torch_probs, teacher_probs, onnx_probs),
+        **variant_scores(sets, onnx_probs, torch_probs),
         "size_bytes": onnx_path.stat().st_size,
-        "p50_ms": _median_ms_per_input(OnnxClassifier(out).label_distribution, sample),
+        "p50_ms": _median_ms_per_input(onnx.label_distribution, sample),
     }
     int8_block = {
-        **compare_variant(torch_probs, teacher_probs, int8_probs),
+        **variant_scores(sets, predict_sets(int8.label_distribution, sets), torch_probs),
         "size_bytes": int8_path.stat().st_size,
         "p50_ms": _median_ms_per_input(int8.label_distribution, sample),
     }
@@ -303,14 +295,19 @@ def export_run(
         "run_id": run.run_id,
         "variant": "quantized",
         "quantization": "int8 dynamic (onnxruntime)",
-        "split": "test",
-        "n": len(texts),
+        **_evaluated_on(sets),
         "distilled": float_block,
         "quantized": int8_block,
         "model": str(int8_path.relative_to(project.root)),
     }
     result.evaluation = record_variant(project, run, evaluation, int8_path, ".int8.onnx", actor)
     return result
+
+
+def _evaluated_on(sets: list[ScoringSet]) -> dict[str, Any]:
+    """The evaluation's ``split`` and ``n`` (the test split's) and, with a gold set, ``n_gold_set``."""
+    sizes = {s.name: len(s.inputs) for s in sets}
+    return {"split": TEST, "n": sizes[TEST], **({"n_gold_set": sizes["gold"]} if "gold" in sizes else {})}
 
 
 def record_variant(
@@ -337,6 +334,9 @@ def record_variant(
         "p50_ms": quantized_block.get("p50_ms"),
         "n": evaluation["n"],
     }
+    gold = quantized_block.get("gold")
+    if isinstance(gold, dict):
+        summary.update({"agreement_gold": gold["agreement"], "n_gold_set": gold["n"]})
     project.ledger.append(
         "evaluation",
         {"run_id": run.run_id, "variant": variant, "summary": summary},
@@ -361,19 +361,12 @@ def weights_size_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.iterdir() if f.is_file() and f.suffix in (".safetensors", ".bin"))
 
 
-def _gguf_variant_block(
-    predictor: Any, reference: Any, texts: list[str], teacher: np.ndarray | list[str]
-) -> dict[str, Any]:
-    """How ``predictor`` agrees with the teacher on the test split: a classify student's label distributions
-    (against the teacher's and ``reference``'s, the float student), a generate student's teacher-forced
-    token agreement with the teacher's answers."""
-    if predictor.task["kind"] == "classify":
-        reference_probs = reference if isinstance(reference, np.ndarray) else reference.label_distribution(texts)
-        return compare_variant(reference_probs, np.asarray(teacher), predictor.label_distribution(texts))
+def _token_agreement_block(predictor: Any, texts: list[str], teacher: list[str]) -> dict[str, Any]:
+    """A generate student's teacher-forced token agreement with the teacher's answers on the test split."""
     from distil.train.token_agreement import teacher_forced_agreement
 
     shares = teacher_forced_agreement(
-        predictor.model, predictor.tokenizer, texts, list(teacher), predictor.task.get("max_length", 256)
+        predictor.model, predictor.tokenizer, texts, teacher, predictor.task.get("max_length", 256)
     )
     return {"agreement": float(np.mean(shares)) if len(shares) else float("nan"), "measure": "token agreement"}
 
@@ -383,7 +376,7 @@ def export_gguf_run(
 ) -> ExportResult:
     """``model.<type>.gguf`` (float32 without ``quantize``) with ``distil_task.json`` and the model card in ``out``.
     A float32 file is checked against PyTorch on the test split; a quantized one is evaluated against the teacher
-    there and recorded as variant ``gguf-<type>``."""
+    there (and, for a classify student, on the gold set) and recorded as variant ``gguf-<type>``."""
     from distil.export_gguf import write_gguf
     from distil.train.students import load_predictor, read_task
 
@@ -393,38 +386,49 @@ def export_gguf_run(
     write_with_atomic(out / "distil_task.json", lambda tmp: shutil.copyfile(student / "distil_task.json", tmp))
     card = write_text_atomic(out / MODEL_CARD, model_card(project, run.run_id, f"gguf {gguf_type}"))
     result = ExportResult(run.run_id, "gguf", out, [written.path, card])
-    if task["kind"] == "classify":
-        records = [r for r in run.dataset().records("test") if r.label_probs is not None]
-        teacher: Any = np.array([r.label_probs for r in records], dtype=np.float64)
+    classify = task["kind"] == "classify"
+    if classify:
+        sets = [s for s in classify_sets(run, project.spec.task.label_names) if len(s.inputs)]
+        n_test = len(sets[0].inputs) if sets and sets[0].name == TEST else 0
     else:
-        records = [r for r in run.dataset().records("test") if r.teacher_text]
-        teacher = [str(r.teacher_text) for r in records]
-    if not records and quantize is None:
+        records = [r for r in run.dataset().records(TEST) if r.teacher_text]
+        texts, teacher = [r.input for r in records], [str(r.teacher_text) for r in records]
+        n_test = len(records)
+    if not n_test and quantize is None:
         return result
-    if not records:
+    if not n_test:
         raise EvaluationError(
             f"the {gguf_type} GGUF model must be evaluated, but there is no held-out test split with the teacher's "
             "answers",
             hint="run `distil generate` and `distil curate` first",
         )
-    texts = [r.input for r in records]
     float_student = load_predictor(student)
     exported = load_predictor(out, gguf_file=written.path.name)
-    reference = float_student.label_distribution(texts) if task["kind"] == "classify" else float_student
-    exported_block = {**_gguf_variant_block(exported, reference, texts, teacher), "size_bytes": written.size_bytes}
+    if classify:
+        sets = sets if quantize else sets[:1]  # the float32 file is only checked, on the test split
+        reference = predict_sets(float_student.label_distribution, sets)
+        exported_block = variant_scores(sets, predict_sets(exported.label_distribution, sets), reference)
+        evaluated_on = _evaluated_on(sets)
+    else:
+        exported_block = _token_agreement_block(exported, texts, teacher)
+        evaluated_on = {"split": TEST, "n": n_test}
+    exported_block["size_bytes"] = written.size_bytes
     if quantize is None:
-        result.checks = {"n": len(texts), "gguf_vs_pytorch": exported_block}
+        result.checks = {"n": n_test, "gguf_vs_pytorch": exported_block}
         return result
     float_block = {
-        **_gguf_variant_block(float_student, reference, texts, teacher),
+        **(
+            variant_scores(sets, reference, reference)
+            if classify
+            else _token_agreement_block(float_student, texts, teacher)
+        ),
         "size_bytes": weights_size_bytes(student),
     }
     evaluation = {
         "run_id": run.run_id,
         "variant": f"gguf-{gguf_type}",
         "quantization": f"GGUF {gguf_type} (llama.cpp block types; read back by transformers' GGUF loader)",
-        "split": "test",
-        "n": len(texts),
+        **evaluated_on,
         "distilled": float_block,
         "quantized": exported_block,
     }
