@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from distil.cli import main
 from distil.data.records import Record
 from distil.evaluate.metrics import wilson_interval
 from distil.evaluate.predictions import prediction_rows, write_predictions
@@ -57,14 +58,17 @@ def expected_gold_block(probs: np.ndarray, gold: list[Record], teacher: np.ndarr
     }
 
 
-def test_int8_and_q4_0_variants_are_scored_on_the_gold_set_the_round_recorded(project):
+def test_int8_and_q4_0_variants_are_scored_on_the_gold_set_the_round_recorded(project, capsys):
     gold, teacher = record_gold_answers(project)
     inputs = [r.input for r in gold]
     float_probs = load_predictor(project.runs_dir / "r1" / "student").label_distribution(inputs)
     folder = project.state_dir / "exports" / "r1"
 
     int8 = export_run(project, "r1", "onnx", quantize="int8", threads=1).evaluation
-    q4_0 = export_run(project, "r1", "gguf", quantize="q4_0").evaluation
+    argv = ["export", "r1", "--format", "gguf", "--quantize", "q4_0", "--spec", str(project.spec_path), "--as", "ops"]
+    assert main(argv) == 0
+    assert "gold set n=30" in " ".join(capsys.readouterr().out.split())  # the command says where it was scored
+    q4_0 = json.loads(RunDir(project, "r1").variant_evaluation("gguf-q4_0").read_text())
     int8_probs = OnnxClassifier(folder / "onnx", INT8_FILE, threads=1).label_distribution(inputs)
     q4_0_probs = load_predictor(folder / "gguf", gguf_file="model.q4_0.gguf").label_distribution(inputs)
 

@@ -260,14 +260,17 @@ def export(
             )
     if result.evaluation:
         e = result.evaluation
-        table = Table(title=f"distilled vs distilled + {e['quantization']} (test split, n={e['n']})")
-        for col in ("variant", "agreement with teacher", "KL", "same label as float", "size", "p50 ms / input"):
+        gold_n = f", gold set n={e['n_gold_set']}" if e.get("n_gold_set") else ""
+        table = Table(title=f"distilled vs distilled + {e['quantization']} (test split, n={e['n']}{gold_n})")
+        columns = ["variant", "agreement with teacher"] + (["on the gold set"] if gold_n else [])
+        for col in (*columns, "KL", "same label as float", "size", "p50 ms / input"):
             table.add_column(col)
         for name in ("distilled", "quantized"):
             b = e[name]
             table.add_row(
                 name if name == "distilled" else e["variant"],
                 f"{b['agreement']:.3f}",
+                *([f"{b['gold']['agreement']:.3f}" if "gold" in b else "-"] if gold_n else []),
                 f"{b['kl']:.4f}" if "kl" in b else "-",
                 f"{b['agreement_with_float']:.3f}" if "agreement_with_float" in b else "-",
                 f"{b['size_bytes'] / 1e6:.2f} MB",
