@@ -42,6 +42,10 @@ def test_yaml_yes_is_read_as_permitted():
     [
         (lambda d: d["gate"].__setitem__("fidelity_min", 1.3), "gate.fidelity_min must be ≤ 1, got 1.3"),
         (lambda d: d["task"].__setitem__("kidn", "x"), "task.kidn is not a known field"),
+        (
+            lambda d: d["cost"].__setitem__("teacher_batch_discount", 0.5),
+            "cost.teacher_batch_discount has moved to teachers[i].batch_discount",
+        ),
         (lambda d: d["cost"].__setitem__("monthly_requests", "lots"), "cost.monthly_requests"),
         (
             lambda d: d["roles"].__setitem__("validator", d["roles"]["driver"]),

@@ -16,6 +16,8 @@ from distil.spec.models import Spec
 
 DEFAULT_SPEC = "distil.yaml"
 _UNION_MEMBERS = {"float", "int", "str", "bool"}  # pydantic's names for the members of `float | Literal[...]`
+# Fields that moved: a spec written before the move gets told where the field lives now.
+MOVED = {"cost.teacher_batch_discount": "teachers[i].batch_discount (the discount is each API teacher's own term)"}
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -47,7 +49,8 @@ def _describe(error: dict[str, Any]) -> str:
     if kind == "finite_number":
         return f"must be a finite number, got {shown}"
     if kind == "extra_forbidden":
-        return "is not a known field (check its spelling or remove it)"
+        moved = MOVED.get(_field_path(error["loc"]))
+        return f"has moved to {moved}" if moved else "is not a known field (check its spelling or remove it)"
     if kind == "missing":
         return "is required"
     message = error["msg"].removeprefix("Value error, ")
