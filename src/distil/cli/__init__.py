@@ -21,6 +21,7 @@ import distil.cli.evaluate
 import distil.cli.project
 import distil.cli.review
 import distil.cli.serve
+import distil.cli.stack
 import distil.cli.train  # noqa: F401
 from distil.cli.app import _DEBUG, app, err_console
 from distil.errors import DistilError

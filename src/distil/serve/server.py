@@ -92,6 +92,22 @@ def _error_response(
     return JSONResponse(error_body(message, type_, param, code), status_code=status, headers=headers)
 
 
+def invalid_request_response(exc: RequestValidationError) -> JSONResponse:
+    """400 naming the first field a request body got wrong (or ``json_invalid`` for a body that is not JSON)."""
+    first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
+    loc = [str(x)[:SHOWN_CHARS] for x in first.get("loc", ()) if x != "body"]
+    if first.get("type") == "json_invalid":
+        return _error_response(
+            400,
+            f"malformed JSON body: {first.get('ctx', {}).get('error', first['msg'])}",
+            "invalid_request_error",
+            code="json_invalid",
+        )
+    param = ".".join(loc) or None
+    message = f"{param}: {first['msg']}" if param else first["msg"]
+    return _error_response(400, message, "invalid_request_error", param=param, code=first.get("type"))
+
+
 # --- request bodies -------------------------------------------------------------------------------
 
 
@@ -449,18 +465,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
-        loc = [str(x)[:SHOWN_CHARS] for x in first.get("loc", ()) if x != "body"]
-        if first.get("type") == "json_invalid":
-            return _error_response(
-                400,
-                f"malformed JSON body: {first.get('ctx', {}).get('error', first['msg'])}",
-                "invalid_request_error",
-                code="json_invalid",
-            )
-        param = ".".join(loc) or None
-        message = f"{param}: {first['msg']}" if param else first["msg"]
-        return _error_response(400, message, "invalid_request_error", param=param, code=first.get("type"))
+        return invalid_request_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
