@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -138,15 +139,33 @@ def monitor(
     sample: Annotated[int, typer.Option("--sample", help="Most logged requests the teacher is asked about.")] = 200,
     window: Annotated[str, typer.Option("--window", help="Length of each agreement window, e.g. 1d, 6h.")] = "1d",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and the permutation test.")] = 0,
+    stack: Annotated[
+        Path | None,
+        typer.Option("--stack", help="Check a stack's traffic (stack.yaml) per specialist instead of one project's."),
+    ] = None,
+    router_sample: Annotated[
+        Path | None,
+        typer.Option(
+            "--router-sample", help="With --stack: JSONL of `input` and `task` to check the router model's routing."
+        ),
+    ] = None,
     spec: SpecOpt = None,
 ) -> None:
     """Check logged traffic: student–teacher agreement per window and slice, input drift (MMD), refresh due; exit 1 on
-    an alert.
+    an alert. With --stack: per specialist, the router's confusion on a labelled sample, and who needs a refresh.
 
     Example: distil monitor --since 7d --sample 200
+
+    Example: distil monitor --stack stack.yaml --router-sample routed.jsonl
     """
     from distil.data.sources import parse_since
     from distil.monitor.check import run_monitor
+
+    if stack is not None:
+        from distil.cli.stack import monitor_stack
+
+        monitor_stack(stack, parse_since(since) if since else None, sample, parse_since(window), seed, router_sample)
+        return
 
     project = _project(spec)
     result, path = run_monitor(

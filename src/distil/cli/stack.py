@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 from pathlib import Path
@@ -101,3 +102,58 @@ def stack_serve(
 
 def _exit_quietly(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def monitor_stack(
+    stack_file: Path, since: dt.timedelta | None, sample: int, window: dt.timedelta, seed: int, router_sample: Path | None
+) -> None:
+    """`distil monitor --stack`: a table per specialist and window, the router's confusion; exit 1 on an alert."""
+    from distil.stack.monitor import run_stack_monitor
+    from distil.stack.spec import load_stack_spec
+
+    stack = load_stack_spec(stack_file)
+    result, path = run_stack_monitor(
+        stack, since=since, sample=sample, window=window, labelled=router_sample, seed=seed
+    )
+    table = Table(title=f"stack {stack.spec.name}: agreement with the generalist per specialist and window")
+    for col in ("specialist", "window", "agreement (n)", "floor", "escalated", "drift p", "needs refresh"):
+        table.add_column(col)
+    for name, s in result.specialists.items():
+        if not s.get("n_traffic"):
+            table.add_row(name, "-", "no traffic", "", "", "", "no")
+            continue
+        drift = f"{s['drift']['p_value']:.4f}" if s.get("drift") else "-"
+        refresh = "[red]yes[/red]: " + "; ".join(s["reasons"]) if s["needs_refresh"] else "no"
+        table.add_row(
+            name,
+            "all",
+            f"{s['agreement']:.3f} ({s['n_sampled']})",
+            f"{s['floor']:.3f}",
+            f"{s['escalated_share']:.1%}",
+            drift,
+            refresh,
+        )
+        for w in s["windows"]:
+            table.add_row("", w["start"][:16], f"{w['agreement']:.3f} ({w['n']})", "", "", "", "")
+    console.print(table)
+    if result.router is not None:
+        r = result.router
+        confusion = Table(
+            title=f"router: accuracy {r['accuracy']:.3f} [{r['interval'][0]:.3f}, {r['interval'][1]:.3f}] on {r['n']} "
+            "labelled requests (rows: the task, columns: where the router sent it)"
+        )
+        confusion.add_column("task")
+        for label in r["labels"]:
+            confusion.add_column(label)
+        for truth in r["labels"]:
+            confusion.add_row(truth, *(str(r["confusion"][truth][p]) for p in r["labels"]))
+        console.print(confusion)
+    console.print(f"report: {path}")
+    for alert in result.alerts:
+        console.print(f"[red]alert[/red]: {alert}")
+    if result.alerts:
+        console.print(
+            "next: a new round in the project of each specialist that needs a refresh (`distil iterate`, `distil "
+            "decide`), then name its shipped run in the stack file"
+        )
+        raise typer.Exit(1)
