@@ -31,8 +31,14 @@ def _record(stack, name: str, texts: list[str], agree: bool) -> None:
         served = [1.0 if j == top else 0.0 for j in range(len(labels))]
         stamp = START + dt.timedelta(hours=12 * (i % 4))  # two rows per 12 hours: two windows of a day
         rows.append(
-            {"timestamp": stamp, "input": texts[i], "model": name, "distribution": served, "answer": labels[top],
-             "confidence": 1.0}
+            {
+                "timestamp": stamp,
+                "input": texts[i],
+                "model": name,
+                "distribution": served,
+                "answer": labels[top],
+                "confidence": 1.0,
+            }
         )
     write_traffic_rows(traffic_dir(stack.state_dir), rows)
 

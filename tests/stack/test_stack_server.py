@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import httpx
 
-from distil.serve.traffic import read_traffic, traffic_dir
+from distil.serve.traffic import TrafficLog, read_traffic, traffic_dir
 from distil.stack.load import load_stack
 from distil.stack.server import create_stack_app
 from distil.stack.spec import load_stack_spec
-from distil.serve.traffic import TrafficLog
 from tests.serve.conftest import running_server
 from tests.stack.conftest import MOOD_LABELS, TRIAGE_LABELS, stack_body, write_stack
 
@@ -89,7 +88,9 @@ def test_a_router_model_routes_by_its_top_label(stack_root):
     with running_server(create_stack_app(load_stack(stack))) as (url, _):
         client = httpx.Client(base_url=url, timeout=60)
         assert "router" in [m["id"] for m in client.get("/v1/models").json()["data"]]
-        said = [d["label"] for d in client.post("/v1/classify", json={"input": texts, "model": "router"}).json()["data"]]
+        said = [
+            d["label"] for d in client.post("/v1/classify", json={"input": texts, "model": "router"}).json()["data"]
+        ]
         routed = client.post("/v1/classify", json={"input": texts}).json()["data"]
         assert [d["index"] for d in routed] == list(range(len(texts)))
         assert [d["specialist"] for d in routed] == said

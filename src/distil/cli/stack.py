@@ -87,7 +87,9 @@ def stack_serve(
     server = make_server(create_stack_app(loaded, api_key=key, traffic=traffic), host=host, port=port)
     started = record_stack_start(planned)
     thresholds = {name: served.threshold for name, served in loaded.specialists.items()}
-    console.print(_checked_table(f"serving stack {stack.spec.name} on http://{host}:{port}", loaded.checked, thresholds))
+    console.print(
+        _checked_table(f"serving stack {stack.spec.name} on http://{host}:{port}", loaded.checked, thresholds)
+    )
     console.print(
         f"generalist {loaded.generalist_id}; routed by {stack.spec.routing.by}; api key "
         f"{'required' if key else 'none (open)'}; traffic log {traffic.folder if traffic else 'off'}"
@@ -105,7 +107,12 @@ def _exit_quietly(signum: int, frame: object) -> None:
 
 
 def monitor_stack(
-    stack_file: Path, since: dt.timedelta | None, sample: int, window: dt.timedelta, seed: int, router_sample: Path | None
+    stack_file: Path,
+    since: dt.timedelta | None,
+    sample: int,
+    window: dt.timedelta,
+    seed: int,
+    router_sample: Path | None,
 ) -> None:
     """`distil monitor --stack`: a table per specialist and window, the router's confusion; exit 1 on an alert."""
     from distil.stack.monitor import run_stack_monitor

@@ -228,7 +228,10 @@ def create_stack_app(
         model = model or ""
         if task is not None and task not in inner:
             raise _Refused(
-                400, f"task: no specialist {task[:SHOWN_CHARS]!r}; this stack has {', '.join(inner)}", "task", "unknown_task"
+                400,
+                f"task: no specialist {task[:SHOWN_CHARS]!r}; this stack has {', '.join(inner)}",
+                "task",
+                "unknown_task",
             )
         if model in inner:
             if task is not None and task != model:
@@ -242,7 +245,10 @@ def create_stack_app(
             return None, ROUTER
         shown = model[:SHOWN_CHARS] + ("…" if len(model) > SHOWN_CHARS else "")
         raise _Refused(
-            404, f"model: the model {shown!r} does not exist; this stack serves {shown_names}", "model", "model_not_found"
+            404,
+            f"model: the model {shown!r} does not exist; this stack serves {shown_names}",
+            "model",
+            "model_not_found",
         )
 
     async def _route(texts: list[str]) -> list[tuple[str, float]]:
@@ -267,7 +273,9 @@ def create_stack_app(
             raise _Passed(reply)
         seconds = time.perf_counter() - start
         if reply.media_type == "text/event-stream" or reply.headers.get("content-type", "").startswith("text/event"):
-            routes = [json.loads(e[6:])["distil"]["route"] for e in reply.body.decode().split("\n\n") if '"distil"' in e]
+            routes = [
+                json.loads(e[6:])["distil"]["route"] for e in reply.body.decode().split("\n\n") if '"distil"' in e
+            ]
         else:
             answer = json.loads(reply.body)
             routes = [d["route"] for d in answer["data"]] if "data" in answer else [answer["distil"]["route"]]
@@ -318,8 +326,10 @@ def create_stack_app(
         for i, (name, _) in enumerate(picked):
             groups.setdefault(name, []).append(i)
         replies = await asyncio.gather(
-            *(_ask(name, "/v1/classify", {"input": [texts[i] for i in index], "model": who}, "router")
-              for name, index in groups.items())
+            *(
+                _ask(name, "/v1/classify", {"input": [texts[i] for i in index], "model": who}, "router")
+                for name, index in groups.items()
+            )
         )
         data: list[dict[str, Any] | None] = [None] * len(texts)
         for (name, index), reply in zip(groups.items(), replies, strict=True):

@@ -148,7 +148,9 @@ def stack_from_text(text: str, source: str) -> StackSpec:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{source}: malformed YAML{where}: {getattr(exc, 'problem', None) or 'not valid YAML'}") from None
+        raise SpecError(
+            f"{source}: malformed YAML{where}: {getattr(exc, 'problem', None) or 'not valid YAML'}"
+        ) from None
     if not isinstance(data, dict):
         raise SpecError(f"{source}: the top level must be a mapping (name, specialists, generalist, routing)")
     try:
