@@ -84,3 +84,10 @@ def test_a_bad_stack_file_names_the_field(tmp_path, change, message):
     with pytest.raises(SpecError, match=re.escape(message)) as raised:
         load_stack_spec(write_stack(tmp_path, body))
     assert str(raised.value).startswith(str(tmp_path / "stack.yaml"))
+
+
+def test_a_router_whose_labels_name_no_specialist_is_refused(stack_root):
+    body = stack_body(by="router")
+    body["specialists"][1]["name"] = "feelings"  # the router still says `mood`
+    with pytest.raises(SpecError, match=r"router: run r1 has labels 'mood' that name no specialist"):
+        load_stack(load_stack_spec(write_stack(stack_root, body)))

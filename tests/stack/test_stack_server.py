@@ -3,6 +3,8 @@ ones escalate to the generalist and are counted per specialist, a router model r
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
 from distil.serve.traffic import TrafficLog, read_traffic, traffic_dir
@@ -40,6 +42,14 @@ def test_task_and_model_pick_the_specialist(stack_root):
         assert chat["model"] == "triage" and chat["distil"]["specialist"] == "triage"
         assert chat["choices"][0]["message"]["content"] in TRIAGE_LABELS and chat["distil"]["routed_by"] == "model"
 
+        stream = client.post(
+            "/v1/chat/completions",
+            json={"task": "mood", "stream": True, "messages": [{"role": "user", "content": "so calm"}]},
+        )
+        events = [json.loads(e[6:]) for e in stream.text.split("\n\n") if e.startswith("data: {")]
+        assert stream.headers["content-type"].startswith("text/event-stream") and stream.text.endswith("[DONE]\n\n")
+        assert {e["model"] for e in events} == {"mood"} and events[-1]["distil"]["specialist"] == "mood"
+
         missing = client.post("/v1/classify", json={"input": "which one?"})
         assert missing.status_code == 400 and missing.json()["error"]["code"] == "missing_task"
         unknown = client.post("/v1/classify", json={"input": "x", "task": "legal"})
@@ -50,11 +60,11 @@ def test_task_and_model_pick_the_specialist(stack_root):
         assert empty.status_code == 400 and empty.json()["error"]["code"] == "invalid_text"
 
         metrics = client.get("/metrics").text
-        assert _metric(metrics, "distil_specialist_requests_total", specialist="mood", routed_by="task") == 1
+        assert _metric(metrics, "distil_specialist_requests_total", specialist="mood", routed_by="task") == 2
         assert _metric(metrics, "distil_specialist_requests_total", specialist="triage", routed_by="model") == 1
         assert _metric(metrics, "distil_specialist_escalations_total", specialist="mood") == 0
     rows = read_traffic(traffic_dir(stack.state_dir))
-    assert sorted(r["model"] for r in rows) == ["mood", "mood", "triage"]
+    assert sorted(r["model"] for r in rows) == ["mood", "mood", "mood", "triage"]
 
 
 def test_unsure_requests_escalate_to_the_generalist(stack_root):
