@@ -1,4 +1,4 @@
-"""The generalist–specialist stack: `distil stack check` and `distil stack serve` (`distil monitor --stack` is in
+"""The generalist–specialist stack: `distil stack check` and `distil stack serve` (monitor's `--stack` is in
 :mod:`distil.cli.serve`, beside `distil monitor`)."""
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def monitor_stack(
     seed: int,
     router_sample: Path | None,
 ) -> None:
-    """`distil monitor --stack`: a table per specialist and window, the router's confusion; exit 1 on an alert."""
+    """Monitor a stack (the `--stack` of monitor): a table per specialist and window, the router's confusion; exit 1
+    on an alert."""
     from distil.stack.monitor import run_stack_monitor
     from distil.stack.spec import load_stack_spec
 

@@ -1,4 +1,5 @@
-"""`distil monitor --stack`: the stack's traffic checked per specialist, and the router checked on labelled requests.
+"""`distil monitor --stack stack.yaml`: the stack's traffic checked per specialist, and the router on labelled
+requests.
 
 For each specialist, the rows of the stack's traffic log that name it are checked as `distil monitor` checks one
 project's (:func:`distil.monitor.drift.check_traffic`): the generalist (the reference the specialist was distilled

@@ -199,7 +199,7 @@ def create_stack_app(
         if traffic is not None:
             traffic.close()
 
-    app = FastAPI(title=f"distil stack {spec.name}", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title=f"stack {spec.name}", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.metrics = metrics
     app.state.specialist_metrics = per_specialist
     app.state.inner = inner
