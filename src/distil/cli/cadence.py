@@ -50,9 +50,7 @@ def what_next(project: Any, result: Any) -> list[str]:
     if result.report_path:
         lines.append(f"  open the report      {result.report_path}")
     if result.run_id:
-        lines.append(
-            f"  decide               distil decide {result.run_id} --as {project.spec.roles.validator}{spec}"
-        )
+        lines.append(f"  decide               distil decide {result.run_id} --as {project.spec.roles.validator}{spec}")
         operator = project.spec.roles.operator or "NAME"
         lines.append(f"  serve once shipped   distil serve {result.run_id} --as {operator}{spec}")
     return lines
