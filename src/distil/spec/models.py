@@ -314,6 +314,19 @@ class TeacherSpec(_Model):
         "matters; labels, scores and answers are always float32). auto: bfloat16 on a GPU or a CPU with native bf16 "
         "instructions, else float32.",
     )
+    threads: int | Literal["auto"] = Field(
+        "auto",
+        description="CPU threads a local teacher's forward passes use. auto: before each batch, one per core the "
+        "other processes on the machine left free since the last batch, at least one (on two busy cores, two "
+        "threads labelled two to three times slower than one). Never changes an answer beyond float rounding.",
+    )
+
+    @field_validator("threads")
+    @classmethod
+    def _positive_threads(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 1024:
+            raise ValueError(f"must be auto or a count from 1 to 1024, got {value}")
+        return value
 
     @field_validator("source")
     @classmethod

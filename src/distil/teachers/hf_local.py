@@ -3,21 +3,28 @@
 For classify tasks the teacher scores the first token of each label word (with its leading space)
 at the answer position of the few-shot prompt, softmaxes over just those tokens, and applies
 contextual calibration (the content-free inputs' distributions averaged). The prompt's shared prefix
-(instruction, and with ``few_shot.select: first`` the shots) is run once and its KV cache is copied
-into each batch; only the per-input query is computed per item. With ``select: similar`` each query
-carries its own shots, so every input costs several times more (docs/benchmarks.md, teacher_prompt).
+(instruction, and with ``few_shot.select: first`` the shots, then the tokens every query of the call
+starts with) is run once and its KV cache is shared, not copied, by each batch; only the rest of each
+query is computed per item, and the vocabulary projection only at its answer position. With
+``select: similar`` each query carries its own shots, so every input costs several times more
+(docs/benchmarks.md, teacher_prompt).
 
 ``task.scoring: channel`` turns the question round (Min et al. 2022): for each label the shots are
 written label first ("Category: billing\\nTicket: ..."), and the input's own log-likelihood after
-"Category: <label>\\nTicket:" scores the label; one prefix KV cache per label, one pass per label.
+"Category: <label>\\nTicket:" scores the label. The shots and each label's head are run once (one
+prefix per label); each input then costs one pass of its own tokens per label.
 ``both`` multiplies the calibrated direct distribution by the channel one and renormalises.
+
+CPU threads: ``teachers[].threads`` (:mod:`distil.teachers.cpu_threads`), never part of a cache key.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,6 +40,7 @@ from distil.teachers.base import (
     render_shot,
     sha256_json,
 )
+from distil.teachers.cpu_threads import ThreadChooser
 from distil.teachers.decoding import decode_rows, end_ids
 from distil.teachers.prompts import generation_prompt, in_chat_template
 
@@ -49,6 +57,50 @@ def _label_scores(logits_at_answer, token_ids: list[list[int]]) -> np.ndarray:
     logits = logits_at_answer.float()
     scores = torch.stack([torch.logsumexp(logits[:, ids], dim=1) for ids in token_ids], dim=1)
     return torch.softmax(scores.double(), dim=1).cpu().numpy()
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    """Tokens run once at batch 1 and kept: their KV cache (None when there are none), how many, and the
+    log-probabilities the last one gives the next token (float32 [V]; None when there are none)."""
+
+    cache: Any
+    width: int
+    next_logprobs: Any
+
+
+_NO_PREFIX = _Prefix(None, 0, None)
+KEPT_EXTENSIONS = 8  # prefixes extended by a call's common query start, kept for the calls that follow
+
+
+def _common_start(queries: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """The tokens every query starts with, leaving each query at least one token of its own (its answer position)."""
+    if not queries:
+        return ()
+    limit = min(len(q) for q in queries) - 1
+    first = queries[0]
+    n = 0
+    while n < limit and all(q[n] == first[n] for q in queries):
+        n += 1
+    return tuple(first[:n])
+
+
+def _batch_cache(prefix_cache: Any, rows: int) -> Any:
+    """A cache for a batch of ``rows`` after a batch-1 prefix: each layer's keys and values are broadcast views of
+    the prefix's, copied only when the batch's own tokens are appended, so the prefix's cache is never written."""
+    if not hasattr(prefix_cache, "layers"):  # another cache layout: copy it whole
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_repeat_interleave(rows)
+        return cache
+    cache = copy.copy(prefix_cache)
+    cache.layers = []
+    for layer in prefix_cache.layers:
+        layer = copy.copy(layer)
+        if getattr(layer, "keys", None) is not None and layer.keys.numel():
+            layer.keys = layer.keys.expand(rows, *layer.keys.shape[1:])
+            layer.values = layer.values.expand(rows, *layer.values.shape[1:])
+        cache.layers.append(layer)
+    return cache
 
 
 @functools.cache
@@ -100,11 +152,12 @@ class HFLocalTeacher:
         self.prompt: ClassifyPrompt | None = None
         self._label_token_ids: list[list[int]] = []
         self._prefix_ids: list[int] = []
-        self._prefix_cache = None
+        self._prefixes: dict[tuple[int, ...], _Prefix] = {}  # the prompt's own prefixes, run once
+        self._extended: OrderedDict[tuple[int, ...], _Prefix] = OrderedDict()  # and those extended, the latest few
+        self._threads = ThreadChooser(getattr(teacher_spec, "threads", "auto"))
         self._content_free: np.ndarray | None = None
         self._channel_shared_ids: list[int] = []  # the shots written label first, shared by every label
         self._channel_head_ids: list[list[int]] = []  # per label, the template up to the input
-        self._channel_cache: Any = None
         self._channel_lead = self._channel_tail = ""  # what surrounds each input in its scored text
         if task.kind == "classify":
             self.prompt = build_classify_prompt(task, shots)
@@ -185,44 +238,69 @@ class HFLocalTeacher:
         assert self.prompt is not None
         return list(self.tokenizer(self.prompt.query(text), add_special_tokens=False).input_ids)
 
-    def _prefix_kv(self):
-        """The few-shot prefix's KV cache (batch 1), computed on first use and kept."""
+    def _prefix(self, ids: Sequence[int], then: Sequence[int] = ()) -> _Prefix:
+        """``ids`` then ``then`` run once at batch 1 and kept: ``ids`` (the prompt's own prefix) for good, each
+        extension ``then`` (what a call's queries share) among the latest few, computed after ``ids``' cache."""
         import torch
 
-        if self._prefix_cache is None and self._prefix_ids:
-            with torch.inference_mode():
-                out = self.model(input_ids=torch.tensor([self._prefix_ids]), use_cache=True)
-            self._prefix_cache = out.past_key_values
-        return self._prefix_cache
+        base, key = tuple(ids), tuple(ids) + tuple(then)
+        kept = self._prefixes if not then else self._extended
+        if key in kept:
+            if then:
+                self._extended.move_to_end(key)
+            return kept[key]
+        start = self._prefix(base) if then and base else _NO_PREFIX
+        new = list(then) if then else list(base)
+        if not new:
+            return _NO_PREFIX
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=torch.tensor([new]),
+                past_key_values=None if start.cache is None else _batch_cache(start.cache, 1),
+                position_ids=(start.width + torch.arange(len(new))).unsqueeze(0),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        state = _Prefix(out.past_key_values, start.width + len(new), torch.log_softmax(out.logits[0, -1].float(), -1))
+        kept[key] = state
+        if then and len(self._extended) > KEPT_EXTENSIONS:
+            self._extended.popitem(last=False)
+        return state
 
-    def _batched_after_prefix(self, prefix_cache: Any, width: int, queries: list[list[int]]):
-        """Yield (indices, logits [b, longest, V], lengths) for ``queries`` run after a shared prefix's KV cache.
-
-        Queries of similar length are batched together, right-padded, so real tokens keep positions
-        ``width + j``; the prefix cache is copied into each batch (``None`` and width 0: no prefix)."""
+    def _batched_after_prefix(self, prefix: _Prefix, queries: list[list[int]], answer_only: bool):
+        """Yield (indices, logits) for ``queries`` run after ``prefix``, batched by similar length and right-padded,
+        so real tokens keep positions ``width + j``. ``answer_only``: logits [b, V] at each query's last token,
+        else [b, longest, V] at every position. The prefix's cache is shared by the batch, not copied."""
         import torch
 
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        width = prefix.width
         order = sorted(range(len(queries)), key=lambda i: len(queries[i]))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            longest = max(len(queries[i]) for i in chunk)
+            lengths = torch.tensor([len(queries[i]) for i in chunk])
+            longest = int(lengths.max())
+            if longest == 0:
+                continue
             ids = torch.full((len(chunk), longest), pad, dtype=torch.long)
             mask = torch.zeros((len(chunk), width + longest), dtype=torch.long)
             mask[:, :width] = 1
             for row, i in enumerate(chunk):
-                ids[row, : len(queries[i])] = torch.tensor(queries[i])
+                ids[row, : len(queries[i])] = torch.tensor(queries[i], dtype=torch.long)
                 mask[row, width : width + len(queries[i])] = 1
-            cache = None
-            if prefix_cache is not None:
-                cache = copy.deepcopy(prefix_cache)
-                cache.batch_repeat_interleave(len(chunk))
+            cache = None if prefix.cache is None else _batch_cache(prefix.cache, len(chunk))
             positions = (width + torch.arange(longest)).unsqueeze(0).expand(len(chunk), -1)
+            keep = (lengths - 1).clamp_min(0).unsqueeze(1) if answer_only else 0
             with torch.inference_mode():
                 logits = self.model(
-                    input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions, use_cache=True
+                    input_ids=ids,
+                    attention_mask=mask,
+                    past_key_values=cache,
+                    position_ids=positions,
+                    use_cache=True,
+                    logits_to_keep=keep,
                 ).logits
-            yield chunk, logits, [len(queries[i]) for i in chunk]
+            yield chunk, logits[:, 0, :] if answer_only else logits
 
     def raw_label_distribution(self, inputs: Sequence[str], reuse_prefix: bool = True) -> np.ndarray:
         """Uncalibrated label probabilities [n, L]. ``reuse_prefix=False`` scores each input alone, in full."""
@@ -234,15 +312,18 @@ class HFLocalTeacher:
         if not inputs:
             return out
         queries = [self._query_ids(t) for t in inputs]
-        if not reuse_prefix or not self._prefix_ids:
-            with torch.inference_mode():
-                for i, q in enumerate(queries):
-                    logits = self.model(input_ids=torch.tensor([self._prefix_ids + q])).logits[:, -1, :]
-                    out[i] = _label_scores(logits, self._label_token_ids)[0]
-            return out
-        for chunk, logits, lengths in self._batched_after_prefix(self._prefix_kv(), len(self._prefix_ids), queries):
-            answer = logits[torch.arange(len(chunk)), torch.tensor(lengths) - 1, :]
-            out[chunk] = _label_scores(answer, self._label_token_ids)
+        with self._threads.applied():
+            if not reuse_prefix:
+                with torch.inference_mode():
+                    for i, q in enumerate(queries):
+                        logits = self.model(input_ids=torch.tensor([self._prefix_ids + q])).logits[:, -1, :]
+                        out[i] = _label_scores(logits, self._label_token_ids)[0]
+                return out
+            shared = _common_start(queries)
+            prefix = self._prefix(self._prefix_ids, shared)
+            rest = [q[len(shared) :] for q in queries]
+            for chunk, answer in self._batched_after_prefix(prefix, rest, answer_only=True):
+                out[chunk] = _label_scores(answer, self._label_token_ids)
         return out
 
     # --- channel scoring ------------------------------------------------------------------------------
@@ -265,33 +346,34 @@ class HFLocalTeacher:
     def channel_log_likelihoods(self, inputs: Sequence[str]) -> np.ndarray:
         """log P(input | label) [n, L]: the summed log-probabilities of each input's tokens after each label's head.
 
-        The shots' KV cache is computed once; each (input, label) pair is one row, the label's head then
-        the input, so every label of an input runs in the same batch."""
+        The shots, then each label's head after them, are run once and kept; per label, each input's
+        tokens are one row of a batch over that label's prefix. The head's last position predicts the
+        input's first token; each input token predicts the next."""
         import torch
 
         if not self._channel_head_ids:
             raise TeacherError(f"teacher {self.teacher_id!r}: channel scoring needs task.scoring: channel or both")
-        n_labels = len(self._channel_head_ids)
-        out = np.zeros((len(inputs), n_labels))
+        out = np.zeros((len(inputs), len(self._channel_head_ids)))
         if not inputs:
             return out
-        if self._channel_cache is None and self._channel_shared_ids:
-            with torch.inference_mode():
-                self._channel_cache = self.model(
-                    input_ids=torch.tensor([self._channel_shared_ids]), use_cache=True
-                ).past_key_values
         targets = [self._channel_target_ids(t) for t in inputs]
-        pairs = [(i, label) for i in range(len(inputs)) for label in range(n_labels)]
-        queries = [self._channel_head_ids[label] + targets[i][:-1] for i, label in pairs]
-        for chunk, logits, _ in self._batched_after_prefix(self._channel_cache, len(self._channel_shared_ids), queries):
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            for row, pair in enumerate(chunk):
-                i, label = pairs[pair]
-                first = (
-                    len(self._channel_head_ids[label]) - 1
-                )  # the head's last position predicts the input's first token
-                wanted = torch.tensor(targets[i]).unsqueeze(1)
-                out[i, label] = float(logprobs[row, first : first + len(targets[i])].gather(1, wanted).sum())
+        with self._threads.applied():
+            for label, head in enumerate(self._channel_head_ids):
+                prefix = self._prefix(self._channel_shared_ids, head)
+                for i, target in enumerate(targets):
+                    out[i, label] = float(prefix.next_logprobs[target[0]]) if target else 0.0
+                queries = [t[:-1] for t in targets]
+                for chunk, logits in self._batched_after_prefix(prefix, queries, answer_only=False):
+                    wanted = torch.zeros(logits.shape[:2], dtype=torch.long)
+                    counted = torch.zeros(logits.shape[:2], dtype=torch.bool)
+                    for row, i in enumerate(chunk):
+                        wanted[row, : len(targets[i]) - 1] = torch.tensor(targets[i][1:], dtype=torch.long)
+                        counted[row, : len(targets[i]) - 1] = True
+                    logits = logits.float()
+                    picked = logits.gather(2, wanted.unsqueeze(2)).squeeze(2) - torch.logsumexp(logits, dim=-1)
+                    sums = torch.where(counted, picked, 0.0).double().sum(dim=1)
+                    for row, i in enumerate(chunk):
+                        out[i, label] += float(sums[row])
         return out
 
     def channel_label_distribution(self, inputs: Sequence[str]) -> np.ndarray:
@@ -366,17 +448,18 @@ class HFLocalTeacher:
                     add_special_tokens=not chat,
                 )
                 torch.manual_seed(seed + start)
-                rows = decode_rows(
-                    self._writer(dtype),
-                    batch["input_ids"],
-                    batch["attention_mask"],
-                    max_new_tokens or self.task.max_new_tokens,
-                    stopped if stop else None,
-                    temperature=temperature,
-                    top_p=top_p,
-                    topk=topk,
-                    ends=end_ids(tok),
-                )
+                with self._threads.applied():
+                    rows = decode_rows(
+                        self._writer(dtype),
+                        batch["input_ids"],
+                        batch["attention_mask"],
+                        max_new_tokens or self.task.max_new_tokens,
+                        stopped if stop else None,
+                        temperature=temperature,
+                        top_p=top_p,
+                        topk=topk,
+                        ends=end_ids(tok),
+                    )
                 for row in rows:
                     item: dict[str, Any] = {"text": tok.decode(row.ids, skip_special_tokens=True).strip()}
                     if topk:
@@ -406,7 +489,7 @@ class HFLocalTeacher:
         import torch
 
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self._threads.applied():
             for prompt, completion in zip(prompts, completions, strict=True):
                 head = self.tokenizer(self._chat_text(prompt, chat), add_special_tokens=not chat).input_ids
                 tail = self.tokenizer(completion, add_special_tokens=False).input_ids
@@ -422,7 +505,7 @@ class HFLocalTeacher:
         import torch
 
         rows = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self._threads.applied():
             for text in texts:
                 ids = self.tokenizer(text, return_tensors="pt").input_ids
                 states = self.model(input_ids=ids, output_hidden_states=True).hidden_states[layer]
