@@ -253,3 +253,32 @@ def test_rows_leave_the_batch_when_finished_and_the_rest_decode_as_transformers_
     assert lengths.count(4) == 2  # step 4 asked only the two rows still in the batch
     assert len(cut[1].topk_ids) == 10 and cut[1].topk_ids[0][0] == expected[1][0]
     assert all(0 < p <= 1 for p in cut[1].chosen_probs)
+
+
+def test_common_query_start_leaves_each_query_its_answer_token():
+    from distil.teachers.hf_local import _common_start
+
+    assert _common_start([[1, 2, 3], [1, 2, 4, 5]]) == (1, 2)
+    assert _common_start([[1, 2], [1, 2, 3]]) == (1,)  # the shorter query keeps its last token
+    assert _common_start([[7], [7]]) == () and _common_start([]) == ()
+
+
+def test_kept_prefixes_are_never_written_by_the_batches_that_share_them(tmp_path, tiny_teacher_dir):
+    teacher = _scoring_teacher(tmp_path, tiny_teacher_dir, "both")
+    first = teacher.label_distribution(INPUTS)
+    kept = [p.cache for p in [*teacher._prefixes.values(), *teacher._extended.values()]]
+    assert kept and all(layer.keys.shape[0] == 1 for cache in kept for layer in cache.layers)
+    assert np.array_equal(teacher.label_distribution(INPUTS[::-1]), first[::-1])
+    assert np.array_equal(teacher.label_distribution(INPUTS), first)
+
+
+def test_teacher_threads_setting_is_used_for_its_passes_and_the_count_restored(tmp_path, tiny_teacher_dir):
+    project = load_project(make_project(tmp_path / "p", f"hf:{tiny_teacher_dir}"))
+    project.spec.teachers[0].threads = 1
+    teacher = build_teacher(project, batch_size=4)
+    seen = []
+    teacher.model.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    torch.set_num_threads(2)
+    teacher.label_distribution(INPUTS[:2])
+    teacher.generate(["hi"], max_new_tokens=2)
+    assert seen and set(seen) == {1} and torch.get_num_threads() == 2
