@@ -39,10 +39,10 @@ def served_run(project: Project, run_id: str | None) -> RunDir:
 class LockedPredictor:
     """One model call at a time: the server calls from a thread pool, and a tokenizer is not thread-safe."""
 
-    def __init__(self, predictor: Any):
+    def __init__(self, predictor: Any, lock: threading.Lock | None = None):
         self.predictor = predictor
         self.labels = list(getattr(predictor, "labels", []) or [])
-        self._lock = threading.Lock()
+        self._lock = lock or threading.Lock()  # given: the predictor shares its model with others that take it too
 
     def label_distribution(self, inputs: Sequence[str]) -> np.ndarray:
         with self._lock:

@@ -21,8 +21,8 @@ def licence_problem(spec: Spec, teacher: TeacherSpec, reviews: Mapping[str, Any]
     """
     from distil.licences.review import registry_entry, review_covers
 
-    index = spec.teachers.index(teacher)
-    where = f"teachers[{index}].licence"
+    # a teacher written elsewhere (a stack's generalist in stack.yaml) is named by its id, not a place in the spec
+    where = f"teachers[{spec.teachers.index(teacher)}].licence" if teacher in spec.teachers else f"{teacher.id}.licence"
     lic = teacher.licence
     if lic is None:
         return (

@@ -9,7 +9,10 @@ specialist and the project, exit 2.
 
 Loading reuses `distil serve`'s: :func:`distil.serve.runs.load_served` loads the student (its files checked against
 the ledger first) and its calibrated threshold; the generalist is built with each specialist's project, so it
-answers that specialist's task with its labels, prompt and few-shot examples, and its licence is checked there.
+answers that specialist's task with its labels, prompt and few-shot examples, and its licence is checked there. A
+local generalist's weights are loaded once for the whole stack (:class:`~distil.teachers.shared_weights.
+SharedLocalModels`): each specialist's teacher keeps its own prompt state over the one model, and all of them take
+that model's one lock.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from distil.spec.io import Project, load_project
 from distil.spec.models import TeacherSpec
 from distil.stack.spec import CALIBRATED, Stack, TeacherRef
 from distil.teachers.registry import build_teacher
+from distil.teachers.shared_weights import LOCAL_SCHEMES, SharedLocalModels
 
 ROUTER = "router"  # how the router model is named in messages and /v1/models
 
@@ -117,9 +121,20 @@ def generalist_spec(stack: Stack) -> TeacherSpec:
         raise _about(stack, "generalist", exc) from None
 
 
-def load_specialist(stack: Stack, checked: CheckedRun, teacher: TeacherSpec | None) -> ServedModel:
-    """The specialist as `distil serve` loads it, with the generalist (built for its task) as its teacher and the
-    stack's limits; ``teacher`` None: nothing escalates (the router model)."""
+def build_generalist(project: Project, teacher: TeacherSpec, shared: SharedLocalModels) -> LockedPredictor:
+    """The generalist for ``project``'s task (its labels, prompt and seeds' few-shot examples); a local one runs on
+    the weights in ``shared``, loaded by the first specialist that asks, and takes their lock."""
+    built = build_teacher(project, teacher, shared=shared)
+    if teacher.scheme in LOCAL_SCHEMES:
+        return LockedPredictor(built, lock=shared.weights(teacher.source).lock)
+    return LockedPredictor(built)
+
+
+def load_specialist(
+    stack: Stack, checked: CheckedRun, teacher: TeacherSpec | None, shared: SharedLocalModels | None = None
+) -> ServedModel:
+    """The specialist as `distil serve` loads it, with the generalist (built for its task, on the weights in
+    ``shared``) as its teacher and the stack's limits; ``teacher`` None: nothing escalates (the router model)."""
     entry = next((s for s in stack.spec.specialists if s.name == checked.name), None)
     threshold = 0.0 if entry is None else None if entry.threshold == CALIBRATED else float(entry.threshold)
     try:
@@ -129,7 +144,8 @@ def load_specialist(stack: Stack, checked: CheckedRun, teacher: TeacherSpec | No
                 f"run {checked.run_id} is a {served.kind} task; a stack serves classify specialists (the threshold "
                 "for escalation is a label's probability)"
             )
-        generalist = LockedPredictor(build_teacher(checked.project, teacher)) if teacher is not None else None
+        shared = shared if shared is not None else SharedLocalModels()
+        generalist = build_generalist(checked.project, teacher, shared) if teacher is not None else None
     except DistilError as exc:
         raise _about(stack, checked.name, exc) from None
     return replace(
@@ -157,8 +173,11 @@ def load_stack(stack: Stack, with_generalist: bool = True) -> LoadedStack:
     """Check every specialist (and the router), then load them; nothing is loaded when a check fails."""
     checked = check_stack(stack)
     teacher = generalist_spec(stack)
+    shared = SharedLocalModels()  # one copy of a local generalist's weights, whatever the number of specialists
     specialists = {
-        c.name: load_specialist(stack, c, teacher if with_generalist else None) for c in checked if c.name != ROUTER
+        c.name: load_specialist(stack, c, teacher if with_generalist else None, shared)
+        for c in checked
+        if c.name != ROUTER
     }
     router = None
     for c in checked:

@@ -142,6 +142,32 @@ async def asgi_post(app: Any, path: str, body: dict[str, Any]) -> Response:
     return Response(b"".join(chunks), status_code=start.get("status", 500), headers=headers)
 
 
+GENERALIST_REFUSALS = ("teacher_error", "teacher_busy", "teacher_slow")  # a specialist app's codes for its teacher
+
+
+def generalist_refusal(reply: Response, specialist: str) -> Response:
+    """A specialist app's refusal of a request for its teacher, in the stack's words: the generalist failed or was
+    busy, and what to send instead is the specialist's name (the app says `student`, a name the stack does not
+    take). Status, code and ``Retry-After`` stay the app's; any other refusal passes as it was."""
+    try:
+        error = json.loads(reply.body).get("error") or {}
+    except (ValueError, AttributeError):
+        return reply
+    code = error.get("code")
+    if code not in GENERALIST_REFUSALS:
+        return reply
+    retry_after = reply.headers.get("retry-after")
+    if code == "teacher_error":
+        message = f"the generalist failed to answer; retry, or send model `{specialist}`"
+    else:
+        message = f"the generalist is busy ({code}); retry after {retry_after} s, or send model `{specialist}`"
+    return JSONResponse(
+        error_body(message, error.get("type") or "server_error", error.get("param"), code),
+        status_code=reply.status_code,
+        headers={"Retry-After": retry_after} if retry_after else None,
+    )
+
+
 def _with_stack_fields(answer: dict[str, Any], specialist: str, routed_by: str, router_confidence: float | None):
     """A single-run answer (a /v1/classify item or a chat completion's ``distil``) with the stack's fields."""
     answer["specialist"] = specialist
@@ -270,7 +296,7 @@ def create_stack_app(
         start = time.perf_counter()
         reply = await asgi_post(inner[name], path, body)
         if reply.status_code != 200:
-            raise _Passed(reply)
+            raise _Passed(generalist_refusal(reply, name) if body.get("model") == "teacher" else reply)
         seconds = time.perf_counter() - start
         if reply.media_type == "text/event-stream" or reply.headers.get("content-type", "").startswith("text/event"):
             routes = [

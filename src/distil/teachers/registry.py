@@ -15,6 +15,7 @@ from distil.teachers.base import choose_shots
 from distil.teachers.batch_journal import LedgerJournal
 from distil.teachers.hf_local import HFLocalTeacher
 from distil.teachers.openai_compat import OpenAICompatTeacher
+from distil.teachers.shared_weights import LOCAL_SCHEMES, SharedLocalModels
 from distil.teachers.urls import public_source, public_url
 
 
@@ -84,6 +85,7 @@ def build_teacher(
     project: Project | None = None,
     shots: Sequence[tuple[str, str]] | None = None,
     actor: str = "",
+    shared: SharedLocalModels | None = None,
     **options: Any,
 ):
     """The teacher for ``teacher_spec`` (default: the spec's first teacher).
@@ -91,6 +93,7 @@ def build_teacher(
     Pass the :class:`Project` (as ``spec`` or ``project=``) so the few-shot examples come from the
     project's seeds and the teacher is recorded in the ledger; with a bare Spec, give ``shots``.
     A project's gate must be locked, and the licence is checked, before anything is loaded or called.
+    ``shared``: a local teacher borrows its weights from there (loaded once for every teacher on the same files).
     """
     if isinstance(spec, Project):
         project, spec = spec, spec.spec
@@ -103,7 +106,9 @@ def build_teacher(
     if shots is None:
         shots = seed_shots(project) if project is not None else []
     scheme = teacher_spec.scheme
-    if scheme in ("hf", "gguf"):
+    if scheme in LOCAL_SCHEMES:
+        if shared is not None and "model" not in options:
+            options = {**shared.teacher_parts(teacher_spec.source), **options}
         teacher = HFLocalTeacher(teacher_spec, spec.task, shots, **options)
     elif scheme == "openai":
         per_call = spec.cost.teacher_per_1m_requests / 1e6
