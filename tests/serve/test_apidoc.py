@@ -7,7 +7,15 @@ import httpx
 import torch
 from fastapi.routing import APIRoute
 
-from distil.serve.apidoc import DOC_PATH, api_schema, documentation_app, main, render
+from distil.serve.apidoc import (
+    DOC_PATH,
+    api_page,
+    api_schema,
+    documentation_app,
+    documentation_stack_app,
+    main,
+    render,
+)
 from distil.serve.runs import load_served
 from distil.serve.schema import (
     ChatResponse,
@@ -27,9 +35,35 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def test_docs_api_md_is_the_servers_schema_as_it_is_now():
-    assert DOC_PATH.read_text(encoding="utf-8") == render(api_schema()), (
+    assert DOC_PATH.read_text(encoding="utf-8") == api_page(), (
         "docs/api.md is out of date: run `python -m distil.serve.apidoc`"
     )
+
+
+def test_the_stacks_routes_fields_and_model_names_are_documented():
+    text = api_page()
+    stack_part = text[text.index("## The stack: `distil stack serve`") :]
+    routes = [(m, r.path) for r in documentation_stack_app().routes if isinstance(r, APIRoute) for m in r.methods]
+    assert len(routes) >= 6
+    for method, path in routes:
+        assert f"#### `{method} {path}` (stack)" in stack_part, f"the stack's {method} {path} is not documented"
+    for name in ("StackClassifyRequest", "StackChatRequest", "StackLabelAnswer", "StackDistilAnswer"):
+        assert f"#### {name}\n" in stack_part
+    for field in ("specialist", "routed_by", "escalated", "router_confidence"):
+        assert f"| `{field}` |" in stack_part.split("#### StackLabelAnswer")[1]
+        assert f"| `{field}` |" in stack_part.split("#### StackDistilAnswer")[1]
+    task_row = next(line for line in stack_part.splitlines() if line.startswith("| `task` |"))
+    model_row = next(line for line in stack_part.splitlines() if line.startswith("| `model` | string or null |"))
+    assert "The specialist to answer" in task_row and "`generalist`" in model_row and "`router`" in model_row
+    assert "`missing_task`" in stack_part and "`unknown_task`" in stack_part and "`conflict`" in stack_part
+    assert "#### ErrorBody" not in stack_part  # a body the single-run part documents is linked, not repeated
+    schema = api_schema(documentation_stack_app())
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            statuses = set(operation["responses"])
+            assert "200" in statuses and statuses - {"200"}, f"stack {method} {path}: no errors documented"
+            if path.startswith("/v1/chat") or path.startswith("/v1/classify"):
+                assert {"400", "401", "404", "429", "502"} <= statuses, f"stack {method} {path}: {sorted(statuses)}"
 
 
 def test_every_route_is_documented_with_its_request_answer_and_errors():

@@ -1,8 +1,10 @@
-"""``docs/api.md``: the HTTP API of ``distil serve``, written from the server's own OpenAPI schema.
+"""``docs/api.md``: the HTTP API of ``distil serve``, then of ``distil stack serve``, written from the servers' own
+OpenAPI schemas.
 
-Every route, its request body, its answer and its errors come from the FastAPI app that
-:func:`distil.serve.server.create_app` builds, so a route, a field or an error added to the server shows up here
-the next time this runs; a test regenerates the page and fails when the committed one differs.
+Every route, its request body, its answer and its errors come from the FastAPI apps that
+:func:`distil.serve.server.create_app` and :func:`distil.stack.server.create_stack_app` build, so a route, a field or
+an error added to either shows up here the next time this runs; a test regenerates the page and fails when the
+committed one differs. The stack's part lists its routes and only the bodies the first part does not.
 
     python -m distil.serve.apidoc            # write docs/api.md
     python -m distil.serve.apidoc --check    # exit 1 when docs/api.md is out of date
@@ -45,30 +47,74 @@ curl -s http://127.0.0.1:8000/v1/classify -H "Authorization: Bearer $DISTIL_API_
 """
 
 
-def documentation_app() -> Any:
-    """The server's FastAPI app, built around a stand-in run: routes, bodies and errors do not depend on the model
-    served, and nothing is loaded."""
+class NotLoaded:
+    """A stand-in model: the documentation builds the apps, and never calls a model."""
+
+    def label_distribution(self, inputs: list[str]) -> Any:
+        raise RuntimeError("documentation only: no model is loaded")
+
+    def generate(self, inputs: list[str], **params: Any) -> list[str]:
+        raise RuntimeError("documentation only: no model is loaded")
+
+
+def _stand_in_run(run_id: str = "RUN_ID") -> Any:
     from distil.serve.runs import ServedModel
-    from distil.serve.server import create_app
 
-    class NotLoaded:
-        def label_distribution(self, inputs: list[str]) -> Any:
-            raise RuntimeError("documentation only: no model is loaded")
-
-        def generate(self, inputs: list[str], **params: Any) -> list[str]:
-            raise RuntimeError("documentation only: no model is loaded")
-
-    served = ServedModel(
-        run_id="RUN_ID", kind="classify", labels=["LABEL"], student=NotLoaded(), teacher=None, threshold=0.0
+    return ServedModel(
+        run_id=run_id, kind="classify", labels=["LABEL"], student=NotLoaded(), teacher=None, threshold=0.0
     )
-    app = create_app(served)
+
+
+def _fastapi_app(app: Any) -> Any:
     while not hasattr(app, "openapi") and hasattr(app, "app"):  # the middleware in front of the FastAPI app
         app = app.app
     return app
 
 
+STACK_INTRO = """\
+`distil stack serve stack.yaml --as OPERATOR` (docs/stack.md) serves several specialists, each a shipped run, behind
+one endpoint with the conventions above (API key, bodies, errors, load). Each specialist answers as `distil serve`
+answers for its run, escalating what it is unsure of to the generalist; the stack adds how a request finds its
+specialist (`model`, or the `task` field, or the router model) and says who answered (`specialist`, `routed_by`,
+`escalated`, `router_confidence`). `/metrics` adds per-specialist series with a `specialist` label.
+
+```sh
+curl -s http://127.0.0.1:8000/v1/classify -H "Content-Type: application/json" \\
+  -d '{"input": ["I was charged twice"], "task": "triage"}'
+```
+"""
+
+
+def documentation_app() -> Any:
+    """The server's FastAPI app, built around a stand-in run: routes, bodies and errors do not depend on the model
+    served, and nothing is loaded."""
+    from distil.serve.server import create_app
+
+    return _fastapi_app(create_app(_stand_in_run()))
+
+
+def documentation_stack_app() -> Any:
+    """The stack's FastAPI app, built around two stand-in specialists: its routes, bodies and errors do not depend on
+    the specialists, and nothing is loaded or checked."""
+    from distil.stack.load import LoadedStack
+    from distil.stack.server import create_stack_app
+    from distil.stack.spec import Stack, StackSpec
+
+    spec = StackSpec.model_validate(
+        {
+            "name": "support",
+            "specialists": [{"name": name, "project": f"{name}/distil.yaml"} for name in ("one", "two")],
+            "generalist": {"project": "one/distil.yaml"},
+        }
+    )
+    specialists = {name: _stand_in_run(name) for name in ("one", "two")}
+    loaded = LoadedStack(Stack(Path("stack.yaml"), spec), specialists, None, [], "GENERALIST")
+    return _fastapi_app(create_stack_app(loaded))
+
+
 def api_schema(app: Any = None) -> dict[str, Any]:
-    """The OpenAPI schema of the server, as it answers: without FastAPI's 422 (this server's 400 replaces it)."""
+    """The OpenAPI schema of the server (or of ``app``), as it answers: without FastAPI's 422 (its 400 replaces
+    it)."""
     schema = (app or documentation_app()).openapi()
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
@@ -197,8 +243,10 @@ def _is_open(operation: Mapping[str, Any]) -> bool:
     return "401" not in (operation.get("responses") or {})
 
 
-def route_section(method: str, path: str, operation: Mapping[str, Any]) -> list[str]:
-    lines = [f"### `{method} {path}`", ""]
+def route_section(
+    method: str, path: str, operation: Mapping[str, Any], level: str = "###", suffix: str = ""
+) -> list[str]:
+    lines = [f"{level} `{method} {path}`{suffix}", ""]
     description = (operation.get("description") or operation.get("summary") or "").strip()
     if description:
         lines += [" ".join(description.split()), ""]
@@ -218,36 +266,83 @@ def route_section(method: str, path: str, operation: Mapping[str, Any]) -> list[
     return lines + [""]
 
 
+def anchor(heading: str) -> str:
+    """The id a Markdown renderer gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return "".join(c for c in heading.lower() if c.isalnum() or c in " -_").replace(" ", "-")
+
+
+def route_index(routes: list[tuple[str, str, dict[str, Any]]], suffix: str = "") -> list[str]:
+    lines = ["| route | what | key |", "|---|---|---|"]
+    for method, path, operation in routes:
+        first = (operation.get("description") or operation.get("summary") or "").strip().split(". ")[0].rstrip(".")
+        to = anchor(f"{method} {path}{suffix}")
+        lines.append(f"| [`{method} {path}`](#{to}) | {cell(first)} | {'open' if _is_open(operation) else 'API key'} |")
+    return lines + [""]
+
+
+def body_sections(schema: Mapping[str, Any], level: str, skip: Iterable[str] = ()) -> list[str]:
+    """Each body's fields, by name; ``skip``: bodies documented already (links find them there)."""
+    lines: list[str] = []
+    for name, body in sorted(components(schema).items()):
+        if name in set(skip):
+            continue
+        lines += [f"{level} {name}", ""]
+        if body.get("description"):
+            lines += [" ".join(body["description"].split()), ""]
+        lines += fields_table(body)
+    return lines
+
+
+def components(schema: Mapping[str, Any]) -> dict[str, Any]:
+    return (schema.get("components") or {}).get("schemas", {})
+
+
 def render(schema: Mapping[str, Any]) -> str:
     """docs/api.md from the OpenAPI schema: the conventions, a route index, each route, then each body's fields."""
     routes = list(operations(schema))
     lines = [
         "# The HTTP API",
         "",
-        "<!-- Written by `python -m distil.serve.apidoc` from the server's OpenAPI schema; do not edit by hand. -->",
+        "<!-- Written by `python -m distil.serve.apidoc` from the servers' OpenAPI schemas; do not edit by hand. -->",
         "",
         INTRO,
         "## Routes",
         "",
-        "| route | what | key |",
-        "|---|---|---|",
+        *route_index(routes),
     ]
-    for method, path, operation in routes:
-        first = (operation.get("description") or operation.get("summary") or "").strip().split(". ")[0].rstrip(".")
-        anchor = f"{method} {path}".lower().replace(" ", "-").replace("/", "").replace(".", "")
-        lines.append(
-            f"| [`{method} {path}`](#{anchor}) | {cell(first)} | {'open' if _is_open(operation) else 'API key'} |"
-        )
-    lines.append("")
     for method, path, operation in routes:
         lines += route_section(method, path, operation)
     lines += ["## Bodies", ""]
-    for name, body in sorted((schema.get("components") or {}).get("schemas", {}).items()):
-        lines += [f"### {name}", ""]
-        if body.get("description"):
-            lines += [" ".join(body["description"].split()), ""]
-        lines += fields_table(body)
+    lines += body_sections(schema, "###")
     return "\n".join(lines).rstrip() + "\n"
+
+
+STACK_SUFFIX = " (stack)"  # a stack route's heading: its paths are the single-run server's, its anchors must differ
+
+
+def render_stack(schema: Mapping[str, Any], documented: Iterable[str]) -> str:
+    """The stack's part of docs/api.md: its conventions, routes, and the bodies not in ``documented``."""
+    routes = list(operations(schema))
+    lines = [
+        "## The stack: `distil stack serve`",
+        "",
+        STACK_INTRO,
+        "### Stack routes",
+        "",
+        *route_index(routes, STACK_SUFFIX),
+    ]
+    for method, path, operation in routes:
+        lines += route_section(method, path, operation, "####", STACK_SUFFIX)
+    lines += ["### Stack bodies", "", "Bodies not listed here are the single-run server's, above.", ""]
+    lines += body_sections(schema, "####", skip=documented)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def api_page() -> str:
+    """The whole of docs/api.md: `distil serve`'s API, then the stack's."""
+    serve = api_schema()
+    stack = api_schema(documentation_stack_app())
+    return render(serve) + "\n" + render_stack(stack, documented=components(serve))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DOC_PATH, help="Where to write (default: docs/api.md).")
     parser.add_argument("--check", action="store_true", help="Write nothing; exit 1 when the file differs.")
     args = parser.parse_args(argv)
-    text = render(api_schema())
+    text = api_page()
     if args.check:
         current = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
         if current != text:

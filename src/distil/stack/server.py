@@ -36,6 +36,7 @@ from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distil.serve.metrics import ServerMetrics
+from distil.serve.schema import CRASH_ERROR, KEY_ERROR, STREAM_ANSWER, errors, text_route_errors
 from distil.serve.server import (
     DEFAULT_MAX_INPUTS,
     SHOWN_CHARS,
@@ -50,16 +51,27 @@ from distil.serve.server import (
 from distil.serve.traffic import TrafficLog
 from distil.stack.load import ROUTER, LoadedStack
 from distil.stack.metrics import SpecialistMetrics
+from distil.stack.schema import (
+    MODEL_HELP,
+    STACK_NOT_READY,
+    TASK_HELP,
+    StackChatResponse,
+    StackClassifyResponse,
+    StackHealth,
+    StackModelList,
+    StackReadiness,
+    stack_route_errors,
+)
 from distil.stack.spec import GENERALIST
-
-TASK_HELP = "The specialist to answer (a name `/v1/models` lists); without it the stack's router picks one."
 
 
 class StackClassifyRequest(ClassifyRequest):
+    model: str | None = Field(None, description=MODEL_HELP)
     task: str | None = Field(None, description=TASK_HELP)
 
 
 class StackChatRequest(ChatRequest):
+    model: str | None = Field(None, description=MODEL_HELP)
     task: str | None = Field(None, description=TASK_HELP)
 
 
@@ -239,6 +251,10 @@ def create_stack_app(
         type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return JSONResponse(error_body(str(exc.detail), type_), status_code=exc.status_code)
 
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, exc: Exception) -> JSONResponse:  # as `distil serve` answers one: never a traceback
+        return JSONResponse(error_body(f"internal error: {type(exc).__name__}", "server_error"), status_code=500)
+
     @app.exception_handler(_Refused)
     async def _refused(_: Request, exc: _Refused) -> JSONResponse:
         type_ = "not_found_error" if exc.status == 404 else "invalid_request_error"
@@ -309,15 +325,22 @@ def create_stack_app(
         metrics.observe_routes(routes, 0.0)
         return reply
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={
+            200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format 0.0.4."},
+            **text_route_errors(KEY_ERROR),
+        },
+    )
     async def prometheus() -> PlainTextResponse:
         """The server's request counts, latencies and routes, then per specialist: requests, answers per route,
-        escalations to the generalist, latency and threshold (label ``specialist``)."""
+        escalations to the generalist, latency and threshold (label `specialist`)."""
         return PlainTextResponse(
             metrics.render() + per_specialist.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", response_model=StackModelList, responses=errors(KEY_ERROR))
     async def models() -> dict[str, Any]:
         """Every name `model` may take: the stack (routed), each specialist, the generalist, and the router."""
         created = int(time.time())
@@ -326,7 +349,12 @@ def create_stack_app(
             "data": [{"id": name, "object": "model", "created": created, "owned_by": "distil"} for name in names],
         }
 
-    @app.post("/v1/classify")
+    @app.post(
+        "/v1/classify",
+        response_model=StackClassifyResponse,
+        response_model_exclude_none=True,
+        responses=stack_route_errors(),
+    )
     async def classify(body: StackClassifyRequest) -> Any:
         """Label one text or a list: each answer with its label, distribution, route, and the specialist that
         answered; texts the router sends to different specialists are answered by each and put back in order."""
@@ -363,7 +391,12 @@ def create_stack_app(
                 data[i] = _with_stack_fields({**item, "index": i}, name, "router", picked[i][1])
         return JSONResponse({"object": "list", "model": body.model or spec.name, "data": data})
 
-    @app.post("/v1/chat/completions")
+    @app.post(
+        "/v1/chat/completions",
+        response_model=StackChatResponse,
+        response_model_exclude_none=True,
+        responses={**STREAM_ANSWER, **stack_route_errors()},
+    )
     async def chat(body: StackChatRequest) -> Any:
         """A chat completion on the last user message, answered by the specialist the request names or the router
         picks (routed and escalated as `distil serve` does), with the specialist in `distil.specialist`."""
@@ -418,12 +451,16 @@ def create_stack_app(
         metrics.observe_request(path, status, time.perf_counter() - start)
         return status, json.dumps(body, separators=(",", ":")).encode()
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=StackHealth, responses=errors(CRASH_ERROR))
     async def healthz() -> dict[str, Any]:
         """Liveness: the stack's name."""
         return probes["/healthz"]()[1]
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        response_model=StackReadiness,
+        responses={503: {"model": StackReadiness, "description": STACK_NOT_READY}},
+    )
     async def readyz() -> JSONResponse:
         """Readiness: no specialist's queue is full; each specialist's queue load and depth."""
         status, body = _readiness()
