@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distil.serve.batching import MicroBatcher, QueueFull
 from distil.serve.context import Fitted, as_sent
-from distil.serve.memory import trim_after_bursts
+from distil.serve.memory import freeze_startup_heap, thaw_startup_heap, trim_after_bursts
 from distil.serve.metrics import ServerMetrics
 from distil.serve.openai_shapes import label_logprobs, model_names, stream_events, token_count, token_pieces
 from distil.serve.router import Routed, Router
@@ -446,11 +446,13 @@ def create_app(
     async def lifespan(_: FastAPI):
         if traffic is not None:  # before the first connection is accepted, so no request pays for it
             await asyncio.to_thread(traffic.warm_up)
+        freeze_startup_heap()  # last, so the models and whatever warming up built are frozen; before any connection
         trimmer = asyncio.create_task(
             trim_after_bursts(lambda: student_queue.passes, lambda: metrics.in_flight > 0 or student_queue.load > 0)
         )
         yield
         trimmer.cancel()
+        thaw_startup_heap()
         for queue in (student_queue, teacher_queue):
             if queue is not None:
                 queue.stop()
