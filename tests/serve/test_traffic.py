@@ -46,3 +46,31 @@ def test_sample_rate_keeps_about_that_share(tmp_path):
     with TrafficLog(tmp_path / "none", sample_rate=0.0, flush_every_s=0) as log:
         _log(log, 50)
     assert read_traffic(tmp_path / "none") == []
+
+
+FIRST_SHARD = """
+import sys
+from distil.serve.traffic import TrafficLog
+log = TrafficLog(sys.argv[1], flush_every_s=0)
+log.warm_up()
+loaded = set(sys.modules)
+log.record("/v1/classify", "r1", ["mail a@b.example"], ["student"], ["billing"], [[0.8, 0.1, 0.1]], [0.8])
+log.flush()
+print(" ".join(sorted(m.split(".")[0] for m in set(sys.modules) - loaded)))
+"""
+
+
+def test_a_warmed_up_log_writes_its_first_shard_without_loading_anything(tmp_path):
+    """A server warms its log up before it listens: the first shard, written under load, must not import pyarrow's
+    pandas support then (40 MiB and a stall while serving). A fresh interpreter, as `distil serve` starts one."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_SHARD, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == []
+    assert len(read_traffic(tmp_path)) == 1
