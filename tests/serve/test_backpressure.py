@@ -1,6 +1,7 @@
-"""The server under load, over real HTTP on 127.0.0.1: a full queue answers 429 at once, a request the student
-has not started on in time is refused and never run, a saturated or slow teacher leaves the student's answer
-(marked), probes answer while the models are busy, and long inputs are cut to the student's context.
+"""The server under load, over real HTTP on 127.0.0.1: a full queue answers 429 at once, so does a model request
+while the event loop runs behind, a request the student has not started on in time is refused and never run, a
+saturated or slow teacher leaves the student's answer (marked), probes answer while the models are busy, and long
+inputs are cut to the student's context.
 
 The models are gated stand-ins (they block until the test lets them go), so "busy" is a state the test
 holds, not a race it hopes to win."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -51,9 +53,9 @@ def _served(student, teacher=None, threshold: float = 0.0, **limits) -> ServedMo
     return ServedModel("m", "classify", LABELS, student, teacher, threshold, limits=ServeSpec(**limits))
 
 
-def _wait_for(predicate, what: str) -> None:
+def _wait_for(predicate, what: str, attempts: int = 600) -> None:
     done = threading.Event()
-    for _ in range(600):
+    for _ in range(attempts):
         if predicate():
             return
         done.wait(0.05)
@@ -80,6 +82,39 @@ def test_a_full_queue_answers_429_with_retry_after_while_probes_still_answer():
             assert [f.result().status_code for f in held] == [200, 200]
             assert c.get("/readyz").status_code == 200
             assert 'distil_requests_total{endpoint="/v1/classify",status="429"} 1' in c.get("/metrics").text
+
+
+def test_while_the_event_loop_runs_behind_model_requests_get_429_before_parsing_and_readiness_says_busy():
+    """The loop is held behind by a callback that takes 0.3 s a turn (as parsing and answering hundreds of other
+    requests would); the student is idle all along, so only the loop's lag can refuse."""
+    student = GatedModel(gated=False)
+    served = _served(student, max_loop_lag_s=0.1)
+    with running_server(create_app(served)) as (url, server), httpx.Client(base_url=url, timeout=60) as c:
+        _wait_for(lambda: c.post("/v1/classify", json={"input": "before"}).status_code == 200, "an answer")
+        loop = server.servers[0].get_loop()
+        caught_up = threading.Event()
+
+        def hold_the_loop() -> None:
+            time.sleep(0.3)
+            if not caught_up.is_set():
+                loop.call_soon(hold_the_loop)
+
+        loop.call_soon_threadsafe(hold_the_loop)
+        try:
+            _wait_for(lambda: c.get("/readyz").status_code == 503, "readiness saw the loop behind", attempts=50)
+            refused = c.post("/v1/classify", content=b"{not json")  # refused before its body is read as JSON: not 400
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["code"] == "server_busy" and "behind" in refused.json()["error"]["message"]
+            assert c.post("/v1/chat/completions", json={"messages": []}).status_code == 429
+            assert c.get("/healthz").json()["status"] == "ok" and c.get("/v1/models").status_code == 200  # not shed
+            busy = c.get("/readyz").json()
+            assert busy["status"] == "busy" and busy["loop_lag_ms"] > 100 and busy["queues"]["student"]["load"] == 0
+        finally:
+            caught_up.set()
+        _wait_for(lambda: c.get("/readyz").status_code == 200, "the loop caught up")
+        _wait_for(lambda: c.post("/v1/classify", json={"input": "after"}).status_code == 200, "an answer again")
+        assert 'distil_requests_total{endpoint="/v1/classify",status="429"}' in c.get("/metrics").text
+    assert student.seen == ["before", "after"]  # the refused requests never reached the model
 
 
 def test_probes_are_answered_by_the_connection_while_the_queue_and_the_connection_cap_are_full():

@@ -26,12 +26,19 @@ class QueueState(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ready", "busy"] = Field(description="ready: the student's queue has room; busy: it is full.")
+    status: Literal["ready", "busy"] = Field(
+        description="ready: the student's queue has room and the event loop keeps up; busy: the queue is full or the "
+        "loop runs more than serve.max_loop_lag_s behind."
+    )
     model: str = Field(description="The run id served.")
     queues: dict[str, QueueState] = Field(description="`student`, and `teacher` when the server escalates.")
+    loop_lag_ms: float = Field(description="How far behind the event loop ran at its last tick, in milliseconds.")
 
 
-NOT_READY = "The student's queue is full: requests would get 429 now (the body says the same, status busy)."
+NOT_READY = (
+    "The student's queue is full or the event loop is behind: requests would get 429 now (the body says the same, "
+    "status busy)."
+)
 
 
 class ModelEntry(BaseModel):
@@ -179,8 +186,9 @@ STREAM_ANSWER = {
 }
 BUSY_ERROR = {
     429: _error(
-        "The student's queue is full (`queue_full`, answered before the body is parsed) or the student did not start "
-        "on the request within serve.deadline_s (`deadline_exceeded`); wait the `Retry-After` seconds and retry."
+        "The student's queue is full (`queue_full`) or the event loop runs more than serve.max_loop_lag_s behind "
+        "(`server_busy`), both answered before the body is parsed; or the student did not start on the request "
+        "within serve.deadline_s (`deadline_exceeded`); wait the `Retry-After` seconds and retry."
     )
 }
 BODY_ERROR = {

@@ -8,11 +8,15 @@ missing or wrong API key is 401, a body over the size limit is 413, one that doe
 Under load the server degrades instead of queueing without bound (``serve`` in the spec): each model sits
 behind a bounded micro-batching queue (:mod:`distil.serve.batching`). A request that finds the student's
 queue full is refused at once with 429 and ``Retry-After``; one the student has not started on within
-``deadline_s`` is refused the same way and dropped. Escalations have their own, smaller queue and deadline;
-when the teacher is saturated, slow or failing, the student's answer is given, marked ``student_fallback``.
+``deadline_s`` is refused the same way and dropped. So is a new model request while the event loop runs more
+than ``max_loop_lag_s`` behind (:mod:`distil.serve.pressure`): every request, answer and probe waits its turn in
+that loop, and a refusal costs it a fraction of an answer, so the loop never saturates. Escalations have their
+own, smaller queue and deadline; when the teacher is saturated, slow or failing, the student's answer is given,
+marked ``student_fallback``.
 The endpoints run on the event loop and only await the models' futures; `/healthz` and `/readyz` are answered by
-the connection itself as their bytes arrive (:mod:`distil.serve.connections`), ahead of the requests waiting for
-the loop. After a burst, the allocator's free pages go back to the system (:mod:`distil.serve.memory`).
+the connection itself as their bytes arrive (:mod:`distil.serve.connections`), without an ASGI task. The objects
+loaded at startup are frozen out of the garbage collector's passes, whose full walks of them stalled every thread,
+and after a burst the allocator's free pages go back to the system (:mod:`distil.serve.memory`).
 On shutdown uvicorn stops accepting, lets requests in flight finish, then the lifespan stops the model queues
 and closes the traffic log.
 """
@@ -43,6 +47,7 @@ from distil.serve.context import Fitted, as_sent
 from distil.serve.memory import freeze_startup_heap, thaw_startup_heap, trim_after_bursts
 from distil.serve.metrics import ServerMetrics
 from distil.serve.openai_shapes import label_logprobs, model_names, stream_events, token_count, token_pieces
+from distil.serve.pressure import LoopLag
 from distil.serve.router import Routed, Router
 from distil.serve.runs import ServedModel
 from distil.serve.schema import (
@@ -193,7 +198,7 @@ def text_problem(text: str) -> str | None:
 
 class GuardMiddleware:
     """Reject oversize bodies (413), slow bodies (408) and missing keys (401), and refuse model requests while the
-    student's queue is full (429, before any parsing: a refusal must cost next to nothing); time every request for
+    server is busy (429, before any parsing: a refusal must cost next to nothing); time every request for
     `/metrics`."""
 
     def __init__(
@@ -204,7 +209,7 @@ class GuardMiddleware:
         metrics: ServerMetrics,
         body_timeout_s: float = 10.0,
         limits: ServeSpec | None = None,
-        refuse_when_full: Callable[[], JSONResponse | None] | None = None,
+        refuse_when_busy: Callable[[], JSONResponse | None] | None = None,
     ):
         self.app = app
         self.api_key = api_key
@@ -212,7 +217,7 @@ class GuardMiddleware:
         self.metrics = metrics
         self.body_timeout_s = body_timeout_s
         self.limits = limits or ServeSpec()  # what make_server configures uvicorn with
-        self.refuse_when_full = refuse_when_full
+        self.refuse_when_busy = refuse_when_busy
         self.answer_probe: Callable[[str], tuple[int, bytes] | None] | None = None  # for make_server's connections
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -233,8 +238,8 @@ class GuardMiddleware:
             rejection = self._check_key(scope) if path not in OPEN_PATHS else None
             if rejection is None:
                 rejection, receive = await self._bounded_body(scope, receive)
-            if rejection is None and path in MODEL_PATHS and self.refuse_when_full is not None:
-                rejection = self.refuse_when_full()
+            if rejection is None and path in MODEL_PATHS and self.refuse_when_busy is not None:
+                rejection = self.refuse_when_busy()
             if rejection is not None:
                 await rejection(scope, receive, send_tracking)
             else:
@@ -432,6 +437,7 @@ def create_app(
         teacher_fn = teacher_queue.label_distribution if teacher_queue is not None else None
         router = Router(student_queue.label_distribution, teacher_fn, served.labels, served.threshold)
     retry_after = max(1, math.ceil(limits.deadline_s))
+    loop_lag = LoopLag(limits.max_loop_lag_s)
     # `model` may name the student (run id, project name, `student`) or the teacher; `distil` and empty: the student
     names = model_names(
         served.run_id, served.project_name or served.run_id, router is not None and teacher_queue is not None
@@ -450,7 +456,9 @@ def create_app(
         trimmer = asyncio.create_task(
             trim_after_bursts(lambda: student_queue.passes, lambda: metrics.in_flight > 0 or student_queue.load > 0)
         )
+        watcher = asyncio.create_task(loop_lag.watch())
         yield
+        watcher.cancel()
         trimmer.cancel()
         thaw_startup_heap()
         for queue in (student_queue, teacher_queue):
@@ -464,6 +472,7 @@ def create_app(
     app.state.router = router
     app.state.served = served
     app.state.queues = {"student": student_queue, "teacher": teacher_queue}
+    app.state.loop_lag = loop_lag
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -496,10 +505,21 @@ def create_app(
             retry_after,
         )
 
-    def _refuse_when_full() -> JSONResponse | None:
-        if not student_queue.full:
+    def _lagging() -> _Overloaded:
+        return _Overloaded(
+            f"the server is busy: it runs {loop_lag.lag_s * 1000:.0f} ms behind the requests it has (its limit is "
+            f"{limits.max_loop_lag_s * 1000:g} ms); retry after {retry_after} s",
+            "server_busy",
+            retry_after,
+        )
+
+    def _refuse_when_busy() -> JSONResponse | None:
+        if student_queue.full:
+            exc = _queue_full()
+        elif loop_lag.over:
+            exc = _lagging()
+        else:
             return None
-        exc = _queue_full()
         return _error_response(
             429, exc.message, "rate_limit_error", code=exc.code, headers={"Retry-After": str(exc.retry_after_s)}
         )
@@ -601,11 +621,12 @@ def create_app(
         }
 
     def _readiness() -> tuple[int, dict[str, Any]]:
-        ready = not student_queue.full
+        ready = not student_queue.full and not loop_lag.over
         return 200 if ready else 503, {
             "status": "ready" if ready else "busy",
             "model": served.run_id,
             "queues": _queue_state(),
+            "loop_lag_ms": round(loop_lag.lag_s * 1000, 1),
         }
 
     probes: dict[str, Callable[[], tuple[int, dict[str, Any]]]] = {
@@ -631,8 +652,9 @@ def create_app(
 
     @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": NOT_READY}})
     async def readyz() -> JSONResponse:
-        """Readiness: the models are loaded (they are before the server listens) and the student's queue has room;
-        each queue's load and depth. Answered by the connection, as `/healthz` is."""
+        """Readiness: the models are loaded (they are before the server listens), the student's queue has room and
+        the event loop is less than `serve.max_loop_lag_s` behind; each queue's load and depth, and the loop's lag.
+        Answered by the connection, as `/healthz` is."""
         status, body = _readiness()
         return JSONResponse(body, status_code=status)
 
@@ -811,7 +833,7 @@ def create_app(
         }
 
     guard = GuardMiddleware(
-        app, api_key, max_body_bytes or limits.max_body_bytes, metrics, limits.body_timeout_s, limits, _refuse_when_full
+        app, api_key, max_body_bytes or limits.max_body_bytes, metrics, limits.body_timeout_s, limits, _refuse_when_busy
     )
     guard.answer_probe = answer_probe
     return guard  # type: ignore[return-value]

@@ -1101,6 +1101,13 @@ class ServeSpec(_Model):
         description="Longest an escalation waits for the teacher before the student's answer is given instead "
         "(marked student_fallback).",
     )
+    max_loop_lag_s: float = Field(
+        0.05,
+        gt=0,
+        le=60,
+        description="Event-loop lag (how late a timer runs: the wait every request, answer and probe has for its turn) "
+        "past which new model requests get 429 and Retry-After before their body is parsed, and /readyz says busy.",
+    )
     max_batch: int = Field(32, ge=1, le=4096, description="Most inputs one forward pass of a model takes.")
     threads: int | None = Field(
         1,
