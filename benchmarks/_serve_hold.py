@@ -173,6 +173,7 @@ class LoadResult:
     seconds: float
     outcomes: list[tuple[object, float]] = field(default_factory=list)  # (status or "error", ms) per request
     routes: Counter = field(default_factory=Counter)  # of the answered requests
+    refusals: Counter = field(default_factory=Counter)  # the error code of each 429
     healthz_ms: list[float] = field(default_factory=list)
     healthz_failed: int = 0
 
@@ -242,6 +243,7 @@ async def _client(url: str, k: int, clients: int, stop_at: float, result: LoadRe
                     result.routes[json.loads(content)["data"][0]["route"]] += 1
                 elif status == 429:
                     wait = float(headers.get("retry-after", "1"))
+                    result.refusals[json.loads(content)["error"]["code"]] += 1
             except (OSError, asyncio.IncompleteReadError, TimeoutError):
                 status = "error"
                 client.close()
@@ -388,6 +390,7 @@ def table_rows(mode: str, results: list[LoadResult]) -> list[list[object]]:
                 r.requests,
                 f"{r.share(200):.1%}",
                 f"{r.share(429):.1%}",
+                " / ".join(f"{code} {n / sum(r.refusals.values()):.0%}" for code, n in r.refusals.most_common()) or "-",
                 f"{other:.1%}",
                 f"{r.within:.1%}",
                 f"{_pct(r.answered_ms, 50)} / {_pct(r.answered_ms, 95)} / {_pct(r.answered_ms, 99)}",
@@ -462,6 +465,7 @@ def hold_main(seconds: float, write: bool = True) -> None:
         "requests",
         "answered",
         "429",
+        "429 by code",
         "neither",
         f"answered or 429 within {WITHIN_S:g} s",
         "answered p50 / p95 / p99 ms",
@@ -470,17 +474,25 @@ def hold_main(seconds: float, write: bool = True) -> None:
         "/healthz p50 / p99 / max ms",
         "/healthz failed",
     ]
+    from distil.spec.models import ServeSpec
+
+    limits = ServeSpec()
     body = (
         f"`distil serve` as its own process on a tiny random student (2-layer Llama, hidden 32), with the spec's "
-        f"default `serve` limits (student queue 64, start within 1 s; teacher queue 8, answer within 0.8 s); "
-        f"`/v1/classify`, one ticket per request, {seconds:g} s per row after a warm-up. Clients are asyncio tasks "
-        f"in the benchmark's process, one connection each, and honour `Retry-After` after a 429 as OpenAI's SDKs "
-        f"do. With escalation, the teacher is an OpenAI-compatible server on 127.0.0.1 answering after "
-        f"{TEACHER_DELAY_S * 1000:.0f} ms, and the threshold sends about {ESCALATED_SHARE:.0%} of the tickets to "
-        f"it; `teacher / fallback` is the share of answers that came from the teacher / from the student because "
-        f"the teacher was saturated or slow (`student_fallback`). `/healthz` was probed every 100 ms during each "
-        f"row. Server, teacher and clients share this machine's cores with other work (see the load average), so "
-        f"read the figures as what this machine gave, not as a capacity.\n\n"
+        f"default `serve` limits (student queue {limits.queue_depth}, start within {limits.deadline_s:g} s; model "
+        f"requests refused while the event loop runs more than {limits.max_loop_lag_s * 1000:g} ms behind; teacher "
+        f"queue {limits.teacher_queue_depth}, answer within {limits.teacher_deadline_s:g} s); `/v1/classify`, one "
+        f"ticket per request, {seconds:g} s per row after a warm-up. Clients are asyncio tasks in the benchmark's "
+        f"process, one connection each, and honour `Retry-After` after a 429 as OpenAI's SDKs do. `429 by code` "
+        f"splits the refusals: `server_busy` (the event loop was behind), `queue_full` (the student's queue was "
+        f"full), `deadline_exceeded` (the student did not start on it in time). With escalation, the teacher is an "
+        f"OpenAI-compatible server on 127.0.0.1 answering after {TEACHER_DELAY_S * 1000:.0f} ms, and the threshold "
+        f"sends about {ESCALATED_SHARE:.0%} of the tickets to it; `teacher / fallback` is the share of answers that "
+        f"came from the teacher / from the student because the teacher was saturated or slow (`student_fallback`). "
+        f"`/healthz` was probed every 100 ms during each row; the connection answers it when its bytes arrive, so "
+        f"it waits only for the event loop's turn, which the lag bound keeps short. Server, teacher and clients "
+        f"share this machine's cores with other work (see the load average), so read the figures as what this "
+        f"machine gave, not as a capacity.\n\n"
         + markdown_table(headers, rows)
         + f"\n\nThe same load for {' and '.join(map(str, NICED_CLIENT_COUNTS))} clients, `/healthz` probed from a "
         f"process of its own while the load generator ran at nice {LOAD_NICE} (the server at normal priority): "
@@ -488,8 +500,11 @@ def hold_main(seconds: float, write: bool = True) -> None:
         + markdown_table(headers, niced_rows)
         + "\n\nServer memory (RSS, MiB): after the warm-up (before the first row), 3 s after the last row, and 3 s "
         f"after one more {CLIENT_COUNTS[-1]}-client row of {seconds:g} s (growth that stops there is a high-water "
-        "mark — buffers, larger batches — not a leak). The server returns the allocator's free pages to the system "
-        "(`malloc_trim`) about a second after a burst ends:\n\n"
+        "mark — buffers, larger batches — not a leak). Before it listens, the server loads what its first requests "
+        "would otherwise load (the traffic log's redaction, and pyarrow's row conversion, which imports pandas: "
+        "40 MiB that used to arrive with the first traffic shard, after the reading before) and freezes the objects "
+        "it started with out of the garbage collector's passes; about a second after a burst ends it returns the "
+        "allocator's free pages to the system (`malloc_trim`):\n\n"
         + markdown_table(["mode", "before", "after the rows", "after one more row"], memory)
     )
     if slow:
