@@ -9,8 +9,10 @@ curate time, never trained on), never from the test split or the gold set: those
 sets (:mod:`distil.data.evalsets`), and inputs written to resemble them would leak them into training.
 A failure is an item where the student's top label differs from the teacher's, or an item of a slice
 below the gate's per-slice floor. With ``--from-traffic`` the targets are the served traffic the newest
-monitor report found wrong or escalated. Either way the next curate keeps the locked test split and
-removes near-duplicates of test and gold items from the new data.
+monitor report found wrong or escalated. With ``untargeted`` the round is the control arm: the same number
+of new inputs written the plain way (the seeds under ``data.synthetic_header``, no failures shown), screened,
+labelled, curated and trained on alike, so what targeting adds can be measured against it. Either way the next
+curate keeps the locked test split and removes near-duplicates of test and gold items from the new data.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from typing import Any
 
 from distil.cadence import CadenceResult, run_cadence
 from distil.data.generate import label_new_inputs, synthetic_items
-from distil.data.sources import InputItem
+from distil.data.sources import InputItem, read_seed_inputs
 from distil.data.split import PROBE
-from distil.data.written import screen_written_inputs
+from distil.data.written import Screened, screen_written_inputs
 from distil.errors import DistilError, EvaluationError
 from distil.evaluate.predictions import paired
 from distil.ledger.store import canonical_json
@@ -31,6 +33,7 @@ from distil.monitor.check import targets_from_traffic
 from distil.runs import RunDir, latest_run
 from distil.spec.gate import require_unchanged_gate
 from distil.spec.io import Project
+from distil.teachers.base import Teacher
 from distil.teachers.registry import build_teacher
 
 
@@ -131,8 +134,17 @@ def iterate_round(
     from_traffic: bool = False,
     requests: int = 100,
     threads: int | None = None,
+    untargeted: bool = False,
+    seed: int | None = None,
 ) -> IterationResult:
-    """Run one targeted round and record it. Refuses once the locked gate's max_iterations are spent."""
+    """Run one round and record it. Refuses once the locked gate's max_iterations are spent.
+
+    ``budget``: new inputs to ask the teacher for (targeted), or new inputs to label (``untargeted``, so a control
+    round can be given the count a targeted round labelled). ``seed``: the seed of the teacher's writing
+    (default ``data.seed``); the round number is added to it.
+    """
+    if untargeted and from_traffic:
+        raise DistilError("iterate: --untargeted and --from-traffic are two different rounds; choose one")
     locked = require_unchanged_gate(project)
     assert locked is not None
     limit = int(locked.thresholds.get("max_iterations") or project.spec.gate.max_iterations)
@@ -153,21 +165,29 @@ def iterate_round(
         source = "traffic"
     else:
         result.failures = mine_failures(run, evaluation, locked.thresholds.get("per_slice_fidelity_min"))
-        seeds = [InputItem(f.input, label=f.teacher_label, tags=f.tags, source="targeted") for f in result.failures]
-        want = budget if budget is not None else max(len(seeds) * 4, project.spec.data.synthetic_budget // 2)
         # The round number goes into the seed so a later round asks for new inputs, not cached ones.
-        round_project = _with_data_seed(project, project.spec.data.seed + 1000 * result.round)
-        written = synthetic_items(round_project, teacher, seeds, want) if seeds else []
-        # near-copies of each other, of the failures or of the writing header are dropped before any is labelled
-        screened = screen_written_inputs(project.spec, written, known=[s.input for s in seeds])
+        writing_seed = (project.spec.data.seed if seed is None else seed) + 1000 * result.round
+        round_project = _with_data_seed(project, writing_seed)
+        if untargeted:  # the control arm: the failures are mined for the ledger row, not shown to the teacher
+            count = budget if budget is not None else project.spec.data.synthetic_budget // 2
+            screened = plain_inputs(round_project, teacher, count)
+            source = "untargeted"
+        else:
+            seeds = [
+                InputItem(f.input, label=f.teacher_label, tags=f.tags, source="targeted") for f in result.failures
+            ]
+            want = budget if budget is not None else max(len(seeds) * 4, project.spec.data.synthetic_budget // 2)
+            written = synthetic_items(round_project, teacher, seeds, want) if seeds else []
+            # near-copies of each other, of the failures or of the writing header are dropped before any is labelled
+            screened = screen_written_inputs(project.spec, written, known=[s.input for s in seeds])
+            source = "targeted"
         targets, result.dropped = screened.kept, screened.dropped
-        source = "targeted"
     result.targets = len(targets)
     if targets:
         records, _shard = label_new_inputs(
             project,
             [t.input for t in targets],
-            source=source,
+            source="synthetic" if untargeted else source,  # plain writing: curated as the first round's synthetic
             tags=[t.tags for t in targets],
             teacher=teacher,
             actor=actor,
@@ -198,6 +218,26 @@ def iterate_round(
         actor=actor,
     )
     return result
+
+
+MAX_ASK_FACTOR = 4  # a control round asks for at most this many times the inputs it labels
+
+
+def plain_inputs(project: Project, teacher: Teacher, count: int) -> Screened:
+    """``count`` new inputs written the plain way (the seeds shown under ``data.synthetic_header``, as `distil
+    generate` writes them), screened as a targeted round's are: the teacher is asked for ``count``, then twice as
+    many while screening leaves too few (the first slots are the same prompts, so they come from the call cache),
+    up to ``MAX_ASK_FACTOR`` times ``count``; the first ``count`` kept are returned."""
+    spec = project.spec
+    seeds = read_seed_inputs(project.path(spec.data.seeds), spec)
+    asked, screened = count, Screened([])
+    while count > 0:
+        written = synthetic_items(project, teacher, seeds, asked)
+        screened = screen_written_inputs(spec, written, known=[s.input for s in seeds])
+        if len(screened.kept) >= count or asked >= MAX_ASK_FACTOR * count:
+            break
+        asked = min(asked * 2, MAX_ASK_FACTOR * count)
+    return Screened(screened.kept[:count], screened.dropped)
 
 
 def _count_reasons(failures: list[Failure]) -> dict[str, int]:
