@@ -43,6 +43,7 @@ POLL_S = 20
 
 def project_copy(start: Path, work: Path, arm: str, seed: int) -> Path:
     """``<work>/<arm>-s<seed>``: a copy of the built start project with ``train.seed`` set (made once)."""
+    from distil.ledger.keys import project_keys_dir
     from distil.spec.io import load_project
     from distil.spec.templates import write_spec
 
@@ -59,6 +60,8 @@ def project_copy(start: Path, work: Path, arm: str, seed: int) -> Path:
     spec = load_project(spec_path).spec
     write_spec(spec_path, spec.model_copy(update={"train": spec.train.model_copy(update={"seed": seed})}))
     partial.rename(folder)
+    if project_keys_dir(start).is_dir():  # quickstart's throwaway keys are kept per project folder, outside it
+        shutil.copytree(project_keys_dir(start), project_keys_dir(folder), dirs_exist_ok=True)
     return folder / "distil.yaml"
 
 
@@ -268,6 +271,7 @@ def report(work: Path, seeds: list[int], rounds: int) -> str:
                     "not finished" if mean is None else f"{mean:+.3f}",
                     ", ".join(f"{s}: {d:+.3f}" for s, d in diffs),
                     ", ".join(overlaps),
+                    paired_items(work, rows, seeds, round_, split),
                 ]
             )
     return (
@@ -287,11 +291,42 @@ def report(work: Path, seeds: list[int], rounds: int) -> str:
         + "\n\nTargeted minus untargeted, paired by seed (the same seed's writing and training):\n\n"
         + markdown_table(
             ["round", "set", "seeds finished", "targeted mean", "untargeted mean", "mean difference",
-             "per seed", "the two 95% intervals, per seed"],
+             "per seed", "the two 95% intervals, per seed",
+             "per-item difference, mean over seeds [paired bootstrap 95%]"],
             paired,
         )
         + "\n"
     )
+
+
+def item_agreement(work: Path, row: dict[str, Any], split: str) -> dict[str, float]:
+    """Per item of ``split`` (the locked test split or the gold set): 1 where the round's student gives the
+    teacher's top label, from the predictions evaluate kept."""
+    from distil.evaluate.predictions import paired
+
+    predictions = work / f"{row['arm']}-s{row['seed']}" / ".distil" / "runs" / row["to_run"] / "predictions.parquet"
+    return {s["item_id"]: float(s["label"] == t["label"]) for t, s in paired(predictions, split, "student")}
+
+
+def paired_items(work: Path, rows: list[dict[str, Any]], seeds: list[int], round_: int, split: str) -> str:
+    """Targeted minus untargeted agreement per item, averaged over the seeds where both arms finished, with a
+    paired bootstrap 95% interval over the items (the items are the same in both arms: the split is locked)."""
+    import numpy as np
+
+    from distil.evaluate.metrics import paired_bootstrap
+
+    per_seed = []
+    for seed in seeds:
+        t, u = finished(rows, "targeted", seed, round_), finished(rows, "untargeted", seed, round_)
+        if t and u:
+            a, b = item_agreement(work, t, split), item_agreement(work, u, split)
+            per_seed.append({i: a[i] - b[i] for i in a.keys() & b.keys()})
+    if not per_seed:
+        return ""
+    items = sorted(set.intersection(*(set(d) for d in per_seed)))
+    d = np.array([np.mean([seed[i] for seed in per_seed]) for i in items])
+    boot = paired_bootstrap(d)
+    return f"{boot['value']:+.3f} [{boot['lo']:+.3f}, {boot['hi']:+.3f}] (n={boot['n']} items)"
 
 
 def _seconds(value: float | None) -> str:

@@ -56,6 +56,7 @@ class Failure:
 class IterationResult:
     round: int
     from_run: str
+    source: str = ""  # targeted | untargeted | traffic
     failures: list[Failure] = field(default_factory=list)
     targets: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # new inputs not labelled, by reason (distil.data.written)
@@ -182,6 +183,7 @@ def iterate_round(
             screened = screen_written_inputs(project.spec, written, known=[s.input for s in seeds])
             source = "targeted"
         targets, result.dropped = screened.kept, screened.dropped
+    result.source = source
     result.targets = len(targets)
     if targets:
         records, _shard = label_new_inputs(

@@ -97,9 +97,12 @@ def round_line(result: Any) -> str:
     """What a round found and asked for: failures, new inputs, those dropped (and why) before labelling, labelled."""
     dropped = sum(result.dropped.values())
     why = ", ".join(f"{n} {reason}" for reason, n in result.dropped.items())
+    if result.source == "untargeted":
+        found = f"untargeted (the control): {result.targets} new inputs written from the seeds"
+    else:
+        found = f"{len(result.failures)} failures mined from run {result.from_run}, {result.targets} new inputs"
     return (
-        f"round {result.round}: {len(result.failures)} failures mined from run {result.from_run}, "
-        f"{result.targets} new inputs"
+        f"round {result.round}: {found}"
         + (f" ({dropped} dropped before labelling: {why})" if dropped else "")
         + f", {result.labelled} labelled"
     )
@@ -118,8 +121,22 @@ def iterate(
         typer.Option(
             "--budget",
             min=0,
-            help="New inputs to ask the teacher for (default: 4 per failure, at least half the synthetic budget).",
+            help="New inputs to ask the teacher for (default: 4 per failure, at least half the synthetic budget); "
+            "with --untargeted, new inputs to label (default: half the synthetic budget).",
         ),
+    ] = None,
+    untargeted: Annotated[
+        bool,
+        typer.Option(
+            "--untargeted",
+            help="A control round: new inputs written the plain way (the seeds under data.synthetic_header, no "
+            "failures shown), screened, labelled and trained on alike; give it the count a targeted round labelled "
+            "to measure what targeting adds.",
+        ),
+    ] = False,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", min=0, help="Seed of the teacher's writing (default: data.seed)."),
     ] = None,
     requests: RequestsOpt = 100,
     threads: ThreadsOpt = None,
@@ -143,6 +160,8 @@ def iterate(
         from_traffic=from_traffic,
         requests=requests,
         threads=threads,
+        untargeted=untargeted,
+        seed=seed,
     )
     console.print(round_line(result), highlight=False)
     if result.cadence is not None:
