@@ -139,10 +139,24 @@ def row_from_ledger(spec_path: Path, arm: str, seed: int, round_: int) -> dict[s
     it = done[-1]
     run = RunDir(project, it["to_run"])
     shutil.rmtree(run.folder / "checkpoints", ignore_errors=True)
-    return {"arm": arm, "seed": seed, "round": round_, "from_run": it["from_run"], "to_run": it["to_run"],
-            "failures": it["failures"], "budget": None, "labelled": it["labelled"], "dropped": it["dropped"],
-            "train_items": None, "teacher_s": None, "train_s": None, "evaluate_s": None, "round_s": None,
-            "load": None, **scores(run)}
+    return {
+        "arm": arm,
+        "seed": seed,
+        "round": round_,
+        "from_run": it["from_run"],
+        "to_run": it["to_run"],
+        "failures": it["failures"],
+        "budget": None,
+        "labelled": it["labelled"],
+        "dropped": it["dropped"],
+        "train_items": None,
+        "teacher_s": None,
+        "train_s": None,
+        "evaluate_s": None,
+        "round_s": None,
+        "load": None,
+        **scores(run),
+    }
 
 
 # --- the rows file -------------------------------------------------------------------------------------------
@@ -182,8 +196,11 @@ def targeted_count(work: Path, seed: int, round_: int) -> int:
         if spec_path.is_file():
             ledger = load_project(spec_path).ledger
             # one per labelled shard: a resumed round records its (same) shard again
-            shards = {tuple(e.payload["shards"]): e.payload["counts"]["targeted"]
-                      for e in ledger.events(kind="dataset.generated") if "targeted" in e.payload.get("counts", {})}
+            shards = {
+                tuple(e.payload["shards"]): e.payload["counts"]["targeted"]
+                for e in ledger.events(kind="dataset.generated")
+                if "targeted" in e.payload.get("counts", {})
+            }
             counts = list(shards.values())
             if len(counts) >= round_:
                 return int(counts[round_ - 1])
@@ -229,8 +246,17 @@ def report(work: Path, seeds: list[int], rounds: int) -> str:
     rows = read_rows(work)
     start = json.loads((work / "start.json").read_text(encoding="utf-8"))
     table = [
-        ["start (round 0)", "all", "", "", value_ci(start["test_agreement"], start["test_ci"], start["test_n"]),
-         value_ci(start["gold_agreement"], start["gold_ci"], start["gold_n"]), "", "", ""]
+        [
+            "start (round 0)",
+            "all",
+            "",
+            "",
+            value_ci(start["test_agreement"], start["test_ci"], start["test_n"]),
+            value_ci(start["gold_agreement"], start["gold_ci"], start["gold_n"]),
+            "",
+            "",
+            "",
+        ]
     ]
     for round_ in range(1, rounds + 1):
         for seed in seeds:
@@ -284,15 +310,32 @@ def report(work: Path, seeds: list[int], rounds: int) -> str:
         "and labelling (the round's time outside the cadence); train seconds: the cadence's train step (student and "
         "hard-label baseline).\n\n"
         + markdown_table(
-            ["round", "seed", "new tickets labelled", "train items after curation", "test agreement [95%]",
-             "gold agreement [95%]", "teacher s", "train s", "load (1, 5, 15 min)"],
+            [
+                "round",
+                "seed",
+                "new tickets labelled",
+                "train items after curation",
+                "test agreement [95%]",
+                "gold agreement [95%]",
+                "teacher s",
+                "train s",
+                "load (1, 5, 15 min)",
+            ],
             table,
         )
         + "\n\nTargeted minus untargeted, paired by seed (the same seed's writing and training):\n\n"
         + markdown_table(
-            ["round", "set", "seeds finished", "targeted mean", "untargeted mean", "mean difference",
-             "per seed", "the two 95% intervals, per seed",
-             "per-item difference, mean over seeds [paired bootstrap 95%]"],
+            [
+                "round",
+                "set",
+                "seeds finished",
+                "targeted mean",
+                "untargeted mean",
+                "mean difference",
+                "per seed",
+                "the two 95% intervals, per seed",
+                "per-item difference, mean over seeds [paired bootstrap 95%]",
+            ],
             paired,
         )
         + "\n"
@@ -357,11 +400,23 @@ def main() -> None:
         run_arm(start, work, args.arm, args.seeds, args.rounds, args.budget)
         return
     if not args.report_only:
-        common = ["--start", str(start), "--work", str(work), "--rounds", str(args.rounds), "--seeds",
-                  *map(str, args.seeds), *(["--budget", str(args.budget)] if args.budget is not None else [])]
+        common = [
+            "--start",
+            str(start),
+            "--work",
+            str(work),
+            "--rounds",
+            str(args.rounds),
+            "--seeds",
+            *map(str, args.seeds),
+            *(["--budget", str(args.budget)] if args.budget is not None else []),
+        ]
         workers = [
-            subprocess.Popen([sys.executable, __file__, "--arm", arm, *common],
-                             stdout=open(work / f"{arm}.log", "a"), stderr=subprocess.STDOUT)
+            subprocess.Popen(
+                [sys.executable, __file__, "--arm", arm, *common],
+                stdout=open(work / f"{arm}.log", "a"),
+                stderr=subprocess.STDOUT,
+            )
             for arm in ARMS
         ]
         codes = [w.wait() for w in workers]

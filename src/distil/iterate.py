@@ -174,9 +174,7 @@ def iterate_round(
             screened = plain_inputs(round_project, teacher, count)
             source = "untargeted"
         else:
-            seeds = [
-                InputItem(f.input, label=f.teacher_label, tags=f.tags, source="targeted") for f in result.failures
-            ]
+            seeds = [InputItem(f.input, label=f.teacher_label, tags=f.tags, source="targeted") for f in result.failures]
             want = budget if budget is not None else max(len(seeds) * 4, project.spec.data.synthetic_budget // 2)
             written = synthetic_items(round_project, teacher, seeds, want) if seeds else []
             # near-copies of each other, of the failures or of the writing header are dropped before any is labelled
