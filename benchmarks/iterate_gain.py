@@ -251,6 +251,7 @@ def report(work: Path, seeds: list[int], rounds: int) -> str:
             "all",
             "",
             "",
+            "",
             value_ci(start["test_agreement"], start["test_ci"], start["test_n"]),
             value_ci(start["gold_agreement"], start["gold_ci"], start["gold_n"]),
             "",
@@ -266,6 +267,7 @@ def report(work: Path, seeds: list[int], rounds: int) -> str:
                     [
                         f"{arm}, round {round_}",
                         seed,
+                        r.get("failures", ""),
                         r.get("labelled", "not finished"),
                         r.get("train_items", ""),
                         value_ci(r.get("test_agreement"), r.get("test_ci"), r.get("test_n")),
@@ -301,6 +303,7 @@ def report(work: Path, seeds: list[int], rounds: int) -> str:
                 ]
             )
     return (
+        f"Start: run {start['to_run']}. "
         "Each round: `distil iterate` in a copy of one built quickstart project (its run is round 0, trained with "
         "`train.seed` 0), the example's shipped recipe. Targeted: failures mined on the validation split and the "
         "probe pool shown to the teacher. Untargeted: `distil iterate --untargeted --budget K`, K the number of "
@@ -313,6 +316,7 @@ def report(work: Path, seeds: list[int], rounds: int) -> str:
             [
                 "round",
                 "seed",
+                "failures mined (validation + probe)",
                 "new tickets labelled",
                 "train items after curation",
                 "test agreement [95%]",
