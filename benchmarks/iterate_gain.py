@@ -269,7 +269,7 @@ def report(work: Path, seeds: list[int], rounds: int) -> str:
                         seed,
                         r.get("failures", ""),
                         r.get("labelled", "not finished"),
-                        r.get("train_items", ""),
+                        r.get("train_items") or "",
                         value_ci(r.get("test_agreement"), r.get("test_ci"), r.get("test_n")),
                         value_ci(r.get("gold_agreement"), r.get("gold_ci"), r.get("gold_n")),
                         _seconds(r.get("teacher_s")),
