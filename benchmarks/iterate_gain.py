@@ -92,6 +92,14 @@ def start_row(start: Path) -> dict[str, Any]:
     return {"arm": "start", "seed": None, "round": 0, "to_run": run.run_id, **scores(run)}
 
 
+def code_commit() -> str:
+    """The commit of the code that ran the round (with ``+`` when the working tree had changes)."""
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=root, capture_output=True, text=True)
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
 def run_round(spec_path: Path, arm: str, seed: int, budget: int | None) -> dict[str, Any]:
     """One `distil iterate` round in the copy, timed: teacher seconds are the round's time outside the cadence."""
     from distil.iterate import iterate_round
@@ -122,6 +130,7 @@ def run_round(spec_path: Path, arm: str, seed: int, budget: int | None) -> dict[
         "evaluate_s": steps["evaluate"].seconds,
         "round_s": wall,
         "load": os.getloadavg(),
+        "commit": code_commit(),
         **scores(run),
     }
 
@@ -303,7 +312,7 @@ def report(work: Path, seeds: list[int], rounds: int) -> str:
                 ]
             )
     return (
-        f"Start: run {start['to_run']}. "
+        f"Start: run {start['to_run']}. Code: commit {', '.join(sorted({str(r.get('commit')) for r in rows}))}. "
         "Each round: `distil iterate` in a copy of one built quickstart project (its run is round 0, trained with "
         "`train.seed` 0), the example's shipped recipe. Targeted: failures mined on the validation split and the "
         "probe pool shown to the teacher. Untargeted: `distil iterate --untargeted --budget K`, K the number of "
