@@ -101,14 +101,16 @@ def code_commit() -> str:
 
 
 def run_round(spec_path: Path, arm: str, seed: int, budget: int | None) -> dict[str, Any]:
-    """One `distil iterate` round in the copy, timed: teacher seconds are the round's time outside the cadence."""
+    """One `distil iterate` round in the copy, timed: teacher seconds are the round's time outside the cadence.
+
+    Evaluate times 20 requests at batch 1 instead of 100: latency is not what this measures."""
     from distil.iterate import iterate_round
     from distil.runs import RunDir
     from distil.spec.io import load_project
 
     project = load_project(spec_path)
     started = time.perf_counter()
-    result = iterate_round(project, budget=budget, untargeted=arm == "untargeted", seed=seed, threads=1)
+    result = iterate_round(project, budget=budget, untargeted=arm == "untargeted", seed=seed, threads=1, requests=20)
     wall = time.perf_counter() - started
     assert result.cadence is not None and result.cadence.run_id
     steps = {o.step: o for o in result.cadence.outcomes}
