@@ -314,7 +314,7 @@ def report(work: Path, seeds: list[int], rounds: int) -> str:
                 ]
             )
     return (
-        f"Start: run {start['to_run']}. Code: commit {', '.join(sorted({str(r.get('commit')) for r in rows}))}. "
+        f"Start: run {start['to_run']}. "
         "Each round: `distil iterate` in a copy of one built quickstart project (its run is round 0, trained with "
         "`train.seed` 0), the example's shipped recipe. Targeted: failures mined on the validation split and the "
         "probe pool shown to the teacher. Untargeted: `distil iterate --untargeted --budget K`, K the number of "
