@@ -321,7 +321,9 @@ def report(work: Path, seeds: list[int], rounds: int) -> str:
         "tickets the targeted round of that seed labelled, written the plain way. The seed is the teacher's writing "
         "seed and `train.seed`. Agreement is the student's top label against the teacher's, on the locked test "
         "split and on the gold set, with evaluate's 95% interval; neither chose anything. Teacher seconds: writing "
-        "and labelling (the round's time outside the cadence); train seconds: the cadence's train step (student and "
+        "and labelling (the round's time outside the cadence; calls already in the project's call cache, from an "
+        "earlier attempt at the same round stopped part way, cost nothing and are not counted); train seconds: the "
+        "cadence's train step (student and "
         "hard-label baseline).\n\n"
         + markdown_table(
             [
