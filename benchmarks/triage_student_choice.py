@@ -23,7 +23,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import markdown_table, write_section  # noqa: E402
+from _triage import build_project, dev_label_counts, dev_scores, teacher_on_dev, train_alone  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "triage"
-DEV = EXAMPLE / "dev.jsonl"
 SEEDS = (0, 1)
 
 
@@ -69,74 +66,15 @@ SETTINGS = {
 }
 
 
-def build_project(work: Path):  # noqa: ANN201 - distil.spec.io.Project
-    """The quickstart project in ``work``: init from examples/triage, generate, curate (skipped when done)."""
-    from distil.data.curate import curate
-    from distil.data.generate import generate_dataset
-    from distil.errors import DataError
-    from distil.runs import latest_curated
-    from distil.spec.gate import lock_gate
-    from distil.spec.io import load_project
-    from distil.spec.templates import init_project
-
-    spec_path = work / "distil.yaml"
-    if not spec_path.is_file():
-        init_project(work, example="triage")
-    project = load_project(spec_path)
-    lock_gate(project, project.spec.roles.sponsor)  # no teacher is asked anything before the gate is locked
-    try:
-        latest_curated(project)
-        print(f"reusing the curated data in {work}", flush=True)
-        return project, None
-    except DataError:
-        pass
-    started = time.perf_counter()
-    generated = generate_dataset(project, actor=project.spec.roles.driver, show_progress=False)
-    curated = curate(project, actor=project.spec.roles.driver)
-    print(f"generate {generated.counts}, curate {curated.counts}", flush=True)
-    return project, time.perf_counter() - started
-
-
-def teacher_on_dev(project, cache: Path) -> np.ndarray:  # noqa: ANN001
-    """The teacher's label distribution on the development inputs, computed once and kept in ``cache``."""
-    if cache.is_file():
-        return np.array(json.loads(cache.read_text()))
-    from distil.data.sources import read_inputs
-    from distil.files import write_json_atomic
-    from distil.teachers.registry import build_teacher
-
-    teacher = build_teacher(project, actor=project.spec.roles.driver)
-    probs = teacher.label_distribution([item.input for item in read_inputs(DEV)])
-    write_json_atomic(cache, probs.tolist())
-    return probs
-
-
 def train_and_score(project, setting: Setting, value: float, seed: int, teacher_probs: np.ndarray) -> dict:  # noqa: ANN001
     """Train the student alone with this value and training seed; its agreement and KL on the dev inputs."""
-    from rich.console import Console
-
-    from distil.data.sources import read_inputs
     from distil.spec.io import Project
-    from distil.train.students import load_predictor
-    from distil.train.trainer import train_run
 
     spec = project.spec
     train = setting.apply(spec, value).model_copy(update={"seed": seed})
     variant = Project(project.spec_path, spec.model_copy(update={"train": train}))
-    run_id = f"choice-{setting.name}{value:g}-s{seed}"
-    started = time.perf_counter()
-    result = train_run(variant, baseline=False, run_id=run_id, console=Console(quiet=True))
-    seconds = time.perf_counter() - started
-    student = load_predictor(result.run_dir / "student").label_distribution([item.input for item in read_inputs(DEV)])
-    agreement = float((student.argmax(axis=1) == teacher_probs.argmax(axis=1)).mean())
-    kl = float(
-        np.mean(
-            np.sum(
-                teacher_probs * (np.log(np.clip(teacher_probs, 1e-9, 1)) - np.log(np.clip(student, 1e-9, 1))), axis=1
-            )
-        )
-    )
-    return {"value": value, "seed": seed, "agreement": agreement, "kl": kl, "seconds": seconds}
+    student, seconds = train_alone(variant, f"choice-{setting.name}{value:g}-s{seed}")
+    return {"value": value, "seed": seed, **dev_scores(student, teacher_probs), "seconds": seconds}
 
 
 def choose(rows: list[dict], shipped: float) -> tuple[float, dict[float, float]]:
@@ -175,8 +113,7 @@ def section_body(  # noqa: PLR0913
         ]
         for v in means
     ]
-    predicted = teacher_probs.argmax(axis=1)
-    labels = ", ".join(f"{int((predicted == i).sum())} {n}" for i, n in enumerate(spec.task.label_names))
+    labels = dev_label_counts(spec, teacher_probs)
     return (
         f"The quickstart project (`examples/triage` as it ships: `task.scoring: {spec.task.scoring}`, "
         f"{spec.task.few_shot.per_label} shots per label, {spec.train.epochs} epochs, `keep: {spec.train.keep}`, "
