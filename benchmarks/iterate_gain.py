@@ -21,6 +21,7 @@ docs/benchmarks.md; ``--report-only`` writes it from the kept rows, marking what
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -92,8 +93,9 @@ def start_row(start: Path) -> dict[str, Any]:
     return {"arm": "start", "seed": None, "round": 0, "to_run": run.run_id, **scores(run)}
 
 
+@functools.cache
 def code_commit() -> str:
-    """The commit of the code that ran the round (with ``+`` when the working tree had changes)."""
+    """The commit of the code this process runs (read once, when its first round starts; ``+``: with changes)."""
     root = Path(__file__).resolve().parents[1]
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=root, capture_output=True, text=True)
@@ -222,6 +224,7 @@ def run_arm(start: Path, work: Path, arm: str, seeds: list[int], rounds: int, bu
     import torch
 
     torch.set_num_threads(1)
+    code_commit()  # the code loaded now is the code every round of this process runs
     for seed in seeds:
         spec_path = project_copy(start, work, arm, seed)
         for round_ in range(1, rounds + 1):
