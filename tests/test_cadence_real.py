@@ -34,7 +34,7 @@ def test_distil_run_on_the_real_triage_example(tmp_path, capsys):
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     teacher, student = evaluation["teacher"], evaluation["student"]
     assert teacher["params"] == 134_515_008  # its agreement is with itself: 1.0 by definition, so not asserted
-    assert student["params"] < 0.4 * teacher["params"]  # teacher-layers:6 of 30
+    assert student["params"] < 0.4 * teacher["params"]  # the MiniLM encoder student: 22.7M
     assert 0.0 <= student["agreement"] <= 1.0 and student["kl"] >= 0.0
     assert teacher["gold"]["n"] == 28 and teacher["gold"]["accuracy"] > 1 / 3  # better than chance on 3 queues
     assert {c["name"] for c in evaluation["gate"]["checks"]} >= {"fidelity_min", "size_max_vs_teacher"}
