@@ -172,3 +172,27 @@ def test_a_hand_edited_lock_row_is_refused(locked_project):
         conn.execute("UPDATE evaluation_sets SET sha256 = ? WHERE name = 'test'", (content_hash(records),))
     with pytest.raises(LedgerError):
         require_locked_test(project, result.folder)
+
+
+def test_a_split_locked_before_the_later_columns_existed_still_reads_as_locked(locked_project, monkeypatch):
+    """A project locked by an older distil (its records hashed without the columns added since) is not told after
+    an upgrade that its test split changed; a value written into one of those columns still is a change."""
+    from distil.data import evalsets
+    from distil.data.records import LATER_COLUMNS
+
+    project, today = locked_project, evalsets.content_hash
+    with monkeypatch.context() as older:  # the lock as an older release hashed it
+        older.setattr(evalsets, "content_hash", lambda records, without=(): today(records, sorted(LATER_COLUMNS)))
+        result = curate(project, actor="dev")
+    locked = locked_set(project, "test")
+    frozen = project.path(locked.path)
+    assert locked.sha256 != today(read_records(frozen))  # today's columns hash differently
+    assert require_locked_test(project, result.folder) == locked
+    assert [r.id for r in evalsets.read_locked_test(project, locked)] == locked.item_ids
+    curate(project, actor="dev")  # a later curate keeps the locked split: no refusal
+
+    records = read_records(frozen)
+    records[0].teacher_disagreement = 0.5
+    write_records(records, frozen)
+    with pytest.raises(EvaluationSetError, match="changed since it was locked"):
+        evalsets.read_locked_test(project, locked)

@@ -208,6 +208,7 @@ def test_generate_task_records_keep_text_and_topk(tmp_path, tiny_teacher_dir):
     data = yaml.safe_load(spec_path.read_text())
     data["task"] = {"kind": "generate", "instruction": "Summarise: {input}", "max_new_tokens": 5}
     data["data"]["slices"] = []
+    data["student"] = {"init": "teacher-layers:1"}  # a causal student: a generate task writes text
     spec_path.write_text(yaml.safe_dump(data))
     project = load_project(spec_path)
     result = generate_dataset(project, show_progress=False)

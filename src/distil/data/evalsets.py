@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from distil.data.records import Record, content_id, read_records
+from distil.data.records import COLUMN_GENERATIONS, Record, content_id, read_records
 from distil.errors import EvaluationSetError
 from distil.files import write_bytes_atomic
 from distil.ledger.keys import Signer, signer_for
@@ -54,9 +54,25 @@ class SplitPlan:
     reason: str
 
 
-def content_hash(records: Sequence[Record]) -> str:
-    """sha256 of the records' canonical content (every column, in file order)."""
-    return sha256_json([r.to_row() for r in records])
+def content_hash(records: Sequence[Record], without: Sequence[str] = ()) -> str:
+    """sha256 of the records' canonical content (every column but ``without``, in file order)."""
+    return sha256_json([{k: v for k, v in r.to_row().items() if k not in without} for r in records])
+
+
+def content_hashes(records: Sequence[Record]) -> list[str]:
+    """Every hash these records could have been locked under: today's columns first, then each earlier column set.
+
+    A set locked before a column existed was hashed without it; read back now, that column is null in every record.
+    Dropping the newer columns only while they are all null keeps an upgrade from reading as a changed split, and
+    a value written into one of them still changes every hash.
+    """
+    hashes, dropped = [content_hash(records)], []
+    for group in reversed(COLUMN_GENERATIONS):
+        if any(getattr(r, name) is not None for r in records for name in group):
+            break
+        dropped += group
+        hashes.append(content_hash(records, dropped))
+    return hashes
 
 
 def locked_set(project: Project, name: str) -> LockedSet | None:
@@ -88,7 +104,7 @@ def read_locked_test(project: Project, locked: LockedSet) -> list[Record]:
             hint="restore .distil/data/evaluation from a backup; `distil ledger verify` names every recorded file",
         )
     records = read_records(path)
-    if content_hash(records) != locked.sha256:
+    if locked.sha256 not in content_hashes(records):
         raise EvaluationSetError(
             f"{path}: the locked test split changed since it was locked (ledger row {locked.event_seq})",
             hint="restore the file from a backup",
@@ -209,7 +225,8 @@ def require_locked_test(project: Project, folder: Path) -> LockedSet | None:
     test = locked_set(project, "test")
     if test is not None:
         path = Path(folder) / "test.parquet"
-        found = content_hash(read_records(path)) if path.is_file() else "missing"
+        hashes = content_hashes(read_records(path)) if path.is_file() else ["missing"]
+        found = test.sha256 if test.sha256 in hashes else hashes[0]
         if found != test.sha256:
             raise EvaluationSetError(
                 f"evaluate: {path} is not the locked test split (gate version {test.gate_version}, {test.size} items, "

@@ -53,9 +53,9 @@ RECORD_SCHEMA = pa.schema(
     ]
 )
 COLUMNS = tuple(RECORD_SCHEMA.names)
-LATER_COLUMNS = frozenset(
-    {"topk_tokens", "teacher_answers", "teacher_disagreement"}
-)  # added after shards were written; an older shard reads them as null
+# Columns added after shards were written, oldest group first; an older shard reads them as null.
+COLUMN_GENERATIONS = (("topk_tokens",), ("teacher_answers", "teacher_disagreement"))
+LATER_COLUMNS = frozenset(name for group in COLUMN_GENERATIONS for name in group)
 
 
 def content_id(text: str) -> str:
