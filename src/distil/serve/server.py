@@ -366,6 +366,9 @@ def _word_pieces(text: str) -> list[str]:
     return re.findall(r"\S+\s*|\s+", text)
 
 
+Probe = Callable[[], tuple[int, dict[str, Any]]]  # a probe's status and body
+
+
 def model_queues(served: ServedModel) -> tuple[MicroBatcher, MicroBatcher | None]:
     """(student queue, teacher queue or None) with the limits of ``served.limits``.
 
@@ -629,19 +632,12 @@ def create_app(
             "loop_lag_ms": round(loop_lag.lag_s * 1000, 1),
         }
 
-    probes: dict[str, Callable[[], tuple[int, dict[str, Any]]]] = {
+    probes: dict[str, Probe] = {
         "/healthz": lambda: (200, {"status": "ok", "model": served.run_id, "kind": served.kind}),
         "/readyz": _readiness,
     }
 
-    def answer_probe(path: str) -> tuple[int, bytes] | None:
-        """A probe's status and body for the connection to send itself (:mod:`distil.serve.connections`)."""
-        if path not in probes:
-            return None
-        start = time.perf_counter()
-        status, body = probes[path]()
-        metrics.observe_request(path, status, time.perf_counter() - start)
-        return status, json.dumps(body, separators=(",", ":")).encode()
+    answer_probe = probe_answerer(probes, metrics)
 
     @app.get("/healthz", response_model=Health, responses=errors(CRASH_ERROR))
     async def healthz() -> dict[str, Any]:
@@ -837,6 +833,21 @@ def create_app(
     )
     guard.answer_probe = answer_probe
     return guard  # type: ignore[return-value]
+
+
+def probe_answerer(probes: dict[str, Probe], metrics: ServerMetrics) -> Callable[[str], tuple[int, bytes] | None]:
+    """A probe's status and body for the connection to send itself (:mod:`distil.serve.connections`), counted as a
+    request; None for a path that is not a probe."""
+
+    def answer_probe(path: str) -> tuple[int, bytes] | None:
+        if path not in probes:
+            return None
+        start = time.perf_counter()
+        status, body = probes[path]()
+        metrics.observe_request(path, status, time.perf_counter() - start)
+        return status, json.dumps(body, separators=(",", ":")).encode()
+
+    return answer_probe
 
 
 def _truncation(fitted: Fitted) -> dict[str, Any]:

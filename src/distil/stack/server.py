@@ -43,10 +43,12 @@ from distil.serve.server import (
     ChatRequest,
     ClassifyRequest,
     GuardMiddleware,
+    Probe,
     _message_text,
     create_app,
     error_body,
     invalid_request_response,
+    probe_answerer,
 )
 from distil.serve.traffic import TrafficLog
 from distil.stack.load import ROUTER, LoadedStack
@@ -437,19 +439,12 @@ def create_stack_app(
             "queues": {name: {"load": q.load, "depth": q.depth} for name, q in queues.items()},
         }
 
-    probes: dict[str, Callable[[], tuple[int, dict[str, Any]]]] = {
+    probes: dict[str, Probe] = {
         "/healthz": lambda: (200, {"status": "ok", "model": spec.name, "kind": "classify"}),
         "/readyz": _readiness,
     }
 
-    def answer_probe(path: str) -> tuple[int, bytes] | None:
-        """A probe's status and body for the connection to send itself, as `distil serve` answers them."""
-        if path not in probes:
-            return None
-        start = time.perf_counter()
-        status, body = probes[path]()
-        metrics.observe_request(path, status, time.perf_counter() - start)
-        return status, json.dumps(body, separators=(",", ":")).encode()
+    answer_probe = probe_answerer(probes, metrics)  # answered by the connection, as `distil serve` answers them
 
     @app.get("/healthz", response_model=StackHealth, responses=errors(CRASH_ERROR))
     async def healthz() -> dict[str, Any]:
