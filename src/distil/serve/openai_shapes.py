@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -42,6 +43,15 @@ def model_names(run_id: str, project_name: str, has_teacher: bool) -> dict[str, 
     if has_teacher:
         names["teacher"] = "teacher"
     return names
+
+
+def model_list(names: Iterable[str]) -> dict[str, Any]:
+    """OpenAI's model list of ``names`` (each a name ``model`` may take)."""
+    created = int(time.time())
+    return {
+        "object": "list",
+        "data": [{"id": name, "object": "model", "created": created, "owned_by": "distil"} for name in names],
+    }
 
 
 def _chunk(completion_id: str, created: int, model: str, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from distil.serve.batching import MicroBatcher, QueueFull
 from distil.serve.context import Fitted, as_sent
 from distil.serve.memory import freeze_startup_heap, thaw_startup_heap, trim_after_bursts
 from distil.serve.metrics import ServerMetrics
-from distil.serve.openai_shapes import label_logprobs, model_names, stream_events, token_count, token_pieces
+from distil.serve.openai_shapes import label_logprobs, model_list, model_names, stream_events, token_count, token_pieces
 from distil.serve.pressure import LoopLag
 from distil.serve.router import Routed, Router
 from distil.serve.runs import ServedModel
@@ -671,11 +671,7 @@ def create_app(
     async def models() -> dict[str, Any]:
         """Every name `model` may take, as OpenAI's model list: the served run id, the project's name and `student`
         (the student, routed as usual), and `teacher` when the server has one."""
-        created = int(time.time())
-        return {
-            "object": "list",
-            "data": [{"id": name, "object": "model", "created": created, "owned_by": "distil"} for name in names],
-        }
+        return model_list(names)
 
     @app.post(
         "/v1/classify",

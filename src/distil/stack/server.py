@@ -36,6 +36,7 @@ from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distil.serve.metrics import ServerMetrics
+from distil.serve.openai_shapes import model_list
 from distil.serve.schema import CRASH_ERROR, KEY_ERROR, STREAM_ANSWER, errors, text_route_errors
 from distil.serve.server import (
     DEFAULT_MAX_INPUTS,
@@ -345,11 +346,7 @@ def create_stack_app(
     @app.get("/v1/models", response_model=StackModelList, responses=errors(KEY_ERROR))
     async def models() -> dict[str, Any]:
         """Every name `model` may take: the stack (routed), each specialist, the generalist, and the router."""
-        created = int(time.time())
-        return {
-            "object": "list",
-            "data": [{"id": name, "object": "model", "created": created, "owned_by": "distil"} for name in names],
-        }
+        return model_list(names)
 
     @app.post(
         "/v1/classify",
