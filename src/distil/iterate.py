@@ -7,12 +7,14 @@ of the failures they were written from, the writing header itself and malformed 
 Failures are mined from the validation split and the probe pool (teacher-labelled inputs set aside at
 curate time, never trained on), never from the test split or the gold set: those are locked evaluation
 sets (:mod:`distil.data.evalsets`), and inputs written to resemble them would leak them into training.
-A failure is an item where the student's top label differs from the teacher's, or an item of a slice
-below the gate's per-slice floor. With ``--from-traffic`` the targets are the served traffic the newest
-monitor report found wrong or escalated. With ``untargeted`` the round is the control arm: the same number
-of new inputs written the plain way (the seeds under ``data.synthetic_header``, no failures shown), screened,
-labelled, curated and trained on alike, so what targeting adds can be measured against it. Either way the next
-curate keeps the locked test split and removes near-duplicates of test and gold items from the new data.
+A failure is an item where the student's top label differs from the teacher's; a slice of the mined items
+below the gate's per-slice floor (and below the student's agreement on all of them) adds as many of its agreed
+items as it has failures, those the student is least sure of. With ``--from-traffic`` the targets are the
+served traffic the newest monitor report found wrong or escalated. With ``untargeted`` the round is the
+control arm: the same number of new inputs written the plain way (the seeds under ``data.synthetic_header``,
+no failures shown), screened, labelled, curated and trained on alike, so what targeting adds can be measured
+against it. Either way the next curate keeps the locked test split and removes near-duplicates of test and
+gold items from the new data.
 """
 
 from __future__ import annotations
@@ -78,50 +80,72 @@ def _evaluation(run: RunDir) -> dict[str, Any]:
     return json.loads(run.evaluation.read_text(encoding="utf-8"))
 
 
-def weak_slices(evaluation: dict[str, Any], floor: float | None) -> set[tuple[str, str]]:
-    """(slice, value) pairs whose student agreement is below ``floor``."""
-    if floor is None:
-        return set()
-    out = set()
-    for name, values in (evaluation.get("student", {}).get("slices") or {}).items():
-        for value, row in values.items():
-            agreement = row.get("agreement")
-            if agreement is not None and agreement < floor:
-                out.add((name, value))
-    return out
-
-
 MINED_SPLITS = ("validation", PROBE)  # never test: it is the locked yardstick every round is measured on
 
+Pair = tuple[dict[str, Any], dict[str, Any]]  # (teacher row, student row) of predictions.parquet
 
-def mine_failures(
-    run: RunDir, evaluation: dict[str, Any], floor: float | None, splits: tuple[str, ...] = MINED_SPLITS
-) -> list[Failure]:
-    """Items of ``splits`` (validation and the probe pool) where the student disagrees with the teacher, and
-    their items of weak slices.
+
+def _agrees(pair: Pair) -> bool:
+    return pair[1]["label"] == pair[0]["label"]
+
+
+def weak_slices(pairs: list[Pair], floor: float | None) -> dict[tuple[str, str], float]:
+    """(slice, value) -> the student's agreement on the mined items of it, for the values below ``floor`` and below
+    the student's agreement on all the mined items.
+
+    Both bounds: when every slice is under the floor (a young student), the floor alone names them all and singles
+    out none; the second bound keeps the values where the student does worse than it does elsewhere. The agreement
+    is measured on the mined items themselves, never on the test split."""
+    if floor is None or not pairs:
+        return {}
+    overall = sum(map(_agrees, pairs)) / len(pairs)
+    counts: dict[tuple[str, str], list[int]] = {}
+    for pair in pairs:
+        for key in pair[0]["tags"].items():
+            tally = counts.setdefault(key, [0, 0])
+            tally[0] += _agrees(pair)
+            tally[1] += 1
+    rates = {key: agreed / n for key, (agreed, n) in counts.items()}
+    return {key: rate for key, rate in rates.items() if rate < floor and rate < overall}
+
+
+def _sureness(pair: Pair) -> float:
+    """The student's probability of the teacher's top label (1.0 where there is no distribution: generate)."""
+    teacher, student = pair
+    if not teacher.get("distribution") or not student.get("distribution"):
+        return 1.0
+    top = max(range(len(teacher["distribution"])), key=teacher["distribution"].__getitem__)
+    return float(student["distribution"][top])
+
+
+def mine_failures(run: RunDir, floor: float | None, splits: tuple[str, ...] = MINED_SPLITS) -> list[Failure]:
+    """The student's failures on ``splits`` (validation and the probe pool): every item where its top label differs
+    from the teacher's; then, for each weak slice (:func:`weak_slices`), as many of its agreed items as it has
+    disagreements, the ones the student is least sure of first — near misses, never more than the slice's
+    outright failures, so a slice rule cannot turn every mined item into a "failure".
 
     The answers are the ones ``distil evaluate`` kept in the run's ``predictions.parquet``; no model is loaded.
     """
     pairs = [pair for split in splits for pair in paired(run.predictions, split, "student")]
-    weak = weak_slices(evaluation, floor)
-    failures: list[Failure] = []
-    for teacher, student in pairs:
-        tags = teacher["tags"]
-        in_weak = [f"{k}={v}" for k, v in tags.items() if (k, v) in weak]
-        if teacher["label"] is not None and student["label"] != teacher["label"]:
-            failures.append(
-                Failure(
-                    teacher["input"], tags, teacher["label"], student["label"], "student disagrees with the teacher"
-                )
-            )
-        elif in_weak:
+    failures = [
+        Failure(t["input"], t["tags"], t["label"], s["label"], "student disagrees with the teacher")
+        for t, s in pairs
+        if t["label"] is not None and s["label"] != t["label"]
+    ]
+    chosen = {f.input for f in failures}
+    for (name, value), rate in sorted(weak_slices(pairs, floor).items(), key=lambda kv: (kv[1], kv[0])):
+        members = [pair for pair in pairs if pair[0]["tags"].get(name) == value]
+        missed = sum(1 for pair in members if not _agrees(pair))
+        near = sorted((p for p in members if _agrees(p) and p[0]["input"] not in chosen), key=_sureness)[:missed]
+        for teacher, student in near:
+            chosen.add(teacher["input"])
             failures.append(
                 Failure(
                     teacher["input"],
-                    tags,
+                    teacher["tags"],
                     teacher["label"],
                     student["label"],
-                    f"slice below the floor: {', '.join(in_weak)}",
+                    f"slice below the floor: {name}={value} ({rate:.2f}), student unsure",
                 )
             )
     return failures
@@ -165,7 +189,7 @@ def iterate_round(
         targets = [InputItem(t.input, tags=dict(t.tags), source="traffic") for t in targets_from_traffic(project)]
         source = "traffic"
     else:
-        result.failures = mine_failures(run, evaluation, locked.thresholds.get("per_slice_fidelity_min"))
+        result.failures = mine_failures(run, locked.thresholds.get("per_slice_fidelity_min"))
         # The round number goes into the seed so a later round asks for new inputs, not cached ones.
         writing_seed = (project.spec.data.seed if seed is None else seed) + 1000 * result.round
         round_project = _with_data_seed(project, writing_seed)

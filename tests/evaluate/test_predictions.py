@@ -84,7 +84,7 @@ def test_predictions_hold_every_model_on_every_split(evaluated):
 def test_iterate_mines_the_students_disagreements_from_the_predictions(evaluated):
     _, run, _, _ = evaluated
     evaluation = json.loads(run.evaluation.read_text())
-    failures = mine_failures(run, evaluation, floor=None)  # validation and probe, never the locked test split
+    failures = mine_failures(run, floor=None)  # validation and probe, never the locked test split
     disagreements = [
         (t["input"], t["label"], s["label"])
         for t, s in paired(run.predictions, "validation", "student")
@@ -92,7 +92,7 @@ def test_iterate_mines_the_students_disagreements_from_the_predictions(evaluated
     ]
     assert disagreements and [(f.input, f.teacher_label, f.student_label) for f in failures] == disagreements
     assert all(f.input.endswith("(validation)") for f in failures)
-    on_test = mine_failures(run, evaluation, floor=None, splits=("test",))
+    on_test = mine_failures(run, floor=None, splits=("test",))
     assert on_test and not {f.input for f in on_test} & {f.input for f in failures}
 
 
@@ -106,4 +106,4 @@ def test_serve_calibrates_on_the_validation_predictions_without_asking_the_stude
 def test_a_run_evaluated_without_predictions_is_told_to_evaluate_again(run_project):
     run = RunDir(run_project, "run-1")
     with pytest.raises(EvaluationError, match="predictions.parquet not found"):
-        mine_failures(run, {}, floor=None)
+        mine_failures(run, floor=None)
