@@ -1,13 +1,14 @@
 """The triage student's settings, chosen on a development set the teacher labelled.
 
 Builds the quickstart project once (``distil init --example triage``, then generate and curate through
-distil's library, in a temporary folder), then trains the student with each candidate value of one
-setting (``--setting temperature``: T=1 and T=2; ``--setting lr``: 2e-4, 5e-4, 1e-3, 2e-3 and 4e-3; training seeds 0
-and 1; everything else as examples/triage ships) and measures each student's agreement with the
-teacher on the inputs of ``examples/triage/dev.jsonl``: 120 tickets outside the project's data (neither
-seeds, synthetic, nor gold), labelled once by the same teacher that labelled the training data. Their
-hand labels play no part. The rule: the highest mean development agreement over the seeds; a tie keeps
-the value the example ships. Neither the test split nor the gold set is consulted.
+distil's library, in a temporary folder), then trains the student with each candidate value of one setting
+(``--setting temperature``: T=1 and T=2; ``--setting lr``: 2e-4, 5e-4, 1e-3, 2e-3 and 4e-3; ``--setting alpha``,
+the weight of cross-entropy on the teacher's top label: 0, 0.25, 0.5 and 0.75; training seeds 0 and 1;
+everything else as examples/triage ships) and measures each student's agreement with the teacher on the
+inputs of ``examples/triage/dev.jsonl``: 120 tickets outside the project's data (neither seeds, synthetic,
+nor gold), labelled once by the same teacher that labelled the training data. Their hand labels play no part.
+The rule: the highest mean development agreement over the seeds; a tie keeps the value the example ships.
+Neither the test split nor the gold set is consulted.
 
 Writes its section of docs/benchmarks.md, one per setting (README's quickstart section says which set
 chose each of the example's settings). Time-boxed: when the first trainings show that the second seed
@@ -63,6 +64,8 @@ class Setting:
 SETTINGS = {
     "temperature": Setting("temperature", "temperature", ("distillation", "temperature"), (1.0, 2.0), "T"),
     "lr": Setting("lr", "learning rate", ("optimizer", "lr"), (2e-4, 5e-4, 1e-3, 2e-3, 4e-3), "lr"),
+    # the weight of cross-entropy on the teacher's top label in alpha * CE + (1 - alpha) * KD
+    "alpha": Setting("alpha", "hard-label weight", ("distillation", "alpha"), (0.0, 0.25, 0.5, 0.75), "alpha"),
 }
 
 
