@@ -21,6 +21,7 @@ would not fit ``--budget-minutes``, only training seed 0 runs, and the section s
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -76,8 +77,12 @@ def train_and_score(project, setting: Setting, value: float, seed: int, teacher_
     spec = project.spec
     train = setting.apply(spec, value).model_copy(update={"seed": seed})
     variant = Project(project.spec_path, spec.model_copy(update={"train": train}))
-    student, seconds = train_alone(variant, f"choice-{setting.name}{value:g}-s{seed}")
+    student, seconds = train_alone(variant, f"choice-{setting.name}{value:g}-s{seed}-{spec_digest(train)}")
     return {"value": value, "seed": seed, **dev_scores(student, teacher_probs), "seconds": seconds}
+
+
+def spec_digest(train) -> str:  # noqa: ANN001 - a TrainSpec
+    return hashlib.sha256(train.model_dump_json().encode()).hexdigest()[:12]
 
 
 def choose(rows: list[dict], shipped: float) -> tuple[float, dict[float, float]]:
@@ -121,7 +126,8 @@ def section_body(  # noqa: PLR0913
         f"The quickstart project (`examples/triage` as it ships: `task.scoring: {spec.task.scoring}`, "
         f"{spec.task.few_shot.per_label} shots per label, {spec.train.epochs} epochs, `keep: {spec.train.keep}`, "
         f"`precision: {spec.train.precision}`, `lr: {spec.train.optimizer.lr:g}`, "
-        f"`temperature: {spec.train.distillation.temperature:g}`; the compared setting varies), "
+        f"`temperature: {spec.train.distillation.temperature:g}`, `alpha: {spec.train.distillation.alpha:g}`; the "
+        "compared setting varies), "
         "built once: generate and curate"
         + (f" ({build_seconds / 60:.1f} min)" if build_seconds is not None else "")
         + f". The student alone (no baseline) is trained with each {setting.title}, training seeds "
@@ -173,7 +179,8 @@ def main() -> None:
                 f"{args.budget_minutes:g} minutes; only training seed {SEEDS[0]} ran."
             )
             break
-        key = f"{setting.name}={value:g} seed={seed}"
+        # the rest of the training spec is part of the key: a training kept from other settings is not reused
+        key = f"{setting.name}={value:g} seed={seed} train={spec_digest(setting.apply(spec, value))}"
         if key not in done:  # a training already measured on this curated data is not run again
             done[key] = train_and_score(project, setting, value, seed, teacher_probs)
             write_json_atomic(done_path, done)
