@@ -91,3 +91,15 @@ def test_a_router_whose_labels_name_no_specialist_is_refused(stack_root):
     body["specialists"][1]["name"] = "feelings"  # the router still says `mood`
     with pytest.raises(SpecError, match=r"router: run r1 has labels 'mood' that name no specialist"):
         load_stack(load_stack_spec(write_stack(stack_root, body)))
+
+
+@pytest.mark.parametrize("word", ["calibrate", "calibrated"])
+def test_a_calibrated_threshold_is_written_as_in_distil_yaml_or_as_stacks_first_word(tmp_path, word):
+    body = stack_body()
+    body["specialists"][0]["threshold"] = word
+    stack = load_stack_spec(write_stack(tmp_path, body))
+    assert stack.spec.specialists[0].threshold == "calibrate"
+    assert stack.spec.specialists[1].threshold == 0.0
+    body["specialists"][0]["threshold"] = "calibration"
+    with pytest.raises(SpecError, match=re.escape("specialists[0].threshold")):
+        load_stack_spec(write_stack(tmp_path, body))

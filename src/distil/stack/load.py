@@ -25,7 +25,7 @@ from distil.serve.deployment import ship_decision
 from distil.serve.runs import LockedPredictor, ServedModel, load_served
 from distil.spec.io import Project, load_project
 from distil.spec.models import TeacherSpec
-from distil.stack.spec import CALIBRATED, Stack, TeacherRef
+from distil.stack.spec import CALIBRATE, Stack, TeacherRef
 from distil.teachers.registry import build_teacher
 from distil.teachers.shared_weights import LOCAL_SCHEMES, SharedLocalModels
 
@@ -136,7 +136,7 @@ def load_specialist(
     """The specialist as `distil serve` loads it, with the generalist (built for its task, on the weights in
     ``shared``) as its teacher and the stack's limits; ``teacher`` None: nothing escalates (the router model)."""
     entry = next((s for s in stack.spec.specialists if s.name == checked.name), None)
-    threshold = 0.0 if entry is None else None if entry.threshold == CALIBRATED else float(entry.threshold)
+    threshold = 0.0 if entry is None else None if entry.threshold == CALIBRATE else float(entry.threshold)
     try:
         served = load_served(checked.project, checked.run_id, threshold=threshold, with_teacher=False)
         if served.kind != "classify":

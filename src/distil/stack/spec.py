@@ -6,7 +6,7 @@ specialist.
       - name: billing
         project: billing/distil.yaml        # relative to stack.yaml
         run: r7                             # default: the project's newest run decided ship
-        threshold: calibrated               # default: the run's calibrated threshold, as `distil serve` finds it
+        threshold: calibrate                # default: the run's calibrated threshold, as `distil serve` finds it
       - name: tech
         project: tech/distil.yaml
         threshold: 0.8
@@ -38,7 +38,8 @@ from distil.spec.io import _describe, _field_path, _UniqueKeyLoader
 from distil.spec.models import ServeSpec, TeacherSpec, _Model
 from distil.spec.names import run_id_problem
 
-CALIBRATED = "calibrated"
+CALIBRATE = "calibrate"  # the word distil.yaml's router.threshold uses
+CALIBRATE_ALIASES = ("calibrated",)  # read as CALIBRATE: the word stack.yaml first used
 GENERALIST = "generalist"  # the `model` name that asks the generalist alone
 _NAME = r"^[a-z0-9][a-z0-9_-]*$"  # a specialist's name is a `model` name, a metric label and a router label
 
@@ -47,11 +48,16 @@ class SpecialistEntry(_Model):
     name: str = Field(pattern=_NAME, description="The specialist's name: a `model` name, a `task` value, a label.")
     project: str = Field(min_length=1, description="Path to the specialist's distil.yaml, relative to stack.yaml.")
     run: str | None = Field(None, description="Run id to serve (default: the project's newest run decided ship).")
-    threshold: float | Literal["calibrated"] = Field(
-        CALIBRATED,
-        description="Confidence at or above which the specialist answers, else the generalist does; 'calibrated': "
+    threshold: float | Literal["calibrate"] = Field(
+        CALIBRATE,
+        description="Confidence at or above which the specialist answers, else the generalist does; 'calibrate': "
         "the project's router.threshold, else calibrated on the run's validation split (as `distil serve`).",
     )
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _one_word(cls, value: object) -> object:
+        return CALIBRATE if isinstance(value, str) and value.strip() in CALIBRATE_ALIASES else value
 
     @field_validator("run")
     @classmethod
@@ -64,7 +70,7 @@ class SpecialistEntry(_Model):
     @classmethod
     def _threshold_range(cls, value: float | str) -> float | str:
         if not isinstance(value, str) and not 0.0 <= value <= 1.0:
-            raise ValueError(f"must be in [0, 1] or 'calibrated', got {value}")
+            raise ValueError(f"must be in [0, 1] or 'calibrate', got {value}")
         return value
 
 
