@@ -114,3 +114,36 @@ def test_a_router_model_routes_by_its_top_label(stack_root):
         assert chat["distil"]["specialist"] == said[0] and chat["model"] == said[0]
         explicit = client.post("/v1/classify", json={"input": texts[0], "task": "mood"}).json()["data"][0]
         assert explicit["specialist"] == "mood" and explicit["routed_by"] == "task"  # `task` still wins
+
+
+def test_readiness_says_busy_while_the_event_loop_runs_behind(stack_root):
+    """A callback holding the loop 0.3 s a turn (as hundreds of other requests would): the stack's /readyz says busy
+    with the lag, and new requests get 429, while every specialist's queue is empty."""
+    import threading
+    import time
+
+    from tests.serve.test_backpressure import _wait_for
+
+    body = {**stack_body(), "serve": {"max_loop_lag_s": 0.1}}
+    stack = load_stack_spec(write_stack(stack_root, body))
+    with running_server(create_stack_app(load_stack(stack))) as (url, server), httpx.Client(base_url=url) as client:
+        ready = client.get("/readyz").json()
+        assert ready["status"] == "ready" and ready["loop_lag_ms"] < 100
+        loop, caught_up = server.servers[0].get_loop(), threading.Event()
+
+        def hold_the_loop() -> None:
+            time.sleep(0.3)
+            if not caught_up.is_set():
+                loop.call_soon(hold_the_loop)
+
+        loop.call_soon_threadsafe(hold_the_loop)
+        try:
+            _wait_for(lambda: client.get("/readyz").status_code == 503, "readiness saw the loop behind", attempts=50)
+            busy = client.get("/readyz").json()
+            assert busy["status"] == "busy" and busy["loop_lag_ms"] > 100
+            assert {q["load"] for q in busy["queues"].values()} == {0}
+            refused = client.post("/v1/classify", json={"input": "refund me", "task": "triage"})
+            assert refused.status_code == 429 and refused.json()["error"]["code"] == "server_busy"
+        finally:
+            caught_up.set()
+        _wait_for(lambda: client.get("/readyz").status_code == 200, "the loop caught up")

@@ -106,12 +106,19 @@ class StackHealth(BaseModel):
 
 
 class StackReadiness(BaseModel):
-    status: Literal["ready", "busy"] = Field(description="ready: every specialist's queue has room; busy: one is full.")
+    status: Literal["ready", "busy"] = Field(
+        description="ready: every specialist's queue has room and the event loop keeps up; busy: a queue is full or "
+        "the loop runs more than serve.max_loop_lag_s behind."
+    )
     model: str = Field(description="The stack's name.")
     queues: dict[str, QueueState] = Field(description="Each specialist's student queue, by the specialist's name.")
+    loop_lag_ms: float = Field(description="How far behind the event loop ran at its last tick, in milliseconds.")
 
 
-STACK_NOT_READY = "A specialist's queue is full: requests for it would get 429 now (the body says the same, busy)."
+STACK_NOT_READY = (
+    "A specialist's queue is full, or the event loop runs more than serve.max_loop_lag_s behind: requests would get "
+    "429 now (the body says the same, busy)."
+)
 
 # --- errors ------------------------------------------------------------------------------------------------
 

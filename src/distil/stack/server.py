@@ -429,11 +429,14 @@ def create_stack_app(
 
     def _readiness() -> tuple[int, dict[str, Any]]:
         queues = {name: guard.app.state.queues["student"] for name, guard in inner.items()}
-        ready = not any(q.full for q in queues.values())
+        # every specialist's app watches the same event loop: the stack is behind when any of them says so
+        lags = [guard.app.state.loop_lag for guard in inner.values()]
+        ready = not any(q.full for q in queues.values()) and not any(lag.over for lag in lags)
         return 200 if ready else 503, {
             "status": "ready" if ready else "busy",
             "model": spec.name,
             "queues": {name: {"load": q.load, "depth": q.depth} for name, q in queues.items()},
+            "loop_lag_ms": round(max(lag.lag_s for lag in lags) * 1000, 1),
         }
 
     probes: dict[str, Probe] = {
@@ -454,7 +457,8 @@ def create_stack_app(
         responses={503: {"model": StackReadiness, "description": STACK_NOT_READY}},
     )
     async def readyz() -> JSONResponse:
-        """Readiness: no specialist's queue is full; each specialist's queue load and depth."""
+        """Readiness: no specialist's queue is full and the event loop is less than `serve.max_loop_lag_s` behind;
+        each specialist's queue load and depth, and the loop's lag."""
         status, body = _readiness()
         return JSONResponse(body, status_code=status)
 
