@@ -130,3 +130,31 @@ def running_server(app, graceful_timeout_s: float = 10.0):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def wait_for(predicate, what: str, attempts: int = 600) -> None:
+    """Poll ``predicate`` every 50 ms until it holds; AssertionError naming ``what`` after ``attempts`` polls."""
+    done = threading.Event()
+    for _ in range(attempts):
+        if predicate():
+            return
+        done.wait(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+@contextmanager
+def loop_held_behind(server, turn_s: float = 0.3):
+    """Hold ``server``'s event loop ``turn_s`` seconds a turn until the block ends, as parsing and answering hundreds
+    of other requests would; the server's models stay idle."""
+    loop, caught_up = server.servers[0].get_loop(), threading.Event()
+
+    def hold_the_loop() -> None:
+        time.sleep(turn_s)
+        if not caught_up.is_set():
+            loop.call_soon(hold_the_loop)
+
+    loop.call_soon_threadsafe(hold_the_loop)
+    try:
+        yield
+    finally:
+        caught_up.set()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -23,7 +22,7 @@ from distil.serve.server import create_app
 from distil.serve.traffic import TrafficLog, read_traffic
 from distil.spec.models import ServeSpec
 from tests.conftest import TINY_TOKENIZER
-from tests.serve.conftest import LABELS, running_server
+from tests.serve.conftest import LABELS, loop_held_behind, running_server, wait_for
 
 SURE = np.array([0.9, 0.05, 0.05])  # above the test threshold: the student answers
 UNSURE = np.array([0.2, 0.5, 0.3])  # below it: escalated
@@ -53,15 +52,6 @@ def _served(student, teacher=None, threshold: float = 0.0, **limits) -> ServedMo
     return ServedModel("m", "classify", LABELS, student, teacher, threshold, limits=ServeSpec(**limits))
 
 
-def _wait_for(predicate, what: str, attempts: int = 600) -> None:
-    done = threading.Event()
-    for _ in range(attempts):
-        if predicate():
-            return
-        done.wait(0.05)
-    raise AssertionError(f"never happened: {what}")
-
-
 def test_a_full_queue_answers_429_with_retry_after_while_probes_still_answer():
     student = GatedModel()
     served = _served(student, queue_depth=2, deadline_s=60, max_batch=1)
@@ -69,7 +59,7 @@ def test_a_full_queue_answers_429_with_retry_after_while_probes_still_answer():
         with httpx.Client(base_url=url, timeout=60) as c:
             assert c.get("/readyz").status_code == 200
             held = [pool.submit(c.post, "/v1/classify", json={"input": f"held {i}"}) for i in range(2)]
-            _wait_for(lambda: c.get("/readyz").status_code == 503, "the student's queue filled")
+            wait_for(lambda: c.get("/readyz").status_code == 503, "the student's queue filled")
             # the student is still busy (its gate is shut): these answers did not wait behind it
             r = c.post("/v1/classify", json={"input": "one too many"})
             assert r.status_code == 429 and r.headers["retry-after"] == "60"
@@ -90,18 +80,9 @@ def test_while_the_event_loop_runs_behind_model_requests_get_429_before_parsing_
     student = GatedModel(gated=False)
     served = _served(student, max_loop_lag_s=0.1)
     with running_server(create_app(served)) as (url, server), httpx.Client(base_url=url, timeout=60) as c:
-        _wait_for(lambda: c.post("/v1/classify", json={"input": "before"}).status_code == 200, "an answer")
-        loop = server.servers[0].get_loop()
-        caught_up = threading.Event()
-
-        def hold_the_loop() -> None:
-            time.sleep(0.3)
-            if not caught_up.is_set():
-                loop.call_soon(hold_the_loop)
-
-        loop.call_soon_threadsafe(hold_the_loop)
-        try:
-            _wait_for(lambda: c.get("/readyz").status_code == 503, "readiness saw the loop behind", attempts=50)
+        wait_for(lambda: c.post("/v1/classify", json={"input": "before"}).status_code == 200, "an answer")
+        with loop_held_behind(server):
+            wait_for(lambda: c.get("/readyz").status_code == 503, "readiness saw the loop behind", attempts=50)
             refused = c.post("/v1/classify", content=b"{not json")  # refused before its body is read as JSON: not 400
             assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
             assert refused.json()["error"]["code"] == "server_busy" and "behind" in refused.json()["error"]["message"]
@@ -109,10 +90,8 @@ def test_while_the_event_loop_runs_behind_model_requests_get_429_before_parsing_
             assert c.get("/healthz").json()["status"] == "ok" and c.get("/v1/models").status_code == 200  # not shed
             busy = c.get("/readyz").json()
             assert busy["status"] == "busy" and busy["loop_lag_ms"] > 100 and busy["queues"]["student"]["load"] == 0
-        finally:
-            caught_up.set()
-        _wait_for(lambda: c.get("/readyz").status_code == 200, "the loop caught up")
-        _wait_for(lambda: c.post("/v1/classify", json={"input": "after"}).status_code == 200, "an answer again")
+        wait_for(lambda: c.get("/readyz").status_code == 200, "the loop caught up")
+        wait_for(lambda: c.post("/v1/classify", json={"input": "after"}).status_code == 200, "an answer again")
         assert 'distil_requests_total{endpoint="/v1/classify",status="429"}' in c.get("/metrics").text
     assert student.seen == ["before", "after"]  # the refused requests never reached the model
 
@@ -125,7 +104,7 @@ def test_probes_are_answered_by_the_connection_while_the_queue_and_the_connectio
     with running_server(create_app(served)) as (url, _), ThreadPoolExecutor(4) as pool:
         with httpx.Client(base_url=url, timeout=60) as c:
             held = [pool.submit(c.post, "/v1/classify", json={"input": f"held {i}"}) for i in range(2)]
-            _wait_for(lambda: c.get("/readyz").status_code == 503, "the student's queue filled")
+            wait_for(lambda: c.get("/readyz").status_code == 503, "the student's queue filled")
             idle = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))  # the 4th connection
             idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert _read_response(idle).startswith(b"HTTP/1.1 200 OK")  # accepted, and kept open
@@ -209,7 +188,7 @@ def test_a_saturated_or_slow_teacher_leaves_the_students_answer_marked_as_such(t
             assert chat.json()["distil"]["route"] == "student_fallback"
             assert chat.json()["choices"][0]["message"]["content"] == "technical"
             teacher.gate.set()
-            _wait_for(lambda: c.get("/readyz").json()["queues"]["teacher"]["load"] == 0, "the teacher's pass ended")
+            wait_for(lambda: c.get("/readyz").json()["queues"]["teacher"]["load"] == 0, "the teacher's pass ended")
             answered = c.post("/v1/classify", json={"input": "unsure 4"}).json()["data"][0]
             assert (answered["route"], answered["label"]) == ("teacher", "account") and "fallback" not in answered
     assert teacher.seen == ["unsure 1", "unsure 4"]  # 2 and 3 were never queued for it

@@ -11,7 +11,7 @@ from distil.serve.traffic import TrafficLog, read_traffic, traffic_dir
 from distil.stack.load import load_stack
 from distil.stack.server import create_stack_app
 from distil.stack.spec import load_stack_spec
-from tests.serve.conftest import running_server
+from tests.serve.conftest import loop_held_behind, running_server, wait_for
 from tests.stack.conftest import MOOD_LABELS, TRIAGE_LABELS, stack_body, write_stack
 
 
@@ -117,33 +117,18 @@ def test_a_router_model_routes_by_its_top_label(stack_root):
 
 
 def test_readiness_says_busy_while_the_event_loop_runs_behind(stack_root):
-    """A callback holding the loop 0.3 s a turn (as hundreds of other requests would): the stack's /readyz says busy
-    with the lag, and new requests get 429, while every specialist's queue is empty."""
-    import threading
-    import time
-
-    from tests.serve.test_backpressure import _wait_for
-
+    """The loop held behind (as hundreds of other requests would hold it): the stack's /readyz says busy with the lag,
+    and new requests get 429, while every specialist's queue is empty."""
     body = {**stack_body(), "serve": {"max_loop_lag_s": 0.1}}
     stack = load_stack_spec(write_stack(stack_root, body))
     with running_server(create_stack_app(load_stack(stack))) as (url, server), httpx.Client(base_url=url) as client:
         ready = client.get("/readyz").json()
         assert ready["status"] == "ready" and ready["loop_lag_ms"] < 100
-        loop, caught_up = server.servers[0].get_loop(), threading.Event()
-
-        def hold_the_loop() -> None:
-            time.sleep(0.3)
-            if not caught_up.is_set():
-                loop.call_soon(hold_the_loop)
-
-        loop.call_soon_threadsafe(hold_the_loop)
-        try:
-            _wait_for(lambda: client.get("/readyz").status_code == 503, "readiness saw the loop behind", attempts=50)
+        with loop_held_behind(server):
+            wait_for(lambda: client.get("/readyz").status_code == 503, "readiness saw the loop behind", attempts=50)
             busy = client.get("/readyz").json()
             assert busy["status"] == "busy" and busy["loop_lag_ms"] > 100
             assert {q["load"] for q in busy["queues"].values()} == {0}
             refused = client.post("/v1/classify", json={"input": "refund me", "task": "triage"})
             assert refused.status_code == 429 and refused.json()["error"]["code"] == "server_busy"
-        finally:
-            caught_up.set()
-        _wait_for(lambda: client.get("/readyz").status_code == 200, "the loop caught up")
+        wait_for(lambda: client.get("/readyz").status_code == 200, "the loop caught up")
