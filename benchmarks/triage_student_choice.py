@@ -21,7 +21,6 @@ would not fit ``--budget-minutes``, only training seed 0 runs, and the section s
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tempfile
@@ -82,7 +81,9 @@ def train_and_score(project, setting: Setting, value: float, seed: int, teacher_
 
 
 def spec_digest(train) -> str:  # noqa: ANN001 - a TrainSpec
-    return hashlib.sha256(train.model_dump_json().encode()).hexdigest()[:12]
+    from distil.teachers.base import sha256_json
+
+    return sha256_json(train.model_dump(mode="json")).removeprefix("sha256:")[:12]
 
 
 def choose(rows: list[dict], shipped: float) -> tuple[float, dict[float, float]]:

@@ -226,11 +226,10 @@ def require_locked_test(project: Project, folder: Path) -> LockedSet | None:
     if test is not None:
         path = Path(folder) / "test.parquet"
         hashes = content_hashes(read_records(path)) if path.is_file() else ["missing"]
-        found = test.sha256 if test.sha256 in hashes else hashes[0]
-        if found != test.sha256:
+        if test.sha256 not in hashes:
             raise EvaluationSetError(
                 f"evaluate: {path} is not the locked test split (gate version {test.gate_version}, {test.size} items, "
-                f"{test.sha256[:19]}; found {found[:19]}), so this round could not be compared with the others",
+                f"{test.sha256[:19]}; found {hashes[0][:19]}), so this round could not be compared with the others",
                 hint="rebuild the dataset with `distil curate` (it keeps the locked test split), then train and "
                 "evaluate again",
             )
