@@ -117,6 +117,7 @@ def summarise_evaluation(evaluation: Mapping[str, Any]) -> dict[str, Any]:
             row["quality"] = 1.0  # generation: the teacher's text is the reference
         worst = _worst_slice(block.get("slices") or {})
         row["min_slice"], row["min_slice_agreement"] = worst if worst else (None, None)
+        row["gold_disagreements"] = (block.get("gold") or {}).get("disagreements")
         out[name] = row
     cost = evaluation.get("cost") or {}
     out["cost"] = {
@@ -355,15 +356,25 @@ def _stored_size_check(threshold: int, summary: Mapping[str, Any]) -> GateCheck:
     return _check("size_max_bytes", sizes[name], threshold, "max", f"bytes on disk, smallest as stored: {name}")
 
 
+def _fidelity_detail(student: Mapping[str, Any]) -> str:
+    """What fidelity_min compares and, where a gold set was scored, who is right where student and teacher differ
+    there: a student right on most of them is held back by the teacher's mistakes, not by its own."""
+    from distil.evaluate.figures import disagreement_text
+
+    detail = "student agreement with the teacher"
+    counts = student.get("gold_disagreements")
+    if counts and counts.get("n"):
+        detail += f"; where they differ on the gold set, {disagreement_text(counts, 'the student')}"
+    return detail
+
+
 def gate_checks(thresholds: Mapping[str, Any], summary: Mapping[str, Any]) -> list[GateCheck]:
     """Every set threshold of the locked gate against one evaluation summary, in a fixed order."""
     s, t, b = summary.get("student", {}), summary.get("teacher", {}), summary.get("baseline", {})
     evidence = summary.get("evidence") or {}
     checks: list[GateCheck] = []
     if (v := thresholds.get("fidelity_min")) is not None:
-        checks.append(
-            evidence_check("fidelity_min", evidence.get("agreement"), v, "min", "student agreement with the teacher")
-        )
+        checks.append(evidence_check("fidelity_min", evidence.get("agreement"), v, "min", _fidelity_detail(s)))
     if (v := thresholds.get("quality_min_vs_teacher")) is not None:
         checks.append(
             evidence_check(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -143,3 +144,52 @@ def test_a_label_the_student_never_gives_is_named(run_project):
     support = document["student"]["gold"]["per_label"]["support"][2]
     assert f"student never predicts account ({support} items) on the " in document["warnings"][0]
     assert json.loads(run_project.ledger.rows("evaluations")[-1]["summary"])["warnings"] == document["warnings"]
+
+
+class SometimesOff:
+    """The teacher's distribution, shifted to the next label on about a third of the inputs (by their text)."""
+
+    def label_distribution(self, inputs):
+        from .conftest import teacher_probs
+
+        return np.array([np.roll(teacher_probs(x), zlib.crc32(x.encode()) % 3 == 0) for x in inputs])
+
+
+def test_where_student_and_teacher_differ_on_gold_it_is_counted_who_is_right(run_project, capsys, monkeypatch):
+    monkeypatch.setattr(console, "width", 250)
+    models = numpy_models()
+    models["student"] = ModelUnderTest(SometimesOff, lambda p, batch: p.label_distribution(batch), 1200, 300)
+    _, document = evaluate_run(run_project, models=models, threads=1)
+    gold, student = gold_predictions(run_project, "student")
+    _, teacher = gold_predictions(run_project, "teacher")
+    differ = student != teacher
+    expected = {
+        "of": len(gold),
+        "n": int(differ.sum()),
+        "model_right": int((differ & (student == gold)).sum()),
+        "teacher_right": int((differ & (teacher == gold)).sum()),
+        "neither": int((differ & (student != gold) & (teacher != gold)).sum()),
+    }
+    assert expected["n"] > 0  # the flipped student differs from the teacher somewhere on gold
+    assert document["student"]["gold"]["disagreements"] == expected
+    text = (
+        f"{expected['n']} of {len(gold)}: the student is right on {expected['model_right']}, the teacher on "
+        f"{expected['teacher_right']}, neither on {expected['neither']}"
+    )
+    check = next(c for c in document["gate"]["checks"] if c["name"] == "fidelity_min")
+    assert check["detail"].endswith(f"where they differ on the gold set, {text}")
+
+    print_figures(document, "run-1")
+    assert text.replace("the student", "it") in capsys.readouterr().out
+    html, md = write_report(run_project)
+    assert text.replace("the student", "it") in html.read_text() and text.replace("the student", "it") in md.read_text()
+
+
+def test_disagreements_leave_out_items_without_a_gold_label():
+    from distil.evaluate.scoring import disagreements
+
+    model, teacher = np.array([0, 1, 2, 0, 1, 2, 1]), np.array([0, 2, 2, 1, 0, 0, 0])
+    gold = np.array([0, 1, 1, 2, -1, 0, 1])
+    # items 1 and 6: only the model is right; 3: neither; 4: no gold label; 5: only the teacher is right
+    assert disagreements(model, teacher, gold) == {"of": 6, "n": 4, "model_right": 2, "teacher_right": 1, "neither": 1}
+    assert disagreements(model, teacher, np.full(7, -1)) is None

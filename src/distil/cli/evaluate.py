@@ -98,8 +98,11 @@ def print_figures(document: dict, run_id: str) -> None:
         console.print(
             _table(
                 f"gold set ({n_gold} hand-labelled items; run {run_id})",
-                ["model", "accuracy", "macro-F1", "agreement with the teacher"],
-                [[r["model"], r["accuracy"], r["macro_f1"], r["agreement"]] for r in f.gold_rows(document)],
+                ["model", "accuracy", "macro-F1", "agreement with the teacher", "where it differs, who is right"],
+                [
+                    [r["model"], r["accuracy"], r["macro_f1"], r["agreement"], r["disagreements"]]
+                    for r in f.gold_rows(document)
+                ],
             )
         )
         for table in _label_tables(document, f.GOLD, "gold labels"):

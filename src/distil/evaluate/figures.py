@@ -57,7 +57,8 @@ def _hits(scored: Mapping[str, Any], key: str) -> int | None:
 
 
 def gold_rows(document: Mapping[str, Any]) -> list[dict[str, str]]:
-    """One row per model on the gold set: accuracy, macro-F1 and agreement with the teacher, each with its count."""
+    """One row per model on the gold set: accuracy, macro-F1 and agreement with the teacher, each with its count,
+    and where the model differs from the teacher, which of the two the gold label sides with."""
     rows = []
     for model in MODELS:
         scored = scored_set(document, model, GOLD)
@@ -71,9 +72,22 @@ def gold_rows(document: Mapping[str, Any]) -> list[dict[str, str]]:
                 "agreement": "reference"
                 if model == "teacher"
                 else ratio(scored.get("agreement"), _hits(scored, "agreement"), n),
+                "disagreements": "reference" if model == "teacher" else disagreement_text(scored.get("disagreements")),
             }
         )
     return rows
+
+
+def disagreement_text(counts: Mapping[str, int] | None, model: str = "it") -> str:
+    """``26 of 168: it is right on 20, the teacher on 4, neither on 2`` (– without gold labels)."""
+    if not counts:
+        return "–"
+    if not counts["n"]:
+        return f"none of {counts['of']}"
+    return (
+        f"{counts['n']} of {counts['of']}: {model} is right on {counts['model_right']}, the teacher on "
+        f"{counts['teacher_right']}, neither on {counts['neither']}"
+    )
 
 
 def held_out_accuracy(scored: Mapping[str, Any]) -> str:

@@ -559,7 +559,13 @@ def render_markdown(context: dict[str, Any]) -> str:
     if view["gold"]:
         lines += _markdown_table(
             f"Gold set ({view['gold']['n']} hand-labelled items)",
-            [("model", "model"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("agreement", "agreement")],
+            [
+                ("model", "model"),
+                ("accuracy", "accuracy"),
+                ("macro_f1", "macro-F1"),
+                ("agreement", "agreement"),
+                ("disagreements", "where it differs from the teacher, who is right"),
+            ],
             view["gold"]["rows"],
         )
         lines += _per_label_markdown(view)

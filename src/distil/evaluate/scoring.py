@@ -30,6 +30,28 @@ def gold_indices(gold_labels: Sequence[str | None], label_names: Sequence[str]) 
     return np.array([position.get(g, -1) if g is not None else -1 for g in gold_labels], dtype=np.int64)
 
 
+def disagreements(model_top: np.ndarray, teacher_top: np.ndarray, gold: np.ndarray) -> dict[str, int] | None:
+    """Where the model's top label differs from the teacher's, on the gold-labelled items: how many, and which of
+    the two (or neither) gold agrees with. None without gold labels.
+
+    A model more accurate than its teacher cannot agree with it on the items the teacher gets wrong: when the
+    model is right on most of these, agreement is limited by the teacher's mistakes, not by the model."""
+    labelled = gold >= 0
+    if not labelled.any():
+        return None
+    differ = labelled & (model_top != teacher_top)
+    model_right = int((differ & (model_top == gold)).sum())
+    teacher_right = int((differ & (teacher_top == gold)).sum())
+    n = int(differ.sum())
+    return {
+        "of": int(labelled.sum()),
+        "n": n,
+        "model_right": model_right,
+        "teacher_right": teacher_right,
+        "neither": n - model_right - teacher_right,
+    }
+
+
 F1_RESAMPLES = 300
 
 
@@ -58,7 +80,9 @@ def score_classifier(
     ``per_label`` (precision, recall, F1, support, predicted, hits per label;
     :func:`~distil.evaluate.metrics.per_label`) and ``confusion`` (rows the gold label, columns the model's).
     ``per_label_vs_teacher`` and ``confusion_vs_teacher`` take the teacher's top-1 label as the reference on
-    every item; ``predicted_counts`` is how often the model gave each label. ECE is measured against gold
+    every item; ``disagreements`` counts, on the gold-labelled items, where the model's top label differs from
+    the teacher's and which of the two gold sides with (:func:`disagreements`); ``predicted_counts`` is how
+    often the model gave each label. ECE is measured against gold
     labels when every example has one, else against the teacher's top-1 label; ``ece_reference`` says which.
     """
     teacher_probs = np.asarray(teacher_probs, dtype=np.float64)
@@ -104,6 +128,7 @@ def score_classifier(
         "confusion_vs_teacher": m.confusion_matrix(predicted, teacher_top, n_labels).tolist()
         if len(model_probs)
         else [],
+        "disagreements": disagreements(predicted, teacher_top, gold),
         "slices": per_slice(tags, agree, predicted, gold, kl, seed=seed),
         # per item, in the records' order: the gate's intervals and paired tests are computed from these
         "per_item": {"agreement": agree.tolist(), "kl": kl.tolist(), "correct": correct.tolist()},
