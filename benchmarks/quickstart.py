@@ -84,6 +84,8 @@ def one_run(installed: bool) -> tuple[float, Path, str, float]:
 
 
 def report(args, seconds: float, project: Path, what: str, times: str, count: int) -> None:
+    from distil.evaluate.figures import disagreement_text
+
     ev = evaluation_of(project)
     rows = []
     for name in ("teacher", "student", "baseline"):
@@ -94,6 +96,7 @@ def report(args, seconds: float, project: Path, what: str, times: str, count: in
                 f"{gold.get('accuracy', float('nan')):.3f}",
                 f"{gold.get('agreement', float('nan')):.3f}",
                 f"{gold.get('kl', float('nan')):.3f}",
+                "reference" if name == "teacher" else disagreement_text(gold.get("disagreements")),
                 f"{b['agreement']:.3f}",
                 f"{b['kl']:.3f}",
                 f"{b['p95_ms']:.1f}",
@@ -128,6 +131,7 @@ def report(args, seconds: float, project: Path, what: str, times: str, count: in
                 "gold accuracy",
                 "gold agreement",
                 "gold KL",
+                "gold: where it differs from the teacher, who is right",
                 "held-out agreement",
                 "held-out KL",
                 "p95 ms (batch 1)",
