@@ -6,8 +6,8 @@ section (scoring, how many shots, calibration on or off and its inputs) and is s
 seconds per ticket, the median over those chunks (the first chunk also pays for the prefixes and the
 calibration, once per run). The choice is made on ``examples/triage/dev.jsonl`` (120 hand-labelled
 tickets the cadence never reads) by a fixed rule: the highest development accuracy, a tie going to the
-variant that runs fewer tokens per ticket, then to the one the example ships. The gold set is scored too, in a column marked report only: it never chooses. Shots come
-from the seeds only.
+variant that runs fewer tokens per ticket, then to the one the example ships. The gold set is scored too, in a
+column marked report only: it never chooses. Shots come from the seeds only.
 
     python benchmarks/teacher_prompt.py                # every variant, writes its docs/benchmarks.md section
     python benchmarks/teacher_prompt.py --quick        # three variants, to estimate the time of the full run

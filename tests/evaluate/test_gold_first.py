@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -14,6 +15,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from distil.cli import main
 from distil.cli.app import console
+from distil.cli.cadence import _print_outcome
 from distil.cli.evaluate import print_figures
 from distil.evaluate import metrics as m
 from distil.evaluate.report import write_report
@@ -181,6 +183,10 @@ def test_where_student_and_teacher_differ_on_gold_it_is_counted_who_is_right(run
 
     print_figures(document, "run-1")
     assert text.replace("the student", "it") in capsys.readouterr().out
+    _print_outcome(run_project, SimpleNamespace(outcomes=[], run_id="run-1", report_path=None))  # end of a cadence
+    assert f"on the gold set the student differs from the teacher on {text.replace('the student', 'it')}" in (
+        capsys.readouterr().out
+    )
     html, md = write_report(run_project)
     assert text.replace("the student", "it") in html.read_text() and text.replace("the student", "it") in md.read_text()
 

@@ -3,8 +3,6 @@ evaluation; iterate mines failures from it and serve calibrates its router on it
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -83,7 +81,6 @@ def test_predictions_hold_every_model_on_every_split(evaluated):
 
 def test_iterate_mines_the_students_disagreements_from_the_predictions(evaluated):
     _, run, _, _ = evaluated
-    evaluation = json.loads(run.evaluation.read_text())
     failures = mine_failures(run, floor=None)  # validation and probe, never the locked test split
     disagreements = [
         (t["input"], t["label"], s["label"])

@@ -35,12 +35,17 @@ def _steps_table(result: Any) -> Table:
     return table
 
 
-def _verdict_table(run: RunDir) -> Table | None:
+def _verdict(run: RunDir) -> tuple[Table, str] | None:
+    """The gate's checks, and where a gold set was scored, who is right where the student and the teacher differ."""
+    from distil.evaluate.figures import disagreement_text
+
     if not run.evaluation.is_file():
         return None
     document = json.loads(run.evaluation.read_text(encoding="utf-8"))
     title = f"gate verdict ({run.run_id}; 95% intervals, undecided is not a pass)"
-    return checks_table(document.get("gate", {}).get("checks", []), title, detail=False)
+    counts = ((document.get("student") or {}).get("gold") or {}).get("disagreements")
+    gold = f"on the gold set the student differs from the teacher on {disagreement_text(counts)}" if counts else ""
+    return checks_table(document.get("gate", {}).get("checks", []), title, detail=False), gold
 
 
 def what_next(project: Any, result: Any) -> list[str]:
@@ -59,9 +64,11 @@ def what_next(project: Any, result: Any) -> list[str]:
 def _print_outcome(project: Any, result: Any) -> None:
     console.print(_steps_table(result))
     if result.run_id:
-        verdict = _verdict_table(RunDir(project, result.run_id))
+        verdict = _verdict(RunDir(project, result.run_id))
         if verdict is not None:
-            console.print(verdict)
+            console.print(verdict[0])
+            if verdict[1]:
+                console.print(verdict[1], markup=False, highlight=False, soft_wrap=True)
     steps = what_next(project, result)
     if steps:
         console.print("what next:", highlight=False)
