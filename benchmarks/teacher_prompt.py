@@ -13,6 +13,7 @@ column marked report only: it never chooses. Shots come from the seeds only.
     python benchmarks/teacher_prompt.py --quick        # three variants, to estimate the time of the full run
     python benchmarks/teacher_prompt.py --gold picked  # gold (report only) for the picked and shipped variants
     python benchmarks/teacher_prompt.py --threads 1    # a fixed thread count instead of teachers[].threads: auto
+    python benchmarks/teacher_prompt.py --quick --source gguf:FOLDER#FILE.gguf   # another local teacher, printed
 
 Beside the single prompts, averages of several prompts' label distributions (each prompt with its own shots) are
 scored on the development file only and reported in a second table: never candidates, since each prompt adds its
@@ -176,6 +177,11 @@ def main() -> None:
         help="Scores already measured, reused by a rerun.",
     )
     parser.add_argument("--no-write", action="store_true", help="Print only; leave docs/benchmarks.md alone.")
+    parser.add_argument(
+        "--source",
+        help="Score another local teacher (a teachers[].source such as gguf:FOLDER#FILE.gguf) instead of the "
+        "example's; prints only, the section stays the example's teacher's.",
+    )
     args = parser.parse_args()
 
     import torch
@@ -188,6 +194,9 @@ def main() -> None:
     from distil.teachers.loading import load_causal_lm
 
     spec = spec_from_text((EXAMPLE / "distil.yaml").read_text(), str(EXAMPLE / "distil.yaml"))
+    if args.source:
+        spec.teachers[0] = spec.teacher().model_copy(update={"source": args.source})
+        args.no_write = True
     teacher_spec = spec.teacher()
     if args.threads:
         torch.set_num_threads(args.threads)

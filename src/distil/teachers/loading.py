@@ -139,10 +139,11 @@ def dequantized_fingerprint(folder: Path) -> str:
 
 
 def dequantized_cache_path(local: LocalSource) -> Path:
-    """Where the safetensors copy of a GGUF file is cached (named by the file's path, size and mtime)."""
-    stat = local.gguf_path.stat()
-    key = hashlib.sha256(f"{local.gguf_path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    return cache_root() / "teachers" / f"{local.gguf_path.stem}-{key}"
+    """Where the safetensors copy of a GGUF file is cached: named by the file's content, so the same file installed
+    in another place (a new virtual environment, a fresh clone) finds the copy already made instead of adding one.
+    The hash is the teacher's fingerprint, computed once per process whatever names the folder."""
+    digest = _memoised(local.gguf_path, lambda: weights_fingerprint(local)).removeprefix("sha256:")
+    return cache_root() / "teachers" / f"{local.gguf_path.stem}-{digest[:16]}"
 
 
 def _dequantized_folder(local: LocalSource) -> Path:
