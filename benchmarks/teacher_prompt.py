@@ -158,6 +158,28 @@ def shot_pool(seeds: list[tuple[str, str]], names: list[str], start: int) -> lis
     return [s for name in names for s in by_label[name][start:] + by_label[name][:start]]
 
 
+def label_scores(probs: np.ndarray, truth: np.ndarray, n_labels: int) -> dict:
+    """Accuracy, recall per label and mean top probability of label distributions [n, L] against ``truth``."""
+    predicted = probs.argmax(axis=1)
+    return {
+        "accuracy": float((predicted == truth).mean()),
+        "recall": [float((predicted[truth == i] == i).mean()) for i in range(n_labels)],
+        "top": float(probs.max(axis=1).mean()),
+    }
+
+
+def measured_cells(row: dict) -> list[str]:
+    """The columns both tables share: dev accuracy, recall per label, mean top probability, cost and load."""
+    return [
+        f"{row['dev']:.3f}",
+        *(f"{r:.2f}" for r in row["recall"]),
+        f"{row['top']:.2f}",
+        f"{row['tokens']:.0f}",
+        f"{row['seconds']:.2f}",
+        f"{row['load']:.1f}",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Three variants only, to estimate the full run's time.")
@@ -229,14 +251,11 @@ def main() -> None:
                 parts.append(teacher.label_distribution(chunk))
                 per_ticket.append((time.perf_counter() - started) / len(chunk))
             probs = np.concatenate(parts)
-            predicted = probs.argmax(axis=1)
             cache[key] = {
-                "accuracy": float((predicted == truth).mean()),
+                **label_scores(probs, truth, len(names)),
                 "seconds": statistics.median(per_ticket),
                 "first_chunk": per_ticket[0],
                 "load": os.getloadavg()[0],
-                "recall": [float((predicted[truth == i] == i).mean()) for i in range(len(names))],
-                "top": float(probs.max(axis=1).mean()),
                 "probs": probs.tolist(),  # for the averages of several prompts
             }
             write_json_atomic(args.cache, cache)
@@ -273,14 +292,13 @@ def main() -> None:
         tasks = [(task_variant(spec, settings), settings.get("shot_set", 0)) for settings in members]
         parts = [scored(task, DEV, dev_truth, shot_set, probs_needed=True) for task, shot_set in tasks]
         members_dev += [part["accuracy"] for part in parts]
-        probs = np.mean([np.array(part["probs"]) for part in parts], axis=0)
-        predicted = probs.argmax(axis=1)
+        averaged = label_scores(np.mean([np.array(part["probs"]) for part in parts], axis=0), dev_truth, len(names))
         averages.append(
             {
                 "name": name,
-                "dev": float((predicted == dev_truth).mean()),
-                "recall": [float((predicted[dev_truth == i] == i).mean()) for i in range(len(names))],
-                "top": float(probs.max(axis=1).mean()),
+                "dev": averaged["accuracy"],
+                "recall": averaged["recall"],
+                "top": averaged["top"],
                 "tokens": sum(tokens_per_ticket(teacher_for(t, j), dev_inputs) for t, j in tasks),
                 "seconds": sum(part["seconds"] for part in parts),
                 "load": max(part["load"] for part in parts),
@@ -296,12 +314,7 @@ def main() -> None:
     table = [
         [
             row["name"] + (" (ships)" if row["ships"] else ""),
-            f"{row['dev']:.3f}",
-            *(f"{r:.2f}" for r in row["recall"]),
-            f"{row['top']:.2f}",
-            f"{row['tokens']:.0f}",
-            f"{row['seconds']:.2f}",
-            f"{row['load']:.1f}",
+            *measured_cells(row),
             "not scored" if row["gold"] is None else f"{row['gold']:.3f}",
         ]
         for row in rows
@@ -359,18 +372,7 @@ def main() -> None:
                     "seconds / ticket",
                     "load",
                 ],
-                [
-                    [
-                        row["name"],
-                        f"{row['dev']:.3f}",
-                        *(f"{r:.2f}" for r in row["recall"]),
-                        f"{row['top']:.2f}",
-                        f"{row['tokens']:.0f}",
-                        f"{row['seconds']:.2f}",
-                        f"{row['load']:.1f}",
-                    ]
-                    for row in averages
-                ],
+                [[row["name"], *measured_cells(row)] for row in averages],
             )
             + "\n"
         )

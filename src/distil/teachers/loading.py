@@ -138,11 +138,16 @@ def dequantized_fingerprint(folder: Path) -> str:
     return _memoised(weights if weights.is_file() else folder, lambda: folder_fingerprint(folder))
 
 
+def gguf_fingerprint(local: LocalSource) -> str:
+    """A GGUF teacher's fingerprint (the file's sha256), hashed once per process whoever asks: the cache's folder
+    name, its stamp and the teacher's provenance all read it."""
+    return _memoised(local.gguf_path, lambda: weights_fingerprint(local))
+
+
 def dequantized_cache_path(local: LocalSource) -> Path:
     """Where the safetensors copy of a GGUF file is cached: named by the file's content, so the same file installed
-    in another place (a new virtual environment, a fresh clone) finds the copy already made instead of adding one.
-    The hash is the teacher's fingerprint, computed once per process whatever names the folder."""
-    digest = _memoised(local.gguf_path, lambda: weights_fingerprint(local)).removeprefix("sha256:")
+    in another place (a new virtual environment, a fresh clone) finds the copy already made instead of adding one."""
+    digest = gguf_fingerprint(local).removeprefix("sha256:")
     return cache_root() / "teachers" / f"{local.gguf_path.stem}-{digest[:16]}"
 
 
@@ -163,7 +168,7 @@ def _dequantized_folder(local: LocalSource) -> Path:
     def write(folder: Path) -> None:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        stamp = {"source_sha256": weights_fingerprint(local), "dequantized_sha256": folder_fingerprint(folder)}
+        stamp = {"source_sha256": gguf_fingerprint(local), "dequantized_sha256": folder_fingerprint(folder)}
         write_json_atomic(folder / CACHE_STAMP, stamp)
 
     return replace_dir_atomic(target, write)
@@ -174,7 +179,7 @@ def local_model_folder(source: str) -> tuple[Path, str]:
     local = resolve_source(source)
     if local.scheme == "gguf":
         folder = _dequantized_folder(local)
-        fingerprint = _memoised(local.gguf_path, lambda: weights_fingerprint(local))
+        fingerprint = gguf_fingerprint(local)
         check_dequantized_cache(folder, fingerprint)
         return folder, fingerprint
     return local.folder, weights_fingerprint(local)
