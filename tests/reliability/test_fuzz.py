@@ -17,7 +17,7 @@ import httpx
 import pytest
 import torch
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from distil.data.sources import read_gold_inputs
@@ -87,14 +87,14 @@ edits = st.lists(
 
 def _set(data: dict, path: str, value: object) -> None:
     """Set ``path`` (dots; digits index lists) in ``data``, making the dicts on the way; a path through a value
-    that is neither a dict nor a list (an earlier edit replaced it) is left alone."""
+    that is neither a dict nor a list, or that names a key of a list (an earlier edit replaced it), is left alone."""
     *parents, last = path.split(".")
     node: Any = data
     for key in [*parents, last]:
         if key is last:
             break
         if isinstance(node, list):
-            if int(key) >= len(node):
+            if not key.isdigit() or int(key) >= len(node):
                 return
             node = node[int(key)]
         elif isinstance(node, dict):
@@ -103,7 +103,7 @@ def _set(data: dict, path: str, value: object) -> None:
             node = node[key]
         else:
             return
-    if isinstance(node, list) and int(last) < len(node):
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
         node[int(last)] = value
     elif isinstance(node, dict):
         node[last] = value
@@ -125,6 +125,7 @@ def _prints_as_itself(name: str) -> bool:
 
 @FAST
 @given(changes=edits)
+@example(changes=[("data.split", []), ("data.split.test", None)])  # a name into a list an earlier edit wrote
 def test_a_hostile_spec_is_refused_in_one_line_or_accepted_only_when_sound(changes):
     data = copy.deepcopy(TRIAGE)
     data.setdefault("router", {})["specialists"] = ["r1"]  # so router.specialists.0 names a run
